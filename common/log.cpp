@@ -1,0 +1,49 @@
+#include "common/log.h"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+namespace herd {
+namespace {
+
+LogLevel level_from_env() {
+  const char* v = std::getenv("HERD_LOG");
+  if (!v) return LogLevel::warn;
+  if (!std::strcmp(v, "debug")) return LogLevel::debug;
+  if (!std::strcmp(v, "info")) return LogLevel::info;
+  if (!std::strcmp(v, "warn")) return LogLevel::warn;
+  if (!std::strcmp(v, "error")) return LogLevel::error;
+  if (!std::strcmp(v, "off")) return LogLevel::off;
+  return LogLevel::warn;
+}
+
+std::atomic<int>& level_slot() {
+  static std::atomic<int> slot{static_cast<int>(level_from_env())};
+  return slot;
+}
+
+const char* level_name(LogLevel l) {
+  switch (l) {
+    case LogLevel::debug: return "debug";
+    case LogLevel::info: return "info";
+    case LogLevel::warn: return "warn";
+    case LogLevel::error: return "error";
+    default: return "";
+  }
+}
+
+}  // namespace
+
+LogLevel log_level() { return static_cast<LogLevel>(level_slot().load(std::memory_order_relaxed)); }
+void set_log_level(LogLevel level) { level_slot().store(static_cast<int>(level)); }
+
+void log_write(LogLevel level, const std::string& msg) {
+  static std::mutex mu;  // whole lines, even from worker threads
+  std::lock_guard<std::mutex> lock(mu);
+  std::fprintf(stderr, "herd %s: %s\n", level_name(level), msg.c_str());
+}
+
+}  // namespace herd

@@ -1,0 +1,29 @@
+#include "coordinator/model_session.h"
+
+#include <algorithm>
+#include <thread>
+
+namespace herd {
+
+int64_t default_context(const model::ModelConfig& c) { return std::min<int64_t>(c.n_ctx_train, 4096); }
+
+int default_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+ModelSession ModelSession::open(const std::string& path, const SessionOptions& opts) {
+  ModelSession s;
+  s.file = model::GgufFile::open(path);
+  s.config = model::load_config(*s.file);
+  s.tokenizer = model::Tokenizer::from_gguf(*s.file);
+  if (s.tokenizer->n_vocab() != s.config.n_vocab)
+    throw std::runtime_error(path + ": the tokenizer has " + std::to_string(s.tokenizer->n_vocab()) +
+                             " tokens but token_embd.weight has " + std::to_string(s.config.n_vocab) + " rows");
+  s.backend = make_reference_backend();
+  s.backend->set_threads(opts.n_threads > 0 ? opts.n_threads : default_threads());
+  const int64_t n_ctx = opts.n_ctx > 0 ? opts.n_ctx : default_context(s.config);
+  std::vector<model::LayerRange> ranges;
+  if (!opts.split.empty()) ranges = parse_split(opts.split, s.config.n_layers);
+  s.pipeline = std::make_unique<LocalPipeline>(*s.file, s.config, *s.backend, n_ctx, ranges);
+  return s;
+}
+
+}  // namespace herd

@@ -1,0 +1,37 @@
+// Everything a single-host run needs, opened from one GGUF file: the validated file, the
+// architecture config, the tokenizer, a backend and a pipeline over the requested split.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "coordinator/pipeline.h"
+#include "kernels/backend.h"
+#include "model/arch.h"
+#include "model/gguf.h"
+#include "model/tokenizer.h"
+
+namespace herd {
+
+struct SessionOptions {
+  int64_t n_ctx = 0;      // 0: min(training context, 4096)
+  int n_threads = 0;      // 0: hardware concurrency
+  std::string split;      // "" = one stage; else e.g. "0-1,2-4" (in-process stages)
+};
+
+struct ModelSession {
+  std::unique_ptr<model::GgufFile> file;
+  model::ModelConfig config;
+  std::unique_ptr<model::Tokenizer> tokenizer;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Pipeline> pipeline;
+
+  // Throws std::runtime_error (or GgufError) with a message fit for the user.
+  static ModelSession open(const std::string& path, const SessionOptions& opts);
+};
+
+int64_t default_context(const model::ModelConfig& c);
+int default_threads();
+
+}  // namespace herd

@@ -1,0 +1,94 @@
+// The kernel seam. A backend (scalar reference, AVX2, AVX-512, NEON, CUDA...) implements the op
+// set below and answers supports(op, type); planners and stages ask before they call.
+// Ops take explicit shapes and leading dimensions (in elements) so a caller can point them at
+// sub-blocks of larger buffers (a KV cache, one head, one stage's slice of a batch).
+// Kernels know nothing of ranks, layers or files.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "kernels/dtype.h"
+
+namespace herd {
+
+enum class Op { MatMul, GetRows, RmsNorm, Rope, Softmax, Attention, SiluMul, Add };
+
+// A 2-D weight matrix in its storage type: `rows` x `cols` values, row-major, each row
+// `row_stride` bytes after the previous (row_bytes(type, cols) when packed).
+struct WeightMatrix {
+  DType type = DType::F32;
+  const void* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  size_t row_stride = 0;
+};
+
+enum class RopeMode { Normal, Neox };  // Normal: rotate pairs (2i, 2i+1) (llama); Neox: (i, i+d/2) (qwen2)
+
+struct RopeParams {
+  RopeMode mode = RopeMode::Normal;
+  int64_t n_rot = 0;        // rotated dims per head (== head_dim for llama/qwen2)
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;  // linear scaling: position * freq_scale
+  // Llama-3.1-style per-dimension frequency divisors (GGUF tensor rope_freqs.weight): theta_i is
+  // divided by freq_factors[i]. Null when the model has none.
+  const float* freq_factors = nullptr;  // [n_rot / 2]
+};
+
+struct AttentionShape {
+  int64_t n_tokens = 0;    // query rows in this call
+  int64_t n_heads = 0;     // query heads
+  int64_t n_kv_heads = 0;  // key/value heads (GQA: n_heads % n_kv_heads == 0)
+  int64_t head_dim = 0;
+  int64_t n_kv = 0;        // cache rows valid for the *last* query token (its position + 1)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual bool supports(Op op, DType type) const = 0;
+  virtual void set_threads(int n_threads) { (void)n_threads; }
+
+  // y[t][r] = sum_c W[r][c] * x[t][c]   for t < n_tokens, r < W.rows.
+  // x: [n_tokens, ldx] f32 (first W.cols used); y: [n_tokens, ldy] f32 (first W.rows written).
+  virtual void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, int64_t ldx, float* y,
+                      int64_t ldy) = 0;
+
+  // out[t][:] = dequantized row ids[t] of W.  out: [n, ldo]. ids must be < W.rows (callers check).
+  virtual void get_rows(const WeightMatrix& w, const int32_t* ids, int64_t n, float* out, int64_t ldo) = 0;
+
+  // out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight   for t < n_rows; rows of `dim` values.
+  virtual void rmsnorm(const float* x, int64_t ldx, const float* weight, int64_t n_rows, int64_t dim, float eps,
+                       float* out, int64_t ldo) = 0;
+
+  // In-place rotary embedding. x: [n_tokens, ld_token] holding n_heads heads of head_dim each,
+  // contiguous; pos[t] is token t's position.
+  virtual void rope(float* x, int64_t n_tokens, int64_t ld_token, int64_t n_heads, int64_t head_dim,
+                    const int32_t* pos, const RopeParams& p) = 0;
+
+  // In-place softmax over n values (max-subtracted).
+  virtual void softmax(float* x, int64_t n) = 0;
+
+  // Causal attention of n_tokens queries against a KV cache.
+  //   q:   [n_tokens, n_heads * head_dim] (row stride ldq)
+  //   k,v: [n_ctx, n_kv_heads * head_dim] (row stride ldkv), rows 0..n_kv-1 valid
+  //   query t (0-based in this call) sees cache rows 0 .. n_kv - n_tokens + t (inclusive)
+  //   out: [n_tokens, n_heads * head_dim] (row stride ldo)
+  //   scale: usually 1/sqrt(head_dim)
+  virtual void attention(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv,
+                         const AttentionShape& s, float scale, float* out, int64_t ldo) = 0;
+
+  // out[i] = silu(gate[i]) * up[i]  (out may alias gate or up)
+  virtual void silu_mul(const float* gate, const float* up, float* out, int64_t n) = 0;
+
+  // out[i] = a[i] + b[i]  (out may alias a or b)
+  virtual void add(const float* a, const float* b, float* out, int64_t n) = 0;
+};
+
+// The scalar reference backend: straightforward loops, the oracle every other backend is tested against.
+std::unique_ptr<Backend> make_reference_backend();
+
+}  // namespace herd

@@ -1,0 +1,30 @@
+// The herd subcommands. Each takes its arguments (after the subcommand name) and returns the
+// process exit code; errors the user can act on are printed as one clear line.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace herd {
+struct GenerationStats;
+}
+
+namespace herd::cli {
+
+using Args = std::vector<std::string>;
+
+int cmd_run(const Args& args);
+int cmd_chat(const Args& args);
+int cmd_info(const Args& args);
+int cmd_logits(const Args& args);
+int cmd_compare(const Args& args);
+
+// The default model when -m is not given: $HERD_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf
+// under the current directory or under the source tree the binary was built from.
+std::string default_model_path();
+
+// "prompt: N tokens in X ms (Y tok/s) | generation: ..." on stderr.
+void print_speed(const GenerationStats& st);
+
+
+}  // namespace herd::cli

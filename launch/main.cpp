@@ -1,0 +1,65 @@
+// herd: one binary, several subcommands.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "launch/args.h"
+#include "launch/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*fn)(const herd::cli::Args&);
+  const char* help;
+};
+
+const Command kCommands[] = {
+    {"run", herd::cli::cmd_run, "generate text from a prompt"},
+    {"chat", herd::cli::cmd_chat, "chat with an instruct model (applies its chat template)"},
+    {"info", herd::cli::cmd_info, "print a GGUF model's architecture, tensors and memory needs"},
+    {"logits", herd::cli::cmd_logits, "write teacher-forced logits (LOG1) for a reference replay or a prompt"},
+    {"compare", herd::cli::cmd_compare, "compare two LOG1 logits files row by row"},
+};
+
+void usage(FILE* out) {
+  std::fprintf(out, "usage: herd <command> [options]   (herd <command> --help for its options)\n\ncommands:\n");
+  for (const auto& c : kCommands) std::fprintf(out, "  %-9s %s\n", c.name, c.help);
+  std::fprintf(out, "\nenvironment: HERD_LOG=debug|info|warn|error (default warn), HERD_MODEL=default model path\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const std::string name = argv[1];
+  if (name == "-h" || name == "--help" || name == "help") {
+    usage(stdout);
+    return 0;
+  }
+  if (name == "--version") {
+    std::printf("herd 0.1.0\n");
+    return 0;
+  }
+  for (const auto& c : kCommands) {
+    if (name != c.name) continue;
+    herd::cli::Args args(argv + 2, argv + argc);
+    try {
+      return c.fn(args);
+    } catch (const herd::cli::UsageError& e) {
+      std::fprintf(stderr, "herd %s: %s\n", c.name, e.what());
+      return 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "herd %s: error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "herd: unknown command '%s'\n\n", name.c_str());
+  usage(stderr);
+  return 2;
+}

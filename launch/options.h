@@ -1,0 +1,51 @@
+// Options shared by the subcommands that load a model and sample from it.
+#pragma once
+
+#include <random>
+#include <string>
+
+#include "coordinator/model_session.h"
+#include "coordinator/sampler.h"
+#include "launch/args.h"
+#include "launch/commands.h"
+
+namespace herd::cli {
+
+struct ModelOptions {
+  std::string model;
+  SessionOptions session;
+};
+
+inline void add_model_options(ArgParser& p, ModelOptions& o) {
+  p.add("-m,--model", "FILE", "GGUF model (default: $HERD_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf)",
+        &o.model);
+  p.add("-c,--ctx-size", "N", "context size in tokens (0 = min(training context, 4096))", &o.session.n_ctx);
+  p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &o.session.n_threads);
+  p.add("--split", "A-B,C-D", "run the layers as in-process stages, e.g. 0-1,2-4 (same math as a cluster split)",
+        &o.session.split);
+}
+
+inline std::string resolve_model(const ModelOptions& o) { return o.model.empty() ? default_model_path() : o.model; }
+
+struct SamplingOptions {
+  SamplerParams params;
+  int64_t seed = -1;
+};
+
+inline void add_sampling_options(ArgParser& p, SamplingOptions& s) {
+  p.add("--temp", "T", "temperature; 0 = greedy", &s.params.temperature);
+  p.add("--top-k", "K", "keep the K most likely tokens (0 = off)", &s.params.top_k);
+  p.add("--top-p", "P", "keep the smallest set with cumulative probability >= P (1 = off)", &s.params.top_p);
+  p.add("--min-p", "P", "drop tokens less likely than P x the most likely (0 = off)", &s.params.min_p);
+  p.add("--repeat-penalty", "X", "penalise the last --repeat-last-n tokens (1 = off)", &s.params.repeat_penalty);
+  p.add("--repeat-last-n", "N", "window of the repeat penalty", &s.params.repeat_last_n);
+  p.add("-s,--seed", "S", "random seed; the same seed gives the same text (-1 = random)", &s.seed);
+}
+
+inline SamplerParams finish_sampling(const SamplingOptions& s) {
+  SamplerParams p = s.params;
+  p.seed = s.seed >= 0 ? static_cast<uint64_t>(s.seed) : std::random_device{}();
+  return p;
+}
+
+}  // namespace herd::cli

@@ -1,0 +1,57 @@
+// The weights one stage needs: a contiguous layer range, plus the embedding on the first
+// stage and the final norm + output projection on the last. Big matrices point into the
+// GGUF mapping (no copy); small 1-D tensors (norms, biases) are converted to f32 and owned.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "model/arch.h"
+
+namespace herd::model {
+
+class GgufFile;
+
+struct LayerRange {
+  int64_t first = 0;  // first layer (inclusive)
+  int64_t end = 0;    // one past the last layer
+  bool embedding = true;  // this stage owns token_embd (the first stage)
+  bool output = true;     // this stage owns output_norm + output (the last stage)
+  int64_t size() const { return end - first; }
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm;  // [n_embd]
+  WeightMatrix wq;               // [q_dim rows, n_embd cols]
+  WeightMatrix wk;               // [kv_dim, n_embd]
+  WeightMatrix wv;               // [kv_dim, n_embd]
+  WeightMatrix wo;               // [n_embd, q_dim]
+  std::vector<float> bq, bk, bv; // qwen2 only: [q_dim], [kv_dim], [kv_dim]
+  std::vector<float> ffn_norm;   // [n_embd]
+  WeightMatrix w_gate;           // [n_ff, n_embd]
+  WeightMatrix w_up;             // [n_ff, n_embd]
+  WeightMatrix w_down;           // [n_embd, n_ff]
+};
+
+struct StageWeights {
+  LayerRange range;
+  WeightMatrix tok_embd;             // [n_vocab, n_embd] (first stage, or last when tied)
+  std::vector<float> output_norm;    // [n_embd] (last stage)
+  WeightMatrix output;               // [n_vocab, n_embd] (last stage; == tok_embd when tied)
+  std::vector<float> rope_freqs;     // [n_rot/2] when the model has rope_freqs.weight
+  std::vector<LayerWeights> layers;  // layers[i] is model layer range.first + i
+};
+
+// Names of every tensor the stage reads (for GgufFile::map_tensors and for weight transfer).
+std::vector<std::string> stage_tensor_names(const GgufFile& f, const ModelConfig& c, const LayerRange& r);
+
+// Validates every tensor's presence, type and shape against the config; throws std::runtime_error
+// naming the tensor. The file must have the tensors mapped.
+StageWeights load_stage_weights(const GgufFile& f, const ModelConfig& c, const LayerRange& r);
+
+// Exact bytes of the stage's tensors (what a worker maps and holds).
+uint64_t stage_weight_bytes(const GgufFile& f, const ModelConfig& c, const LayerRange& r);
+
+}  // namespace herd::model

@@ -1,0 +1,2 @@
+herd_add_test(test_reference_replay SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_reference_replay.cpp
+  LIBS herd_coordinator herd_worker herd_model herd_kernels TIMEOUT 600)

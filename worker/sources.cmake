@@ -1,0 +1,5 @@
+# owner: engine (lead).
+target_sources(herd_worker PRIVATE
+  ${CMAKE_CURRENT_LIST_DIR}/kv_cache.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/stage.cpp
+)
