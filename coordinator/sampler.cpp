@@ -1,0 +1,170 @@
+#include "coordinator/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+namespace herd {
+
+namespace {
+
+struct Candidate {
+  int32_t id;
+  float logit;
+};
+
+// Higher logit first; the lower id wins ties so every step is deterministic.
+bool before(const Candidate& a, const Candidate& b) {
+  if (a.logit != b.logit) return a.logit > b.logit;
+  return a.id < b.id;
+}
+
+[[noreturn]] void bad_param(const std::string& what) {
+  throw std::invalid_argument("sampler: " + what);
+}
+
+}  // namespace
+
+void validate(const SamplerParams& p) {
+  if (std::isnan(p.temperature)) bad_param("temperature is NaN (use <= 0 for greedy)");
+  if (p.top_k < 0) bad_param("top_k = " + std::to_string(p.top_k) + " must be >= 0 (0 disables it)");
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
+    bad_param("top_p = " + std::to_string(p.top_p) + " must be in (0, 1] (1 disables it)");
+  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f))
+    bad_param("min_p = " + std::to_string(p.min_p) + " must be in [0, 1] (0 disables it)");
+  if (!(p.repeat_penalty > 0.0f) || !std::isfinite(p.repeat_penalty))
+    bad_param("repeat_penalty = " + std::to_string(p.repeat_penalty) + " must be finite and > 0 (1 disables it)");
+  if (p.repeat_last_n < 0)
+    bad_param("repeat_last_n = " + std::to_string(p.repeat_last_n) + " must be >= 0 (0 disables the penalty)");
+}
+
+Sampler::Sampler(SamplerParams params, int32_t n_vocab) : params_(params), n_vocab_(n_vocab), rng_(params.seed) {
+  validate(params_);
+  if (n_vocab <= 0) bad_param("n_vocab = " + std::to_string(n_vocab) + " must be > 0");
+  history_.reserve(static_cast<size_t>(params_.repeat_last_n));
+}
+
+void Sampler::accept(int32_t token) {
+  if (token < 0 || token >= n_vocab_)
+    throw std::out_of_range("sampler: accepted token " + std::to_string(token) + " outside [0, " +
+                            std::to_string(n_vocab_) + ")");
+  const size_t window = static_cast<size_t>(params_.repeat_last_n);
+  if (window == 0) return;
+  if (history_.size() < window) {
+    history_.push_back(token);
+  } else {
+    history_[history_next_] = token;
+    history_next_ = (history_next_ + 1) % window;
+  }
+}
+
+void Sampler::reset() {
+  history_.clear();
+  history_next_ = 0;
+  rng_.seed(params_.seed);
+}
+
+std::vector<TokenProb> Sampler::candidates(const float* logits) const {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+  // Sanitise: NaN is never chosen; +inf becomes the largest float so the softmax stays finite.
+  std::vector<float> work(logits, logits + n_vocab_);  // [n_vocab]
+  for (float& x : work) {
+    if (std::isnan(x)) x = kNegInf;
+    else if (x == std::numeric_limits<float>::infinity()) x = std::numeric_limits<float>::max();
+  }
+
+  // Repeat penalty, once per distinct token in the window (as llama.cpp's penalties sampler).
+  if (params_.repeat_penalty != 1.0f && !history_.empty()) {
+    std::vector<int32_t> seen = history_;
+    std::sort(seen.begin(), seen.end());
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    for (int32_t id : seen) {
+      float& x = work[static_cast<size_t>(id)];
+      x = x > 0.0f ? x / params_.repeat_penalty : x * params_.repeat_penalty;
+    }
+  }
+
+  // Candidates with non-zero probability.
+  std::vector<Candidate> cand;
+  cand.reserve(work.size());
+  for (int32_t i = 0; i < n_vocab_; ++i)
+    if (work[static_cast<size_t>(i)] != kNegInf) cand.push_back({i, work[static_cast<size_t>(i)]});
+  if (cand.empty()) return {{0, 1.0}};  // documented: every logit -inf/NaN -> token 0
+
+  if (params_.temperature <= 0.0f) {
+    auto best = std::min_element(cand.begin(), cand.end(), before);
+    return {{best->id, 1.0}};
+  }
+
+  // top-k (0 = keep all), leaving the survivors sorted.
+  const size_t k = params_.top_k > 0 ? std::min(cand.size(), static_cast<size_t>(params_.top_k)) : cand.size();
+  if (k < cand.size()) {
+    std::nth_element(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(k), cand.end(), before);
+    cand.resize(k);
+  }
+  std::sort(cand.begin(), cand.end(), before);
+
+  // Temperature-1 weights relative to the best candidate: w_i = exp(l_i - l_max) in (0, 1].
+  const double l_max = cand.front().logit;
+  std::vector<double> w(cand.size());  // [n_candidates]
+  double total = 0.0;
+  for (size_t i = 0; i < cand.size(); ++i) {
+    w[i] = std::exp(static_cast<double>(cand[i].logit) - l_max);
+    total += w[i];
+  }
+
+  // top-p: the smallest prefix whose probability reaches p (at least one candidate).
+  if (params_.top_p < 1.0f) {
+    const double target = static_cast<double>(params_.top_p) * total;
+    double cum = 0.0;
+    size_t keep = cand.size();
+    for (size_t i = 0; i < cand.size(); ++i) {
+      cum += w[i];
+      if (cum >= target) {
+        keep = i + 1;
+        break;
+      }
+    }
+    cand.resize(keep);
+    w.resize(keep);
+  }
+
+  // min-p: drop candidates with p < min_p * p_max, i.e. w_i < min_p (w of the best is 1).
+  if (params_.min_p > 0.0f) {
+    size_t keep = 1;
+    while (keep < cand.size() && w[keep] >= static_cast<double>(params_.min_p)) ++keep;
+    cand.resize(keep);
+  }
+
+  // Temperature, then the softmax that sample() draws from.
+  const double inv_t = 1.0 / static_cast<double>(params_.temperature);
+  std::vector<TokenProb> out(cand.size());
+  double sum = 0.0;
+  for (size_t i = 0; i < cand.size(); ++i) {
+    const double p = std::exp((static_cast<double>(cand[i].logit) - l_max) * inv_t);
+    out[i] = {cand[i].id, p};
+    sum += p;
+  }
+  for (auto& tp : out) tp.p /= sum;  // sum >= 1: the best candidate contributes exp(0)
+  return out;
+}
+
+int32_t Sampler::sample(const float* logits) {
+  std::vector<TokenProb> cand = candidates(logits);
+  if (params_.temperature <= 0.0f) return cand.front().id;
+
+  // One draw per non-greedy step, even with a single candidate, so the RNG stream does not
+  // depend on how many candidates the filters left. Top 53 bits -> double in [0, 1).
+  const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+  double cum = 0.0;
+  for (const TokenProb& tp : cand) {
+    cum += tp.p;
+    if (u < cum) return tp.id;
+  }
+  return cand.back().id;  // u landed in the rounding slack above the final cumulative sum
+}
+
+}  // namespace herd
