@@ -26,11 +26,24 @@ namespace {
 struct ReplayCase {
   const char* model;  // file in shared/models
   const char* dump;   // file in shared/reference
+  bool f16_activations = false;  // the model's matrices are F16: activations are rounded to f16
 };
 
 // Max |Δlogit| ≤ 1e-3: the reference ran F32 math on the same (dequantized) weights; what is left
 // is summation order (≈ n_embd · 2^-24 · |logit| ≈ 1e-5 here), far below the tolerance.
 constexpr double kTol = 1e-3;
+
+// F16 matrices multiply f16-rounded activations (llama.cpp's definition, which we follow: it makes
+// row 0 agree to 1e-6). Past that, a last-bit difference anywhere upstream (summation order) can move
+// an activation across an f16 rounding boundary: one f16 ulp, 2^-10 relative. So the bound is
+// 2^-10 · max|logit| per row. llama.cpp itself moves that much between builds: llama-cpp-python
+// 0.3.36 differs from these b4748 dumps by 8.3e-3 on stories260K-F16 (and by 6.7e-6 on the F32 file).
+double row_tolerance(const ReplayCase& c, const std::vector<float>& ref_row) {
+  if (!c.f16_activations) return kTol;
+  double mx = 0;
+  for (float v : ref_row) mx = std::max(mx, std::fabs(static_cast<double>(v)));
+  return std::ldexp(mx, -10);
+}
 
 LogitsFile run_replay(const std::string& model_file, const LogitsFile& ref, const std::vector<model::LayerRange>& split,
                       int threads = 1) {
@@ -65,7 +78,7 @@ TEST_P(ReferenceReplay, MatchesLlamaCppWithinTolerance) {
     for (size_t i = 0; i < ref.rows[r].logits.size(); ++i)
       m = std::max(m, std::fabs(static_cast<double>(ours.rows[r].logits[i]) - ref.rows[r].logits[i]));
     worst = std::max(worst, m);
-    EXPECT_LE(m, kTol) << c.dump << " row " << r;
+    EXPECT_LE(m, row_tolerance(c, ref.rows[r].logits)) << c.dump << " row " << r;
     EXPECT_EQ(argmax(ours.rows[r].logits), argmax(ref.rows[r].logits)) << c.dump << " row " << r;
   }
   RecordProperty("max_abs_delta", std::to_string(worst));
@@ -76,8 +89,8 @@ INSTANTIATE_TEST_SUITE_P(
     Shared, ReferenceReplay,
     ::testing::Values(ReplayCase{"stories260K.gguf", "stories260K.p0.log1"},
                       ReplayCase{"stories260K.gguf", "stories260K.p1.log1"},
-                      ReplayCase{"stories260K-F16.gguf", "stories260K-F16.p0.log1"},
-                      ReplayCase{"stories260K-F16.gguf", "stories260K-F16.p1.log1"},
+                      ReplayCase{"stories260K-F16.gguf", "stories260K-F16.p0.log1", true},
+                      ReplayCase{"stories260K-F16.gguf", "stories260K-F16.p1.log1", true},
                       ReplayCase{"randk-Q4_0.gguf", "randk-Q4_0-deq.p0.log1"},
                       ReplayCase{"randk-Q4_1.gguf", "randk-Q4_1-deq.p0.log1"},
                       ReplayCase{"randk-Q8_0.gguf", "randk-Q8_0-deq.p0.log1"},

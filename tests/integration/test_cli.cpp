@@ -1,0 +1,136 @@
+// The herd binary as a user runs it: real processes, real files, exit codes and messages.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "coordinator/logits_file.h"
+#include "tests/process.h"
+#include "tests/reference_data.h"
+#include "tests/test_paths.h"
+
+namespace herd::test {
+namespace {
+
+ProcessResult herd(std::vector<std::string> args, double timeout_s = 120, const std::string& in = "") {
+  args.insert(args.begin(), herd_bin());
+  return run_process(args, timeout_s, in);
+}
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("herd-cli-" + std::to_string(getpid()) + "-" + name)).string();
+}
+
+TEST(Cli, HelpListsCommandsAndUnknownCommandFails) {
+  auto r = herd({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* c : {"run", "chat", "info", "logits", "compare"}) EXPECT_NE(r.out.find(c), std::string::npos) << c;
+  r = herd({"frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown command"), std::string::npos);
+  r = herd({"run", "--bogus"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown option --bogus"), std::string::npos);
+  r = herd({"run", "--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("--top-p"), std::string::npos);
+}
+
+// Prompt text -> our tokenizer -> greedy decode -> detokenized text equals llama.cpp's output.
+TEST(Cli, RunGreedyReproducesReferenceText) {
+  const auto ref = read_reference_text(reference_path("stories260K.p0.txt"));
+  ASSERT_FALSE(ref.text.empty());
+  auto r = herd({"run", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time", "--temp", "0", "-n",
+                 std::to_string(ref.generated_ids.size())});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.substr(0, ref.text.size()), ref.text);
+  EXPECT_NE(r.err.find("tok/s"), std::string::npos) << "speed line on stderr";
+}
+
+TEST(Cli, SameSeedSameText) {
+  std::vector<std::string> args = {"run", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time",
+                                   "--temp", "1.0", "-n", "40", "--seed", "1234"};
+  auto a = herd(args), b = herd(args);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  args.back() = "99";
+  auto c = herd(args);
+  EXPECT_NE(a.out, c.out) << "a different seed should give a different story";
+}
+
+TEST(Cli, LogitsReplayAndCompare) {
+  const std::string out = temp_path("replay.log1");
+  auto r = herd({"logits", "-m", model_path("stories260K.gguf"), "--replay", reference_path("stories260K.p1.log1"),
+                 "--out", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = herd({"compare", reference_path("stories260K.p1.log1"), out, "--tol", "1e-3"});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("argmax agree 65/65"), std::string::npos) << r.out;
+  r = herd({"compare", reference_path("stories260K.p1.log1"), out, "--tol", "1e-9", "-q"});
+  EXPECT_EQ(r.exit_code, 1) << "a tolerance below float rounding must fail: " << r.out;
+  std::remove(out.c_str());
+}
+
+TEST(Cli, InfoDescribesModel) {
+  auto r = herd({"info", model_path("randk-Q4_K_M.gguf"), "-c", "512"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("architecture: llama"), std::string::npos);
+  EXPECT_NE(r.out.find("4 layers, n_embd 512, n_ff 1536, heads 8 (kv 2)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("q4_K"), std::string::npos);
+  EXPECT_NE(r.out.find("q6_K"), std::string::npos);
+  EXPECT_NE(r.out.find("memory at context 512"), std::string::npos);
+}
+
+TEST(Cli, TruncatedModelGivesClearErrorNotCrash) {
+  const std::string src = model_path("stories260K.gguf");
+  std::ifstream in(src, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string bad = temp_path("trunc.gguf");
+  for (size_t cut : {size_t{3}, size_t{40}, size_t{5000}, bytes.size() / 2, bytes.size() - 1}) {
+    { std::ofstream(bad, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(cut)); }
+    for (const char* cmd : {"info", "run"}) {
+      auto r = std::string(cmd) == "info" ? herd({"info", bad}) : herd({"run", "-m", bad, "-p", "x", "-n", "1"});
+      EXPECT_EQ(r.signal, 0) << cmd << " crashed on a file cut at " << cut;
+      EXPECT_EQ(r.exit_code, 1) << cmd << " cut at " << cut << ": " << r.err;
+      EXPECT_NE(r.err.find("error"), std::string::npos) << r.err;
+      EXPECT_NE(r.err.find(bad), std::string::npos) << "the message names the file: " << r.err;
+    }
+  }
+  std::remove(bad.c_str());
+}
+
+TEST(Cli, PromptLongerThanContextIsAClearError) {
+  std::string prompt;
+  for (int i = 0; i < 50; ++i) prompt += "Once upon a time ";
+  auto r = herd({"run", "-m", model_path("stories260K.gguf"), "-c", "32", "-p", prompt, "-n", "4"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("context"), std::string::npos) << r.err;
+}
+
+TEST(Cli, MissingModelFileIsAClearError) {
+  auto r = herd({"run", "-m", "/nonexistent/model.gguf", "-p", "hi"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("/nonexistent/model.gguf"), std::string::npos) << r.err;
+}
+
+// The default real model: a simple question gets a coherent answer through the ChatML template.
+TEST(Cli, ChatAnswersSimpleQuestionWithSmolLM2) {
+  HERD_REQUIRE_FILE(smollm2_path());
+  auto r = herd({"chat", "-m", smollm2_path(), "-p", "What is the capital of France?", "--temp", "0", "-n", "40"}, 300);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("Paris"), std::string::npos) << r.out;
+}
+
+// Turns from stdin, one per line; the second turn reuses the first turn's cache.
+TEST(Cli, ChatReadsTurnsFromStdin) {
+  HERD_REQUIRE_FILE(smollm2_path());
+  auto r = herd({"chat", "-m", smollm2_path(), "--temp", "0", "-n", "24", "--speed"}, 300,
+                "What is 2 + 2?\nAnd what is the capital of Italy?\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("4"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Rome"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace herd::test

@@ -1,0 +1,107 @@
+#include "tests/tools/tiny_models.h"
+
+#include <cstring>
+#include <stdexcept>
+
+#include "model/gguf.h"
+#include "model/gguf_writer.h"
+
+namespace herd::test {
+namespace {
+
+// splitmix64: tiny, portable, and fully specified (unlike std:: distributions).
+struct Rng {
+  uint64_t s;
+  uint64_t next() {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  float uniform(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(next() >> 40) / 16777216.0f; }
+};
+
+constexpr int64_t kLayers = 2, kEmbd = 64, kFf = 96, kHeads = 4, kKvHeads = 2, kCtx = 256;
+
+void add_f32(model::GgufWriter& w, Rng& rng, const std::string& name, std::vector<int64_t> ne, float lo, float hi) {
+  int64_t n = 1;
+  for (auto d : ne) n *= d;
+  std::vector<uint8_t> bytes(static_cast<size_t>(n) * 4);
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = rng.uniform(lo, hi);
+    std::memcpy(bytes.data() + i * 4, &v, 4);
+  }
+  w.add_tensor(name, std::move(ne), DType::F32, std::move(bytes));
+}
+
+}  // namespace
+
+const std::vector<TinyModelSpec>& tiny_model_specs() {
+  static const std::vector<TinyModelSpec> specs = {
+      {"qwen2", "qwen2", /*tied=*/false, /*qkv_bias=*/true, 0},
+      {"llama-tied", "llama", /*tied=*/true, /*qkv_bias=*/false, 2.0f},
+  };
+  return specs;
+}
+
+const std::vector<int32_t>& tiny_model_tokens() {
+  static const std::vector<int32_t> t = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426};
+  return t;
+}
+
+void write_tiny_model(const TinyModelSpec& spec, const std::string& vocab_donor, const std::string& path) {
+  auto donor = model::GgufFile::open(vocab_donor);
+  model::GgufWriter w;
+  const std::string a = spec.arch + ".";
+  w.set_string("general.architecture", spec.arch);
+  w.set_string("general.name", "herd-tiny-" + spec.name);
+  w.set_u32(a + "block_count", kLayers);
+  w.set_u32(a + "context_length", kCtx);
+  w.set_u32(a + "embedding_length", kEmbd);
+  w.set_u32(a + "feed_forward_length", kFf);
+  w.set_u32(a + "attention.head_count", kHeads);
+  w.set_u32(a + "attention.head_count_kv", kKvHeads);
+  w.set_f32(a + "attention.layer_norm_rms_epsilon", 1e-6f);
+  w.set_f32(a + "rope.freq_base", spec.arch == "qwen2" ? 1000000.0f : 10000.0f);
+  if (spec.rope_scale_linear > 0) {
+    w.set_string(a + "rope.scaling.type", "linear");
+    w.set_f32(a + "rope.scaling.factor", spec.rope_scale_linear);
+  }
+  // The vocabulary: copied from the donor (llama SentencePiece, 512 tokens).
+  w.set_string("tokenizer.ggml.model", *donor->get_string("tokenizer.ggml.model"));
+  w.set_string_array("tokenizer.ggml.tokens", *donor->get_string_array("tokenizer.ggml.tokens"));
+  w.set_array("tokenizer.ggml.scores", *donor->get_float_array("tokenizer.ggml.scores"));
+  const std::vector<int64_t> donor_types = donor->get_int_array("tokenizer.ggml.token_type").value();
+  std::vector<int32_t> types(donor_types.begin(), donor_types.end());
+  w.set_array("tokenizer.ggml.token_type", types);
+  w.set_u32("tokenizer.ggml.bos_token_id", 1);
+  w.set_u32("tokenizer.ggml.eos_token_id", 2);
+  w.set_u32("tokenizer.ggml.unknown_token_id", 0);
+  const int64_t n_vocab = static_cast<int64_t>(types.size());
+
+  Rng rng{0x5EEDull + spec.name.size()};
+  const int64_t hd = kEmbd / kHeads, kv = kKvHeads * hd;
+  add_f32(w, rng, "token_embd.weight", {kEmbd, n_vocab}, -1.0f, 1.0f);
+  for (int64_t l = 0; l < kLayers; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    add_f32(w, rng, b + "attn_norm.weight", {kEmbd}, 0.8f, 1.2f);
+    add_f32(w, rng, b + "attn_q.weight", {kEmbd, kEmbd}, -0.25f, 0.25f);
+    add_f32(w, rng, b + "attn_k.weight", {kEmbd, kv}, -0.25f, 0.25f);
+    add_f32(w, rng, b + "attn_v.weight", {kEmbd, kv}, -0.25f, 0.25f);
+    if (spec.qkv_bias) {
+      add_f32(w, rng, b + "attn_q.bias", {kEmbd}, -0.5f, 0.5f);
+      add_f32(w, rng, b + "attn_k.bias", {kv}, -0.5f, 0.5f);
+      add_f32(w, rng, b + "attn_v.bias", {kv}, -0.5f, 0.5f);
+    }
+    add_f32(w, rng, b + "attn_output.weight", {kEmbd, kEmbd}, -0.25f, 0.25f);
+    add_f32(w, rng, b + "ffn_norm.weight", {kEmbd}, 0.8f, 1.2f);
+    add_f32(w, rng, b + "ffn_gate.weight", {kEmbd, kFf}, -0.25f, 0.25f);
+    add_f32(w, rng, b + "ffn_up.weight", {kEmbd, kFf}, -0.25f, 0.25f);
+    add_f32(w, rng, b + "ffn_down.weight", {kFf, kEmbd}, -0.25f, 0.25f);
+  }
+  add_f32(w, rng, "output_norm.weight", {kEmbd}, 0.8f, 1.2f);
+  if (!spec.tied) add_f32(w, rng, "output.weight", {kEmbd, n_vocab}, -0.25f, 0.25f);
+  w.write(path);
+}
+
+}  // namespace herd::test
