@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The two commands of the README:
+#   ./setup.sh run    install what is missing, build, fetch the default model, run the main job
+#   ./setup.sh test   install what is missing, build, fetch the default model, run every test
+# Safe to re-run: each step skips what is already done.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+mode=${1:-}
+case "$mode" in
+  run|test) ;;
+  *) echo "usage: ./setup.sh run|test" >&2; exit 2 ;;
+esac
+
+# Debian packages the build, the tests and the model download need.
+packages=(cmake g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pip ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+scripts/fetch-model.sh
+
+jobs=$(nproc)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j"$jobs"
+
+if [ "$mode" = run ]; then
+  # The main job: the default model, default settings, one question through its chat template.
+  exec build/bin/herd chat -p "Why is the sky blue? Answer in two sentences." --speed
+else
+  ctest --test-dir build --output-on-failure -j"$jobs"
+fi
