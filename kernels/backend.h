@@ -53,6 +53,8 @@ class Backend {
   virtual void set_threads(int n_threads) { (void)n_threads; }
 
   // y[t][r] = sum_c W[r][c] * x[t][c]   for t < n_tokens, r < W.rows.
+  // F16/BF16 matrices multiply x rounded to f16/bf16 first (llama.cpp's definition of those dot
+  // products, which its reference logits depend on); every backend must do the same.
   // x: [n_tokens, ldx] f32 (first W.cols used); y: [n_tokens, ldy] f32 (first W.rows written).
   virtual void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, int64_t ldx, float* y,
                       int64_t ldy) = 0;
