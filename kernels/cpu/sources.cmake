@@ -13,3 +13,19 @@ target_sources(herd_kernels PRIVATE
 # The reference is the oracle: its rounding must not change with -march/-mfma (no fused
 # multiply-add contraction), so dequantized values are exactly the layout's formulas.
 set_source_files_properties(${_herd_cpu_reference_sources} PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
+
+# owner: x86 SIMD backend. cpu_backend.cpp and simd_backend.cpp are baseline code (they decide
+# at run time); only the two kernel-table units get ISA flags, so the binary runs on any x86-64.
+target_sources(herd_kernels PRIVATE ${CMAKE_CURRENT_LIST_DIR}/cpu_backend.cpp)
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
+  target_sources(herd_kernels PRIVATE
+    ${CMAKE_CURRENT_LIST_DIR}/x86/simd_backend.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/x86/kernels_avx2.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/x86/kernels_avx512.cpp)
+  # -ffp-contract=off: only the FMAs written as intrinsics are fused, so the exact path's
+  # dequantized values equal the reference's and AVX2/AVX-512 round the same way.
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/x86/kernels_avx2.cpp PROPERTIES
+    COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-ffp-contract=off")
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/x86/kernels_avx512.cpp PROPERTIES
+    COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-ffp-contract=off")
+endif()

@@ -8,3 +8,13 @@ herd_add_test(test_kernels
     ${CMAKE_CURRENT_LIST_DIR}/test_reference_ops.cpp
     ${CMAKE_CURRENT_LIST_DIR}/test_thread_pool.cpp
   LIBS herd_kernels)
+
+# owner: x86 SIMD backend. Every op × type × ISA against the reference, and teacher-forced replay
+# of the llama.cpp dumps through the exact and the 8-bit paths.
+herd_add_test(test_simd_kernels
+  SOURCES
+    ${CMAKE_CURRENT_LIST_DIR}/test_simd_matmul.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/test_simd_ops.cpp
+  LIBS herd_kernels)
+herd_add_test(test_simd_replay SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_simd_replay.cpp
+  LIBS herd_coordinator herd_worker herd_model herd_kernels TIMEOUT 600)

@@ -1,0 +1,72 @@
+// The table of x86 SIMD kernels one instruction set provides. Each ISA translation unit
+// (kernels_avx2.cpp, kernels_avx512.cpp) is compiled with its own -m flags and fills one table;
+// the rest of the binary is baseline x86-64 and only calls through these pointers after
+// __builtin_cpu_supports said the CPU can run them.
+//
+// Why plain C-like types only: an inline function or template (std::vector, herd::block_size...)
+// instantiated inside an AVX translation unit is a COMDAT symbol the linker may pick for the
+// baseline code too, which would then fault on a CPU without AVX. So the ISA units include this
+// header and <immintrin.h> only, keep everything else in an anonymous namespace, and get
+// buffers (allocated by the baseline SimdBackend) as raw pointers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace herd::x86 {
+
+// Activations quantized to 8 bits, the form the fast matmul path multiplies with. One token row of
+// `cols` values (cols a multiple of 32) is cols/32 blocks: x[i] ≈ d[b] * q[i] with
+// d[b] = max|x in block b| / 127 kept in f32 (more accurate than llama.cpp's f16 scale, and free).
+// s[] holds the integer sum of every 16 consecutive q (the Q4_1/Q5_1 offsets and the Q6_K -32 and
+// Q4_K/Q5_K min terms need Σq per 16 or 32 values).
+struct Q8Act {
+  const int8_t* q = nullptr;   // [n_tokens, ldq]
+  const float* d = nullptr;    // [n_tokens, ldd]   one scale per 32 values
+  const int16_t* s = nullptr;  // [n_tokens, lds]   Σq per 16 values
+  int64_t ldq = 0, ldd = 0, lds = 0;
+};
+
+// Plain copy of herd::AttentionShape (see backend.h for the meaning of each field).
+struct AttnShape {
+  int64_t n_tokens, n_heads, n_kv_heads, head_dim, n_kv;
+};
+
+// How quantize_act chooses its scales (see act_quant.inc): f32 per 32 values (most accurate),
+// f16-rounded per 32 (llama.cpp's Q8_0/Q8_1), or one f32 per 256 (llama.cpp's Q8_K).
+enum ActScale : int { kActF32x32 = 0, kActF16x32 = 1, kActF32x256 = 2 };
+
+struct Kernels {
+  const char* name;  // "avx2" / "avx512"
+
+  // x[0..cols) -> one Q8Act row (q + cols/32 scales + cols/16 sums). cols % 32 == 0 (% 256 for
+  // kActF32x256). scale_mode is an ActScale.
+  void (*quantize_act)(const float* x, int64_t cols, int8_t* q, float* d, int16_t* s, int scale_mode);
+
+  // Fast path: y[t][r] for r in [r0, r1), t < n_tokens, of weight type `type` (raw GGUF id) times
+  // the quantized activations. Returns false (computing nothing) when the type has no fast kernel.
+  bool (*matmul_q8)(uint32_t type, const uint8_t* w, size_t row_stride, int64_t cols, int64_t r0, int64_t r1,
+                    const Q8Act& a, int64_t n_tokens, float* y, int64_t ldy);
+
+  // Exact path, step 1: one weight row -> f32 exactly as dequantize_row would (same formulas, no
+  // contraction). Returns false when this ISA has no vector decoder for the type (caller falls back).
+  bool (*dequant_row)(uint32_t type, const uint8_t* src, float* dst, int64_t n);
+
+  // Exact path, step 2: y[t * ldy] = Σ_c w[c] * x[t * ldx + c] for t < n_tokens, f32 FMA in a fixed
+  // order (4 × 8 lanes, then an 8-lane tail, then a scalar tail, then a fixed reduction).
+  void (*dot_f32_tokens)(const float* w, const float* x, int64_t cols, int64_t n_tokens, int64_t ldx, float* y,
+                         int64_t ldy);
+
+  // Attention for flattened (token, head) indices [begin, end); scratch holds n_kv floats.
+  void (*attention)(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, const AttnShape& s,
+                    float scale, float* out, int64_t ldo, int64_t begin, int64_t end, float* scratch);
+
+  void (*rmsnorm)(const float* x, const float* weight, int64_t dim, float eps, float* out);  // one row
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
+  void (*add)(const float* a, const float* b, float* out, int64_t n);
+};
+
+const Kernels& kernels_avx2();
+const Kernels& kernels_avx512();
+
+}  // namespace herd::x86
