@@ -1,0 +1,44 @@
+// Predicted times. Decode is memory-bound: a stage reads all its weights once per token, plus
+// its KV cache up to the current position, at the device's achievable bandwidth; if its FLOPs
+// at the device's matmul rate take longer, that counts instead (per layer: max of the two).
+// Decode predictions are at the mean position of a full context (n_ctx / 2).
+// Prefill is compute-bound: FLOPs of n_prompt tokens (matmuls + causal attention) at the
+// device's rate, but never faster than reading the weights once per n_batch chunk.
+// A hop moves one hidden state [n_tokens, n_embd] (act_bytes each) over the link: latency +
+// bytes / bandwidth. The coordinator sends token ids to stage 0 and gets the sampled token back
+// from the last stage (latency only, a few bytes).
+#pragma once
+
+#include <vector>
+
+#include "partition/model_shape.h"
+#include "partition/options.h"
+#include "partition/profile.h"
+
+namespace herd::partition {
+
+// Per-token decode time of layers [first, end) on device d (+ output projection on the last stage).
+double stage_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, const PlanOptions& o);
+// Prefill time of n_prompt tokens through layers [first, end).
+double stage_prefill_s(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, const PlanOptions& o);
+
+// Hidden-state bytes per token crossing a hop.
+double hop_bytes_per_token(const ModelShape& m, const PlanOptions& o);
+// Time for `n_tokens` hidden states over the link (latency + bytes / bandwidth).
+double hop_s(const LinkProfile& l, double bytes);
+// Time the link is busy (bytes / bandwidth): what limits throughput with several sequences in flight.
+double hop_busy_s(const LinkProfile& l, double bytes);
+// The coordinator's round trip: token ids to stage 0 and the sampled token back (tiny messages).
+double control_s(const LinkProfile& l);
+
+// Per-layer decode cost table for one device, for O(1) range queries in the planners.
+struct DeviceCost {
+  std::vector<double> prefix;  // [n_layers + 1] prefix sums of per-layer decode seconds
+  double output_s = 0;         // output projection (last stage)
+  double range_s(int64_t first, int64_t end, int64_t n_layers) const {
+    return prefix[static_cast<size_t>(end)] - prefix[static_cast<size_t>(first)] + (end == n_layers ? output_s : 0);
+  }
+};
+DeviceCost device_cost(const ModelShape& m, const DeviceProfile& d, const PlanOptions& o);
+
+}  // namespace herd::partition

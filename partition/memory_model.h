@@ -1,0 +1,36 @@
+// Memory a stage needs on its device. Everything is in bytes; `fits` compares against the
+// device's free memory (what the cluster file says herd may use).
+//
+//   weights   exact tensor bytes of the stage's layers (+ token_embd on the first stage,
+//             + output_norm/output on the last; a tied model's last stage holds token_embd too)
+//   kv        2 (K, V) x layers x n_ctx x kv_dim x kv element bytes x n_parallel
+//   scratch   activations for one n_batch forward: x, cur, q, k, v, attn, gate, up rows (f32),
+//             and logits n_vocab x n_parallel on the last stage (attention streams over the cache:
+//             its per-thread score rows are negligible)
+//   overhead  the device's runtime overhead (CUDA context, process), from its profile
+//   margin    `safety` x (weights + kv + scratch), at least 64 MiB
+#pragma once
+
+#include <cstdint>
+
+#include "partition/model_shape.h"
+#include "partition/options.h"
+#include "partition/profile.h"
+
+namespace herd::partition {
+
+struct StageMemory {
+  uint64_t weights = 0, kv = 0, scratch = 0, overhead = 0, margin = 0;
+  uint64_t total() const { return weights + kv + scratch + overhead + margin; }
+};
+
+StageMemory stage_memory(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, const PlanOptions& o);
+inline bool fits(const StageMemory& s, const DeviceProfile& d) { return s.total() <= d.free_bytes; }
+
+// KV bytes of `n_layers` layers for the options' context and parallel sequences.
+uint64_t kv_bytes(const ModelShape& m, int64_t n_layers, const PlanOptions& o);
+
+// The most layers starting at `first` the device can hold (0 when not even one fits).
+int64_t max_layers_from(const ModelShape& m, const DeviceProfile& d, int64_t first, const PlanOptions& o);
+
+}  // namespace herd::partition

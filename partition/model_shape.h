@@ -1,0 +1,58 @@
+// What the planner needs to know about a model: per-layer weight bytes and FLOPs, and the
+// extra tensors the first stage (embedding) and the last stage (final norm + output) hold.
+// Built either from a real GGUF (exact tensor sizes) or from a named shape + quant type.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/arch.h"
+
+namespace herd::model {
+class GgufFile;
+}
+
+namespace herd::partition {
+
+struct ModelShape {
+  std::string name;     // "SmolLM2-135M-Instruct (Q4_1)" or "llama3-70b Q4_K_M"
+  std::string type;     // quant description: "Q4_K_M", or "mixed" for a GGUF
+  model::ModelConfig config;
+  std::vector<uint64_t> layer_bytes;  // [n_layers] weight bytes of layer i (all its tensors)
+  std::vector<double> layer_flops;    // [n_layers] matmul FLOPs per token of layer i (2 per weight)
+  uint64_t embd_bytes = 0;       // token_embd.weight
+  uint64_t output_bytes = 0;     // output_norm.weight + output.weight (untied) or just the norm (tied)
+  uint64_t per_stage_bytes = 0;  // tensors every stage with layers holds (rope_freqs.weight)
+  double output_flops = 0;       // output projection FLOPs per token (2 * n_embd * n_vocab)
+
+  int64_t n_layers() const { return static_cast<int64_t>(layer_bytes.size()); }
+  // Exact bytes of the stage that holds layers [first, end): the same tensors as
+  // model::stage_weight_bytes with embedding = (first == 0), output = (end == n_layers).
+  uint64_t stage_bytes(int64_t first, int64_t end) const;
+  uint64_t total_bytes() const { return stage_bytes(0, n_layers()); }
+  // Attention FLOPs per token per layer at context position `pos` (QK^T and AV over pos keys).
+  double attention_flops(double pos) const;
+  // KV cache bytes per token per layer for a cache element of `elem_bytes` (K and V).
+  uint64_t kv_bytes_per_token_layer(double elem_bytes) const;
+
+  std::vector<uint64_t> prefix_bytes;  // [n_layers + 1] prefix sums of layer_bytes
+  void finish();                       // fills prefix_bytes; call after filling layer_bytes
+};
+
+// Exact sizes from the file's tensors.
+ModelShape shape_from_gguf(const model::GgufFile& f, const model::ModelConfig& c);
+
+// Sizes computed from the hyper-parameters and a quant type: a plain DType name ("Q4_0", "Q8_0",
+// "F16", ...) stores every matrix in that type, or a llama.cpp mix "Q4_K_M" / "Q5_K_M" / "Q4_K_S"
+// (see docs/planner.md for the approximation). Norms are F32. Throws std::invalid_argument for an
+// unknown type.
+ModelShape shape_from_config(const model::ModelConfig& c, const std::string& type);
+
+// The named shape (see shapes.h) at `type`; throws std::invalid_argument naming the known shapes.
+ModelShape shape_from_name(const std::string& shape, const std::string& type);
+
+// "Q4_0, Q4_1, ..., Q4_K_M, Q5_K_M" for --help and errors.
+std::string known_types();
+
+}  // namespace herd::partition

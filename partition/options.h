@@ -1,0 +1,23 @@
+// What the user asks of a plan: context, parallel sequences, KV dtype, prompt length, margins.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace herd::partition {
+
+struct PlanOptions {
+  int64_t n_ctx = 4096;          // context per sequence the KV cache is sized for
+  int64_t n_parallel = 1;        // sequences in flight (each has its own KV cache; pipeline micro-batches)
+  double kv_elem_bytes = 4;      // bytes per K/V element: 4 (f32, what worker/kv_cache.h holds), 2 (f16), 1.0625 (q8_0)
+  std::string kv_type = "f32";
+  int64_t n_batch = 512;         // prompt tokens per forward (scratch size)
+  int64_t n_prompt = 512;        // prompt length for the time-to-first-token prediction
+  double act_bytes = 4;          // bytes per activation element on the wire (f32 hidden state)
+  double safety = 0.05;          // margin: this fraction of a stage's weights + KV + scratch (at least 64 MiB)
+};
+
+// "f32" | "f16" | "bf16" | "q8_0" -> bytes per element; throws std::invalid_argument otherwise.
+double kv_elem_bytes(const std::string& kv_type);
+
+}  // namespace herd::partition

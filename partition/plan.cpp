@@ -1,0 +1,216 @@
+#include "partition/plan.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#include "partition/strategies.h"
+
+namespace herd::partition {
+
+std::string gb(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GB", static_cast<double>(bytes) / 1e9);
+  return buf;
+}
+
+void finish_plan(Plan& p, const ModelShape& m, const Cluster& c, const PlanOptions& o, const std::string& unused_reason) {
+  const double k = static_cast<double>(std::max<int64_t>(o.n_parallel, 1));
+  Prediction& r = p.pred;
+  r = Prediction{};
+  if (p.stages.empty()) return;
+  const double hb = hop_bytes_per_token(m, o);
+  double busy_sum = 0;
+  r.latency_s = control_s(c.link(-1, p.stages.front().device)) + control_s(c.link(p.stages.back().device, -1));
+  r.ttft_s = r.latency_s;
+  for (size_t i = 0; i < p.stages.size(); ++i) {
+    StagePlan& s = p.stages[i];
+    const DeviceProfile& d = c.devices[static_cast<size_t>(s.device)];
+    s.mem = stage_memory(m, d, s.first, s.end, o);
+    s.decode_s = stage_decode_s(m, d, s.first, s.end, o);
+    s.prefill_s = stage_prefill_s(m, d, s.first, s.end, o);
+    r.latency_s += s.decode_s;
+    r.ttft_s += s.prefill_s;
+    r.bottleneck_s = std::max(r.bottleneck_s, s.decode_s);
+    busy_sum += s.decode_s;
+    if (i + 1 < p.stages.size()) {
+      const LinkProfile l = c.link(s.device, p.stages[i + 1].device);
+      HopPrediction h{s.device, p.stages[i + 1].device, hb, hop_s(l, hb), hop_busy_s(l, hb)};
+      r.latency_s += h.decode_s;
+      r.ttft_s += hop_s(l, hb * static_cast<double>(o.n_prompt));
+      r.bottleneck_s = std::max(r.bottleneck_s, h.busy_s);
+      r.hops.push_back(h);
+    }
+  }
+  r.cycle_s = std::max(r.latency_s, k * r.bottleneck_s);
+  r.token_s = r.cycle_s / k;
+  r.decode_tok_s = k / r.cycle_s;
+  r.prefill_tok_s = static_cast<double>(o.n_prompt) / r.ttft_s;
+  r.bubble = 1.0 - k * busy_sum / (static_cast<double>(p.stages.size()) * r.cycle_s);
+  std::set<int> used, listed;
+  for (const auto& s : p.stages) used.insert(s.device);
+  for (const auto& e : p.excluded) listed.insert(e.device);
+  for (int i = 0; i < static_cast<int>(c.devices.size()); ++i)
+    if (!used.count(i) && !listed.count(i)) p.excluded.push_back({i, unused_reason});
+  std::sort(p.excluded.begin(), p.excluded.end(), [](const Excluded& a, const Excluded& b) { return a.device < b.device; });
+}
+
+double plan_objective(const Plan& p) { return p.pred.token_s; }
+
+std::vector<std::string> validate_plan(const Plan& p, const ModelShape& m, const Cluster& c, const PlanOptions& o) {
+  std::vector<std::string> errs;
+  if (p.stages.empty()) errs.push_back("plan has no stages");
+  int64_t next = 0;
+  std::set<int> seen;
+  for (size_t i = 0; i < p.stages.size(); ++i) {
+    const StagePlan& s = p.stages[i];
+    const std::string where = "stage " + std::to_string(i);
+    if (s.device < 0 || s.device >= static_cast<int>(c.devices.size())) {
+      errs.push_back(where + ": device index " + std::to_string(s.device) + " out of range");
+      continue;
+    }
+    if (!seen.insert(s.device).second) errs.push_back(where + ": device " + c.devices[static_cast<size_t>(s.device)].name + " used twice");
+    if (s.first != next) errs.push_back(where + ": starts at layer " + std::to_string(s.first) + ", expected " + std::to_string(next));
+    if (s.end <= s.first) errs.push_back(where + ": empty layer range");
+    if (s.end > m.n_layers()) errs.push_back(where + ": ends past the model's " + std::to_string(m.n_layers()) + " layers");
+    next = s.end;
+    const DeviceProfile& d = c.devices[static_cast<size_t>(s.device)];
+    const StageMemory mem = stage_memory(m, d, std::max<int64_t>(0, s.first), std::min(s.end, m.n_layers()), o);
+    if (mem.total() > d.free_bytes)
+      errs.push_back(where + " on " + d.name + ": needs " + gb(mem.total()) + ", has " + gb(d.free_bytes) + " free");
+  }
+  if (next != m.n_layers()) errs.push_back("layers end at " + std::to_string(next) + ", the model has " + std::to_string(m.n_layers()));
+  return errs;
+}
+
+namespace {
+
+// The most leading layers any order of the devices can cover: cover[S] = max over d in S of
+// cover[S \ d] + the layers d holds from there (covering more never hurts the devices after,
+// since a stage's memory only grows with its range). Exact for <= 16 devices; beyond that the
+// given order only.
+int64_t max_coverable(const ModelShape& m, const Cluster& c, const PlanOptions& o) {
+  const int n = static_cast<int>(c.devices.size());
+  const int64_t L = m.n_layers();
+  if (n > 16) {
+    int64_t pos = 0;
+    for (const auto& d : c.devices) pos += max_layers_from(m, d, pos, o);
+    return std::min(pos, L);
+  }
+  std::vector<int64_t> cover(size_t{1} << n, 0);
+  for (uint32_t s = 1; s < (1u << n); ++s)
+    for (int d = 0; d < n; ++d)
+      if (s & (1u << d)) {
+        const int64_t from = cover[s ^ (1u << d)];
+        if (from >= L) {
+          cover[s] = L;
+          break;
+        }
+        cover[s] = std::max(cover[s], from + max_layers_from(m, c.devices[static_cast<size_t>(d)], from, o));
+      }
+  return cover.back();
+}
+
+}  // namespace
+
+bool model_fits(const ModelShape& m, const Cluster& c, const PlanOptions& o) { return max_coverable(m, c, o) >= m.n_layers(); }
+
+std::string shortfall_report(const ModelShape& m, const Cluster& c, const PlanOptions& o, const std::string& what) {
+  const int64_t L = m.n_layers();
+  char line[512];
+  std::string out = what + ": " + m.name + " (" + gb(m.total_bytes()) + " of weights, KV cache " +
+                    gb(kv_bytes(m, L, o)) + " at context " + std::to_string(o.n_ctx) + " x " +
+                    std::to_string(o.n_parallel) + (o.n_parallel == 1 ? " sequence, " : " sequences, ") + o.kv_type + ") does not fit:\n";
+  double free_sum = 0;
+  uint64_t need_sum = m.total_bytes() + kv_bytes(m, L, o);
+  for (size_t i = 0; i < c.devices.size(); ++i) {
+    const DeviceProfile& d = c.devices[i];
+    free_sum += static_cast<double>(d.free_bytes);
+    const StageMemory fixed = stage_memory(m, d, 1, 1, o);  // overhead + margin of an empty stage
+    need_sum += fixed.overhead + fixed.margin;
+    const int64_t mid = max_layers_from(m, d, std::min<int64_t>(1, L - 1), o);
+    // The device's share if layers were split by free memory, as llama.cpp and exo do.
+    double total_free = 0;
+    for (const auto& e : c.devices) total_free += static_cast<double>(e.free_bytes);
+    const int64_t share = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(L) * static_cast<double>(d.free_bytes) / total_free + 0.5));
+    const int64_t first = std::min<int64_t>(1, L - share);
+    const StageMemory sm = stage_memory(m, d, first, first + share, o);
+    std::snprintf(line, sizeof line, "  %-14s %10s free: holds at most %lld of %lld layers", d.name.c_str(),
+                  gb(d.free_bytes).c_str(), (long long)mid, (long long)L);
+    out += line;
+    if (sm.total() > d.free_bytes)
+      out += "; its memory-proportional share of " + std::to_string(share) + " layers needs " + gb(sm.total()) +
+             ", short " + gb(sm.total() - d.free_bytes);
+    out += "\n";
+  }
+  const int64_t covered = max_coverable(m, c, o);
+  out += "  together: at most " + std::to_string(covered) + " of " + std::to_string(L) + " layers in any order";
+  if (static_cast<double>(need_sum) > free_sum)
+    out += "; short about " + gb(need_sum - static_cast<uint64_t>(free_sum)) + " in total";
+  out += "\nwhat would make it fit:\n";
+  int n_fixes = 0;
+  // A smaller type (the same hyper-parameters; exact for named shapes, an estimate for a GGUF).
+  for (const char* t : {"Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"}) {
+    ModelShape alt = shape_from_config(m.config, t);
+    if (alt.total_bytes() >= m.total_bytes()) continue;
+    if (model_fits(alt, c, o)) {
+      out += "  - a smaller type: " + std::string(t) + " (" + gb(alt.total_bytes()) + " of weights) fits\n";
+      ++n_fixes;
+      break;
+    }
+  }
+  // A shorter context.
+  if (o.n_ctx > 256) {
+    PlanOptions q = o;
+    q.n_ctx = 256;
+    if (model_fits(m, c, q)) {
+      int64_t lo = 256, hi = o.n_ctx - 1;
+      while (lo < hi) {
+        q.n_ctx = (lo + hi + 1) / 2;
+        if (model_fits(m, c, q)) lo = q.n_ctx;
+        else hi = q.n_ctx - 1;
+      }
+      out += "  - a shorter context: --ctx " + std::to_string(lo) + " fits\n";
+      ++n_fixes;
+    }
+  }
+  if (o.kv_elem_bytes > 2) {
+    PlanOptions q = o;
+    q.kv_elem_bytes = 2;
+    q.kv_type = "f16";
+    if (model_fits(m, c, q)) out += "  - an f16 KV cache (--kv-type f16) fits\n", ++n_fixes;
+  }
+  if (o.n_parallel > 1) {
+    PlanOptions q = o;
+    q.n_parallel = 1;
+    if (model_fits(m, c, q)) out += "  - one sequence at a time (--parallel 1) fits\n", ++n_fixes;
+  }
+  // Another device: the smallest extra host (CPU, same link as the others) that makes it fit.
+  {
+    Cluster more = c;
+    DeviceProfile extra;
+    extra.name = "extra";
+    extra.host = "extra";
+    extra.kind = DeviceKind::Cpu;
+    extra.bandwidth_Bps = 60e9;
+    extra.flops = 1e12;
+    extra.overhead_bytes = 128ull << 20;
+    extra.total_bytes = extra.free_bytes = uint64_t{1} << 50;
+    more.devices.push_back(extra);
+    if (model_fits(m, more, o)) {
+      uint64_t lo = 1ull << 20, hi = uint64_t{1} << 50;
+      while (hi - lo > (64ull << 20)) {
+        const uint64_t mid = lo + (hi - lo) / 2;
+        more.devices.back().free_bytes = more.devices.back().total_bytes = mid;
+        if (model_fits(m, more, o)) hi = mid;
+        else lo = mid;
+      }
+      out += "  - another device with at least " + gb(hi) + " free\n";
+      ++n_fixes;
+    }
+  }
+  if (n_fixes == 0) out += "  - nothing simple: even one layer does not fit on any device\n";
+  return out;
+}
+
+}  // namespace herd::partition

@@ -1,0 +1,98 @@
+// A plan: which device runs which contiguous layer range, in pipeline order, what it costs in
+// memory and what the cluster is predicted to do with it.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "partition/cost_model.h"
+#include "partition/memory_model.h"
+#include "partition/model_shape.h"
+#include "partition/options.h"
+#include "partition/profile.h"
+
+namespace herd::partition {
+
+struct StagePlan {
+  int device = 0;      // index into Cluster::devices
+  int64_t first = 0;   // first layer (inclusive)
+  int64_t end = 0;     // one past the last layer
+  StageMemory mem;
+  double decode_s = 0;   // per token
+  double prefill_s = 0;  // for n_prompt tokens
+  int64_t size() const { return end - first; }
+};
+
+inline StagePlan make_stage(int device, int64_t first, int64_t end) {
+  StagePlan s;
+  s.device = device;
+  s.first = first;
+  s.end = end;
+  return s;
+}
+
+struct Excluded {
+  int device = 0;
+  std::string reason;
+};
+
+struct HopPrediction {
+  int from = -1, to = -1;      // device indices
+  double bytes_per_token = 0;  // hidden state
+  double decode_s = 0;         // latency + bytes / bandwidth per token
+  double busy_s = 0;           // bytes / bandwidth
+};
+
+struct Prediction {
+  double latency_s = 0;      // one token of one sequence through every stage and hop (+ coordinator)
+  double bottleneck_s = 0;   // busiest stage or link per token (what bounds k sequences in flight)
+  double cycle_s = 0;        // max(latency, k x bottleneck): one token for each of k sequences
+  double token_s = 0;        // cycle / k: the objective `optimal` minimises
+  double decode_tok_s = 0;   // k / cycle, all sequences together
+  double ttft_s = 0;         // prompt of n_prompt tokens to the first token
+  double prefill_tok_s = 0;  // n_prompt / ttft
+  double bubble = 0;         // idle fraction of the stages: 1 - sum(stage busy) / (n_stages x cycle)
+  std::vector<HopPrediction> hops;  // between consecutive stages
+};
+
+struct Plan {
+  std::string strategy;
+  std::vector<StagePlan> stages;  // pipeline order; stage 0 holds the embedding
+  std::vector<Excluded> excluded;
+  Prediction pred;
+  std::vector<std::string> notes;
+};
+
+// Thrown when no plan (or not this strategy's plan) fits; the message lists the shortfall per
+// device and what would make it fit.
+class PlanError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Fills memory, times and predictions of a plan whose stages (device, first, end) are set, and
+// marks every device without a stage as excluded with `unused_reason` (unless already listed).
+void finish_plan(Plan& p, const ModelShape& m, const Cluster& c, const PlanOptions& o,
+                 const std::string& unused_reason = "no layers assigned");
+
+// The decode objective of a stage sequence: max(latency / k, bottleneck). Used by `optimal`
+// and by the brute-force check in the tests.
+double plan_objective(const Plan& p);
+
+// Problems with a plan: empty when valid. Checks contiguity, exact cover of [0, n_layers),
+// one stage per device, device indices in range, and every stage's memory within its device's free memory.
+std::vector<std::string> validate_plan(const Plan& p, const ModelShape& m, const Cluster& c, const PlanOptions& o);
+
+// The message of the PlanError for a model that fits nowhere: per device what it can hold and
+// the shortfall, then what would make it fit (a smaller quant, a shorter context, another device).
+std::string shortfall_report(const ModelShape& m, const Cluster& c, const PlanOptions& o, const std::string& what);
+
+// Whether any order of the devices can hold the whole model (exact up to 16 devices).
+bool model_fits(const ModelShape& m, const Cluster& c, const PlanOptions& o);
+
+// "12.3 GB" (decimal, as the cluster file's units).
+std::string gb(uint64_t bytes);
+
+}  // namespace herd::partition

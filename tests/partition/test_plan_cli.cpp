@@ -1,0 +1,90 @@
+// `herd plan` as a user runs it: a real GGUF, named shapes, every output format, errors.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "tests/process.h"
+#include "tests/test_paths.h"
+
+namespace herd::test {
+namespace {
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+const char* kSmallCluster =
+    "device name=gpu kind=cuda mem=8GB bw=400GB/s flops=20T host=box\n"
+    "device name=cpu kind=cpu mem=16GB bw=40GB/s host=box\n"
+    "device name=laptop kind=metal mem=16GB bw=100GB/s host=laptop\n"
+    "link default latency=0.3ms bw=1Gbit\n";
+
+TEST(PlanCli, SmolLM2Table) {
+  HERD_REQUIRE_FILE(smollm2_path());
+  const auto cl = write_temp("small.txt", kSmallCluster);
+  auto r = run_process({herd_bin(), "plan", "-m", smollm2_path(), "--cluster", cl, "--ctx", "2048"}, 30);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("30 layers"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("strategy: optimal"), std::string::npos);
+  EXPECT_NE(r.out.find("gpu"), std::string::npos);
+  EXPECT_NE(r.out.find("predicted decode:"), std::string::npos);
+  EXPECT_NE(r.out.find("predicted prefill:"), std::string::npos);
+  EXPECT_NE(r.out.find("time to first token"), std::string::npos);
+}
+
+TEST(PlanCli, CompareJsonSvg) {
+  HERD_REQUIRE_FILE(smollm2_path());
+  const auto cl = write_temp("small2.txt", kSmallCluster);
+  auto r = run_process({herd_bin(), "plan", "-m", smollm2_path(), "--cluster", cl, "--compare"}, 30);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* s : {"even", "memory", "speed", "gpu-first", "optimal"}) EXPECT_NE(r.out.find(s), std::string::npos) << s;
+  const std::string svg = ::testing::TempDir() + "plan.svg";
+  std::remove(svg.c_str());
+  r = run_process({herd_bin(), "plan", "--shape", "llama3-8b", "--type", "Q8_0", "--cluster", cl, "--json", "--svg", svg}, 30);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("{", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("\"strategy\": \"optimal\""), std::string::npos);
+  EXPECT_NE(r.out.find("\"decode_tok_s\""), std::string::npos);
+  EXPECT_NE(r.out.find("\"bytes_per_token\": 16384"), std::string::npos);  // 4096 x f32 on each hop
+  const std::string s = slurp(svg);
+  EXPECT_EQ(s.rfind("<svg", 0), 0u);
+  EXPECT_NE(s.find("</svg>"), std::string::npos);
+}
+
+TEST(PlanCli, Llama405BOnTheDocsCluster) {
+  const std::string cl = std::string(HERD_SOURCE_DIR) + "/docs/clusters/405b-8-devices.txt";
+  HERD_REQUIRE_FILE(cl);
+  auto r = run_process({herd_bin(), "plan", "--shape", "llama3.1-405b", "--type", "Q4_K_M", "--cluster", cl, "--compare"}, 30);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("126 layers"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("optimal"), std::string::npos);
+}
+
+TEST(PlanCli, ErrorsAreClear) {
+  const auto cl = write_temp("small3.txt", kSmallCluster);
+  auto r = run_process({herd_bin(), "plan", "--shape", "llama3.1-405b", "--cluster", cl}, 30);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("does not fit"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("what would make it fit"), std::string::npos) << r.err;
+
+  const auto bad = write_temp("bad.txt", "device name=a mem=8GB bw=1GB/s\ndevice name=b mem=lots bw=1GB/s\n");
+  r = run_process({herd_bin(), "plan", "--shape", "llama3-8b", "--cluster", bad}, 30);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("bad.txt:2:"), std::string::npos) << r.err;
+
+  r = run_process({herd_bin(), "plan", "--shape", "llama3-8b"}, 30);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--cluster"), std::string::npos) << r.err;
+  r = run_process({herd_bin(), "plan", "--shape", "nope", "--cluster", cl}, 30);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("llama3-70b"), std::string::npos) << r.err;
+  r = run_process({herd_bin(), "plan", "--shape", "llama3-8b", "--cluster", cl, "--strategy", "magic"}, 30);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("gpu-first"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace herd::test

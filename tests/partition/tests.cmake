@@ -1,0 +1,8 @@
+# The partition planner: profiles, model shapes, memory/cost models, strategies, `herd plan`.
+herd_add_test(test_partition SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/test_profile.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_model_shape.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_strategies.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_plan_cli.cpp
+  LIBS herd_partition)
+add_dependencies(test_partition herd)
