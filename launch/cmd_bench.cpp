@@ -1,0 +1,84 @@
+// herd bench: llama-bench's pp/tg tests on one model (see coordinator/bench_runner.h).
+#include <cstdio>
+#include <sstream>
+
+#include "coordinator/bench_runner.h"
+#include "launch/options.h"
+
+namespace herd::cli {
+namespace {
+
+std::vector<int> parse_threads(const std::string& list) {
+  std::vector<int> out;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    int v = -1;
+    try {
+      v = std::stoi(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || item.empty() || v < 0 || v > 4096)
+      throw UsageError("-t: '" + item + "' is not a thread count (give e.g. 1,2,4)");
+    out.push_back(v);
+  }
+  if (out.empty()) throw UsageError("-t: empty thread list");
+  return out;
+}
+
+}  // namespace
+
+int cmd_bench(const Args& args) {
+  std::string model, threads = "0", split;
+  BenchParams bp;
+  int64_t reps = 5;
+  bool json = false, no_warmup = false;
+  ArgParser p("herd bench [-m MODEL] [-t N[,N...]] [-p N] [-n N] [-r N] [--json]",
+              "Measures prompt processing (pp: N tokens in one batch) and generation (tg: N tokens one at a time), "
+              "each from an empty KV cache, like llama-bench. Prints a markdown table of the median rate and half "
+              "the range over the repetitions (t/s = median ± spread); with --json, one JSON object per row on "
+              "stdout instead (the table then goes to stderr).");
+  p.add("-m,--model", "FILE", "GGUF model (default: $HERD_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf)", &model);
+  p.add("-t,--threads", "N,...", "thread counts to test, comma-separated (0 = all cores)", &threads);
+  p.add("-p,--n-prompt", "N", "prompt tokens of the pp test (0 = skip it)", &bp.n_prompt);
+  p.add("-n,--n-gen", "N", "generated tokens of the tg test (0 = skip it)", &bp.n_gen);
+  p.add("-r,--repetitions", "N", "timed repetitions of each test", &reps);
+  p.add("--split", "A-B,C-D", "run the layers as in-process stages (same math as a cluster split)", &split);
+  p.add("--no-warmup", "", "skip the untimed warm-up run of each test", &no_warmup);
+  p.add("--json", "", "JSON lines on stdout (keys: model, model_size, model_n_params, backend, n_threads, test, "
+        "n_prompt, n_gen, samples_ns, samples_ts, median_ts, spread_ts, ...)", &json);
+  if (!p.parse(args)) {
+    std::fputs(p.help().c_str(), stdout);
+    return 0;
+  }
+  if (reps <= 0 || reps > 1000) throw UsageError("-r must be in 1..1000");
+  if (bp.n_prompt < 0 || bp.n_gen < 0) throw UsageError("-p and -n must be >= 0");
+  if (bp.n_prompt == 0 && bp.n_gen == 0) throw UsageError("nothing to measure: -p and -n are both 0");
+  bp.reps = static_cast<int>(reps);
+  bp.threads = parse_threads(threads);
+  bp.warmup = !no_warmup;
+
+  SessionOptions so;
+  so.n_ctx = std::max<int64_t>({bp.n_prompt, bp.n_gen, 1});
+  so.split = split;
+  ModelSession s = ModelSession::open(model.empty() ? default_model_path() : model, so);
+  const BenchModelInfo info = bench_model_info(s);
+  const std::string backend = s.backend->name();
+
+  FILE* table = json ? stderr : stdout;
+  std::fputs(bench_table_header().c_str(), table);
+  std::fflush(table);
+  run_bench(s, bp, [&](const BenchResult& r) {
+    std::fputs(bench_table_row(info, backend, r).c_str(), table);
+    std::fflush(table);
+    if (json) {
+      std::fputs(bench_json_row(info, backend, r).c_str(), stdout);
+      std::fflush(stdout);
+    }
+  });
+  return 0;
+}
+
+}  // namespace herd::cli
