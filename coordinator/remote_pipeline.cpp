@@ -1,0 +1,282 @@
+#include "coordinator/remote_pipeline.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+#include <stdexcept>
+
+#include "common/log.h"
+#include "model/gguf.h"
+#include "transport/sha256.h"
+
+namespace herd {
+
+using namespace transport;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kPollSliceMs = 20;
+constexpr int kRootCauseGraceMs = 300;
+
+std::string layers_text(const model::LayerRange& r) {
+  return r.size() == 1 ? "layer " + std::to_string(r.first)
+                       : "layers " + std::to_string(r.first) + "-" + std::to_string(r.end - 1);
+}
+
+}  // namespace
+
+std::vector<std::string> parse_worker_list(const std::string& spec) {
+  std::vector<std::string> out;
+  std::stringstream ss(spec);
+  std::string part;
+  while (std::getline(ss, part, ',')) {
+    if (part.empty()) throw std::invalid_argument("--workers '" + spec + "' has an empty entry");
+    out.push_back(part);
+  }
+  if (out.empty()) throw std::invalid_argument("--workers is empty");
+  return out;
+}
+
+std::vector<model::LayerRange> split_by_memory(int64_t n_layers, const std::vector<uint64_t>& free_bytes) {
+  const auto n = static_cast<int64_t>(free_bytes.size());
+  if (n == 0) throw std::invalid_argument("no workers");
+  if (n > n_layers)
+    throw std::invalid_argument(std::to_string(n) + " workers but the model has only " + std::to_string(n_layers) +
+                                " layers");
+  // Everyone gets one layer; the rest go by share of free memory (equal shares when unknown).
+  long double total = 0;
+  for (uint64_t b : free_bytes) total += static_cast<long double>(b);
+  std::vector<int64_t> count(static_cast<size_t>(n), 1);
+  std::vector<std::pair<long double, int64_t>> rem;
+  const int64_t spare = n_layers - n;
+  int64_t given = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const long double share = total > 0 ? static_cast<long double>(free_bytes[i]) / total : 1.0L / n;
+    const long double want = share * spare;
+    const auto whole = static_cast<int64_t>(want);
+    count[i] += whole;
+    given += whole;
+    rem.push_back({want - whole, -i});
+  }
+  std::sort(rem.rbegin(), rem.rend());
+  for (int64_t k = 0; given < spare; ++k, ++given) ++count[static_cast<size_t>(-rem[static_cast<size_t>(k)].second)];
+  std::vector<model::LayerRange> out;
+  int64_t first = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    out.push_back({first, first + count[i], i == 0, i + 1 == n});
+    first += count[i];
+  }
+  return out;
+}
+
+RemotePipeline::RemotePipeline(const model::GgufFile& f, const model::ModelConfig& c, RemotePipelineOptions opts)
+    : config_(c), opts_(std::move(opts)) {
+  if (opts_.n_ctx <= 0) throw std::invalid_argument("context size must be positive");
+  if (opts_.workers.empty()) throw std::invalid_argument("RemotePipeline needs at least one worker");
+  if (opts_.model_path.empty()) opts_.model_path = std::filesystem::absolute(f.path()).string();
+  model_hash_ = sha256_file_prefix(f.path(), f.data_offset());
+  setup();
+}
+
+RemotePipeline::~RemotePipeline() = default;
+
+std::string RemotePipeline::describe(size_t i) const {
+  std::string s = "worker " + std::to_string(i + 1) + " of " + std::to_string(workers_.size()) + " (" +
+                  workers_[i].address;
+  if (i < ranges_.size()) s += ", " + layers_text(ranges_[i]);
+  return s + ")";
+}
+
+void RemotePipeline::fail(size_t i, const std::string& what) {
+  const std::string msg = describe(i) + ": " + what;
+  healthy_ = false;
+  for (auto& w : workers_) w.link.reset();  // the next eval reconnects and re-assigns everyone
+  HERD_LOG_INFO(msg);  // the caller reports it (the CLI prints it once, as its error)
+  throw std::runtime_error(msg);
+}
+
+void RemotePipeline::fail_root_cause(size_t i, const std::string& what) {
+  // A stage that cannot reach its neighbour reports an error, but the news worth giving is which
+  // worker died: look briefly for a lost connection before blaming the reporter.
+  const auto until = Clock::now() + std::chrono::milliseconds(kRootCauseGraceMs);
+  while (Clock::now() < until) {
+    for (size_t j = 0; j < workers_.size(); ++j) {
+      if (j == i || !workers_[j].link) continue;
+      Received r = workers_[j].link->recv(j + 1 == workers_.size() ? 5 : 0);
+      if (r.status == RecvStatus::closed)
+        fail(j, "lost (" + r.error + "); " + describe(i) + " reported: " + what);
+    }
+  }
+  fail(i, what);
+}
+
+void RemotePipeline::setup() {
+  ++session_;
+  workers_.clear();
+  for (const auto& a : opts_.workers) workers_.push_back({normalize_address(a), nullptr, {}});
+  // Hello to everyone first, then collect the answers (in parallel: one timeout in all).
+  Hello h;
+  h.role = Role::Coordinator;
+  h.name = "coordinator";
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    try {
+      workers_[i].link = connect(workers_[i].address);
+    } catch (const std::exception& e) {
+      fail(i, e.what());
+    }
+    if (auto err = workers_[i].link->send(pack(h)); !err.empty()) fail(i, err);
+  }
+  const auto deadline = Clock::now() + std::chrono::milliseconds(opts_.connect_timeout_ms);
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    Received r = workers_[i].link->recv(static_cast<int>(std::max<int64_t>(left, 0)));
+    if (r.status == RecvStatus::timeout)
+      fail(i, "no answer within " + std::to_string(opts_.connect_timeout_ms / 1000.0).substr(0, 4) +
+                  " s (is `herd worker --listen " + workers_[i].address + "` running?)");
+    if (r.status != RecvStatus::ok) fail(i, r.error);
+    try {
+      if (r.msg.type == static_cast<uint16_t>(MsgType::Error)) fail(i, "refused: " + unpack<ErrorMsg>(r.msg).message);
+      workers_[i].hello = unpack<Hello>(r.msg);
+    } catch (const ProtocolError& e) {
+      fail(i, std::string("bad handshake: ") + e.what());
+    }
+    if (workers_[i].hello.protocol_version != kProtocolVersion)
+      fail(i, "speaks protocol version " + std::to_string(workers_[i].hello.protocol_version) +
+                  ", this coordinator speaks " + std::to_string(kProtocolVersion) + " (update herd on that host)");
+    if (workers_[i].hello.role != Role::Worker) fail(i, "answered but is not a worker");
+  }
+
+  if (!opts_.split.empty()) {
+    try {
+      ranges_ = parse_split(opts_.split, config_.n_layers);
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error(e.what());
+    }
+    if (ranges_.size() != workers_.size())
+      throw std::runtime_error("--split has " + std::to_string(ranges_.size()) + " ranges for " +
+                               std::to_string(workers_.size()) + " workers");
+  } else {
+    std::vector<uint64_t> mem;
+    for (const auto& w : workers_) mem.push_back(w.hello.profile.free_ram_bytes);
+    ranges_ = split_by_memory(config_.n_layers, mem);
+  }
+
+  // Assign from the last stage back, so that each stage's next stage is ready when it dials it.
+  for (size_t k = workers_.size(); k-- > 0;) {
+    Assign a;
+    a.session = session_;
+    a.model_hash = model_hash_;
+    a.model_path = opts_.model_path;
+    a.first_layer = ranges_[k].first;
+    a.end_layer = ranges_[k].end;
+    a.is_first = k == 0;
+    a.is_last = k + 1 == workers_.size();
+    a.n_ctx = opts_.n_ctx;
+    a.act_dtype = opts_.act_dtype;
+    a.backend_isa = opts_.isa;
+    a.exact = opts_.exact;
+    if (!a.is_last) a.next_address = workers_[k + 1].address;
+    if (auto err = workers_[k].link->send(pack(a)); !err.empty()) fail(k, err);
+    Received r = workers_[k].link->recv(opts_.assign_timeout_ms);
+    if (r.status == RecvStatus::timeout) fail(k, "no answer to the layer assignment");
+    if (r.status != RecvStatus::ok) fail(k, r.error);
+    try {
+      if (r.msg.type == static_cast<uint16_t>(MsgType::Error))
+        fail(k, "refused the assignment: " + unpack<ErrorMsg>(r.msg).message);
+      const Ready ready = unpack<Ready>(r.msg);
+      HERD_LOG_INFO(describe(k), " ready: ", ready.info);
+    } catch (const ProtocolError& e) {
+      fail(k, std::string("bad answer to the assignment: ") + e.what());
+    }
+  }
+  healthy_ = true;
+}
+
+void RemotePipeline::eval(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits) {
+  if (n <= 0) throw std::invalid_argument("eval: no tokens");
+  if (pos0 < 0 || pos0 + n > opts_.n_ctx)
+    throw std::out_of_range("context full: positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + n - 1) +
+                            " exceed the context size " + std::to_string(opts_.n_ctx));
+  if (pos0 > static_cast<int64_t>(history_.size()))
+    throw std::invalid_argument("eval at position " + std::to_string(pos0) + " but only " +
+                                std::to_string(history_.size()) + " positions are cached");
+  for (int64_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= config_.n_vocab)
+      throw std::out_of_range("token id " + std::to_string(tokens[i]) + " outside the vocabulary (" +
+                              std::to_string(config_.n_vocab) + ")");
+  history_.resize(static_cast<size_t>(pos0));
+  if (!healthy_) {
+    setup();
+    if (pos0 > 0) {  // the (new) workers' caches are empty: rebuild positions [0, pos0)
+      std::vector<float> scratch;
+      forward(history_.data(), pos0, 0, false, scratch);
+    }
+  }
+  forward(tokens, n, pos0, all_logits, logits);
+  history_.insert(history_.end(), tokens, tokens + n);
+}
+
+void RemotePipeline::forward(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits,
+                             std::vector<float>& logits) {
+  const uint64_t rid = next_request_++;
+  Tensor t;
+  t.dtype = WireDType::I32;
+  t.shape = {n};
+  t.data.assign(reinterpret_cast<const char*>(tokens), static_cast<size_t>(n) * sizeof(int32_t));
+  if (auto err = workers_[0].link->send(pack(Forward{rid, pos0, n, all_logits}, {std::move(t)})); !err.empty())
+    fail(0, err);
+
+  const size_t last = workers_.size() - 1;
+  const auto start = Clock::now();
+  while (true) {
+    Received r = workers_[last].link->recv(kPollSliceMs);
+    if (r.status == RecvStatus::closed) fail(last, "lost (" + r.error + ")");
+    if (r.status == RecvStatus::malformed) fail(last, "sent a malformed message: " + r.error);
+    if (r.status == RecvStatus::ok) {
+      try {
+        if (r.msg.type == static_cast<uint16_t>(MsgType::Error)) {
+          const ErrorMsg e = unpack<ErrorMsg>(r.msg);
+          fail_root_cause(last, "failed: " + e.message);
+        }
+        const Result res = unpack<Result>(r.msg);
+        if (res.request_id != rid) {
+          HERD_LOG_DEBUG("ignoring a stale result for request ", res.request_id);
+          continue;
+        }
+        const int64_t rows = all_logits ? n : 1;
+        if (res.n_rows != rows || r.msg.tensors.size() != 1 || r.msg.tensors[0].dtype != WireDType::F32 ||
+            r.msg.tensors[0].shape != std::vector<int64_t>{rows, config_.n_vocab})
+          throw ProtocolError("Result has the wrong shape (expected f32 [" + std::to_string(rows) + ", " +
+                              std::to_string(config_.n_vocab) + "])");
+        logits.resize(static_cast<size_t>(rows * config_.n_vocab));
+        std::memcpy(logits.data(), r.msg.tensors[0].data.data(), logits.size() * sizeof(float));
+        return;
+      } catch (const ProtocolError& e) {
+        fail(last, std::string("sent a bad result: ") + e.what());
+      }
+    }
+    // Any other stage may report a failure (or die) while we wait for the last one.
+    for (size_t i = 0; i < last; ++i) {
+      Received o = workers_[i].link->recv(0);
+      if (o.status == RecvStatus::closed) fail(i, "lost (" + o.error + ")");
+      if (o.status == RecvStatus::malformed) fail(i, "sent a malformed message: " + o.error);
+      if (o.status == RecvStatus::ok && o.msg.type == static_cast<uint16_t>(MsgType::Error)) {
+        std::string what = "failed";
+        try {
+          what += ": " + unpack<ErrorMsg>(o.msg).message;
+        } catch (const ProtocolError& e) {
+          what += " (unreadable error: " + std::string(e.what()) + ")";
+        }
+        fail_root_cause(i, what);
+      }
+    }
+    if (opts_.request_timeout_ms > 0 &&
+        Clock::now() - start > std::chrono::milliseconds(opts_.request_timeout_ms))
+      fail(last, "no result within " + std::to_string(opts_.request_timeout_ms) + " ms");
+  }
+}
+
+}  // namespace herd

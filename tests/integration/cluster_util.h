@@ -1,0 +1,146 @@
+// Helpers for cluster tests: `herd worker` child processes (always killed at the end, no orphans),
+// and the two numeric checks a pipeline must pass against LocalPipeline: teacher-forced logits
+// bit-identical (memcmp) and greedy ids identical.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "coordinator/pipeline.h"
+#include "coordinator/replay.h"
+#include "tests/process.h"
+#include "tests/test_paths.h"
+
+namespace herd::test {
+
+// A child process whose stdout/stderr go to files; SIGKILLed and reaped on destruction.
+class Child {
+ public:
+  explicit Child(const std::vector<std::string>& argv) {
+    char tmpl[] = "/tmp/herd-cluster-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, (dir_ + "/out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, (dir_ + "/err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    if (posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  ~Child() {
+    kill9();
+    std::remove((dir_ + "/out").c_str());
+    std::remove((dir_ + "/err").c_str());
+    rmdir(dir_.c_str());
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  pid_t pid() const { return pid_; }
+  std::string out() const { return slurp(dir_ + "/out"); }
+  std::string err() const { return slurp(dir_ + "/err"); }
+  void kill9() {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      waitpid(pid_, &status_, 0);
+      exited_ = true;
+    }
+  }
+  // Waits up to timeout_s for the exit; returns the exit code, -1 if it did not exit (then killed).
+  int wait_exit(double timeout_s) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (!exited_) {
+      if (waitpid(pid_, &status_, WNOHANG) == pid_) {
+        exited_ = true;
+        break;
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill9();
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return WIFEXITED(status_) ? WEXITSTATUS(status_) : -1;
+  }
+
+ private:
+  std::string dir_;
+  pid_t pid_ = -1;
+  int status_ = 0;
+  bool exited_ = false;
+};
+
+// `herd worker --listen tcp://127.0.0.1:PORT` (PORT "*" = a free one); address() is what it bound.
+class WorkerProcess {
+ public:
+  explicit WorkerProcess(const std::string& port = "*", std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {herd_bin(), "worker", "--listen", "tcp://127.0.0.1:" + port, "-t", "1"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    child_ = std::make_unique<Child>(argv);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    const std::string key = "listening on ";
+    while (std::chrono::steady_clock::now() < deadline) {
+      const std::string e = child_->err();
+      if (auto at = e.find(key); at != std::string::npos && e.find('\n', at) != std::string::npos) {
+        address_ = e.substr(at + key.size(), e.find('\n', at) - at - key.size());
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ADD_FAILURE() << "worker did not start: " << child_->err();
+  }
+  const std::string& address() const { return address_; }
+  std::string port() const { return address_.substr(address_.rfind(':') + 1); }
+  Child& child() { return *child_; }
+
+ private:
+  std::unique_ptr<Child> child_;
+  std::string address_;
+};
+
+// Teacher-forced tokens: the reference dump's inputs (prompt batch, then one at a time).
+inline std::vector<int32_t> reference_tokens(int64_t& n_prompt) {
+  const LogitsFile ref = LogitsFile::read(reference_path("stories260K.p1.log1"));
+  n_prompt = ref.n_prompt;
+  return replay_tokens(ref, "stories260K.p1.log1");
+}
+
+inline void expect_same_logits(Pipeline& expected, Pipeline& actual, const std::string& what) {
+  int64_t n_prompt = 0;
+  const auto tokens = reference_tokens(n_prompt);
+  const LogitsFile a = replay_logits(expected, tokens, n_prompt);
+  const LogitsFile b = replay_logits(actual, tokens, n_prompt);
+  ASSERT_EQ(a.rows.size(), b.rows.size()) << what;
+  for (size_t i = 0; i < a.rows.size(); ++i) {
+    ASSERT_EQ(a.rows[i].logits.size(), b.rows[i].logits.size());
+    ASSERT_EQ(0, std::memcmp(a.rows[i].logits.data(), b.rows[i].logits.data(), a.rows[i].logits.size() * sizeof(float)))
+        << what << ": logits of row " << i << " differ";
+  }
+}
+
+inline std::vector<int32_t> greedy(Pipeline& p, std::vector<int32_t> prompt, int n_new) {
+  std::vector<float> logits;
+  std::vector<int32_t> out;
+  p.eval(prompt.data(), static_cast<int64_t>(prompt.size()), 0, false, logits);
+  int64_t pos = static_cast<int64_t>(prompt.size());
+  for (int i = 0; i < n_new; ++i) {
+    const auto id = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    out.push_back(id);
+    p.eval(&id, 1, pos++, false, logits);
+  }
+  return out;
+}
+
+}  // namespace herd::test

@@ -1,0 +1,272 @@
+// A real cluster on loopback: `herd worker` processes, a RemotePipeline (and the herd CLI) as the
+// coordinator. Pipeline parallel with the same kernels must be bit-identical to one process; a
+// worker killed mid-request must become an error naming it within 2 s, and a restarted worker
+// must be usable again at once.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <zmq_addon.hpp>
+#include <filesystem>
+#include <zmq.hpp>
+
+#include "coordinator/remote_pipeline.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "model/gguf.h"
+#include "tests/integration/cluster_util.h"
+#include "transport/protocol.h"
+#include "transport/zmq_link.h"
+
+namespace herd::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct LocalModel {
+  std::unique_ptr<model::GgufFile> file;
+  model::ModelConfig config;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<LocalPipeline> local;
+  explicit LocalModel(const std::string& name) {
+    file = model::GgufFile::open(model_path(name));
+    config = model::load_config(*file);
+    backend = make_cpu_backend();  // what `herd run` and the workers use by default
+    backend->set_threads(1);
+    local = std::make_unique<LocalPipeline>(*file, config, *backend, 256);
+  }
+  std::unique_ptr<RemotePipeline> remote(std::vector<std::string> workers, const std::string& split = "",
+                                         transport::WireDType act = transport::WireDType::F32) {
+    RemotePipelineOptions o;
+    o.workers = std::move(workers);
+    o.split = split;
+    o.n_ctx = 256;
+    o.act_dtype = act;
+    o.connect_timeout_ms = 3000;
+    return std::make_unique<RemotePipeline>(*file, config, o);
+  }
+};
+
+class Cluster : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    for (int i = 0; i < 4; ++i) pool_.push_back(std::make_unique<WorkerProcess>());
+  }
+  static void TearDownTestSuite() { pool_.clear(); }
+  static std::vector<std::string> first(size_t n) {
+    std::vector<std::string> out;
+    for (size_t i = 0; i < n; ++i) out.push_back(pool_[i]->address());
+    return out;
+  }
+  void check_splits(const std::string& model_name, const std::vector<std::pair<size_t, std::string>>& plans) {
+    LocalModel m(model_name);
+    const std::vector<int32_t> prompt = {1, 403, 407, 261, 378};
+    const auto want_ids = greedy(*m.local, prompt, 24);
+    for (const auto& [n, split] : plans) {
+      const std::string what = model_name + " on " + std::to_string(n) + " workers, split '" + split + "'";
+      auto remote = m.remote(first(n), split);
+      ASSERT_EQ(remote->ranges().size(), n);
+      expect_same_logits(*m.local, *remote, what);
+      EXPECT_EQ(greedy(*remote, prompt, 24), want_ids) << what;
+    }
+  }
+  static std::vector<std::unique_ptr<WorkerProcess>> pool_;
+};
+std::vector<std::unique_ptr<WorkerProcess>> Cluster::pool_;
+
+TEST_F(Cluster, Stories260KBitIdenticalOn1To4Workers) {
+  // 5 layers: even-ish splits by memory, then 1|4 and 4|1.
+  check_splits("stories260K.gguf", {{1, ""}, {2, ""}, {3, ""}, {4, ""}, {2, "0-0,1-4"}, {2, "0-3,4-4"}});
+}
+
+TEST_F(Cluster, RandkQ4KMBitIdenticalOn1To4WorkersIncludingUnevenSplits) {
+  // 4 layers: 1|3 and 3|1 as well as one layer per worker.
+  check_splits("randk-Q4_K_M.gguf", {{1, ""}, {2, ""}, {3, ""}, {4, ""}, {2, "0-0,1-3"}, {2, "0-2,3-3"}});
+}
+
+TEST_F(Cluster, F16ActivationsStayClose) {
+  LocalModel m("stories260K.gguf");
+  auto remote = m.remote(first(3), "", transport::WireDType::F16);
+  int64_t n_prompt = 0;
+  const auto tokens = reference_tokens(n_prompt);
+  const LogitsFile a = replay_logits(*m.local, tokens, n_prompt), b = replay_logits(*remote, tokens, n_prompt);
+  ASSERT_EQ(a.rows.size(), b.rows.size());
+  double max_diff = 0, max_abs = 0;
+  bool any_diff = false;
+  for (size_t r = 0; r < a.rows.size(); ++r)
+    for (size_t i = 0; i < a.rows[r].logits.size(); ++i) {
+      max_diff = std::max(max_diff, double(std::fabs(a.rows[r].logits[i] - b.rows[r].logits[i])));
+      max_abs = std::max(max_abs, double(std::fabs(a.rows[r].logits[i])));
+      any_diff |= a.rows[r].logits[i] != b.rows[r].logits[i];
+    }
+  EXPECT_TRUE(any_diff) << "f16 activations should round somewhere";
+  // f16 keeps 11 significant bits (relative error 2^-11 per hidden value); after the remaining layers
+  // the logits move by a small multiple of that relative to their scale.
+  EXPECT_LT(max_diff, 0.02 * max_abs) << "max |diff| " << max_diff << " vs max |logit| " << max_abs;
+}
+
+TEST_F(Cluster, WorkerSurvivesGarbageAndServesAGoodCoordinator) {
+  zmq::socket_t raw(transport::zmq_context(), zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect(pool_[0]->address());
+  auto send_all = [&](const std::vector<std::string>& frames) {
+    for (size_t i = 0; i < frames.size(); ++i)
+      raw.send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  };
+  send_all({"complete garbage"});
+  send_all({std::string(12, '\xff'), "x", "y"});
+  send_all(transport::encode_frames(transport::pack(transport::Forward{1, 0, 1, false})));  // before Hello
+  transport::Hello old;
+  old.protocol_version = 999;
+  send_all(transport::encode_frames(transport::pack(old)));
+  auto frames = transport::encode_frames(transport::pack(transport::Hello{}));
+  frames[1].resize(3);  // truncated payload
+  send_all(frames);
+  // The worker answers each with an Error (and keeps running).
+  int errors = 0;
+  for (int i = 0; i < 5; ++i) {
+    zmq::pollitem_t item{raw.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, std::chrono::milliseconds(2000)) <= 0) break;
+    std::vector<zmq::message_t> parts;
+    (void)zmq::recv_multipart(raw, std::back_inserter(parts));
+    ++errors;
+  }
+  EXPECT_EQ(errors, 5);
+  EXPECT_EQ(waitpid(pool_[0]->child().pid(), nullptr, WNOHANG), 0) << "the worker died";
+  LocalModel m("stories260K.gguf");
+  auto remote = m.remote(first(2));
+  expect_same_logits(*m.local, *remote, "after garbage");
+  EXPECT_NE(pool_[0]->child().err().find("dropping peer"), std::string::npos) << "drops are logged";
+}
+
+TEST_F(Cluster, HandshakeErrorsAreClear) {
+  LocalModel m("stories260K.gguf");
+  WorkerProcess other("*", {"-m", model_path("randk-Q4_K_M.gguf")});
+  try {
+    m.remote({pool_[0]->address(), other.address()});
+    ADD_FAILURE() << "a worker with another model was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("worker 2 of 2"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model mismatch"), std::string::npos) << e.what();
+  }
+  const std::string dead = other.address();
+  other.child().kill9();
+  const auto t = Clock::now();
+  try {
+    m.remote({dead});
+    ADD_FAILURE() << "connected to nobody";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("no answer within"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t).count(), 5.0);
+  EXPECT_THROW(m.remote(first(2), "0-1,2-3,4-4"), std::runtime_error) << "3 ranges for 2 workers";
+}
+
+TEST_F(Cluster, KilledWorkerIsAnErrorWithin2sAndARestartedOneServesAgain) {
+  LocalModel m("stories260K.gguf");
+  WorkerProcess w1, w2("*", {"--debug-delay-ms", "400"});
+  const std::string port2 = w2.port();
+  auto remote = m.remote({w1.address(), w2.address()}, "0-2,3-4");
+  std::vector<float> logits;
+  const std::vector<int32_t> prompt = {1, 403, 407, 261, 378, 300, 12};
+  remote->eval(prompt.data(), 5, 0, false, logits);
+
+  std::atomic<int64_t> killed_at_ns{0};
+  std::thread killer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));  // inside the 400 ms forward
+    w2.child().kill9();
+    killed_at_ns = Clock::now().time_since_epoch().count();
+  });
+  std::string message;
+  try {
+    remote->eval(prompt.data() + 5, 1, 5, false, logits);
+  } catch (const std::runtime_error& e) {
+    message = e.what();
+  }
+  const auto caught = Clock::now();
+  killer.join();
+  ASSERT_FALSE(message.empty()) << "the request did not fail";
+  const double seconds = std::chrono::duration<double>(caught.time_since_epoch()).count() - killed_at_ns * 1e-9;
+  EXPECT_LT(seconds, 2.0) << message;
+  EXPECT_NE(message.find("worker 2 of 2"), std::string::npos) << message;
+  EXPECT_NE(message.find("layers 3-4"), std::string::npos) << message;
+  EXPECT_NE(message.find(port2), std::string::npos) << message;
+
+  // Restart it on the same port; the next request re-assigns and rebuilds the lost cache.
+  WorkerProcess again(port2);
+  ASSERT_EQ(again.port(), port2);
+  std::vector<float> want;
+  m.local->eval(prompt.data(), 5, 0, false, want);
+  m.local->eval(prompt.data() + 5, 2, 5, false, want);
+  remote->eval(prompt.data() + 5, 2, 5, false, logits);
+  ASSERT_EQ(logits.size(), want.size());
+  // The cache was rebuilt in one batch (positions 0-4 were one batch originally too): bit-identical.
+  EXPECT_EQ(0, std::memcmp(logits.data(), want.data(), want.size() * sizeof(float)));
+}
+
+// ---- the CLI ----
+
+ProcessResult herd_cli(std::vector<std::string> args, double timeout_s = 120) {
+  args.insert(args.begin(), herd_bin());
+  return run_process(args, timeout_s);
+}
+
+std::string temp_file(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("herd-cluster-" + std::to_string(getpid()) + "-" + name)).string();
+}
+
+TEST_F(Cluster, CliRunAndLogitsMatchLocal) {
+  const std::string workers = pool_[0]->address() + "," + pool_[1]->address() + "," + pool_[2]->address();
+  const std::vector<std::string> run = {"run", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time",
+                                        "--temp", "0", "-n", "40", "-t", "1"};
+  auto local = herd_cli(run);
+  auto with = run;
+  with.insert(with.end(), {"--workers", workers});
+  auto remote = herd_cli(with);
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  ASSERT_EQ(remote.exit_code, 0) << remote.err;
+  EXPECT_EQ(local.out, remote.out);
+
+  const std::string a = temp_file("local.log1"), b = temp_file("remote.log1");
+  const std::vector<std::string> logits = {"logits", "-m", model_path("randk-Q4_K_M.gguf"), "--replay",
+                                           reference_path("stories260K.p1.log1"), "-t", "1", "-c", "256"};
+  auto l = logits, r = logits;
+  l.insert(l.end(), {"--out", a});
+  r.insert(r.end(), {"--out", b, "--workers", workers, "--split", "0-0,1-2,3-3"});
+  ASSERT_EQ(herd_cli(l).exit_code, 0);
+  auto rr = herd_cli(r);
+  ASSERT_EQ(rr.exit_code, 0) << rr.err;
+  EXPECT_TRUE(slurp(a) == slurp(b)) << "LOG1 files differ";
+  EXPECT_GT(slurp(a).size(), 1000u);
+  std::remove(a.c_str());
+  std::remove(b.c_str());
+
+  auto bad = herd_cli({"run", "-m", model_path("stories260K.gguf"), "-p", "x", "--workers", workers, "--act-dtype",
+                       "bf16"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("--act-dtype"), std::string::npos) << bad.err;
+}
+
+TEST_F(Cluster, CliExitsWithin2sWhenAWorkerIsKilled) {
+  WorkerProcess w1, w2("*", {"--debug-delay-ms", "20"});
+  Child run({herd_bin(), "run", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time", "--temp", "0", "-n",
+             "1000", "-c", "2048", "-t", "1", "--workers", w1.address() + "," + w2.address(), "--split", "0-2,3-4"});
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (run.out().size() < 40 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_GE(run.out().size(), 40u) << "generation did not start: " << run.err();
+  w2.child().kill9();
+  const auto t = Clock::now();
+  const int code = run.wait_exit(10);
+  const double seconds = std::chrono::duration<double>(Clock::now() - t).count();
+  EXPECT_EQ(code, 1) << run.err();
+  EXPECT_LT(seconds, 2.0);
+  EXPECT_NE(run.err().find("worker 2 of 2"), std::string::npos) << run.err();
+  EXPECT_NE(run.err().find("layers 3-4"), std::string::npos) << run.err();
+  // The surviving worker and a restarted one serve the next request.
+  WorkerProcess again(w2.port());
+  auto ok = herd_cli({"run", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time", "--temp", "0", "-n", "8",
+                      "-t", "1", "--workers", w1.address() + "," + again.address()});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
+}  // namespace
+}  // namespace herd::test

@@ -1,0 +1,219 @@
+// Wire protocol: every message round-trips; every malformed frame or payload is rejected with a
+// ProtocolError (never a crash, never a huge allocation).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "transport/codec.h"
+#include "transport/protocol.h"
+#include "transport/sha256.h"
+
+namespace herd::transport {
+namespace {
+
+template <typename T>
+T round_trip(const T& body, std::vector<Tensor> tensors = {}) {
+  Message m = decode_frames(encode_frames(pack(body, std::move(tensors))));
+  return unpack<T>(m);
+}
+
+Tensor f32_tensor(std::vector<int64_t> shape) {
+  Tensor t;
+  t.shape = shape;
+  t.data.resize(static_cast<size_t>(t.n_elements()) * 4);
+  for (size_t i = 0; i < t.data.size(); ++i) t.data[i] = static_cast<char>(i * 7);
+  return t;
+}
+
+TEST(Protocol, EveryMessageRoundTrips) {
+  Hello h;
+  h.role = Role::Worker;
+  h.profile = {12, 123456789012ull};
+  h.name = "host-a";
+  const Hello h2 = round_trip(h);
+  EXPECT_EQ(h2.protocol_version, kProtocolVersion);
+  EXPECT_EQ(h2.role, Role::Worker);
+  EXPECT_EQ(h2.profile.threads, 12);
+  EXPECT_EQ(h2.profile.free_ram_bytes, 123456789012ull);
+  EXPECT_EQ(h2.name, "host-a");
+
+  Assign a;
+  a.session = 7;
+  a.model_hash = std::string(64, 'f');
+  a.model_path = "/models/x.gguf";
+  a.first_layer = 3;
+  a.end_layer = 9;
+  a.is_first = false;
+  a.is_last = true;
+  a.n_ctx = 4096;
+  a.act_dtype = WireDType::F16;
+  const Assign a2 = round_trip(a);
+  EXPECT_EQ(a2.session, 7u);
+  EXPECT_EQ(a2.model_hash, a.model_hash);
+  EXPECT_EQ(a2.model_path, a.model_path);
+  EXPECT_EQ(a2.first_layer, 3);
+  EXPECT_EQ(a2.end_layer, 9);
+  EXPECT_FALSE(a2.is_first);
+  EXPECT_TRUE(a2.is_last);
+  EXPECT_EQ(a2.n_ctx, 4096);
+  EXPECT_EQ(a2.act_dtype, WireDType::F16);
+  EXPECT_EQ(a2.next_address, "");
+
+  EXPECT_EQ(round_trip(Ready{"ok"}).info, "ok");
+  const ErrorMsg e = round_trip(ErrorMsg{42, "boom"});
+  EXPECT_EQ(e.request_id, 42u);
+  EXPECT_EQ(e.message, "boom");
+  const Forward f = round_trip(Forward{9, 17, 3, true});
+  EXPECT_EQ(f.request_id, 9u);
+  EXPECT_EQ(f.pos0, 17);
+  EXPECT_EQ(f.n_tokens, 3);
+  EXPECT_TRUE(f.all_logits);
+  EXPECT_EQ(round_trip(Result{5, 2}).n_rows, 2);
+  round_trip(Reset{});
+  round_trip(Stop{});
+}
+
+TEST(Protocol, TensorFramesRoundTripBitExact) {
+  Message m = pack(Forward{1, 0, 2, false}, {f32_tensor({2, 3}), f32_tensor({0})});
+  m.tensors[1].dtype = WireDType::I32;
+  const Message back = decode_frames(encode_frames(m));
+  ASSERT_EQ(back.tensors.size(), 2u);
+  EXPECT_EQ(back.tensors[0].shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(back.tensors[0].data, m.tensors[0].data);
+  EXPECT_EQ(back.tensors[1].dtype, WireDType::I32);
+  EXPECT_EQ(back.tensors[1].n_elements(), 0);
+}
+
+std::vector<std::string> good_frames() { return encode_frames(pack(Forward{1, 0, 2, false}, {f32_tensor({2, 4})})); }
+
+void expect_rejected(std::vector<std::string> frames, const std::string& needle) {
+  try {
+    decode_frames(std::move(frames));
+    ADD_FAILURE() << "accepted a malformed message (expected: " << needle << ")";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(Protocol, MalformedFramesAreRejected) {
+  auto f = good_frames();
+  f[3].pop_back();  // data frame one byte short
+  expect_rejected(f, "data frame is 31 bytes");
+  f = good_frames();
+  f[3] += "xx";  // longer
+  expect_rejected(f, "data frame is 34 bytes");
+  f = good_frames();
+  f[2][0] = 9;  // dtype
+  expect_rejected(f, "unknown dtype 9");
+  f = good_frames();
+  f[2][1] = 7;  // rank
+  expect_rejected(f, "rank 7");
+  f = good_frames();
+  f[2][8] = 3;  // dims [3, 4] but n_bytes says 32
+  expect_rejected(f, "header says 32 bytes but the shape needs 48");
+  f = good_frames();
+  const int64_t neg = -2;
+  std::memcpy(f[2].data() + 8, &neg, 8);
+  expect_rejected(f, "dimension 0 is -2");
+  f = good_frames();
+  f[2].resize(20);  // truncated header
+  expect_rejected(f, "header of 20 bytes");
+  f = good_frames();
+  f.pop_back();  // missing data frame
+  expect_rejected(f, "frames");
+  f = good_frames();
+  f[0][0] = 'X';
+  expect_rejected(f, "bad magic");
+  f = good_frames();
+  f[0][4] = 99;
+  expect_rejected(f, "wire version 99");
+  f = good_frames();
+  f[0].pop_back();
+  expect_rejected(f, "envelope is 11 bytes");
+  f = good_frames();
+  f[0][8] = 100;  // n_tensors
+  expect_rejected(f, "announces 100 tensors");
+  expect_rejected({}, "0 frames");
+  expect_rejected({"garbage"}, "1 frames");
+}
+
+TEST(Protocol, MalformedPayloadsAreRejected) {
+  Assign a;
+  a.model_hash = "abc";
+  a.model_path = "/some/where";
+  Message m = pack(a);
+  // Truncated at every length: always a ProtocolError.
+  for (size_t cut = 0; cut < m.payload.size(); ++cut) {
+    Message t = m;
+    t.payload.resize(cut);
+    EXPECT_THROW(unpack<Assign>(t), ProtocolError) << "cut at " << cut;
+  }
+  Message trailing = m;
+  trailing.payload += "z";
+  EXPECT_THROW(unpack<Assign>(trailing), ProtocolError);
+  EXPECT_THROW(unpack<Hello>(m), ProtocolError);  // wrong type
+
+  // A string length of 2^62 must be refused before any allocation.
+  Message huge = pack(ErrorMsg{1, "x"});
+  const size_t len_at = huge.payload.size() - 1 - 8;
+  const uint64_t big = uint64_t{1} << 62;
+  std::memcpy(huge.payload.data() + len_at, &big, 8);
+  try {
+    unpack<ErrorMsg>(huge);
+    ADD_FAILURE() << "accepted a 2^62-byte string";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("Error.message is"), std::string::npos) << e.what();
+  }
+
+  Hello h;
+  Message bad_role = pack(h);
+  // Layout: u32 class version, u32 protocol_version, u8 role, profile (u32 version, i32, u64), u64 name length.
+  bad_role.payload[bad_role.payload.size() - 8 - 16 - 1] = 9;
+  try {
+    unpack<Hello>(bad_role);
+    ADD_FAILURE() << "accepted role 9";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown role 9"), std::string::npos) << e.what();
+  }
+
+  Assign fp16;
+  fp16.act_dtype = WireDType::I32;  // not an activation dtype
+  EXPECT_THROW(unpack<Assign>(pack(fp16)), ProtocolError);
+}
+
+TEST(Protocol, RandomGarbageNeverCrashes) {
+  std::mt19937 rng(1234);
+  int rejected = 0;
+  for (int it = 0; it < 2000; ++it) {
+    std::vector<std::string> frames(1 + rng() % 5);
+    for (auto& f : frames) {
+      f.resize(rng() % 40);
+      for (auto& c : f) c = static_cast<char>(rng());
+    }
+    if (it % 2 == 0) frames[0] = good_frames()[0];  // a valid envelope, garbage after it
+    try {
+      Message m = decode_frames(std::move(frames));
+      unpack<Forward>(m);
+    } catch (const ProtocolError&) {
+      ++rejected;
+    }
+  }
+  EXPECT_EQ(rejected, 2000);
+}
+
+TEST(Sha256, KnownVectors) {
+  auto hex = [](const std::string& s) {
+    Sha256 h;
+    h.update(s.data(), s.size());
+    return h.hex_digest();
+  };
+  EXPECT_EQ(hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_EQ(hex(std::string(1000000, 'a')), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+}  // namespace
+}  // namespace herd::transport

@@ -1,0 +1,82 @@
+// A Link carries messages between two processes (or two threads): a control message (a type tag +
+// a cereal-serialised payload) plus optional raw tensor frames. Every implementation goes through
+// the same frame codec (transport/codec.h), so a malformed frame is rejected the same way whether it
+// came over ZeroMQ or from an in-memory queue.
+//
+// Two shapes: a Link is one connection, opened by the side that dials (a coordinator to a worker, a
+// worker to the next stage); a Listener is the side that binds and serves many peers, each named
+// by an opaque peer id. Nothing here hangs: recv takes a timeout and returns a status value.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace herd::transport {
+
+// Element types a tensor frame may carry. Values are the wire encoding.
+enum class WireDType : uint8_t { F32 = 0, F16 = 1, I32 = 2 };
+size_t wire_dtype_size(WireDType t);  // bytes per element
+const char* wire_dtype_name(WireDType t);
+
+struct Tensor {
+  WireDType dtype = WireDType::F32;
+  std::vector<int64_t> shape;  // row-major, shape.back() fastest; at most kMaxTensorRank dims
+  std::string data;            // raw little-endian elements, exactly prod(shape) * wire_dtype_size(dtype) bytes
+  int64_t n_elements() const;
+};
+
+struct Message {
+  uint16_t type = 0;            // protocol::MsgType
+  std::string payload;          // cereal portable-binary payload of that type
+  std::vector<Tensor> tensors;  // raw frames (hidden states, logits, token ids)
+};
+
+enum class RecvStatus {
+  ok,
+  timeout,    // nothing arrived within the timeout
+  closed,     // the peer is gone (connection lost, heartbeat timed out, link closed)
+  malformed,  // something arrived but failed validation; `error` says why (the peer should be dropped)
+};
+
+struct Received {
+  RecvStatus status = RecvStatus::timeout;
+  std::string error;  // human-readable reason when status != ok
+  std::string peer;   // Listener only: who sent it
+  Message msg;
+};
+
+// Result of a send: empty string on success, else the reason.
+using SendError = std::string;
+
+class Link {
+ public:
+  virtual ~Link() = default;
+  SendError send(const Message& m);  // encodes, then send_frames
+  // Raw frames as transport/codec.h lays them out (tests use this to send malformed messages).
+  virtual SendError send_frames(std::vector<std::string> frames) = 0;
+  // Waits at most timeout_ms (0 = just poll) for one message.
+  virtual Received recv(int timeout_ms) = 0;
+  // False once the peer is known to be gone (recv has returned `closed`).
+  virtual bool alive() const = 0;
+  virtual std::string address() const = 0;
+};
+
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  SendError send(const std::string& peer, const Message& m);
+  virtual SendError send_frames(const std::string& peer, std::vector<std::string> frames) = 0;
+  virtual Received recv(int timeout_ms) = 0;
+  virtual std::string address() const = 0;
+};
+
+// By scheme: "inproc://NAME" -> in-memory (transport/inproc_link.h); "tcp://..." / "ipc://..." ->
+// ZeroMQ. A plain "HOST:PORT" means tcp://HOST:PORT. Throw std::runtime_error when the address is
+// unusable (bad scheme, port in use, nobody listening on an inproc name).
+std::unique_ptr<Link> connect(const std::string& address);
+std::unique_ptr<Listener> listen(const std::string& address);
+std::string normalize_address(const std::string& address);
+
+}  // namespace herd::transport

@@ -1,0 +1,287 @@
+#include "worker/worker_server.h"
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "common/log.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/fp16.h"
+#include "model/weights.h"
+#include "transport/sha256.h"
+
+namespace herd {
+
+using namespace transport;
+
+namespace {
+
+constexpr int kNextStageHelloTimeoutMs = 5000;
+constexpr int64_t kMaxContext = int64_t{1} << 24;
+
+std::string printable_peer(const std::string& peer) {
+  std::ostringstream os;
+  for (unsigned char c : peer) os << (c >= 0x21 && c < 0x7f ? static_cast<char>(c) : '.');
+  return os.str();
+}
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw ProtocolError(what);
+}
+
+}  // namespace
+
+uint64_t available_memory_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024;
+  return 0;
+}
+
+Tensor make_activation(const std::vector<float>& x, int64_t rows, int64_t cols, WireDType dt) {
+  Tensor t;
+  t.dtype = dt;
+  t.shape = {rows, cols};
+  const size_t n = static_cast<size_t>(rows * cols);
+  if (dt == WireDType::F16) {
+    t.data.resize(n * 2);
+    auto* p = reinterpret_cast<uint16_t*>(t.data.data());
+    for (size_t i = 0; i < n; ++i) p[i] = f32_to_f16(x[i]);
+  } else {
+    t.data.assign(reinterpret_cast<const char*>(x.data()), n * sizeof(float));
+  }
+  return t;
+}
+
+void read_activation(const Tensor& t, std::vector<float>& out) {
+  const size_t n = static_cast<size_t>(t.n_elements());
+  out.resize(n);
+  if (t.dtype == WireDType::F16) {
+    const auto* p = reinterpret_cast<const uint16_t*>(t.data.data());
+    for (size_t i = 0; i < n; ++i) out[i] = f16_to_f32(p[i]);
+  } else {
+    std::memcpy(out.data(), t.data.data(), n * sizeof(float));
+  }
+}
+
+WorkerServer::WorkerServer(std::unique_ptr<Listener> listener, WorkerServerOptions opts)
+    : listener_(std::move(listener)), opts_(std::move(opts)) {}
+
+WorkerServer::~WorkerServer() = default;
+
+std::string WorkerServer::stage_name() const {
+  return "layers " + std::to_string(assign_.first_layer) + "-" + std::to_string(assign_.end_layer - 1);
+}
+
+void WorkerServer::serve(const std::atomic<bool>* stop) {
+  HERD_LOG_INFO("worker listening on ", listener_->address());
+  while (!stop || !stop->load()) {
+    Received r = listener_->recv(100);
+    if (r.status == RecvStatus::timeout) continue;
+    if (!handle(r)) return;
+  }
+}
+
+bool WorkerServer::handle(Received& r) {
+  if (r.status == RecvStatus::malformed) {
+    drop(r.peer, r.error);
+    return true;
+  }
+  if (r.status != RecvStatus::ok) return true;
+  const Message& m = r.msg;
+  try {
+    const auto type = static_cast<MsgType>(m.type);
+    if (type == MsgType::Hello) {
+      on_hello(r.peer, m);
+      return true;
+    }
+    require(peers_.count(r.peer) > 0, std::string(msg_type_name(m.type)) + " before Hello");
+    switch (type) {
+      case MsgType::Assign:
+        on_assign(r.peer, m);
+        return true;
+      case MsgType::Forward:
+        on_forward(r.peer, m);
+        return true;
+      case MsgType::Reset:
+        unpack<Reset>(m);
+        n_past_ = 0;
+        listener_->send(r.peer, pack(Ready{"reset"}));
+        return true;
+      case MsgType::Stop:
+        unpack<Stop>(m);
+        listener_->send(r.peer, pack(Ready{"stopping"}));
+        HERD_LOG_INFO("worker: stop requested");
+        return false;
+      case MsgType::Error: {
+        const auto e = unpack<ErrorMsg>(m);
+        HERD_LOG_WARN("worker: peer ", printable_peer(r.peer), " reports: ", e.message);
+        return true;
+      }
+      default:
+        throw ProtocolError(std::string("unexpected ") + msg_type_name(m.type) + " message");
+    }
+  } catch (const ProtocolError& e) {
+    drop(r.peer, e.what());
+  }
+  return true;
+}
+
+void WorkerServer::drop(const std::string& peer, const std::string& reason) {
+  HERD_LOG_WARN("worker: dropping peer ", printable_peer(peer), ": ", reason);
+  peers_.erase(peer);
+  listener_->send(peer, pack(ErrorMsg{0, "dropped: " + reason}));  // best effort
+}
+
+void WorkerServer::reply_error(const std::string& peer, uint64_t request_id, const std::string& message) {
+  HERD_LOG_WARN("worker: ", message);
+  listener_->send(peer, pack(ErrorMsg{request_id, message}));
+}
+
+void WorkerServer::send_to_coordinator(const Message& m) {
+  if (coordinator_.empty()) return;
+  if (auto err = listener_->send(coordinator_, m); !err.empty())
+    HERD_LOG_WARN("worker: cannot reach the coordinator: ", err);
+}
+
+void WorkerServer::on_hello(const std::string& peer, const Message& m) {
+  const Hello h = unpack<Hello>(m);
+  if (h.protocol_version != kProtocolVersion)
+    throw ProtocolError("protocol version " + std::to_string(h.protocol_version) + ", this worker speaks " +
+                        std::to_string(kProtocolVersion));
+  require(h.role != Role::Worker, "Hello from a peer claiming to be a worker");
+  peers_[peer] = Peer{h.role};
+  Hello reply;
+  reply.role = Role::Worker;
+  reply.profile.threads = opts_.threads > 0 ? opts_.threads : static_cast<int32_t>(std::thread::hardware_concurrency());
+  reply.profile.free_ram_bytes = available_memory_bytes();
+  reply.name = opts_.name;
+  listener_->send(peer, pack(reply));
+  HERD_LOG_INFO("worker: hello from ", printable_peer(peer), " (", h.name, ")");
+}
+
+void WorkerServer::on_assign(const std::string& peer, const Message& m) {
+  const Assign a = unpack<Assign>(m);
+  require(peers_[peer].role == Role::Coordinator, "Assign from a peer that is not a coordinator");
+  coordinator_ = peer;
+  try {
+    const std::string path = opts_.model_path.empty() ? a.model_path : opts_.model_path;
+    if (path.empty()) throw std::runtime_error("no model file: start the worker with -m FILE");
+    if (!file_ || file_->path() != path) {
+      stage_.reset();
+      file_.reset();
+      model::GgufOpenOptions o;
+      o.map_all = false;
+      auto f = model::GgufFile::open(path, o);
+      file_hash_ = sha256_file_prefix(path, f->data_offset());
+      config_ = model::load_config(*f);
+      file_ = std::move(f);
+    }
+    if (a.model_hash != file_hash_)
+      throw std::runtime_error("model mismatch: this worker's " + path + " has hash " + file_hash_.substr(0, 16) +
+                               "…, the coordinator's model has " + a.model_hash.substr(0, 16) + "…");
+    const int64_t L = config_.n_layers;
+    if (a.first_layer < 0 || a.end_layer <= a.first_layer || a.end_layer > L)
+      throw std::runtime_error("layer range " + std::to_string(a.first_layer) + ".." + std::to_string(a.end_layer) +
+                               " is not inside the model's 0.." + std::to_string(L));
+    if (a.is_first != (a.first_layer == 0) || a.is_last != (a.end_layer == L))
+      throw std::runtime_error("is_first/is_last disagree with the layer range");
+    if (a.n_ctx <= 0 || a.n_ctx > kMaxContext) throw std::runtime_error("context size " + std::to_string(a.n_ctx));
+    if (a.is_last != a.next_address.empty())
+      throw std::runtime_error(a.is_last ? "the last stage has a next address" : "no next-stage address");
+
+    if (!backend_ || a.backend_isa != assign_.backend_isa || a.exact != assign_.exact) {
+      stage_.reset();  // holds a reference to the backend
+      backend_ = make_cpu_backend(CpuBackendOptions{a.exact, a.backend_isa});
+      backend_->set_threads(opts_.threads > 0 ? opts_.threads
+                                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    }
+    const bool same = stage_ && assign_.first_layer == a.first_layer && assign_.end_layer == a.end_layer &&
+                      assign_.n_ctx == a.n_ctx;
+    if (!same) {
+      stage_.reset();
+      model::LayerRange r{a.first_layer, a.end_layer, a.is_first, a.is_last};
+      file_->map_tensors(model::stage_tensor_names(*file_, config_, r));
+      stage_ = std::make_unique<Stage>(config_, model::load_stage_weights(*file_, config_, r), *backend_, a.n_ctx);
+    }
+    assign_ = a;
+    n_past_ = 0;
+    next_.reset();
+    if (!a.is_last) {
+      next_ = connect(a.next_address);
+      Hello h;
+      h.role = Role::Upstream;
+      h.name = opts_.name + " (" + stage_name() + ")";
+      if (auto err = next_->send(pack(h)); !err.empty()) throw std::runtime_error(err);
+      Received r = next_->recv(kNextStageHelloTimeoutMs);
+      if (r.status != RecvStatus::ok) throw std::runtime_error("no Hello from the next stage " + a.next_address + ": " +
+                                                              (r.error.empty() ? "timed out" : r.error));
+      const Hello reply = unpack<Hello>(r.msg);
+      if (reply.protocol_version != kProtocolVersion) throw std::runtime_error("next stage speaks another protocol");
+    }
+  } catch (const ProtocolError&) {
+    throw;
+  } catch (const std::exception& e) {
+    stage_.reset();
+    next_.reset();
+    reply_error(peer, 0, e.what());
+    return;
+  }
+  const std::string info = stage_name() + " of " + std::to_string(config_.n_layers) + ", " +
+                           std::to_string(file_->mapped_bytes() >> 20) + " MiB mapped";
+  HERD_LOG_INFO("worker: assigned ", info);
+  listener_->send(peer, pack(Ready{info}));
+}
+
+void WorkerServer::on_forward(const std::string& peer, const Message& m) {
+  const Forward f = unpack<Forward>(m);
+  if (!stage_) {
+    reply_error(peer, f.request_id, "Forward before a successful Assign");
+    return;
+  }
+  const int64_t n = f.n_tokens;
+  require(n >= 1 && n <= assign_.n_ctx, "Forward.n_tokens " + std::to_string(n));
+  require(f.pos0 >= 0 && f.pos0 <= n_past_ && f.pos0 + n <= assign_.n_ctx,
+          "Forward.pos0 " + std::to_string(f.pos0) + " (cache holds " + std::to_string(n_past_) + ", context " +
+              std::to_string(assign_.n_ctx) + ")");
+  require(m.tensors.size() == 1, "Forward carries " + std::to_string(m.tensors.size()) + " tensors (expected 1)");
+  const Tensor& t = m.tensors[0];
+  const int32_t* tokens = nullptr;
+  if (assign_.is_first) {
+    require(t.dtype == WireDType::I32 && t.shape == std::vector<int64_t>{n}, "Forward tokens must be i32 [n_tokens]");
+    tokens = reinterpret_cast<const int32_t*>(t.data.data());
+    for (int64_t i = 0; i < n; ++i)
+      require(tokens[i] >= 0 && tokens[i] < config_.n_vocab, "token id " + std::to_string(tokens[i]) +
+                                                                  " outside the vocabulary of " +
+                                                                  std::to_string(config_.n_vocab));
+  } else {
+    require(t.dtype == assign_.act_dtype && t.shape == std::vector<int64_t>{n, config_.n_embd},
+            std::string("Forward hidden state must be ") + wire_dtype_name(assign_.act_dtype) + " [n_tokens, " +
+                std::to_string(config_.n_embd) + "]");
+    read_activation(t, in_);
+  }
+  if (opts_.debug_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(opts_.debug_delay_ms));
+  try {
+    stage_->forward(tokens, assign_.is_first ? nullptr : in_.data(), n, f.pos0, f.all_logits, out_);
+  } catch (const std::exception& e) {
+    send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": " + e.what()}));
+    return;
+  }
+  n_past_ = f.pos0 + n;
+  if (assign_.is_last) {
+    const int64_t rows = f.all_logits ? n : 1;
+    send_to_coordinator(pack(Result{f.request_id, rows}, {make_activation(out_, rows, config_.n_vocab, WireDType::F32)}));
+    return;
+  }
+  Forward next = f;
+  if (auto err = next_->send(pack(next, {make_activation(out_, n, config_.n_embd, assign_.act_dtype)})); !err.empty())
+    send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": cannot reach the next stage " +
+                                                         assign_.next_address + ": " + err}));
+}
+
+}  // namespace herd

@@ -1,0 +1,78 @@
+// A pipeline worker: listens for a coordinator, takes an Assign (model, layer range, next stage),
+// maps only its shard of the GGUF, and serves Forward messages. The first stage takes token ids
+// from the coordinator; every other stage takes the hidden state straight from the previous stage;
+// non-last stages send theirs straight to the next stage; the last returns logits to the
+// coordinator. Nothing a peer sends can crash it: a malformed message drops that peer (logged) and
+// the worker keeps serving others; a failing Forward becomes an Error message to the coordinator.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "model/arch.h"
+#include "model/gguf.h"
+#include "transport/link.h"
+#include "transport/protocol.h"
+#include "worker/stage.h"
+
+namespace herd {
+
+struct WorkerServerOptions {
+  std::string model_path;  // -m: this worker's copy of the GGUF; empty = the path the coordinator sends
+  int threads = 0;         // 0 = all cores
+  std::string name;        // for logs and the Hello
+  int debug_delay_ms = 0;  // test hook: sleep this long before each Forward (to kill a worker mid-run)
+};
+
+class WorkerServer {
+ public:
+  WorkerServer(std::unique_ptr<transport::Listener> listener, WorkerServerOptions opts);
+  ~WorkerServer();
+  std::string address() const { return listener_->address(); }
+
+  // Serves until a Stop message, or until *stop becomes true (checked every 100 ms).
+  void serve(const std::atomic<bool>* stop = nullptr);
+
+ private:
+  struct Peer {
+    transport::Role role = transport::Role::Coordinator;
+  };
+  // Returns false when serving should end (Stop).
+  bool handle(transport::Received& r);
+  void drop(const std::string& peer, const std::string& reason);
+  void on_hello(const std::string& peer, const transport::Message& m);
+  void on_assign(const std::string& peer, const transport::Message& m);
+  void on_forward(const std::string& peer, const transport::Message& m);
+  void reply_error(const std::string& peer, uint64_t request_id, const std::string& message);
+  void send_to_coordinator(const transport::Message& m);
+  std::string stage_name() const;
+
+  std::unique_ptr<transport::Listener> listener_;
+  WorkerServerOptions opts_;
+  std::map<std::string, Peer> peers_;  // peers that completed a Hello
+  std::string coordinator_;            // the peer whose Assign we serve
+
+  std::unique_ptr<model::GgufFile> file_;
+  std::string file_hash_;
+  model::ModelConfig config_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Stage> stage_;
+  transport::Assign assign_;
+  std::unique_ptr<transport::Link> next_;  // to the next stage (non-last stages)
+  int64_t n_past_ = 0;                     // positions held in the KV cache
+  std::vector<float> in_, out_;            // hidden [n, n_embd] in; hidden or logits out
+};
+
+// Bytes of memory this host can still give (MemAvailable), for the Hello profile; 0 if unknown.
+uint64_t available_memory_bytes();
+
+// Activation frames: f32 -> wire dtype and back (f16 rounds to nearest even).
+transport::Tensor make_activation(const std::vector<float>& x, int64_t rows, int64_t cols, transport::WireDType dt);
+void read_activation(const transport::Tensor& t, std::vector<float>& out);
+
+}  // namespace herd
