@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <thread>
 
+#include "kernels/cpu/cpu_backend.h"
+
+#include "coordinator/remote_pipeline.h"
+
 namespace herd {
 
 int64_t default_context(const model::ModelConfig& c) { return std::min<int64_t>(c.n_ctx_train, 4096); }
@@ -17,9 +21,22 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
   if (s.tokenizer->n_vocab() != s.config.n_vocab)
     throw std::runtime_error(path + ": the tokenizer has " + std::to_string(s.tokenizer->n_vocab()) +
                              " tokens but token_embd.weight has " + std::to_string(s.config.n_vocab) + " rows");
-  s.backend = make_reference_backend();
+  s.backend = make_cpu_backend(CpuBackendOptions{opts.exact, opts.isa});
   s.backend->set_threads(opts.n_threads > 0 ? opts.n_threads : default_threads());
   const int64_t n_ctx = opts.n_ctx > 0 ? opts.n_ctx : default_context(s.config);
+  if (!opts.workers.empty()) {
+    RemotePipelineOptions ro;
+    ro.workers = parse_worker_list(opts.workers);
+    ro.split = opts.split;
+    ro.isa = opts.isa;
+    ro.exact = opts.exact;
+    ro.n_ctx = n_ctx;
+    if (opts.act_dtype != "f32" && opts.act_dtype != "f16")
+      throw std::invalid_argument("--act-dtype must be f32 or f16, not '" + opts.act_dtype + "'");
+    ro.act_dtype = opts.act_dtype == "f16" ? transport::WireDType::F16 : transport::WireDType::F32;
+    s.pipeline = std::make_unique<RemotePipeline>(*s.file, s.config, ro);
+    return s;
+  }
   std::vector<model::LayerRange> ranges;
   if (!opts.split.empty()) ranges = parse_split(opts.split, s.config.n_layers);
   s.pipeline = std::make_unique<LocalPipeline>(*s.file, s.config, *s.backend, n_ctx, ranges);

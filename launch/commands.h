@@ -18,6 +18,10 @@ int cmd_chat(const Args& args);
 int cmd_info(const Args& args);
 int cmd_logits(const Args& args);
 int cmd_compare(const Args& args);
+int cmd_worker(const Args& args);
+int cmd_synth(const Args& args);
+int cmd_bench(const Args& args);
+int cmd_plan(const Args& args);
 
 // The default model when -m is not given: $HERD_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf
 // under the current directory or under the source tree the binary was built from.

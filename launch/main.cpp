@@ -22,6 +22,10 @@ const Command kCommands[] = {
     {"info", herd::cli::cmd_info, "print a GGUF model's architecture, tensors and memory needs"},
     {"logits", herd::cli::cmd_logits, "write teacher-forced logits (LOG1) for a reference replay or a prompt"},
     {"compare", herd::cli::cmd_compare, "compare two LOG1 logits files row by row"},
+    {"worker", herd::cli::cmd_worker, "serve pipeline stages for a coordinator (run/chat/logits --workers)"},
+    {"synth", herd::cli::cmd_synth, "write a GGUF of a named shape (llama3-70b, ...) with seeded random weights"},
+    {"bench", herd::cli::cmd_bench, "measure prompt (pp) and generation (tg) speed, like llama-bench"},
+    {"plan", herd::cli::cmd_plan, "split a model across a cluster's devices and predict its speed"},
 };
 
 void usage(FILE* out) {

@@ -23,6 +23,13 @@ inline void add_model_options(ArgParser& p, ModelOptions& o) {
   p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &o.session.n_threads);
   p.add("--split", "A-B,C-D", "run the layers as in-process stages, e.g. 0-1,2-4 (same math as a cluster split)",
         &o.session.split);
+  p.add("--workers", "HOST:PORT,...", "run the stages on `herd worker` processes, in this order (with --split: "
+        "one range per worker; else layers proportional to each worker's free memory)", &o.session.workers);
+  p.add("--act-dtype", "f32|f16", "hidden states between workers (f32 = bit-identical to a local run)",
+        &o.session.act_dtype);
+  p.add("--exact", "", "exact f32 dot products (default: 8-bit activations inside quantized dot products, "
+        "as llama.cpp does; faster)", &o.session.exact);
+  p.add("--cpu", "ISA", "CPU kernels: auto, avx512, avx2 or scalar (the reference); env HERD_CPU_ISA", &o.session.isa);
 }
 
 inline std::string resolve_model(const ModelOptions& o) { return o.model.empty() ? default_model_path() : o.model; }

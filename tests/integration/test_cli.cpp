@@ -115,9 +115,14 @@ TEST(Cli, MissingModelFileIsAClearError) {
 }
 
 // The default real model: a simple question gets a coherent answer through the ChatML template.
+// --exact: with 8-bit activations this 135M Q4_1 model answers this one prompt with a French list
+// instead of "Paris" — and so does llama.cpp (llama-cpp-python 0.3.36, greedy, same 37 prompt ids),
+// so that is the model's sensitivity, not a kernel bug. The stdin test below uses the default path.
 TEST(Cli, ChatAnswersSimpleQuestionWithSmolLM2) {
   HERD_REQUIRE_FILE(smollm2_path());
-  auto r = herd({"chat", "-m", smollm2_path(), "-p", "What is the capital of France?", "--temp", "0", "-n", "40"}, 300);
+  auto r = herd({"chat", "-m", smollm2_path(), "-p", "What is the capital of France?", "--temp", "0", "-n", "40",
+                 "--exact"},
+                300);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("Paris"), std::string::npos) << r.out;
 }
