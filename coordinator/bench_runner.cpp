@@ -165,8 +165,13 @@ std::vector<BenchResult> run_bench(ModelSession& s, const BenchParams& p,
   std::vector<float> logits;
 
   auto run_pp = [&] { pipe.eval(pp_tokens.data(), p.n_prompt, 0, false, logits); };
+  // Generation as Generator runs it: evaluate and sample (greedy) in one step, so a cluster's last
+  // stage returns a token id, not a logits row. The sampled id is not fed back (fixed inputs).
+  SamplerParams greedy;
+  greedy.temperature = 0.0f;
+  Sampler sampler(greedy, n_vocab);
   auto run_tg = [&](int64_t n) {
-    for (int64_t i = 0; i < n; ++i) pipe.eval(&tg_tokens[static_cast<size_t>(i)], 1, i, false, logits);
+    for (int64_t i = 0; i < n; ++i) (void)pipe.eval_sample(&tg_tokens[static_cast<size_t>(i)], 1, i, sampler);
   };
 
   std::vector<BenchResult> out;

@@ -61,10 +61,18 @@ GenerationStats Generator::generate(const std::vector<int32_t>& prompt, int64_t 
   cached_.resize(keep);
   st.n_reused = static_cast<int64_t>(keep);
 
+  // The last prompt batch is evaluated and sampled in one step (eval_sample: on a cluster the last
+  // stage samples and only the token id comes back); the sampler sees the prompt first.
   Timer t;
+  for (const int32_t id : prompt) sampler.accept(id);
+  int32_t id = -1;
   for (size_t i = keep; i < prompt.size(); i += static_cast<size_t>(n_batch_)) {
     const size_t n = std::min(prompt.size() - i, static_cast<size_t>(n_batch_));
-    pipe_.eval(prompt.data() + i, static_cast<int64_t>(n), static_cast<int64_t>(i), false, logits_);
+    if (i + n == prompt.size() && n_predict != 0) {
+      id = pipe_.eval_sample(prompt.data() + i, static_cast<int64_t>(n), static_cast<int64_t>(i), sampler);
+    } else {
+      pipe_.eval(prompt.data() + i, static_cast<int64_t>(n), static_cast<int64_t>(i), false, logits_);
+    }
     cached_.insert(cached_.end(), prompt.begin() + static_cast<std::ptrdiff_t>(i),
                    prompt.begin() + static_cast<std::ptrdiff_t>(i + n));
   }
@@ -73,10 +81,8 @@ GenerationStats Generator::generate(const std::vector<int32_t>& prompt, int64_t 
 
   t.reset();
   Utf8Stream utf8;
-  for (const int32_t id : prompt) sampler.accept(id);
   st.stop_reason = "length";
   while (n_predict < 0 || st.n_generated < n_predict) {
-    const int32_t id = sampler.sample(logits_.data());
     sampler.accept(id);
     ++st.n_generated;
     st.tokens.push_back(id);
@@ -94,8 +100,9 @@ GenerationStats Generator::generate(const std::vector<int32_t>& prompt, int64_t 
       break;
     }
     if (n_predict >= 0 && st.n_generated >= n_predict) break;  // no need to evaluate the last one
-    pipe_.eval(&id, 1, static_cast<int64_t>(cached_.size()), false, logits_);
-    cached_.push_back(id);
+    const int32_t prev = id;
+    id = pipe_.eval_sample(&prev, 1, static_cast<int64_t>(cached_.size()), sampler);
+    cached_.push_back(prev);
   }
   if (std::string rest = utf8.flush(); !rest.empty()) on_text(rest);
   st.gen_seconds = t.seconds();

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "coordinator/sampler.h"
 #include "kernels/backend.h"
 #include "model/arch.h"
 #include "model/weights.h"
@@ -25,6 +26,17 @@ class Pipeline {
   // Evaluates tokens[0..n) at positions pos0..pos0+n-1. logits: [n, n_vocab] when all_logits, else
   // the last token's [n_vocab]. Positions >= pos0 from earlier calls are overwritten (rewind).
   virtual void eval(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits) = 0;
+  // Evaluates like eval() and samples the last token's logits with `sampler` (advancing its RNG
+  // exactly as sampler.sample() would; it does not accept() the result). The default samples here
+  // from eval()'s logits; a RemotePipeline lets its last stage sample and moves one token id, not
+  // a logits row. Same seed and history => same token either way.
+  virtual int32_t eval_sample(const int32_t* tokens, int64_t n, int64_t pos0, Sampler& sampler) {
+    eval(tokens, n, pos0, false, sample_logits_);
+    return sampler.sample(sample_logits_.data());
+  }
+
+ private:
+  std::vector<float> sample_logits_;  // [n_vocab] scratch of the default eval_sample
 };
 
 class LocalPipeline : public Pipeline {

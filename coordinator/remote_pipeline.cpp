@@ -1,6 +1,10 @@
 #include "coordinator/remote_pipeline.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -9,6 +13,8 @@
 
 #include "common/log.h"
 #include "model/gguf.h"
+#include "model/weights.h"
+#include "transport/crc32.h"
 #include "transport/sha256.h"
 
 namespace herd {
@@ -73,15 +79,18 @@ std::vector<model::LayerRange> split_by_memory(int64_t n_layers, const std::vect
 }
 
 RemotePipeline::RemotePipeline(const model::GgufFile& f, const model::ModelConfig& c, RemotePipelineOptions opts)
-    : config_(c), opts_(std::move(opts)) {
+    : config_(c), file_(f), opts_(std::move(opts)) {
   if (opts_.n_ctx <= 0) throw std::invalid_argument("context size must be positive");
   if (opts_.workers.empty()) throw std::invalid_argument("RemotePipeline needs at least one worker");
   if (opts_.model_path.empty()) opts_.model_path = std::filesystem::absolute(f.path()).string();
   model_hash_ = sha256_file_prefix(f.path(), f.data_offset());
+  fd_ = ::open(f.path().c_str(), O_RDONLY | O_CLOEXEC);  // -1: workers without the model are refused
   setup();
 }
 
-RemotePipeline::~RemotePipeline() = default;
+RemotePipeline::~RemotePipeline() {
+  if (fd_ >= 0) ::close(fd_);
+}
 
 std::string RemotePipeline::describe(size_t i) const {
   std::string s = "worker " + std::to_string(i + 1) + " of " + std::to_string(workers_.size()) + " (" +
@@ -164,6 +173,15 @@ void RemotePipeline::setup() {
     ranges_ = split_by_memory(config_.n_layers, mem);
   }
 
+  // What each worker may fetch: the header, and its own tensors.
+  servable_.assign(workers_.size(), {{0, file_.data_offset()}});
+  for (size_t k = 0; k < workers_.size(); ++k)
+    for (const auto& name : model::stage_tensor_names(file_, config_, ranges_[k])) {
+      const model::GgufTensorInfo* t = file_.find_tensor(name);
+      if (t) servable_[k].push_back({file_.data_offset() + t->offset, file_.data_offset() + t->offset + t->n_bytes});
+    }
+  ready_info_.assign(workers_.size(), {});
+
   // Assign from the last stage back, so that each stage's next stage is ready when it dials it.
   for (size_t k = workers_.size(); k-- > 0;) {
     Assign a;
@@ -178,9 +196,20 @@ void RemotePipeline::setup() {
     a.act_dtype = opts_.act_dtype;
     a.backend_isa = opts_.isa;
     a.exact = opts_.exact;
+    a.file_size = file_.file_size();
+    a.header_bytes = file_.data_offset();
     if (!a.is_last) a.next_address = workers_[k + 1].address;
     if (auto err = workers_[k].link->send(pack(a)); !err.empty()) fail(k, err);
-    Received r = workers_[k].link->recv(opts_.assign_timeout_ms);
+    // A worker without the model fetches its shard first: each request restarts the clock.
+    Received r;
+    while (true) {
+      r = workers_[k].link->recv(opts_.assign_timeout_ms);
+      if (r.status == RecvStatus::ok && r.msg.type == static_cast<uint16_t>(MsgType::WeightRequest)) {
+        serve_weights(k, r.msg);
+        continue;
+      }
+      break;
+    }
     if (r.status == RecvStatus::timeout) fail(k, "no answer to the layer assignment");
     if (r.status != RecvStatus::ok) fail(k, r.error);
     try {
@@ -188,6 +217,7 @@ void RemotePipeline::setup() {
         fail(k, "refused the assignment: " + unpack<ErrorMsg>(r.msg).message);
       const Ready ready = unpack<Ready>(r.msg);
       HERD_LOG_INFO(describe(k), " ready: ", ready.info);
+      ready_info_[k] = ready.info;
     } catch (const ProtocolError& e) {
       fail(k, std::string("bad answer to the assignment: ") + e.what());
     }
@@ -195,7 +225,45 @@ void RemotePipeline::setup() {
   healthy_ = true;
 }
 
-void RemotePipeline::eval(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits) {
+void RemotePipeline::serve_weights(size_t k, const Message& m) {
+  WeightRequest q;
+  try {
+    q = unpack<WeightRequest>(m);
+  } catch (const ProtocolError& e) {
+    fail(k, std::string("bad weight request: ") + e.what());
+  }
+  if (q.session != session_) return;  // from an abandoned assignment
+  auto refuse = [&](const std::string& why) {
+    HERD_LOG_WARN(describe(k), ": ", why);
+    if (auto err = workers_[k].link->send(pack(ErrorMsg{0, why})); !err.empty()) fail(k, err);
+  };
+  if (fd_ < 0) return refuse("the coordinator cannot read its model file " + file_.path() + " to send weights");
+  bool ok = false;
+  for (const auto& [b, e] : servable_[k]) ok |= q.offset >= b && q.offset <= e && q.length <= e - q.offset;
+  if (!ok)
+    return refuse("weight request for bytes " + std::to_string(q.offset) + "+" + std::to_string(q.length) +
+                  " outside the header and this worker's tensors");
+  Tensor t;
+  t.dtype = WireDType::U8;
+  t.shape = {static_cast<int64_t>(q.length)};
+  t.data.resize(q.length);
+  size_t done = 0;
+  while (done < q.length) {
+    const ssize_t got = ::pread(fd_, t.data.data() + done, q.length - done, static_cast<off_t>(q.offset + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return refuse("cannot read " + file_.path() + " at offset " + std::to_string(q.offset + done));
+    done += static_cast<size_t>(got);
+  }
+  WeightChunk c{session_, q.offset, crc32(t.data.data(), t.data.size())};
+  if (opts_.debug_corrupt_chunks < 0 || chunks_corrupted_ < opts_.debug_corrupt_chunks) {
+    t.data[t.data.size() / 2] ^= 0x5A;
+    ++chunks_corrupted_;
+  }
+  weight_bytes_sent_ += q.length;
+  if (auto err = workers_[k].link->send(pack(c, {std::move(t)})); !err.empty()) fail(k, err);
+}
+
+void RemotePipeline::prepare(const int32_t* tokens, int64_t n, int64_t pos0) {
   if (n <= 0) throw std::invalid_argument("eval: no tokens");
   if (pos0 < 0 || pos0 + n > opts_.n_ctx)
     throw std::out_of_range("context full: positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + n - 1) +
@@ -215,19 +283,45 @@ void RemotePipeline::eval(const int32_t* tokens, int64_t n, int64_t pos0, bool a
       forward(history_.data(), pos0, 0, false, scratch);
     }
   }
+}
+
+void RemotePipeline::eval(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits) {
+  prepare(tokens, n, pos0);
   forward(tokens, n, pos0, all_logits, logits);
   history_.insert(history_.end(), tokens, tokens + n);
 }
 
-void RemotePipeline::forward(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits,
-                             std::vector<float>& logits) {
+int32_t RemotePipeline::eval_sample(const int32_t* tokens, int64_t n, int64_t pos0, Sampler& sampler) {
+  prepare(tokens, n, pos0);
+  const SamplerParams& p = sampler.params();
+  SampleSpec s;
+  s.temperature = p.temperature;
+  s.top_k = p.top_k;
+  s.top_p = p.top_p;
+  s.min_p = p.min_p;
+  s.repeat_penalty = p.repeat_penalty;
+  s.repeat_last_n = p.repeat_last_n;
+  s.recent = sampler.recent();
+  s.draw = sampler.next_draw();  // the RNG stays here: one draw per step, as a local sample() makes
+  std::vector<float> unused;
+  const int32_t token = forward(tokens, n, pos0, false, unused, &s);
+  history_.insert(history_.end(), tokens, tokens + n);
+  return token;
+}
+
+int32_t RemotePipeline::forward(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits,
+                                std::vector<float>& logits, const SampleSpec* sample) {
   const uint64_t rid = next_request_++;
   Tensor t;
   t.dtype = WireDType::I32;
   t.shape = {n};
   t.data.assign(reinterpret_cast<const char*>(tokens), static_cast<size_t>(n) * sizeof(int32_t));
-  if (auto err = workers_[0].link->send(pack(Forward{rid, pos0, n, all_logits}, {std::move(t)})); !err.empty())
-    fail(0, err);
+  Forward fw{rid, pos0, n, all_logits};
+  if (sample) {
+    fw.sample = true;
+    fw.sampling = *sample;
+  }
+  if (auto err = workers_[0].link->send(pack(fw, {std::move(t)})); !err.empty()) fail(0, err);
 
   const size_t last = workers_.size() - 1;
   const auto start = Clock::now();
@@ -246,6 +340,13 @@ void RemotePipeline::forward(const int32_t* tokens, int64_t n, int64_t pos0, boo
           HERD_LOG_DEBUG("ignoring a stale result for request ", res.request_id);
           continue;
         }
+        if (sample) {
+          if (res.n_rows != 0 || !r.msg.tensors.empty() || res.token < 0 || res.token >= config_.n_vocab)
+            throw ProtocolError("Result of a sampling request must carry a token id in [0, " +
+                                std::to_string(config_.n_vocab) + ") and no logits (token " +
+                                std::to_string(res.token) + ")");
+          return res.token;
+        }
         const int64_t rows = all_logits ? n : 1;
         if (res.n_rows != rows || r.msg.tensors.size() != 1 || r.msg.tensors[0].dtype != WireDType::F32 ||
             r.msg.tensors[0].shape != std::vector<int64_t>{rows, config_.n_vocab})
@@ -253,7 +354,7 @@ void RemotePipeline::forward(const int32_t* tokens, int64_t n, int64_t pos0, boo
                               std::to_string(config_.n_vocab) + "])");
         logits.resize(static_cast<size_t>(rows * config_.n_vocab));
         std::memcpy(logits.data(), r.msg.tensors[0].data.data(), logits.size() * sizeof(float));
-        return;
+        return -1;
       } catch (const ProtocolError& e) {
         fail(last, std::string("sent a bad result: ") + e.what());
       }

@@ -1,7 +1,13 @@
 // A Pipeline whose stages are `herd worker` processes (or in-process WorkerServers over inproc://
 // links). The coordinator sends token ids to the first worker; hidden states flow worker to worker
-// directly; the last worker returns logits. Same kernels, same split => bit-identical logits to
-// LocalPipeline.
+// directly; the last worker returns logits — or, for generation (eval_sample), samples them with
+// the request's sampler and returns the token id (this coordinator keeps the sampler's RNG and
+// sends each step's draw, so a seed gives the same text locally and on a cluster). Same kernels,
+// same split => bit-identical logits to LocalPipeline.
+//
+// A worker with no copy of the model asks for exactly its tensors (and the GGUF header) while it
+// handles the Assign; they are served from this process's file in crc32-checked chunks
+// (transport/protocol.h WeightRequest/WeightChunk) and cached on the worker's disk.
 //
 // Failure is a value: every wait watches all workers' links (ZeroMQ heartbeats + a socket monitor
 // notice a dead worker within ~1 s), and a lost or failing worker turns into a std::runtime_error
@@ -31,6 +37,7 @@ struct RemotePipelineOptions {
   int connect_timeout_ms = 5000;     // Hello answer
   int assign_timeout_ms = 120000;    // mapping + loading a shard
   int request_timeout_ms = 0;        // 0 = no limit on one eval (dead workers are still noticed at once)
+  int debug_corrupt_chunks = 0;      // test hook: flip a byte in the first N weight chunks sent (-1: all)
 };
 
 class RemotePipeline : public Pipeline {
@@ -42,8 +49,13 @@ class RemotePipeline : public Pipeline {
   const model::ModelConfig& config() const override { return config_; }
   int64_t n_ctx() const override { return opts_.n_ctx; }
   void eval(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits) override;
+  int32_t eval_sample(const int32_t* tokens, int64_t n, int64_t pos0, Sampler& sampler) override;
 
   const std::vector<model::LayerRange>& ranges() const { return ranges_; }
+  // Weight bytes sent to workers that had no copy of the model (since construction).
+  uint64_t weight_bytes_sent() const { return weight_bytes_sent_; }
+  // Each worker's Ready text from the last assignment (its layers, mapped MiB, bytes received).
+  const std::vector<std::string>& ready_info() const { return ready_info_; }
 
  private:
   struct Worker {
@@ -52,13 +64,23 @@ class RemotePipeline : public Pipeline {
     transport::Hello hello;
   };
   void setup();
-  void forward(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits);
+  void prepare(const int32_t* tokens, int64_t n, int64_t pos0);
+  // Returns the sampled token when `sample` is given, else fills logits and returns -1.
+  int32_t forward(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits,
+                  const transport::SampleSpec* sample = nullptr);
+  void serve_weights(size_t k, const transport::Message& m);
   std::string describe(size_t i) const;
   [[noreturn]] void fail(size_t i, const std::string& what);
   [[noreturn]] void fail_root_cause(size_t i, const std::string& what);
 
   model::ModelConfig config_;
+  const model::GgufFile& file_;
+  int fd_ = -1;  // the model file, for serving weight chunks (pread: our own mapping stays untouched)
   RemotePipelineOptions opts_;
+  uint64_t weight_bytes_sent_ = 0;
+  int chunks_corrupted_ = 0;
+  std::vector<std::string> ready_info_;
+  std::vector<std::vector<std::pair<uint64_t, uint64_t>>> servable_;  // per worker: file [begin, end) it may fetch
   std::string model_hash_;
   std::vector<Worker> workers_;
   std::vector<model::LayerRange> ranges_;

@@ -1,2 +1,4 @@
 # owner: sampler.
-target_sources(herd_coordinator PRIVATE ${CMAKE_CURRENT_LIST_DIR}/sampler.cpp)
+# Compiled into herd_worker (herd_coordinator links it): the last pipeline stage samples
+# (worker/ may not depend on coordinator/).
+target_sources(herd_worker PRIVATE ${CMAKE_CURRENT_LIST_DIR}/sampler.cpp)

@@ -152,13 +152,27 @@ std::vector<TokenProb> Sampler::candidates(const float* logits) const {
   return out;
 }
 
-int32_t Sampler::sample(const float* logits) {
+int32_t Sampler::sample(const float* logits) { return sample_with_draw(logits, next_draw()); }
+
+uint64_t Sampler::next_draw() {
+  // One draw per non-greedy step, even with a single candidate, so the RNG stream does not
+  // depend on how many candidates the filters left.
+  return params_.temperature <= 0.0f ? 0 : rng_();
+}
+
+std::vector<int32_t> Sampler::recent() const {
+  std::vector<int32_t> out;
+  out.reserve(history_.size());
+  for (size_t i = 0; i < history_.size(); ++i) out.push_back(history_[(history_next_ + i) % history_.size()]);
+  return out;
+}
+
+int32_t Sampler::sample_with_draw(const float* logits, uint64_t draw) const {
   std::vector<TokenProb> cand = candidates(logits);
   if (params_.temperature <= 0.0f) return cand.front().id;
 
-  // One draw per non-greedy step, even with a single candidate, so the RNG stream does not
-  // depend on how many candidates the filters left. Top 53 bits -> double in [0, 1).
-  const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+  // Top 53 bits -> double in [0, 1).
+  const double u = static_cast<double>(draw >> 11) * 0x1.0p-53;
   double cum = 0.0;
   for (const TokenProb& tp : cand) {
     cum += tp.p;

@@ -49,7 +49,19 @@ class Sampler {
   Sampler(SamplerParams params, int32_t n_vocab);
 
   // logits: [n_vocab]. Returns the chosen token id in [0, n_vocab).
+  // Same as sample_with_draw(logits, next_draw()).
   int32_t sample(const float* logits);
+
+  // Split form of sample() for a remote last pipeline stage: the coordinator keeps the RNG and
+  // calls next_draw() (advances the stream exactly as sample() would: one 64-bit draw per
+  // non-greedy step, none when greedy; returns 0 then); the stage that holds the logits calls
+  // sample_with_draw() on a Sampler with the same params and recent() history. Same seed, same
+  // tokens, local or distributed.
+  uint64_t next_draw();
+  int32_t sample_with_draw(const float* logits, uint64_t draw) const;
+
+  // The accepted tokens in the repeat-penalty window, oldest first (at most repeat_last_n).
+  std::vector<int32_t> recent() const;
 
   // The candidates that survive the chain, sorted by probability (descending, ties by id),
   // with the probabilities sample() would draw from. Greedy: one candidate with p = 1.

@@ -3,7 +3,9 @@
 #include <sstream>
 
 #include "coordinator/bench_runner.h"
+#include "coordinator/remote_pipeline.h"
 #include "launch/options.h"
+#include "transport/protocol.h"
 
 namespace herd::cli {
 namespace {
@@ -28,10 +30,33 @@ std::vector<int> parse_threads(const std::string& list) {
   return out;
 }
 
+size_t wire_bytes(const transport::Message& m) {
+  size_t n = 0;
+  for (const auto& f : transport::encode_frames(m)) n += f.size();
+  return n;
+}
+
+// Bytes one decoded token puts on each hop of a cluster (frames as encoded, before ZeroMQ's own few
+// bytes of framing): coordinator -> stage 0 (token id + greedy sampler spec), stage i -> i+1
+// (hidden state), last stage -> coordinator (token id).
+std::string hop_bytes(const model::ModelConfig& c, const std::string& act_dtype) {
+  transport::Forward f{1, 100, 1, false};
+  f.sample = true;
+  transport::Tensor tok{transport::WireDType::I32, {1}, std::string(4, '\0')};
+  const bool f16 = act_dtype == "f16";
+  transport::Tensor hidden{f16 ? transport::WireDType::F16 : transport::WireDType::F32, {1, c.n_embd},
+                           std::string(static_cast<size_t>(c.n_embd) * (f16 ? 2 : 4), '\0')};
+  transport::Result r{1, 0, 42};
+  return "wire bytes per decoded token: coordinator->stage0 " + std::to_string(wire_bytes(transport::pack(f, {tok}))) +
+         ", stage->stage " + std::to_string(wire_bytes(transport::pack(f, {hidden}))) + " (" + act_dtype +
+         " hidden [1, " + std::to_string(c.n_embd) + "]), last->coordinator " +
+         std::to_string(wire_bytes(transport::pack(r))) + "\n";
+}
+
 }  // namespace
 
 int cmd_bench(const Args& args) {
-  std::string model, threads = "0", split;
+  std::string model, threads = "0", split, workers, act_dtype = "f32";
   BenchParams bp;
   int64_t reps = 5;
   bool json = false, no_warmup = false;
@@ -46,6 +71,9 @@ int cmd_bench(const Args& args) {
   p.add("-n,--n-gen", "N", "generated tokens of the tg test (0 = skip it)", &bp.n_gen);
   p.add("-r,--repetitions", "N", "timed repetitions of each test", &reps);
   p.add("--split", "A-B,C-D", "run the layers as in-process stages (same math as a cluster split)", &split);
+  p.add("--workers", "HOST:PORT,...", "run on `herd worker` processes, one stage each (tg: the last stage samples)",
+        &workers);
+  p.add("--act-dtype", "f32|f16", "activations between workers", &act_dtype);
   p.add("--no-warmup", "", "skip the untimed warm-up run of each test", &no_warmup);
   p.add("--json", "", "JSON lines on stdout (keys: model, model_size, model_n_params, backend, n_threads, test, "
         "n_prompt, n_gen, samples_ns, samples_ts, median_ts, spread_ts, ...)", &json);
@@ -63,9 +91,16 @@ int cmd_bench(const Args& args) {
   SessionOptions so;
   so.n_ctx = std::max<int64_t>({bp.n_prompt, bp.n_gen, 1});
   so.split = split;
+  so.workers = workers;
+  so.act_dtype = act_dtype;
   ModelSession s = ModelSession::open(model.empty() ? default_model_path() : model, so);
   const BenchModelInfo info = bench_model_info(s);
-  const std::string backend = s.backend->name();
+  std::string backend = s.backend->name();
+  if (!workers.empty()) {
+    const size_t n = dynamic_cast<RemotePipeline&>(*s.pipeline).ranges().size();
+    backend += " " + std::to_string(n) + (n == 1 ? " worker" : " workers");
+    std::fputs(hop_bytes(s.config, act_dtype).c_str(), stderr);
+  }
 
   FILE* table = json ? stderr : stdout;
   std::fputs(bench_table_header().c_str(), table);

@@ -21,15 +21,18 @@ void on_signal(int) { g_stop = true; }
 }  // namespace
 
 int cmd_worker(const Args& args) {
-  std::string listen_addr, model;
+  std::string listen_addr, model, cache_dir;
   int threads = 0, delay_ms = 0;
   ArgParser p("herd worker --listen tcp://ADDR:PORT [-m MODEL] [-t THREADS]",
               "Serves pipeline stages for a coordinator (`herd run --workers HOST:PORT,...`). The model file is "
-              "-m, else the path the coordinator sends (it must be the same model: the handshake checks its hash). "
-              "Only the assigned layers are mapped. Runs until a coordinator sends Stop, or SIGINT/SIGTERM.");
+              "-m, else the path the coordinator sends when it holds the same model here (the handshake checks its "
+              "hash), else the coordinator sends exactly the assigned tensors, which are cached under --cache-dir "
+              "for the next start. Only the assigned layers are mapped. Runs until a coordinator sends Stop, or SIGINT/SIGTERM.");
   p.add("-l,--listen", "ADDR", "where to listen: tcp://HOST:PORT or HOST:PORT (port * = any free port)", &listen_addr);
   p.add("-m,--model", "FILE", "this host's copy of the GGUF model", &model);
   p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &threads);
+  p.add("--cache-dir", "DIR", "where received model shards are kept (default: $HERD_CACHE_DIR, else "
+        "~/.cache/herd)", &cache_dir);
   p.add("--debug-delay-ms", "MS", "testing: sleep before each forward pass", &delay_ms);
   if (!p.parse(args)) {
     std::fputs(p.help().c_str(), stdout);
@@ -40,6 +43,7 @@ int cmd_worker(const Args& args) {
   o.model_path = model;
   o.threads = threads;
   o.debug_delay_ms = delay_ms;
+  o.cache_dir = cache_dir;
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
   o.name = std::string(host) + ":" + std::to_string(getpid());

@@ -12,6 +12,7 @@ size_t wire_dtype_size(WireDType t) {
     case WireDType::F32: return 4;
     case WireDType::F16: return 2;
     case WireDType::I32: return 4;
+    case WireDType::U8: return 1;
   }
   return 0;
 }
@@ -21,6 +22,7 @@ const char* wire_dtype_name(WireDType t) {
     case WireDType::F32: return "f32";
     case WireDType::F16: return "f16";
     case WireDType::I32: return "i32";
+    case WireDType::U8: return "u8";
   }
   return "?";
 }
@@ -105,7 +107,7 @@ Message decode_frames(std::vector<std::string>&& frames) {
     if (h.size() < 16) throw ProtocolError(what + "header of " + std::to_string(h.size()) + " bytes");
     Tensor t;
     const uint8_t dtype = get<uint8_t>(h, 0), rank = get<uint8_t>(h, 1);
-    if (dtype > static_cast<uint8_t>(WireDType::I32)) throw ProtocolError(what + "unknown dtype " + std::to_string(dtype));
+    if (dtype > static_cast<uint8_t>(WireDType::U8)) throw ProtocolError(what + "unknown dtype " + std::to_string(dtype));
     if (rank > kMaxTensorRank) throw ProtocolError(what + "rank " + std::to_string(rank));
     if (get<uint16_t>(h, 2) != 0 || get<uint32_t>(h, 4) != 0) throw ProtocolError(what + "reserved header bytes set");
     if (h.size() != 16 + 8 * static_cast<size_t>(rank))

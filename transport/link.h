@@ -16,7 +16,7 @@
 namespace herd::transport {
 
 // Element types a tensor frame may carry. Values are the wire encoding.
-enum class WireDType : uint8_t { F32 = 0, F16 = 1, I32 = 2 };
+enum class WireDType : uint8_t { F32 = 0, F16 = 1, I32 = 2, U8 = 3 };  // U8: raw bytes (weight chunks)
 size_t wire_dtype_size(WireDType t);  // bytes per element
 const char* wire_dtype_name(WireDType t);
 

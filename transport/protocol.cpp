@@ -12,6 +12,8 @@ const char* msg_type_name(uint16_t type) {
     case MsgType::Result: return "Result";
     case MsgType::Reset: return "Reset";
     case MsgType::Stop: return "Stop";
+    case MsgType::WeightRequest: return "WeightRequest";
+    case MsgType::WeightChunk: return "WeightChunk";
   }
   return "unknown message type";
 }

@@ -6,7 +6,10 @@
 //   coordinator -> worker   Assign       worker -> coordinator  Ready | Error
 //   coordinator -> stage 0  Forward + tokens[n] (i32)
 //   stage i -> stage i+1    Hello (role upstream) once, then Forward + hidden[n, n_embd] (f32|f16)
-//   last stage -> coordinator Result + logits[n_rows, n_vocab] (f32)
+//   last stage -> coordinator Result + logits[n_rows, n_vocab] (f32), or Result{token} when the
+//                             Forward asked the last stage to sample (Forward.sample, generation)
+//   worker -> coordinator   WeightRequest{offset, length} while assigning, when it has no copy of
+//                             the model: coordinator -> worker WeightChunk{offset, crc32} + bytes (u8)
 //   any stage -> coordinator Error{request_id, message} when a Forward fails
 //   coordinator -> worker   Reset (forget the KV cache) -> Ready;  Stop -> Ready, then the worker exits
 //
@@ -17,6 +20,7 @@
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <cereal/archives/portable_binary.hpp>
 #include <cereal/cereal.hpp>
@@ -26,9 +30,12 @@
 
 namespace herd::transport {
 
-constexpr uint32_t kProtocolVersion = 1;
+constexpr uint32_t kProtocolVersion = 2;  // 2: sampling on the last stage, weight transfer
 
-enum class MsgType : uint16_t { Hello = 1, Assign = 2, Ready = 3, Error = 4, Forward = 5, Result = 6, Reset = 7, Stop = 8 };
+enum class MsgType : uint16_t {
+  Hello = 1, Assign = 2, Ready = 3, Error = 4, Forward = 5, Result = 6, Reset = 7, Stop = 8,
+  WeightRequest = 9, WeightChunk = 10,
+};
 const char* msg_type_name(uint16_t type);
 
 enum class Role : uint8_t { Coordinator = 0, Worker = 1, Upstream = 2 };
@@ -44,6 +51,17 @@ void bounded_string(Archive& ar, std::string& s, size_t max, const char* field) 
     s.resize(n);
   }
   ar(cereal::binary_data(s.data(), n));
+}
+// A vector of i32 whose loaded length is checked against `max` before any allocation.
+template <class Archive>
+void bounded_i32s(Archive& ar, std::vector<int32_t>& v, size_t max, const char* field) {
+  uint64_t n = v.size();
+  ar(n);
+  if constexpr (Archive::is_loading::value) {
+    if (n > max) throw ProtocolError(std::string(field) + " has " + std::to_string(n) + " entries (max " + std::to_string(max) + ")");
+    v.resize(n);
+  }
+  for (auto& x : v) ar(x);
 }
 template <class Archive>
 void check_version(uint32_t version, uint32_t current, const char* type) {
@@ -92,8 +110,12 @@ struct Assign {
   std::string next_address;   // the next stage's listen address ("" when is_last)
   std::string backend_isa = "auto";  // CPU kernels the coordinator would use locally (same kernels = same bits)
   bool exact = false;                // f32 dot products (no 8-bit activation quantization)
+  // For a worker without its own copy: the coordinator's file size and the bytes [0, header_bytes)
+  // that model_hash covers (the worker fetches them, checks the hash, then fetches its tensors).
+  uint64_t file_size = 0;
+  uint64_t header_bytes = 0;
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 1, "Assign");
+    detail::check_version<A>(v, 2, "Assign");
     ar(session);
     detail::bounded_string(ar, model_hash, 128, "Assign.model_hash");
     detail::bounded_string(ar, model_path, 4096, "Assign.model_path");
@@ -105,6 +127,7 @@ struct Assign {
     detail::bounded_string(ar, next_address, 1024, "Assign.next_address");
     detail::bounded_string(ar, backend_isa, 32, "Assign.backend_isa");
     ar(exact);
+    if (v >= 2) ar(file_size, header_bytes);
   }
 };
 
@@ -128,27 +151,94 @@ struct ErrorMsg {
   }
 };
 
+// The request's sampler (coordinator/sampler.h) for the last stage to apply to the last token's
+// logits. The coordinator keeps the RNG: `draw` is the 64-bit value its Sampler::next_draw() gave
+// for this step (0 when greedy), so the token stream for a seed is the same locally and on a
+// cluster, and survives a restarted worker. `recent` is the repeat-penalty window, oldest first.
+constexpr size_t kMaxSampleHistory = 1 << 16;
+struct SampleSpec {
+  float temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repeat_penalty = 1.0f;
+  int32_t repeat_last_n = 0;
+  uint64_t draw = 0;
+  std::vector<int32_t> recent;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "SampleSpec");
+    ar(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, draw);
+    detail::bounded_i32s(ar, recent, kMaxSampleHistory, "SampleSpec.recent");
+  }
+};
+
 // + tensor 0: tokens i32 [n_tokens] (to the first stage) or hidden [n_tokens, n_embd] (f32|f16).
+// sample: the last stage samples the last token's row with `sampling` and returns Result{token}
+// (all_logits must be false).
 struct Forward {
   static constexpr MsgType kType = MsgType::Forward;
   uint64_t request_id = 0;
   int64_t pos0 = 0;
   int64_t n_tokens = 0;
   bool all_logits = false;
+  bool sample = false;
+  SampleSpec sampling;
+  Forward() = default;
+  Forward(uint64_t request_id_, int64_t pos0_, int64_t n_tokens_, bool all_logits_)
+      : request_id(request_id_), pos0(pos0_), n_tokens(n_tokens_), all_logits(all_logits_) {}
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 1, "Forward");
+    detail::check_version<A>(v, 2, "Forward");
     ar(request_id, pos0, n_tokens, all_logits);
+    if (v >= 2) {
+      ar(sample);
+      if (sample) ar(sampling);
+      if (sample && all_logits) throw ProtocolError("Forward: sample and all_logits are exclusive");
+    }
   }
 };
 
-// + tensor 0: logits f32 [n_rows, n_vocab] (n_rows = n_tokens when all_logits, else 1).
+// + tensor 0: logits f32 [n_rows, n_vocab] (n_rows = n_tokens when all_logits, else 1);
+// or, when the Forward had `sample`, no tensor, n_rows = 0 and the sampled `token`.
 struct Result {
   static constexpr MsgType kType = MsgType::Result;
   uint64_t request_id = 0;
   int64_t n_rows = 0;
+  int32_t token = -1;
+  Result() = default;
+  Result(uint64_t request_id_, int64_t n_rows_, int32_t token_ = -1)
+      : request_id(request_id_), n_rows(n_rows_), token(token_) {}
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 1, "Result");
+    detail::check_version<A>(v, 2, "Result");
     ar(request_id, n_rows);
+    if (v >= 2) ar(token);
+  }
+};
+
+// Weight transfer (a worker with no copy of the model): the worker asks for the file bytes
+// [offset, offset + length) of the coordinator's GGUF — the header (< header_bytes), or one of
+// its own tensors — at most kMaxWeightChunk at a time; the coordinator serves only those ranges.
+constexpr uint64_t kMaxWeightChunk = uint64_t{4} << 20;
+struct WeightRequest {
+  static constexpr MsgType kType = MsgType::WeightRequest;
+  uint64_t session = 0;  // the Assign's session
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "WeightRequest");
+    ar(session, offset, length);
+    if (length == 0 || length > kMaxWeightChunk) throw ProtocolError("WeightRequest: length " + std::to_string(length));
+  }
+};
+
+// + tensor 0: u8 [length] = the requested bytes; crc32 (IEEE, transport/crc32.h) of them.
+struct WeightChunk {
+  static constexpr MsgType kType = MsgType::WeightChunk;
+  uint64_t session = 0;
+  uint64_t offset = 0;
+  uint32_t crc32 = 0;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "WeightChunk");
+    ar(session, offset, crc32);
   }
 };
 
@@ -202,10 +292,13 @@ T unpack(const Message& m) {
 
 CEREAL_CLASS_VERSION(herd::transport::WorkerProfile, 1)
 CEREAL_CLASS_VERSION(herd::transport::Hello, 1)
-CEREAL_CLASS_VERSION(herd::transport::Assign, 1)
+CEREAL_CLASS_VERSION(herd::transport::Assign, 2)
 CEREAL_CLASS_VERSION(herd::transport::Ready, 1)
 CEREAL_CLASS_VERSION(herd::transport::ErrorMsg, 1)
-CEREAL_CLASS_VERSION(herd::transport::Forward, 1)
-CEREAL_CLASS_VERSION(herd::transport::Result, 1)
+CEREAL_CLASS_VERSION(herd::transport::SampleSpec, 1)
+CEREAL_CLASS_VERSION(herd::transport::Forward, 2)
+CEREAL_CLASS_VERSION(herd::transport::Result, 2)
+CEREAL_CLASS_VERSION(herd::transport::WeightRequest, 1)
+CEREAL_CLASS_VERSION(herd::transport::WeightChunk, 1)
 CEREAL_CLASS_VERSION(herd::transport::Reset, 1)
 CEREAL_CLASS_VERSION(herd::transport::Stop, 1)

@@ -2,15 +2,19 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
 #include "common/log.h"
+#include "coordinator/sampler.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/fp16.h"
 #include "model/weights.h"
 #include "transport/sha256.h"
+#include "worker/weight_cache.h"
 
 namespace herd {
 
@@ -81,8 +85,14 @@ std::string WorkerServer::stage_name() const {
 void WorkerServer::serve(const std::atomic<bool>* stop) {
   HERD_LOG_INFO("worker listening on ", listener_->address());
   while (!stop || !stop->load()) {
-    Received r = listener_->recv(100);
-    if (r.status == RecvStatus::timeout) continue;
+    Received r;
+    if (!pending_.empty()) {
+      r = std::move(pending_.front());
+      pending_.pop_front();
+    } else {
+      r = listener_->recv(100);
+      if (r.status == RecvStatus::timeout) continue;
+    }
     if (!handle(r)) return;
   }
 }
@@ -118,6 +128,8 @@ bool WorkerServer::handle(Received& r) {
         listener_->send(r.peer, pack(Ready{"stopping"}));
         HERD_LOG_INFO("worker: stop requested");
         return false;
+      case MsgType::WeightChunk:
+        return true;  // an answer to a weight request of an assignment that already failed
       case MsgType::Error: {
         const auto e = unpack<ErrorMsg>(m);
         HERD_LOG_WARN("worker: peer ", printable_peer(r.peer), " reports: ", e.message);
@@ -169,9 +181,33 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
   const Assign a = unpack<Assign>(m);
   require(peers_[peer].role == Role::Coordinator, "Assign from a peer that is not a coordinator");
   coordinator_ = peer;
+  uint64_t received = 0;
+  bool fetched = false;
   try {
-    const std::string path = opts_.model_path.empty() ? a.model_path : opts_.model_path;
-    if (path.empty()) throw std::runtime_error("no model file: start the worker with -m FILE");
+    // Own copy (-m), else the coordinator's path when it holds the same model here, else the
+    // weight cache (filled from the coordinator as needed).
+    std::string path = opts_.model_path;
+    std::unique_ptr<WeightCache> cache;
+    FetchStats fetch_stats;
+    std::optional<WeightSource> source;
+    if (path.empty()) {
+      std::error_code ec;
+      const bool hint_here = !a.model_path.empty() && std::filesystem::is_regular_file(a.model_path, ec);
+      if (hint_here && a.header_bytes == 0) {
+        path = a.model_path;  // a coordinator that cannot send weights
+      } else if (hint_here && ((file_ && file_->path() == a.model_path && file_hash_ == a.model_hash) ||
+                               (std::filesystem::file_size(a.model_path, ec) == a.file_size &&
+                                sha256_file_prefix(a.model_path, a.header_bytes) == a.model_hash))) {
+        path = a.model_path;
+      } else {
+        if (a.header_bytes == 0) throw std::runtime_error("no model file: start the worker with -m FILE");
+        cache = std::make_unique<WeightCache>(opts_.cache_dir.empty() ? default_cache_dir() : opts_.cache_dir,
+                                              a.model_hash);
+        source = weight_source(peer, a.session);
+        cache->ensure_header(a.file_size, a.header_bytes, *source, fetch_stats);
+        path = cache->model_path();
+      }
+    }
     if (!file_ || file_->path() != path) {
       stage_.reset();
       file_.reset();
@@ -206,8 +242,15 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
     if (!same) {
       stage_.reset();
       model::LayerRange r{a.first_layer, a.end_layer, a.is_first, a.is_last};
-      file_->map_tensors(model::stage_tensor_names(*file_, config_, r));
+      const auto names = model::stage_tensor_names(*file_, config_, r);
+      if (cache) cache->ensure_tensors(*file_, names, *source, fetch_stats, opts_.chunk_bytes);
+      file_->map_tensors(names);
       stage_ = std::make_unique<Stage>(config_, model::load_stage_weights(*file_, config_, r), *backend_, a.n_ctx);
+    }
+    if (cache) {
+      cache.reset();  // unlock
+      fetched = true;
+      received = fetch_stats.bytes_received;
     }
     assign_ = a;
     n_past_ = 0;
@@ -233,7 +276,10 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
     return;
   }
   const std::string info = stage_name() + " of " + std::to_string(config_.n_layers) + ", " +
-                           std::to_string(file_->mapped_bytes() >> 20) + " MiB mapped";
+                           std::to_string(file_->mapped_bytes() >> 20) + " MiB mapped" +
+                           (fetched ? ", " + std::to_string(received) + " bytes received (cache " +
+                                          file_->path() + ")"
+                                    : "");
   HERD_LOG_INFO("worker: assigned ", info);
   listener_->send(peer, pack(Ready{info}));
 }
@@ -273,6 +319,18 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
     return;
   }
   n_past_ = f.pos0 + n;
+  if (assign_.is_last && f.sample) {
+    int32_t token = -1;
+    try {
+      token = sample(f.sampling, out_.data());
+    } catch (const std::exception& e) {
+      send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": cannot sample: " + e.what()}));
+      return;
+    }
+    Result res{f.request_id, 0, token};
+    send_to_coordinator(pack(res));
+    return;
+  }
   if (assign_.is_last) {
     const int64_t rows = f.all_logits ? n : 1;
     send_to_coordinator(pack(Result{f.request_id, rows}, {make_activation(out_, rows, config_.n_vocab, WireDType::F32)}));
@@ -282,6 +340,53 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   if (auto err = next_->send(pack(next, {make_activation(out_, n, config_.n_embd, assign_.act_dtype)})); !err.empty())
     send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": cannot reach the next stage " +
                                                          assign_.next_address + ": " + err}));
+}
+
+int32_t WorkerServer::sample(const SampleSpec& s, const float* logits) {
+  // Bounded before the Sampler reserves its window (a peer's number is not a size to allocate).
+  if (s.repeat_last_n < 0 || static_cast<size_t>(s.repeat_last_n) > kMaxSampleHistory)
+    throw std::invalid_argument("repeat_last_n " + std::to_string(s.repeat_last_n));
+  SamplerParams p;
+  p.temperature = s.temperature;
+  p.top_k = s.top_k;
+  p.top_p = s.top_p;
+  p.min_p = s.min_p;
+  p.repeat_penalty = s.repeat_penalty;
+  p.repeat_last_n = s.repeat_last_n;
+  Sampler sampler(p, static_cast<int32_t>(config_.n_vocab));
+  for (int32_t t : s.recent) sampler.accept(t);
+  return sampler.sample_with_draw(logits, s.draw);
+}
+
+WeightSource WorkerServer::weight_source(const std::string& peer, uint64_t session) {
+  WeightSource src;
+  src.request = [this, peer, session](uint64_t offset, uint64_t length) {
+    if (auto err = listener_->send(peer, pack(WeightRequest{session, offset, length})); !err.empty())
+      throw std::runtime_error("cannot ask the coordinator for weights: " + err);
+  };
+  src.receive = [this, peer, session](int timeout_ms) -> std::optional<WeightChunkData> {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (true) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+      if (left <= 0) return std::nullopt;
+      Received r = listener_->recv(static_cast<int>(left));
+      if (r.status == RecvStatus::timeout) continue;
+      if (r.peer != peer) {
+        pending_.push_back(std::move(r));  // served after the assignment
+        continue;
+      }
+      if (r.status != RecvStatus::ok) throw std::runtime_error("coordinator link: " + r.error);
+      if (r.msg.type == static_cast<uint16_t>(MsgType::Error))
+        throw std::runtime_error("the coordinator refused: " + unpack<ErrorMsg>(r.msg).message);
+      const WeightChunk c = unpack<WeightChunk>(r.msg);  // anything else: ProtocolError
+      if (c.session != session) continue;                // an answer to an abandoned assignment
+      if (r.msg.tensors.size() != 1 || r.msg.tensors[0].dtype != WireDType::U8 || r.msg.tensors[0].shape.size() != 1)
+        throw ProtocolError("WeightChunk must carry one u8 [length] tensor");
+      return WeightChunkData{c.offset, c.crc32, std::move(r.msg.tensors[0].data)};
+    }
+  };
+  return src;
 }
 
 }  // namespace herd

@@ -2,12 +2,15 @@
 // maps only its shard of the GGUF, and serves Forward messages. The first stage takes token ids
 // from the coordinator; every other stage takes the hidden state straight from the previous stage;
 // non-last stages send theirs straight to the next stage; the last returns logits to the
-// coordinator. Nothing a peer sends can crash it: a malformed message drops that peer (logged) and
+// coordinator, or samples them and returns the token id (Forward.sample). A worker without its own
+// copy of the model (no -m, and the coordinator's path does not exist here or holds another file)
+// is sent exactly its shard by the coordinator and caches it (worker/weight_cache.h). Nothing a peer sends can crash it: a malformed message drops that peer (logged) and
 // the worker keeps serving others; a failing Forward becomes an Error message to the coordinator.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -19,6 +22,7 @@
 #include "transport/link.h"
 #include "transport/protocol.h"
 #include "worker/stage.h"
+#include "worker/weight_cache.h"
 
 namespace herd {
 
@@ -27,6 +31,8 @@ struct WorkerServerOptions {
   int threads = 0;         // 0 = all cores
   std::string name;        // for logs and the Hello
   int debug_delay_ms = 0;  // test hook: sleep this long before each Forward (to kill a worker mid-run)
+  std::string cache_dir;   // where received shards are kept; "" = default_cache_dir()
+  uint64_t chunk_bytes = transport::kMaxWeightChunk;  // weight transfer chunk size
 };
 
 class WorkerServer {
@@ -48,6 +54,9 @@ class WorkerServer {
   void on_hello(const std::string& peer, const transport::Message& m);
   void on_assign(const std::string& peer, const transport::Message& m);
   void on_forward(const std::string& peer, const transport::Message& m);
+  // Weight transfer from the coordinator `peer` during an Assign (worker/weight_cache.h).
+  WeightSource weight_source(const std::string& peer, uint64_t session);
+  int32_t sample(const transport::SampleSpec& s, const float* logits);
   void reply_error(const std::string& peer, uint64_t request_id, const std::string& message);
   void send_to_coordinator(const transport::Message& m);
   std::string stage_name() const;
@@ -55,6 +64,7 @@ class WorkerServer {
   std::unique_ptr<transport::Listener> listener_;
   WorkerServerOptions opts_;
   std::map<std::string, Peer> peers_;  // peers that completed a Hello
+  std::deque<transport::Received> pending_;  // other peers' messages that arrived during a weight fetch
   std::string coordinator_;            // the peer whose Assign we serve
 
   std::unique_ptr<model::GgufFile> file_;

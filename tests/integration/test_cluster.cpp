@@ -13,6 +13,7 @@
 #include "coordinator/remote_pipeline.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "model/gguf.h"
+#include "model/weights.h"
 #include "tests/integration/cluster_util.h"
 #include "transport/protocol.h"
 #include "transport/zmq_link.h"
@@ -240,6 +241,22 @@ TEST_F(Cluster, CliRunAndLogitsMatchLocal) {
   std::remove(a.c_str());
   std::remove(b.c_str());
 
+  // Seeded sampling: the last stage samples with the coordinator's RNG draws, so --seed gives the
+  // same text locally and on the cluster (and a different seed, different text).
+  for (const std::string seed : {"7", "1234"}) {
+    const std::vector<std::string> sampled = {"run", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time",
+                                              "--temp", "0.9", "--repeat-penalty", "1.1", "-s", seed, "-n", "48",
+                                              "-t", "1"};
+    auto ls = herd_cli(sampled);
+    auto cs = sampled;
+    cs.insert(cs.end(), {"--workers", pool_[0]->address() + "," + pool_[1]->address()});
+    auto rs = herd_cli(cs);
+    ASSERT_EQ(ls.exit_code, 0) << ls.err;
+    ASSERT_EQ(rs.exit_code, 0) << rs.err;
+    EXPECT_EQ(ls.out, rs.out) << "seed " << seed;
+    EXPECT_NE(ls.out, local.out) << "seed " << seed << " gave the greedy text";
+  }
+
   auto bad = herd_cli({"run", "-m", model_path("stories260K.gguf"), "-p", "x", "--workers", workers, "--act-dtype",
                        "bf16"});
   EXPECT_EQ(bad.exit_code, 1);
@@ -266,6 +283,29 @@ TEST_F(Cluster, CliExitsWithin2sWhenAWorkerIsKilled) {
   auto ok = herd_cli({"run", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time", "--temp", "0", "-n", "8",
                       "-t", "1", "--workers", w1.address() + "," + again.address()});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
+TEST_F(Cluster, WorkerProcessesWithoutTheModelFetchItOnceThenStartFromTheirCache) {
+  LocalModel m("stories260K.gguf");
+  char t0[] = "/tmp/herd-cache-a-XXXXXX", t1[] = "/tmp/herd-cache-b-XXXXXX";
+  const std::string d0 = mkdtemp(t0), d1 = mkdtemp(t1);
+  RemotePipelineOptions o;
+  o.split = "0-2,3-4";
+  o.n_ctx = 256;
+  o.model_path = "/nonexistent/herd-test/stories260K.gguf";
+  uint64_t expected = 0;
+  for (const auto& r : parse_split(o.split, m.config.n_layers))
+    expected += m.file->data_offset() + model::stage_weight_bytes(*m.file, m.config, r);
+  for (int start = 0; start < 2; ++start) {
+    WorkerProcess w0("*", {"--cache-dir", d0}), w1("*", {"--cache-dir", d1});
+    o.workers = {w0.address(), w1.address()};
+    RemotePipeline remote(*m.file, m.config, o);
+    EXPECT_EQ(remote.weight_bytes_sent(), start == 0 ? expected : 0u) << "start " << start;
+    expect_same_logits(*m.local, remote, "start " + std::to_string(start));
+    if (start == 0) EXPECT_NE(w0.child().err().find("receiving weights"), std::string::npos) << w0.child().err();
+  }
+  std::filesystem::remove_all(d0);
+  std::filesystem::remove_all(d1);
 }
 
 }  // namespace

@@ -3,11 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <thread>
 
 #include "coordinator/remote_pipeline.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "coordinator/generator.h"
 #include "model/gguf.h"
+#include "model/tokenizer.h"
+#include "model/weights.h"
 #include "tests/integration/cluster_util.h"
 #include "transport/inproc_link.h"
 #include "transport/protocol.h"
@@ -21,10 +25,12 @@ using Clock = std::chrono::steady_clock;
 // A WorkerServer on its own thread; destroying it closes its listener (a dead worker).
 class InprocWorker {
  public:
-  explicit InprocWorker(const std::string& name) {
+  explicit InprocWorker(const std::string& name, const std::string& cache_dir = "", uint64_t chunk_bytes = 0) {
     WorkerServerOptions o;
     o.threads = 1;
     o.name = name;
+    o.cache_dir = cache_dir;
+    if (chunk_bytes) o.chunk_bytes = chunk_bytes;
     server_ = std::make_unique<WorkerServer>(transport::listen("inproc://" + name), o);
     thread_ = std::thread([this] { server_->serve(&stop_); });
   }
@@ -52,10 +58,13 @@ struct Models {
     backend->set_threads(1);
     local = std::make_unique<LocalPipeline>(*file, config, *backend, 256);
   }
-  std::unique_ptr<RemotePipeline> remote(std::vector<std::string> workers, const std::string& split = "") {
+  std::unique_ptr<RemotePipeline> remote(std::vector<std::string> workers, const std::string& split = "",
+                                         const std::string& hint = "", int corrupt = 0) {
     RemotePipelineOptions o;
     o.workers = std::move(workers);
     o.split = split;
+    o.model_path = hint;
+    o.debug_corrupt_chunks = corrupt;
     o.n_ctx = 256;
     o.connect_timeout_ms = 2000;
     return std::make_unique<RemotePipeline>(*file, config, o);
@@ -170,6 +179,121 @@ TEST(InprocCluster, WorkerDropsMalformedPeersAndKeepsServing) {
   // The good coordinator re-assigns and gets the right answer.
   remote = m.remote(addresses(w, 2));
   expect_same_logits(*m.local, *remote, "after garbage");
+}
+
+// Generation through Generator: the remote last stage samples with the coordinator's RNG draws.
+std::vector<int32_t> generate(Pipeline& p, const model::Tokenizer& tok, const SamplerParams& sp, int n) {
+  Generator g(p, tok);
+  Sampler s(sp, static_cast<int32_t>(tok.n_vocab()));
+  return g.generate({1, 403, 407, 261, 378}, n, s, [](const std::string&) { return true; }).tokens;
+}
+
+TEST(InprocCluster, LastStageSamplingGivesTheLocalTokensForASeedAndGreedy) {
+  Models m("stories260K.gguf");
+  auto tok = model::Tokenizer::from_gguf(*m.file);
+  auto w = start("sample-", 3);
+  SamplerParams seeded;
+  seeded.temperature = 1.0f;
+  seeded.top_k = 0;
+  seeded.top_p = 0.95f;
+  seeded.min_p = 0.02f;
+  seeded.repeat_penalty = 1.15f;
+  seeded.repeat_last_n = 16;
+  SamplerParams greedy_p;
+  greedy_p.temperature = 0.0f;
+  greedy_p.repeat_penalty = 1.3f;  // the history must reach the last stage
+  for (uint64_t seed : {1ull, 42ull, 0xFEEDull}) {
+    seeded.seed = seed;
+    const auto want = generate(*m.local, *tok, seeded, 48);
+    ASSERT_GT(want.size(), 8u);
+    for (size_t n : {2u, 3u}) {
+      auto remote = m.remote(addresses(w, n));
+      EXPECT_EQ(generate(*remote, *tok, seeded, 48), want) << "seed " << seed << ", " << n << " stages";
+    }
+  }
+  const auto want_greedy = generate(*m.local, *tok, greedy_p, 48);
+  auto remote = m.remote(addresses(w, 2));
+  EXPECT_EQ(generate(*remote, *tok, greedy_p, 48), want_greedy);
+  // Sampling is not secretly greedy: some seed differs from the greedy text.
+  seeded.repeat_penalty = greedy_p.repeat_penalty;
+  bool differs = false;
+  for (uint64_t seed : {1ull, 2ull, 3ull}) {
+    seeded.seed = seed;
+    differs |= generate(*remote, *tok, seeded, 48) != want_greedy;
+  }
+  EXPECT_TRUE(differs);
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/herd-cache-test-XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Header + the stage's tensors, once per worker (each has its own cache, as on separate hosts).
+uint64_t shard_bytes(const Models& m, const RemotePipeline& p) {
+  uint64_t b = 0;
+  for (const auto& r : p.ranges()) b += m.file->data_offset() + model::stage_weight_bytes(*m.file, m.config, r);
+  return b;
+}
+
+TEST(InprocCluster, WorkersWithoutTheModelReceiveExactlyTheirShardInCheckedChunksAndCacheIt) {
+  Models m("stories260K.gguf");
+  const std::string nowhere = "/nonexistent/herd-test/stories260K.gguf";  // the hint does not exist here
+  constexpr uint64_t kChunk = 16 << 10;  // many chunks even for a 1 MB model
+  TempDir d0, d1;
+  {
+    InprocWorker w0("xfer-0", d0.path(), kChunk), w1("xfer-1", d1.path(), kChunk);
+    auto remote = m.remote({w0.address(), w1.address()}, "0-1,2-4", nowhere);
+    EXPECT_EQ(remote->weight_bytes_sent(), shard_bytes(m, *remote));
+    EXPECT_NE(remote->ready_info()[0].find("bytes received"), std::string::npos) << remote->ready_info()[0];
+    expect_same_logits(*m.local, *remote, "received weights");
+  }
+  {
+    // A restart finds everything in its cache: nothing is sent.
+    InprocWorker w0("xfer-0", d0.path(), kChunk), w1("xfer-1", d1.path(), kChunk);
+    auto remote = m.remote({w0.address(), w1.address()}, "0-1,2-4", nowhere);
+    EXPECT_EQ(remote->weight_bytes_sent(), 0u);
+    expect_same_logits(*m.local, *remote, "cached weights");
+    // Another split needs layers it does not hold: only those tensors travel (no header).
+    auto resplit = m.remote({w0.address(), w1.address()}, "0-2,3-4", nowhere);
+    const auto layer2 = model::stage_weight_bytes(*m.file, m.config, {2, 3, false, false});
+    EXPECT_EQ(resplit->weight_bytes_sent(), layer2);
+    expect_same_logits(*m.local, *resplit, "re-split");
+  }
+  {
+    // One corrupted chunk is asked for again; the result is still exact.
+    TempDir e0, e1;
+    InprocWorker w0("xfer-c0", e0.path(), kChunk), w1("xfer-c1", e1.path(), kChunk);
+    auto remote = m.remote({w0.address(), w1.address()}, "0-1,2-4", nowhere, 1);
+    // The first chunk served (the last stage's first header chunk) travels twice.
+    EXPECT_EQ(remote->weight_bytes_sent(), shard_bytes(m, *remote) + std::min<uint64_t>(kChunk, m.file->data_offset()));
+    expect_same_logits(*m.local, *remote, "after a re-sent chunk");
+  }
+  {
+    // Every chunk corrupted: the assignment fails with a clear reason, and nothing is cached.
+    TempDir e0;
+    InprocWorker w0("xfer-bad", e0.path(), kChunk);
+    try {
+      m.remote({w0.address()}, "", nowhere, -1);
+      ADD_FAILURE() << "corrupt weights were accepted";
+    } catch (const std::runtime_error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("refused the assignment"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("failed its crc32 check"), std::string::npos) << msg;
+    }
+    size_t files = 0;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(e0.path()))
+      files += entry.path().filename() != "lock" && entry.is_regular_file();
+    EXPECT_EQ(files, 0u) << "a partial download was left behind";
+  }
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "transport/codec.h"
 #include "transport/protocol.h"
+#include "transport/crc32.h"
 #include "transport/sha256.h"
 
 namespace herd::transport {
@@ -200,6 +201,86 @@ TEST(Protocol, RandomGarbageNeverCrashes) {
     }
   }
   EXPECT_EQ(rejected, 2000);
+}
+
+TEST(Protocol, SamplingForwardAndWeightMessagesRoundTrip) {
+  Forward f{3, 10, 1, false};
+  f.sample = true;
+  f.sampling.temperature = 0.7f;
+  f.sampling.top_k = 40;
+  f.sampling.top_p = 0.9f;
+  f.sampling.min_p = 0.05f;
+  f.sampling.repeat_penalty = 1.1f;
+  f.sampling.repeat_last_n = 64;
+  f.sampling.draw = 0xDEADBEEFCAFEF00Dull;
+  f.sampling.recent = {5, 7, 9};
+  const Forward g = round_trip(f);
+  EXPECT_TRUE(g.sample);
+  EXPECT_EQ(g.sampling.temperature, 0.7f);
+  EXPECT_EQ(g.sampling.top_k, 40);
+  EXPECT_EQ(g.sampling.top_p, 0.9f);
+  EXPECT_EQ(g.sampling.min_p, 0.05f);
+  EXPECT_EQ(g.sampling.repeat_penalty, 1.1f);
+  EXPECT_EQ(g.sampling.repeat_last_n, 64);
+  EXPECT_EQ(g.sampling.draw, 0xDEADBEEFCAFEF00Dull);
+  EXPECT_EQ(g.sampling.recent, (std::vector<int32_t>{5, 7, 9}));
+  const Result r = round_trip(Result{3, 0, 1234});
+  EXPECT_EQ(r.token, 1234);
+  EXPECT_EQ(r.n_rows, 0);
+
+  // sample + all_logits is contradictory.
+  Forward both = f;
+  both.all_logits = true;
+  EXPECT_THROW(unpack<Forward>(pack(both)), ProtocolError);
+  // A history length of 2^40 is refused before any allocation (it is the last u64 + 3 i32s).
+  Message huge = pack(f);
+  const uint64_t big = uint64_t{1} << 40;
+  std::memcpy(huge.payload.data() + huge.payload.size() - 12 - 8, &big, 8);
+  try {
+    unpack<Forward>(huge);
+    ADD_FAILURE() << "accepted a 2^40-entry history";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("SampleSpec.recent"), std::string::npos) << e.what();
+  }
+
+  Assign a;
+  a.file_size = 94000000;
+  a.header_bytes = 1234567;
+  const Assign a2 = round_trip(a);
+  EXPECT_EQ(a2.file_size, 94000000u);
+  EXPECT_EQ(a2.header_bytes, 1234567u);
+
+  const WeightRequest q = round_trip(WeightRequest{4, 1 << 20, 4096});
+  EXPECT_EQ(q.session, 4u);
+  EXPECT_EQ(q.offset, 1u << 20);
+  EXPECT_EQ(q.length, 4096u);
+  EXPECT_THROW(unpack<WeightRequest>(pack(WeightRequest{4, 0, 0})), ProtocolError);
+  EXPECT_THROW(unpack<WeightRequest>(pack(WeightRequest{4, 0, kMaxWeightChunk + 1})), ProtocolError);
+
+  Tensor bytes{WireDType::U8, {5}, "hello"};
+  Message m = decode_frames(encode_frames(pack(WeightChunk{4, 99, crc32("hello", 5)}, {bytes})));
+  const WeightChunk c = unpack<WeightChunk>(m);
+  EXPECT_EQ(c.offset, 99u);
+  EXPECT_EQ(c.crc32, crc32("hello", 5));
+  ASSERT_EQ(m.tensors.size(), 1u);
+  EXPECT_EQ(m.tensors[0].dtype, WireDType::U8);
+  EXPECT_EQ(m.tensors[0].data, "hello");
+}
+
+TEST(Crc32, KnownVectorsAndIncremental) {
+  EXPECT_EQ(crc32("", 0), 0u);
+  EXPECT_EQ(crc32("123456789", 9), 0xCBF43926u);
+  EXPECT_EQ(crc32("The quick brown fox jumps over the lazy dog", 43), 0x414FA339u);
+  std::string big(100003, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 131 + (i >> 7));
+  const uint32_t whole = crc32(big.data(), big.size());
+  EXPECT_EQ(crc32(big.data() + 777, big.size() - 777, crc32(big.data(), 777)), whole);
+  // Byte-at-a-time (the table path only) agrees with the sliced path.
+  uint32_t c = 0;
+  for (char ch : big) c = crc32(&ch, 1, c);
+  EXPECT_EQ(c, whole);
+  big[50000] ^= 1;
+  EXPECT_NE(crc32(big.data(), big.size()), whole);
 }
 
 TEST(Sha256, KnownVectors) {

@@ -1,0 +1,235 @@
+#include "worker/weight_cache.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <stdexcept>
+
+#include "model/gguf.h"
+#include "transport/crc32.h"
+#include "transport/protocol.h"
+#include "transport/sha256.h"
+
+namespace herd {
+namespace fs = std::filesystem;
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kWindow = 4;            // chunks in flight (hides the round trip on a slow link)
+constexpr int kChunkTimeoutMs = 60000;   // the coordinator answers every request or errors
+constexpr int kMaxTries = 4;             // a chunk that fails its crc32 this often fails the assignment
+
+std::string sys_error(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+void pwrite_all(int fd, const std::string& bytes, uint64_t offset, const std::string& path) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t w = ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw std::runtime_error(sys_error("cannot write " + path));
+    }
+    done += static_cast<size_t>(w);
+  }
+}
+
+struct Span {
+  uint64_t offset, length;
+};
+
+// Splits [offset, offset + length) into chunks of at most `chunk` bytes.
+void split(std::vector<Span>& out, uint64_t offset, uint64_t length, uint64_t chunk) {
+  for (uint64_t at = 0; at < length; at += chunk) out.push_back({offset + at, std::min(chunk, length - at)});
+}
+
+class Progress {
+ public:
+  Progress(std::string what, uint64_t total) : what_(std::move(what)), total_(total), t0_(Clock::now()) {}
+  void add(uint64_t n, bool force = false) {
+    done_ += n;
+    const auto now = Clock::now();
+    if (!force && now - last_ < std::chrono::milliseconds(500)) return;
+    last_ = now;
+    const double s = std::chrono::duration<double>(now - t0_).count();
+    std::fprintf(stderr, "herd worker: %s %.1f/%.1f MiB (%.1f MB/s)\n", what_.c_str(), done_ / 1048576.0,
+                 total_ / 1048576.0, s > 0 ? done_ / s / 1e6 : 0.0);
+    std::fflush(stderr);
+  }
+
+ private:
+  std::string what_;
+  uint64_t total_, done_ = 0;
+  Clock::time_point t0_, last_{};
+};
+
+// Fetches every span into fd at its offset, kWindow requests in flight, each chunk crc32-checked.
+void fetch(const std::vector<Span>& todo, WeightSource& src, FetchStats& st, int fd, const std::string& path,
+           const std::string& what) {
+  uint64_t total = 0;
+  for (const Span& s : todo) total += s.length;
+  Progress progress(what, total);
+  std::map<uint64_t, std::pair<Span, int>> outstanding;  // offset -> (span, tries)
+  size_t next = 0;
+  auto fill = [&] {
+    while (outstanding.size() < kWindow && next < todo.size()) {
+      const Span s = todo[next++];
+      src.request(s.offset, s.length);
+      outstanding[s.offset] = {s, 1};
+    }
+  };
+  fill();
+  while (!outstanding.empty()) {
+    std::optional<WeightChunkData> c = src.receive(kChunkTimeoutMs);
+    if (!c) throw std::runtime_error("no weight chunk from the coordinator within " +
+                                     std::to_string(kChunkTimeoutMs / 1000) + " s");
+    auto it = outstanding.find(c->offset);
+    if (it == outstanding.end() || c->bytes.size() != it->second.first.length)
+      throw std::runtime_error("the coordinator sent " + std::to_string(c->bytes.size()) + " bytes at offset " +
+                               std::to_string(c->offset) + ", which were not asked for");
+    st.bytes_received += c->bytes.size();
+    if (transport::crc32(c->bytes.data(), c->bytes.size()) != c->crc32) {
+      auto& [span, tries] = it->second;
+      if (tries >= kMaxTries)
+        throw std::runtime_error("weight chunk at file offset " + std::to_string(span.offset) + " (" +
+                                 std::to_string(span.length) + " bytes) failed its crc32 check " +
+                                 std::to_string(tries) + " times; giving up");
+      ++tries;
+      ++st.chunks_resent;
+      std::fprintf(stderr, "herd worker: weight chunk at offset %llu failed its crc32 check; asking again\n",
+                   static_cast<unsigned long long>(span.offset));
+      src.request(span.offset, span.length);
+      continue;
+    }
+    pwrite_all(fd, c->bytes, c->offset, path);
+    outstanding.erase(it);
+    progress.add(c->bytes.size(), outstanding.empty() && next == todo.size());
+    fill();
+  }
+}
+
+std::set<std::string> read_manifest(const std::string& path) {
+  std::set<std::string> names;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) names.insert(line);
+  return names;
+}
+
+void write_manifest(const std::string& path, const std::set<std::string>& names) {
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    for (const auto& n : names) out << n << "\n";
+    out.flush();
+    if (!out) throw std::runtime_error("cannot write " + tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error(sys_error("cannot rename " + tmp));
+}
+
+}  // namespace
+
+std::string default_cache_dir() {
+  if (const char* d = std::getenv("HERD_CACHE_DIR"); d && *d) return d;
+  if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d) return std::string(d) + "/herd";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/herd";
+  return "/tmp/herd-cache";
+}
+
+WeightCache::WeightCache(std::string cache_dir, std::string model_hash)
+    : dir_(std::move(cache_dir)), hash_(std::move(model_hash)) {
+  if (hash_.empty() || hash_.find_first_not_of("0123456789abcdef") != std::string::npos)
+    throw std::runtime_error("model hash '" + hash_ + "' is not lowercase hex");
+  dir_ += "/" + hash_;
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) throw std::runtime_error("cannot create the weight cache " + dir_ + ": " + ec.message());
+  model_path_ = dir_ + "/model.gguf";
+  const std::string lock = dir_ + "/lock";
+  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) throw std::runtime_error(sys_error("cannot open " + lock));
+  while (::flock(lock_fd_, LOCK_EX) != 0)
+    if (errno != EINTR) throw std::runtime_error(sys_error("cannot lock " + lock));
+}
+
+WeightCache::~WeightCache() { unlock(); }
+
+void WeightCache::unlock() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // closing releases the flock
+  lock_fd_ = -1;
+}
+
+void WeightCache::ensure_header(uint64_t file_size, uint64_t header_bytes, WeightSource& src, FetchStats& st) {
+  if (header_bytes == 0 || header_bytes > file_size)
+    throw std::runtime_error("the coordinator announced a header of " + std::to_string(header_bytes) +
+                             " bytes in a file of " + std::to_string(file_size));
+  struct stat sb{};
+  if (::stat(model_path_.c_str(), &sb) == 0) {
+    if (static_cast<uint64_t>(sb.st_size) == file_size &&
+        transport::sha256_file_prefix(model_path_, header_bytes) == hash_)
+      return;
+    std::fprintf(stderr, "herd worker: %s does not match the model hash; fetching it again\n", model_path_.c_str());
+    std::remove(model_path_.c_str());
+  }
+  std::remove((dir_ + "/tensors.txt").c_str());  // nothing of an old file is trusted
+  const std::string tmp = model_path_ + ".tmp." + std::to_string(getpid());
+  const int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error(sys_error("cannot create " + tmp));
+  try {
+    if (::ftruncate(fd, static_cast<off_t>(file_size)) != 0) throw std::runtime_error(sys_error("cannot size " + tmp));
+    std::vector<Span> spans;
+    split(spans, 0, header_bytes, transport::kMaxWeightChunk);
+    fetch(spans, src, st, fd, tmp, "receiving the model header");
+    if (::fsync(fd) != 0) throw std::runtime_error(sys_error("cannot sync " + tmp));
+    const std::string got = transport::sha256_file_prefix(tmp, header_bytes);
+    if (got != hash_)
+      throw std::runtime_error("the model header received hashes to " + got.substr(0, 16) + "…, expected " +
+                               hash_.substr(0, 16) + "…");
+  } catch (...) {
+    ::close(fd);
+    std::remove(tmp.c_str());
+    throw;
+  }
+  ::close(fd);
+  if (std::rename(tmp.c_str(), model_path_.c_str()) != 0) throw std::runtime_error(sys_error("cannot rename " + tmp));
+}
+
+void WeightCache::ensure_tensors(const model::GgufFile& f, const std::vector<std::string>& names, WeightSource& src,
+                                 FetchStats& st, uint64_t chunk_bytes) {
+  const std::string manifest = dir_ + "/tensors.txt";
+  std::set<std::string> have = read_manifest(manifest);
+  std::vector<Span> spans;
+  std::vector<std::string> missing;
+  for (const auto& n : names) {
+    if (have.count(n)) continue;
+    const model::GgufTensorInfo* t = f.find_tensor(n);
+    if (!t) throw std::runtime_error("the model has no tensor " + n);
+    missing.push_back(n);
+    split(spans, f.data_offset() + t->offset, t->n_bytes, std::max<uint64_t>(1, std::min(chunk_bytes, transport::kMaxWeightChunk)));
+  }
+  if (missing.empty()) return;
+  const int fd = ::open(model_path_.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error(sys_error("cannot open " + model_path_));
+  try {
+    fetch(spans, src, st, fd, model_path_, "receiving weights");
+    if (::fsync(fd) != 0) throw std::runtime_error(sys_error("cannot sync " + model_path_));
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+  have.insert(missing.begin(), missing.end());
+  write_manifest(manifest, have);
+}
+
+}  // namespace herd
