@@ -22,6 +22,8 @@ int cmd_worker(const Args& args);
 int cmd_synth(const Args& args);
 int cmd_bench(const Args& args);
 int cmd_plan(const Args& args);
+int cmd_probe(const Args& args);  // launch/cmd_probe.cpp
+int cmd_mpi(const Args& args);  // launch/mpi_launch.cpp (mpirun entry)
 
 // The default model when -m is not given: $HERD_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf
 // under the current directory or under the source tree the binary was built from.

@@ -8,3 +8,12 @@ herd_add_test(test_cluster_inproc SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cluster
   LIBS herd_coordinator herd_worker herd_transport TIMEOUT 600)
 herd_add_test(test_synth SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_synth.cpp LIBS herd_model herd_coordinator TIMEOUT 600)
 add_dependencies(test_synth herd)
+# owner: pipeline (mpirun launch, cluster-file launcher). test_mpi skips when mpirun or MPI is missing.
+herd_add_test(test_mpi SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_mpi.cpp TIMEOUT 600)
+add_dependencies(test_mpi herd)
+herd_add_test(test_launch_script SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_launch_script.cpp
+  LIBS herd_coordinator TIMEOUT 600)
+add_dependencies(test_launch_script herd)
+herd_add_test(test_cluster_rss SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cluster_rss.cpp
+  LIBS herd_coordinator herd_worker herd_transport TIMEOUT 300)
+add_dependencies(test_cluster_rss herd)

@@ -1,0 +1,239 @@
+// herd mpi: a whole cluster bootstrapped by mpirun. Rank 0 is the coordinator; ranks 1..N-1 are
+// pipeline workers, in rank order. MPI only bootstraps: each worker rank binds the ordinary worker
+// server on a free port, the ranks gather their endpoints to rank 0, and rank 0 runs the normal
+// `herd run|chat|logits --workers ...` over ZeroMQ, so validation, the handshake and failure
+// handling are exactly those of a hand-started cluster. At the end rank 0 broadcasts "stop" (also
+// after an error) and every rank calls MPI_Finalize.
+//
+// Activations go over ZeroMQ, not MPI: see bench/mpi_vs_zmq.cpp for the measurement. MPI has no
+// failure detection (a dead peer hangs or aborts the job), and the ZeroMQ path is the one every
+// other launch uses.
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "launch/args.h"
+#include "launch/commands.h"
+
+#ifdef HERD_HAVE_MPI
+#define OMPI_SKIP_MPICXX 1  // the C API only (no deprecated C++ bindings)
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+
+#include "common/log.h"
+#include "transport/link.h"
+#include "worker/worker_server.h"
+#endif
+
+namespace herd::cli {
+namespace {
+
+const char* kMpiHelp =
+    "usage: mpirun -np N herd mpi [run|chat|logits] ARGS...\n"
+    "\n"
+    "Runs a pipeline cluster launched by mpirun: rank 0 is the coordinator and runs `herd run` (or chat,\n"
+    "logits) with ARGS; ranks 1..N-1 are its workers, in rank order (with --split, give N-1 ranges).\n"
+    "Every option of the subcommand applies except --workers (MPI provides the workers).\n"
+    "Across hosts: mpirun --hostfile HOSTS -np N herd mpi -m /same/path/model.gguf -p ...\n"
+    "(the binary at the same path on every host; the model too, unless the workers receive it from\n"
+    "the coordinator). Workers then listen on all interfaces and advertise their host name, or\n"
+    "$HERD_MPI_HOST when that is set in the host's environment.\n";
+
+#ifdef HERD_HAVE_MPI
+
+constexpr int kEndpointBytes = 1024;
+constexpr int kHostBytes = 256;
+
+// Worker ranks need only their thread count; the coordinator parses everything else.
+int threads_from(const Args& a) {
+  for (size_t i = 0; i < a.size(); ++i) {
+    std::string v;
+    if ((a[i] == "-t" || a[i] == "--threads") && i + 1 < a.size()) v = a[i + 1];
+    else if (a[i].rfind("--threads=", 0) == 0) v = a[i].substr(10);
+    else if (a[i].rfind("-t=", 0) == 0) v = a[i].substr(3);
+    else continue;
+    try {
+      return std::max(0, std::stoi(v));
+    } catch (const std::exception&) {
+      return 0;  // the coordinator reports the usage error
+    }
+  }
+  return 0;
+}
+
+void fixed_copy(char* dst, size_t cap, const std::string& s) {
+  std::memset(dst, 0, cap);
+  std::memcpy(dst, s.data(), std::min(s.size(), cap - 1));
+}
+
+// Runs the subcommand as main() would (same exit codes and one-line errors).
+int run_coordinator(const std::string& sub, const Args& args) {
+  int (*fn)(const Args&) = sub == "chat" ? cmd_chat : sub == "logits" ? cmd_logits : cmd_run;
+  try {
+    return fn(args);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "herd mpi %s: %s\n", sub.c_str(), e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "herd mpi %s: error: %s\n", sub.c_str(), e.what());
+    return 1;
+  }
+}
+
+// A worker rank: serve in a thread while the main thread (the only one calling MPI) waits for
+// rank 0's stop broadcast. A server that dies unexpectedly aborts the job (never a silent hang).
+int run_worker(std::unique_ptr<transport::Listener> listener, int threads, int rank) {
+  std::atomic<bool> stop{false}, failed{false};
+  std::string failure;
+  char host[kHostBytes] = {};
+  gethostname(host, sizeof(host) - 1);
+  WorkerServerOptions o;
+  o.threads = threads;
+  o.name = "rank " + std::to_string(rank) + " on " + host;
+  std::thread server_thread;
+  if (listener) {
+    server_thread = std::thread([&, l = std::move(listener)]() mutable {
+      try {
+        WorkerServer server(std::move(l), o);
+        server.serve(&stop);
+      } catch (const std::exception& e) {
+        failure = e.what();
+        failed = true;
+      }
+    });
+  }
+  int code = 0;
+  MPI_Request req;
+  MPI_Ibcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD, &req);
+  int done = 0;
+  while (!done) {
+    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+    if (!done && failed) {
+      std::fprintf(stderr, "herd mpi: worker rank %d failed: %s; aborting the job\n", rank, failure.c_str());
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  stop = true;
+  if (server_thread.joinable()) server_thread.join();
+  return 0;
+}
+
+#endif  // HERD_HAVE_MPI
+
+}  // namespace
+
+int cmd_mpi(const Args& in) {
+#ifndef HERD_HAVE_MPI
+  (void)in;
+  std::fputs(kMpiHelp, stderr);
+  std::fprintf(stderr,
+               "herd mpi: this build has no MPI support (Open MPI was not found when it was configured); install "
+               "openmpi-bin and libopenmpi-dev and rebuild, or start workers with `herd worker` / herd-cluster\n");
+  return 1;
+#else
+  // Help without MPI_Init (so `herd mpi --help` works outside mpirun too); under mpirun, rank 0 prints it.
+  if (in.empty() || in[0] == "-h" || in[0] == "--help") {
+    const char* r = std::getenv("OMPI_COMM_WORLD_RANK");
+    if (!r || std::string(r) == "0") std::fputs(kMpiHelp, stdout);
+    return 0;
+  }
+  int provided = 0;
+  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+
+  Args args = in;
+  std::string sub = "run";
+  if (!args.empty() && (args[0] == "run" || args[0] == "chat" || args[0] == "logits")) {
+    sub = args[0];
+    args.erase(args.begin());
+  }
+  // Decisions every rank makes alike (same argv everywhere), so no rank waits for another in vain.
+  bool has_workers = false;
+  for (const auto& a : args) has_workers |= a == "--workers" || a.rfind("--workers=", 0) == 0;
+  if (has_workers || size < 2) {
+    if (rank == 0 && has_workers)
+      std::fprintf(stderr, "herd mpi: --workers is not allowed (the MPI ranks are the workers)\n");
+    else if (rank == 0)
+      std::fprintf(stderr, "herd mpi: needs at least 2 ranks (rank 0 coordinates, ranks 1..N-1 are workers): "
+                           "mpirun -np N herd mpi ...\n");
+    MPI_Finalize();
+    return rank == 0 ? 2 : 0;
+  }
+
+  // Where everyone runs: one host -> loopback only; several -> bind all interfaces, advertise a name.
+  std::vector<char> hosts(static_cast<size_t>(size) * kHostBytes);
+  char me[kHostBytes] = {};
+  gethostname(me, sizeof(me) - 1);
+  MPI_Allgather(me, kHostBytes, MPI_CHAR, hosts.data(), kHostBytes, MPI_CHAR, MPI_COMM_WORLD);
+  bool one_host = true;
+  for (int r = 1; r < size; ++r) one_host &= std::strncmp(&hosts[r * kHostBytes], &hosts[0], kHostBytes) == 0;
+
+  std::unique_ptr<transport::Listener> listener;
+  std::string endpoint;  // "tcp://host:port", or "!reason" when this rank could not listen
+  if (rank > 0) {
+    try {
+      listener = transport::listen(one_host ? "tcp://127.0.0.1:*" : "tcp://*:*");
+      endpoint = listener->address();
+      if (!one_host) {
+        const char* adv = std::getenv("HERD_MPI_HOST");
+        endpoint = "tcp://" + std::string(adv && *adv ? adv : me) + endpoint.substr(endpoint.rfind(':'));
+      }
+    } catch (const std::exception& e) {
+      endpoint = std::string("!") + e.what();
+    }
+  }
+  char mine[kEndpointBytes];
+  fixed_copy(mine, sizeof(mine), endpoint);
+  std::vector<char> all(rank == 0 ? static_cast<size_t>(size) * kEndpointBytes : 0);
+  MPI_Gather(mine, kEndpointBytes, MPI_CHAR, all.data(), kEndpointBytes, MPI_CHAR, 0, MPI_COMM_WORLD);
+
+  int code = 0;
+  if (rank == 0) {
+    std::string workers, errors;
+    for (int r = 1; r < size; ++r) {
+      const std::string e(&all[static_cast<size_t>(r) * kEndpointBytes]);
+      const std::string host(&hosts[static_cast<size_t>(r) * kHostBytes]);
+      if (e.empty() || e[0] == '!')
+        errors += "herd mpi: rank " + std::to_string(r) + " on " + host + " cannot listen: " +
+                  (e.empty() ? "no endpoint" : e.substr(1)) + "\n";
+      else
+        workers += (workers.empty() ? "" : ",") + e;
+    }
+    if (!errors.empty()) {
+      std::fputs(errors.c_str(), stderr);
+      code = 1;
+    } else {
+      HERD_LOG_INFO("herd mpi: ", size - 1, " workers: ", workers);
+      Args full = args;
+      full.push_back("--workers");
+      full.push_back(workers);
+      code = run_coordinator(sub, full);
+    }
+    std::fflush(stdout);
+    std::fflush(stderr);
+    // "stop": every worker rank returns. Non-blocking on both sides (the workers use MPI_Ibcast, and
+    // a blocking collective never matches a non-blocking one).
+    MPI_Request req;
+    MPI_Ibcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD, &req);
+    MPI_Wait(&req, MPI_STATUS_IGNORE);
+  } else {
+    code = run_worker(std::move(listener), threads_from(args), rank);
+  }
+  MPI_Finalize();
+  return rank == 0 ? code : 0;
+#endif
+}
+
+}  // namespace herd::cli
