@@ -1,6 +1,11 @@
 // Predicted times. Decode is memory-bound: a stage reads all its weights once per token, plus
-// its KV cache up to the current position, at the device's achievable bandwidth; if its FLOPs
-// at the device's matmul rate take longer, that counts instead (per layer: max of the two).
+// its KV cache up to the current position; if its FLOPs at the device's matmul rate take longer,
+// that counts instead (per layer: max of the two), plus a fixed cost per kernel call:
+//   layer = max(sum over the layer's matrices of bytes / matvec rate of their type
+//               + other weight bytes (norms) / bw + KV bytes at pos / attention rate,
+//               FLOPs / flops) + kOpsPerLayer x op_overhead
+// where the matvec and attention rates and the op overhead are what `herd probe` measured
+// (a hand-written profile without them uses bw for both rates and no overhead).
 // Decode predictions are at the mean position of a full context (n_ctx / 2).
 // Prefill is compute-bound: FLOPs of n_prompt tokens (matmuls + causal attention) at the
 // device's rate, but never faster than reading the weights once per n_batch chunk.
@@ -16,6 +21,19 @@
 #include "partition/profile.h"
 
 namespace herd::partition {
+
+// Kernel calls of one decoder layer in worker/stage.cpp at decode: 2 rmsnorm, 7 matmul (q, k, v,
+// o, gate, up, down), 2 rope, 1 attention, 1 silu_mul, 2 residual adds (+3 bias adds for qwen2).
+inline constexpr int kOpsPerLayer = 15;
+inline constexpr int kOpsBiasQkv = 3;
+// Output: final rmsnorm + output matmul; input: one get_rows of the embedding.
+inline constexpr int kOpsOutput = 2;
+inline constexpr int kOpsInput = 1;
+
+// Decode seconds of layer l alone on device d (the terms above), and of the output projection.
+double layer_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t l, const PlanOptions& o);
+double output_decode_s(const ModelShape& m, const DeviceProfile& d);
+double input_decode_s(const ModelShape& m, const DeviceProfile& d);
 
 // Per-token decode time of layers [first, end) on device d (+ output projection on the last stage).
 double stage_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, const PlanOptions& o);
@@ -35,8 +53,10 @@ double control_s(const LinkProfile& l);
 struct DeviceCost {
   std::vector<double> prefix;  // [n_layers + 1] prefix sums of per-layer decode seconds
   double output_s = 0;         // output projection (last stage)
+  double input_s = 0;          // embedding lookup (first stage)
   double range_s(int64_t first, int64_t end, int64_t n_layers) const {
-    return prefix[static_cast<size_t>(end)] - prefix[static_cast<size_t>(first)] + (end == n_layers ? output_s : 0);
+    return prefix[static_cast<size_t>(end)] - prefix[static_cast<size_t>(first)] + (end == n_layers ? output_s : 0) +
+           (first == 0 && end > first ? input_s : 0);
   }
 };
 DeviceCost device_cost(const ModelShape& m, const DeviceProfile& d, const PlanOptions& o);

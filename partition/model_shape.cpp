@@ -26,6 +26,12 @@ uint64_t matrix_bytes(DType t, int64_t rows, int64_t cols) {
 
 // llama.cpp's use_more_bits(i, n): the first and last eighth of the layers and every third
 // layer in between get more bits in the _M mixes.
+void add_type_bytes(std::vector<ModelShape::TypeBytes>& v, DType t, uint64_t bytes) {
+  for (auto& tb : v)
+    if (tb.type == static_cast<uint32_t>(t)) return void(tb.bytes += bytes);
+  v.push_back({static_cast<uint32_t>(t), bytes});
+}
+
 bool use_more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
 
 struct TypeMix {
@@ -101,18 +107,25 @@ ModelShape shape_from_gguf(const model::GgufFile& f, const model::ModelConfig& c
     const model::LayerRange r{l, l + 1, false, false};
     uint64_t b = 0;
     double flops = 0;
+    std::vector<ModelShape::TypeBytes> mats;
     for (const auto& n : model::stage_tensor_names(f, c, r)) {
       if (n == "rope_freqs.weight") continue;
       b += bytes_of(n);
       const auto* t = f.find_tensor(n);
-      if (t->ne.size() == 2) flops += 2.0 * elems_of(n);
+      if (t->ne.size() == 2) {
+        flops += 2.0 * elems_of(n);
+        add_type_bytes(mats, t->type, t->n_bytes);
+      }
     }
+    s.layer_matrix_bytes.push_back(std::move(mats));
     s.layer_bytes.push_back(b);
     s.layer_flops.push_back(flops);
   }
   s.embd_bytes = bytes_of("token_embd.weight");
   s.output_bytes = bytes_of("output_norm.weight") + (c.tied_embeddings ? 0 : bytes_of("output.weight"));
   s.output_flops = 2.0 * static_cast<double>(c.n_embd) * static_cast<double>(c.n_vocab);
+  const auto* out = f.find_tensor(c.tied_embeddings ? "token_embd.weight" : "output.weight");
+  s.output_matrix = {static_cast<uint32_t>(out->type), out->n_bytes};
   s.finish();
   return s;
 }
@@ -135,12 +148,19 @@ ModelShape shape_from_config(const model::ModelConfig& c, const std::string& typ
     b += 2 * matrix_bytes(mix.base, ff, d);      // ffn_gate, ffn_up
     b += matrix_bytes(big, d, ff);               // ffn_down
     if (c.has_qkv_bias) b += 4ull * static_cast<uint64_t>(q + 2 * kv);
+    std::vector<ModelShape::TypeBytes> mats;
+    add_type_bytes(mats, mix.base, matrix_bytes(mix.base, q, d) + matrix_bytes(mix.base, kv, d) +
+                                       matrix_bytes(mix.base, d, q) + 2 * matrix_bytes(mix.base, ff, d));
+    add_type_bytes(mats, big, matrix_bytes(big, kv, d) + matrix_bytes(big, d, ff));
+    s.layer_matrix_bytes.push_back(std::move(mats));
     s.layer_bytes.push_back(b);
     s.layer_flops.push_back(2.0 * static_cast<double>(2 * q * d + 2 * kv * d + 3 * ff * d));
   }
   s.embd_bytes = matrix_bytes(mix.embd, c.n_vocab, d);
   s.output_bytes = norm + (c.tied_embeddings ? 0 : matrix_bytes(mix.output, c.n_vocab, d));
   s.output_flops = 2.0 * static_cast<double>(d) * static_cast<double>(c.n_vocab);
+  const DType out_t = c.tied_embeddings ? mix.embd : mix.output;
+  s.output_matrix = {static_cast<uint32_t>(out_t), matrix_bytes(out_t, c.n_vocab, d)};
   s.finish();
   return s;
 }

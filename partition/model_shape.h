@@ -25,6 +25,13 @@ struct ModelShape {
   uint64_t output_bytes = 0;     // output_norm.weight + output.weight (untied) or just the norm (tied)
   uint64_t per_stage_bytes = 0;  // tensors every stage with layers holds (rope_freqs.weight)
   double output_flops = 0;       // output projection FLOPs per token (2 * n_embd * n_vocab)
+  // The matrices decode multiplies, by storage type (GGUF type id), for per-type matvec rates.
+  struct TypeBytes {
+    uint32_t type = 0;
+    uint64_t bytes = 0;
+  };
+  std::vector<std::vector<TypeBytes>> layer_matrix_bytes;  // [n_layers] 2-D weights of layer i, summed per type
+  TypeBytes output_matrix;  // output.weight, or token_embd.weight when tied (the output projection)
 
   int64_t n_layers() const { return static_cast<int64_t>(layer_bytes.size()); }
   // Exact bytes of the stage that holds layers [first, end): the same tensors as

@@ -7,6 +7,9 @@
 #include <set>
 #include <sstream>
 
+#include "kernels/dtype.h"
+#include "partition/probe_profile.h"
+
 namespace herd::partition {
 namespace {
 
@@ -151,6 +154,9 @@ Cluster parse_cluster(const std::string& text, const std::string& source) {
   std::string line;
   int lineno = 0;
   std::set<std::string> names;
+  bool explicit_local = false;
+  double probe_loopback_s = 0;
+  const std::string base_dir = source.find('/') != std::string::npos ? source.substr(0, source.rfind('/') + 1) : "";
   auto fail = [&](const std::string& what) { throw ClusterError(source + ":" + std::to_string(lineno) + ": " + what); };
   while (std::getline(in, line)) {
     ++lineno;
@@ -179,7 +185,29 @@ Cluster parse_cluster(const std::string& text, const std::string& source) {
       if (directive == "device") {
         if (!pos.empty()) fail("device takes only key=value pairs, got '" + pos[0] + "'");
         DeviceProfile d;
+        bool from_probe = false;
+        if (auto it = kv.find("probe"); it != kv.end()) {
+          // Measured values first; every explicit key below overrides them.
+          const std::string path = !it->second.empty() && it->second[0] != '/' ? base_dir + it->second : it->second;
+          ProbeResult pr;
+          try {
+            pr = load_probe(path);
+          } catch (const std::runtime_error& e) {
+            fail(e.what());
+          }
+          from_probe = true;
+          d.probe = path;
+          d.total_bytes = pr.mem_total_bytes;
+          d.free_bytes = pr.mem_available_bytes;
+          d.bandwidth_Bps = pr.read_bw_Bps;
+          d.flops = pr.matmul_flops;
+          d.matvec_Bps = pr.matvec_Bps;
+          d.attn_Bps = pr.attn_Bps;
+          d.op_overhead_s = pr.op_overhead_s;
+          if (pr.loopback_latency_s > 0) probe_loopback_s = std::max(probe_loopback_s, pr.loopback_latency_s);
+        }
         for (const auto& [k, v] : kv) {
+          if (k == "probe") continue;
           if (k == "name") d.name = v;
           else if (k == "kind") {
             const std::string kl = lower(v);
@@ -193,15 +221,26 @@ Cluster parse_cluster(const std::string& text, const std::string& source) {
           else if (k == "flops") d.flops = parse_flops(v);
           else if (k == "overhead") d.overhead_bytes = parse_bytes(v);
           else if (k == "host") d.host = v;
-          else fail("unknown device key '" + k + "' (name, kind, mem, free, bw, flops, overhead, host)");
+          else if (k == "op_overhead") d.op_overhead_s = parse_seconds(v);
+          else if (k == "attn_bw") d.attn_Bps = parse_rate(v);
+          else if (k.rfind("matvec_", 0) == 0) {
+            const auto t = parse_dtype(k.substr(7));
+            if (!t) fail("unknown tensor type in '" + k + "' (e.g. matvec_q4_0=20GB/s)");
+            d.matvec_Bps[static_cast<uint32_t>(*t)] = parse_rate(v);
+          } else
+            fail("unknown device key '" + k +
+                 "' (name, kind, mem, free, bw, flops, overhead, host, probe, op_overhead, attn_bw, matvec_<type>)");
         }
         if (d.name.empty()) fail("device needs name=");
         if (!names.insert(d.name).second) fail("duplicate device name '" + d.name + "'");
-        if (!kv.count("mem")) fail("device " + d.name + " needs mem=");
-        if (!kv.count("bw")) fail("device " + d.name + " needs bw=");
+        if (!kv.count("mem") && !from_probe) fail("device " + d.name + " needs mem= (or probe=)");
+        if (!kv.count("bw") && !from_probe) fail("device " + d.name + " needs bw= (or probe=)");
+        for (const auto& [t, r] : d.matvec_Bps)
+          if (!(r > 0)) fail("device " + d.name + ": matvec rates must be positive");
         if (d.total_bytes == 0) fail("device " + d.name + ": mem must be positive");
         if (!(d.bandwidth_Bps > 0)) fail("device " + d.name + ": bw must be positive");
-        if (!kv.count("free")) {
+        // A probe's MemAvailable is the free memory unless mem= or free= overrides it.
+        if (!kv.count("free") && !(from_probe && !kv.count("mem") && d.free_bytes > 0)) {
           // What the OS and display keep: ~0.5 GB on a GPU, 15% (≥ 2 GB) of a host's or Mac's RAM.
           const uint64_t keep = d.kind == DeviceKind::Cuda
                                     ? (512ull << 20)
@@ -209,7 +248,7 @@ Cluster parse_cluster(const std::string& text, const std::string& source) {
           d.free_bytes = d.total_bytes > keep ? d.total_bytes - keep : 0;
         }
         if (d.free_bytes > d.total_bytes) fail("device " + d.name + ": free is larger than mem");
-        if (!kv.count("flops")) d.flops = d.bandwidth_Bps * 50;  // a typical FLOP:byte ratio
+        if (!kv.count("flops") && !(d.flops > 0)) d.flops = d.bandwidth_Bps * 50;  // a typical FLOP:byte ratio
         if (!kv.count("overhead"))
           d.overhead_bytes = d.kind == DeviceKind::Cuda ? (400ull << 20) : d.kind == DeviceKind::Metal ? (256ull << 20) : (128ull << 20);
         if (d.host.empty()) d.host = d.name;
@@ -225,7 +264,7 @@ Cluster parse_cluster(const std::string& text, const std::string& source) {
         if (!has_lat || !has_bw) fail("link needs latency= and bw=");
         if (!(l.bandwidth_Bps > 0)) fail("link bw must be positive");
         if (pos.size() == 1 && lower(pos[0]) == "default") c.default_link = l;
-        else if (pos.size() == 1 && lower(pos[0]) == "local") c.local_link = l;
+        else if (pos.size() == 1 && lower(pos[0]) == "local") c.local_link = l, explicit_local = true;
         else if (pos.size() == 2) {
           if (pos[0] == pos[1]) fail("link from '" + pos[0] + "' to itself (use 'link local')");
           c.links[pos[0] < pos[1] ? std::make_pair(pos[0], pos[1]) : std::make_pair(pos[1], pos[0])] = l;
@@ -240,6 +279,8 @@ Cluster parse_cluster(const std::string& text, const std::string& source) {
       fail(e.what());
     }
   }
+  // A measured loopback message latency beats the 10 us guess for devices sharing a host.
+  if (!explicit_local && probe_loopback_s > 0) c.local_link.latency_s = probe_loopback_s;
   if (c.devices.empty()) throw ClusterError(source + ": no devices (add a line like: device name=gpu0 kind=cuda mem=24GB bw=900GB/s)");
   // Every host a link names must exist, so a typo does not silently fall back to the default link.
   std::set<std::string> known;

@@ -8,6 +8,7 @@
 //   link local latency=10us bw=12GB/s         # between devices of the same host (PCIe / shared RAM)
 //   link box1 mac latency=0.1ms bw=10Gbit     # between two named hosts (or devices)
 //   coordinator box1                          # host of the coordinator (default: first device's)
+//   device name=w0 probe=box.json host=box     # measured by `herd probe --out box.json` (keys override)
 #pragma once
 
 #include <cstdint>
@@ -31,6 +32,18 @@ struct DeviceProfile {
   double flops = 0;             // achievable matmul throughput, FLOP/s (prefill)
   uint64_t overhead_bytes = 0;  // runtime overhead (CUDA context, worker process), bytes
   std::string host;             // devices on the same host talk over the `local` link
+  // Calibration (from `herd probe`, or the keys matvec_<type>=, attn_bw=, op_overhead=):
+  std::map<uint32_t, double> matvec_Bps;  // GGUF type id -> achievable weight bytes/s of a 1-token matvec
+  double attn_Bps = 0;        // KV-cache bytes/s of decode attention; 0: bandwidth_Bps
+  double op_overhead_s = 0;   // fixed cost per kernel call (dispatch, thread-pool sync); 0 for hand-written profiles
+  std::string probe;          // the probe file it came from ("" when hand-written)
+
+  // Weight bytes/s a matvec of `type` achieves here: the measured rate, else bandwidth_Bps.
+  double matvec_rate(uint32_t type) const {
+    auto it = matvec_Bps.find(type);
+    return it != matvec_Bps.end() ? it->second : bandwidth_Bps;
+  }
+  double attention_rate() const { return attn_Bps > 0 ? attn_Bps : bandwidth_Bps; }
 };
 
 struct LinkProfile {
@@ -41,7 +54,8 @@ struct LinkProfile {
 struct Cluster {
   std::vector<DeviceProfile> devices;
   LinkProfile default_link{300e-6, 125e6};  // 1 GbE
-  LinkProfile local_link{10e-6, 12e9};      // same host: PCIe-class copy
+  LinkProfile local_link{10e-6, 12e9};      // same host: PCIe-class copy (latency: a probe's loopback
+                                            // latency when a device has one and no `link local` is given)
   std::map<std::pair<std::string, std::string>, LinkProfile> links;  // key: (a, b) with a < b
   std::string coordinator_host;             // empty: the first device's host
 
@@ -59,7 +73,8 @@ class ClusterError : public std::runtime_error {
 };
 
 // Throws ClusterError "<source>:<line>: <what is wrong>" for anything malformed: unknown keys or
-// directives, bad numbers or units, duplicate device names, missing mem/bw, free > mem.
+// directives, bad numbers or units, duplicate device names, missing mem/bw, free > mem, a probe
+// file that cannot be read. A relative probe= path is relative to the directory of `source`.
 Cluster parse_cluster(const std::string& text, const std::string& source = "cluster");
 Cluster load_cluster(const std::string& path);
 

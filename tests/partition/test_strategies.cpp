@@ -31,6 +31,7 @@ Instance random_instance(std::mt19937_64& rng, int max_devices, int max_layers) 
   Instance in;
   in.m = shape_from_config(cfg, pick(0, 1) ? "Q4_K_M" : "F16");
   for (auto& b : in.m.layer_bytes) b = static_cast<uint64_t>(uni(50e6, 800e6));
+  in.m.layer_matrix_bytes.clear();  // the random sizes replace the per-type breakdown
   in.m.embd_bytes = static_cast<uint64_t>(uni(10e6, 500e6));
   in.m.output_bytes = static_cast<uint64_t>(uni(1e6, 500e6));
   in.m.finish();
