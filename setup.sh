@@ -14,7 +14,8 @@ esac
 
 # Debian packages the build, the tests and the model download need.
 packages=(cmake g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pip ca-certificates
-          libzmq3-dev cppzmq-dev libcereal-dev openmpi-bin libopenmpi-dev)
+          libzmq3-dev cppzmq-dev libcereal-dev openmpi-bin libopenmpi-dev
+          g++-aarch64-linux-gnu qemu-user)  # the last two: NEON tests, cross-built and run under qemu
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,7 +14,8 @@ struct CpuBackendOptions {
   // method: ~0.1–0.3 logits from the exact math on quantized models). true: dequantize to f32 and
   // use f32 FMA (the exact math of the weights, within f32 summation error of the reference).
   bool exact = false;
-  // "auto" | "avx512" | "avx2" | "scalar". An explicit ISA the CPU lacks throws
+  // "auto" | "avx512" | "avx2" | "scalar" (| "neon-dotprod" | "neon" on AArch64, where "neon" is the
+  // baseline table and "neon-dotprod" needs the ARMv8.2 dot product). An explicit ISA the CPU lacks throws
   // std::runtime_error. With "auto", the environment variable HERD_CPU_ISA (same values) decides
   // if set. "avx512" needs AVX-512 F+BW+VL+VNNI; "avx2" needs AVX2+FMA+F16C. "scalar" is the
   // reference backend (always exact).
@@ -27,7 +28,8 @@ std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& opts = {});
 // e.g. "x86-64: avx512 (f+bw+vl+vnni) yes, avx2+fma yes; auto = avx512".
 std::string cpu_backend_description();
 
-// The ISA "auto" resolves to on this machine (ignoring HERD_CPU_ISA): "avx512", "avx2" or "scalar".
+// The ISA "auto" resolves to on this machine (ignoring HERD_CPU_ISA): "avx512", "avx2",
+// "neon-dotprod", "neon" or "scalar".
 std::string cpu_best_isa();
 
 // Whether this CPU can run the named ISA's kernels ("scalar" is always true; unknown names false).

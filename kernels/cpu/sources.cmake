@@ -29,3 +29,6 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
   set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/x86/kernels_avx512.cpp PROPERTIES
     COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-ffp-contract=off")
 endif()
+
+# owner: Arm NEON backend (compiles nothing unless the target is AArch64).
+include(${CMAKE_CURRENT_LIST_DIR}/arm/sources.cmake)

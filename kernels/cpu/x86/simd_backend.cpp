@@ -114,7 +114,8 @@ void SimdBackend::matmul_exact(const WeightMatrix& w, const float* x, int64_t n_
   const auto* wd = static_cast<const uint8_t*>(w.data);
   const uint32_t type = static_cast<uint32_t>(w.type);
   pool_.parallel_for(n_tiles, [&](int64_t tb, int64_t te) {
-    std::vector<float> row(w.type == DType::F32 ? 0 : static_cast<size_t>(cols));  // one dequantized row
+    thread_local std::vector<float> row;  // one dequantized row, reused across calls
+    row.resize(w.type == DType::F32 ? 0 : static_cast<size_t>(cols));
     const int64_t r1 = std::min(w.rows, te * kTileRows);
     // Each row is decoded once and multiplied with every token while it sits in L1.
     for (int64_t r = tb * kTileRows; r < r1; ++r) {
@@ -144,7 +145,8 @@ void SimdBackend::attention(const float* q, int64_t ldq, const float* k, const f
     fail("attention", "leading dimension smaller than a row");
   const x86::AttnShape shape{s.n_tokens, s.n_heads, s.n_kv_heads, s.head_dim, s.n_kv};
   pool_.parallel_for(s.n_tokens * s.n_heads, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(static_cast<size_t>(std::max<int64_t>(s.n_kv, 1)));
+    thread_local std::vector<float> scores;  // reused: no heap allocation per decode step
+    scores.resize(static_cast<size_t>(std::max<int64_t>(s.n_kv, 1)));
     k_.attention(q, ldq, k, v, ldkv, shape, scale, out, ldo, begin, end, scores.data());
   });
 }
