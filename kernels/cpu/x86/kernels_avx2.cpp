@@ -19,7 +19,7 @@ namespace {
 #include "kernels/cpu/x86/matmul_driver.inc"
 #include "kernels/cpu/x86/float_ops.inc"
 
-constexpr Kernels kTable{"avx2", quantize_act, matmul_q8, dequant_row, dot_f32_tokens, attention, rmsnorm, silu_mul, add};
+constexpr Kernels kTable{"avx2", quantize_act, nullptr, matmul_q8, dequant_row, dot_f32_tokens, attention, rmsnorm, silu_mul, add};
 }  // namespace
 
 const Kernels& kernels_avx2() { return kTable; }

@@ -3,6 +3,7 @@
 #include "kernels/cpu/x86/simd_backend.h"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 #include "kernels/fp16.h"
@@ -42,6 +43,10 @@ bool has_q8_kernel(DType t) {
   }
 }
 
+bool is_legacy(DType t) {
+  return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 || t == DType::Q8_0;
+}
+
 }  // namespace
 
 // The activation scales llama.cpp pairs with each weight type (f16 per 32 for the 32-value
@@ -75,13 +80,36 @@ void SimdBackend::matmul_q8(const WeightMatrix& w, const float* x, int64_t n_tok
   act_d_.resize(static_cast<size_t>(n_tokens * cols / 32));
   act_s_.resize(static_cast<size_t>(n_tokens * cols / 16));
   const int mode = act_scale_mode(w.type);
-  for (int64_t t = 0; t < n_tokens; ++t)
-    k_.quantize_act(x + t * ldx, cols, act_q_.data() + t * cols, act_d_.data() + t * (cols / 32),
-                    act_s_.data() + t * (cols / 16), mode);
+  // (one token takes the kernels' row-layout path: nothing to regroup)
+  const bool regroup = k_.regroup_act != nullptr && is_legacy(w.type) && n_tokens > 1;
+  const int64_t n_groups = (n_tokens + x86::kActGroup - 1) / x86::kActGroup;
+  const int64_t ldg = cols / 64 * x86::kActGroup * 64, ldgd = cols / 64 * x86::kActGroup * 2;
+  if (regroup) {
+    act_xg_.resize(static_cast<size_t>(std::max<int64_t>(n_groups * ldg, 1)));
+    act_dg_.resize(static_cast<size_t>(std::max<int64_t>(n_groups * ldgd, 1)));
+  }
+  // Rows of the batch are independent: quantized in parallel when there are several.
+  pool_.parallel_for(n_tokens, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t) {
+      int8_t* q = act_q_.data() + t * cols;
+      float* d = act_d_.data() + t * (cols / 32);
+      k_.quantize_act(x + t * ldx, cols, q, d, act_s_.data() + t * (cols / 16), mode);
+      if (regroup) {
+        const int64_t g = t / x86::kActGroup, slot = t % x86::kActGroup;
+        k_.regroup_act(q, d, cols, act_xg_.data() + g * ldg + 64 * slot, act_dg_.data() + g * ldgd + 2 * slot);
+      }
+    }
+  });
   x86::Q8Act a;
   a.q = act_q_.data();
   a.d = act_d_.data();
   a.s = act_s_.data();
+  if (regroup) {
+    a.xg = act_xg_.data();
+    a.dg = act_dg_.data();
+    a.ldg = ldg;
+    a.ldgd = ldgd;
+  }
   a.ldq = cols;
   a.ldd = cols / 32;
   a.lds = cols / 16;
@@ -148,6 +176,42 @@ void SimdBackend::attention(const float* q, int64_t ldq, const float* k, const f
     thread_local std::vector<float> scores;  // reused: no heap allocation per decode step
     scores.resize(static_cast<size_t>(std::max<int64_t>(s.n_kv, 1)));
     k_.attention(q, ldq, k, v, ldkv, shape, scale, out, ldo, begin, end, scores.data());
+  });
+}
+
+void SimdBackend::rope(float* x, int64_t n_tokens, int64_t ld_token, int64_t n_heads, int64_t head_dim,
+                       const int32_t* pos, const RopeParams& p) {
+  if (p.n_rot <= 0 || p.n_rot % 2 != 0 || p.n_rot > head_dim) fail("rope", "n_rot must be even and <= head_dim");
+  if (n_tokens < 0 || n_heads < 0 || ld_token < n_heads * head_dim) fail("rope", "bad shape");
+  const int64_t half = p.n_rot / 2;
+  std::vector<double> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {  // exactly ReferenceBackend::rope's expressions
+    double f = std::pow(static_cast<double>(p.freq_base), -2.0 * static_cast<double>(i) / static_cast<double>(p.n_rot));
+    if (p.freq_factors) f /= static_cast<double>(p.freq_factors[i]);
+    inv_freq[static_cast<size_t>(i)] = f;
+  }
+  const bool normal = p.mode == RopeMode::Normal;
+  pool_.parallel_for(n_tokens, [&](int64_t tb, int64_t te) {
+    thread_local std::vector<double> cs;  // cos, sin of each rotated pair of this token
+    cs.resize(static_cast<size_t>(2 * half));
+    for (int64_t t = tb; t < te; ++t) {
+      const double position = static_cast<double>(pos[t]) * static_cast<double>(p.freq_scale);
+      for (int64_t i = 0; i < half; ++i) {
+        const double theta = position * inv_freq[static_cast<size_t>(i)];
+        cs[static_cast<size_t>(2 * i)] = std::cos(theta);
+        cs[static_cast<size_t>(2 * i + 1)] = std::sin(theta);
+      }
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* head = x + t * ld_token + h * head_dim;
+        for (int64_t i = 0; i < half; ++i) {
+          const double c = cs[static_cast<size_t>(2 * i)], s = cs[static_cast<size_t>(2 * i + 1)];
+          const int64_t a = normal ? 2 * i : i, b = normal ? 2 * i + 1 : i + half;
+          const double x0 = head[a], x1 = head[b];
+          head[a] = static_cast<float>(x0 * c - x1 * s);
+          head[b] = static_cast<float>(x0 * s + x1 * c);
+        }
+      }
+    }
   });
 }
 

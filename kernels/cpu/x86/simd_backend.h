@@ -1,6 +1,7 @@
 // The x86 SIMD CPU backend: the ReferenceBackend's op set with matmul, attention, rmsnorm,
-// silu_mul and add routed through one ISA's kernel table (x86_kernels.h). get_rows, rope and
-// softmax are inherited from the reference (they are not on the hot path).
+// silu_mul and add routed through one ISA's kernel table (x86_kernels.h). rope is the reference's
+// double-precision formula with each token's cos/sin computed once for all its heads (the same
+// bits); get_rows and softmax are inherited from the reference (not on the hot path).
 //
 // Matmul has two paths:
 //   exact (set_exact(true)): weights dequantized on the fly to f32, f32 FMA dots. Differs from the
@@ -41,6 +42,8 @@ class SimdBackend : public ReferenceBackend {
                int64_t ldo) override;
   void attention(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, const AttentionShape& s,
                  float scale, float* out, int64_t ldo) override;
+  void rope(float* x, int64_t n_tokens, int64_t ld_token, int64_t n_heads, int64_t head_dim, const int32_t* pos,
+            const RopeParams& p) override;
   void silu_mul(const float* gate, const float* up, float* out, int64_t n) override;
   void add(const float* a, const float* b, float* out, int64_t n) override;
 
@@ -54,6 +57,8 @@ class SimdBackend : public ReferenceBackend {
   std::vector<int8_t> act_q_;     // [n_tokens, cols]
   std::vector<float> act_d_;      // [n_tokens, cols / 32]
   std::vector<int16_t> act_s_;    // [n_tokens, cols / 16]
+  std::vector<uint8_t> act_xg_;   // x86::Q8Act::xg (kernels with regroup_act only)
+  std::vector<float> act_dg_;     // x86::Q8Act::dg
   std::vector<float> x_rounded_;  // [n_tokens, cols]  F16/BF16 activations
 };
 
