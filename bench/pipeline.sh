@@ -5,7 +5,8 @@
 #
 #   bench/pipeline.sh HERD_BIN [--cache DIR] [-p 64] [-n 32] [-r 5] [--stages 2,4] [--act-dtype f32]
 #
-# Every run is `herd bench -t 1 -r R -p P -n N --json` (median of R repetitions, after a warm-up);
+# Every run is `herd bench -t 1 -r R -p P -n N --json` (median of R repetitions, after a warm-up),
+# the cluster runs with an even --split (so every worker is a stage);
 # the single-process run uses 1 thread, like each worker, so the ratio isolates the cost of the
 # hops. Decode (tg) samples greedily on the last stage, as generation does. Reports a markdown
 # table: pp/tg tok/s, ratio to single-process, wire bytes per decoded token on each hop, and the
@@ -13,7 +14,7 @@
 # token (coordinator -> stage 0 -> ... -> last stage -> coordinator).
 set -euo pipefail
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 [[ $# -ge 1 ]] || usage
 [[ "$1" == -h || "$1" == --help ]] && usage 0
 HERD=$(realpath "$1"); shift
@@ -73,7 +74,10 @@ for model in "${MODELS[@]}"; do
   for n in "${stage_list[@]}"; do
     echo "pipeline.sh: $name on $n workers" >&2
     start_workers "$n" "$model"
-    "$HERD" bench -m "$model" -t 1 -p "$P" -n "$N" -r "$R" --json --workers "$ADDRS" --act-dtype "$ACT" \
+    # An even split, given explicitly: the default (the planner) may leave workers out.
+    layers=$("$HERD" info "$model" | sed -n 's/^shape: *\([0-9]*\) layers.*/\1/p')
+    split=$(python3 -c "n,k=$layers,$n; b=[i*n//k for i in range(k+1)]; print(','.join('%d-%d'%(b[i],b[i+1]-1) for i in range(k)))")
+    "$HERD" bench -m "$model" -t 1 -p "$P" -n "$N" -r "$R" --json --workers "$ADDRS" --split "$split" --act-dtype "$ACT" \
       2>"$TMP/bench.err" >"$TMP/bench.out" || { cat "$TMP/bench.err" >&2; exit 1; }
     hops=$(grep -o 'wire bytes per decoded token: .*' "$TMP/bench.err" | sed 's/wire bytes per decoded token: //')
     HOPS="$hops" python3 -c "import sys,json,os; [print(json.dumps(dict(json.loads(l), stages=$n, name='$name', hops=os.environ['HOPS']))) for l in sys.stdin]" \

@@ -28,6 +28,8 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
     RemotePipelineOptions ro;
     ro.workers = parse_worker_list(opts.workers);
     ro.split = opts.split;
+    ro.plan_strategy = opts.plan_strategy;
+    ro.print_plan = true;
     ro.isa = opts.isa;
     ro.exact = opts.exact;
     ro.n_ctx = n_ctx;

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <sstream>
@@ -14,7 +16,9 @@
 #include "common/log.h"
 #include "model/gguf.h"
 #include "model/weights.h"
+#include "partition/strategies.h"
 #include "transport/crc32.h"
+#include "transport/link_measure.h"
 #include "transport/sha256.h"
 
 namespace herd {
@@ -125,7 +129,7 @@ void RemotePipeline::fail_root_cause(size_t i, const std::string& what) {
 void RemotePipeline::setup() {
   ++session_;
   workers_.clear();
-  for (const auto& a : opts_.workers) workers_.push_back({normalize_address(a), nullptr, {}});
+  for (size_t i = 0; i < opts_.workers.size(); ++i) workers_.push_back({normalize_address(opts_.workers[i]), nullptr, {}, i});
   // Hello to everyone first, then collect the answers (in parallel: one timeout in all).
   Hello h;
   h.role = Role::Coordinator;
@@ -157,8 +161,25 @@ void RemotePipeline::setup() {
                   ", this coordinator speaks " + std::to_string(kProtocolVersion) + " (update herd on that host)");
     if (workers_[i].hello.role != Role::Worker) fail(i, "answered but is not a worker");
   }
+  // Measure each link (a few small round trips and one ~1 MiB echo through this very link).
+  worker_links_.assign(workers_.size(), {});
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    try {
+      LinkMeasureOptions lo;
+      lo.timeout_ms = opts_.connect_timeout_ms;
+      worker_links_[i] = measure_link(*workers_[i].link, lo);
+    } catch (const std::exception& e) {
+      fail(i, std::string("measuring the link: ") + e.what());
+    }
+    HERD_LOG_INFO(describe(i), ": link ", worker_links_[i].latency_s * 1e6, " us one way, ",
+                  worker_links_[i].bandwidth_Bps / 1e9, " GB/s; profile (", workers_[i].hello.profile.source, ") ",
+                  workers_[i].hello.profile.free_ram_bytes / 1e9, " GB free, ", workers_[i].hello.profile.read_bw_Bps / 1e9,
+                  " GB/s read");
+  }
 
   if (!opts_.split.empty()) {
+    plan_.reset();
+    plan_summary_.clear();
     try {
       ranges_ = parse_split(opts_.split, config_.n_layers);
     } catch (const std::invalid_argument& e) {
@@ -168,9 +189,7 @@ void RemotePipeline::setup() {
       throw std::runtime_error("--split has " + std::to_string(ranges_.size()) + " ranges for " +
                                std::to_string(workers_.size()) + " workers");
   } else {
-    std::vector<uint64_t> mem;
-    for (const auto& w : workers_) mem.push_back(w.hello.profile.free_ram_bytes);
-    ranges_ = split_by_memory(config_.n_layers, mem);
+    plan_split();
   }
 
   // What each worker may fetch: the header, and its own tensors.
@@ -181,6 +200,7 @@ void RemotePipeline::setup() {
       if (t) servable_[k].push_back({file_.data_offset() + t->offset, file_.data_offset() + t->offset + t->n_bytes});
     }
   ready_info_.assign(workers_.size(), {});
+  stage_links_.assign(workers_.size() > 0 ? workers_.size() - 1 : 0, {});
 
   // Assign from the last stage back, so that each stage's next stage is ready when it dials it.
   for (size_t k = workers_.size(); k-- > 0;) {
@@ -218,11 +238,127 @@ void RemotePipeline::setup() {
       const Ready ready = unpack<Ready>(r.msg);
       HERD_LOG_INFO(describe(k), " ready: ", ready.info);
       ready_info_[k] = ready.info;
+      if (k + 1 < workers_.size()) {
+        if (!ready.has_next_link) fail(k, "did not report its link to the next stage");
+        stage_links_[k] = ready.next_link;
+        measured_hops_[{workers_[k].address, workers_[k + 1].address}] = ready.next_link;
+        HERD_LOG_INFO(describe(k), ": link to the next stage ", ready.next_link.latency_s * 1e6, " us one way, ",
+                      ready.next_link.bandwidth_Bps / 1e9, " GB/s");
+      }
     } catch (const ProtocolError& e) {
       fail(k, std::string("bad answer to the assignment: ") + e.what());
     }
   }
   healthy_ = true;
+}
+
+namespace {
+
+// A worker's Hello profile as the planner's device (memory = what it reports free).
+partition::DeviceProfile device_of(const WorkerProfile& w, const std::string& name) {
+  partition::DeviceProfile d;
+  d.name = name;
+  d.host = name;  // every worker its own host: the links below are per worker
+  d.kind = partition::DeviceKind::Cpu;
+  d.free_bytes = w.free_ram_bytes;
+  d.total_bytes = std::max(w.total_ram_bytes, w.free_ram_bytes);
+  // A profile without rates (an older worker, a failed measurement): a modest host's figures.
+  d.bandwidth_Bps = w.read_bw_Bps > 0 ? w.read_bw_Bps : 10e9;
+  d.flops = w.matmul_flops > 0 ? w.matmul_flops : 50 * d.bandwidth_Bps;
+  d.overhead_bytes = 128ull << 20;  // as a cluster file's cpu device
+  d.attn_Bps = w.attn_Bps;
+  d.op_overhead_s = w.op_overhead_s;
+  for (const auto& m : w.matvec) d.matvec_Bps[m.type] = m.bytes_per_s;
+  d.probe = w.source;
+  return d;
+}
+
+partition::LinkProfile link_of(const LinkStats& s) {
+  return {s.latency_s, s.bandwidth_Bps > 0 ? s.bandwidth_Bps : 125e6};
+}
+
+std::string tok_s_text(double tok_s) {
+  char b[32];
+  std::snprintf(b, sizeof b, tok_s >= 100 ? "%.0f" : "%.1f", tok_s);
+  return b;
+}
+
+}  // namespace
+
+void RemotePipeline::plan_split() {
+  if (!shape_) shape_ = partition::shape_from_gguf(file_, config_);
+  partition::Cluster c;
+  c.coordinator_host = "coordinator";
+  for (size_t i = 0; i < workers_.size(); ++i)
+    c.devices.push_back(device_of(workers_[i].hello.profile, "worker " + std::to_string(workers_[i].index + 1)));
+  auto key = [](const std::string& a, const std::string& b) { return a < b ? std::make_pair(a, b) : std::make_pair(b, a); };
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    c.links[key(c.coordinator_host, c.devices[i].host)] = link_of(worker_links_[i]);
+    for (size_t j = i + 1; j < workers_.size(); ++j) {
+      // Measured by the stage itself on an earlier assignment, else estimated from the two
+      // coordinator links: the slower latency and the lower bandwidth.
+      partition::LinkProfile l;
+      if (auto it = measured_hops_.find({workers_[i].address, workers_[j].address}); it != measured_hops_.end()) {
+        l = link_of(it->second);
+      } else {
+        l.latency_s = std::max(worker_links_[i].latency_s, worker_links_[j].latency_s);
+        l.bandwidth_Bps = std::min(link_of(worker_links_[i]).bandwidth_Bps, link_of(worker_links_[j]).bandwidth_Bps);
+      }
+      c.links[key(c.devices[i].host, c.devices[j].host)] = l;
+    }
+  }
+  partition::PlanOptions o;
+  o.n_ctx = opts_.n_ctx;
+  o.n_batch = std::min<int64_t>(512, opts_.n_ctx);
+  o.n_prompt = std::min<int64_t>(512, opts_.n_ctx);
+  o.act_bytes = opts_.act_dtype == WireDType::F16 ? 2 : 4;
+  o.keep_order = true;  // the stages follow --workers
+  partition::Strategy strategy = nullptr;
+  try {
+    strategy = partition::find_strategy(opts_.plan_strategy);
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(std::string("--plan-strategy: ") + e.what());
+  }
+  partition::Plan p;
+  try {
+    p = strategy(*shape_, c, o);
+  } catch (const partition::PlanError& e) {
+    for (auto& w : workers_) w.link.reset();
+    throw std::runtime_error(e.what());
+  }
+  cluster_ = c;
+  plan_options_ = o;
+
+  // The plan's stages in pipeline order; workers it leaves out get nothing.
+  std::vector<Worker> active;
+  ranges_.clear();
+  std::string line = "plan:";
+  for (size_t s = 0; s < p.stages.size(); ++s) {
+    const auto& st = p.stages[s];
+    auto& w = workers_[static_cast<size_t>(st.device)];
+    ranges_.push_back({st.first, st.end, s == 0, s + 1 == p.stages.size()});
+    line += std::string(s ? ", " : " ") + "worker " + std::to_string(w.index + 1) + " " + layers_text(ranges_.back());
+    HERD_LOG_INFO("plan (", p.strategy, "): worker ", w.index + 1, " (", w.address, ") ", layers_text(ranges_.back()),
+                  ": needs ", partition::gb(st.mem.total()), " of ", partition::gb(c.devices[static_cast<size_t>(st.device)].free_bytes),
+                  " free, ", st.decode_s * 1e3, " ms per token");
+  }
+  line += "; predicted " + tok_s_text(p.pred.decode_tok_s) + " tok/s";
+  for (const auto& e : p.excluded) {
+    const auto& w = workers_[static_cast<size_t>(e.device)];
+    HERD_LOG_INFO("plan: worker ", w.index + 1, " (", w.address, ") gets no layers: ", e.reason);
+    const std::string why = e.reason.rfind("left out: ", 0) == 0 ? e.reason.substr(10) : e.reason;
+    line += "; worker " + std::to_string(w.index + 1) + " unused (" + why + ")";
+  }
+  HERD_LOG_INFO("plan (", p.strategy, "): predicted ", p.pred.decode_tok_s, " tok/s decode, ", p.pred.ttft_s * 1e3,
+                " ms to the first token of a ", o.n_prompt, "-token prompt");
+  for (const auto& st : p.stages) active.push_back(std::move(workers_[static_cast<size_t>(st.device)]));
+  workers_ = std::move(active);  // the left-out workers' links close here
+  plan_summary_ = line;
+  plan_ = std::move(p);
+  if (opts_.print_plan) {
+    std::fprintf(stderr, "%s\n", plan_summary_.c_str());
+    std::fflush(stderr);
+  }
 }
 
 void RemotePipeline::serve_weights(size_t k, const Message& m) {
@@ -325,8 +461,11 @@ int32_t RemotePipeline::forward(const int32_t* tokens, int64_t n, int64_t pos0, 
 
   const size_t last = workers_.size() - 1;
   const auto start = Clock::now();
+  // Busy-poll for the result for a while (a decode step is milliseconds; a blocked wait costs a
+  // wake-up), then wait in slices that also watch the other workers.
+  const auto busy_until = start + busy_poll_window();
   while (true) {
-    Received r = workers_[last].link->recv(kPollSliceMs);
+    Received r = recv_busy(*workers_[last].link, busy_until, kPollSliceMs);
     if (r.status == RecvStatus::closed) fail(last, "lost (" + r.error + ")");
     if (r.status == RecvStatus::malformed) fail(last, "sent a malformed message: " + r.error);
     if (r.status == RecvStatus::ok) {

@@ -9,6 +9,12 @@
 // handles the Assign; they are served from this process's file in crc32-checked chunks
 // (transport/protocol.h WeightRequest/WeightChunk) and cached on the worker's disk.
 //
+// The split: --split when given; else the planner (partition/strategies.h, `optimal` by default)
+// over the workers in the given order, from what they report in the Hello (free RAM, measured
+// rates) and the links this coordinator measures to each (Ping/Pong: latency, ~1 MiB echo). Links
+// between workers are estimated from those until a worker has measured its link to the next stage
+// (reported in Ready; used on the next setup). A worker the plan leaves out gets no layers.
+//
 // Failure is a value: every wait watches all workers' links (ZeroMQ heartbeats + a socket monitor
 // notice a dead worker within ~1 s), and a lost or failing worker turns into a std::runtime_error
 // naming the worker and its layers. The next eval() reconnects and re-assigns every worker (a
@@ -16,11 +22,15 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "coordinator/pipeline.h"
+#include "partition/model_shape.h"
+#include "partition/plan.h"
 #include "transport/link.h"
 #include "transport/protocol.h"
 
@@ -28,7 +38,9 @@ namespace herd {
 
 struct RemotePipelineOptions {
   std::vector<std::string> workers;  // listen addresses, in stage order ("HOST:PORT", tcp://..., inproc://...)
-  std::string split;                 // "0-1,2-4" (one range per worker); "" = proportional to free memory
+  std::string split;                 // "0-1,2-4" (one range per worker); "" = the planner's split
+  std::string plan_strategy = "optimal";  // without split: even, memory, speed, gpu-first or optimal
+  bool print_plan = false;           // print the one-line plan summary to stderr (the CLI)
   int64_t n_ctx = 0;
   transport::WireDType act_dtype = transport::WireDType::F32;  // hidden states between workers
   std::string isa = "auto";          // CPU kernels the workers use (see CpuBackendOptions)
@@ -57,13 +69,28 @@ class RemotePipeline : public Pipeline {
   // Each worker's Ready text from the last assignment (its layers, mapped MiB, bytes received).
   const std::vector<std::string>& ready_info() const { return ready_info_; }
 
+  // The planner's plan (no value with --split); its device i is worker i of opts.workers.
+  const std::optional<partition::Plan>& plan() const { return plan_; }
+  // What the plan was made from: the workers as devices and the measured links, and the options.
+  const partition::Cluster& planned_cluster() const { return cluster_; }
+  const partition::PlanOptions& plan_options() const { return plan_options_; }
+  // "plan: worker 1 layers 0-13, worker 2 layers 14-29; predicted 96 tok/s" ("" with --split).
+  const std::string& plan_summary() const { return plan_summary_; }
+  // Coordinator -> worker link of every worker in opts.workers order (measured at connect time).
+  const std::vector<transport::LinkStats>& worker_links() const { return worker_links_; }
+  // Link from each active stage to the next as that stage measured it (n_stages - 1 entries).
+  const std::vector<transport::LinkStats>& stage_links() const { return stage_links_; }
+
  private:
   struct Worker {
     std::string address;
     std::unique_ptr<transport::Link> link;
     transport::Hello hello;
+    size_t index = 0;  // position in opts.workers
   };
   void setup();
+  // Sets ranges_ from the planner; drops the workers it leaves out from workers_.
+  void plan_split();
   void prepare(const int32_t* tokens, int64_t n, int64_t pos0);
   // Returns the sampled token when `sample` is given, else fills logits and returns -1.
   int32_t forward(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits,
@@ -84,6 +111,13 @@ class RemotePipeline : public Pipeline {
   std::string model_hash_;
   std::vector<Worker> workers_;
   std::vector<model::LayerRange> ranges_;
+  std::optional<partition::ModelShape> shape_;
+  std::optional<partition::Plan> plan_;
+  partition::Cluster cluster_;
+  partition::PlanOptions plan_options_;
+  std::string plan_summary_;
+  std::vector<transport::LinkStats> worker_links_, stage_links_;
+  std::map<std::pair<std::string, std::string>, transport::LinkStats> measured_hops_;  // (from, to) address
   std::vector<int32_t> history_;  // tokens whose keys/values the workers hold, from position 0
   bool healthy_ = false;
   uint64_t next_request_ = 1, session_ = 0;

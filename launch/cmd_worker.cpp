@@ -1,14 +1,22 @@
 // herd worker: a long-running pipeline stage server. A coordinator (herd run/chat/logits --workers)
 // connects, checks versions and the model, assigns a layer range; the worker maps only that shard
 // of its own copy of the GGUF and serves until told to stop (or killed).
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <csignal>
+#include <optional>
 #include <cstdio>
 
 #include "common/log.h"
+#include "common/timer.h"
 #include "launch/commands.h"
 #include "launch/args.h"
+#include "model/gguf.h"
+#include "partition/host_probe.h"
+#include "partition/probe_profile.h"
 #include "transport/link.h"
 #include "worker/worker_server.h"
 
@@ -18,11 +26,69 @@ namespace {
 std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
 
+// The startup profile, measured in a child process so that its buffers (~100 MiB) never count in
+// this worker's peak RSS. Empty when the child fails (the server then measures in-process).
+std::optional<partition::ProbeResult> measure_in_child(int threads, const std::vector<uint32_t>& types) {
+  int fds[2];
+  if (::pipe(fds) != 0) return std::nullopt;
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return std::nullopt;
+  }
+  if (pid == 0) {  // single-threaded here: nothing else has started yet
+    ::close(fds[0]);
+    int rc = 1;
+    try {
+      partition::HostProbeOptions o;
+      o.threads = threads;
+      o.startup = true;
+      o.types = types;
+      const std::string json = partition::probe_to_json(partition::probe_host(o));
+      size_t done = 0;
+      while (done < json.size()) {
+        const ssize_t w = ::write(fds[1], json.data() + done, json.size() - done);
+        if (w <= 0) break;
+        done += static_cast<size_t>(w);
+      }
+      rc = done == json.size() ? 0 : 1;
+    } catch (...) {
+    }
+    ::_exit(rc);
+  }
+  ::close(fds[1]);
+  std::string json;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) != 0;) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    json.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    HERD_LOG_WARN("worker: the profile measurement process failed (status ", status, "); measuring in-process");
+    return std::nullopt;
+  }
+  try {
+    return partition::probe_from_json(json, "startup profile");
+  } catch (const std::exception& e) {
+    HERD_LOG_WARN("worker: ", e.what(), "; measuring in-process");
+    return std::nullopt;
+  }
+}
+
 }  // namespace
 
 int cmd_worker(const Args& args) {
-  std::string listen_addr, model, cache_dir;
+  std::string listen_addr, model, cache_dir, profile;
   int threads = 0, delay_ms = 0;
+  int64_t report_free_mem = 0;
   ArgParser p("herd worker --listen tcp://ADDR:PORT [-m MODEL] [-t THREADS]",
               "Serves pipeline stages for a coordinator (`herd run --workers HOST:PORT,...`). The model file is "
               "-m, else the path the coordinator sends when it holds the same model here (the handshake checks its "
@@ -33,7 +99,11 @@ int cmd_worker(const Args& args) {
   p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &threads);
   p.add("--cache-dir", "DIR", "where received model shards are kept (default: $HERD_CACHE_DIR, else "
         "~/.cache/herd)", &cache_dir);
+  p.add("--profile", "FILE.json", "send this `herd probe --out` profile in the handshake instead of measuring "
+        "this host at startup (~1 s; free memory is always read live)", &profile);
   p.add("--debug-delay-ms", "MS", "testing: sleep before each forward pass", &delay_ms);
+  p.add("--report-free-mem", "BYTES", "testing: report this much free memory to the coordinator's planner "
+        "instead of MemAvailable", &report_free_mem);
   if (!p.parse(args)) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
@@ -44,6 +114,34 @@ int cmd_worker(const Args& args) {
   o.threads = threads;
   o.debug_delay_ms = delay_ms;
   o.cache_dir = cache_dir;
+  if (report_free_mem < 0) throw UsageError("--report-free-mem must be positive");
+  o.report_free_mem = static_cast<uint64_t>(report_free_mem);
+  if (!profile.empty()) {
+    try {
+      o.profile = partition::load_probe(profile);
+    } catch (const std::exception& e) {
+      throw UsageError(e.what());
+    }
+    o.profile_source = "file " + profile;
+  } else if (!model.empty()) {
+    // Measure the matvec rates of this model's matrix types only.
+    try {
+      auto f = model::GgufFile::open(model, {.map_all = false});
+      for (const auto& t : f->tensors())
+        if (t.ne.size() >= 2 && std::find(o.profile_types.begin(), o.profile_types.end(), static_cast<uint32_t>(t.type)) ==
+                                    o.profile_types.end())
+          o.profile_types.push_back(static_cast<uint32_t>(t.type));
+    } catch (const std::exception&) {
+      o.profile_types.clear();  // the Assign reports an unreadable model; measure the common types
+    }
+  }
+  if (!o.profile) {
+    Timer t;
+    o.profile = measure_in_child(threads, o.profile_types);
+    if (o.profile)
+      HERD_LOG_INFO("worker: profile ", o.profile->read_bw_Bps / 1e9, " GB/s read, ", o.profile->matvec_Bps.size(),
+                    " matvec types, ", o.profile->op_overhead_s * 1e6, " us per call (", t.seconds(), " s)");
+  }
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
   o.name = std::string(host) + ":" + std::to_string(getpid());

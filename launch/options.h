@@ -24,7 +24,10 @@ inline void add_model_options(ArgParser& p, ModelOptions& o) {
   p.add("--split", "A-B,C-D", "run the layers as in-process stages, e.g. 0-1,2-4 (same math as a cluster split)",
         &o.session.split);
   p.add("--workers", "HOST:PORT,...", "run the stages on `herd worker` processes, in this order (with --split: "
-        "one range per worker; else layers proportional to each worker's free memory)", &o.session.workers);
+        "one range per worker; else the planner splits the layers from each worker's reported profile and the "
+        "measured links, and may leave a worker out)", &o.session.workers);
+  p.add("--plan-strategy", "S", "how the planner splits layers over --workers without --split: optimal (default; "
+        "fastest predicted), even, memory, speed (docs/planner.md)", &o.session.plan_strategy);
   p.add("--act-dtype", "f32|f16", "hidden states between workers (f32 = bit-identical to a local run)",
         &o.session.act_dtype);
   p.add("--exact", "", "exact f32 dot products (default: 8-bit activations inside quantized dot products, "

@@ -201,7 +201,12 @@ std::vector<std::vector<int>> orders_to_try(const Cluster& c) {
   return {given, by_bw, by_host};
 }
 
-Result solve(const Tables& t, const Cluster& c, double bound, std::vector<double>* with) {
+Result solve(const Tables& t, const Cluster& c, const PlanOptions& o, double bound, std::vector<double>* with) {
+  if (o.keep_order) {
+    std::vector<int> given(static_cast<size_t>(t.n));
+    std::iota(given.begin(), given.end(), 0);
+    return dp_ordered(t, given, bound);
+  }
   if (t.n <= kOptimalExactDevices) return dp_subsets(t, bound, with);
   Result best;
   for (const auto& order : orders_to_try(c)) {
@@ -223,7 +228,7 @@ Plan plan_optimal(const ModelShape& m, const Cluster& c, const PlanOptions& o) {
   const Tables t = make_tables(m, c, o);
   const double k = static_cast<double>(std::max<int64_t>(o.n_parallel, 1));
   std::vector<double> with;
-  Result r = solve(t, c, kInf, &with);
+  Result r = solve(t, c, o, kInf, &with);
   if (r.stages.empty()) throw PlanError(shortfall_report(m, c, o, "optimal"));
   Plan best;
   best.strategy = "optimal";
@@ -239,7 +244,7 @@ Plan plan_optimal(const ModelShape& m, const Cluster& c, const PlanOptions& o) {
     std::sort(cand.begin(), cand.end());
     cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
     auto eval = [&](size_t i) {
-      Result x = solve(t, c, cand[i], nullptr);
+      Result x = solve(t, c, o, cand[i], nullptr);
       if (x.stages.empty()) return kInf;
       Plan p;
       p.strategy = "optimal";
@@ -281,7 +286,9 @@ Plan plan_optimal(const ModelShape& m, const Cluster& c, const PlanOptions& o) {
     best.excluded.push_back({d, why});
   }
   std::sort(best.excluded.begin(), best.excluded.end(), [](const Excluded& a, const Excluded& b) { return a.device < b.device; });
-  if (t.n > kOptimalExactDevices)
+  if (o.keep_order)
+    best.notes.push_back("devices kept in the given order (each used or skipped)");
+  else if (t.n > kOptimalExactDevices)
     best.notes.push_back("more than " + std::to_string(kOptimalExactDevices) +
                          " devices: searched the given, bandwidth and host-grouped orders, not every order");
   return best;

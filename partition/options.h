@@ -15,6 +15,8 @@ struct PlanOptions {
   int64_t n_prompt = 512;        // prompt length for the time-to-first-token prediction
   double act_bytes = 4;          // bytes per activation element on the wire (f32 hidden state)
   double safety = 0.05;          // margin: this fraction of a stage's weights + KV + scratch (at least 64 MiB)
+  bool keep_order = false;       // `optimal`: devices stay in the cluster's order (a fixed pipeline such as
+                                 // `--workers`), each used or skipped; exact for that order
 };
 
 // "f32" | "f16" | "bf16" | "q8_0" -> bytes per element; throws std::invalid_argument otherwise.

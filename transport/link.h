@@ -8,6 +8,7 @@
 // by an opaque peer id. Nothing here hangs: recv takes a timeout and returns a status value.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -78,5 +79,16 @@ class Listener {
 std::unique_ptr<Link> connect(const std::string& address);
 std::unique_ptr<Listener> listen(const std::string& address);
 std::string normalize_address(const std::string& address);
+
+// Busy polling, for the waits on a pipeline's hot path (a worker between Forwards, the coordinator
+// for a Result). A blocked receiver costs a thread wake-up per message — three per ZeroMQ hop
+// (sender's I/O thread, receiver's I/O thread, receiver) — and a wake-up of an idle virtual CPU that
+// has halted costs ~100 µs on a VM. recv_busy polls recv(0) until `spin_until`, yielding the CPU
+// between polls (a computing process on the same core keeps it), and then waits as recv(timeout_ms).
+using BusyClock = std::chrono::steady_clock;
+Received recv_busy(Link& l, BusyClock::time_point spin_until, int timeout_ms);
+Received recv_busy(Listener& l, BusyClock::time_point spin_until, int timeout_ms);
+// How long a hot-path wait busy-polls before it blocks: $HERD_BUSY_POLL_US (0 = never), default 20 ms.
+std::chrono::microseconds busy_poll_window();
 
 }  // namespace herd::transport

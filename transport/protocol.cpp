@@ -14,8 +14,20 @@ const char* msg_type_name(uint16_t type) {
     case MsgType::Stop: return "Stop";
     case MsgType::WeightRequest: return "WeightRequest";
     case MsgType::WeightChunk: return "WeightChunk";
+    case MsgType::Ping: return "Ping";
+    case MsgType::Pong: return "Pong";
   }
   return "unknown message type";
+}
+
+void check_echo_payload(const Message& m, uint64_t bytes) {
+  if (bytes == 0) {
+    if (!m.tensors.empty()) throw ProtocolError(std::string(msg_type_name(m.type)) + " of 0 bytes carries a tensor");
+    return;
+  }
+  if (m.tensors.size() != 1 || m.tensors[0].dtype != WireDType::U8 ||
+      m.tensors[0].shape != std::vector<int64_t>{static_cast<int64_t>(bytes)})
+    throw ProtocolError(std::string(msg_type_name(m.type)) + " must carry one u8 [" + std::to_string(bytes) + "] tensor");
 }
 
 }  // namespace herd::transport

@@ -2,10 +2,14 @@
 // Each message is a cereal portable-binary payload (versioned per type with CEREAL_CLASS_VERSION)
 // in the frame layout of transport/codec.h; tensors travel as raw frames beside it.
 //
-//   coordinator -> worker   Hello        worker -> coordinator  Hello (its profile)
+//   coordinator -> worker   Hello        worker -> coordinator  Hello (its profile: threads, free RAM,
+//                                          and since v2 of WorkerProfile its measured rates)
+//   coordinator -> worker   Ping{seq, bytes} + u8[bytes]  -> Pong{seq, bytes} + the same bytes
+//                             (link measurement after the Hello: a few small ones, one ~1 MiB)
 //   coordinator -> worker   Assign       worker -> coordinator  Ready | Error
+//                             (Ready v2: the stage's measured link to the next stage)
 //   coordinator -> stage 0  Forward + tokens[n] (i32)
-//   stage i -> stage i+1    Hello (role upstream) once, then Forward + hidden[n, n_embd] (f32|f16)
+//   stage i -> stage i+1    Hello (role upstream) once, Pings (its link measurement), then Forward + hidden[n, n_embd] (f32|f16)
 //   last stage -> coordinator Result + logits[n_rows, n_vocab] (f32), or Result{token} when the
 //                             Forward asked the last stage to sample (Forward.sample, generation)
 //   worker -> coordinator   WeightRequest{offset, length} while assigning, when it has no copy of
@@ -30,11 +34,13 @@
 
 namespace herd::transport {
 
-constexpr uint32_t kProtocolVersion = 2;  // 2: sampling on the last stage, weight transfer
+// 2: sampling on the last stage, weight transfer; 3: worker profile (WorkerProfile v2), Ping/Pong,
+// Ready v2 (measured link to the next stage)
+constexpr uint32_t kProtocolVersion = 3;
 
 enum class MsgType : uint16_t {
   Hello = 1, Assign = 2, Ready = 3, Error = 4, Forward = 5, Result = 6, Reset = 7, Stop = 8,
-  WeightRequest = 9, WeightChunk = 10,
+  WeightRequest = 9, WeightChunk = 10, Ping = 11, Pong = 12,
 };
 const char* msg_type_name(uint16_t type);
 
@@ -70,10 +76,77 @@ void check_version(uint32_t version, uint32_t current, const char* type) {
 }
 }  // namespace detail
 
+// Upper bounds a peer's numbers must stay within (a profile is planner input, not a size to allocate,
+// but NaN, infinities and absurd values would turn a plan into nonsense).
+constexpr double kMaxRateBps = 1e15;      // 1 PB/s: no memory or link is faster
+constexpr double kMaxFlops = 1e18;
+constexpr double kMaxSeconds = 60;         // an op overhead or a link latency
+constexpr size_t kMaxProfileTypes = 64;    // matvec rates (GGUF type ids are < 64 today)
+constexpr uint32_t kMaxGgufType = 1024;
+
+namespace detail {
+template <class Archive>
+void bounded_number(Archive& ar, double& x, double max, const char* field) {
+  ar(x);
+  if constexpr (Archive::is_loading::value)
+    if (!(x >= 0 && x <= max))  // also false for NaN
+      throw ProtocolError(std::string(field) + " is " + std::to_string(x) + " (must be in 0.." + std::to_string(max) + ")");
+}
+}  // namespace detail
+
+// What a worker tells the coordinator about itself. v1: threads and free RAM. v2 adds what the
+// planner's cost model needs (partition/profile.h DeviceProfile), measured at the worker's start
+// (partition/host_probe.h, `herd probe --quick` figures) or loaded from `herd worker --profile`.
+// A v1 profile (all rates 0) still loads; the coordinator then assumes default rates.
+struct MatvecRate {
+  uint32_t type = 0;    // GGUF tensor type id
+  double bytes_per_s = 0;
+};
 struct WorkerProfile {
   int32_t threads = 0;
   uint64_t free_ram_bytes = 0;
-  template <class A> void serialize(A& ar, uint32_t v) { detail::check_version<A>(v, 1, "WorkerProfile"); ar(threads, free_ram_bytes); }
+  // v2:
+  uint64_t total_ram_bytes = 0;  // >= free_ram_bytes when both are known
+  double read_bw_Bps = 0;        // streaming read bandwidth (0: not measured)
+  double matmul_flops = 0;       // prefill matmul FLOP/s
+  double op_overhead_s = 0;      // fixed cost of one kernel call
+  double attn_Bps = 0;           // KV-cache bytes/s of decode attention
+  std::vector<MatvecRate> matvec;  // weight bytes/s of a 1-token matvec, per type (each type once)
+  std::string source;            // "measured at startup", "file /path/probe.json" (logs)
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 2, "WorkerProfile");
+    ar(threads, free_ram_bytes);
+    if (v < 2) return;
+    ar(total_ram_bytes);
+    if constexpr (A::is_loading::value)
+      if (total_ram_bytes != 0 && free_ram_bytes > total_ram_bytes)
+        throw ProtocolError("WorkerProfile: free RAM " + std::to_string(free_ram_bytes) + " exceeds total " +
+                            std::to_string(total_ram_bytes));
+    detail::bounded_number(ar, read_bw_Bps, kMaxRateBps, "WorkerProfile.read_bw_Bps");
+    detail::bounded_number(ar, matmul_flops, kMaxFlops, "WorkerProfile.matmul_flops");
+    detail::bounded_number(ar, op_overhead_s, kMaxSeconds, "WorkerProfile.op_overhead_s");
+    detail::bounded_number(ar, attn_Bps, kMaxRateBps, "WorkerProfile.attn_Bps");
+    uint64_t n = matvec.size();
+    ar(n);
+    if constexpr (A::is_loading::value) {
+      if (n > kMaxProfileTypes)
+        throw ProtocolError("WorkerProfile.matvec has " + std::to_string(n) + " entries (max " +
+                            std::to_string(kMaxProfileTypes) + ")");
+      matvec.resize(n);
+    }
+    for (size_t i = 0; i < matvec.size(); ++i) {
+      auto& e = matvec[i];
+      ar(e.type);
+      detail::bounded_number(ar, e.bytes_per_s, kMaxRateBps, "WorkerProfile.matvec rate");
+      if constexpr (A::is_loading::value) {
+        if (e.type >= kMaxGgufType) throw ProtocolError("WorkerProfile.matvec: tensor type " + std::to_string(e.type));
+        if (!(e.bytes_per_s > 0)) throw ProtocolError("WorkerProfile.matvec: rate of type " + std::to_string(e.type) + " is 0");
+        for (size_t j = 0; j < i; ++j)
+          if (matvec[j].type == e.type) throw ProtocolError("WorkerProfile.matvec: type " + std::to_string(e.type) + " twice");
+      }
+    }
+    detail::bounded_string(ar, source, 1024, "WorkerProfile.source");
+  }
 };
 
 struct Hello {
@@ -131,12 +204,32 @@ struct Assign {
   }
 };
 
+// A measured link (transport/link_measure.h): one-way latency and bandwidth.
+struct LinkStats {
+  double latency_s = 0;
+  double bandwidth_Bps = 0;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "LinkStats");
+    detail::bounded_number(ar, latency_s, kMaxSeconds, "LinkStats.latency_s");
+    detail::bounded_number(ar, bandwidth_Bps, kMaxRateBps, "LinkStats.bandwidth_Bps");
+  }
+};
+
 struct Ready {
   static constexpr MsgType kType = MsgType::Ready;
   std::string info;
+  // v2: after an Assign of a non-last stage, its measured link to the next stage.
+  bool has_next_link = false;
+  LinkStats next_link;
+  Ready() = default;
+  Ready(std::string info_) : info(std::move(info_)) {}  // NOLINT: Ready{"text"} as before v2
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 1, "Ready");
+    detail::check_version<A>(v, 2, "Ready");
     detail::bounded_string(ar, info, 4096, "Ready.info");
+    if (v >= 2) {
+      ar(has_next_link);
+      if (has_next_link) ar(next_link);
+    }
   }
 };
 
@@ -242,6 +335,33 @@ struct WeightChunk {
   }
 };
 
+// Link measurement: Ping + (bytes > 0) one u8 [bytes] tensor; the peer answers Pong with the same
+// seq, bytes and tensor. Any peer that completed a Hello may ping a worker.
+constexpr uint64_t kMaxPingBytes = uint64_t{4} << 20;
+struct Ping {
+  static constexpr MsgType kType = MsgType::Ping;
+  uint64_t seq = 0;
+  uint64_t bytes = 0;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "Ping");
+    ar(seq, bytes);
+    if (bytes > kMaxPingBytes) throw ProtocolError("Ping: " + std::to_string(bytes) + " bytes (max " + std::to_string(kMaxPingBytes) + ")");
+  }
+};
+struct Pong {
+  static constexpr MsgType kType = MsgType::Pong;
+  uint64_t seq = 0;
+  uint64_t bytes = 0;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "Pong");
+    ar(seq, bytes);
+    if (bytes > kMaxPingBytes) throw ProtocolError("Pong: " + std::to_string(bytes) + " bytes (max " + std::to_string(kMaxPingBytes) + ")");
+  }
+};
+// Throws ProtocolError unless `m` carries exactly what its Ping/Pong says: no tensor when bytes is 0,
+// else one u8 [bytes] tensor.
+void check_echo_payload(const Message& m, uint64_t bytes);
+
 struct Reset {
   static constexpr MsgType kType = MsgType::Reset;
   template <class A> void serialize(A& ar, uint32_t v) { detail::check_version<A>(v, 1, "Reset"); }
@@ -290,10 +410,13 @@ T unpack(const Message& m) {
 
 }  // namespace herd::transport
 
-CEREAL_CLASS_VERSION(herd::transport::WorkerProfile, 1)
+CEREAL_CLASS_VERSION(herd::transport::WorkerProfile, 2)
 CEREAL_CLASS_VERSION(herd::transport::Hello, 1)
 CEREAL_CLASS_VERSION(herd::transport::Assign, 2)
-CEREAL_CLASS_VERSION(herd::transport::Ready, 1)
+CEREAL_CLASS_VERSION(herd::transport::Ready, 2)
+CEREAL_CLASS_VERSION(herd::transport::LinkStats, 1)
+CEREAL_CLASS_VERSION(herd::transport::Ping, 1)
+CEREAL_CLASS_VERSION(herd::transport::Pong, 1)
 CEREAL_CLASS_VERSION(herd::transport::ErrorMsg, 1)
 CEREAL_CLASS_VERSION(herd::transport::SampleSpec, 1)
 CEREAL_CLASS_VERSION(herd::transport::Forward, 2)

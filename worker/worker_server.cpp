@@ -1,6 +1,8 @@
 #include "worker/worker_server.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -9,10 +11,13 @@
 #include <thread>
 
 #include "common/log.h"
+#include "common/timer.h"
 #include "coordinator/sampler.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/fp16.h"
 #include "model/weights.h"
+#include "partition/host_probe.h"
+#include "transport/link_measure.h"
 #include "transport/sha256.h"
 #include "worker/weight_cache.h"
 
@@ -73,8 +78,32 @@ void read_activation(const Tensor& t, std::vector<float>& out) {
   }
 }
 
+transport::WorkerProfile worker_profile(const partition::ProbeResult& p, int threads, uint64_t free_bytes) {
+  WorkerProfile w;
+  w.threads = threads;
+  w.free_ram_bytes = free_bytes;
+  w.total_ram_bytes = std::max(p.mem_total_bytes, free_bytes);
+  auto rate = [](double x, double max) { return std::isfinite(x) && x > 0 ? std::min(x, max) : 0.0; };
+  w.read_bw_Bps = rate(p.read_bw_Bps, kMaxRateBps);
+  w.matmul_flops = rate(p.matmul_flops, kMaxFlops);
+  w.op_overhead_s = rate(p.op_overhead_s, kMaxSeconds);
+  w.attn_Bps = rate(p.attn_Bps, kMaxRateBps);
+  for (const auto& [t, bps] : p.matvec_Bps)
+    if (t < kMaxGgufType && rate(bps, kMaxRateBps) > 0 && w.matvec.size() < kMaxProfileTypes)
+      w.matvec.push_back({t, rate(bps, kMaxRateBps)});
+  return w;
+}
+
 WorkerServer::WorkerServer(std::unique_ptr<Listener> listener, WorkerServerOptions opts)
-    : listener_(std::move(listener)), opts_(std::move(opts)) {}
+    : listener_(std::move(listener)), opts_(std::move(opts)) {
+  if (!opts_.profile) {
+    Timer t;
+    opts_.profile = partition::cached_startup_profile(opts_.threads, opts_.profile_types);
+    HERD_LOG_INFO("worker: profile ", opts_.profile->read_bw_Bps / 1e9, " GB/s read, ", opts_.profile->matvec_Bps.size(),
+                  " matvec types, ", opts_.profile->op_overhead_s * 1e6, " us per call (", t.seconds(), " s)");
+    if (opts_.profile_source.empty()) opts_.profile_source = "measured at startup";
+  }
+}
 
 WorkerServer::~WorkerServer() = default;
 
@@ -84,16 +113,22 @@ std::string WorkerServer::stage_name() const {
 
 void WorkerServer::serve(const std::atomic<bool>* stop) {
   HERD_LOG_INFO("worker listening on ", listener_->address());
+  // After a Forward the next one usually follows within a step: busy-poll for it for a while
+  // (transport::recv_busy) instead of sleeping, which costs a wake-up per hop; idle, block.
+  const auto busy_window = busy_poll_window();
+  BusyClock::time_point busy_until{};
   while (!stop || !stop->load()) {
     Received r;
     if (!pending_.empty()) {
       r = std::move(pending_.front());
       pending_.pop_front();
     } else {
-      r = listener_->recv(100);
+      r = recv_busy(*listener_, busy_until, 100);
       if (r.status == RecvStatus::timeout) continue;
     }
+    const bool forward = r.status == RecvStatus::ok && r.msg.type == static_cast<uint16_t>(MsgType::Forward);
     if (!handle(r)) return;
+    if (forward && busy_window.count() > 0) busy_until = BusyClock::now() + busy_window;
   }
 }
 
@@ -128,6 +163,12 @@ bool WorkerServer::handle(Received& r) {
         listener_->send(r.peer, pack(Ready{"stopping"}));
         HERD_LOG_INFO("worker: stop requested");
         return false;
+      case MsgType::Ping: {  // link measurement (transport/link_measure.h): echo the bytes back
+        const Ping p = unpack<Ping>(m);
+        check_echo_payload(m, p.bytes);
+        listener_->send(r.peer, pack(Pong{p.seq, p.bytes}, std::move(r.msg.tensors)));
+        return true;
+      }
       case MsgType::WeightChunk:
         return true;  // an answer to a weight request of an assignment that already failed
       case MsgType::Error: {
@@ -170,8 +211,10 @@ void WorkerServer::on_hello(const std::string& peer, const Message& m) {
   peers_[peer] = Peer{h.role};
   Hello reply;
   reply.role = Role::Worker;
-  reply.profile.threads = opts_.threads > 0 ? opts_.threads : static_cast<int32_t>(std::thread::hardware_concurrency());
-  reply.profile.free_ram_bytes = available_memory_bytes();
+  reply.profile = worker_profile(*opts_.profile,
+                                 opts_.threads > 0 ? opts_.threads : static_cast<int32_t>(std::thread::hardware_concurrency()),
+                                 opts_.report_free_mem > 0 ? opts_.report_free_mem : available_memory_bytes());
+  reply.profile.source = opts_.profile_source;
   reply.name = opts_.name;
   listener_->send(peer, pack(reply));
   HERD_LOG_INFO("worker: hello from ", printable_peer(peer), " (", h.name, ")");
@@ -183,6 +226,7 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
   coordinator_ = peer;
   uint64_t received = 0;
   bool fetched = false;
+  std::optional<LinkStats> next_link;
   try {
     // Own copy (-m), else the coordinator's path when it holds the same model here, else the
     // weight cache (filled from the coordinator as needed).
@@ -266,6 +310,13 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
                                                               (r.error.empty() ? "timed out" : r.error));
       const Hello reply = unpack<Hello>(r.msg);
       if (reply.protocol_version != kProtocolVersion) throw std::runtime_error("next stage speaks another protocol");
+      try {
+        LinkMeasureOptions lo;
+        lo.timeout_ms = kNextStageHelloTimeoutMs;
+        next_link = measure_link(*next_, lo);
+      } catch (const std::exception& e) {
+        throw std::runtime_error("measuring the link to the next stage " + a.next_address + ": " + e.what());
+      }
     }
   } catch (const ProtocolError&) {
     throw;
@@ -281,7 +332,13 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
                                           file_->path() + ")"
                                     : "");
   HERD_LOG_INFO("worker: assigned ", info);
-  listener_->send(peer, pack(Ready{info}));
+  Ready ready{info};
+  if (next_link) {
+    ready.has_next_link = true;
+    ready.next_link = *next_link;
+    HERD_LOG_INFO("worker: link to the next stage: ", next_link->latency_s * 1e6, " us, ", next_link->bandwidth_Bps / 1e9, " GB/s");
+  }
+  listener_->send(peer, pack(ready));
 }
 
 void WorkerServer::on_forward(const std::string& peer, const Message& m) {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <zmq_addon.hpp>
 #include <filesystem>
+#include <fstream>
 #include <zmq.hpp>
 
 #include "coordinator/remote_pipeline.h"
@@ -75,18 +76,20 @@ class Cluster : public ::testing::Test {
 std::vector<std::unique_ptr<WorkerProcess>> Cluster::pool_;
 
 TEST_F(Cluster, Stories260KBitIdenticalOn1To4Workers) {
-  // 5 layers: even-ish splits by memory, then 1|4 and 4|1.
-  check_splits("stories260K.gguf", {{1, ""}, {2, ""}, {3, ""}, {4, ""}, {2, "0-0,1-4"}, {2, "0-3,4-4"}});
+  // 5 layers: even-ish splits, then 1|4 and 4|1 ("" = the planner's split on one worker).
+  check_splits("stories260K.gguf", {{1, ""}, {2, "0-2,3-4"}, {3, "0-1,2-3,4-4"}, {4, "0-1,2-2,3-3,4-4"},
+                                    {2, "0-0,1-4"}, {2, "0-3,4-4"}});
 }
 
 TEST_F(Cluster, RandkQ4KMBitIdenticalOn1To4WorkersIncludingUnevenSplits) {
   // 4 layers: 1|3 and 3|1 as well as one layer per worker.
-  check_splits("randk-Q4_K_M.gguf", {{1, ""}, {2, ""}, {3, ""}, {4, ""}, {2, "0-0,1-3"}, {2, "0-2,3-3"}});
+  check_splits("randk-Q4_K_M.gguf", {{1, ""}, {2, "0-1,2-3"}, {3, "0-1,2-2,3-3"}, {4, "0-0,1-1,2-2,3-3"},
+                                     {2, "0-0,1-3"}, {2, "0-2,3-3"}});
 }
 
 TEST_F(Cluster, F16ActivationsStayClose) {
   LocalModel m("stories260K.gguf");
-  auto remote = m.remote(first(3), "", transport::WireDType::F16);
+  auto remote = m.remote(first(3), "0-1,2-3,4-4", transport::WireDType::F16);
   int64_t n_prompt = 0;
   const auto tokens = reference_tokens(n_prompt);
   const LogitsFile a = replay_logits(*m.local, tokens, n_prompt), b = replay_logits(*remote, tokens, n_prompt);
@@ -134,7 +137,7 @@ TEST_F(Cluster, WorkerSurvivesGarbageAndServesAGoodCoordinator) {
   EXPECT_EQ(errors, 5);
   EXPECT_EQ(waitpid(pool_[0]->child().pid(), nullptr, WNOHANG), 0) << "the worker died";
   LocalModel m("stories260K.gguf");
-  auto remote = m.remote(first(2));
+  auto remote = m.remote(first(2), "0-2,3-4");
   expect_same_logits(*m.local, *remote, "after garbage");
   EXPECT_NE(pool_[0]->child().err().find("dropping peer"), std::string::npos) << "drops are logged";
 }
@@ -143,7 +146,7 @@ TEST_F(Cluster, HandshakeErrorsAreClear) {
   LocalModel m("stories260K.gguf");
   WorkerProcess other("*", {"-m", model_path("randk-Q4_K_M.gguf")});
   try {
-    m.remote({pool_[0]->address(), other.address()});
+    m.remote({pool_[0]->address(), other.address()}, "0-2,3-4");
     ADD_FAILURE() << "a worker with another model was accepted";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("worker 2 of 2"), std::string::npos) << e.what();
@@ -249,7 +252,7 @@ TEST_F(Cluster, CliRunAndLogitsMatchLocal) {
                                               "-t", "1"};
     auto ls = herd_cli(sampled);
     auto cs = sampled;
-    cs.insert(cs.end(), {"--workers", pool_[0]->address() + "," + pool_[1]->address()});
+    cs.insert(cs.end(), {"--workers", pool_[0]->address() + "," + pool_[1]->address(), "--split", "0-2,3-4"});
     auto rs = herd_cli(cs);
     ASSERT_EQ(ls.exit_code, 0) << ls.err;
     ASSERT_EQ(rs.exit_code, 0) << rs.err;
@@ -261,6 +264,56 @@ TEST_F(Cluster, CliRunAndLogitsMatchLocal) {
                        "bf16"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("--act-dtype"), std::string::npos) << bad.err;
+}
+
+// Without --split the CLI plans the split from what the workers report (`herd worker
+// --report-free-mem` is the test hook for a small host) and prints it on one line.
+TEST_F(Cluster, CliPlansTheSplitFromReportedProfiles) {
+  WorkerProcess small("*", {"--report-free-mem", "1000000"}), tiny("*", {"--report-free-mem", "2000000"});
+  const std::vector<std::string> run = {"run", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time",
+                                        "--temp", "0", "-n", "16", "-t", "1"};
+  auto local = herd_cli(run);
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+
+  auto with = run;
+  with.insert(with.end(), {"--workers", small.address() + "," + pool_[0]->address()});
+  auto r = herd_cli(with);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, local.out);
+  EXPECT_NE(r.err.find("plan: worker 2 layers 0-4; predicted "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("worker 1 unused (cannot hold a single layer"), std::string::npos) << r.err;
+
+  auto none = run;
+  none.insert(none.end(), {"--workers", small.address() + "," + tiny.address()});
+  r = herd_cli(none);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("does not fit"), std::string::npos) << r.err;
+
+  auto even = run;
+  even.insert(even.end(), {"--workers", pool_[0]->address() + "," + pool_[1]->address(), "--plan-strategy", "even"});
+  r = herd_cli(even);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, local.out);
+  EXPECT_NE(r.err.find("plan: worker 1 layers 0-2, worker 2 layers 3-4; predicted "), std::string::npos) << r.err;
+
+  // A saved `herd probe` profile instead of the startup measurement; a bad one is a clear error.
+  const std::string probe = temp_file("probe.json");
+  {
+    std::ofstream f(probe);
+    f << R"({"herd_probe": 1, "mem_total_bytes": 8e9, "mem_available_bytes": 6e9, "read_bw_Bps": 5e9,
+             "matvec_Bps": {"q8_0": 4e9}})";
+  }
+  WorkerProcess loaded("*", {"--profile", probe});
+  auto l = run;
+  l.insert(l.end(), {"--workers", loaded.address()});
+  r = herd_cli(l);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, local.out);
+  EXPECT_NE(r.err.find("plan: worker 1 layers 0-4"), std::string::npos) << r.err;
+  auto bad = herd_cli({"worker", "--listen", "tcp://127.0.0.1:*", "--profile", "/nonexistent/probe.json"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("/nonexistent/probe.json"), std::string::npos) << bad.err;
+  std::remove(probe.c_str());
 }
 
 TEST_F(Cluster, CliExitsWithin2sWhenAWorkerIsKilled) {
@@ -302,7 +355,9 @@ TEST_F(Cluster, WorkerProcessesWithoutTheModelFetchItOnceThenStartFromTheirCache
     RemotePipeline remote(*m.file, m.config, o);
     EXPECT_EQ(remote.weight_bytes_sent(), start == 0 ? expected : 0u) << "start " << start;
     expect_same_logits(*m.local, remote, "start " + std::to_string(start));
-    if (start == 0) EXPECT_NE(w0.child().err().find("receiving weights"), std::string::npos) << w0.child().err();
+    if (start == 0) {
+      EXPECT_NE(w0.child().err().find("receiving weights"), std::string::npos) << w0.child().err();
+    }
   }
   std::filesystem::remove_all(d0);
   std::filesystem::remove_all(d1);

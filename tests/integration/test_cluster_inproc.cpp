@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <thread>
 
@@ -12,6 +13,8 @@
 #include "model/gguf.h"
 #include "model/tokenizer.h"
 #include "model/weights.h"
+#include "partition/model_shape.h"
+#include "partition/strategies.h"
 #include "tests/integration/cluster_util.h"
 #include "transport/inproc_link.h"
 #include "transport/protocol.h"
@@ -25,8 +28,10 @@ using Clock = std::chrono::steady_clock;
 // A WorkerServer on its own thread; destroying it closes its listener (a dead worker).
 class InprocWorker {
  public:
-  explicit InprocWorker(const std::string& name, const std::string& cache_dir = "", uint64_t chunk_bytes = 0) {
+  explicit InprocWorker(const std::string& name, const std::string& cache_dir = "", uint64_t chunk_bytes = 0,
+                        uint64_t report_free_mem = 0) {
     WorkerServerOptions o;
+    o.report_free_mem = report_free_mem;
     o.threads = 1;
     o.name = name;
     o.cache_dir = cache_dir;
@@ -101,11 +106,100 @@ TEST(SplitByMemory, ProportionalContiguousAtLeastOneLayerEach) {
   EXPECT_THROW(parse_worker_list("a:1,,b:2"), std::invalid_argument);
 }
 
+// Without --split the split is the planner's: partition::plan_optimal over the workers' Hello
+// profiles (free RAM as memory) and the links measured at connect time, workers in the given order.
+TEST(InprocPlanner, DefaultSplitIsWhatOptimalReturnsForTheReportedProfilesAndMeasuredLinks) {
+  Models m("stories260K.gguf");
+  auto w = start("plan-", 3);
+  auto remote = m.remote(addresses(w, 3));
+  ASSERT_TRUE(remote->plan().has_value());
+  const partition::Cluster& c = remote->planned_cluster();
+  ASSERT_EQ(c.devices.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const auto& d = c.devices[i];
+    EXPECT_EQ(d.name, "worker " + std::to_string(i + 1));
+    EXPECT_GT(d.free_bytes, 0u) << "reported MemAvailable";
+    EXPECT_GT(d.bandwidth_Bps, 0) << "measured at the worker's start";
+    EXPECT_GT(d.op_overhead_s, 0);
+    EXPECT_FALSE(d.matvec_Bps.empty());
+    const auto& l = remote->worker_links()[i];
+    EXPECT_TRUE(std::isfinite(l.latency_s) && l.latency_s > 0 && l.latency_s < 0.05) << l.latency_s;
+    EXPECT_TRUE(std::isfinite(l.bandwidth_Bps) && l.bandwidth_Bps > 0) << l.bandwidth_Bps;
+    EXPECT_EQ(c.link(-1, static_cast<int>(i)).latency_s, l.latency_s);
+  }
+  const partition::Plan want =
+      partition::plan_optimal(partition::shape_from_gguf(*m.file, m.config), c, remote->plan_options());
+  const partition::Plan& got = *remote->plan();
+  ASSERT_EQ(got.stages.size(), want.stages.size());
+  ASSERT_EQ(remote->ranges().size(), want.stages.size());
+  for (size_t s = 0; s < want.stages.size(); ++s) {
+    EXPECT_EQ(got.stages[s].device, want.stages[s].device);
+    EXPECT_EQ(remote->ranges()[s].first, want.stages[s].first);
+    EXPECT_EQ(remote->ranges()[s].end, want.stages[s].end);
+  }
+  EXPECT_EQ(got.excluded.size(), want.excluded.size());
+  EXPECT_NE(remote->plan_summary().find("plan: worker"), std::string::npos) << remote->plan_summary();
+  EXPECT_NE(remote->plan_summary().find("tok/s"), std::string::npos) << remote->plan_summary();
+  expect_same_logits(*m.local, *remote, "planned split");
+
+  // Every stage measures its link to the next one and reports it in Ready.
+  auto three = m.remote(addresses(w, 3), "0-1,2-3,4-4");
+  ASSERT_EQ(three->stage_links().size(), 2u);
+  for (const auto& l : three->stage_links()) {
+    EXPECT_TRUE(std::isfinite(l.latency_s) && l.latency_s > 0 && l.latency_s < 0.05) << l.latency_s;
+    EXPECT_TRUE(std::isfinite(l.bandwidth_Bps) && l.bandwidth_Bps > 0) << l.bandwidth_Bps;
+  }
+  EXPECT_FALSE(three->plan().has_value()) << "--split overrides the planner";
+
+  // Other strategies on request: `even` over 3 workers in their order.
+  Models m2("stories260K.gguf");
+  RemotePipelineOptions o;
+  o.workers = addresses(w, 3);
+  o.n_ctx = 256;
+  o.plan_strategy = "even";
+  RemotePipeline even(*m2.file, m2.config, o);
+  ASSERT_EQ(even.ranges().size(), 3u);
+  EXPECT_EQ(even.ranges()[0].end, 2);
+  EXPECT_EQ(even.ranges()[1].end, 4);
+  EXPECT_EQ(even.ranges()[2].end, 5);
+  o.plan_strategy = "fastest";
+  EXPECT_THROW(RemotePipeline(*m2.file, m2.config, o), std::runtime_error);
+}
+
+TEST(InprocPlanner, TinyReportedMemoryLeavesAWorkerOutOrIsTheShortfallError) {
+  Models m("stories260K.gguf");
+  InprocWorker tiny("tinymem-0", "", 0, 1'000'000), big("tinymem-1"), tiny2("tinymem-2", "", 0, 2'000'000);
+  auto remote = m.remote({tiny.address(), big.address()});
+  ASSERT_TRUE(remote->plan().has_value());
+  ASSERT_EQ(remote->ranges().size(), 1u);
+  EXPECT_EQ(remote->ranges()[0].first, 0);
+  EXPECT_EQ(remote->ranges()[0].end, m.config.n_layers);
+  ASSERT_EQ(remote->plan()->excluded.size(), 1u);
+  EXPECT_EQ(remote->plan()->excluded[0].device, 0);
+  EXPECT_NE(remote->plan()->excluded[0].reason.find("cannot hold a single layer"), std::string::npos)
+      << remote->plan()->excluded[0].reason;
+  EXPECT_NE(remote->plan_summary().find("plan: worker 2 layers 0-4"), std::string::npos) << remote->plan_summary();
+  EXPECT_NE(remote->plan_summary().find("worker 1 unused"), std::string::npos) << remote->plan_summary();
+  expect_same_logits(*m.local, *remote, "one worker left out");
+  try {
+    m.remote({tiny.address(), tiny2.address()});
+    ADD_FAILURE() << "a model that fits nowhere was planned";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not fit"), std::string::npos) << e.what();
+  }
+  // --split still overrides (the workers load what they are told).
+  auto forced = m.remote({tiny.address(), big.address()}, "0-1,2-4");
+  EXPECT_EQ(forced->ranges().size(), 2u);
+}
+
 TEST(InprocCluster, BitIdenticalToLocalForEverySplit) {
   auto w = start("bitident-", 4);
   for (const auto& [name, plans] : std::vector<std::pair<std::string, std::vector<std::pair<size_t, std::string>>>>{
-           {"stories260K.gguf", {{1, ""}, {2, ""}, {3, ""}, {4, ""}, {2, "0-0,1-4"}, {2, "0-3,4-4"}}},
-           {"randk-Q4_K_M.gguf", {{1, ""}, {2, "0-1,2-3"}, {3, ""}, {4, ""}, {2, "0-0,1-3"}, {2, "0-2,3-3"}}}}) {
+           // n stages each (the planner's default may use fewer workers; "" = the planner's split)
+           {"stories260K.gguf",
+            {{1, ""}, {2, ""}, {2, "0-2,3-4"}, {3, "0-1,2-3,4-4"}, {4, "0-1,2-2,3-3,4-4"}, {2, "0-0,1-4"}, {2, "0-3,4-4"}}},
+           {"randk-Q4_K_M.gguf",
+            {{1, ""}, {2, "0-1,2-3"}, {3, "0-1,2-2,3-3"}, {4, "0-0,1-1,2-2,3-3"}, {2, "0-0,1-3"}, {2, "0-2,3-3"}}}}) {
     Models m(name);
     const std::vector<int32_t> prompt = {1, 403, 407, 261, 378};
     const auto want = greedy(*m.local, prompt, 16);
@@ -156,7 +250,7 @@ TEST(InprocCluster, WorkerDropsMalformedPeersAndKeepsServing) {
   // A Hello, then a Forward whose hidden state has the wrong size (the worker is not even assigned).
   ASSERT_EQ(raw.send(transport::pack(transport::Hello{})), "");
   ASSERT_EQ(raw.recv(2000).status, transport::RecvStatus::ok);
-  auto remote = m.remote(addresses(w, 2));
+  auto remote = m.remote(addresses(w, 2), "0-2,3-4");
   transport::Tensor t{transport::WireDType::F32, {1, 3}, std::string(12, '\0')};
   ASSERT_EQ(raw.send(transport::pack(transport::Forward{1, 0, 1, false}, {t})), "");
   r = raw.recv(2000);
@@ -177,7 +271,7 @@ TEST(InprocCluster, WorkerDropsMalformedPeersAndKeepsServing) {
   const std::string why = transport::unpack<transport::ErrorMsg>(r.msg).message;
   EXPECT_TRUE(why.find("model mismatch") != std::string::npos || why.find("layer range") != std::string::npos) << why;
   // The good coordinator re-assigns and gets the right answer.
-  remote = m.remote(addresses(w, 2));
+  remote = m.remote(addresses(w, 2), "0-2,3-4");
   expect_same_logits(*m.local, *remote, "after garbage");
 }
 
@@ -207,12 +301,12 @@ TEST(InprocCluster, LastStageSamplingGivesTheLocalTokensForASeedAndGreedy) {
     const auto want = generate(*m.local, *tok, seeded, 48);
     ASSERT_GT(want.size(), 8u);
     for (size_t n : {2u, 3u}) {
-      auto remote = m.remote(addresses(w, n));
+      auto remote = m.remote(addresses(w, n), n == 2 ? "0-2,3-4" : "0-1,2-3,4-4");
       EXPECT_EQ(generate(*remote, *tok, seeded, 48), want) << "seed " << seed << ", " << n << " stages";
     }
   }
   const auto want_greedy = generate(*m.local, *tok, greedy_p, 48);
-  auto remote = m.remote(addresses(w, 2));
+  auto remote = m.remote(addresses(w, 2), "0-2,3-4");
   EXPECT_EQ(generate(*remote, *tok, greedy_p, 48), want_greedy);
   // Sampling is not secretly greedy: some seed differs from the greedy text.
   seeded.repeat_penalty = greedy_p.repeat_penalty;

@@ -67,7 +67,9 @@ TEST(ClusterRss, EachWorkerHoldsOnlyItsShard) {
                 static_cast<long long>(remote.ranges()[i].first), static_cast<long long>(remote.ranges()[i].end - 1),
                 remote.ranges()[i].embedding ? ", embedding" : "", remote.ranges()[i].output ? ", output" : "",
                 hwm / 1048576.0, shard / 1048576.0, static_cast<double>(hwm) / static_cast<double>(file_bytes));
-    if (i == 1 || i == 2) EXPECT_LT(hwm, file_bytes / 2) << "middle worker " << i << " holds more than its shard";
+    if (i == 1 || i == 2) {
+      EXPECT_LT(hwm, file_bytes / 2) << "middle worker " << i << " holds more than its shard";
+    }
   }
   std::fflush(stdout);
 }

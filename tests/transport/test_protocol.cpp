@@ -30,7 +30,8 @@ Tensor f32_tensor(std::vector<int64_t> shape) {
 TEST(Protocol, EveryMessageRoundTrips) {
   Hello h;
   h.role = Role::Worker;
-  h.profile = {12, 123456789012ull};
+  h.profile.threads = 12;
+  h.profile.free_ram_bytes = 123456789012ull;
   h.name = "host-a";
   const Hello h2 = round_trip(h);
   EXPECT_EQ(h2.protocol_version, kProtocolVersion);
@@ -169,8 +170,8 @@ TEST(Protocol, MalformedPayloadsAreRejected) {
 
   Hello h;
   Message bad_role = pack(h);
-  // Layout: u32 class version, u32 protocol_version, u8 role, profile (u32 version, i32, u64), u64 name length.
-  bad_role.payload[bad_role.payload.size() - 8 - 16 - 1] = 9;
+  // Layout: u8 endianness flag, u32 class version, u32 protocol_version, u8 role, profile, name.
+  bad_role.payload[1 + 4 + 4] = 9;
   try {
     unpack<Hello>(bad_role);
     ADD_FAILURE() << "accepted role 9";

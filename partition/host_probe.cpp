@@ -1,0 +1,291 @@
+#include "partition/host_probe.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "common/timer.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/quant.h"
+
+namespace herd::partition {
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0 : (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
+}
+
+// Runs fn once untimed, then `reps` timed; the median seconds.
+template <class F>
+double time_median(int reps, F&& fn) {
+  fn();
+  std::vector<double> s;
+  for (int i = 0; i < reps; ++i) {
+    Timer t;
+    fn();
+    s.push_back(t.seconds());
+  }
+  return median(s);
+}
+
+uint64_t meminfo_bytes_impl(const std::string& key) {
+  std::ifstream f("/proc/meminfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(key + ":", 0) == 0) {
+      std::istringstream ls(line.substr(key.size() + 1));
+      uint64_t kb = 0;
+      ls >> kb;
+      return kb * 1024;
+    }
+  return 0;
+}
+
+std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      std::string v = line.substr(line.find(':') + 1);
+      v.erase(0, v.find_first_not_of(' '));
+      return v;
+    }
+  return "unknown";
+}
+
+// Streaming read of `bytes` with n_threads threads (each its own contiguous slice).
+double read_bandwidth(size_t bytes, int n_threads, int reps) {
+  const size_t n = bytes / sizeof(uint64_t);
+  std::vector<uint64_t> buf(n);
+  for (size_t i = 0; i < n; ++i) buf[i] = i * 0x9E3779B97F4A7C15ull;  // touch every page
+  std::vector<uint64_t> sink(static_cast<size_t>(n_threads) * 8, 0);
+  auto pass = [&] {
+    std::vector<std::thread> ts;
+    auto work = [&](int t) {
+      const size_t b = n * static_cast<size_t>(t) / static_cast<size_t>(n_threads);
+      const size_t e = n * static_cast<size_t>(t + 1) / static_cast<size_t>(n_threads);
+      uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      size_t i = b;
+      for (; i + 4 <= e; i += 4) a0 += buf[i], a1 ^= buf[i + 1], a2 += buf[i + 2], a3 ^= buf[i + 3];
+      for (; i < e; ++i) a0 += buf[i];
+      sink[static_cast<size_t>(t) * 8] += a0 + a1 + a2 + a3;  // one cache line per thread
+    };
+    for (int t = 1; t < n_threads; ++t) ts.emplace_back(work, t);
+    work(0);
+    for (auto& th : ts) th.join();
+  };
+  const double s = time_median(reps, pass);
+  volatile uint64_t keep = sink[0];
+  (void)keep;
+  return static_cast<double>(n * sizeof(uint64_t)) / s;
+}
+
+// A [rows x cols] matrix of type t filling about `bytes`: 64 distinct quantized random rows, repeated.
+struct TestMatrix {
+  std::vector<uint8_t> data;
+  WeightMatrix w;
+};
+TestMatrix make_matrix(DType t, int64_t cols, size_t bytes) {
+  const size_t rb = row_bytes(t, cols);
+  const int64_t rows = std::max<int64_t>(64, static_cast<int64_t>(bytes / rb));
+  TestMatrix m;
+  m.data.resize(rb * static_cast<size_t>(rows));
+  std::mt19937 rng(42);
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < 64; ++r) {
+    for (auto& v : row) v = nd(rng);
+    quantize_row(t, row.data(), m.data.data() + rb * static_cast<size_t>(r), cols);
+  }
+  for (int64_t r = 64; r < rows; ++r)
+    std::memcpy(m.data.data() + rb * static_cast<size_t>(r), m.data.data() + rb * static_cast<size_t>(r % 64), rb);
+  m.w = {t, m.data.data(), rows, cols, rb};
+  return m;
+}
+
+// One-way latency of a 64-byte message between two threads over TCP on 127.0.0.1 (ping-pong / 2):
+// the floor of a hop between two workers on this host (ZeroMQ adds its I/O thread on each side).
+double loopback_latency(int round_trips) {
+  const int ls = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (ls < 0) return 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t al = sizeof a;
+  if (::bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(ls, 1) != 0 ||
+      ::getsockname(ls, reinterpret_cast<sockaddr*>(&a), &al) != 0) {
+    ::close(ls);
+    return 0;
+  }
+  auto exact = [](int fd, char* buf, bool send) {
+    size_t done = 0;
+    while (done < 64) {
+      const ssize_t r = send ? ::send(fd, buf + done, 64 - done, MSG_NOSIGNAL) : ::recv(fd, buf + done, 64 - done, 0);
+      if (r <= 0) return false;
+      done += static_cast<size_t>(r);
+    }
+    return true;
+  };
+  std::thread echo([&] {
+    const int fd = ::accept(ls, nullptr, nullptr);
+    if (fd < 0) return;
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    char buf[64];
+    while (exact(fd, buf, false) && exact(fd, buf, true)) {
+    }
+    ::close(fd);
+  });
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  double lat = 0;
+  if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    char buf[64] = {};
+    std::vector<double> s;
+    for (int i = 0; i < round_trips + 20; ++i) {
+      Timer t;
+      if (!exact(fd, buf, true) || !exact(fd, buf, false)) break;
+      if (i >= 20) s.push_back(t.seconds() / 2);  // first 20: warm-up
+    }
+    lat = median(s);
+  }
+  if (fd >= 0) ::close(fd);  // the echo thread sees EOF and ends
+  echo.join();
+  ::close(ls);
+  return lat;
+}
+
+// What a worker measures at startup when it does not know its model's types: the types of the
+// common GGUF files (legacy quants, K-quants, 8-bit, f16/f32 for norms and small models).
+const DType kStartupTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q8_0, DType::Q4_K,
+                               DType::Q5_K, DType::Q6_K, DType::F16, DType::F32};
+
+}  // namespace
+
+uint64_t meminfo_bytes(const std::string& key) { return meminfo_bytes_impl(key); }
+
+ProbeResult probe_host(const HostProbeOptions& o) {
+  const int hw = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int nt = o.threads <= 0 ? hw : o.threads;
+  const bool small = o.quick || o.startup;
+  const int reps = small ? 3 : 7;
+  // >= L3 (32 MiB here) so weights come from DRAM; a startup profile streams 24 MiB (beyond most
+  // per-core L2 + shared L3 slices of a small host, close enough for a first plan).
+  const size_t mat_bytes = o.startup ? (24ull << 20) : o.quick ? (40ull << 20) : (96ull << 20);
+
+  ProbeResult r;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  r.host = host;
+  r.cpu = cpu_model();
+  r.threads = nt;
+  r.hw_threads = hw;
+  r.mem_total_bytes = meminfo_bytes("MemTotal");
+  r.mem_available_bytes = std::min(meminfo_bytes("MemAvailable"), r.mem_total_bytes);
+
+  auto be = make_cpu_backend({.exact = false, .isa = o.isa});
+  be->set_threads(nt);
+  r.isa = be->name();
+
+  r.read_bw_Bps = read_bandwidth(o.startup ? (64ull << 20) : o.quick ? (192ull << 20) : (512ull << 20), nt,
+                                 o.startup ? 3 : std::max(5, reps));
+
+  // Matvec (decode): weight bytes per second of a 1-token matmul, per type, 4096 columns.
+  const int64_t cols = 4096;
+  std::vector<float> x(static_cast<size_t>(cols) * 128), y;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& v : x) v = nd(rng);
+  std::vector<DType> types;
+  if (!o.types.empty()) {
+    for (uint32_t t : o.types)
+      if (dtype_traits(t)) types.push_back(static_cast<DType>(t));
+  } else if (o.startup) {
+    types.assign(std::begin(kStartupTypes), std::end(kStartupTypes));
+  } else {
+    for (const auto& tr : kDTypes) types.push_back(tr.type);
+  }
+  for (DType t : types) {
+    if (!be->supports(Op::MatMul, t)) continue;
+    TestMatrix m = make_matrix(t, cols, mat_bytes);
+    y.assign(static_cast<size_t>(m.w.rows), 0.0f);
+    const double s = time_median(o.startup ? 2 : reps, [&] { be->matmul(m.w, x.data(), 1, cols, y.data(), m.w.rows); });
+    r.matvec_Bps[static_cast<uint32_t>(t)] = static_cast<double>(m.data.size()) / s;
+  }
+
+  // Matmul (prefill): FLOP/s of 128 tokens through a Q4_0 matrix (2 FLOPs per weight per token).
+  {
+    TestMatrix m = make_matrix(DType::Q4_0, cols, row_bytes(DType::Q4_0, cols) * (o.startup ? 256 : 1024));
+    y.assign(static_cast<size_t>(m.w.rows) * 128, 0.0f);
+    const double s = time_median(small ? 2 : 3, [&] { be->matmul(m.w, x.data(), 128, cols, y.data(), m.w.rows); });
+    r.matmul_flops = 2.0 * static_cast<double>(m.w.rows) * static_cast<double>(cols) * 128.0 / s;
+  }
+
+  // Per-op overhead: a matvec so small (32 x 256 Q8_0, 8.5 KB) that its time is the call itself:
+  // dispatch, activation quantization setup and thread-pool fork/join.
+  {
+    TestMatrix m = make_matrix(DType::Q8_0, 256, row_bytes(DType::Q8_0, 256) * 32);
+    m.w.rows = 32;
+    y.assign(32, 0.0f);
+    const int calls = o.startup ? 500 : 2000;
+    std::vector<double> s;
+    for (int rep = 0; rep < reps + 1; ++rep) {
+      Timer t;
+      for (int i = 0; i < calls; ++i) be->matmul(m.w, x.data(), 1, 256, y.data(), 32);
+      if (rep > 0) s.push_back(t.seconds() / calls);
+    }
+    r.op_overhead_s = median(s);
+  }
+
+  // Decode attention: one query of 32 heads (8 KV heads, head_dim 64) over cached positions (f32).
+  {
+    const int64_t heads = 32, kv_heads = 8, hd = 64, n_kv = o.startup ? 1024 : 2048;
+    std::vector<float> q(static_cast<size_t>(heads * hd)), out(q.size());
+    std::vector<float> k(static_cast<size_t>(n_kv * kv_heads * hd)), v(k.size());
+    for (auto& e : q) e = nd(rng);
+    for (auto& e : k) e = nd(rng);
+    for (auto& e : v) e = nd(rng);
+    AttentionShape sh{1, heads, kv_heads, hd, n_kv};
+    const double s = time_median(reps, [&] {
+      be->attention(q.data(), heads * hd, k.data(), v.data(), kv_heads * hd, sh, 0.125f, out.data(), heads * hd);
+    });
+    r.attn_Bps = static_cast<double>((k.size() + v.size()) * sizeof(float)) / s;
+  }
+
+  if (!o.startup) r.loopback_latency_s = loopback_latency(o.quick ? 300 : 2000);
+  return r;
+}
+
+const ProbeResult& cached_startup_profile(int threads, const std::vector<uint32_t>& types) {
+  static std::mutex mu;
+  static std::map<std::pair<int, std::vector<uint32_t>>, ProbeResult> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto key = std::make_pair(threads, types);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    HostProbeOptions o;
+    o.threads = threads;
+    o.startup = true;
+    o.types = types;
+    it = cache.emplace(key, probe_host(o)).first;
+  }
+  return it->second;
+}
+
+}  // namespace herd::partition

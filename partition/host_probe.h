@@ -1,0 +1,34 @@
+// Measuring this host the way the planner models it (partition/cost_model.h): what `herd probe`
+// prints and writes, and the quick profile a `herd worker` sends in its Hello. Links the CPU
+// kernels (library herd_probe), so partition/ itself stays free of kernel code.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "partition/probe_profile.h"
+
+namespace herd::partition {
+
+struct HostProbeOptions {
+  int threads = 0;            // threads per kernel; 0 = all hardware threads
+  bool quick = false;         // `herd probe --quick`: smaller buffers, 3 runs (~2 s)
+  bool startup = false;       // a worker's startup profile (<~1 s): quick sizes, fewer types, no loopback latency
+  std::string isa = "auto";   // CPU kernels: auto, avx512, avx2, scalar
+  std::vector<uint32_t> types;  // matvec types (GGUF ids) to measure; empty = every supported type
+                                // (startup: the common decode types, see kStartupTypes in host_probe.cpp)
+};
+
+// Measures memory, read bandwidth, matvec bytes/s per type, matmul FLOP/s, attention, per-call
+// overhead and (not at startup) the loopback latency. GPUs are not listed here (cmd_probe adds them).
+ProbeResult probe_host(const HostProbeOptions& o);
+
+// The startup profile of this process for `threads` (0 = all), measured once and cached for the
+// process lifetime (in-process workers of a test share it). Thread-safe.
+const ProbeResult& cached_startup_profile(int threads, const std::vector<uint32_t>& types = {});
+
+// /proc/meminfo value of `key` ("MemTotal", "MemAvailable") in bytes; 0 when unknown.
+uint64_t meminfo_bytes(const std::string& key);
+
+}  // namespace herd::partition
