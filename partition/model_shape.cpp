@@ -6,6 +6,7 @@
 
 #include "kernels/dtype.h"
 #include "model/gguf.h"
+#include "model/synth.h"
 #include "model/weights.h"
 #include "partition/shapes.h"
 
@@ -24,34 +25,25 @@ uint64_t matrix_bytes(DType t, int64_t rows, int64_t cols) {
   return static_cast<uint64_t>(rows) * static_cast<uint64_t>(blocks) * block_bytes(t);
 }
 
-// llama.cpp's use_more_bits(i, n): the first and last eighth of the layers and every third
-// layer in between get more bits in the _M mixes.
 void add_type_bytes(std::vector<ModelShape::TypeBytes>& v, DType t, uint64_t bytes) {
   for (auto& tb : v)
     if (tb.type == static_cast<uint32_t>(t)) return void(tb.bytes += bytes);
   v.push_back({static_cast<uint32_t>(t), bytes});
 }
 
-bool use_more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
-
-struct TypeMix {
-  DType base;       // most matrices
-  DType more_bits;  // attn_v and ffn_down in use_more_bits layers
-  DType embd;       // token_embd
-  DType output;     // output.weight
-};
-
-TypeMix parse_type(const std::string& type) {
+// The same quantization mixes `herd synth` writes (model/synth.h); the planner also accepts the bare
+// K types (every matrix in that type, output in Q6_K) to size hypothetical files.
+model::TypeMix parse_type(const std::string& type) {
   const std::string u = upper(type);
-  if (u == "Q4_K_M") return {DType::Q4_K, DType::Q6_K, DType::Q4_K, DType::Q6_K};
-  if (u == "Q4_K_S") return {DType::Q4_K, DType::Q4_K, DType::Q4_K, DType::Q6_K};
-  if (u == "Q5_K_M") return {DType::Q5_K, DType::Q6_K, DType::Q5_K, DType::Q6_K};
-  if (u == "Q5_K_S") return {DType::Q5_K, DType::Q5_K, DType::Q5_K, DType::Q6_K};
-  auto t = parse_dtype(type);
-  if (!t) throw std::invalid_argument("unknown type '" + type + "' (known: " + known_types() + ")");
-  // llama.cpp keeps output.weight at Q6_K for the small legacy/k quants, else the type itself.
-  const DType out = (*t == DType::F32 || *t == DType::F16 || *t == DType::BF16 || *t == DType::Q8_0) ? *t : DType::Q6_K;
-  return {*t, *t, *t, out};
+  if (u == "Q4_K" || u == "Q5_K") {
+    const DType t = u == "Q4_K" ? DType::Q4_K : DType::Q5_K;
+    return {u, t, t, t, DType::Q6_K, 0};
+  }
+  try {
+    return model::parse_type_mix(type);
+  } catch (const std::invalid_argument&) {
+    throw std::invalid_argument("unknown type '" + type + "' (known: " + known_types() + ")");
+  }
 }
 
 }  // namespace
@@ -131,7 +123,7 @@ ModelShape shape_from_gguf(const model::GgufFile& f, const model::ModelConfig& c
 }
 
 ModelShape shape_from_config(const model::ModelConfig& c, const std::string& type) {
-  const TypeMix mix = parse_type(type);
+  const model::TypeMix mix = parse_type(type);
   ModelShape s;
   s.config = c;
   s.type = upper(type);
@@ -139,7 +131,7 @@ ModelShape shape_from_config(const model::ModelConfig& c, const std::string& typ
   const int64_t d = c.n_embd, q = c.q_dim(), kv = c.kv_dim(), ff = c.n_ff;
   const uint64_t norm = 4ull * static_cast<uint64_t>(d);
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    const DType big = use_more_bits(l, c.n_layers) ? mix.more_bits : mix.base;
+    const DType big = model::more_bits_layer(l, c.n_layers) ? mix.more_bits : mix.base;
     uint64_t b = 2 * norm;                       // attn_norm, ffn_norm (f32)
     b += matrix_bytes(mix.base, q, d);           // attn_q   [q rows, d cols]
     b += matrix_bytes(mix.base, kv, d);          // attn_k
