@@ -36,7 +36,7 @@ uint64_t proc_status_bytes(pid_t pid, const std::string& key) {
 
 TEST(ClusterRss, EachWorkerHoldsOnlyItsShard) {
   const std::string path = smollm2_path();
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is missing (scripts/fetch-model.sh)";
+  HERD_REQUIRE_FILE(path);  // a missing model is a failure, not a skip: setup.sh always fetches it
   const uint64_t file_bytes = std::filesystem::file_size(path);
   auto file = model::GgufFile::open(path);
   const auto config = model::load_config(*file);
