@@ -14,11 +14,13 @@ target_sources(herd_kernels PRIVATE
 # multiply-add contraction), so dequantized values are exactly the layout's formulas.
 set_source_files_properties(${_herd_cpu_reference_sources} PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
 
-# owner: x86 SIMD backend. cpu_backend.cpp and simd_backend.cpp are baseline code (they decide
-# at run time); only the two kernel-table units get ISA flags, so the binary runs on any x86-64.
+# owner: x86 SIMD backend. cpu_backend.cpp, simd_backend.cpp and the shared driver simd_driver.cpp
+# are baseline code (they decide at run time); only the two kernel-table units get ISA flags, so
+# the binary runs on any x86-64.
 target_sources(herd_kernels PRIVATE ${CMAKE_CURRENT_LIST_DIR}/cpu_backend.cpp)
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
   target_sources(herd_kernels PRIVATE
+    ${CMAKE_CURRENT_LIST_DIR}/simd_driver.cpp
     ${CMAKE_CURRENT_LIST_DIR}/x86/simd_backend.cpp
     ${CMAKE_CURRENT_LIST_DIR}/x86/kernels_avx2.cpp
     ${CMAKE_CURRENT_LIST_DIR}/x86/kernels_avx512.cpp)

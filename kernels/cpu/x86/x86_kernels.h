@@ -1,87 +1,21 @@
-// The table of x86 SIMD kernels one instruction set provides. Each ISA translation unit
-// (kernels_avx2.cpp, kernels_avx512.cpp) is compiled with its own -m flags and fills one table;
-// the rest of the binary is baseline x86-64 and only calls through these pointers after
-// __builtin_cpu_supports said the CPU can run them.
-//
-// Why plain C-like types only: an inline function or template (std::vector, herd::block_size...)
-// instantiated inside an AVX translation unit is a COMDAT symbol the linker may pick for the
-// baseline code too, which would then fault on a CPU without AVX. So the ISA units include this
-// header and <immintrin.h> only, keep everything else in an anonymous namespace, and get
-// buffers (allocated by the baseline SimdBackend) as raw pointers.
+// The x86 SIMD kernel tables: AVX2 (kernels_avx2.cpp) and AVX-512 (kernels_avx512.cpp), each
+// compiled with its own -m flags and filling one simd::Kernels (kernels/cpu/simd_table.h, which
+// also says why the ISA units use plain C-like types only). The AVX-512 table is the only one with
+// regroup_act (Q8Act::xg/dg).
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
+#include "kernels/cpu/simd_table.h"
 
 namespace herd::x86 {
 
-// Activations quantized to 8 bits, the form the fast matmul path multiplies with. One token row of
-// `cols` values (cols a multiple of 32) is cols/32 blocks: x[i] ≈ d[b] * q[i] with
-// d[b] = max|x in block b| / 127 kept in f32 (more accurate than llama.cpp's f16 scale, and free).
-// s[] holds the integer sum of every 16 consecutive q (the Q4_1/Q5_1 offsets and the Q6_K -32 and
-// Q4_K/Q5_K min terms need Σq per 16 or 32 values).
-struct Q8Act {
-  const int8_t* q = nullptr;   // [n_tokens, ldq]
-  const float* d = nullptr;    // [n_tokens, ldd]   one scale per 32 values
-  const int16_t* s = nullptr;  // [n_tokens, lds]   Σq per 16 values
-  // The same activations regrouped for the AVX-512 32-value kernels, kActGroup tokens at a time
-  // (token t in group t / kActGroup, slot t % kActGroup): per group and pair of blocks p (values
-  // 64p .. 64p + 63), xg holds kActGroup × 64 bytes, slot by slot, each the two blocks' 4-byte
-  // chunks interleaved (chunk l of block 2p, chunk l of block 2p + 1, ...) and stored as q + 128
-  // (q ^ 0x80); dg holds kActGroup × 2 floats (d of blocks 2p, 2p + 1). One pointer per group
-  // reaches every token's data at constant offsets. Null when the kernel table has no use for it.
-  const uint8_t* xg = nullptr;  // [n_groups, ldg] bytes,  ldg = (cols / 64) * kActGroup * 64
-  const float* dg = nullptr;    // [n_groups, ldgd] floats, ldgd = (cols / 64) * kActGroup * 2
-  int64_t ldq = 0, ldd = 0, lds = 0, ldg = 0, ldgd = 0;
-};
-
-// Plain copy of herd::AttentionShape (see backend.h for the meaning of each field).
-struct AttnShape {
-  int64_t n_tokens, n_heads, n_kv_heads, head_dim, n_kv;
-};
-
-// How quantize_act chooses its scales (see act_quant.inc): f32 per 32 values (most accurate),
-// f16-rounded per 32 (llama.cpp's Q8_0/Q8_1), or one f32 per 256 (llama.cpp's Q8_K).
-enum ActScale : int { kActF32x32 = 0, kActF16x32 = 1, kActF32x256 = 2 };
-
-constexpr int64_t kActGroup = 8;  // tokens per group of the regrouped activations (Q8Act::xg)
-
-struct Kernels {
-  const char* name;  // "avx2" / "avx512"
-
-  // x[0..cols) -> one Q8Act row (q + cols/32 scales + cols/16 sums). cols % 32 == 0 (% 256 for
-  // kActF32x256). scale_mode is an ActScale.
-  void (*quantize_act)(const float* x, int64_t cols, int8_t* q, float* d, int16_t* s, int scale_mode);
-
-  // One token's quantized row (q, d: cols values, cols % 64 == 0 for the pairs, an odd last block
-  // is left out) -> its slot of the regrouped layout: xg, dg point at the slot's first pair.
-  // Null when this ISA's kernels do not read Q8Act::xg.
-  void (*regroup_act)(const int8_t* q, const float* d, int64_t cols, uint8_t* xg, float* dg);
-
-  // Fast path: y[t][r] for r in [r0, r1), t < n_tokens, of weight type `type` (raw GGUF id) times
-  // the quantized activations. Returns false (computing nothing) when the type has no fast kernel.
-  // With n_tokens > 1 and a table that has regroup_act, a.xg/a.dg must hold the regrouped copy
-  // (the 32-value formats read it); a single token reads the row layout only.
-  bool (*matmul_q8)(uint32_t type, const uint8_t* w, size_t row_stride, int64_t cols, int64_t r0, int64_t r1,
-                    const Q8Act& a, int64_t n_tokens, float* y, int64_t ldy);
-
-  // Exact path, step 1: one weight row -> f32 exactly as dequantize_row would (same formulas, no
-  // contraction). Returns false when this ISA has no vector decoder for the type (caller falls back).
-  bool (*dequant_row)(uint32_t type, const uint8_t* src, float* dst, int64_t n);
-
-  // Exact path, step 2: y[t * ldy] = Σ_c w[c] * x[t * ldx + c] for t < n_tokens, f32 FMA in a fixed
-  // order (4 × 8 lanes, then an 8-lane tail, then a scalar tail, then a fixed reduction).
-  void (*dot_f32_tokens)(const float* w, const float* x, int64_t cols, int64_t n_tokens, int64_t ldx, float* y,
-                         int64_t ldy);
-
-  // Attention for flattened (token, head) indices [begin, end); scratch holds n_kv floats.
-  void (*attention)(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, const AttnShape& s,
-                    float scale, float* out, int64_t ldo, int64_t begin, int64_t end, float* scratch);
-
-  void (*rmsnorm)(const float* x, const float* weight, int64_t dim, float eps, float* out);  // one row
-  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
-  void (*add)(const float* a, const float* b, float* out, int64_t n);
-};
+using simd::ActScale;
+using simd::AttnShape;
+using simd::Kernels;
+using simd::kActF16x32;
+using simd::kActF32x256;
+using simd::kActF32x32;
+using simd::kActGroup;
+using simd::Q8Act;
 
 const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();

@@ -1,0 +1,194 @@
+// KernelTableBackend (simd_driver.h): argument checks, scratch buffers and the thread split shared by
+// the x86 and Arm SIMD backends; the arithmetic is in the ISA translation units behind k_ (this
+// file is baseline code: x86-64 without AVX, or ARMv8-A).
+#include "kernels/cpu/simd_driver.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "kernels/fp16.h"
+#include "kernels/quant.h"
+
+namespace herd {
+namespace {
+
+constexpr int64_t kTileRows = 16;  // 16 f32 outputs = one 64-byte cache line per token row
+
+[[noreturn]] void fail(const char* prefix, const std::string& op, const std::string& what) {
+  throw std::invalid_argument(std::string(prefix) + " " + op + ": " + what);
+}
+
+bool known_dtype(DType t) {
+  for (const auto& d : kDTypes)
+    if (d.type == t) return true;
+  return false;
+}
+
+void check_matmul(const char* prefix, const WeightMatrix& w, int64_t n_tokens, int64_t ldx, int64_t ldy) {
+  if (!known_dtype(w.type)) fail(prefix, "matmul", "unknown dtype id " + std::to_string(static_cast<uint32_t>(w.type)));
+  if (w.rows < 0 || w.cols < 0) fail(prefix, "matmul", "negative weight shape");
+  if (w.cols % block_size(w.type) != 0)
+    fail(prefix, "matmul", std::to_string(w.cols) + " columns is not a multiple of the " + std::string(dtype_name(w.type)) +
+                                   " block size");
+  if (w.rows > 0 && w.row_stride < row_bytes(w.type, w.cols)) fail(prefix, "matmul", "row_stride smaller than a row");
+  if (w.rows > 0 && w.cols > 0 && w.data == nullptr) fail(prefix, "matmul", "null weight data");
+  if (n_tokens < 0 || ldx < w.cols || ldy < w.rows) fail(prefix, "matmul", "bad n_tokens or leading dimension");
+}
+
+bool has_q8_kernel(DType t) {
+  switch (t) {
+    case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0:
+    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return true;
+    default: return false;
+  }
+}
+
+bool is_legacy(DType t) {
+  return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 || t == DType::Q8_0;
+}
+
+}  // namespace
+
+// The activation scales llama.cpp pairs with each weight type (f16 per 32 for the 32-value
+// formats, f32 per 256 for the K-quants), so the fast path reproduces its quantized runs (the
+// reference dumps) up to summation order, rather than landing an independent 0.1-0.3 logits away.
+int act_scale_mode(DType weight_type) {
+  switch (weight_type) {
+    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return simd::kActF32x256;
+    default: return simd::kActF16x32;
+  }
+}
+
+bool KernelTableBackend::uses_q8(DType type, int64_t cols) const { return !exact_ && has_q8_kernel(type) && cols % 32 == 0; }
+
+void KernelTableBackend::matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, int64_t ldx, float* y,
+                                int64_t ldy) {
+  check_matmul(error_prefix_, w, n_tokens, ldx, ldy);
+  if (n_tokens == 0 || w.rows == 0) return;
+  if (w.cols == 0) {
+    for (int64_t t = 0; t < n_tokens; ++t) std::fill(y + t * ldy, y + t * ldy + w.rows, 0.0f);
+    return;
+  }
+  if (uses_q8(w.type, w.cols)) matmul_q8(w, x, n_tokens, ldx, y, ldy);
+  else matmul_exact(w, x, n_tokens, ldx, y, ldy);
+}
+
+void KernelTableBackend::matmul_q8(const WeightMatrix& w, const float* x, int64_t n_tokens, int64_t ldx,
+                                   float* y, int64_t ldy) {
+  const int64_t cols = w.cols;
+  act_q_.resize(static_cast<size_t>(n_tokens * cols));
+  act_d_.resize(static_cast<size_t>(n_tokens * cols / 32));
+  act_s_.resize(static_cast<size_t>(n_tokens * cols / 16));
+  const int mode = act_scale_mode(w.type);
+  // (one token takes the kernels' row-layout path: nothing to regroup)
+  const bool regroup = k_.regroup_act != nullptr && is_legacy(w.type) && n_tokens > 1;
+  const int64_t n_groups = (n_tokens + simd::kActGroup - 1) / simd::kActGroup;
+  const int64_t ldg = cols / 64 * simd::kActGroup * 64, ldgd = cols / 64 * simd::kActGroup * 2;
+  if (regroup) {
+    act_xg_.resize(static_cast<size_t>(std::max<int64_t>(n_groups * ldg, 1)));
+    act_dg_.resize(static_cast<size_t>(std::max<int64_t>(n_groups * ldgd, 1)));
+  }
+  // Rows of the batch are independent: quantized in parallel when there are several.
+  pool_.parallel_for(n_tokens, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t) {
+      int8_t* q = act_q_.data() + t * cols;
+      float* d = act_d_.data() + t * (cols / 32);
+      k_.quantize_act(x + t * ldx, cols, q, d, act_s_.data() + t * (cols / 16), mode);
+      if (regroup) {
+        const int64_t g = t / simd::kActGroup, slot = t % simd::kActGroup;
+        k_.regroup_act(q, d, cols, act_xg_.data() + g * ldg + 64 * slot, act_dg_.data() + g * ldgd + 2 * slot);
+      }
+    }
+  });
+  simd::Q8Act a;
+  a.q = act_q_.data();
+  a.d = act_d_.data();
+  a.s = act_s_.data();
+  if (regroup) {
+    a.xg = act_xg_.data();
+    a.dg = act_dg_.data();
+    a.ldg = ldg;
+    a.ldgd = ldgd;
+  }
+  a.ldq = cols;
+  a.ldd = cols / 32;
+  a.lds = cols / 16;
+  const int64_t n_tiles = (w.rows + kTileRows - 1) / kTileRows;
+  const auto* wd = static_cast<const uint8_t*>(w.data);
+  pool_.parallel_for(n_tiles, [&](int64_t tb, int64_t te) {
+    const int64_t r0 = tb * kTileRows, r1 = std::min(w.rows, te * kTileRows);
+    if (!k_.matmul_q8(static_cast<uint32_t>(w.type), wd, w.row_stride, cols, r0, r1, a, n_tokens, y, ldy))
+      throw std::logic_error(std::string(error_prefix_) + " matmul: no 8-bit kernel for " + std::string(dtype_name(w.type)));
+  });
+}
+
+void KernelTableBackend::matmul_exact(const WeightMatrix& w, const float* x, int64_t n_tokens, int64_t ldx,
+                                   float* y, int64_t ldy) {
+  const int64_t cols = w.cols;
+  // F16/BF16 matrices multiply activations rounded to their own type (backend.h).
+  const float* xs = x;
+  int64_t ldxs = ldx;
+  if (w.type == DType::F16 || w.type == DType::BF16) {
+    x_rounded_.resize(static_cast<size_t>(n_tokens * cols));
+    for (int64_t t = 0; t < n_tokens; ++t)
+      for (int64_t c = 0; c < cols; ++c) {
+        const float v = x[t * ldx + c];
+        x_rounded_[t * cols + c] = w.type == DType::F16 ? f16_to_f32(f32_to_f16(v)) : bf16_to_f32(f32_to_bf16(v));
+      }
+    xs = x_rounded_.data();
+    ldxs = cols;
+  }
+  const int64_t n_tiles = (w.rows + kTileRows - 1) / kTileRows;
+  const auto* wd = static_cast<const uint8_t*>(w.data);
+  const uint32_t type = static_cast<uint32_t>(w.type);
+  pool_.parallel_for(n_tiles, [&](int64_t tb, int64_t te) {
+    thread_local std::vector<float> row;  // one dequantized row, reused across calls
+    row.resize(w.type == DType::F32 ? 0 : static_cast<size_t>(cols));
+    const int64_t r1 = std::min(w.rows, te * kTileRows);
+    // Each row is decoded once and multiplied with every token while it sits in L1.
+    for (int64_t r = tb * kTileRows; r < r1; ++r) {
+      const uint8_t* src = wd + static_cast<size_t>(r) * w.row_stride;
+      const float* wr = reinterpret_cast<const float*>(src);
+      if (w.type != DType::F32) {
+        if (!k_.dequant_row(type, src, row.data(), cols)) dequantize_row(w.type, src, row.data(), cols);
+        wr = row.data();
+      }
+      k_.dot_f32_tokens(wr, xs, cols, n_tokens, ldxs, y + r, ldy);
+    }
+  });
+}
+
+void KernelTableBackend::rmsnorm(const float* x, int64_t ldx, const float* weight, int64_t n_rows, int64_t dim,
+                                 float eps, float* out, int64_t ldo) {
+  if (n_rows < 0 || dim <= 0 || ldx < dim || ldo < dim) fail("rmsnorm", "bad shape");
+  for (int64_t r = 0; r < n_rows; ++r) k_.rmsnorm(x + r * ldx, weight, dim, eps, out + r * ldo);
+}
+
+void KernelTableBackend::attention(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv,
+                                   const AttentionShape& s, float scale, float* out, int64_t ldo) {
+  if (s.n_tokens < 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0 || s.n_heads % s.n_kv_heads != 0)
+    fail("attention", "bad head counts");
+  if (s.n_kv < s.n_tokens) fail("attention", "n_kv " + std::to_string(s.n_kv) + " < n_tokens " + std::to_string(s.n_tokens));
+  if (ldq < s.n_heads * s.head_dim || ldo < s.n_heads * s.head_dim || ldkv < s.n_kv_heads * s.head_dim)
+    fail("attention", "leading dimension smaller than a row");
+  const simd::AttnShape shape{s.n_tokens, s.n_heads, s.n_kv_heads, s.head_dim, s.n_kv};
+  pool_.parallel_for(s.n_tokens * s.n_heads, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> scores;  // reused: no heap allocation per decode step
+    scores.resize(static_cast<size_t>(std::max<int64_t>(s.n_kv, 1)));
+    k_.attention(q, ldq, k, v, ldkv, shape, scale, out, ldo, begin, end, scores.data());
+  });
+}
+
+void KernelTableBackend::silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  if (n > 0) k_.silu_mul(gate, up, out, n);
+}
+
+void KernelTableBackend::add(const float* a, const float* b, float* out, int64_t n) {
+  if (n > 0) k_.add(a, b, out, n);
+}
+
+void KernelTableBackend::fail(const std::string& op, const std::string& what) const {
+  herd::fail(error_prefix_, op, what);
+}
+
+}  // namespace herd

@@ -1,0 +1,94 @@
+// The kernel-table interface shared by the x86 (x86/x86_kernels.h: AVX2, AVX-512) and Arm
+// (arm/arm_kernels.h: NEON, NEON dotprod) SIMD backends: the function-pointer table one
+// instruction set fills, and the plain data it takes (8-bit activation blocks, attention shape).
+// Each ISA translation unit is compiled with its own flags and fills one table; the rest of the
+// binary is baseline code (KernelTableBackend in simd_driver.h) and only calls through these
+// pointers after the CPU said it can run them.
+//
+// Why plain C-like types only: an inline function or template (std::vector, herd::block_size...)
+// instantiated inside an ISA translation unit is a COMDAT symbol the linker may pick for the
+// baseline code too, which would then fault on a CPU without that ISA. So the ISA units include
+// this header (through their x86_kernels.h / arm_kernels.h) and the intrinsics header only, keep
+// everything else in an anonymous namespace, and get buffers (allocated by the baseline backend)
+// as raw pointers. Keep ISA-specific inline code out of this header (it belongs in the .inc files).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace herd::simd {
+
+// Activations quantized to 8 bits, the form the fast matmul path multiplies with. One token row of
+// `cols` values (cols a multiple of 32) is cols/32 blocks: x[i] ≈ d[b] * q[i] with
+// d[b] = max|x in block b| / 127 kept in f32 (rounded to f16 or shared per 256 per ActScale).
+// s[] holds the integer sum of every 16 consecutive q (the Q4_1/Q5_1 offsets and the Q6_K -32 and
+// Q4_K/Q5_K min terms need Σq per 16 or 32 values).
+struct Q8Act {
+  const int8_t* q = nullptr;   // [n_tokens, ldq]
+  const float* d = nullptr;    // [n_tokens, ldd]   one scale per 32 values
+  const int16_t* s = nullptr;  // [n_tokens, lds]   Σq per 16 values
+  // x86 AVX-512 only (null for every other table, which has no regroup_act): the same activations
+  // regrouped for the AVX-512 32-value kernels, kActGroup tokens at a time
+  // (token t in group t / kActGroup, slot t % kActGroup): per group and pair of blocks p (values
+  // 64p .. 64p + 63), xg holds kActGroup × 64 bytes, slot by slot, each the two blocks' 4-byte
+  // chunks interleaved (chunk l of block 2p, chunk l of block 2p + 1, ...) and stored as q + 128
+  // (q ^ 0x80); dg holds kActGroup × 2 floats (d of blocks 2p, 2p + 1). One pointer per group
+  // reaches every token's data at constant offsets. Null when the kernel table has no use for it.
+  const uint8_t* xg = nullptr;  // [n_groups, ldg] bytes,  ldg = (cols / 64) * kActGroup * 64
+  const float* dg = nullptr;    // [n_groups, ldgd] floats, ldgd = (cols / 64) * kActGroup * 2
+  int64_t ldq = 0, ldd = 0, lds = 0, ldg = 0, ldgd = 0;
+};
+
+// Plain copy of herd::AttentionShape (see backend.h for the meaning of each field).
+struct AttnShape {
+  int64_t n_tokens, n_heads, n_kv_heads, head_dim, n_kv;
+};
+
+// How quantize_act chooses its scales: q = round-to-nearest-even(x · 127 / amax) per group and
+//   kActF32x32:  d = amax / 127 in f32 per 32 values (most accurate);
+//   kActF16x32:  d = f16(amax / 127) per 32 values (llama.cpp's Q8_0/Q8_1 activations);
+//   kActF32x256: one amax per 256 values, d = amax / 127 in f32 copied to the 8 blocks (Q8_K).
+enum ActScale : int { kActF32x32 = 0, kActF16x32 = 1, kActF32x256 = 2 };
+
+constexpr int64_t kActGroup = 8;  // tokens per group of the regrouped activations (Q8Act::xg)
+
+struct Kernels {
+  const char* name;  // "avx2" / "avx512" / "neon" / "neon-dotprod"
+
+  // x[0..cols) -> one Q8Act row (q + cols/32 scales + cols/16 sums). cols % 32 == 0 (% 256 for
+  // kActF32x256). scale_mode is an ActScale.
+  void (*quantize_act)(const float* x, int64_t cols, int8_t* q, float* d, int16_t* s, int scale_mode);
+
+  // Optional (null except in the x86 AVX-512 table): one token's quantized row (q, d: cols values,
+  // cols % 64 == 0 for the pairs, an odd last block is left out) -> its slot of the regrouped
+  // layout: xg, dg point at the slot's first pair. Null when this table's kernels do not read
+  // Q8Act::xg.
+  void (*regroup_act)(const int8_t* q, const float* d, int64_t cols, uint8_t* xg, float* dg);
+
+  // Fast path: y[t][r] for r in [r0, r1), t < n_tokens, of weight type `type` (raw GGUF id) times
+  // the quantized activations. Returns false (computing nothing) when the type has no fast kernel.
+  // With n_tokens > 1 and a table that has regroup_act, a.xg/a.dg must hold the regrouped copy
+  // (the 32-value formats read it); a single token reads the row layout only.
+  bool (*matmul_q8)(uint32_t type, const uint8_t* w, size_t row_stride, int64_t cols, int64_t r0, int64_t r1,
+                    const Q8Act& a, int64_t n_tokens, float* y, int64_t ldy);
+
+  // Exact path, step 1: one weight row -> f32 exactly as dequantize_row would (same formulas, no
+  // contraction). Returns false when this ISA has no vector decoder for the type (caller falls back).
+  bool (*dequant_row)(uint32_t type, const uint8_t* src, float* dst, int64_t n);
+
+  // Exact path, step 2: y[t * ldy] = Σ_c w[c] * x[t * ldx + c] for t < n_tokens, f32 FMA in a fixed
+  // order per table (x86: 4 × 8 lanes, then an 8-lane tail, then a scalar tail, then a fixed
+  // reduction; Arm: vfmaq_f32).
+  void (*dot_f32_tokens)(const float* w, const float* x, int64_t cols, int64_t n_tokens, int64_t ldx, float* y,
+                         int64_t ldy);
+
+  // Attention for flattened (token, head) indices [begin, end); scratch holds n_kv floats.
+  void (*attention)(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, const AttnShape& s,
+                    float scale, float* out, int64_t ldo, int64_t begin, int64_t end, float* scratch);
+
+  void (*rmsnorm)(const float* x, const float* weight, int64_t dim, float eps, float* out);  // one row
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
+  void (*add)(const float* a, const float* b, float* out, int64_t n);
+};
+
+}  // namespace herd::simd
