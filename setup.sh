@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The two commands of the README:
 #   ./setup.sh run    install what is missing, build, fetch the default model, run the main job
+#                     (a two-worker local cluster answering one question)
 #   ./setup.sh test   install what is missing, build, fetch the default model, run every test
 # Safe to re-run: each step skips what is already done.
 set -euo pipefail
@@ -35,8 +36,11 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$jobs"
 
 if [ "$mode" = run ]; then
-  # The main job: the default model, default settings, one question through its chat template.
-  exec build/bin/herd chat -p "Why is the sky blue? Answer in two sentences." --speed
+  # The main job: a local cluster (two `herd worker` processes, launch/local-cluster.txt) serving the
+  # default model, one question through its chat template. --plan-strategy even shows a real
+  # 2-stage pipeline: on one shared machine the planner would rather use a single worker.
+  exec build/bin/herd-cluster launch/local-cluster.txt -- \
+    chat -p "Why is the sky blue? Answer in two sentences." --plan-strategy even --speed
 else
   ctest --test-dir build --output-on-failure -j"$jobs"
 fi
