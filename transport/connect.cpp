@@ -10,6 +10,19 @@
 
 namespace herd::transport {
 
+Received decode_received(std::vector<std::string>&& frames, std::string peer) {
+  Received r;
+  r.peer = std::move(peer);
+  try {
+    r.msg = decode_frames(std::move(frames));
+    r.status = RecvStatus::ok;
+  } catch (const ProtocolError& e) {
+    r.status = RecvStatus::malformed;
+    r.error = e.what();
+  }
+  return r;
+}
+
 SendError Link::send(const Message& m) { return send_frames(encode_frames(m)); }
 SendError Listener::send(const std::string& peer, const Message& m) { return send_frames(peer, encode_frames(m)); }
 

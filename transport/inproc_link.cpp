@@ -39,19 +39,6 @@ std::map<std::string, std::weak_ptr<InprocHub>>& registry() {
   return *r;
 }
 
-Received decode(Frames&& frames, std::string peer) {
-  Received r;
-  r.peer = std::move(peer);
-  try {
-    r.msg = decode_frames(std::move(frames));
-    r.status = RecvStatus::ok;
-  } catch (const ProtocolError& e) {
-    r.status = RecvStatus::malformed;
-    r.error = e.what();
-  }
-  return r;
-}
-
 }  // namespace
 
 InprocListener::InprocListener(const std::string& address) : address_(address), hub_(std::make_shared<InprocHub>()) {
@@ -97,7 +84,7 @@ Received InprocListener::recv(int timeout_ms) {
   auto [peer, frames] = std::move(hub_->inbox.front());
   hub_->inbox.pop_front();
   lock.unlock();
-  return decode(std::move(frames), std::move(peer));
+  return decode_received(std::move(frames), std::move(peer));
 }
 
 InprocLink::InprocLink(const std::string& address) : address_(address), conn_(std::make_shared<InprocConn>()) {
@@ -139,7 +126,7 @@ Received InprocLink::recv(int timeout_ms) {
     Frames f = std::move(conn_->inbox.front());
     conn_->inbox.pop_front();
     lock.unlock();
-    return decode(std::move(f), {});
+    return decode_received(std::move(f), {});
   }
   Received r;
   if (conn_->closed || conn_->hub.expired()) {

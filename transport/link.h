@@ -48,6 +48,10 @@ struct Received {
   Message msg;
 };
 
+// Decodes one multipart message into a Received: ok, or malformed with the codec's reason.
+// Shared by every Link implementation so they judge bytes the same way.
+Received decode_received(std::vector<std::string>&& frames, std::string peer);
+
 // Result of a send: empty string on success, else the reason.
 using SendError = std::string;
 

@@ -22,19 +22,6 @@ using Clock = std::chrono::steady_clock;
 // Frames larger than this are refused by ZeroMQ before they are allocated.
 constexpr int64_t kMaxZmqMessageBytes = int64_t{1} << 33;
 
-Received decoded(std::vector<std::string>&& frames, std::string peer) {
-  Received r;
-  r.peer = std::move(peer);
-  try {
-    r.msg = decode_frames(std::move(frames));
-    r.status = RecvStatus::ok;
-  } catch (const ProtocolError& e) {
-    r.status = RecvStatus::malformed;
-    r.error = e.what();
-  }
-  return r;
-}
-
 // Reads the rest of a multipart message that has started arriving.
 std::vector<std::string> recv_multipart(zmq::socket_t& s) {
   std::vector<std::string> frames;
@@ -97,7 +84,7 @@ Received ZmqListener::recv(int timeout_ms) {
   if (frames.empty()) return {};
   std::string peer = std::move(frames.front());
   frames.erase(frames.begin());
-  return decoded(std::move(frames), std::move(peer));
+  return decode_received(std::move(frames), std::move(peer));
 }
 
 ZmqLink::ZmqLink(const std::string& address)
@@ -154,7 +141,7 @@ Received ZmqLink::recv(int timeout_ms) {
       }
     }
     // A message that arrived before the connection dropped is still delivered first.
-    if (auto frames = recv_multipart(sock_); !frames.empty()) return decoded(std::move(frames), {});
+    if (auto frames = recv_multipart(sock_); !frames.empty()) return decode_received(std::move(frames), {});
     drain_monitor();
     if (!alive_) {
       Received r;

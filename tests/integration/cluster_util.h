@@ -16,11 +16,30 @@
 #include <vector>
 
 #include "coordinator/pipeline.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "model/arch.h"
+#include "model/gguf.h"
 #include "coordinator/replay.h"
 #include "tests/process.h"
 #include "tests/test_paths.h"
 
 namespace herd::test {
+
+// The single-process reference a cluster test compares against: the model opened the way
+// `herd run` opens it, on the default CPU kernels with 1 thread, in one 256-token LocalPipeline.
+struct LocalReference {
+  std::unique_ptr<model::GgufFile> file;
+  model::ModelConfig config;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<LocalPipeline> local;
+  explicit LocalReference(const std::string& name) {
+    file = model::GgufFile::open(model_path(name));
+    config = model::load_config(*file);
+    backend = make_cpu_backend();  // what `herd run` and the workers use by default
+    backend->set_threads(1);
+    local = std::make_unique<LocalPipeline>(*file, config, *backend, 256);
+  }
+};
 
 // A child process whose stdout/stderr go to files; SIGKILLed and reaped on destruction.
 class Child {

@@ -51,18 +51,8 @@ class InprocWorker {
   std::thread thread_;
 };
 
-struct Models {
-  std::unique_ptr<model::GgufFile> file;
-  model::ModelConfig config;
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<LocalPipeline> local;
-  explicit Models(const std::string& name) {
-    file = model::GgufFile::open(model_path(name));
-    config = model::load_config(*file);
-    backend = make_cpu_backend();  // what `herd run` and the workers use by default
-    backend->set_threads(1);
-    local = std::make_unique<LocalPipeline>(*file, config, *backend, 256);
-  }
+struct Models : LocalReference {
+  using LocalReference::LocalReference;
   std::unique_ptr<RemotePipeline> remote(std::vector<std::string> workers, const std::string& split = "",
                                          const std::string& hint = "", int corrupt = 0) {
     RemotePipelineOptions o;
