@@ -1,11 +1,14 @@
 // MPI vs ZeroMQ for activation-sized messages between two ranks (issue [pipeline], the choice of
 // the activation transport under `herd mpi`). Ping-pong between rank 0 and rank 1 for each size:
 //   mpi: MPI_Send/MPI_Recv of the raw bytes (on one host Open MPI uses shared memory);
-//   zmq: herd's own path — a transport::ZmqLink (DEALER) to a ZmqListener (ROUTER) over tcp
-//        loopback (or any address of rank 1's host), each message a Forward-style frame set with one
-//        f32 tensor, encoded and validated by transport/codec exactly as stages do.
-// Prints, per size, the median over runs of the one-way time (round trip / 2) and the rate, and
-// the ZeroMQ/MPI ratio, as CSV on stdout and a table on stderr.
+//   zmq: herd's Link with its data lane off (HERD_LANES=0) — a transport::ZmqLink (DEALER) to a
+//        ZmqListener (ROUTER) over tcp loopback (or any address of rank 1's host), each message a
+//        Forward-style frame set with one f32 tensor, encoded and validated by transport/codec
+//        exactly as stages do;
+//   lane: the same Link with its data lane (transport/tcp_lane.h, the default): the messages
+//        travel over plain TCP written and read by the ranks' own threads.
+// Prints, per size, the median over runs of the one-way time (round trip / 2) and the rate, as CSV
+// on stdout and a table on stderr.
 //
 //   mpirun --allow-run-as-root --oversubscribe -np 2 build/bench/bench_mpi_vs_zmq [runs] [iters]
 #define OMPI_SKIP_MPICXX 1  // the C API only (no deprecated C++ bindings)
@@ -62,20 +65,22 @@ int main(int argc, char** argv) {
   // Rank 1 listens; rank 0 learns the address over MPI (what `herd mpi` does too).
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
-  std::unique_ptr<ZmqListener> listener;
-  std::unique_ptr<ZmqLink> link;
-  char addr[256] = {};
-  if (rank == 1) {
-    listener = std::make_unique<ZmqListener>("tcp://127.0.0.1:*");
-    std::snprintf(addr, sizeof(addr), "%s", listener->address().c_str());
+  // Two Link pairs: [0] ZeroMQ only, [1] with the data lane.
+  std::unique_ptr<ZmqListener> listener[2];
+  std::unique_ptr<ZmqLink> link[2];
+  for (int lane = 0; lane < 2; ++lane) {
+    char addr[256] = {};
+    if (rank == 1) {
+      listener[lane] = std::make_unique<ZmqListener>("tcp://127.0.0.1:*", lane == 1);
+      std::snprintf(addr, sizeof(addr), "%s", listener[lane]->address().c_str());
+    }
+    MPI_Bcast(addr, sizeof(addr), MPI_CHAR, 1, MPI_COMM_WORLD);
+    if (rank == 0) link[lane] = std::make_unique<ZmqLink>(addr, lane == 1);
   }
-  MPI_Bcast(addr, sizeof(addr), MPI_CHAR, 1, MPI_COMM_WORLD);
-  if (rank == 0) link = std::make_unique<ZmqLink>(addr);
-
   if (rank == 0) std::printf("transport,bytes,one_way_us,MB_per_s\n");
   std::vector<char> buf(sizes.back());
   for (size_t bytes : sizes) {
-    std::vector<double> mpi_s, zmq_s;
+    std::vector<double> mpi_s, zmq_s, lane_s;
     const Message msg = activation(bytes);
     for (int run = 0; run < runs; ++run) {
       // MPI ping-pong.
@@ -92,32 +97,36 @@ int main(int argc, char** argv) {
       }
       mpi_s.push_back(std::chrono::duration<double>(Clock::now() - t0).count() / iters / 2);
 
-      // ZeroMQ ping-pong through herd's Link (encode + validate + decode on both sides).
-      MPI_Barrier(MPI_COMM_WORLD);
-      t0 = Clock::now();
-      for (int i = 0; i < iters; ++i) {
-        if (rank == 0) {
-          if (auto e = link->send(msg); !e.empty()) { std::fprintf(stderr, "send: %s\n", e.c_str()); MPI_Abort(MPI_COMM_WORLD, 1); }
-          Received r = link->recv(10000);
-          if (r.status != RecvStatus::ok) { std::fprintf(stderr, "recv: %s\n", r.error.c_str()); MPI_Abort(MPI_COMM_WORLD, 1); }
-        } else {
-          Received r = listener->recv(10000);
-          if (r.status != RecvStatus::ok) { std::fprintf(stderr, "recv: %s\n", r.error.c_str()); MPI_Abort(MPI_COMM_WORLD, 1); }
-          listener->send(r.peer, r.msg);
+      // Ping-pong through herd's Link (encode + validate + decode on both sides).
+      for (int lane = 0; lane < 2; ++lane) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        t0 = Clock::now();
+        for (int i = 0; i < iters; ++i) {
+          if (rank == 0) {
+            if (auto e = link[lane]->send(msg); !e.empty()) { std::fprintf(stderr, "send: %s\n", e.c_str()); MPI_Abort(MPI_COMM_WORLD, 1); }
+            Received r = link[lane]->recv(10000);
+            if (r.status != RecvStatus::ok) { std::fprintf(stderr, "recv: %s\n", r.error.c_str()); MPI_Abort(MPI_COMM_WORLD, 1); }
+          } else {
+            Received r = listener[lane]->recv(10000);
+            if (r.status != RecvStatus::ok) { std::fprintf(stderr, "recv: %s\n", r.error.c_str()); MPI_Abort(MPI_COMM_WORLD, 1); }
+            listener[lane]->send(r.peer, r.msg);
+          }
         }
+        (lane ? lane_s : zmq_s).push_back(std::chrono::duration<double>(Clock::now() - t0).count() / iters / 2);
       }
-      zmq_s.push_back(std::chrono::duration<double>(Clock::now() - t0).count() / iters / 2);
     }
     if (rank == 0) {
-      const double m = median(mpi_s), z = median(zmq_s);
-      std::printf("mpi,%zu,%.2f,%.1f\nzmq,%zu,%.2f,%.1f\n", bytes, m * 1e6, bytes / m / 1e6, bytes, z * 1e6,
-                  bytes / z / 1e6);
-      std::fprintf(stderr, "%7zu B (%6zu floats): mpi %8.2f us %8.1f MB/s | zmq %8.2f us %8.1f MB/s | zmq/mpi %.2fx\n",
-                   bytes, bytes / 4, m * 1e6, bytes / m / 1e6, z * 1e6, bytes / z / 1e6, z / m);
+      const double m = median(mpi_s), z = median(zmq_s), l = median(lane_s);
+      std::printf("mpi,%zu,%.2f,%.1f\nzmq,%zu,%.2f,%.1f\nlane,%zu,%.2f,%.1f\n", bytes, m * 1e6, bytes / m / 1e6, bytes,
+                  z * 1e6, bytes / z / 1e6, bytes, l * 1e6, bytes / l / 1e6);
+      std::fprintf(stderr, "%7zu B: mpi %8.2f us %8.1f MB/s | zmq %8.2f us %8.1f MB/s | zmq+lane %8.2f us %8.1f MB/s\n",
+                   bytes, m * 1e6, bytes / m / 1e6, z * 1e6, bytes / z / 1e6, l * 1e6, bytes / l / 1e6);
     }
   }
-  link.reset();
-  listener.reset();
+  for (int lane = 0; lane < 2; ++lane) {
+    link[lane].reset();
+    listener[lane].reset();
+  }
   MPI_Finalize();
   return 0;
 }

@@ -1,11 +1,16 @@
 #include "transport/zmq_link.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <random>
 #include <stdexcept>
 
+#include "common/log.h"
 #include "transport/codec.h"
 
 namespace herd::transport {
@@ -53,9 +58,58 @@ int remaining_ms(Clock::time_point deadline) {
   return left > 0 ? static_cast<int>(left) : 0;
 }
 
+// A receiver on a lane always reads promptly (or is dead, which fails the write at once), so a
+// send that cannot finish in this long means the host stopped answering.
+constexpr int kLaneSendTimeoutMs = 10000;
+constexpr int kLaneConnectTimeoutMs = 2000;
+// An accepted connection must present its ticket this soon; at most this many wait at once.
+constexpr auto kPendingLaneTimeout = std::chrono::seconds(5);
+constexpr size_t kMaxPendingLanes = 32;
+constexpr size_t kMaxTickets = 256;
+constexpr uint64_t kMaxPendingLaneMessage = 1024;  // the first message, a LaneAttach, is ~50 bytes
+
+// The message type in a frame list's envelope without decoding the rest; 0 if there is none.
+uint16_t envelope_type(const std::vector<std::string>& frames) {
+  if (frames.empty() || frames[0].size() != kEnvelopeBytes) return 0;
+  uint16_t t;
+  std::memcpy(&t, frames[0].data() + 6, 2);
+  return t;
+}
+
+std::vector<std::string> control(uint16_t type, std::string payload = {}) {
+  Message m;
+  m.type = type;
+  m.payload = std::move(payload);
+  return encode_frames(m);
+}
+
+std::string new_ticket() {
+  static std::random_device rd;
+  std::string t(kLaneTicketBytes, '\0');
+  for (size_t i = 0; i < t.size(); i += 4) {
+    const uint32_t v = rd();
+    std::memcpy(t.data() + i, &v, 4);
+  }
+  return t;
+}
+
+void poll_items(std::vector<zmq::pollitem_t>& items, int timeout_ms) {
+  try {
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout_ms));
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EINTR) throw;  // a signal (SIGTERM to a worker): the caller checks its stop flag
+    for (auto& it : items) it.revents = 0;
+  }
+}
+
 }  // namespace
 
-ZmqListener::ZmqListener(const std::string& address) : sock_(zmq_context(), zmq::socket_type::router) {
+bool lanes_enabled() {
+  const char* e = std::getenv("HERD_LANES");
+  return !(e && std::string(e) == "0");
+}
+
+ZmqListener::ZmqListener(const std::string& address, bool lanes) : sock_(zmq_context(), zmq::socket_type::router) {
   sock_.set(zmq::sockopt::linger, 0);
   sock_.set(zmq::sockopt::router_mandatory, 1);  // sending to a vanished peer is an error, not a silent drop
   sock_.set(zmq::sockopt::sndtimeo, 2000);
@@ -66,28 +120,157 @@ ZmqListener::ZmqListener(const std::string& address) : sock_(zmq_context(), zmq:
     throw std::runtime_error("cannot listen on " + address + ": " + e.what());
   }
   address_ = sock_.get(zmq::sockopt::last_endpoint);
+  if (lanes && address_.rfind("tcp://", 0) == 0) {
+    try {
+      lane_fd_ = lane_listen(tcp_host_of(address_), &lane_port_);
+    } catch (const std::exception& e) {
+      HERD_LOG_WARN(address_, ": no data lane (", e.what(), "); peers stay on ZeroMQ");
+    }
+  }
+}
+
+ZmqListener::~ZmqListener() {
+  if (lane_fd_ >= 0) ::close(lane_fd_);
 }
 
 SendError ZmqListener::send_frames(const std::string& peer, std::vector<std::string> frames) {
+  if (auto it = bound_.find(peer); it != bound_.end()) {
+    std::string err = it->second->send(frames, kLaneSendTimeoutMs);
+    if (err.empty()) return {};
+    bound_.erase(it);
+    return "data lane: " + err;
+  }
   return send_multipart(sock_, &peer, frames);
 }
 
-Received ZmqListener::recv(int timeout_ms) {
-  zmq::pollitem_t item{sock_.handle(), 0, ZMQ_POLLIN, 0};
-  try {
-    if (zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms)) <= 0) return {};
-  } catch (const zmq::error_t& e) {
-    if (e.num() == EINTR) return {};  // a signal (SIGTERM to a worker): the caller checks its stop flag
-    throw;
+bool ZmqListener::lane_control(const std::string& peer, const std::vector<std::string>& frames) {
+  const uint16_t type = envelope_type(frames);
+  if (type != kLaneRequest && type != kLaneSwitch && type != kLaneOffer && type != kLaneAttach) return false;
+  if (frames.size() != 2) return false;  // let the decoder report it
+  if (type == kLaneRequest && lane_fd_ >= 0) {
+    if (tickets_.size() >= kMaxTickets) tickets_.erase(tickets_.begin());
+    std::string t = new_ticket();
+    tickets_[t] = peer;
+    std::string payload(2, '\0');
+    std::memcpy(payload.data(), &lane_port_, 2);
+    auto offer = control(kLaneOffer, payload + t);
+    send_multipart(sock_, &peer, offer);
+  } else if (type == kLaneSwitch) {
+    if (switched_.size() >= kMaxTickets) switched_.erase(switched_.begin());
+    switched_[peer] = true;
+    bind_ready(peer);
   }
-  auto frames = recv_multipart(sock_);
-  if (frames.empty()) return {};
-  std::string peer = std::move(frames.front());
-  frames.erase(frames.begin());
-  return decode_received(std::move(frames), std::move(peer));
+  return true;  // (an offer or attach over ZeroMQ means nothing here: ignored)
 }
 
-ZmqLink::ZmqLink(const std::string& address)
+void ZmqListener::accept_lanes() {
+  if (lane_fd_ < 0) return;
+  for (int fd; (fd = lane_accept(lane_fd_)) >= 0;) {
+    if (pending_.size() >= kMaxPendingLanes) pending_.erase(pending_.begin());
+    auto sock = std::make_unique<LaneSocket>(fd, static_cast<uint64_t>(kMaxZmqMessageBytes));
+    sock->limit_first_message(kMaxPendingLaneMessage);
+    pending_.push_back({std::move(sock), Clock::now(), {}});
+  }
+}
+
+void ZmqListener::service_pending() {
+  const auto now = Clock::now();
+  std::vector<std::string> ready;
+  for (size_t i = 0; i < pending_.size();) {
+    Pending& p = pending_[i];
+    bool keep = true;
+    if (p.peer.empty()) {
+      p.sock->pump();
+      if (p.sock->has_message()) {
+        // The first message must be LaneAttach with a ticket this listener issued.
+        std::vector<std::string> f = p.sock->pop();
+        auto it = envelope_type(f) == kLaneAttach && f.size() == 2 && f[1].size() == kLaneTicketBytes
+                      ? tickets_.find(f[1])
+                      : tickets_.end();
+        if (it == tickets_.end()) {
+          HERD_LOG_WARN(address_, ": closing a data lane connection that did not present a valid ticket");
+          keep = false;
+        } else {
+          p.peer = it->second;
+          tickets_.erase(it);
+          ready.push_back(p.peer);
+        }
+      } else if (!p.sock->ok()) {
+        keep = false;
+      }
+    }
+    if (keep && now - p.since > kPendingLaneTimeout) keep = false;  // silent, or its LaneSwitch never came
+    if (keep) ++i;
+    else pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+  for (const auto& peer : ready) bind_ready(peer);
+}
+
+void ZmqListener::bind_ready(const std::string& peer) {
+  if (!switched_.count(peer)) return;
+  for (size_t i = 0; i < pending_.size(); ++i) {
+    if (pending_[i].peer != peer) continue;
+    auto sock = std::move(pending_[i].sock);
+    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+    switched_.erase(peer);
+    // Our last ZeroMQ message to this peer: it reads the lane only after this one.
+    auto sw = control(kLaneSwitch);
+    if (send_multipart(sock_, &peer, sw).empty()) bound_[peer] = std::move(sock);
+    return;
+  }
+}
+
+Received ZmqListener::from_lanes() {
+  for (auto it = bound_.begin(); it != bound_.end(); ++it) {
+    LaneSocket& s = *it->second;
+    if (s.has_message()) return decode_received(s.pop(), it->first);
+    if (!s.ok()) {
+      Received r;
+      const std::string peer = it->first;
+      if (s.protocol_error()) {
+        r.status = RecvStatus::malformed;
+        r.error = s.error();
+        r.peer = peer;
+      }
+      bound_.erase(it);  // a closed lane: its peer is gone (or falls back to ZeroMQ)
+      if (r.status == RecvStatus::malformed) return r;
+      return from_lanes();
+    }
+  }
+  return {};
+}
+
+Received ZmqListener::recv(int timeout_ms) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  std::vector<zmq::pollitem_t> items;
+  while (true) {
+    if (Received r = from_lanes(); r.status != RecvStatus::timeout) return r;
+    items.clear();
+    items.push_back({sock_.handle(), 0, ZMQ_POLLIN, 0});
+    if (lane_fd_ >= 0) items.push_back({nullptr, lane_fd_, ZMQ_POLLIN, 0});
+    for (auto& p : pending_) items.push_back({nullptr, p.sock->fd(), ZMQ_POLLIN, 0});
+    for (auto& [peer, s] : bound_) items.push_back({nullptr, s->fd(), ZMQ_POLLIN, 0});
+    // Pending lanes expire: wake up now and then to drop the silent ones.
+    const int wait = pending_.empty() ? remaining_ms(deadline) : std::min(remaining_ms(deadline), 200);
+    poll_items(items, wait);
+    accept_lanes();
+    service_pending();
+    // ZeroMQ first: whatever a peer sent before its switch precedes what it sent on its lane.
+    while (true) {
+      auto frames = recv_multipart(sock_);
+      if (frames.empty()) break;
+      std::string peer = std::move(frames.front());
+      frames.erase(frames.begin());
+      if (lane_control(peer, frames)) continue;
+      return decode_received(std::move(frames), std::move(peer));
+    }
+    for (auto& [peer, s] : bound_) s->pump();
+    if (Received r = from_lanes(); r.status != RecvStatus::timeout) return r;
+    if (remaining_ms(deadline) <= 0) return {};
+  }
+}
+
+ZmqLink::ZmqLink(const std::string& address, bool lanes)
     : sock_(zmq_context(), zmq::socket_type::dealer), mon_(zmq_context(), zmq::socket_type::pair), address_(address) {
   static std::atomic<uint64_t> next_monitor{0};
   sock_.set(zmq::sockopt::linger, 0);
@@ -105,6 +288,10 @@ ZmqLink::ZmqLink(const std::string& address)
     sock_.connect(address);
   } catch (const zmq::error_t& e) {
     throw std::runtime_error("cannot connect to " + address + ": " + e.what());
+  }
+  if (lanes && !tcp_host_of(address_).empty()) {
+    auto req = control(kLaneRequest);
+    send_multipart(sock_, nullptr, req);  // queued until connected; answered before anything we send next
   }
 }
 
@@ -124,31 +311,84 @@ void ZmqLink::drain_monitor() {
   }
 }
 
+void ZmqLink::on_offer(const std::vector<std::string>& frames) {
+  if (lane_ || frames.size() != 2 || frames[1].size() != 2 + kLaneTicketBytes) return;
+  uint16_t port;
+  std::memcpy(&port, frames[1].data(), 2);
+  try {
+    lane_ = std::make_unique<LaneSocket>(lane_connect(tcp_host_of(address_), port, kLaneConnectTimeoutMs),
+                                         static_cast<uint64_t>(kMaxZmqMessageBytes));
+    if (auto err = lane_->send(control(kLaneAttach, frames[1].substr(2)), kLaneConnectTimeoutMs); !err.empty())
+      throw std::runtime_error(err);
+    // Our last ZeroMQ message: the listener reads the lane only after it.
+    auto sw = control(kLaneSwitch);
+    if (auto err = send_multipart(sock_, nullptr, sw); !err.empty()) throw std::runtime_error(err);
+    lane_send_ = true;
+  } catch (const std::exception& e) {
+    HERD_LOG_WARN(address_, ": no data lane (", e.what(), "); staying on ZeroMQ");
+    lane_.reset();
+  }
+}
+
+Received ZmqLink::closed(const std::string& why) {
+  alive_ = false;
+  Received r;
+  r.status = RecvStatus::closed;
+  r.error = "connection to " + address_ + " lost" + (why.empty() ? "" : " (" + why + ")");
+  return r;
+}
+
 SendError ZmqLink::send_frames(std::vector<std::string> frames) {
   if (!alive_) return "connection to " + address_ + " lost";
+  if (lane_send_) {
+    if (auto err = lane_->send(frames, kLaneSendTimeoutMs); !err.empty()) {
+      alive_ = false;  // the lane only breaks when the peer went away (or garbled the stream)
+      return "connection to " + address_ + " lost (" + err + ")";
+    }
+    return {};
+  }
   return send_multipart(sock_, nullptr, frames);
 }
 
 Received ZmqLink::recv(int timeout_ms) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  std::vector<zmq::pollitem_t> items;
   while (true) {
-    zmq::pollitem_t items[2] = {{sock_.handle(), 0, ZMQ_POLLIN, 0}, {mon_.handle(), 0, ZMQ_POLLIN, 0}};
+    if (lane_read_ && lane_->has_message()) return decode_received(lane_->pop(), {});
     if (alive_) {
-      try {
-        zmq::poll(items, 2, std::chrono::milliseconds(remaining_ms(deadline)));
-      } catch (const zmq::error_t& e) {
-        if (e.num() != EINTR) throw;
-      }
+      items.assign({{sock_.handle(), 0, ZMQ_POLLIN, 0}, {mon_.handle(), 0, ZMQ_POLLIN, 0}});
+      if (lane_read_) items.push_back({nullptr, lane_->fd(), ZMQ_POLLIN, 0});
+      poll_items(items, remaining_ms(deadline));
     }
     // A message that arrived before the connection dropped is still delivered first.
-    if (auto frames = recv_multipart(sock_); !frames.empty()) return decode_received(std::move(frames), {});
-    drain_monitor();
-    if (!alive_) {
-      Received r;
-      r.status = RecvStatus::closed;
-      r.error = "connection to " + address_ + " lost";
-      return r;
+    while (true) {
+      auto frames = recv_multipart(sock_);
+      if (frames.empty()) break;
+      const uint16_t type = envelope_type(frames);
+      if (type == kLaneOffer) {
+        on_offer(frames);
+      } else if (type == kLaneSwitch) {
+        lane_read_ = lane_ != nullptr;  // everything after this comes on the lane
+      } else {
+        return decode_received(std::move(frames), {});
+      }
     }
+    if (lane_read_) {
+      const bool ok = lane_->pump();
+      if (lane_->has_message()) return decode_received(lane_->pop(), {});
+      if (!ok) {
+        if (lane_->protocol_error()) {
+          Received r;
+          r.status = RecvStatus::malformed;
+          r.error = lane_->error();
+          alive_ = false;
+          return r;
+        }
+        return closed(lane_->error());
+      }
+    }
+    drain_monitor();
+    if (!alive_) return closed({});
     if (remaining_ms(deadline) <= 0) return {};
   }
 }

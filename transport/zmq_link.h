@@ -3,14 +3,33 @@
 // the connection with a socket monitor plus ZMTP heartbeats (answered by ZeroMQ's I/O thread, so
 // a worker busy computing still answers): when the peer process dies or its host stops answering,
 // recv returns `closed` within about a second instead of waiting forever.
+//
+// Over tcp:// both ends also open a data lane (transport/tcp_lane.h: plain TCP, no I/O thread, one
+// wake-up per hop instead of three), and once it is up every message between them takes it:
+//   1. ZmqLink's constructor sends LaneRequest over ZeroMQ.
+//   2. The listener answers LaneOffer{port, 16-byte random ticket} (its lane socket listens on the
+//      interface its ZeroMQ endpoint is bound to, on an ephemeral port).
+//   3. The link (inside its next recv) connects, sends LaneAttach{ticket} as the lane's first
+//      message, then LaneSwitch over ZeroMQ, and from then on sends on the lane.
+//   4. The listener binds the lane to that peer's routing id once it has both the ticket and the
+//      LaneSwitch, answers LaneSwitch over ZeroMQ, and from then on sends to that peer on the lane.
+// Each side reads the lane only after the other's LaneSwitch has come through ZeroMQ, so every
+// message sent before the switch is delivered before any sent after it: order is kept. A lane that
+// cannot be reached (a firewall that lets only the ZeroMQ port through) leaves the pair on ZeroMQ,
+// as does HERD_LANES=0. These four message types never reach the caller of recv.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <zmq.hpp>
 
 #include "transport/link.h"
+#include "transport/tcp_lane.h"
 
 namespace herd::transport {
 
@@ -19,35 +38,68 @@ zmq::context_t& zmq_context();
 
 constexpr int kHeartbeatIntervalMs = 300;
 constexpr int kHeartbeatTimeoutMs = 1200;
+// Message types of the lane handshake (outside protocol.h's MsgType range; never surfaced).
+constexpr uint16_t kLaneRequest = 0xFF01, kLaneOffer = 0xFF02, kLaneAttach = 0xFF03, kLaneSwitch = 0xFF04;
+constexpr size_t kLaneTicketBytes = 16;
+
+// False when $HERD_LANES is "0": links and listeners made after that stay on ZeroMQ.
+bool lanes_enabled();
 
 class ZmqListener : public Listener {
  public:
   // Binds; "tcp://HOST:*" picks a free port (address() then reports the real one).
   // Throws std::runtime_error (address in use, bad address).
-  explicit ZmqListener(const std::string& address);
+  explicit ZmqListener(const std::string& address, bool lanes = lanes_enabled());
+  ~ZmqListener() override;
   SendError send_frames(const std::string& peer, std::vector<std::string> frames) override;
   Received recv(int timeout_ms) override;
   std::string address() const override { return address_; }
+  size_t lanes_bound() const { return bound_.size(); }  // peers served over a data lane (tests)
+  uint16_t lane_port() const { return lane_port_; }     // 0 without lanes
 
  private:
+  struct Pending {
+    std::unique_ptr<LaneSocket> sock;
+    std::chrono::steady_clock::time_point since;
+    std::string peer;  // set once its LaneAttach carried a ticket we issued
+  };
+  // Handles a lane handshake message from `peer`; false when `frames` is an ordinary message.
+  bool lane_control(const std::string& peer, const std::vector<std::string>& frames);
+  void accept_lanes();
+  void service_pending();
+  void bind_ready(const std::string& peer);
+  Received from_lanes();  // a message from a bound lane, or timeout
+
   zmq::socket_t sock_;
   std::string address_;
+  int lane_fd_ = -1;
+  uint16_t lane_port_ = 0;
+  std::map<std::string, std::string> tickets_;  // ticket -> the peer it was issued to
+  std::vector<Pending> pending_;
+  std::map<std::string, bool> switched_;  // peers whose LaneSwitch came over ZeroMQ
+  std::map<std::string, std::unique_ptr<LaneSocket>> bound_;
 };
 
 class ZmqLink : public Link {
  public:
-  explicit ZmqLink(const std::string& address);
+  explicit ZmqLink(const std::string& address, bool lanes = lanes_enabled());
   ~ZmqLink() override;
   SendError send_frames(std::vector<std::string> frames) override;
   Received recv(int timeout_ms) override;
   bool alive() const override { return alive_; }
   std::string address() const override { return address_; }
+  bool lane_sending() const { return lane_ && lane_send_; }  // tests
+  bool lane_reading() const { return lane_ && lane_read_; }
 
  private:
   void drain_monitor();
+  void on_offer(const std::vector<std::string>& frames);
+  Received closed(const std::string& why);
   zmq::socket_t sock_, mon_;
   std::string address_;
   bool connected_ = false, alive_ = true;
+  std::unique_ptr<LaneSocket> lane_;
+  bool lane_send_ = false, lane_read_ = false;
 };
 
 }  // namespace herd::transport

@@ -75,13 +75,20 @@ TEST(InprocLink, ExchangeTimeoutMalformedAndClose) {
   EXPECT_NE(client.send(pack(Reset{})), "");
 }
 
-TEST(ZmqLink, ExchangeTimeoutMalformedAndPeerDeath) {
-  auto server = std::make_unique<ZmqListener>("tcp://127.0.0.1:*");
+// Every ZeroMQ test runs twice: with the data lane (the default, transport/tcp_lane.h) and without.
+class ZmqLinks : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(Lanes, ZmqLinks, ::testing::Values(true, false),
+                         [](const auto& i) { return i.param ? "with_lane" : "zmq_only"; });
+
+TEST_P(ZmqLinks, ExchangeTimeoutMalformedAndPeerDeath) {
+  auto server = std::make_unique<ZmqListener>("tcp://127.0.0.1:*", GetParam());
   ASSERT_NE(server->address().find("tcp://127.0.0.1:"), std::string::npos);
   EXPECT_THROW(ZmqListener(server->address()), std::runtime_error) << "port in use";
-  ZmqLink client(server->address());
+  ZmqLink client(server->address(), GetParam());
   exchange(*server, client);
-  malformed_then_good(*server, client);
+  EXPECT_EQ(client.lane_sending(), GetParam());
+  malformed_then_good(*server, client);  // (with a lane: over it, since the server has now bound it)
+  EXPECT_EQ(server->lanes_bound(), GetParam() ? 1u : 0u);
   recv_times_out(client, *server);
   // The listener goes away (as a killed worker would): the client hears of it quickly.
   server.reset();
@@ -104,8 +111,8 @@ TEST(ZmqLink, NobodyListeningIsATimeoutNotAHang) {
   EXPECT_LT(since(t), 1.5);
 }
 
-TEST(ZmqLink, RawSocketGarbageIsMalformedAndListenerKeepsServing) {
-  ZmqListener server("tcp://127.0.0.1:*");
+TEST_P(ZmqLinks, RawSocketGarbageIsMalformedAndListenerKeepsServing) {
+  ZmqListener server("tcp://127.0.0.1:*", GetParam());
   zmq::socket_t raw(zmq_context(), zmq::socket_type::dealer);
   raw.set(zmq::sockopt::linger, 0);
   raw.connect(server.address());
@@ -114,7 +121,7 @@ TEST(ZmqLink, RawSocketGarbageIsMalformedAndListenerKeepsServing) {
   Received r = server.recv(2000);
   EXPECT_EQ(r.status, RecvStatus::malformed);
   EXPECT_NE(r.error.find("envelope"), std::string::npos) << r.error;
-  ZmqLink client(server.address());
+  ZmqLink client(server.address(), GetParam());
   exchange(server, client);
 }
 

@@ -1,0 +1,83 @@
+// The data lane: a plain TCP connection beside a ZeroMQ link, read and written by the threads that
+// use the link. Why: ZeroMQ moves every message through its I/O threads, so one hop costs three
+// thread wake-ups (sender's I/O thread, receiver's I/O thread, receiver), ~100 µs each on a VM
+// whose idle vCPUs halt; a write() on a lane lands straight in the receiver's socket buffer, where
+// a receiver that is polling finds it with no wake-up at all. ZeroMQ keeps the handshake, the
+// heartbeats that notice a dead host, and every peer that cannot reach the lane port.
+//
+// Wire format, per message (little endian): u32 magic 'HRDL' | u32 n_frames | then per frame
+// u64 n_bytes | bytes. The frames are transport/codec.h's, so a message is judged by the same
+// decoder whichever way it came. A reader never trusts a length before the bytes arrive: frame
+// buffers grow with what was actually received, so a hostile header cannot make it allocate.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace herd::transport {
+
+constexpr uint32_t kLaneMagic = 0x4C445248;  // "HRDL"
+constexpr uint32_t kLaneMaxFrames = 16;
+
+class LaneSocket {
+ public:
+  // Takes ownership of a connected TCP socket: non-blocking, TCP_NODELAY, close-on-exec.
+  // max_message_bytes bounds one message (sum of frames); more is a protocol error.
+  LaneSocket(int fd, uint64_t max_message_bytes);
+  ~LaneSocket();
+  LaneSocket(const LaneSocket&) = delete;
+  LaneSocket& operator=(const LaneSocket&) = delete;
+
+  int fd() const { return fd_; }
+  // Reads whatever is available without blocking and splits it into messages. False once the
+  // connection is closed or the stream is invalid (error() says which; nothing more is read).
+  bool pump();
+  bool has_message() const { return !ready_.empty(); }
+  std::vector<std::string> pop();  // the oldest complete message; has_message() must be true
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+  bool protocol_error() const { return protocol_error_; }  // the peer sent bytes that are not a lane stream
+
+  // Writes one message, waiting at most timeout_ms for the peer to take it; while it waits it
+  // keeps reading (a peer sending to us at the same time cannot deadlock us). "" or the reason.
+  std::string send(const std::vector<std::string>& frames, int timeout_ms);
+  // A lower bound for the first message only (a listener's pending lane expects a small LaneAttach
+  // and keeps reading what follows it under the full bound).
+  void limit_first_message(uint64_t bytes) { first_max_ = bytes; }
+
+ private:
+  bool fail(std::string why, bool protocol);
+  bool parse(const char* p, size_t n);  // feeds bytes to the state machine
+  void finish_frame();                  // the current frame body is complete
+
+  int fd_ = -1;
+  uint64_t max_message_;
+  uint64_t first_max_ = UINT64_MAX;
+  bool first_ = true;
+  std::string error_;
+  bool protocol_error_ = false;
+  // Receive state: the 8-byte message header, then per frame an 8-byte length and its bytes.
+  enum class State { MsgHeader, FrameLength, FrameBody } state_ = State::MsgHeader;
+  char hdr_[8];
+  size_t hdr_have_ = 0;
+  uint32_t frames_left_ = 0;
+  uint64_t body_len_ = 0, body_have_ = 0, msg_bytes_ = 0;
+  std::vector<std::string> cur_;
+  std::deque<std::vector<std::string>> ready_;
+};
+
+// A listening TCP socket on `host` (an IPv4/IPv6 literal; "" or "0.0.0.0" = every interface), on
+// an ephemeral port. Returns the fd and sets *port; throws std::runtime_error.
+int lane_listen(const std::string& host, uint16_t* port);
+// Accepts one pending connection on a non-blocking listening socket; -1 when none is waiting.
+int lane_accept(int listen_fd);
+// Connects to host:port (name or literal), waiting at most timeout_ms; throws std::runtime_error.
+int lane_connect(const std::string& host, uint16_t port, int timeout_ms);
+
+// "tcp://HOST:PORT" (HOST may be [v6]) -> HOST without brackets; "" when it is not that form.
+std::string tcp_host_of(const std::string& address);
+
+}  // namespace herd::transport
