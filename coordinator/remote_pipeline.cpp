@@ -151,7 +151,15 @@ void RemotePipeline::setup() {
                   " s (is `herd worker --listen " + workers_[i].address + "` running?)");
     if (r.status != RecvStatus::ok) fail(i, r.error);
     try {
-      if (r.msg.type == static_cast<uint16_t>(MsgType::Error)) fail(i, "refused: " + unpack<ErrorMsg>(r.msg).message);
+      if (r.msg.type == static_cast<uint16_t>(MsgType::Error)) {
+        const std::string why = unpack<ErrorMsg>(r.msg).message;
+        // A worker older than protocol 4 drops us for the lane request that precedes our Hello.
+        fail(i, "refused: " + why +
+                    (why.find("before Hello") != std::string::npos
+                         ? " (an older herd worker? this coordinator speaks protocol " +
+                               std::to_string(kProtocolVersion) + ": update herd on that host)"
+                         : ""));
+      }
       workers_[i].hello = unpack<Hello>(r.msg);
     } catch (const ProtocolError& e) {
       fail(i, std::string("bad handshake: ") + e.what());

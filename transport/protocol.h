@@ -35,8 +35,9 @@
 namespace herd::transport {
 
 // 2: sampling on the last stage, weight transfer; 3: worker profile (WorkerProfile v2), Ping/Pong,
-// Ready v2 (measured link to the next stage)
-constexpr uint32_t kProtocolVersion = 3;
+// Ready v2 (measured link to the next stage); 4: the data lane handshake (transport/zmq_link.h),
+// which a link opens with before its Hello
+constexpr uint32_t kProtocolVersion = 4;
 
 enum class MsgType : uint16_t {
   Hello = 1, Assign = 2, Ready = 3, Error = 4, Forward = 5, Result = 6, Reset = 7, Stop = 8,
