@@ -93,7 +93,9 @@ int cmd_worker(const Args& args) {
               "Serves pipeline stages for a coordinator (`herd run --workers HOST:PORT,...`). The model file is "
               "-m, else the path the coordinator sends when it holds the same model here (the handshake checks its "
               "hash), else the coordinator sends exactly the assigned tensors, which are cached under --cache-dir "
-              "for the next start. Only the assigned layers are mapped. Runs until a coordinator sends Stop, or SIGINT/SIGTERM.");
+              "for the next start. Only the assigned layers are mapped. Runs until a coordinator sends Stop, or SIGINT/SIGTERM. "
+              "Over tcp:// it also listens on one ephemeral TCP port of the same interface for data lanes (activations "
+              "without ZeroMQ's I/O threads); peers that cannot reach it stay on ZeroMQ. HERD_LANES=0 turns lanes off.");
   p.add("-l,--listen", "ADDR", "where to listen: tcp://HOST:PORT or HOST:PORT (port * = any free port)", &listen_addr);
   p.add("-m,--model", "FILE", "this host's copy of the GGUF model", &model);
   p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &threads);
