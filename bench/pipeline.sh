@@ -3,29 +3,32 @@
 # and 4 `herd worker` processes (one stage each, -t 1), for rand15M (shared/models) and a synthetic
 # stories110m Q4_0 (made once with `herd synth`, cached).
 #
-#   bench/pipeline.sh HERD_BIN [--cache DIR] [-p 64] [-n 32] [-r 5] [--stages 2,4] [--act-dtype f32]
+#   bench/pipeline.sh HERD_BIN [--cache DIR] [-p 64] [-n 32] [-r 5] [--rounds 3] [--stages 2,4] [--act-dtype f32]
 #
 # Every run is `herd bench -t 1 -r R -p P -n N --json` (median of R repetitions, after a warm-up),
-# the cluster runs with an even --split (so every worker is a stage);
-# the single-process run uses 1 thread, like each worker, so the ratio isolates the cost of the
-# hops. Decode (tg) samples greedily on the last stage, as generation does. Reports a markdown
-# table: pp/tg tok/s, ratio to single-process, wire bytes per decoded token on each hop, and the
-# per-hop overhead = (1/tg_stages - 1/tg_single) / hops, with hops = stages + 1 messages per
-# token (coordinator -> stage 0 -> ... -> last stage -> coordinator).
+# the cluster runs with an even --split (so every worker is a stage); the single-process run uses
+# 1 thread, like each worker, so the ratio isolates the cost of the hops. The single-process and
+# the cluster runs alternate for --rounds rounds and each round's cluster/single ratio is taken
+# from runs seconds apart, so a machine whose speed drifts (a shared VM) skews both alike; the
+# table gives the medians over rounds. Decode (tg) samples greedily on the last stage, as
+# generation does. Reports a markdown table: pp/tg tok/s, ratio to single-process, wire bytes per
+# decoded token on each hop, and the per-hop overhead = (1/tg_stages - 1/tg_single) / hops, with
+# hops = stages + 1 messages per token (coordinator -> stage 0 -> ... -> last stage -> coordinator).
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 [[ $# -ge 1 ]] || usage
 [[ "$1" == -h || "$1" == --help ]] && usage 0
 HERD=$(realpath "$1"); shift
 HERE=$(cd "$(dirname "$0")" && pwd)
-CACHE=${HOME:-/tmp}/.cache/herd/synth P=64 N=32 R=5 STAGES=2,4 ACT=f32
+CACHE=${HOME:-/tmp}/.cache/herd/synth P=64 N=32 R=5 ROUNDS=3 STAGES=2,4 ACT=f32
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --cache) CACHE=$2; shift 2 ;;
     -p) P=$2; shift 2 ;;
     -n) N=$2; shift 2 ;;
     -r) R=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
     --stages) STAGES=$2; shift 2 ;;
     --act-dtype) ACT=$2; shift 2 ;;
     *) echo "pipeline.sh: unknown option $1" >&2; usage ;;
@@ -64,54 +67,71 @@ start_workers() {  # N MODEL -> sets ADDRS (comma-separated) and PIDS (no subshe
 stop_workers() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; PIDS=(); }
 
 : >"$TMP/rows.jsonl"
+single() {  # MODEL NAME ROUND
+  "$HERD" bench -m "$1" -t 1 -p "$P" -n "$N" -r "$R" --json 2>/dev/null |
+    python3 -c "import sys,json; [print(json.dumps(dict(json.loads(l), stages=1, name='$2', hops='', round=$3))) for l in sys.stdin]" \
+      >>"$TMP/rows.jsonl"
+}
 for model in "${MODELS[@]}"; do
   name=$(basename "$model" .gguf)
-  echo "pipeline.sh: $name single-process" >&2
-  "$HERD" bench -m "$model" -t 1 -p "$P" -n "$N" -r "$R" --json 2>/dev/null |
-    python3 -c "import sys,json; [print(json.dumps(dict(json.loads(l), stages=1, name='$name', hops=''))) for l in sys.stdin]" \
-      >>"$TMP/rows.jsonl"
   IFS=, read -ra stage_list <<<"$STAGES"
+  layers=$("$HERD" info "$model" | sed -n 's/^shape: *\([0-9]*\) layers.*/\1/p')
   for n in "${stage_list[@]}"; do
-    echo "pipeline.sh: $name on $n workers" >&2
+    echo "pipeline.sh: $name, single process vs $n workers, $ROUNDS rounds" >&2
     start_workers "$n" "$model"
     # An even split, given explicitly: the default (the planner) may leave workers out.
-    layers=$("$HERD" info "$model" | sed -n 's/^shape: *\([0-9]*\) layers.*/\1/p')
     split=$(python3 -c "n,k=$layers,$n; b=[i*n//k for i in range(k+1)]; print(','.join('%d-%d'%(b[i],b[i+1]-1) for i in range(k)))")
-    "$HERD" bench -m "$model" -t 1 -p "$P" -n "$N" -r "$R" --json --workers "$ADDRS" --split "$split" --act-dtype "$ACT" \
-      2>"$TMP/bench.err" >"$TMP/bench.out" || { cat "$TMP/bench.err" >&2; exit 1; }
-    hops=$(grep -o 'wire bytes per decoded token: .*' "$TMP/bench.err" | sed 's/wire bytes per decoded token: //')
-    HOPS="$hops" python3 -c "import sys,json,os; [print(json.dumps(dict(json.loads(l), stages=$n, name='$name', hops=os.environ['HOPS']))) for l in sys.stdin]" \
-      <"$TMP/bench.out" >>"$TMP/rows.jsonl"
+    for ((round = 0; round < ROUNDS; round++)); do
+      single "$model" "$name" "$round"
+      "$HERD" bench -m "$model" -t 1 -p "$P" -n "$N" -r "$R" --json --workers "$ADDRS" --split "$split" --act-dtype "$ACT" \
+        2>"$TMP/bench.err" >"$TMP/bench.out" || { cat "$TMP/bench.err" >&2; exit 1; }
+      hops=$(grep -o 'wire bytes per decoded token: .*' "$TMP/bench.err" | sed 's/wire bytes per decoded token: //')
+      HOPS="$hops" python3 -c "import sys,json,os; [print(json.dumps(dict(json.loads(l), stages=$n, name='$name', hops=os.environ['HOPS'], round=$round))) for l in sys.stdin]" \
+        <"$TMP/bench.out" >>"$TMP/rows.jsonl"
+    done
     stop_workers
   done
 done
 
 python3 - "$TMP/rows.jsonl" <<'PY'
-import json, sys, re
+import json, sys, re, statistics
 rows = [json.loads(l) for l in open(sys.argv[1])]
-single = {(r["name"], r["test"]): r["median_ts"] for r in rows if r["stages"] == 1}
+med = statistics.median
+# Single-process runs: all rounds of a model pooled; each cluster round pairs with the single run
+# made just before it (same model, same round, the next row back in the file).
+single_all, cluster = {}, {}
+last_single = {}
+for r in rows:
+    kind = r["test"][:2]
+    if r["stages"] == 1:
+        single_all.setdefault((r["name"], kind), []).append(r["median_ts"])
+        last_single[(r["name"], kind)] = r["median_ts"]
+    else:
+        s = last_single.get((r["name"], kind))
+        cluster.setdefault((r["name"], r["stages"]), {}).setdefault(kind, []).append((r["median_ts"], s, r["hops"]))
 print("| model | stages | pp t/s | pp × single | tg t/s | tg × single | per-hop overhead (tg) | wire bytes / token / hop |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-by = {}
-for r in rows:
-    by.setdefault((r["name"], r["stages"]), {})[r["test"][:2]] = r
-for (name, stages), t in by.items():
-    pp, tg = t.get("pp"), t.get("tg")
-    pps, tgs = single.get((name, pp["test"])) if pp else None, single.get((name, tg["test"])) if tg else None
-    cell = lambda r, s: ("%.1f" % r["median_ts"], "%.2f" % (r["median_ts"] / s) if s else "")
-    pp_c = cell(pp, pps) if pp else ("", "")
-    tg_c = cell(tg, tgs) if tg else ("", "")
-    over = ""
-    if stages > 1 and tg and tgs:
-        hops = stages + 1
-        us = (1 / tg["median_ts"] - 1 / tgs) / hops * 1e6
-        over = "%.0f µs" % us
-    hop = ""
-    if stages > 1:
-        nums = re.findall(r"(\d+)", tg["hops"] if tg else "")
-        m = re.search(r"coordinator->stage0 (\d+), stage->stage (\d+) .*last->coordinator (\d+)", tg["hops"] if tg else "")
+for name in dict.fromkeys(r["name"] for r in rows):
+    pp, tg = single_all.get((name, "pp"), []), single_all.get((name, "tg"), [])
+    print("| %s | 1 (single process) | %s | 1.00 | %s | 1.00 |  |  |" % (
+        name, "%.1f" % med(pp) if pp else "", "%.1f" % med(tg) if tg else ""))
+    for (cname, stages), t in cluster.items():
+        if cname != name:
+            continue
+        cells = []
+        for kind in ("pp", "tg"):
+            runs = t.get(kind, [])
+            cells.append(("%.1f" % med([x for x, _, _ in runs]),
+                          "%.2f" % med([x / s for x, s, _ in runs if s])) if runs else ("", ""))
+        over = ""
+        runs = t.get("tg", [])
+        if runs:
+            hops = stages + 1
+            over = "%.0f µs" % med([(1 / x - 1 / s) / hops * 1e6 for x, s, _ in runs if s])
+        hop = ""
+        m = re.search(r"coordinator->stage0 (\d+), stage->stage (\d+) .*last->coordinator (\d+)", runs[0][2] if runs else "")
         if m:
             hop = "%s → s0, %s s→s, %s → coord" % m.groups()
-    print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (name, "1 (single process)" if stages == 1 else stages,
-          pp_c[0], pp_c[1], tg_c[0], tg_c[1], over, hop))
+        print("| %s | %d | %s | %s | %s | %s | %s | %s |" % (name, stages, cells[0][0], cells[0][1], cells[1][0],
+              cells[1][1], over, hop))
 PY
