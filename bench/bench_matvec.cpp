@@ -3,7 +3,8 @@
 //   n_tokens = 128 (prompt): FLOP/s (2 flops per weight per token).
 // Shapes: 4096x4096 (a 7B/8B attention projection) and 2048x768 (stories110M's ffn_up: 2048 rows
 // of 768). Weights are seeded random values quantized with quantize_row, so every block is valid.
-// Environment: HERD_BENCH_THREADS (default 1) sets the backend's thread count; HERD_CPU_ISA pins "auto".
+// Matrices are prepared as a stage prepares its weights (Backend::prepare_matmul: the x86 packed
+// layout for Q4_0/Q8_0). Environment: HERD_BENCH_THREADS (default 1) sets the backend's thread count; HERD_CPU_ISA pins "auto".
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -59,6 +60,8 @@ void BM_matmul(benchmark::State& state, std::string isa, DType t, int64_t rows, 
     return;
   }
   Case c = make_case(t, rows, cols, n_tokens);
+  herd::WeightMatrix* prepared[] = {&c.w};  // the layout a stage multiplies (Backend::prepare_matmul)
+  backend->prepare_matmul(prepared);
   for (auto _ : state) {
     backend->matmul(c.w, c.x.data(), n_tokens, cols, c.y.data(), rows);
     benchmark::DoNotOptimize(c.y.data());

@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "kernels/dtype.h"
@@ -14,6 +16,21 @@
 namespace herd {
 
 enum class Op { MatMul, GetRows, RmsNorm, Rope, Softmax, Attention, SiluMul, Add };
+
+// A copy of a weight matrix that one backend rearranged into a layout its matmul kernels read
+// faster (Backend::prepare_matmul), e.g. 16 rows interleaved so one vector lane is one output row.
+// Opaque to everyone else. The bytes live in `storage`, shared by the matrices prepared together.
+struct PackedWeights {
+  uint32_t layout = 0;            // the backend's id of the layout (checked before use; 0 = none)
+  size_t size = 0;                // bytes at data
+  const uint8_t* data = nullptr;  // null: no packed copy
+  std::shared_ptr<const void> storage;
+};
+
+// `bytes` of uninitialized, 64-byte aligned anonymous memory for packed weights, on transparent
+// huge pages where the system allows (kernels/packed_weights.cpp says why). Freed with the last
+// shared_ptr.
+std::shared_ptr<uint8_t> allocate_packed_storage(size_t bytes);
 
 // A 2-D weight matrix in its storage type: `rows` x `cols` values, row-major, each row
 // `row_stride` bytes after the previous (row_bytes(type, cols) when packed).
@@ -23,6 +40,10 @@ struct WeightMatrix {
   int64_t rows = 0;
   int64_t cols = 0;
   size_t row_stride = 0;
+  // Optional: the same matrix in a backend's faster layout (Backend::prepare_matmul); packed.data
+  // null when none. `data` stays valid and authoritative: get_rows, the exact path and every other
+  // backend read it, and a backend uses `packed` only for a layout id (and size) it knows.
+  PackedWeights packed = {};
 };
 
 enum class RopeMode { Normal, Neox };  // Normal: rotate pairs (2i, 2i+1) (llama); Neox: (i, i+d/2) (qwen2)
@@ -59,7 +80,19 @@ class Backend {
   virtual void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, int64_t ldx, float* y,
                       int64_t ldy) = 0;
 
+  // Optional, once per stage at load (worker/stage.cpp): sets `packed` of each matrix this backend
+  // has a faster matmul layout for (in its current mode) to a copy in that layout, all of them in
+  // one allocation (so they can share huge pages); leaves the others unchanged (the default does
+  // nothing). matmul gives the same bits with or without the copy, which lives as long as any
+  // WeightMatrix holding it. released(part) is called for consecutive row ranges of each matrix
+  // (a view: data and rows of the range) once they were copied: the caller may then drop the
+  // source pages of a file mapping (they are re-read if `data` is touched again), so the peak
+  // memory is the copies plus a few MiB, not twice the weights.
+  virtual void prepare_matmul(std::span<WeightMatrix* const> ws,
+                              const std::function<void(const WeightMatrix&)>& released = {}) {}
+
   // out[t][:] = dequantized row ids[t] of W.  out: [n, ldo]. ids must be < W.rows (callers check).
+  // A backend may read its own `packed` copy instead of `data` (the same values).
   virtual void get_rows(const WeightMatrix& w, const int32_t* ids, int64_t n, float* out, int64_t ldo) = 0;
 
   // out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight   for t < n_rows; rows of `dim` values.

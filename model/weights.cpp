@@ -1,5 +1,9 @@
 #include "model/weights.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
 #include <functional>
 #include <stdexcept>
 
@@ -91,6 +95,7 @@ StageWeights load_stage_weights(const GgufFile& f, const ModelConfig& c, const L
   check_range(c, r);
   StageWeights s;
   s.range = r;
+  s.file_mapped = true;  // every matrix below is GgufFile::tensor_data: a PROT_READ, MAP_PRIVATE mapping
   if (r.embedding || (r.output && c.tied_embeddings)) s.tok_embd = matrix(f, "token_embd.weight", c.n_embd, c.n_vocab);
   if (r.output) {
     s.output_norm = vector_f32(f, "output_norm.weight", c.n_embd);
@@ -116,6 +121,16 @@ StageWeights load_stage_weights(const GgufFile& f, const ModelConfig& c, const L
     s.layers.push_back(std::move(w));
   }
   return s;
+}
+
+void release_pages(const WeightMatrix& w) {
+  if (!w.data || w.rows <= 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(w.data);
+  const uintptr_t end = begin + static_cast<uintptr_t>(w.rows - 1) * w.row_stride + row_bytes(w.type, w.cols);
+  const uintptr_t lo = (begin + page - 1) / page * page, hi = end / page * page;  // whole pages only
+  // Advisory: a failure leaves the pages resident, which costs memory but not correctness.
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
 }
 
 }  // namespace herd::model

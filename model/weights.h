@@ -42,7 +42,15 @@ struct StageWeights {
   WeightMatrix output;               // [n_vocab, n_embd] (last stage; == tok_embd when tied)
   std::vector<float> rope_freqs;     // [n_rot/2] when the model has rope_freqs.weight
   std::vector<LayerWeights> layers;  // layers[i] is model layer range.first + i
+  // True when the matrices point into read-only MAP_PRIVATE file mappings (load_stage_weights):
+  // their pages can be dropped (release_pages) and are read again from the file if touched.
+  bool file_mapped = false;
 };
+
+// Drops the resident pages wholly inside w's bytes (madvise MADV_DONTNEED), for a matrix a backend
+// copied into its own layout (Backend::prepare_matmul), so the copy does not double the RSS. Only
+// for matrices of a StageWeights with file_mapped (on anonymous memory it would zero the data).
+void release_pages(const WeightMatrix& w);
 
 // Names of every tensor the stage reads (for GgufFile::map_tensors and for weight transfer).
 std::vector<std::string> stage_tensor_names(const GgufFile& f, const ModelConfig& c, const LayerRange& r);

@@ -8,7 +8,23 @@
 namespace herd {
 
 Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Backend& backend, int64_t n_ctx)
-    : config_(config), w_(std::move(weights)), be_(backend), cache_(w_.range.size(), n_ctx, config.kv_dim()) {}
+    : config_(config), w_(std::move(weights)), be_(backend), cache_(w_.range.size(), n_ctx, config.kv_dim()) {
+  // The backend may keep a copy of each matmul weight in its faster layout (Backend::prepare_matmul,
+  // e.g. 16 interleaved rows on x86); the file pages it was copied from are then dropped, so the
+  // stage holds its weights once. An untied tok_embd stays in the mapping (get_rows reads a few
+  // rows a step). A tied one is the output's bytes: it shares the output's copy, which the
+  // backend's get_rows then reads, so the dropped pages are not faulted back in (as whole large
+  // page-cache folios: the table would be held twice).
+  std::vector<WeightMatrix*> ms;
+  for (auto& l : w_.layers)
+    for (WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) ms.push_back(m);
+  if (w_.range.output) ms.push_back(&w_.output);
+  const bool drop = w_.file_mapped;
+  be_.prepare_matmul(ms, [drop](const WeightMatrix& rows_copied) {
+    if (drop) model::release_pages(rows_copied);
+  });
+  if (w_.range.output && w_.tok_embd.data == w_.output.data) w_.tok_embd.packed = w_.output.packed;
+}
 
 void Stage::forward(const int32_t* tokens, const float* hidden, int64_t n, int64_t pos0, bool all_logits,
                     std::vector<float>& out) {

@@ -4,6 +4,7 @@
 #include "kernels/cpu/simd_driver.h"
 
 #include <algorithm>
+#include <memory>
 #include <stdexcept>
 
 #include "kernels/fp16.h"
@@ -61,6 +62,76 @@ int act_scale_mode(DType weight_type) {
 
 bool KernelTableBackend::uses_q8(DType type, int64_t cols) const { return !exact_ && has_q8_kernel(type) && cols % 32 == 0; }
 
+bool KernelTableBackend::uses_packed(DType type, int64_t cols) const {
+  return uses_q8(type, cols) && k_.packed_bytes != nullptr && k_.repack != nullptr && k_.matmul_packed != nullptr &&
+         k_.packed_bytes(static_cast<uint32_t>(type), simd::kPackedRows, cols) > 0;
+}
+
+void KernelTableBackend::prepare_matmul(std::span<WeightMatrix* const> ws,
+                                        const std::function<void(const WeightMatrix&)>& released) {
+  auto wants = [&](const WeightMatrix& w) {
+    return w.rows > 0 && w.cols > 0 && uses_packed(w.type, w.cols) &&
+           !(w.packed.data && w.packed.layout == simd::kPackedR16);
+  };
+  size_t total = 0;  // one allocation for all: 64-byte aligned offsets
+  for (const WeightMatrix* w : ws) {
+    if (!wants(*w)) continue;
+    check_matmul(error_prefix_, *w, 1, w->cols, w->rows);
+    total += (k_.packed_bytes(static_cast<uint32_t>(w->type), w->rows, w->cols) + 63) / 64 * 64;
+  }
+  if (total == 0) return;
+  const std::shared_ptr<uint8_t> storage = allocate_packed_storage(total);
+  size_t offset = 0;
+  for (WeightMatrix* w : ws) {
+    if (!wants(*w)) continue;
+    const uint32_t type = static_cast<uint32_t>(w->type);
+    const size_t bytes = k_.packed_bytes(type, w->rows, w->cols);
+    uint8_t* dst = storage.get() + offset;
+    offset += (bytes + 63) / 64 * 64;
+    const size_t group_bytes = k_.packed_bytes(type, simd::kPackedRows, w->cols);
+    const auto* wd = static_cast<const uint8_t*>(w->data);
+    // Slabs of ~4 MiB of source rows, each handed to `released` once copied: the peak memory is
+    // the copies plus one slab, even for one large matrix (a vocabulary-sized output).
+    const int64_t slab = std::max<int64_t>(
+        simd::kPackedRows, static_cast<int64_t>((size_t{4} << 20) / w->row_stride) / simd::kPackedRows * simd::kPackedRows);
+    for (int64_t s0 = 0; s0 < w->rows; s0 += slab) {
+      const int64_t s1 = std::min(w->rows, s0 + slab);
+      const int64_t g0 = s0 / simd::kPackedRows, n_groups = (s1 - s0 + simd::kPackedRows - 1) / simd::kPackedRows;
+      pool_.parallel_for(n_groups, [&](int64_t gb, int64_t ge) {
+        const int64_t r0 = s0 + gb * simd::kPackedRows, r1 = std::min(s1, s0 + ge * simd::kPackedRows);
+        k_.repack(type, wd + static_cast<size_t>(r0) * w->row_stride, w->row_stride, r1 - r0, w->cols,
+                  dst + static_cast<size_t>(g0 + gb) * group_bytes);
+      });
+      if (released) {
+        WeightMatrix part = *w;  // rows [s0, s1)
+        part.data = wd + static_cast<size_t>(s0) * w->row_stride;
+        part.rows = s1 - s0;
+        released(part);
+      }
+    }
+    w->packed = PackedWeights{simd::kPackedR16, bytes, dst, storage};
+  }
+}
+
+void KernelTableBackend::get_rows(const WeightMatrix& w, const int32_t* ids, int64_t n, float* out, int64_t ldo) {
+  const uint32_t type = static_cast<uint32_t>(w.type);
+  const bool ours = k_.unpack_row != nullptr && k_.packed_bytes != nullptr && w.packed.data != nullptr &&
+                    w.packed.layout == simd::kPackedR16 && known_dtype(w.type) && w.rows > 0 && w.cols > 0 &&
+                    w.cols % block_size(w.type) == 0 && w.packed.size == k_.packed_bytes(type, w.rows, w.cols);
+  if (!ours) {
+    ReferenceBackend::get_rows(w, ids, n, out, ldo);
+    return;
+  }
+  if (n < 0 || ldo < w.cols) fail("get_rows", "bad count or leading dimension");
+  row_bytes_.resize(row_bytes(w.type, w.cols));
+  for (int64_t t = 0; t < n; ++t) {
+    if (ids[t] < 0 || ids[t] >= w.rows)
+      fail("get_rows", "row id " + std::to_string(ids[t]) + " out of range [0, " + std::to_string(w.rows) + ")");
+    k_.unpack_row(type, w.packed.data, w.cols, ids[t], row_bytes_.data());
+    dequantize_row(w.type, row_bytes_.data(), out + t * ldo, w.cols);
+  }
+}
+
 void KernelTableBackend::matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, int64_t ldx, float* y,
                                 int64_t ldy) {
   check_matmul(error_prefix_, w, n_tokens, ldx, ldy);
@@ -81,7 +152,8 @@ void KernelTableBackend::matmul_q8(const WeightMatrix& w, const float* x, int64_
   act_s_.resize(static_cast<size_t>(n_tokens * cols / 16));
   const int mode = act_scale_mode(w.type);
   // (one token takes the kernels' row-layout path: nothing to regroup)
-  const bool regroup = k_.regroup_act != nullptr && is_legacy(w.type) && n_tokens > 1;
+  const bool packed = uses_packed(w.type, cols);
+  const bool regroup = k_.regroup_act != nullptr && is_legacy(w.type) && n_tokens > 1 && !packed;
   const int64_t n_groups = (n_tokens + simd::kActGroup - 1) / simd::kActGroup;
   const int64_t ldg = cols / 64 * simd::kActGroup * 64, ldgd = cols / 64 * simd::kActGroup * 2;
   if (regroup) {
@@ -115,6 +187,30 @@ void KernelTableBackend::matmul_q8(const WeightMatrix& w, const float* x, int64_
   a.lds = cols / 16;
   const int64_t n_tiles = (w.rows + kTileRows - 1) / kTileRows;
   const auto* wd = static_cast<const uint8_t*>(w.data);
+  const uint32_t type = static_cast<uint32_t>(w.type);
+  if (packed) {
+    static_assert(kTileRows == simd::kPackedRows, "a thread's tile is one packed group");
+    // The prepared copy when it is one of ours for this shape; else each tile is repacked here.
+    const uint8_t* pw =
+        w.packed.layout == simd::kPackedR16 && w.packed.size == k_.packed_bytes(type, w.rows, cols) ? w.packed.data
+                                                                                                  : nullptr;
+    const size_t group_bytes = k_.packed_bytes(type, simd::kPackedRows, cols);
+    pool_.parallel_for(n_tiles, [&](int64_t tb, int64_t te) {
+      const int64_t r0 = tb * kTileRows, r1 = std::min(w.rows, te * kTileRows);
+      if (pw) {
+        k_.matmul_packed(type, pw, w.rows, cols, r0, r1, a, n_tokens, y, ldy);
+        return;
+      }
+      thread_local std::vector<uint8_t> tile;  // one repacked group, reused across calls
+      tile.resize(group_bytes);
+      for (int64_t r = r0; r < r1; r += kTileRows) {
+        const int64_t n = std::min(kTileRows, r1 - r);
+        k_.repack(type, wd + static_cast<size_t>(r) * w.row_stride, w.row_stride, n, cols, tile.data());
+        k_.matmul_packed(type, tile.data(), n, cols, 0, n, a, n_tokens, y + r, ldy);
+      }
+    });
+    return;
+  }
   pool_.parallel_for(n_tiles, [&](int64_t tb, int64_t te) {
     const int64_t r0 = tb * kTileRows, r1 = std::min(w.rows, te * kTileRows);
     if (!k_.matmul_q8(static_cast<uint32_t>(w.type), wd, w.row_stride, cols, r0, r1, a, n_tokens, y, ldy))

@@ -13,6 +13,9 @@
 //     weights, as llama.cpp does. Used for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K;
 //     F32/F16/BF16 always take the exact path (F16/BF16 with activations rounded to f16/bf16, per
 //     backend.h). Tables with regroup_act (x86 AVX-512) also get the regrouped copy for batches.
+//     Tables with a packed layout (x86: Q4_0, Q8_0, Q4_K in kPackedR16, simd_table.h) run those types on
+//     it: from the copy prepare_matmul made at load, or from a 16-row tile repacked on the fly into
+//     per-thread scratch when the matrix was not prepared (same kernel, same bits).
 // Threads split output rows in tiles of 16 (64 bytes of f32 per token row), each y element is
 // computed by one thread with a fixed instruction sequence: any thread count gives the same bits.
 #pragma once
@@ -38,9 +41,19 @@ class KernelTableBackend : public ReferenceBackend {
   bool exact() const { return exact_; }
   // True when matmul of this type uses 8-bit activations in the current mode.
   bool uses_q8(DType type, int64_t cols) const;
+  // True when matmul of this type runs on the table's packed layout in the current mode.
+  bool uses_packed(DType type, int64_t cols) const;
 
   void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, int64_t ldx, float* y,
               int64_t ldy) override;
+  // The kPackedR16 copies (repacked in parallel on the pool) for the matrices whose type has it in
+  // this table and mode; the others unchanged (exact mode, other types, Arm tables).
+  void prepare_matmul(std::span<WeightMatrix* const> ws,
+                      const std::function<void(const WeightMatrix&)>& released = {}) override;
+  // The reference's, except that a matrix with our packed copy is read from it (each row rebuilt
+  // to its GGUF bytes, then dequantize_row: the same values), not from `data`: a stage shares the
+  // copy of a tied output with tok_embd and drops the file pages.
+  void get_rows(const WeightMatrix& w, const int32_t* ids, int64_t n, float* out, int64_t ldo) override;
   void rmsnorm(const float* x, int64_t ldx, const float* weight, int64_t n_rows, int64_t dim, float eps, float* out,
                int64_t ldo) override;
   void attention(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, const AttentionShape& s,
@@ -67,6 +80,7 @@ class KernelTableBackend : public ReferenceBackend {
   std::vector<uint8_t> act_xg_;   // simd::Q8Act::xg (kernels with regroup_act only)
   std::vector<float> act_dg_;     // simd::Q8Act::dg
   std::vector<float> x_rounded_;  // [n_tokens, cols]  F16/BF16 activations
+  std::vector<uint8_t> row_bytes_;  // get_rows of a packed matrix: one row in its GGUF bytes
 };
 
 }  // namespace herd

@@ -52,6 +52,13 @@ enum ActScale : int { kActF32x32 = 0, kActF16x32 = 1, kActF32x256 = 2 };
 
 constexpr int64_t kActGroup = 8;  // tokens per group of the regrouped activations (Q8Act::xg)
 
+// PackedWeights::layout of the x86 tables' 16-row interleaved layout (x86/matmul_packed.inc): rows
+// in groups of kPackedRows, vector lane = output row, one group's blocks contiguous. Why: one
+// integer dot instruction then serves 16 rows and the float work (conversion, scale product, FMA)
+// is done once per block for 16 rows instead of once per row: prefill ~2x faster.
+constexpr uint32_t kPackedR16 = 1;
+constexpr int64_t kPackedRows = 16;
+
 struct Kernels {
   const char* name;  // "avx2" / "avx512" / "neon" / "neon-dotprod"
 
@@ -89,6 +96,23 @@ struct Kernels {
   void (*rmsnorm)(const float* x, const float* weight, int64_t dim, float eps, float* out);  // one row
   void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
   void (*add)(const float* a, const float* b, float* out, int64_t n);
+
+  // Optional (the x86 tables; null in the Arm ones, which keep the row layout): the kPackedR16
+  // layout, for the types whose fast path runs on it (Q4_0, Q8_0, Q4_K; matmul_q8 no longer has
+  // them). Those types always take it, so their bits do not depend on whether a matrix was
+  // prepared: the driver repacks a tile on the fly when it was not.
+  //   packed_bytes: bytes of the layout for a rows × cols matrix of `type`; 0 = the type has none.
+  //   repack: rows [0, rows) of the row-major matrix w -> ceil(rows / 16) groups at dst (the last
+  //     padded with zero rows).
+  //   matmul_packed: as matmul_q8 for rows [r0, r1) (r0 % kPackedRows == 0) of a packed matrix of
+  //     `rows` rows (y row r at y[t * ldy + r]); false when the type has no packed kernel.
+  //   unpack_row: row r of a packed matrix back to its GGUF bytes (row_bytes(type, cols) at dst,
+  //     exactly the source row): get_rows of a tied embedding whose file pages were dropped.
+  size_t (*packed_bytes)(uint32_t type, int64_t rows, int64_t cols);
+  void (*repack)(uint32_t type, const uint8_t* w, size_t row_stride, int64_t rows, int64_t cols, uint8_t* dst);
+  bool (*matmul_packed)(uint32_t type, const uint8_t* p, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
+                        const Q8Act& a, int64_t n_tokens, float* y, int64_t ldy);
+  void (*unpack_row)(uint32_t type, const uint8_t* p, int64_t cols, int64_t r, uint8_t* dst);
 };
 
 }  // namespace herd::simd

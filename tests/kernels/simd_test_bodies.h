@@ -123,15 +123,28 @@ inline std::vector<Param> all_params(std::initializer_list<const char*> isas) {
   } else                       \
     GTEST_SKIP() << "this CPU cannot run the " << (isa) << " kernels: " << cpu_backend_description()
 
+// The matrix as a stage holds it: prepared by a fast-path backend of this ISA (Backend::prepare_matmul;
+// the x86 tables repack Q4_0/Q8_0 into 16 interleaved rows), that backend already gone (the copy
+// must own its memory).
+inline WeightMatrix prepared(const char* isa, const Matrix& m) {
+  WeightMatrix w = m.view();
+  auto be = make_cpu_backend(CpuBackendOptions{false, isa});
+  be->set_threads(2);  // the repack is split over the pool too
+  WeightMatrix* ws[] = {&w};
+  be->prepare_matmul(ws);
+  return w;
+}
+
+// y = W x on a fresh backend; w (when given) is the view of m to multiply, e.g. prepared(isa, m).
 inline std::vector<float> run(const char* isa, bool exact, int threads, const Matrix& m, const std::vector<float>& x,
-                       int64_t n_tokens, int64_t ldx, int64_t ldy) {
+                       int64_t n_tokens, int64_t ldx, int64_t ldy, const WeightMatrix* w = nullptr) {
   CpuBackendOptions o;
   o.isa = isa;
   o.exact = exact;
   auto be = make_cpu_backend(o);
   be->set_threads(threads);
   std::vector<float> y(static_cast<size_t>(n_tokens * ldy), -777.0f);
-  be->matmul(m.view(), x.data(), n_tokens, ldx, y.data(), ldy);
+  be->matmul(w ? *w : m.view(), x.data(), n_tokens, ldx, y.data(), ldy);
   for (int64_t t = 0; t < n_tokens; ++t)
     for (int64_t r = m.rows; r < ldy; ++r) EXPECT_EQ(y[t * ldy + r], -777.0f) << "padding overwritten";
   return y;
@@ -161,10 +174,14 @@ inline void matmul_fast_path_within_activation_quantization_bound(const char* is
   const int64_t rows = 37, cols = cols_for(t), ldx = cols + 3, ldy = rows + 5;
   const int64_t wblock = block_size(t);
   const Matrix m = make_matrix(t, rows, cols, 12);
+  const WeightMatrix mp = prepared(isa, m);
   bool any_difference = false;
   for (int64_t n_tokens = 1; n_tokens <= 9; ++n_tokens) {
     const auto x = make_x(n_tokens, ldx, 200 + static_cast<uint32_t>(n_tokens));
     const auto y = run(isa, false, 1, m, x, n_tokens, ldx, ldy);
+    // A prepared matrix runs the same per-lane arithmetic (the unprepared one is repacked per
+    // tile on the fly): the bounds below hold for both.
+    ASSERT_EQ(y, run(isa, false, 1, m, x, n_tokens, ldx, ldy, &mp)) << "prepared, n_tokens " << n_tokens;
     if (!has_fast_kernel(t)) {  // F32/F16/BF16 take the exact path in both modes: same bits
       EXPECT_EQ(y, run(isa, true, 1, m, x, n_tokens, ldx, ldy));
       continue;
@@ -222,20 +239,27 @@ inline void matmul_fast_path_within_activation_quantization_bound(const char* is
 }
 
 // Any thread count, and any batch size, gives the same bits (each y[t][r] is one thread's fixed
-// instruction sequence). Rows 203 = 12 full tiles + 11: uneven thread chunks.
+// instruction sequence). Rows 203 = 12 full tiles + 11: uneven thread chunks and a padded packed
+// group; 19 tokens: full token groups (8 on AVX-512, 4 on AVX2) and every remainder. A prepared
+// matrix (packed copy) gives the same bits as the plain one, in both paths.
 inline void matmul_bit_identical_across_threads_and_batch_sizes(const char* isa, DType t) {
   const int64_t rows = 203, cols = cols_for(t), ldx = cols, ldy = rows;
   const Matrix m = make_matrix(t, rows, cols, 13);
-  const int64_t n_tokens = 7;
+  const WeightMatrix mp = prepared(isa, m);  // (the exact path ignores the packed copy)
+  const int64_t n_tokens = 19;               // 2 full groups of 8 tokens + 3: every group size
   const auto x = make_x(n_tokens, ldx, 300);
   for (bool exact : {true, false}) {
     const auto y1 = run(isa, exact, 1, m, x, n_tokens, ldx, ldy);
     EXPECT_EQ(y1, run(isa, exact, 2, m, x, n_tokens, ldx, ldy)) << "2 threads, exact " << exact;
     EXPECT_EQ(y1, run(isa, exact, 3, m, x, n_tokens, ldx, ldy)) << "3 threads, exact " << exact;
+    EXPECT_EQ(y1, run(isa, exact, 1, m, x, n_tokens, ldx, ldy, &mp)) << "prepared, exact " << exact;
+    EXPECT_EQ(y1, run(isa, exact, 3, m, x, n_tokens, ldx, ldy, &mp)) << "prepared, 3 threads, exact " << exact;
     for (int64_t tk = 0; tk < n_tokens; ++tk) {  // token tk alone
       const std::vector<float> xt(x.begin() + tk * ldx, x.begin() + (tk + 1) * ldx);
       const auto y_one = run(isa, exact, 2, m, xt, 1, ldx, ldy);
       ASSERT_EQ(0, std::memcmp(y_one.data(), y1.data() + tk * ldy, rows * sizeof(float))) << "token " << tk;
+      const auto y_one_p = run(isa, exact, 1, m, xt, 1, ldx, ldy, &mp);
+      ASSERT_EQ(0, std::memcmp(y_one_p.data(), y1.data() + tk * ldy, rows * sizeof(float))) << "prepared, token " << tk;
     }
   }
 }
@@ -246,9 +270,13 @@ inline void matmul_tables_identical(const char* isa_a, const char* isa_b) {
     const int64_t rows = 40, cols = cols_for(d.type);
     const Matrix m = make_matrix(d.type, rows, cols, 14);
     const auto x = make_x(3, cols, 400);
-    for (bool exact : {true, false})
-      EXPECT_EQ(run(isa_a, exact, 1, m, x, 3, cols, rows), run(isa_b, exact, 1, m, x, 3, cols, rows))
-          << d.name << " exact " << exact;
+    const WeightMatrix pa = prepared(isa_a, m), pb = prepared(isa_b, m);
+    for (bool exact : {true, false}) {
+      const auto ya = run(isa_a, exact, 1, m, x, 3, cols, rows);
+      EXPECT_EQ(ya, run(isa_b, exact, 1, m, x, 3, cols, rows)) << d.name << " exact " << exact;
+      EXPECT_EQ(ya, run(isa_a, exact, 1, m, x, 3, cols, rows, &pa)) << d.name << " prepared, exact " << exact;
+      EXPECT_EQ(ya, run(isa_b, exact, 1, m, x, 3, cols, rows, &pb)) << d.name << " prepared, exact " << exact;
+    }
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -43,6 +44,54 @@ TEST(SimdMatmulIsa, Avx2AndAvx512Identical) {
   REQUIRE_ISA("avx2");
   REQUIRE_ISA("avx512");
   matmul_tables_identical("avx2", "avx512");
+}
+
+// prepare_matmul (what a stage does at load) gives Q4_0, Q8_0 and Q4_K a copy in the 16-row
+// interleaved layout, sized as the layout says (rows padded to 16; per group of 16 rows 288 bytes
+// per Q4_0 block, 544 per Q8_0 block, 2368 per Q4_K super-block), owning its memory; other types,
+// and the exact mode, keep the row layout. The numerics of the packed kernels
+// are checked above (FastPathWithinActivationQuantizationBound and BitIdentical... run them).
+TEST(SimdMatmulPacked, PrepareRepacksQ4_0Q8_0AndQ4_KOnly) {
+  for (const char* isa : {"avx2", "avx512"}) {
+    if (!cpu_supports_isa(isa)) continue;
+    for (const auto& d : kDTypes) {
+      const Matrix m = make_matrix(d.type, 37, cols_for(d.type), 15);
+      const WeightMatrix w = prepared(isa, m);
+      EXPECT_EQ(w.data, m.view().data);
+      const bool packs = d.type == DType::Q4_0 || d.type == DType::Q8_0 || d.type == DType::Q4_K;
+      ASSERT_EQ(w.packed.data != nullptr, packs) << isa << " " << d.name;
+      if (packs) {
+        const size_t group_block = d.type == DType::Q4_0 ? 288 : d.type == DType::Q8_0 ? 544 : 2368;
+        EXPECT_EQ(w.packed.size, 3u * static_cast<size_t>(m.cols / block_size(d.type)) * group_block) << d.name;
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(w.packed.data) % 64, 0u);
+        EXPECT_NE(w.packed.storage, nullptr);
+      }
+      WeightMatrix we = m.view();  // exact mode: nothing to prepare
+      WeightMatrix* ws[] = {&we};
+      make_cpu_backend(CpuBackendOptions{true, isa})->prepare_matmul(ws);
+      EXPECT_EQ(we.packed.data, nullptr) << isa << " " << d.name;
+    }
+  }
+}
+
+// get_rows of a prepared matrix reads the packed copy (a stage shares a tied output's copy with
+// tok_embd and drops the file pages): each row rebuilt exactly, so the reference's values. `data`
+// is pointed at zeros to show which bytes are read.
+TEST(SimdMatmulPacked, GetRowsReadsThePackedCopyExactly) {
+  for (const char* isa : {"avx2", "avx512"}) {
+    if (!cpu_supports_isa(isa)) continue;
+    for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q4_1}) {
+      const Matrix m = make_matrix(t, 37, cols_for(t), 16);
+      const int32_t ids[] = {0, 15, 16, 36, 7};
+      std::vector<float> ref(5 * m.cols), got(5 * m.cols, -1.0f);
+      ReferenceBackend().get_rows(m.view(), ids, 5, ref.data(), m.cols);
+      WeightMatrix w = prepared(isa, m);
+      const std::vector<uint8_t> zeros(m.bytes.size(), 0);
+      if (w.packed.data) w.data = zeros.data();  // only the packed copy holds the values now
+      backend(isa)->get_rows(w, ids, 5, got.data(), m.cols);
+      EXPECT_EQ(got, ref) << isa << " " << dtype_name(t);
+    }
+  }
 }
 
 TEST(CpuBackendFactory, IsaSelectionAndErrors) {

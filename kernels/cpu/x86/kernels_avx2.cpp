@@ -17,9 +17,11 @@ namespace {
 #include "kernels/cpu/x86/matmul_legacy.inc"
 #include "kernels/cpu/x86/matmul_kquants.inc"
 #include "kernels/cpu/x86/matmul_driver.inc"
+#include "kernels/cpu/x86/matmul_packed.inc"
 #include "kernels/cpu/x86/float_ops.inc"
 
-constexpr Kernels kTable{"avx2", quantize_act, nullptr, matmul_q8, dequant_row, dot_f32_tokens, attention, rmsnorm, silu_mul, add};
+constexpr Kernels kTable{"avx2", quantize_act, nullptr, matmul_q8, dequant_row, dot_f32_tokens, attention, rmsnorm, silu_mul, add,
+                         packed_bytes, repack, matmul_packed, unpack_row};
 }  // namespace
 
 const Kernels& kernels_avx2() { return kTable; }

@@ -1,7 +1,8 @@
 // The x86 SIMD kernel tables: AVX2 (kernels_avx2.cpp) and AVX-512 (kernels_avx512.cpp), each
 // compiled with its own -m flags and filling one simd::Kernels (kernels/cpu/simd_table.h, which
 // also says why the ISA units use plain C-like types only). The AVX-512 table is the only one with
-// regroup_act (Q8Act::xg/dg).
+// regroup_act (Q8Act::xg/dg); both have the 16-row packed layout (packed_bytes, repack,
+// matmul_packed: matmul_packed.inc) for Q4_0, Q8_0 and Q4_K.
 #pragma once
 
 #include "kernels/cpu/simd_table.h"

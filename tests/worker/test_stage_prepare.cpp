@@ -1,0 +1,104 @@
+// A stage's prepared weights (Backend::prepare_matmul: on x86 the 16-row packed copies of Q4_0,
+// Q8_0 and Q4_K, after which the file pages they were copied from are dropped) change nothing
+// observable: the mapping still reads the file's bytes, and the logits of a prompt and of a decode
+// step are bit-identical to a stage whose backend prepares nothing (the kernels then repack each
+// 16-row tile on the fly, the same arithmetic; the embedding rows come from the file).
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "model/arch.h"
+#include "model/gguf.h"
+#include "model/weights.h"
+#include "tests/test_paths.h"
+#include "worker/stage.h"
+
+namespace herd {
+namespace {
+
+// Forwards every op to another backend but keeps the default prepare_matmul (prepares nothing).
+class Unprepared : public Backend {
+ public:
+  explicit Unprepared(Backend& b) : b_(b) {}
+  std::string name() const override { return b_.name(); }
+  bool supports(Op op, DType t) const override { return b_.supports(op, t); }
+  void set_threads(int n) override { b_.set_threads(n); }
+  void matmul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy) override {
+    b_.matmul(w, x, n, ldx, y, ldy);
+  }
+  void get_rows(const WeightMatrix& w, const int32_t* ids, int64_t n, float* out, int64_t ldo) override {
+    b_.get_rows(w, ids, n, out, ldo);
+  }
+  void rmsnorm(const float* x, int64_t ldx, const float* w, int64_t n, int64_t dim, float eps, float* out,
+               int64_t ldo) override {
+    b_.rmsnorm(x, ldx, w, n, dim, eps, out, ldo);
+  }
+  void rope(float* x, int64_t n, int64_t ld, int64_t heads, int64_t hd, const int32_t* pos,
+            const RopeParams& p) override {
+    b_.rope(x, n, ld, heads, hd, pos, p);
+  }
+  void softmax(float* x, int64_t n) override { b_.softmax(x, n); }
+  void attention(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, const AttentionShape& s,
+                 float scale, float* out, int64_t ldo) override {
+    b_.attention(q, ldq, k, v, ldkv, s, scale, out, ldo);
+  }
+  void silu_mul(const float* g, const float* u, float* out, int64_t n) override { b_.silu_mul(g, u, out, n); }
+  void add(const float* a, const float* b, float* out, int64_t n) override { b_.add(a, b, out, n); }
+
+ private:
+  Backend& b_;
+};
+
+class StagePrepare : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(StagePrepare, SameBitsAndFileBytesAfterPageRelease) {
+  const std::string path = GetParam();
+  HERD_REQUIRE_FILE(path);
+  auto f = model::GgufFile::open(path);
+  const auto cfg = model::load_config(*f);
+  const model::LayerRange all{0, cfg.n_layers, true, true};
+  const auto w = model::load_stage_weights(*f, cfg, all);
+  ASSERT_TRUE(w.file_mapped);
+  const WeightMatrix& wq = w.layers[0].wq;  // a matrix the x86 backends pack for these types
+  const size_t wq_bytes = static_cast<size_t>(wq.rows) * wq.row_stride;
+  const auto* wq_data = static_cast<const uint8_t*>(wq.data);
+  const std::vector<uint8_t> wq_before(wq_data, wq_data + wq_bytes);
+
+  auto be = make_cpu_backend();
+  be->set_threads(2);
+  Stage prepared(cfg, model::load_stage_weights(*f, cfg, all), *be, 32);
+  EXPECT_EQ(0, std::memcmp(wq_data, wq_before.data(), wq_bytes)) << "mapping changed after the page release";
+  Unprepared plain_be(*be);
+  Stage plain(cfg, model::load_stage_weights(*f, cfg, all), plain_be, 32);
+
+  std::vector<int32_t> tokens;
+  for (int32_t i = 0; i < 13; ++i) tokens.push_back((7 * i + 3) % static_cast<int32_t>(cfg.n_vocab));
+  std::vector<float> a, b;
+  prepared.forward(tokens.data(), nullptr, 12, 0, true, a);  // prompt (a batch)
+  plain.forward(tokens.data(), nullptr, 12, 0, true, b);
+  ASSERT_EQ(a.size(), static_cast<size_t>(12 * cfg.n_vocab));
+  EXPECT_EQ(a, b) << be->name();
+  prepared.forward(tokens.data() + 12, nullptr, 1, 12, false, a);  // one decode step
+  plain.forward(tokens.data() + 12, nullptr, 1, 12, false, b);
+  EXPECT_EQ(a, b) << be->name();
+}
+
+// SmolLM2 ties its output to token_embd (Q8_0 in this file): the stage shares the packed copy of
+// the output with tok_embd, so the embedding lookups read it (KernelTableBackend::get_rows).
+INSTANTIATE_TEST_SUITE_P(Models, StagePrepare,
+                         ::testing::Values(test::model_path("randk-Q4_0.gguf"), test::model_path("randk-Q8_0.gguf"),
+                                           test::model_path("randk-Q4_K_M.gguf"), test::smollm2_path()),
+                         [](const auto& info) {
+                           std::string n = std::filesystem::path(info.param).filename().string();
+                           for (auto& c : n)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace herd
