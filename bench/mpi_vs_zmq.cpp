@@ -10,7 +10,7 @@
 // Prints, per size, the median over runs of the one-way time (round trip / 2) and the rate, as CSV
 // on stdout and a table on stderr.
 //
-//   mpirun --allow-run-as-root --oversubscribe -np 2 build/bench/bench_mpi_vs_zmq [runs] [iters]
+//   mpirun --allow-run-as-root --oversubscribe -np 2 build/bin/bench_mpi_vs_zmq [runs] [iters]
 #define OMPI_SKIP_MPICXX 1  // the C API only (no deprecated C++ bindings)
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>

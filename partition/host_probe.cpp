@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <span>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -115,6 +116,13 @@ TestMatrix make_matrix(DType t, int64_t cols, size_t bytes) {
     std::memcpy(m.data.data() + rb * static_cast<size_t>(r), m.data.data() + rb * static_cast<size_t>(r % 64), rb);
   m.w = {t, m.data.data(), rows, cols, rb};
   return m;
+}
+
+// As a stage does at load (worker/stage.cpp): the backend may keep the matrix in a faster layout,
+// and a stage's matmuls run on that copy, so that is what the probe must time.
+void prepare(Backend& be, TestMatrix& m) {
+  WeightMatrix* w = &m.w;
+  be.prepare_matmul(std::span<WeightMatrix* const>(&w, 1));
 }
 
 // One-way latency of a 64-byte message between two threads over TCP on 127.0.0.1 (ping-pong / 2):
@@ -224,6 +232,7 @@ ProbeResult probe_host(const HostProbeOptions& o) {
   for (DType t : types) {
     if (!be->supports(Op::MatMul, t)) continue;
     TestMatrix m = make_matrix(t, cols, mat_bytes);
+    prepare(*be, m);
     y.assign(static_cast<size_t>(m.w.rows), 0.0f);
     const double s = time_median(o.startup ? 2 : reps, [&] { be->matmul(m.w, x.data(), 1, cols, y.data(), m.w.rows); });
     r.matvec_Bps[static_cast<uint32_t>(t)] = static_cast<double>(m.data.size()) / s;
@@ -232,6 +241,7 @@ ProbeResult probe_host(const HostProbeOptions& o) {
   // Matmul (prefill): FLOP/s of 128 tokens through a Q4_0 matrix (2 FLOPs per weight per token).
   {
     TestMatrix m = make_matrix(DType::Q4_0, cols, row_bytes(DType::Q4_0, cols) * (o.startup ? 256 : 1024));
+    prepare(*be, m);
     y.assign(static_cast<size_t>(m.w.rows) * 128, 0.0f);
     const double s = time_median(small ? 2 : 3, [&] { be->matmul(m.w, x.data(), 128, cols, y.data(), m.w.rows); });
     r.matmul_flops = 2.0 * static_cast<double>(m.w.rows) * static_cast<double>(cols) * 128.0 / s;
@@ -242,6 +252,7 @@ ProbeResult probe_host(const HostProbeOptions& o) {
   {
     TestMatrix m = make_matrix(DType::Q8_0, 256, row_bytes(DType::Q8_0, 256) * 32);
     m.w.rows = 32;
+    prepare(*be, m);
     y.assign(32, 0.0f);
     const int calls = o.startup ? 500 : 2000;
     std::vector<double> s;
