@@ -90,6 +90,18 @@ uint64_t rss_bytes() {
 
 std::string u64(uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); }
 
+// One round trip and one more message: the client has switched to its lane and the server has
+// bound it. Returns the client's peer id at the server.
+std::string engage(ZmqListener& server, ZmqLink& client) {
+  EXPECT_EQ(client.send(numbered(1)), "");
+  const std::string peer = recv_ok(server).peer;
+  EXPECT_EQ(server.send(peer, numbered(2)), "");
+  recv_ok(client);
+  EXPECT_EQ(client.send(numbered(3)), "");
+  EXPECT_EQ(number_of(recv_ok(server)), 3u);
+  return peer;
+}
+
 TEST(Lane, EngagesAndKeepsOrderAcrossTheSwitch) {
   ZmqListener server("tcp://127.0.0.1:*", true);
   ASSERT_NE(server.lane_port(), 0);
@@ -121,12 +133,7 @@ TEST(Lane, EngagesAndKeepsOrderAcrossTheSwitch) {
 TEST(Lane, LargeMessagesBothWaysAtOnceDoNotDeadlock) {
   ZmqListener server("tcp://127.0.0.1:*", true);
   ZmqLink client(server.address(), true);
-  ASSERT_EQ(client.send(numbered(1)), "");
-  const std::string peer = recv_ok(server).peer;
-  ASSERT_EQ(server.send(peer, numbered(2)), "");
-  recv_ok(client);
-  ASSERT_EQ(client.send(numbered(3)), "");
-  recv_ok(server);
+  const std::string peer = engage(server, client);
   ASSERT_TRUE(client.lane_sending());
   ASSERT_EQ(server.lanes_bound(), 1u);
 
@@ -183,12 +190,8 @@ TEST(Lane, StrangersOnTheLanePortCostOnlyTheirConnection) {
   ::close(silent);
   // And a real client still gets its lane.
   ZmqLink client(server.address(), true);
-  ASSERT_EQ(client.send(numbered(1)), "");
-  const std::string peer = recv_ok(server).peer;
-  ASSERT_EQ(server.send(peer, numbered(2)), "");
-  recv_ok(client);
-  ASSERT_EQ(client.send(numbered(3)), "");
-  EXPECT_EQ(number_of(recv_ok(server)), 3u);
+  engage(server, client);
+  EXPECT_TRUE(client.lane_sending());
   EXPECT_EQ(server.lanes_bound(), 1u);
 }
 
