@@ -79,6 +79,9 @@ class Sampler {
   int32_t n_vocab() const { return n_vocab_; }
 
  private:
+  // Greedy without materialising n_vocab candidates: the same token candidates() would rank first.
+  int32_t greedy(const float* logits) const;
+
   SamplerParams params_;
   int32_t n_vocab_;
   std::vector<int32_t> history_;  // [<= repeat_last_n] ring buffer of the last accepted tokens

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <set>
 #include <stdexcept>
 #include <vector>
@@ -75,6 +76,31 @@ TEST(Sampler, GreedyIsArgmaxLowestIdOnTies) {
   Sampler neg(plain(-1.0f), 3);  // any temperature <= 0 is greedy
   const std::vector<float> c = {-5.0f, -4.0f, -6.0f};
   EXPECT_EQ(neg.sample(c.data()), 1);
+}
+
+// Greedy sampling scans the logits in place; candidates() builds the full ranked list. They must
+// pick the same token for any logits: ties, NaN, +-inf, penalised ids (also ones pushed to +inf).
+TEST(Sampler, GreedyScanAgreesWithTheRankedCandidates) {
+  std::mt19937 rng(7);
+  const float specials[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::max(), 1.0f, 0.0f};
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int32_t n = 1 + static_cast<int32_t>(rng() % 300);
+    SamplerParams p = plain(0.0f);
+    if (trial % 2) {
+      p.repeat_penalty = trial % 4 == 1 ? 1.3f : 0.5f;
+      p.repeat_last_n = 1 + static_cast<int32_t>(rng() % 16);
+    }
+    Sampler s(p, n);
+    for (int k = static_cast<int>(rng() % 24); k > 0; --k) s.accept(static_cast<int32_t>(rng() % n));
+    std::vector<float> logits(static_cast<size_t>(n));
+    for (auto& x : logits) {
+      const uint32_t r = rng() % 10;
+      x = r < 2 ? specials[rng() % 6] : static_cast<float>(static_cast<int>(rng() % 7) - 3);  // many ties
+    }
+    if (trial % 50 == 0) std::fill(logits.begin(), logits.end(), std::numeric_limits<float>::quiet_NaN());
+    EXPECT_EQ(s.sample_with_draw(logits.data(), 0), s.candidates(logits.data()).front().id) << "trial " << trial;
+  }
 }
 
 TEST(Sampler, TopK1IsGreedyAtAnyTemperature) {
