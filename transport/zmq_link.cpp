@@ -163,8 +163,14 @@ bool ZmqListener::lane_control(const std::string& peer, const std::vector<std::s
   return true;  // (an offer or attach over ZeroMQ means nothing here: ignored)
 }
 
+bool ZmqListener::ready(int fd) const {
+  for (const auto& it : items_)
+    if (it.socket == nullptr && it.fd == fd) return it.revents != 0;
+  return true;
+}
+
 void ZmqListener::accept_lanes() {
-  if (lane_fd_ < 0) return;
+  if (lane_fd_ < 0 || !ready(lane_fd_)) return;
   for (int fd; (fd = lane_accept(lane_fd_)) >= 0;) {
     if (pending_.size() >= kMaxPendingLanes) pending_.erase(pending_.begin());
     auto sock = std::make_unique<LaneSocket>(fd, static_cast<uint64_t>(kMaxZmqMessageBytes));
@@ -175,12 +181,12 @@ void ZmqListener::accept_lanes() {
 
 void ZmqListener::service_pending() {
   const auto now = Clock::now();
-  std::vector<std::string> ready;
+  std::vector<std::string> attached;
   for (size_t i = 0; i < pending_.size();) {
     Pending& p = pending_[i];
     bool keep = true;
     if (p.peer.empty()) {
-      p.sock->pump();
+      if (ready(p.sock->fd())) p.sock->pump();
       if (p.sock->has_message()) {
         // The first message must be LaneAttach with a ticket this listener issued.
         std::vector<std::string> f = p.sock->pop();
@@ -193,7 +199,7 @@ void ZmqListener::service_pending() {
         } else {
           p.peer = it->second;
           tickets_.erase(it);
-          ready.push_back(p.peer);
+          attached.push_back(p.peer);
         }
       } else if (!p.sock->ok()) {
         keep = false;
@@ -203,7 +209,7 @@ void ZmqListener::service_pending() {
     if (keep) ++i;
     else pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
   }
-  for (const auto& peer : ready) bind_ready(peer);
+  for (const auto& peer : attached) bind_ready(peer);
 }
 
 void ZmqListener::bind_ready(const std::string& peer) {
@@ -242,17 +248,16 @@ Received ZmqListener::from_lanes() {
 
 Received ZmqListener::recv(int timeout_ms) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  std::vector<zmq::pollitem_t> items;
   while (true) {
     if (Received r = from_lanes(); r.status != RecvStatus::timeout) return r;
-    items.clear();
-    items.push_back({sock_.handle(), 0, ZMQ_POLLIN, 0});
-    if (lane_fd_ >= 0) items.push_back({nullptr, lane_fd_, ZMQ_POLLIN, 0});
-    for (auto& p : pending_) items.push_back({nullptr, p.sock->fd(), ZMQ_POLLIN, 0});
-    for (auto& [peer, s] : bound_) items.push_back({nullptr, s->fd(), ZMQ_POLLIN, 0});
+    items_.clear();
+    items_.push_back({sock_.handle(), 0, ZMQ_POLLIN, 0});
+    if (lane_fd_ >= 0) items_.push_back({nullptr, lane_fd_, ZMQ_POLLIN, 0});
+    for (auto& p : pending_) items_.push_back({nullptr, p.sock->fd(), ZMQ_POLLIN, 0});
+    for (auto& [peer, s] : bound_) items_.push_back({nullptr, s->fd(), ZMQ_POLLIN, 0});
     // Pending lanes expire: wake up now and then to drop the silent ones.
     const int wait = pending_.empty() ? remaining_ms(deadline) : std::min(remaining_ms(deadline), 200);
-    poll_items(items, wait);
+    poll_items(items_, wait);
     accept_lanes();
     service_pending();
     // ZeroMQ first: whatever a peer sent before its switch precedes what it sent on its lane.
@@ -264,7 +269,8 @@ Received ZmqListener::recv(int timeout_ms) {
       if (lane_control(peer, frames)) continue;
       return decode_received(std::move(frames), std::move(peer));
     }
-    for (auto& [peer, s] : bound_) s->pump();
+    for (auto& [peer, s] : bound_)
+      if (ready(s->fd())) s->pump();
     if (Received r = from_lanes(); r.status != RecvStatus::timeout) return r;
     if (remaining_ms(deadline) <= 0) return {};
   }
@@ -352,13 +358,16 @@ SendError ZmqLink::send_frames(std::vector<std::string> frames) {
 
 Received ZmqLink::recv(int timeout_ms) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  std::vector<zmq::pollitem_t> items;
   while (true) {
     if (lane_read_ && lane_->has_message()) return decode_received(lane_->pop(), {});
+    // Read the lane when the poll saw it readable, or did not watch it (not polled, or switched
+    // to in this pass): a read per idle pass would be a syscall in every busy-poll iteration.
+    bool lane_ready = true;
     if (alive_) {
-      items.assign({{sock_.handle(), 0, ZMQ_POLLIN, 0}, {mon_.handle(), 0, ZMQ_POLLIN, 0}});
-      if (lane_read_) items.push_back({nullptr, lane_->fd(), ZMQ_POLLIN, 0});
-      poll_items(items, remaining_ms(deadline));
+      items_.assign({{sock_.handle(), 0, ZMQ_POLLIN, 0}, {mon_.handle(), 0, ZMQ_POLLIN, 0}});
+      if (lane_read_) items_.push_back({nullptr, lane_->fd(), ZMQ_POLLIN, 0});
+      poll_items(items_, remaining_ms(deadline));
+      lane_ready = items_.size() < 3 || items_[2].revents != 0;
     }
     // A message that arrived before the connection dropped is still delivered first.
     while (true) {
@@ -373,7 +382,7 @@ Received ZmqLink::recv(int timeout_ms) {
         return decode_received(std::move(frames), {});
       }
     }
-    if (lane_read_) {
+    if (lane_read_ && lane_ready) {
       const bool ok = lane_->pump();
       if (lane_->has_message()) return decode_received(lane_->pop(), {});
       if (!ok) {

@@ -69,6 +69,9 @@ class ZmqListener : public Listener {
   void service_pending();
   void bind_ready(const std::string& peer);
   Received from_lanes();  // a message from a bound lane, or timeout
+  // Whether the last poll saw fd readable (or did not poll it: a lane bound since). Keeps the
+  // busy-polling hot path from a read/accept syscall per idle socket per pass.
+  bool ready(int fd) const;
 
   zmq::socket_t sock_;
   std::string address_;
@@ -78,6 +81,7 @@ class ZmqListener : public Listener {
   std::vector<Pending> pending_;
   std::map<std::string, bool> switched_;  // peers whose LaneSwitch came over ZeroMQ
   std::map<std::string, std::unique_ptr<LaneSocket>> bound_;
+  std::vector<zmq::pollitem_t> items_;  // the last poll's (reused: recv(0) runs in busy loops)
 };
 
 class ZmqLink : public Link {
@@ -100,6 +104,7 @@ class ZmqLink : public Link {
   bool connected_ = false, alive_ = true;
   std::unique_ptr<LaneSocket> lane_;
   bool lane_send_ = false, lane_read_ = false;
+  std::vector<zmq::pollitem_t> items_;  // reused across recv calls
 };
 
 }  // namespace herd::transport
