@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "coordinator/pipeline.h"
-#include "coordinator/sampler.h"
+#include "engine/pipeline.h"
+#include "engine/sampler.h"
 #include "model/tokenizer.h"
 
 namespace herd {

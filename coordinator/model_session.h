@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "coordinator/pipeline.h"
+#include "engine/pipeline.h"
 #include "kernels/backend.h"
 #include "model/arch.h"
 #include "model/gguf.h"

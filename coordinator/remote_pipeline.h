@@ -28,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "coordinator/pipeline.h"
+#include "engine/pipeline.h"
 #include "partition/model_shape.h"
 #include "partition/plan.h"
 #include "transport/link.h"

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "coordinator/logits_file.h"
-#include "coordinator/pipeline.h"
+#include "engine/pipeline.h"
 
 namespace herd {
 

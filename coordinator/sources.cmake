@@ -1,7 +1,6 @@
 # owner: engine (lead).
 target_sources(herd_coordinator PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/logits_file.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/pipeline.cpp
   ${CMAKE_CURRENT_LIST_DIR}/generator.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model_session.cpp
   ${CMAKE_CURRENT_LIST_DIR}/replay.cpp

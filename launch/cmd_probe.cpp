@@ -16,8 +16,8 @@
 #include "launch/args.h"
 #include "launch/commands.h"
 #include "kernels/dtype.h"
-#include "partition/host_probe.h"
-#include "partition/probe_profile.h"
+#include "engine/host_probe.h"
+#include "engine/probe_profile.h"
 
 #if defined(HERD_HAVE_CUDA)
 #include "kernels/cuda/device.h"
@@ -56,11 +56,11 @@ int cmd_probe(const Args& args) {
   const int nt = threads == 0 ? hw : static_cast<int>(threads);
   Timer total;
 
-  partition::HostProbeOptions po;
+  HostProbeOptions po;
   po.threads = nt;
   po.quick = quick;
   po.isa = isa;
-  partition::ProbeResult r = partition::probe_host(po);
+  ProbeResult r = probe_host(po);
 
 #if defined(HERD_HAVE_CUDA)
   for (const auto& g : cuda::list_devices())
@@ -94,7 +94,7 @@ int cmd_probe(const Args& args) {
 #endif
   if (!out_path.empty()) {
     std::ofstream f(out_path);
-    f << partition::probe_to_json(r);
+    f << probe_to_json(r);
     if (!f) throw std::runtime_error("cannot write " + out_path);
     std::printf("\nwrote %s (cluster file: device name=%s probe=%s)\n", out_path.c_str(), r.host.c_str(), out_path.c_str());
   }

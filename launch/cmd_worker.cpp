@@ -15,8 +15,8 @@
 #include "launch/commands.h"
 #include "launch/args.h"
 #include "model/gguf.h"
-#include "partition/host_probe.h"
-#include "partition/probe_profile.h"
+#include "engine/host_probe.h"
+#include "engine/probe_profile.h"
 #include "transport/link.h"
 #include "worker/worker_server.h"
 
@@ -28,7 +28,7 @@ void on_signal(int) { g_stop = true; }
 
 // The startup profile, measured in a child process so that its buffers (~100 MiB) never count in
 // this worker's peak RSS. Empty when the child fails (the server then measures in-process).
-std::optional<partition::ProbeResult> measure_in_child(int threads, const std::vector<uint32_t>& types) {
+std::optional<ProbeResult> measure_in_child(int threads, const std::vector<uint32_t>& types) {
   int fds[2];
   if (::pipe(fds) != 0) return std::nullopt;
   const pid_t pid = ::fork();
@@ -41,11 +41,11 @@ std::optional<partition::ProbeResult> measure_in_child(int threads, const std::v
     ::close(fds[0]);
     int rc = 1;
     try {
-      partition::HostProbeOptions o;
+      HostProbeOptions o;
       o.threads = threads;
       o.startup = true;
       o.types = types;
-      const std::string json = partition::probe_to_json(partition::probe_host(o));
+      const std::string json = probe_to_json(probe_host(o));
       size_t done = 0;
       while (done < json.size()) {
         const ssize_t w = ::write(fds[1], json.data() + done, json.size() - done);
@@ -76,7 +76,7 @@ std::optional<partition::ProbeResult> measure_in_child(int threads, const std::v
     return std::nullopt;
   }
   try {
-    return partition::probe_from_json(json, "startup profile");
+    return probe_from_json(json, "startup profile");
   } catch (const std::exception& e) {
     HERD_LOG_WARN("worker: ", e.what(), "; measuring in-process");
     return std::nullopt;
@@ -120,7 +120,7 @@ int cmd_worker(const Args& args) {
   o.report_free_mem = static_cast<uint64_t>(report_free_mem);
   if (!profile.empty()) {
     try {
-      o.profile = partition::load_probe(profile);
+      o.profile = load_probe(profile);
     } catch (const std::exception& e) {
       throw UsageError(e.what());
     }

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "coordinator/model_session.h"
-#include "coordinator/sampler.h"
+#include "engine/sampler.h"
 #include "launch/args.h"
 #include "launch/commands.h"
 

@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "kernels/dtype.h"
-#include "partition/probe_profile.h"
+#include "engine/probe_profile.h"
 
 namespace herd::partition {
 namespace {

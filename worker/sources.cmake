@@ -1,7 +1,5 @@
 # owner: engine (lead).
 target_sources(herd_worker PRIVATE
-  ${CMAKE_CURRENT_LIST_DIR}/kv_cache.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/stage.cpp
   ${CMAKE_CURRENT_LIST_DIR}/worker_server.cpp
   ${CMAKE_CURRENT_LIST_DIR}/weight_cache.cpp
 )

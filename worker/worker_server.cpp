@@ -12,11 +12,11 @@
 
 #include "common/log.h"
 #include "common/timer.h"
-#include "coordinator/sampler.h"
+#include "engine/sampler.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/fp16.h"
 #include "model/weights.h"
-#include "partition/host_probe.h"
+#include "engine/host_probe.h"
 #include "transport/link_measure.h"
 #include "transport/sha256.h"
 #include "worker/weight_cache.h"
@@ -78,7 +78,7 @@ void read_activation(const Tensor& t, std::vector<float>& out) {
   }
 }
 
-transport::WorkerProfile worker_profile(const partition::ProbeResult& p, int threads, uint64_t free_bytes) {
+transport::WorkerProfile worker_profile(const ProbeResult& p, int threads, uint64_t free_bytes) {
   WorkerProfile w;
   w.threads = threads;
   w.free_ram_bytes = free_bytes;
@@ -98,7 +98,7 @@ WorkerServer::WorkerServer(std::unique_ptr<Listener> listener, WorkerServerOptio
     : listener_(std::move(listener)), opts_(std::move(opts)) {
   if (!opts_.profile) {
     Timer t;
-    opts_.profile = partition::cached_startup_profile(opts_.threads, opts_.profile_types);
+    opts_.profile = cached_startup_profile(opts_.threads, opts_.profile_types);
     HERD_LOG_INFO("worker: profile ", opts_.profile->read_bw_Bps / 1e9, " GB/s read, ", opts_.profile->matvec_Bps.size(),
                   " matvec types, ", opts_.profile->op_overhead_s * 1e6, " us per call (", t.seconds(), " s)");
     if (opts_.profile_source.empty()) opts_.profile_source = "measured at startup";

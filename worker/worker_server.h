@@ -20,10 +20,10 @@
 #include "kernels/backend.h"
 #include "model/arch.h"
 #include "model/gguf.h"
-#include "partition/probe_profile.h"
+#include "engine/probe_profile.h"
 #include "transport/link.h"
 #include "transport/protocol.h"
-#include "worker/stage.h"
+#include "engine/stage.h"
 #include "worker/weight_cache.h"
 
 namespace herd {
@@ -37,14 +37,14 @@ struct WorkerServerOptions {
   uint64_t chunk_bytes = transport::kMaxWeightChunk;  // weight transfer chunk size
   // The profile sent in every Hello (partition/host_probe.h). Unset: measured once when the server
   // is constructed (cached_startup_profile: quick figures, < ~1 s, shared by the process).
-  std::optional<partition::ProbeResult> profile;
+  std::optional<ProbeResult> profile;
   std::string profile_source;           // for the coordinator's log ("file PATH"); "" = "measured at startup"
   std::vector<uint32_t> profile_types;  // matvec types to measure (the model's); empty = the common ones
   uint64_t report_free_mem = 0;         // test hook: report this many bytes free instead of MemAvailable
 };
 
 // The Hello profile of a worker: `p`'s rates, `free_bytes` free (clamped to the total).
-transport::WorkerProfile worker_profile(const partition::ProbeResult& p, int threads, uint64_t free_bytes);
+transport::WorkerProfile worker_profile(const ProbeResult& p, int threads, uint64_t free_bytes);
 
 class WorkerServer {
  public:

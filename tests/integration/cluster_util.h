@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "coordinator/pipeline.h"
+#include "engine/pipeline.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "model/arch.h"
 #include "model/gguf.h"

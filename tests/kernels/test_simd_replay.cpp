@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "coordinator/logits_file.h"
-#include "coordinator/pipeline.h"
+#include "engine/pipeline.h"
 #include "coordinator/replay.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "model/arch.h"

@@ -17,7 +17,7 @@ herd_add_test(test_simd_kernels
     ${CMAKE_CURRENT_LIST_DIR}/test_simd_ops.cpp
   LIBS herd_kernels)
 herd_add_test(test_simd_replay SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_simd_replay.cpp
-  LIBS herd_coordinator herd_worker herd_model herd_kernels TIMEOUT 600)
+  LIBS herd_coordinator herd_engine herd_model herd_kernels TIMEOUT 600)
 
 # owner: Arm NEON backend (native on AArch64; cross-built and run under qemu elsewhere).
 include(${CMAKE_CURRENT_LIST_DIR}/../neon/tests.cmake)

@@ -9,7 +9,7 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")
       ${CMAKE_CURRENT_LIST_DIR}/../kernels/test_neon_matmul.cpp
       ${CMAKE_CURRENT_LIST_DIR}/../kernels/test_neon_ops.cpp
       ${CMAKE_CURRENT_LIST_DIR}/../kernels/test_neon_replay.cpp
-    LIBS herd_worker herd_model herd_coordinator herd_kernels TIMEOUT 600)
+    LIBS herd_engine herd_model herd_coordinator herd_kernels TIMEOUT 600)
   target_compile_options(test_neon_kernels PRIVATE -ffp-contract=off)
 else()
   add_test(NAME neon_cross_tests

@@ -7,7 +7,7 @@
 
 #include "kernels/dtype.h"
 #include "partition/cost_model.h"
-#include "partition/probe_profile.h"
+#include "engine/probe_profile.h"
 #include "partition/shapes.h"
 
 namespace herd::partition {

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "coordinator/pipeline.h"
+#include "engine/pipeline.h"
 #include "coordinator/replay.h"
 #include "kernels/backend.h"
 #include "model/arch.h"

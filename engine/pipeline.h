@@ -7,11 +7,11 @@
 #include <memory>
 #include <vector>
 
-#include "coordinator/sampler.h"
+#include "engine/sampler.h"
 #include "kernels/backend.h"
 #include "model/arch.h"
 #include "model/weights.h"
-#include "worker/stage.h"
+#include "engine/stage.h"
 
 namespace herd {
 namespace model {

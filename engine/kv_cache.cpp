@@ -1,4 +1,4 @@
-#include "worker/kv_cache.h"
+#include "engine/kv_cache.h"
 
 #include <stdexcept>
 #include <string>

@@ -1,6 +1,6 @@
 // Sampler: greedy, filters on hand-computed examples, seeding, and a chi-square test that the
 // draws follow softmax(logits / T).
-#include "coordinator/sampler.h"
+#include "engine/sampler.h"
 
 #include <gtest/gtest.h>
 

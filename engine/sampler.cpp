@@ -1,4 +1,4 @@
-#include "coordinator/sampler.h"
+#include "engine/sampler.h"
 
 #include <algorithm>
 #include <cmath>

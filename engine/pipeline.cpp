@@ -1,4 +1,4 @@
-#include "coordinator/pipeline.h"
+#include "engine/pipeline.h"
 
 #include <sstream>
 #include <stdexcept>

@@ -1,4 +1,4 @@
-#include "worker/stage.h"
+#include "engine/stage.h"
 
 #include <cmath>
 #include <cstring>

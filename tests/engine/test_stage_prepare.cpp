@@ -16,7 +16,7 @@
 #include "model/gguf.h"
 #include "model/weights.h"
 #include "tests/test_paths.h"
-#include "worker/stage.h"
+#include "engine/stage.h"
 
 namespace herd {
 namespace {

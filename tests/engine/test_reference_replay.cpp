@@ -10,9 +10,9 @@
 
 #include "coordinator/generator.h"
 #include "coordinator/logits_file.h"
-#include "coordinator/pipeline.h"
+#include "engine/pipeline.h"
 #include "coordinator/replay.h"
-#include "coordinator/sampler.h"
+#include "engine/sampler.h"
 #include "kernels/backend.h"
 #include "model/arch.h"
 #include "model/gguf.h"

@@ -1,4 +1,4 @@
-#include "partition/host_probe.h"
+#include "engine/host_probe.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -21,7 +21,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/quant.h"
 
-namespace herd::partition {
+namespace herd {
 namespace {
 
 double median(std::vector<double> v) {
@@ -299,4 +299,4 @@ const ProbeResult& cached_startup_profile(int threads, const std::vector<uint32_
   return it->second;
 }
 
-}  // namespace herd::partition
+}  // namespace herd

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-namespace herd::partition {
+namespace herd {
 
 struct ProbeGpu {
   int index = 0;
@@ -47,4 +47,4 @@ std::string probe_to_json(const ProbeResult& p);
 ProbeResult probe_from_json(const std::string& text, const std::string& source = "probe");
 ProbeResult load_probe(const std::string& path);
 
-}  // namespace herd::partition
+}  // namespace herd

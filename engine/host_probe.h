@@ -1,15 +1,15 @@
 // Measuring this host the way the planner models it (partition/cost_model.h): what `herd probe`
-// prints and writes, and the quick profile a `herd worker` sends in its Hello. Links the CPU
-// kernels (library herd_probe), so partition/ itself stays free of kernel code.
+// prints and writes, and the quick profile a `herd worker` sends in its Hello. It runs the CPU
+// kernels, so it lives in engine/; partition/ only reads the figures (engine/probe_profile.h).
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "partition/probe_profile.h"
+#include "engine/probe_profile.h"
 
-namespace herd::partition {
+namespace herd {
 
 struct HostProbeOptions {
   int threads = 0;            // threads per kernel; 0 = all hardware threads
@@ -31,4 +31,4 @@ const ProbeResult& cached_startup_profile(int threads, const std::vector<uint32_
 // /proc/meminfo value of `key` ("MemTotal", "MemAvailable") in bytes; 0 when unknown.
 uint64_t meminfo_bytes(const std::string& key);
 
-}  // namespace herd::partition
+}  // namespace herd

@@ -1,4 +1,4 @@
-#include "partition/probe_profile.h"
+#include "engine/probe_profile.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +10,7 @@
 
 #include "kernels/dtype.h"
 
-namespace herd::partition {
+namespace herd {
 namespace {
 
 // A small JSON value: enough for the probe file (objects, arrays, strings, numbers, literals).
@@ -244,4 +244,4 @@ ProbeResult load_probe(const std::string& path) {
   return probe_from_json(ss.str(), path);
 }
 
-}  // namespace herd::partition
+}  // namespace herd

@@ -10,7 +10,7 @@
 #include "kernels/backend.h"
 #include "model/arch.h"
 #include "model/weights.h"
-#include "worker/kv_cache.h"
+#include "engine/kv_cache.h"
 
 namespace herd {
 

@@ -1,6 +1,0 @@
-herd_add_test(test_reference_replay SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_reference_replay.cpp
-  LIBS herd_coordinator herd_worker herd_model herd_kernels TIMEOUT 600)
-herd_add_test(test_arch_variants SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_arch_variants.cpp
-  LIBS herd_coordinator herd_worker herd_model herd_kernels herd_test_tiny_models)
-herd_add_test(test_stage_prepare SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_stage_prepare.cpp
-  LIBS herd_worker herd_model herd_kernels)
