@@ -55,10 +55,10 @@ GenerationStats Generator::generate(const std::vector<int32_t>& prompt, int64_t 
 
   // Reuse the longest cached prefix, but always evaluate at least the last prompt token (its
   // logits are what we sample from).
+  const std::vector<int32_t>& cached = pipe_.cached(seq_);
   size_t keep = 0;
-  while (keep < cached_.size() && keep < prompt.size() && cached_[keep] == prompt[keep]) ++keep;
+  while (keep < cached.size() && keep < prompt.size() && cached[keep] == prompt[keep]) ++keep;
   keep = std::min(keep, prompt.size() - 1);
-  cached_.resize(keep);
   st.n_reused = static_cast<int64_t>(keep);
 
   // The last prompt batch is evaluated and sampled in one step (eval_sample: on a cluster the last
@@ -69,12 +69,12 @@ GenerationStats Generator::generate(const std::vector<int32_t>& prompt, int64_t 
   for (size_t i = keep; i < prompt.size(); i += static_cast<size_t>(n_batch_)) {
     const size_t n = std::min(prompt.size() - i, static_cast<size_t>(n_batch_));
     if (i + n == prompt.size() && n_predict != 0) {
-      id = pipe_.eval_sample(prompt.data() + i, static_cast<int64_t>(n), static_cast<int64_t>(i), sampler);
+      id = pipe_.eval_sample(prompt.data() + i, static_cast<int64_t>(n), static_cast<int64_t>(i), sampler, seq_);
     } else {
-      pipe_.eval(prompt.data() + i, static_cast<int64_t>(n), static_cast<int64_t>(i), false, logits_);
+      batch_.clear();
+      batch_.add_run(prompt.data() + i, static_cast<int64_t>(n), static_cast<int32_t>(i), seq_, false);
+      pipe_.eval(batch_);
     }
-    cached_.insert(cached_.end(), prompt.begin() + static_cast<std::ptrdiff_t>(i),
-                   prompt.begin() + static_cast<std::ptrdiff_t>(i + n));
   }
   st.n_prompt = static_cast<int64_t>(prompt.size() - keep);
   st.prompt_seconds = t.seconds();
@@ -95,14 +95,14 @@ GenerationStats Generator::generate(const std::vector<int32_t>& prompt, int64_t 
       st.stop_reason = "callback";
       break;
     }
-    if (static_cast<int64_t>(cached_.size()) >= n_ctx) {
+    const auto n_cached = static_cast<int64_t>(pipe_.cached(seq_).size());
+    if (n_cached >= n_ctx) {
       st.stop_reason = "context";
       break;
     }
     if (n_predict >= 0 && st.n_generated >= n_predict) break;  // no need to evaluate the last one
     const int32_t prev = id;
-    id = pipe_.eval_sample(&prev, 1, static_cast<int64_t>(cached_.size()), sampler);
-    cached_.push_back(prev);
+    id = pipe_.eval_sample(&prev, 1, n_cached, sampler, seq_);
   }
   if (std::string rest = utf8.flush(); !rest.empty()) on_text(rest);
   st.gen_seconds = t.seconds();

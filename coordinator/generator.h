@@ -44,16 +44,17 @@ class Generator {
   GenerationStats generate(const std::vector<int32_t>& prompt, int64_t n_predict, Sampler& sampler,
                            const std::function<bool(const std::string&)>& on_text);
 
-  // Tokens whose keys/values are in the cache, from position 0 (prompt + generated).
-  const std::vector<int32_t>& history() const { return cached_; }
-  void reset() { cached_.clear(); }
+  // Tokens whose keys/values are in the cache, from position 0 (prompt + generated): the
+  // pipeline's record of the sequence (Pipeline::cached).
+  const std::vector<int32_t>& history() const { return pipe_.cached(seq_); }
+  void reset() { pipe_.forget(seq_); }
 
  private:
   Pipeline& pipe_;
   const model::Tokenizer& tok_;
   int64_t n_batch_;
-  std::vector<int32_t> cached_;
-  std::vector<float> logits_;
+  int32_t seq_ = 0;  // the pipeline's sequence slot this generator drives
+  Batch batch_;
 };
 
 }  // namespace herd

@@ -408,49 +408,52 @@ void RemotePipeline::serve_weights(size_t k, const Message& m) {
 }
 
 void RemotePipeline::prepare(const int32_t* tokens, int64_t n, int64_t pos0) {
-  if (n <= 0) throw std::invalid_argument("eval: no tokens");
-  if (pos0 < 0 || pos0 + n > opts_.n_ctx)
-    throw std::out_of_range("context full: positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + n - 1) +
-                            " exceed the context size " + std::to_string(opts_.n_ctx));
-  if (pos0 > static_cast<int64_t>(history_.size()))
-    throw std::invalid_argument("eval at position " + std::to_string(pos0) + " but only " +
-                                std::to_string(history_.size()) + " positions are cached");
-  for (int64_t i = 0; i < n; ++i)
-    if (tokens[i] < 0 || tokens[i] >= config_.n_vocab)
-      throw std::out_of_range("token id " + std::to_string(tokens[i]) + " outside the vocabulary (" +
-                              std::to_string(config_.n_vocab) + ")");
-  history_.resize(static_cast<size_t>(pos0));
   if (!healthy_) {
     setup();
     if (pos0 > 0) {  // the (new) workers' caches are empty: rebuild positions [0, pos0)
       std::vector<float> scratch;
-      forward(history_.data(), pos0, 0, false, scratch);
+      forward(cached(0).data(), pos0, 0, false, scratch);
     }
   }
 }
 
-void RemotePipeline::eval(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits) {
-  prepare(tokens, n, pos0);
-  forward(tokens, n, pos0, all_logits, logits);
-  history_.insert(history_.end(), tokens, tokens + n);
+void RemotePipeline::do_submit(uint64_t ticket, const Batch& b, std::vector<RowSample> samples) {
+  std::vector<SeqRun> runs;
+  batch_runs(b, n_seq(), n_ctx(), runs);
+  if (runs.size() != 1 || runs[0].seq != 0) throw std::invalid_argument("RemotePipeline: one sequence at a time");
+  const int64_t n = b.size(), pos0 = runs[0].pos0;
+  bool all_logits = true, last_only = true;
+  for (int64_t i = 0; i < n; ++i) {
+    all_logits = all_logits && b.logits[i];
+    last_only = last_only && b.logits[i] == (i + 1 == n);
+  }
+  if (!all_logits && !last_only) throw std::invalid_argument("RemotePipeline: logits for the last row or all rows");
+  prepare(b.tokens.data(), n, pos0);
+  BatchOutput out{ticket, {}, {}};
+  if (samples.empty()) {
+    forward(b.tokens.data(), n, pos0, all_logits && n > 1, out.logits);
+  } else {
+    const SamplerParams& p = samples[0].sampler->params();
+    SampleSpec s;
+    s.temperature = p.temperature;
+    s.top_k = p.top_k;
+    s.top_p = p.top_p;
+    s.min_p = p.min_p;
+    s.repeat_penalty = p.repeat_penalty;
+    s.repeat_last_n = p.repeat_last_n;
+    s.recent = samples[0].sampler->recent();
+    s.draw = samples[0].draw;
+    std::vector<float> unused;
+    out.tokens.push_back(forward(b.tokens.data(), n, pos0, false, unused, &s));
+  }
+  done_.push_back(std::move(out));
 }
 
-int32_t RemotePipeline::eval_sample(const int32_t* tokens, int64_t n, int64_t pos0, Sampler& sampler) {
-  prepare(tokens, n, pos0);
-  const SamplerParams& p = sampler.params();
-  SampleSpec s;
-  s.temperature = p.temperature;
-  s.top_k = p.top_k;
-  s.top_p = p.top_p;
-  s.min_p = p.min_p;
-  s.repeat_penalty = p.repeat_penalty;
-  s.repeat_last_n = p.repeat_last_n;
-  s.recent = sampler.recent();
-  s.draw = sampler.next_draw();  // the RNG stays here: one draw per step, as a local sample() makes
-  std::vector<float> unused;
-  const int32_t token = forward(tokens, n, pos0, false, unused, &s);
-  history_.insert(history_.end(), tokens, tokens + n);
-  return token;
+std::optional<BatchOutput> RemotePipeline::do_poll(int) {
+  if (done_.empty()) return std::nullopt;
+  BatchOutput o = std::move(done_.front());
+  done_.pop_front();
+  return o;
 }
 
 int32_t RemotePipeline::forward(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits,

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -60,8 +61,7 @@ class RemotePipeline : public Pipeline {
 
   const model::ModelConfig& config() const override { return config_; }
   int64_t n_ctx() const override { return opts_.n_ctx; }
-  void eval(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits) override;
-  int32_t eval_sample(const int32_t* tokens, int64_t n, int64_t pos0, Sampler& sampler) override;
+  int64_t n_seq() const override { return 1; }
 
   const std::vector<model::LayerRange>& ranges() const { return ranges_; }
   // Weight bytes sent to workers that had no copy of the model (since construction).
@@ -88,6 +88,8 @@ class RemotePipeline : public Pipeline {
     transport::Hello hello;
     size_t index = 0;  // position in opts.workers
   };
+  void do_submit(uint64_t ticket, const Batch& b, std::vector<RowSample> samples) override;
+  std::optional<BatchOutput> do_poll(int timeout_ms) override;
   void setup();
   // Sets ranges_ from the planner; drops the workers it leaves out from workers_.
   void plan_split();
@@ -118,7 +120,7 @@ class RemotePipeline : public Pipeline {
   std::string plan_summary_;
   std::vector<transport::LinkStats> worker_links_, stage_links_;
   std::map<std::pair<std::string, std::string>, transport::LinkStats> measured_hops_;  // (from, to) address
-  std::vector<int32_t> history_;  // tokens whose keys/values the workers hold, from position 0
+  std::deque<BatchOutput> done_;
   bool healthy_ = false;
   uint64_t next_request_ = 1, session_ = 0;
 };

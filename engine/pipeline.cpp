@@ -8,28 +8,141 @@
 
 namespace herd {
 
-LocalPipeline::LocalPipeline(const model::GgufFile& f, const model::ModelConfig& c, Backend& backend, int64_t n_ctx,
-                             std::vector<model::LayerRange> ranges)
-    : config_(c), n_ctx_(n_ctx) {
-  if (n_ctx <= 0) throw std::invalid_argument("context size must be positive");
+uint64_t Pipeline::submit(const Batch& b, std::span<Sampler* const> samplers) {
+  if (seq_tokens_.size() != static_cast<size_t>(n_seq())) seq_tokens_.resize(static_cast<size_t>(n_seq()));
+  std::vector<SeqRun> runs;
+  if (std::string err = batch_runs(b, n_seq(), n_ctx(), runs); !err.empty()) {
+    if (err.rfind("context full", 0) == 0) throw std::out_of_range(err);
+    throw std::invalid_argument(err);
+  }
+  if (b.tokens.size() != b.pos.size()) throw std::invalid_argument("batch has no token ids");
+  for (const int32_t t : b.tokens)
+    if (t < 0 || t >= config().n_vocab)
+      throw std::out_of_range("token id " + std::to_string(t) + " outside the vocabulary (" +
+                              std::to_string(config().n_vocab) + ")");
+  for (const SeqRun& r : runs)
+    if (r.pos0 > static_cast<int64_t>(seq_tokens_[r.seq].size()))
+      throw std::invalid_argument("sequence " + std::to_string(r.seq) + " continues at position " +
+                                  std::to_string(r.pos0) + " but only " +
+                                  std::to_string(seq_tokens_[r.seq].size()) + " positions are cached");
+  const int64_t n_out = b.n_outputs();
+  if (!samplers.empty() && static_cast<int64_t>(samplers.size()) != n_out)
+    throw std::invalid_argument(std::to_string(samplers.size()) + " samplers for " + std::to_string(n_out) +
+                                " output rows");
+  std::vector<RowSample> samples;
+  for (Sampler* s : samplers) samples.push_back({s, s->next_draw()});
+
+  const uint64_t ticket = next_ticket_++;
+  InFlight f{ticket, {}};
+  for (const SeqRun& r : runs) f.starts.push_back({r.seq, r.pos0});
+  try {
+    do_submit(ticket, b, std::move(samples));
+  } catch (...) {  // the stages may have dropped positions >= pos0 of these sequences
+    for (const SeqRun& r : runs)
+      if (seq_tokens_[r.seq].size() > static_cast<size_t>(r.pos0)) seq_tokens_[r.seq].resize(static_cast<size_t>(r.pos0));
+    throw;
+  }
+  for (const SeqRun& r : runs) {
+    auto& toks = seq_tokens_[r.seq];
+    toks.resize(static_cast<size_t>(r.pos0));
+    toks.insert(toks.end(), b.tokens.begin() + r.begin, b.tokens.begin() + r.end);
+  }
+  tickets_.push_back(std::move(f));
+  return ticket;
+}
+
+std::optional<BatchOutput> Pipeline::poll(int timeout_ms) {
+  if (tickets_.empty()) return std::nullopt;
+  std::optional<BatchOutput> out;
+  try {
+    out = do_poll(timeout_ms);
+  } catch (...) {
+    rewind_failed();
+    throw;
+  }
+  if (out) tickets_.pop_front();
+  return out;
+}
+
+void Pipeline::rewind_failed() {
+  // Every batch in flight is lost with the failure: its sequences hold at most what they held
+  // before it (the earliest start of each sequence wins).
+  for (auto it = tickets_.rbegin(); it != tickets_.rend(); ++it)
+    for (const auto& [seq, pos0] : it->starts)
+      if (seq_tokens_[seq].size() > static_cast<size_t>(pos0)) seq_tokens_[seq].resize(static_cast<size_t>(pos0));
+  tickets_.clear();
+}
+
+BatchOutput Pipeline::eval(const Batch& b, std::span<Sampler* const> samplers) {
+  const uint64_t ticket = submit(b, samplers);
+  while (true) {
+    std::optional<BatchOutput> o = poll(-1);
+    if (o && o->ticket == ticket) return std::move(*o);
+  }
+}
+
+void Pipeline::eval(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits) {
+  if (n <= 0) throw std::invalid_argument("eval: no tokens");
+  one_.clear();
+  one_.add_run(tokens, n, static_cast<int32_t>(pos0), 0, all_logits);
+  logits = eval(one_).logits;
+}
+
+int32_t Pipeline::eval_sample(const int32_t* tokens, int64_t n, int64_t pos0, Sampler& sampler, int32_t seq) {
+  if (n <= 0) throw std::invalid_argument("eval: no tokens");
+  one_.clear();
+  one_.add_run(tokens, n, static_cast<int32_t>(pos0), seq, false);
+  Sampler* s[] = {&sampler};
+  return eval(one_, s).tokens.at(0);
+}
+
+const std::vector<int32_t>& Pipeline::cached(int32_t seq) const {
+  static const std::vector<int32_t> none;
+  return static_cast<size_t>(seq) < seq_tokens_.size() ? seq_tokens_[static_cast<size_t>(seq)] : none;
+}
+
+void Pipeline::forget(int32_t seq) {
+  if (static_cast<size_t>(seq) < seq_tokens_.size()) seq_tokens_[static_cast<size_t>(seq)].clear();
+}
+
+LocalPipeline::LocalPipeline(const model::GgufFile& f, const model::ModelConfig& c, Backend& backend,
+                             const KvOptions& kv, std::vector<model::LayerRange> ranges)
+    : config_(c), kv_(kv) {
+  if (kv.n_ctx <= 0) throw std::invalid_argument("context size must be positive");
+  if (kv.n_seq <= 0) throw std::invalid_argument("--parallel must be at least 1");
   if (ranges.empty()) ranges.push_back({0, c.n_layers, true, true});
   for (size_t i = 0; i < ranges.size(); ++i) {
     ranges[i].embedding = i == 0;
     ranges[i].output = i + 1 == ranges.size();
-    stages_.push_back(
-        std::make_unique<Stage>(c, model::load_stage_weights(f, c, ranges[i]), backend, n_ctx));
+    stages_.push_back(std::make_unique<Stage>(c, model::load_stage_weights(f, c, ranges[i]), backend, kv));
   }
 }
 
-void LocalPipeline::eval(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits,
-                         std::vector<float>& logits) {
+void LocalPipeline::do_submit(uint64_t ticket, const Batch& b, std::vector<RowSample> samples) {
+  // In this process the stages run one after another at once; poll() hands the result back.
   const float* in = nullptr;
+  BatchOutput out{ticket, {}, {}};
   for (size_t i = 0; i < stages_.size(); ++i) {
     const bool last = i + 1 == stages_.size();
-    std::vector<float>& out = last ? logits : (i % 2 ? hidden_b_ : hidden_a_);
-    stages_[i]->forward(i == 0 ? tokens : nullptr, in, n, pos0, all_logits, out);
-    in = out.data();
+    std::vector<float>& o = last ? out.logits : (i % 2 ? hidden_b_ : hidden_a_);
+    o.resize(static_cast<size_t>(stages_[i]->output_floats(b)));
+    stages_[i]->forward(b, in, o.data());
+    in = o.data();
   }
+  if (!samples.empty()) {
+    for (size_t r = 0; r < samples.size(); ++r)
+      out.tokens.push_back(samples[r].sampler->sample_with_draw(out.logits.data() + r * config_.n_vocab,
+                                                                samples[r].draw));
+    out.logits.clear();
+  }
+  done_.push_back(std::move(out));
+}
+
+std::optional<BatchOutput> LocalPipeline::do_poll(int) {
+  if (done_.empty()) return std::nullopt;
+  BatchOutput o = std::move(done_.front());
+  done_.pop_front();
+  return o;
 }
 
 std::vector<model::LayerRange> parse_split(const std::string& spec, int64_t n_layers) {

@@ -1,59 +1,126 @@
-// A Pipeline evaluates token batches through all of a model's stages and returns logits.
+// A Pipeline evaluates batches (engine/batch.h) through all of a model's stages. It is
+// asynchronous: submit() queues a batch and returns at once, poll() hands back finished ones in
+// submission order, so a caller can keep several micro-batches in flight (on a cluster, stage 1
+// computes one while stage 2 computes another). eval() is submit + wait.
+//
+// The outputs of a batch are its rows flagged in Batch::logits: logits rows, or, when the caller
+// passes one Sampler per output row, sampled token ids (on a cluster the last stage samples and
+// only ids travel back; the RNG stays with the caller's Sampler: one draw per row at submit).
+//
+// The tokens each sequence's KV slot holds live here (cached()), the one place per-sequence state
+// is kept on the coordinator's side: prefix reuse, and replay onto restarted workers, read it.
+//
 // LocalPipeline runs its stages in this process, in order (one stage = a plain single-host run;
 // several = the same split a cluster would use, for checking that splits change nothing).
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <optional>
+#include <span>
+#include <string>
 #include <vector>
 
+#include "engine/batch.h"
 #include "engine/sampler.h"
+#include "engine/stage.h"
 #include "kernels/backend.h"
 #include "model/arch.h"
 #include "model/weights.h"
-#include "engine/stage.h"
 
 namespace herd {
 namespace model {
 class GgufFile;
 }
 
+struct BatchOutput {
+  uint64_t ticket = 0;
+  std::vector<float> logits;    // [n_outputs, n_vocab] when the batch was submitted without samplers
+  std::vector<int32_t> tokens;  // [n_outputs] sampled ids when it was submitted with samplers
+};
+
+// What the last stage needs to sample one output row: the caller's sampler (params and repeat
+// window) and the draw it gave for this step.
+struct RowSample {
+  const Sampler* sampler = nullptr;
+  uint64_t draw = 0;
+};
+
 class Pipeline {
  public:
   virtual ~Pipeline() = default;
   virtual const model::ModelConfig& config() const = 0;
   virtual int64_t n_ctx() const = 0;
-  // Evaluates tokens[0..n) at positions pos0..pos0+n-1. logits: [n, n_vocab] when all_logits, else
-  // the last token's [n_vocab]. Positions >= pos0 from earlier calls are overwritten (rewind).
-  virtual void eval(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits) = 0;
-  // Evaluates like eval() and samples the last token's logits with `sampler` (advancing its RNG
-  // exactly as sampler.sample() would; it does not accept() the result). The default samples here
-  // from eval()'s logits; a RemotePipeline lets its last stage sample and moves one token id, not
-  // a logits row. Same seed and history => same token either way.
-  virtual int32_t eval_sample(const int32_t* tokens, int64_t n, int64_t pos0, Sampler& sampler) {
-    eval(tokens, n, pos0, false, sample_logits_);
-    return sampler.sample(sample_logits_.data());
-  }
+  virtual int64_t n_seq() const = 0;  // sequence slots (--parallel)
+
+  // Queues `b`; returns its ticket. samplers: empty, or one per output row in row order (the
+  // sampler must stay alive until the batch is polled; its RNG advances here). Throws
+  // std::invalid_argument / std::out_of_range for a malformed batch (a sequence continuing past
+  // what its slot holds, a full context, a token outside the vocabulary): nothing is queued then.
+  uint64_t submit(const Batch& b, std::span<Sampler* const> samplers = {});
+  // The oldest unfinished batch's output once it is done; nothing after timeout_ms (< 0: wait).
+  // A lost or failing worker is a std::runtime_error (RemotePipeline).
+  std::optional<BatchOutput> poll(int timeout_ms);
+  size_t in_flight() const { return tickets_.size(); }
+  // submit + wait (for every batch in flight, then this one).
+  BatchOutput eval(const Batch& b, std::span<Sampler* const> samplers = {});
+
+  // One sequence (slot 0) at a time, the single-stream conveniences: n tokens at positions pos0..;
+  // logits [n, n_vocab] when all_logits, else the last token's [n_vocab].
+  void eval(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits);
+  // Evaluates and samples the last token's row with `sampler` (its RNG advances as sample()
+  // would; it does not accept() the result). Same seed and history => same token anywhere.
+  int32_t eval_sample(const int32_t* tokens, int64_t n, int64_t pos0, Sampler& sampler, int32_t seq = 0);
+
+  // Tokens whose keys/values slot `seq` holds, from position 0 (as of the last submit).
+  const std::vector<int32_t>& cached(int32_t seq) const;
+  // Forgets what slot `seq` holds (its next batch starts at position 0).
+  void forget(int32_t seq);
+
+ protected:
+  // The implementation's side: the batch is valid (runs checked against cached()), samples has
+  // one entry per output row or none.
+  virtual void do_submit(uint64_t ticket, const Batch& b, std::vector<RowSample> samples) = 0;
+  virtual std::optional<BatchOutput> do_poll(int timeout_ms) = 0;
+  // Called when a batch in flight failed (after poll threw): its tokens may not be cached.
+  void rewind_failed();
+
+  std::vector<std::vector<int32_t>> seq_tokens_;  // [n_seq] tokens each slot holds
 
  private:
-  std::vector<float> sample_logits_;  // [n_vocab] scratch of the default eval_sample
+  struct InFlight {
+    uint64_t ticket;
+    std::vector<std::pair<int32_t, int32_t>> starts;  // (seq, pos0) of each run: the rewind on failure
+  };
+  std::deque<InFlight> tickets_;
+  uint64_t next_ticket_ = 1;
+  Batch one_;
 };
 
 class LocalPipeline : public Pipeline {
  public:
   // ranges: contiguous stage ranges covering every layer once; empty = one stage with all layers.
-  LocalPipeline(const model::GgufFile& f, const model::ModelConfig& c, Backend& backend, int64_t n_ctx,
+  LocalPipeline(const model::GgufFile& f, const model::ModelConfig& c, Backend& backend, const KvOptions& kv,
                 std::vector<model::LayerRange> ranges = {});
+  LocalPipeline(const model::GgufFile& f, const model::ModelConfig& c, Backend& backend, int64_t n_ctx,
+                std::vector<model::LayerRange> ranges = {})
+      : LocalPipeline(f, c, backend, KvOptions{n_ctx, 1, DType::F32}, std::move(ranges)) {}
 
   const model::ModelConfig& config() const override { return config_; }
-  int64_t n_ctx() const override { return n_ctx_; }
-  void eval(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits) override;
+  int64_t n_ctx() const override { return kv_.n_ctx; }
+  int64_t n_seq() const override { return kv_.n_seq; }
+
+ protected:
+  void do_submit(uint64_t ticket, const Batch& b, std::vector<RowSample> samples) override;
+  std::optional<BatchOutput> do_poll(int timeout_ms) override;
 
  private:
   model::ModelConfig config_;
-  int64_t n_ctx_;
+  KvOptions kv_;
   std::vector<std::unique_ptr<Stage>> stages_;
   std::vector<float> hidden_a_, hidden_b_;
+  std::deque<BatchOutput> done_;
 };
 
 // Splits n_layers into contiguous ranges from a spec like "0-9,10-21" (inclusive bounds), checking

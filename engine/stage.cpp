@@ -7,8 +7,12 @@
 
 namespace herd {
 
-Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Backend& backend, int64_t n_ctx)
-    : config_(config), w_(std::move(weights)), be_(backend), cache_(w_.range.size(), n_ctx, config.kv_dim()) {
+Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Backend& backend, const KvOptions& kv)
+    : config_(config),
+      w_(std::move(weights)),
+      be_(backend),
+      recipe_(recipe_for(config.arch)),
+      cache_(backend, w_.range.size(), kv.n_seq, kv.n_ctx, config.kv_dim(), kv.type) {
   // The backend may keep a copy of each matmul weight in its faster layout (Backend::prepare_matmul,
   // e.g. 16 interleaved rows on x86); the file pages it was copied from are then dropped, so the
   // stage holds its weights once. An untied tok_embd stays in the mapping (get_rows reads a few
@@ -26,64 +30,99 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
   if (w_.range.output && w_.tok_embd.data == w_.output.data) w_.tok_embd.packed = w_.output.packed;
 }
 
+float* Stage::scratch(Buffer& b, int64_t floats) {
+  const size_t bytes = sizeof(float) * static_cast<size_t>(floats);
+  if (b.bytes() < bytes) b = be_.alloc(bytes + bytes / 2);  // grow with headroom: batches vary in size
+  return b.as<float>();
+}
+
+int64_t Stage::output_floats(const Batch& b) const {
+  return w_.range.output ? b.n_outputs() * config_.n_vocab : b.size() * config_.n_embd;
+}
+
 void Stage::forward(const int32_t* tokens, const float* hidden, int64_t n, int64_t pos0, bool all_logits,
                     std::vector<float>& out) {
-  const auto& c = config_;
   if (n <= 0) throw std::invalid_argument("Stage::forward: no tokens");
   if (pos0 < 0 || pos0 + n > cache_.n_ctx())
     throw std::out_of_range("context full: positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + n - 1) +
                             " exceed the context size " + std::to_string(cache_.n_ctx()));
-  const int64_t d = c.n_embd;
-  x_.resize(static_cast<size_t>(n * d));
-  if (w_.range.embedding) {
-    if (!tokens) throw std::invalid_argument("Stage::forward: first stage needs token ids");
-    for (int64_t t = 0; t < n; ++t)
-      if (tokens[t] < 0 || tokens[t] >= c.n_vocab)
-        throw std::out_of_range("token id " + std::to_string(tokens[t]) + " outside the vocabulary (" +
-                                std::to_string(c.n_vocab) + ")");
-    be_.get_rows(w_.tok_embd, tokens, n, x_.data(), d);
-  } else {
-    if (!hidden) throw std::invalid_argument("Stage::forward: stage needs the hidden state");
-    std::memcpy(x_.data(), hidden, sizeof(float) * n * d);
-  }
-
-  pos_.resize(static_cast<size_t>(n));
-  for (int64_t t = 0; t < n; ++t) pos_[t] = static_cast<int32_t>(pos0 + t);
-  for (int64_t il = 0; il < w_.range.size(); ++il) layer(il, n, pos0);
-
-  if (!w_.range.output) {
-    out.assign(x_.begin(), x_.end());
-    return;
-  }
-  const int64_t n_out = all_logits ? n : 1;
-  const float* rows = x_.data() + (n - n_out) * d;
-  cur_.resize(static_cast<size_t>(n_out * d));
-  be_.rmsnorm(rows, d, w_.output_norm.data(), n_out, d, c.rms_eps, cur_.data(), d);
-  out.resize(static_cast<size_t>(n_out * c.n_vocab));
-  be_.matmul(w_.output, cur_.data(), n_out, d, out.data(), c.n_vocab);
+  one_batch_.clear();
+  one_batch_.add_run(w_.range.embedding ? tokens : nullptr, n, static_cast<int32_t>(pos0), 0, all_logits);
+  if (w_.range.embedding && !tokens) throw std::invalid_argument("Stage::forward: first stage needs token ids");
+  out.resize(static_cast<size_t>(output_floats(one_batch_)));
+  forward(one_batch_, hidden, out.data());
 }
 
-void Stage::layer(int64_t il, int64_t n, int64_t pos0) {
+void Stage::forward(const Batch& b, const float* hidden, float* out) {
+  const auto& c = config_;
+  if (std::string err = batch_runs(b, cache_.n_seq(), cache_.n_ctx(), runs_); !err.empty()) {
+    if (err.rfind("context full", 0) == 0) throw std::out_of_range(err);
+    throw std::invalid_argument("Stage::forward: " + err);
+  }
+  for (const SeqRun& r : runs_)
+    if (r.pos0 > cache_.seq_len(r.seq))
+      throw std::invalid_argument("Stage::forward: sequence " + std::to_string(r.seq) + " continues at position " +
+                                  std::to_string(r.pos0) + " but its cache holds " +
+                                  std::to_string(cache_.seq_len(r.seq)) + " positions");
+  const int64_t n = b.size(), d = c.n_embd;
+  float* x = scratch(x_, n * d);
+  if (w_.range.embedding) {
+    if (b.tokens.size() != static_cast<size_t>(n)) throw std::invalid_argument("Stage::forward: first stage needs token ids");
+    for (int64_t t = 0; t < n; ++t)
+      if (b.tokens[t] < 0 || b.tokens[t] >= c.n_vocab)
+        throw std::out_of_range("token id " + std::to_string(b.tokens[t]) + " outside the vocabulary (" +
+                                std::to_string(c.n_vocab) + ")");
+    be_.get_rows(w_.tok_embd, b.tokens.data(), n, x, d);
+  } else {
+    if (!hidden) throw std::invalid_argument("Stage::forward: stage needs the hidden state");
+    std::memcpy(x, hidden, sizeof(float) * n * d);
+  }
+
+  // The slots hold positions < pos0 from here on: if a layer throws, no half-written position
+  // counts as cached.
+  for (const SeqRun& r : runs_) cache_.set_seq_len(r.seq, r.pos0);
+  batch_ = &b;
+  n_ = n;
+  for (int64_t il = 0; il < w_.range.size(); ++il) recipe_(*this, il);
+  batch_ = nullptr;
+  for (const SeqRun& r : runs_) cache_.set_seq_len(r.seq, r.pos0 + r.size());
+
+  if (!w_.range.output) {
+    std::memcpy(out, x, sizeof(float) * n * d);
+    return;
+  }
+  // Only the rows that want logits go through the output projection.
+  float* rows = scratch(cur_, n * d);
+  int64_t n_out = 0;
+  for (int64_t t = 0; t < n; ++t)
+    if (b.logits[t]) {
+      if (n_out != t) std::memcpy(x + n_out * d, x + t * d, sizeof(float) * d);
+      ++n_out;
+    }
+  if (n_out == 0) return;
+  be_.rmsnorm(x, d, w_.output_norm.data(), n_out, d, c.rms_eps, rows, d);
+  be_.matmul(w_.output, rows, n_out, d, out, c.n_vocab);
+}
+
+void Stage::self_attention(int64_t il, const AttentionOptions& o) {
   const auto& c = config_;
   const auto& w = w_.layers[static_cast<size_t>(il)];
-  const int64_t d = c.n_embd, qd = c.q_dim(), kvd = c.kv_dim();
-  cur_.resize(static_cast<size_t>(n * d));
-  q_.resize(static_cast<size_t>(n * qd));
-  k_.resize(static_cast<size_t>(n * kvd));
-  v_.resize(static_cast<size_t>(n * kvd));
-  attn_.resize(static_cast<size_t>(n * qd));
+  const int64_t n = n_, d = c.n_embd, qd = c.q_dim(), kvd = c.kv_dim();
+  float* x = x_.as<float>();
+  float* cur = scratch(cur_, n * d);
+  float* q = scratch(q_, n * qd);
+  float* k = scratch(k_, n * kvd);
+  float* v = scratch(v_, n * kvd);
+  float* attn = scratch(attn_, n * qd);
 
-  // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)).
-  be_.rmsnorm(x_.data(), d, w.attn_norm.data(), n, d, c.rms_eps, cur_.data(), d);
-  be_.matmul(w.wq, cur_.data(), n, d, q_.data(), qd);
-  be_.matmul(w.wk, cur_.data(), n, d, k_.data(), kvd);
-  be_.matmul(w.wv, cur_.data(), n, d, v_.data(), kvd);
-  if (c.has_qkv_bias) {
-    for (int64_t t = 0; t < n; ++t) {
-      be_.add(q_.data() + t * qd, w.bq.data(), q_.data() + t * qd, qd);
-      be_.add(k_.data() + t * kvd, w.bk.data(), k_.data() + t * kvd, kvd);
-      be_.add(v_.data() + t * kvd, w.bv.data(), v_.data() + t * kvd, kvd);
-    }
+  be_.rmsnorm(x, d, w.attn_norm.data(), n, d, c.rms_eps, cur, d);
+  be_.matmul(w.wq, cur, n, d, q, qd);
+  be_.matmul(w.wk, cur, n, d, k, kvd);
+  be_.matmul(w.wv, cur, n, d, v, kvd);
+  if (o.qkv_bias) {
+    be_.add_bias(q, n, qd, w.bq.data(), qd);
+    be_.add_bias(k, n, kvd, w.bk.data(), kvd);
+    be_.add_bias(v, n, kvd, w.bv.data(), kvd);
   }
   RopeParams rp;
   rp.mode = c.rope_mode;
@@ -91,27 +130,38 @@ void Stage::layer(int64_t il, int64_t n, int64_t pos0) {
   rp.freq_base = c.rope_freq_base;
   rp.freq_scale = c.rope_freq_scale;
   rp.freq_factors = w_.rope_freqs.empty() ? nullptr : w_.rope_freqs.data();
-  be_.rope(q_.data(), n, qd, c.n_heads, c.head_dim, pos_.data(), rp);
-  be_.rope(k_.data(), n, kvd, c.n_kv_heads, c.head_dim, pos_.data(), rp);
-  for (int64_t t = 0; t < n; ++t) {
-    std::memcpy(cache_.k(il, pos0 + t), k_.data() + t * kvd, sizeof(float) * kvd);
-    std::memcpy(cache_.v(il, pos0 + t), v_.data() + t * kvd, sizeof(float) * kvd);
+  const int32_t* pos = batch_->pos.data();
+  be_.rope(q, n, qd, c.n_heads, c.head_dim, pos, rp);
+  be_.rope(k, n, kvd, c.n_kv_heads, c.head_dim, pos, rp);
+  // Each sequence's rows go to its own slot, then attend to that slot only.
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  for (const SeqRun& r : runs_) {
+    be_.store_rows(k + r.begin * kvd, r.size(), kvd, kvd, cache_.type(), cache_.k_row(il, r.seq, r.pos0),
+                   cache_.row_bytes());
+    be_.store_rows(v + r.begin * kvd, r.size(), kvd, kvd, cache_.type(), cache_.v_row(il, r.seq, r.pos0),
+                   cache_.row_bytes());
+    const AttentionShape s{r.size(), c.n_heads, c.n_kv_heads, c.head_dim, r.pos0 + r.size()};
+    be_.attention_rows(q + r.begin * qd, qd, cache_.k(il, r.seq), cache_.v(il, r.seq), s, scale,
+                       attn + r.begin * qd, qd);
   }
-  AttentionShape s{n, c.n_heads, c.n_kv_heads, c.head_dim, pos0 + n};
-  be_.attention(q_.data(), qd, cache_.k(il, 0), cache_.v(il, 0), kvd, s,
-                1.0f / std::sqrt(static_cast<float>(c.head_dim)), attn_.data(), qd);
-  be_.matmul(w.wo, attn_.data(), n, qd, cur_.data(), d);
-  be_.add(x_.data(), cur_.data(), x_.data(), n * d);
+  be_.matmul(w.wo, attn, n, qd, cur, d);
+  be_.add(x, cur, x, n * d);
+}
 
-  // Feed-forward block: x += Wdown · (silu(Wgate·norm(x)) * Wup·norm(x)).
-  gate_.resize(static_cast<size_t>(n * c.n_ff));
-  up_.resize(static_cast<size_t>(n * c.n_ff));
-  be_.rmsnorm(x_.data(), d, w.ffn_norm.data(), n, d, c.rms_eps, cur_.data(), d);
-  be_.matmul(w.w_gate, cur_.data(), n, d, gate_.data(), c.n_ff);
-  be_.matmul(w.w_up, cur_.data(), n, d, up_.data(), c.n_ff);
-  be_.silu_mul(gate_.data(), up_.data(), gate_.data(), n * c.n_ff);
-  be_.matmul(w.w_down, gate_.data(), n, c.n_ff, cur_.data(), d);
-  be_.add(x_.data(), cur_.data(), x_.data(), n * d);
+void Stage::swiglu_ffn(int64_t il) {
+  const auto& c = config_;
+  const auto& w = w_.layers[static_cast<size_t>(il)];
+  const int64_t n = n_, d = c.n_embd;
+  float* x = x_.as<float>();
+  float* cur = scratch(cur_, n * d);
+  float* gate = scratch(gate_, n * c.n_ff);
+  float* up = scratch(up_, n * c.n_ff);
+  be_.rmsnorm(x, d, w.ffn_norm.data(), n, d, c.rms_eps, cur, d);
+  be_.matmul(w.w_gate, cur, n, d, gate, c.n_ff);
+  be_.matmul(w.w_up, cur, n, d, up, c.n_ff);
+  be_.silu_mul(gate, up, gate, n * c.n_ff);
+  be_.matmul(w.w_down, gate, n, c.n_ff, cur, d);
+  be_.add(x, cur, x, n * d);
 }
 
 }  // namespace herd

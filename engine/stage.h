@@ -1,46 +1,76 @@
 // One pipeline stage: a contiguous range of a model's layers with their KV cache, run on one
 // backend. The first stage turns token ids into hidden states (embedding lookup); the last
 // turns hidden states into logits (final norm + output projection). A single-process run is
-// one stage that is both.
+// one stage that is both. A stage evaluates a Batch: rows of one or more sequences, each
+// attending only to its own KV slot; its layers follow the architecture's recipe (recipe.h).
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "engine/batch.h"
+#include "engine/kv_cache.h"
+#include "engine/recipe.h"
 #include "kernels/backend.h"
 #include "model/arch.h"
 #include "model/weights.h"
-#include "engine/kv_cache.h"
 
 namespace herd {
+
+struct KvOptions {
+  int64_t n_ctx = 0;         // positions per sequence
+  int64_t n_seq = 1;         // sequence slots (--parallel)
+  DType type = DType::F32;   // --kv-type
+};
 
 class Stage {
  public:
   // `weights` point into a mapping that must outlive the Stage.
-  Stage(const model::ModelConfig& config, model::StageWeights weights, Backend& backend, int64_t n_ctx);
+  Stage(const model::ModelConfig& config, model::StageWeights weights, Backend& backend, const KvOptions& kv);
 
   const model::ModelConfig& config() const { return config_; }
   const model::LayerRange& range() const { return w_.range; }
   int64_t n_ctx() const { return cache_.n_ctx(); }
+  int64_t n_seq() const { return cache_.n_seq(); }
   const KvCache& cache() const { return cache_; }
+  Backend& backend() const { return be_; }
 
-  // Runs n tokens at positions pos0 .. pos0+n-1 (the cache must hold positions < pos0).
-  // First stage: input is token ids (tokens, n); others: hidden [n, n_embd] in `hidden`.
-  // Output: if this stage owns the output, logits [n_out, n_vocab] where n_out = all_logits ? n : 1
-  // (the last token's row); otherwise the hidden state [n, n_embd], written to `out`.
+  // Floats forward() writes for `b`: logits [b.n_outputs(), n_vocab] on the last stage, else the
+  // hidden state [b.size(), n_embd].
+  int64_t output_floats(const Batch& b) const;
+
+  // Runs the batch. A run of sequence s at positions p0.. needs the slot to hold positions < p0;
+  // positions >= p0 it held are overwritten (a rewind). First stage: input is b.tokens; others:
+  // `hidden` [b.size(), n_embd]. Output to `out` (output_floats(b) floats, host memory).
+  // Throws std::invalid_argument / std::out_of_range for a malformed batch, naming the row.
+  void forward(const Batch& b, const float* hidden, float* out);
+
+  // One sequence (slot 0): n tokens at positions pos0.. ; logits of the last token, or all.
   void forward(const int32_t* tokens, const float* hidden, int64_t n, int64_t pos0, bool all_logits,
                std::vector<float>& out);
 
+  // Blocks of a layer recipe (recipe.h), over the current batch; il is the stage-local layer.
+  // x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)), per sequence.
+  void self_attention(int64_t il, const AttentionOptions& o);
+  // x += Wdown · (silu(Wgate·norm(x)) * Wup·norm(x)).
+  void swiglu_ffn(int64_t il);
+
  private:
-  void layer(int64_t il, int64_t n, int64_t pos0);
+  float* scratch(Buffer& b, int64_t floats);
 
   model::ModelConfig config_;
   model::StageWeights w_;
   Backend& be_;
+  LayerRecipe recipe_;
   KvCache cache_;
-  // Scratch, resized per call: [n, dim] row-major.
-  std::vector<float> x_, cur_, q_, k_, v_, attn_, gate_, up_;
-  std::vector<int32_t> pos_;
+  // The batch being evaluated (valid during forward).
+  const Batch* batch_ = nullptr;
+  std::vector<SeqRun> runs_;
+  int64_t n_ = 0;
+  // Activations in the backend's memory, grown on demand: [n, dim] row-major.
+  Buffer x_, cur_, q_, k_, v_, attn_, gate_, up_;
+  std::vector<int32_t> one_seq_;  // forward(tokens, ...)'s token copy
+  Batch one_batch_;
 };
 
 }  // namespace herd

@@ -10,12 +10,51 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "kernels/dtype.h"
 
 namespace herd {
 
-enum class Op { MatMul, GetRows, RmsNorm, Rope, Softmax, Attention, SiluMul, Add };
+// supports(op, type): the weight type for MatMul/GetRows, the KV storage type for Attention and
+// StoreRows, F32 for the activation-only ops.
+enum class Op { MatMul, GetRows, RmsNorm, Rope, Softmax, Attention, SiluMul, Add, AddBias, StoreRows };
+
+// Where a buffer's bytes live. Host memory is what every CPU backend computes on; a CUDA backend
+// ([cuda]) allocates on its GPU, so a stage's KV cache and activations never leave it.
+struct Device {
+  enum class Kind : uint8_t { Host, Cuda };
+  Kind kind = Kind::Host;
+  int index = 0;
+  std::string name() const { return kind == Kind::Host ? "host" : "cuda:" + std::to_string(index); }
+  bool operator==(const Device&) const = default;
+};
+
+// Memory one backend allocated on its device (as CTranslate2's StorageView knows its device): a
+// stage's KV cache and scratch. Shared ownership, so a view can outlive a resize of its owner.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Device device, std::shared_ptr<void> storage, size_t bytes)
+      : device_(device), storage_(std::move(storage)), bytes_(bytes) {}
+  Device device() const { return device_; }
+  void* data() const { return storage_.get(); }
+  size_t bytes() const { return bytes_; }
+  template <typename T> T* as() const { return static_cast<T*>(storage_.get()); }
+
+ private:
+  Device device_;
+  std::shared_ptr<void> storage_;
+  size_t bytes_ = 0;
+};
+
+// Rows of one storage type in a backend's memory: row r starts at data + r * row_stride bytes.
+// The KV cache is read through these (F32, F16 or Q8_0 rows of n_kv_heads * head_dim values).
+struct TypedRows {
+  DType type = DType::F32;
+  const void* data = nullptr;
+  size_t row_stride = 0;  // bytes
+};
 
 // A copy of a weight matrix that one backend rearranged into a layout its matmul kernels read
 // faster (Backend::prepare_matmul), e.g. 16 rows interleaved so one vector lane is one output row.
@@ -73,6 +112,11 @@ class Backend {
   virtual bool supports(Op op, DType type) const = 0;
   virtual void set_threads(int n_threads) { (void)n_threads; }
 
+  // The device this backend computes on, and memory there. The host default: 64-byte aligned,
+  // uninitialised (pages never touched are never resident: a KV cache costs what it holds).
+  virtual Device device() const { return {}; }
+  virtual Buffer alloc(size_t bytes);
+
   // y[t][r] = sum_c W[r][c] * x[t][c]   for t < n_tokens, r < W.rows.
   // F16/BF16 matrices multiply x rounded to f16/bf16 first (llama.cpp's definition of those dot
   // products, which its reference logits depend on); every backend must do the same.
@@ -116,12 +160,38 @@ class Backend {
   virtual void attention(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv,
                          const AttentionShape& s, float scale, float* out, int64_t ldo) = 0;
 
+  // Attention whose keys and values are rows of any type this backend supports(Op::Attention, t)
+  // for (k.type == v.type, same row_stride): F32 rows go straight to attention(); others are
+  // converted to f32 first (load_rows), rows 0..n_kv-1 only. Same bits as attention() on the
+  // converted values.
+  virtual void attention_rows(const float* q, int64_t ldq, const TypedRows& k, const TypedRows& v,
+                              const AttentionShape& s, float scale, float* out, int64_t ldo);
+
+  // dst row t (at dst + t * dst_stride bytes) = x row t (cols f32 values, row stride ldx) stored as
+  // `type` (F32 copied, F16 rounded to nearest even, Q8_0 quantized as kernels/quant.h does), for
+  // t < n. The KV cache write: one row per token.
+  virtual void store_rows(const float* x, int64_t n, int64_t ldx, int64_t cols, DType type, void* dst,
+                          size_t dst_stride);
+
+  // dst[t][0..cols) = the values of `type` rows at src + t * src_stride, as f32 (dequantize_row).
+  virtual void load_rows(const void* src, size_t src_stride, int64_t n, int64_t cols, DType type, float* dst,
+                         int64_t ldd);
+
+  // x[t][i] += bias[i] for t < n_rows, i < dim (qwen2's q/k/v biases).
+  virtual void add_bias(float* x, int64_t n_rows, int64_t ldx, const float* bias, int64_t dim);
+
   // out[i] = silu(gate[i]) * up[i]  (out may alias gate or up)
   virtual void silu_mul(const float* gate, const float* up, float* out, int64_t n) = 0;
 
   // out[i] = a[i] + b[i]  (out may alias a or b)
   virtual void add(const float* a, const float* b, float* out, int64_t n) = 0;
+
+ private:
+  std::vector<float> kv_scratch_;  // attention_rows: [2, n_kv, kv_dim] converted keys and values
 };
+
+// The KV storage types a stage may use (--kv-type): F32, F16, Q8_0.
+bool is_kv_type(DType t);
 
 // The scalar reference backend: straightforward loops, the oracle every other backend is tested against.
 std::unique_ptr<Backend> make_reference_backend();

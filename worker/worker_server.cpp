@@ -289,7 +289,8 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
       const auto names = model::stage_tensor_names(*file_, config_, r);
       if (cache) cache->ensure_tensors(*file_, names, *source, fetch_stats, opts_.chunk_bytes);
       file_->map_tensors(names);
-      stage_ = std::make_unique<Stage>(config_, model::load_stage_weights(*file_, config_, r), *backend_, a.n_ctx);
+      stage_ = std::make_unique<Stage>(config_, model::load_stage_weights(*file_, config_, r), *backend_,
+                                      KvOptions{a.n_ctx, 1, DType::F32});
     }
     if (cache) {
       cache.reset();  // unlock

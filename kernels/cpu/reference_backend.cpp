@@ -46,6 +46,7 @@ const void* weight_row(const WeightMatrix& w, int64_t r) {
 
 bool ReferenceBackend::supports(Op op, DType type) const {
   if (op == Op::MatMul || op == Op::GetRows) return known_dtype(type);
+  if (op == Op::Attention || op == Op::StoreRows) return is_kv_type(type);
   return type == DType::F32;
 }
 

@@ -279,6 +279,16 @@ void KernelTableBackend::silu_mul(const float* gate, const float* up, float* out
   if (n > 0) k_.silu_mul(gate, up, out, n);
 }
 
+void KernelTableBackend::load_rows(const void* src, size_t src_stride, int64_t n, int64_t cols, DType type,
+                                   float* dst, int64_t ldd) {
+  const auto* in = static_cast<const uint8_t*>(src);
+  pool_.parallel_for(n, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      if (!k_.dequant_row(static_cast<uint32_t>(type), in + t * src_stride, dst + t * ldd, cols))
+        dequantize_row(type, in + t * src_stride, dst + t * ldd, cols);
+  });
+}
+
 void KernelTableBackend::add(const float* a, const float* b, float* out, int64_t n) {
   if (n > 0) k_.add(a, b, out, n);
 }

@@ -60,6 +60,9 @@ class KernelTableBackend : public ReferenceBackend {
                  float scale, float* out, int64_t ldo) override;
   void silu_mul(const float* gate, const float* up, float* out, int64_t n) override;
   void add(const float* a, const float* b, float* out, int64_t n) override;
+  // F16 / Q8_0 KV rows through the table's vector decoders (the same values as dequantize_row).
+  void load_rows(const void* src, size_t src_stride, int64_t n, int64_t cols, DType type, float* dst,
+                 int64_t ldd) override;
 
  protected:
   // Throws std::invalid_argument("<error_prefix> <op>: <what>").

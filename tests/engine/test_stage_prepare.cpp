@@ -71,10 +71,10 @@ TEST_P(StagePrepare, SameBitsAndFileBytesAfterPageRelease) {
 
   auto be = make_cpu_backend();
   be->set_threads(2);
-  Stage prepared(cfg, model::load_stage_weights(*f, cfg, all), *be, 32);
+  Stage prepared(cfg, model::load_stage_weights(*f, cfg, all), *be, KvOptions{32});
   EXPECT_EQ(0, std::memcmp(wq_data, wq_before.data(), wq_bytes)) << "mapping changed after the page release";
   Unprepared plain_be(*be);
-  Stage plain(cfg, model::load_stage_weights(*f, cfg, all), plain_be, 32);
+  Stage plain(cfg, model::load_stage_weights(*f, cfg, all), plain_be, KvOptions{32});
 
   std::vector<int32_t> tokens;
   for (int32_t i = 0; i < 13; ++i) tokens.push_back((7 * i + 3) % static_cast<int32_t>(cfg.n_vocab));

@@ -37,7 +37,7 @@ LogitsFile replay(const std::string& model_file, const LogitsFile& ref, const ch
   auto be = make_cpu_backend(o);
   be->set_threads(threads);
   const auto n = static_cast<int64_t>(ref.rows.size());
-  Stage stage(cfg, model::load_stage_weights(*f, cfg, {0, cfg.n_layers, true, true}), *be, n + 8);
+  Stage stage(cfg, model::load_stage_weights(*f, cfg, {0, cfg.n_layers, true, true}), *be, KvOptions{n + 8});
   std::vector<int32_t> tokens;
   for (int64_t i = 0; i < n; ++i) {
     EXPECT_EQ(ref.rows[i].pos, i) << "reference rows must be positions 0, 1, 2, ...";
