@@ -6,3 +6,4 @@ herd_add_test(test_arch_variants SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_arch_var
   LIBS herd_coordinator herd_engine herd_model herd_kernels herd_test_tiny_models)
 herd_add_test(test_stage_prepare SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_stage_prepare.cpp
   LIBS herd_engine herd_model herd_kernels)
+include(${CMAKE_CURRENT_LIST_DIR}/comm_tests.cmake)
