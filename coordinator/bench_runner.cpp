@@ -156,6 +156,10 @@ std::vector<BenchResult> run_bench(ModelSession& s, const BenchParams& p,
   if (p.reps <= 0) throw std::invalid_argument("bench: repetitions must be positive");
   if (p.n_prompt < 0 || p.n_gen < 0) throw std::invalid_argument("bench: token counts must be >= 0");
   Pipeline& pipe = *s.pipeline;
+  for (const int n : p.parallel)
+    if (n < 1 || n > pipe.n_seq())
+      throw std::invalid_argument("bench: --parallel " + std::to_string(n) + " needs 1.." + std::to_string(pipe.n_seq()) +
+                                  " sequence slots");
   if (std::max(p.n_prompt, p.n_gen) > pipe.n_ctx())
     throw std::invalid_argument("bench: " + std::to_string(std::max(p.n_prompt, p.n_gen)) +
                                 " tokens do not fit the context of " + std::to_string(pipe.n_ctx()));
@@ -174,6 +178,32 @@ std::vector<BenchResult> run_bench(ModelSession& s, const BenchParams& p,
     for (int64_t i = 0; i < n; ++i) (void)pipe.eval_sample(&tg_tokens[static_cast<size_t>(i)], 1, i, sampler);
   };
 
+  // N sequences decoding together: each step of a group is one batch (a row per sequence at the
+  // same position, fixed inputs as above); groups are resubmitted as soon as their step comes back,
+  // so with G groups in flight every stage of a cluster has work.
+  auto run_parallel = [&](int n_seq, int groups, int64_t n) {
+    std::vector<Sampler> samplers(static_cast<size_t>(n_seq), sampler);
+    std::vector<std::vector<Sampler*>> group_samplers(static_cast<size_t>(groups));
+    for (int q = 0; q < n_seq; ++q) group_samplers[static_cast<size_t>(q % groups)].push_back(&samplers[q]);
+    std::map<uint64_t, int> ticket_group;
+    std::vector<int64_t> step(static_cast<size_t>(groups), 0);
+    Batch b;
+    auto submit = [&](int g) {
+      b.clear();
+      const int64_t i = step[static_cast<size_t>(g)];
+      for (int q = g; q < n_seq; q += groups) b.add(tg_tokens[static_cast<size_t>(i)], static_cast<int32_t>(i), q, true);
+      ticket_group[pipe.submit(b, group_samplers[static_cast<size_t>(g)])] = g;
+    };
+    for (int g = 0; g < groups; ++g) submit(g);
+    while (pipe.in_flight() > 0) {
+      std::optional<BatchOutput> o = pipe.poll(-1);
+      if (!o) continue;
+      const int g = ticket_group.at(o->ticket);
+      ticket_group.erase(o->ticket);
+      if (++step[static_cast<size_t>(g)] < n) submit(g);
+    }
+  };
+
   std::vector<BenchResult> out;
   for (int threads : p.threads) {
     const int nt = threads > 0 ? threads : default_threads();
@@ -190,6 +220,24 @@ std::vector<BenchResult> run_bench(ModelSession& s, const BenchParams& p,
       for (int rep = 0; rep < p.reps; ++rep) {
         const auto t0 = std::chrono::steady_clock::now();
         pp ? run_pp() : run_tg(p.n_gen);
+        r.seconds.push_back(seconds_since(t0));
+      }
+      if (on_result) on_result(r);
+      out.push_back(std::move(r));
+    }
+    for (const int n_seq : p.parallel) {
+      if (p.n_gen == 0) break;
+      const int groups = std::min(n_seq, p.micro_batches > 0 ? p.micro_batches : std::max(1, p.n_stages));
+      BenchResult r;
+      r.n_threads = nt;
+      r.n_gen = p.n_gen * n_seq;
+      r.n_seq = n_seq;
+      r.micro_batches = groups;
+      r.test = "tg" + std::to_string(p.n_gen) + " x" + std::to_string(n_seq);
+      if (p.warmup) run_parallel(n_seq, groups, std::min<int64_t>(p.n_gen, 2));
+      for (int rep = 0; rep < p.reps; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        run_parallel(n_seq, groups, p.n_gen);
         r.seconds.push_back(seconds_since(t0));
       }
       if (on_result) on_result(r);
@@ -245,6 +293,8 @@ std::string bench_json_row(const BenchModelInfo& m, const std::string& backend, 
   j += ", \"test\": \"" + r.test + "\"";
   j += ", \"n_prompt\": " + std::to_string(r.n_prompt);
   j += ", \"n_gen\": " + std::to_string(r.n_gen);
+  j += ", \"n_seq\": " + std::to_string(r.n_seq);
+  j += ", \"micro_batches\": " + std::to_string(r.micro_batches);
   j += ", \"reps\": " + std::to_string(r.seconds.size());
   j += ", \"samples_ns\": " + list(r.seconds, 1e9, true);
   j += ", \"samples_ts\": " + list(r.tokens_per_second(), 1.0, false);

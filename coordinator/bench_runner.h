@@ -19,6 +19,12 @@ struct BenchParams {
   int64_t n_gen = 64;              // 0: skip the tg test
   int reps = 5;
   bool warmup = true;              // one untimed run of each test first (page faults, caches)
+  // tg with N sequences decoding together (`--parallel 1,2,4,8`): one batch row per sequence per
+  // step, in `micro_batches` groups kept in flight at once (0: one group per pipeline stage).
+  // Rates are aggregate (all sequences' tokens / time). Needs the session's n_seq >= max N.
+  std::vector<int> parallel;
+  int micro_batches = 0;
+  int n_stages = 1;                // the pipeline's stages (the default micro-batch count)
 };
 
 // What a row needs to say about the model (llama-bench's model/size/params columns).
@@ -38,6 +44,7 @@ struct BenchResult {
   std::string test;               // "pp128" / "tg64"
   int n_threads = 0;
   int64_t n_prompt = 0, n_gen = 0;
+  int n_seq = 1, micro_batches = 1;  // sequences decoding together, groups in flight
   std::vector<double> seconds;    // one per repetition
   std::vector<double> tokens_per_second() const;
   double median_ts() const;

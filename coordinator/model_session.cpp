@@ -24,6 +24,8 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
   s.backend = make_cpu_backend(CpuBackendOptions{opts.exact, opts.isa});
   s.backend->set_threads(opts.n_threads > 0 ? opts.n_threads : default_threads());
   const int64_t n_ctx = opts.n_ctx > 0 ? opts.n_ctx : default_context(s.config);
+  if (opts.n_seq < 1 || opts.n_seq > 4096) throw std::invalid_argument("--parallel must be in 1..4096");
+  const KvOptions kv{n_ctx, opts.n_seq, parse_kv_type(opts.kv_type)};
   if (!opts.workers.empty()) {
     RemotePipelineOptions ro;
     ro.workers = parse_worker_list(opts.workers);
@@ -33,6 +35,8 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
     ro.isa = opts.isa;
     ro.exact = opts.exact;
     ro.n_ctx = n_ctx;
+    ro.n_seq = kv.n_seq;
+    ro.kv_type = kv.type;
     if (opts.act_dtype != "f32" && opts.act_dtype != "f16")
       throw std::invalid_argument("--act-dtype must be f32 or f16, not '" + opts.act_dtype + "'");
     ro.act_dtype = opts.act_dtype == "f16" ? transport::WireDType::F16 : transport::WireDType::F32;
@@ -41,7 +45,7 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
   }
   std::vector<model::LayerRange> ranges;
   if (!opts.split.empty()) ranges = parse_split(opts.split, s.config.n_layers);
-  s.pipeline = std::make_unique<LocalPipeline>(*s.file, s.config, *s.backend, n_ctx, ranges);
+  s.pipeline = std::make_unique<LocalPipeline>(*s.file, s.config, *s.backend, kv, ranges);
   return s;
 }
 

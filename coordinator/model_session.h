@@ -23,6 +23,8 @@ struct SessionOptions {
   std::string act_dtype = "f32";  // activations between workers: f32 | f16
   bool exact = false;             // f32 dot products everywhere (no 8-bit activation quantization)
   std::string isa = "auto";       // CPU kernels: auto | avx512 | avx2 | scalar (the reference)
+  int64_t n_seq = 1;              // sequence slots (--parallel): sequences that decode together
+  std::string kv_type = "f16";    // KV cache storage: f32 | f16 | q8_0 (`herd logits`: f32)
 };
 
 struct ModelSession {

@@ -43,6 +43,8 @@ struct RemotePipelineOptions {
   std::string plan_strategy = "optimal";  // without split: even, memory, speed, gpu-first or optimal
   bool print_plan = false;           // print the one-line plan summary to stderr (the CLI)
   int64_t n_ctx = 0;
+  int64_t n_seq = 1;                 // sequence slots on every worker (--parallel)
+  DType kv_type = DType::F32;        // KV cache storage on every worker
   transport::WireDType act_dtype = transport::WireDType::F32;  // hidden states between workers
   std::string isa = "auto";          // CPU kernels the workers use (see CpuBackendOptions)
   bool exact = false;

@@ -10,7 +10,7 @@
 namespace herd::cli {
 namespace {
 
-std::vector<int> parse_threads(const std::string& list) {
+std::vector<int> parse_threads(const std::string& list, const char* flag = "-t") {
   std::vector<int> out;
   std::stringstream ss(list);
   std::string item;
@@ -23,10 +23,10 @@ std::vector<int> parse_threads(const std::string& list) {
       used = 0;
     }
     if (used != item.size() || item.empty() || v < 0 || v > 4096)
-      throw UsageError("-t: '" + item + "' is not a thread count (give e.g. 1,2,4)");
+      throw UsageError(std::string(flag) + ": '" + item + "' is not a count (give e.g. 1,2,4)");
     out.push_back(v);
   }
-  if (out.empty()) throw UsageError("-t: empty thread list");
+  if (out.empty()) throw UsageError(std::string(flag) + ": empty list");
   return out;
 }
 
@@ -56,11 +56,12 @@ std::string hop_bytes(const model::ModelConfig& c, const std::string& act_dtype)
 }  // namespace
 
 int cmd_bench(const Args& args) {
-  std::string model, threads = "0", split, workers, act_dtype = "f32";
+  std::string model, threads = "0", split, workers, act_dtype = "f32", parallel, kv_type = "f16";
+  int64_t micro_batches = 0;
   BenchParams bp;
   int64_t reps = 5;
   bool json = false, no_warmup = false;
-  ArgParser p("herd bench [-m MODEL] [-t N[,N...]] [-p N] [-n N] [-r N] [--json]",
+  ArgParser p("herd bench [-m MODEL] [-t N[,N...]] [-p N] [-n N] [-r N] [--parallel N,...] [--json]",
               "Measures prompt processing (pp: N tokens in one batch) and generation (tg: N tokens one at a time), "
               "each from an empty KV cache, like llama-bench. Prints a markdown table of the median rate and half "
               "the range over the repetitions (t/s = median ± spread); with --json, one JSON object per row on "
@@ -74,6 +75,11 @@ int cmd_bench(const Args& args) {
   p.add("--workers", "HOST:PORT,...", "run on `herd worker` processes, one stage each (tg: the last stage samples)",
         &workers);
   p.add("--act-dtype", "f32|f16", "activations between workers", &act_dtype);
+  p.add("--parallel", "N,...", "also run tg with N sequences decoding together (one batch row each per step; "
+        "aggregate t/s), e.g. 1,2,4,8", &parallel);
+  p.add("--micro-batches", "M", "with --parallel: groups of sequences in flight at once (0 = one per pipeline "
+        "stage, so every stage has work)", &micro_batches);
+  p.add("--kv-type", "f32|f16|q8_0", "KV cache storage (default f16)", &kv_type);
   p.add("--no-warmup", "", "skip the untimed warm-up run of each test", &no_warmup);
   p.add("--json", "", "JSON lines on stdout (keys: model, model_size, model_n_params, backend, n_threads, test, "
         "n_prompt, n_gen, samples_ns, samples_ts, median_ts, spread_ts, ...)", &json);
@@ -87,18 +93,28 @@ int cmd_bench(const Args& args) {
   bp.reps = static_cast<int>(reps);
   bp.threads = parse_threads(threads);
   bp.warmup = !no_warmup;
+  if (!parallel.empty()) bp.parallel = parse_threads(parallel, "--parallel");
+  for (int n : bp.parallel)
+    if (n < 1) throw UsageError("--parallel: sequence counts must be at least 1");
+  if (micro_batches < 0 || micro_batches > 64) throw UsageError("--micro-batches must be in 0..64");
+  bp.micro_batches = static_cast<int>(micro_batches);
 
   SessionOptions so;
   so.n_ctx = std::max<int64_t>({bp.n_prompt, bp.n_gen, 1});
   so.split = split;
   so.workers = workers;
   so.act_dtype = act_dtype;
+  so.kv_type = kv_type;
+  for (int n : bp.parallel) so.n_seq = std::max<int64_t>(so.n_seq, n);
   ModelSession s = ModelSession::open(model.empty() ? default_model_path() : model, so);
   const BenchModelInfo info = bench_model_info(s);
   std::string backend = s.backend->name();
+  bp.n_stages = split.empty() ? 1 : static_cast<int>(parse_split(split, s.config.n_layers).size());
   if (!workers.empty()) {
     const size_t n = dynamic_cast<RemotePipeline&>(*s.pipeline).ranges().size();
-    backend += " " + std::to_string(n) + (n == 1 ? " worker" : " workers");
+    bp.n_stages = static_cast<int>(n);
+    backend.append(" ").append(std::to_string(n)).append(n == 1 ? " worker" : " workers");  // (GCC 12: += of a
+                                                                                         // temporary chain warns)
     std::fputs(hop_bytes(s.config, act_dtype).c_str(), stderr);
   }
 

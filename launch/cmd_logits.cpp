@@ -15,7 +15,7 @@ int cmd_logits(const Args& args) {
               "With --replay: feeds the input tokens of REF's rows in order (its first n_prompt rows as one batch, "
               "then one token at a time, as llama.cpp produced them) and writes this engine's logits for every row. "
               "With -p: writes the logits of every prompt position.");
-  add_model_options(p, mo);
+  add_model_options(p, mo, "f32");
   p.add("--replay", "REF.log1", "reference dump whose input tokens to replay", &replay);
   p.add("-p,--prompt", "TEXT", "prompt to evaluate instead of a replay (BOS added as the model says)", &prompt);
   p.add("-o,--out", "OUT.log1", "where to write the logits", &out);

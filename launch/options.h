@@ -16,11 +16,19 @@ struct ModelOptions {
   SessionOptions session;
 };
 
-inline void add_model_options(ArgParser& p, ModelOptions& o) {
+// kv_default: the --kv-type this command starts from ("f16"; `herd logits` "f32").
+inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_default = "f16") {
+  o.session.kv_type = kv_default;
   p.add("-m,--model", "FILE", "GGUF model (default: $HERD_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf)",
         &o.model);
   p.add("-c,--ctx-size", "N", "context size in tokens (0 = min(training context, 4096))", &o.session.n_ctx);
   p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &o.session.n_threads);
+  p.add("--kv-type", "f32|f16|q8_0",
+        std::string("KV cache storage (default ") + kv_default +
+            (std::string(kv_default) == "f32" ? ", as llama.cpp's reference dumps were made; f16 halves the cache, "
+                                                "q8_0 quarters it)"
+                                              : "; f32 doubles the cache's memory, q8_0 halves it)"),
+        &o.session.kv_type);
   p.add("--split", "A-B,C-D", "run the layers as in-process stages, e.g. 0-1,2-4 (same math as a cluster split)",
         &o.session.split);
   p.add("--workers", "HOST:PORT,...", "run the stages on `herd worker` processes, in this order (with --split: "

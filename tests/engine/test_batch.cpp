@@ -1,0 +1,205 @@
+// Batches of several sequences: malformed batches are refused with the reason; each sequence of a
+// batch gets logits bit-identical to running it alone (every KV type, the fast and the reference
+// backends, split stages, qwen2's recipe); KV rows round-trip exactly as kernels/quant.h defines;
+// the pipeline's per-sequence record follows rewinds and failures.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <unistd.h>
+
+#include "engine/batch.h"
+#include "engine/kv_cache.h"
+#include "engine/pipeline.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/quant.h"
+#include "model/gguf.h"
+#include "tests/engine/batch_schedule.h"
+#include "tests/test_paths.h"
+#include "tests/tools/tiny_models.h"
+
+namespace herd {
+namespace {
+
+TEST(BatchRuns, SplitsRowsIntoSequenceRuns) {
+  Batch b;
+  const int32_t toks[] = {5, 6, 7};
+  b.add_run(toks, 3, 4, 1, false);
+  b.add(9, 0, 0, true);
+  std::vector<SeqRun> runs;
+  ASSERT_EQ("", batch_runs(b, 2, 16, runs));
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[0].seq, 1);
+  EXPECT_EQ(runs[0].pos0, 4);
+  EXPECT_EQ(runs[0].size(), 3);
+  EXPECT_EQ(runs[1].seq, 0);
+  EXPECT_EQ(runs[1].begin, 3);
+  EXPECT_EQ(b.n_outputs(), 2);
+}
+
+TEST(BatchRuns, RefusesMalformedBatchesWithTheReason) {
+  std::vector<SeqRun> runs;
+  Batch empty;
+  EXPECT_EQ("empty batch", batch_runs(empty, 1, 8, runs));
+  Batch b;
+  b.add(1, 0, 2, true);
+  EXPECT_NE(batch_runs(b, 2, 8, runs).find("sequence id 2 outside 0..1"), std::string::npos);
+  b.clear();
+  b.add(1, 8, 0, true);
+  EXPECT_EQ(batch_runs(b, 1, 8, runs).rfind("context full", 0), 0u);
+  b.clear();
+  b.add(1, 0, 0, false);
+  b.add(1, 2, 0, true);
+  EXPECT_NE(batch_runs(b, 1, 8, runs).find("not consecutive"), std::string::npos);
+  b.clear();
+  b.add(1, 0, 0, false);
+  b.add(1, 0, 1, false);
+  b.add(1, 1, 0, true);
+  EXPECT_NE(batch_runs(b, 2, 8, runs).find("two separate runs"), std::string::npos);
+  b.clear();
+  b.add(1, 0, 0, true);
+  b.seq.push_back(0);
+  EXPECT_NE(batch_runs(b, 1, 8, runs).find("differ in length"), std::string::npos);
+}
+
+// KV rows: what store_rows writes and load_rows reads back is exactly quantize_row/dequantize_row,
+// and attention over typed rows equals attention over those values.
+TEST(KvRows, StoreLoadAndAttentionMatchTheFormatDefinition) {
+  for (const char* isa : {"scalar", "auto"}) {
+    CpuBackendOptions o;
+    o.isa = isa;
+    auto be = make_cpu_backend(o);
+    const int64_t heads = 4, kv_heads = 2, hd = 32, kvd = kv_heads * hd, n_kv = 9;
+    std::vector<float> kf(n_kv * kvd), vf(n_kv * kvd), q(2 * heads * hd);
+    for (size_t i = 0; i < kf.size(); ++i) {
+      kf[i] = std::sin(0.37f * i) * 2.5f;
+      vf[i] = std::cos(0.11f * i) * 1.5f;
+    }
+    for (size_t i = 0; i < q.size(); ++i) q[i] = std::sin(0.05f * i + 1);
+    for (DType t : {DType::F32, DType::F16, DType::Q8_0}) {
+      SCOPED_TRACE(std::string(isa) + " " + std::string(dtype_name(t)));
+      ASSERT_TRUE(be->supports(Op::Attention, t));
+      KvCache cache(*be, 1, 2, 16, kvd, t);
+      be->store_rows(kf.data(), n_kv, kvd, kvd, t, cache.k_row(0, 1, 0), cache.row_bytes());
+      be->store_rows(vf.data(), n_kv, kvd, kvd, t, cache.v_row(0, 1, 0), cache.row_bytes());
+      std::vector<float> kd(kf.size()), vd(vf.size()), back(kf.size());
+      std::vector<uint8_t> enc(row_bytes(t, kvd));
+      for (int64_t r = 0; r < n_kv; ++r) {
+        quantize_row(t, kf.data() + r * kvd, enc.data(), kvd);
+        dequantize_row(t, enc.data(), kd.data() + r * kvd, kvd);
+        quantize_row(t, vf.data() + r * kvd, enc.data(), kvd);
+        dequantize_row(t, enc.data(), vd.data() + r * kvd, kvd);
+      }
+      be->load_rows(cache.k_row(0, 1, 0), cache.row_bytes(), n_kv, kvd, t, back.data(), kvd);
+      ASSERT_EQ(0, std::memcmp(back.data(), kd.data(), back.size() * sizeof(float)));
+      if (t != DType::F32) {
+        EXPECT_NE(kd, kf) << "the type should round";
+      }
+      const AttentionShape s{2, heads, kv_heads, hd, n_kv};
+      std::vector<float> want(2 * heads * hd), got(2 * heads * hd);
+      be->attention(q.data(), heads * hd, kd.data(), vd.data(), kvd, s, 0.2f, want.data(), heads * hd);
+      be->attention_rows(q.data(), heads * hd, cache.k(0, 1), cache.v(0, 1), s, 0.2f, got.data(), heads * hd);
+      EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)));
+    }
+  }
+}
+
+TEST(KvCacheShape, RefusesWhatCannotWork) {
+  auto be = make_cpu_backend();
+  EXPECT_THROW(KvCache(*be, 2, 0, 16, 64, DType::F16), std::invalid_argument);
+  EXPECT_THROW(KvCache(*be, 2, 1, 16, 48, DType::Q8_0), std::invalid_argument);  // 48 % 32
+  EXPECT_THROW(KvCache(*be, 2, 1, 16, 64, DType::Q4_0), std::invalid_argument);
+  EXPECT_THROW(parse_kv_type("f8"), std::invalid_argument);
+  EXPECT_EQ(parse_kv_type("q8_0"), DType::Q8_0);
+}
+
+struct InvarianceCase {
+  std::string name;  // model file in shared/models, or "tiny-qwen2"
+  std::string isa;
+  DType kv;
+  std::string split;  // "" = one stage
+};
+
+std::string model_file(const InvarianceCase& c) {
+  if (c.name != "tiny-qwen2") return test::model_path(c.name);
+  const std::string path = (std::filesystem::temp_directory_path() / ("herd-batch-" + std::to_string(getpid()) +
+                                                                       "-qwen2.gguf")).string();
+  for (const auto& spec : test::tiny_model_specs())
+    if (spec.arch == "qwen2") test::write_tiny_model(spec, test::model_path("stories260K.gguf"), path);
+  return path;
+}
+
+class BatchInvariance : public ::testing::TestWithParam<InvarianceCase> {};
+
+TEST_P(BatchInvariance, EachSequenceGetsTheLogitsItGetsAlone) {
+  const InvarianceCase& c = GetParam();
+  const std::string path = model_file(c);
+  HERD_REQUIRE_FILE(path);
+  auto f = model::GgufFile::open(path);
+  const auto cfg = model::load_config(*f);
+  CpuBackendOptions o;
+  o.isa = c.isa;
+  auto be = make_cpu_backend(o);
+  be->set_threads(2);
+  const auto ranges = c.split.empty() ? std::vector<model::LayerRange>{} : parse_split(c.split, cfg.n_layers);
+  const auto scripts = test::make_scripts(4, static_cast<int32_t>(cfg.n_vocab));
+  std::vector<test::SeqLogits> alone;
+  {
+    LocalPipeline one(*f, cfg, *be, KvOptions{64, 1, c.kv}, ranges);
+    for (const auto& sc : scripts) alone.push_back(test::run_alone(one, sc));
+  }
+  LocalPipeline many(*f, cfg, *be, KvOptions{64, 4, c.kv}, ranges);
+  EXPECT_EQ("", test::compare_bits(test::run_together(many, scripts), alone));
+  // Slot reuse: sequence 0's slot takes a new sequence from position 0 (a rewind), same bits.
+  EXPECT_EQ("", test::compare_bits({test::run_alone(many, scripts[3], 0)}, {alone[3]}));
+  if (c.name == "tiny-qwen2") std::filesystem::remove(path);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, BatchInvariance,
+    ::testing::Values(InvarianceCase{"stories260K.gguf", "auto", DType::F32, ""},
+                      InvarianceCase{"stories260K.gguf", "auto", DType::F16, "0-1,2-4"},
+                      InvarianceCase{"stories260K.gguf", "scalar", DType::Q8_0, ""},
+                      InvarianceCase{"randk-Q4_0.gguf", "auto", DType::F16, ""},
+                      InvarianceCase{"randk-Q4_K_M.gguf", "auto", DType::Q8_0, "0-2,3-3"},
+                      InvarianceCase{"randk-Q6_K.gguf", "auto", DType::F32, ""},
+                      InvarianceCase{"tiny-qwen2", "auto", DType::F16, ""}),
+    [](const auto& info) {
+      std::string n = info.param.name + "_" + info.param.isa + "_" + std::string(dtype_name(info.param.kv)) +
+                      (info.param.split.empty() ? "" : "_split");
+      for (auto& ch : n)
+        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      return n;
+    });
+
+// The pipeline's record of each slot follows rewinds, refuses gaps, and is rolled back when a
+// batch fails.
+TEST(PipelineRecord, FollowsRewindsAndRefusesGaps) {
+  auto f = model::GgufFile::open(test::model_path("stories260K.gguf"));
+  const auto cfg = model::load_config(*f);
+  auto be = make_cpu_backend();
+  LocalPipeline p(*f, cfg, *be, KvOptions{16, 2, DType::F16});
+  const int32_t toks[] = {1, 2, 3, 4, 5};
+  Batch b;
+  b.add_run(toks, 5, 0, 1, false);
+  p.eval(b);
+  EXPECT_EQ(p.cached(1), std::vector<int32_t>(toks, toks + 5));
+  EXPECT_TRUE(p.cached(0).empty());
+  b.clear();
+  b.add(9, 3, 1, true);  // rewind to position 3
+  p.eval(b);
+  EXPECT_EQ(p.cached(1), (std::vector<int32_t>{1, 2, 3, 9}));
+  b.clear();
+  b.add(9, 6, 1, true);  // a gap: positions 4, 5 were never evaluated
+  EXPECT_THROW(p.submit(b), std::invalid_argument);
+  b.clear();
+  b.add(static_cast<int32_t>(cfg.n_vocab), 4, 1, true);  // a token outside the vocabulary
+  EXPECT_THROW(p.submit(b), std::out_of_range);
+  EXPECT_EQ(p.cached(1).size(), 4u) << "a refused batch changes nothing";
+  b.clear();
+  b.add(1, 16, 0, true);
+  EXPECT_THROW(p.submit(b), std::out_of_range);  // context full
+  EXPECT_EQ(p.in_flight(), 0u);
+}
+
+}  // namespace
+}  // namespace herd
