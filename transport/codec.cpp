@@ -49,9 +49,9 @@ T get(const std::string& s, size_t off) {
   return v;
 }
 
-}  // namespace
-
-std::vector<std::string> encode_frames(const Message& m) {
+// Copies (const Message) or moves (Message&&) the payload and tensor bytes into the frames.
+template <class M, class Take>
+std::vector<std::string> encode_frames_impl(M& m, Take take) {
   if (m.payload.size() > kMaxPayloadBytes) throw ProtocolError("payload too large to send");
   if (m.tensors.size() > kMaxTensors) throw ProtocolError("too many tensors to send");
   std::vector<std::string> frames;
@@ -62,8 +62,8 @@ std::vector<std::string> encode_frames(const Message& m) {
   put<uint16_t>(env, m.type);
   put<uint32_t>(env, static_cast<uint32_t>(m.tensors.size()));
   frames.push_back(std::move(env));
-  frames.push_back(m.payload);
-  for (const Tensor& t : m.tensors) {
+  frames.push_back(take(m.payload));
+  for (auto& t : m.tensors) {
     if (t.shape.size() > kMaxTensorRank) throw ProtocolError("tensor rank too large to send");
     if (t.data.size() != static_cast<uint64_t>(t.n_elements()) * wire_dtype_size(t.dtype))
       throw ProtocolError("tensor data size does not match its shape");
@@ -75,9 +75,19 @@ std::vector<std::string> encode_frames(const Message& m) {
     for (int64_t d : t.shape) put<int64_t>(h, d);
     put<uint64_t>(h, t.data.size());
     frames.push_back(std::move(h));
-    frames.push_back(t.data);
+    frames.push_back(take(t.data));
   }
   return frames;
+}
+
+}  // namespace
+
+std::vector<std::string> encode_frames(const Message& m) {
+  return encode_frames_impl(m, [](const std::string& s) { return s; });
+}
+
+std::vector<std::string> encode_frames(Message&& m) {
+  return encode_frames_impl(m, [](std::string& s) { return std::move(s); });
 }
 
 Message decode_frames(std::vector<std::string>&& frames) {

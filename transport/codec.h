@@ -35,6 +35,9 @@ constexpr size_t kMaxTensorRank = 4;
 constexpr uint64_t kMaxTensorBytes = uint64_t{1} << 32;  // 4 GiB per frame
 
 std::vector<std::string> encode_frames(const Message& m);
+// The same frames, moving the payload and tensor bytes out of `m` instead of copying them (a hop's
+// hidden state is megabytes: the sender's only copy is the stage writing it into the Tensor).
+std::vector<std::string> encode_frames(Message&& m);
 Message decode_frames(std::vector<std::string>&& frames);  // throws ProtocolError
 
 }  // namespace herd::transport

@@ -25,6 +25,10 @@ Received decode_received(std::vector<std::string>&& frames, std::string peer) {
 
 SendError Link::send(const Message& m) { return send_frames(encode_frames(m)); }
 SendError Listener::send(const std::string& peer, const Message& m) { return send_frames(peer, encode_frames(m)); }
+SendError Link::send(Message&& m) { return send_frames(encode_frames(std::move(m))); }
+SendError Listener::send(const std::string& peer, Message&& m) {
+  return send_frames(peer, encode_frames(std::move(m)));
+}
 
 namespace {
 template <class L>

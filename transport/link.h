@@ -59,6 +59,7 @@ class Link {
  public:
   virtual ~Link() = default;
   SendError send(const Message& m);  // encodes, then send_frames
+  SendError send(Message&& m);       // the same, moving the tensors' bytes instead of copying
   // Raw frames as transport/codec.h lays them out (tests use this to send malformed messages).
   virtual SendError send_frames(std::vector<std::string> frames) = 0;
   // Waits at most timeout_ms (0 = just poll) for one message.
@@ -72,6 +73,7 @@ class Listener {
  public:
   virtual ~Listener() = default;
   SendError send(const std::string& peer, const Message& m);
+  SendError send(const std::string& peer, Message&& m);
   virtual SendError send_frames(const std::string& peer, std::vector<std::string> frames) = 0;
   virtual Received recv(int timeout_ms) = 0;
   virtual std::string address() const = 0;
