@@ -17,7 +17,7 @@
 #include "partition/strategies.h"
 #include "tests/integration/cluster_util.h"
 #include "transport/inproc_link.h"
-#include "transport/protocol.h"
+#include "cluster/protocol.h"
 #include "worker/worker_server.h"
 
 namespace herd::test {
@@ -236,29 +236,28 @@ TEST(InprocCluster, WorkerDropsMalformedPeersAndKeepsServing) {
   ASSERT_EQ(raw.send_frames({"junk"}), "");
   auto r = raw.recv(2000);
   ASSERT_EQ(r.status, transport::RecvStatus::ok);
-  EXPECT_NE(transport::unpack<transport::ErrorMsg>(r.msg).message.find("dropped"), std::string::npos);
+  EXPECT_NE(cluster::unpack<cluster::ErrorMsg>(r.msg).message.find("dropped"), std::string::npos);
   // A Hello, then a Forward whose hidden state has the wrong size (the worker is not even assigned).
-  ASSERT_EQ(raw.send(transport::pack(transport::Hello{})), "");
+  ASSERT_EQ(raw.send(cluster::pack(cluster::Hello{})), "");
   ASSERT_EQ(raw.recv(2000).status, transport::RecvStatus::ok);
   auto remote = m.remote(addresses(w, 2), "0-2,3-4");
   transport::Tensor t{transport::WireDType::F32, {1, 3}, std::string(12, '\0')};
-  ASSERT_EQ(raw.send(transport::pack(transport::Forward{1, 0, 1, false}, {t})), "");
+  ASSERT_EQ(raw.send(cluster::pack(cluster::Forward{1, 0, 1, false}, {t})), "");
   r = raw.recv(2000);
   ASSERT_EQ(r.status, transport::RecvStatus::ok);
-  EXPECT_NE(transport::unpack<transport::ErrorMsg>(r.msg).message.find("hidden state must be f32 [n_tokens, 64]"),
+  EXPECT_NE(cluster::unpack<cluster::ErrorMsg>(r.msg).message.find("hidden state must be f32 [n_tokens, 64]"),
             std::string::npos);
   // An Assign with a layer range outside the model is refused with a reason.
-  ASSERT_EQ(raw.send(transport::pack(transport::Hello{})), "");
+  ASSERT_EQ(raw.send(cluster::pack(cluster::Hello{})), "");
   ASSERT_EQ(raw.recv(2000).status, transport::RecvStatus::ok);
-  transport::Assign bad;
+  cluster::Assign bad;
   bad.model_path = model_path("stories260K.gguf");
-  bad.first_layer = 3;
-  bad.end_layer = 99;
+  bad.layers = {3, 99, false, true};
   bad.n_ctx = 16;
-  ASSERT_EQ(raw.send(transport::pack(bad)), "");
+  ASSERT_EQ(raw.send(cluster::pack(bad)), "");
   r = raw.recv(5000);
   ASSERT_EQ(r.status, transport::RecvStatus::ok);
-  const std::string why = transport::unpack<transport::ErrorMsg>(r.msg).message;
+  const std::string why = cluster::unpack<cluster::ErrorMsg>(r.msg).message;
   EXPECT_TRUE(why.find("model mismatch") != std::string::npos || why.find("layer range") != std::string::npos) << why;
   // The good coordinator re-assigns and gets the right answer.
   remote = m.remote(addresses(w, 2), "0-2,3-4");

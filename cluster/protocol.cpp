@@ -1,6 +1,13 @@
-#include "transport/protocol.h"
+#include "cluster/protocol.h"
 
-namespace herd::transport {
+namespace herd::cluster {
+
+void check_layer_range(const model::LayerRange& r) {
+  if (r.first < 0 || r.end <= r.first || r.end > kMaxLayers || r.embedding != (r.first == 0))
+    throw ProtocolError("Assign: layer range " + std::to_string(r.first) + ".." + std::to_string(r.end) +
+                        (r.embedding ? " with" : " without") + " the embedding (must be 0 <= first < end <= " +
+                        std::to_string(kMaxLayers) + ", the embedding on the stage at layer 0)");
+}
 
 const char* msg_type_name(uint16_t type) {
   switch (static_cast<MsgType>(type)) {
@@ -30,4 +37,4 @@ void check_echo_payload(const Message& m, uint64_t bytes) {
     throw ProtocolError(std::string(msg_type_name(m.type)) + " must carry one u8 [" + std::to_string(bytes) + "] tensor");
 }
 
-}  // namespace herd::transport
+}  // namespace herd::cluster

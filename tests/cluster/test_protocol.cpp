@@ -6,12 +6,14 @@
 #include <random>
 
 #include "transport/codec.h"
-#include "transport/protocol.h"
+#include "cluster/protocol.h"
 #include "transport/crc32.h"
-#include "transport/sha256.h"
+#include "cluster/sha256.h"
 
-namespace herd::transport {
+namespace herd::cluster {
 namespace {
+
+using namespace transport;
 
 template <typename T>
 T round_trip(const T& body, std::vector<Tensor> tensors = {}) {
@@ -44,20 +46,17 @@ TEST(Protocol, EveryMessageRoundTrips) {
   a.session = 7;
   a.model_hash = std::string(64, 'f');
   a.model_path = "/models/x.gguf";
-  a.first_layer = 3;
-  a.end_layer = 9;
-  a.is_first = false;
-  a.is_last = true;
+  a.layers = {3, 9, false, true};
   a.n_ctx = 4096;
   a.act_dtype = WireDType::F16;
   const Assign a2 = round_trip(a);
   EXPECT_EQ(a2.session, 7u);
   EXPECT_EQ(a2.model_hash, a.model_hash);
   EXPECT_EQ(a2.model_path, a.model_path);
-  EXPECT_EQ(a2.first_layer, 3);
-  EXPECT_EQ(a2.end_layer, 9);
-  EXPECT_FALSE(a2.is_first);
-  EXPECT_TRUE(a2.is_last);
+  EXPECT_EQ(a2.layers.first, 3);
+  EXPECT_EQ(a2.layers.end, 9);
+  EXPECT_FALSE(a2.layers.embedding);
+  EXPECT_TRUE(a2.layers.output);
   EXPECT_EQ(a2.n_ctx, 4096);
   EXPECT_EQ(a2.act_dtype, WireDType::F16);
   EXPECT_EQ(a2.next_address, "");
@@ -144,7 +143,9 @@ TEST(Protocol, MalformedPayloadsAreRejected) {
   Assign a;
   a.model_hash = "abc";
   a.model_path = "/some/where";
+  a.layers = {0, 4, true, true};
   Message m = pack(a);
+  EXPECT_NO_THROW(unpack<Assign>(m));
   // Truncated at every length: always a ProtocolError.
   for (size_t cut = 0; cut < m.payload.size(); ++cut) {
     Message t = m;
@@ -180,8 +181,24 @@ TEST(Protocol, MalformedPayloadsAreRejected) {
   }
 
   Assign fp16;
+  fp16.layers = {0, 4, true, true};
   fp16.act_dtype = WireDType::I32;  // not an activation dtype
   EXPECT_THROW(unpack<Assign>(pack(fp16)), ProtocolError);
+
+  // A layer range no model has, or the embedding on a stage not at layer 0 (or missing there).
+  for (const model::LayerRange& r : {model::LayerRange{0, 0, true, true}, model::LayerRange{5, 3, false, true},
+                                     model::LayerRange{-1, 3, false, true}, model::LayerRange{2, 4, true, true},
+                                     model::LayerRange{0, 4, false, true},
+                                     model::LayerRange{0, kMaxLayers + 1, true, true}}) {
+    Assign b;
+    b.layers = r;
+    try {
+      unpack<Assign>(pack(b));
+      ADD_FAILURE() << "accepted layers " << r.first << ".." << r.end << " embedding " << r.embedding;
+    } catch (const ProtocolError& e) {
+      EXPECT_NE(std::string(e.what()).find("Assign: layer range"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Protocol, RandomGarbageNeverCrashes) {
@@ -207,22 +224,22 @@ TEST(Protocol, RandomGarbageNeverCrashes) {
 TEST(Protocol, SamplingForwardAndWeightMessagesRoundTrip) {
   Forward f{3, 10, 1, false};
   f.sample = true;
-  f.sampling.temperature = 0.7f;
-  f.sampling.top_k = 40;
-  f.sampling.top_p = 0.9f;
-  f.sampling.min_p = 0.05f;
-  f.sampling.repeat_penalty = 1.1f;
-  f.sampling.repeat_last_n = 64;
+  f.sampling.params.temperature = 0.7f;
+  f.sampling.params.top_k = 40;
+  f.sampling.params.top_p = 0.9f;
+  f.sampling.params.min_p = 0.05f;
+  f.sampling.params.repeat_penalty = 1.1f;
+  f.sampling.params.repeat_last_n = 64;
   f.sampling.draw = 0xDEADBEEFCAFEF00Dull;
   f.sampling.recent = {5, 7, 9};
   const Forward g = round_trip(f);
   EXPECT_TRUE(g.sample);
-  EXPECT_EQ(g.sampling.temperature, 0.7f);
-  EXPECT_EQ(g.sampling.top_k, 40);
-  EXPECT_EQ(g.sampling.top_p, 0.9f);
-  EXPECT_EQ(g.sampling.min_p, 0.05f);
-  EXPECT_EQ(g.sampling.repeat_penalty, 1.1f);
-  EXPECT_EQ(g.sampling.repeat_last_n, 64);
+  EXPECT_EQ(g.sampling.params.temperature, 0.7f);
+  EXPECT_EQ(g.sampling.params.top_k, 40);
+  EXPECT_EQ(g.sampling.params.top_p, 0.9f);
+  EXPECT_EQ(g.sampling.params.min_p, 0.05f);
+  EXPECT_EQ(g.sampling.params.repeat_penalty, 1.1f);
+  EXPECT_EQ(g.sampling.params.repeat_last_n, 64);
   EXPECT_EQ(g.sampling.draw, 0xDEADBEEFCAFEF00Dull);
   EXPECT_EQ(g.sampling.recent, (std::vector<int32_t>{5, 7, 9}));
   const Result r = round_trip(Result{3, 0, 1234});
@@ -245,6 +262,7 @@ TEST(Protocol, SamplingForwardAndWeightMessagesRoundTrip) {
   }
 
   Assign a;
+  a.layers = {2, 5, false, false};
   a.file_size = 94000000;
   a.header_bytes = 1234567;
   const Assign a2 = round_trip(a);
@@ -298,4 +316,4 @@ TEST(Sha256, KnownVectors) {
 }
 
 }  // namespace
-}  // namespace herd::transport
+}  // namespace herd::cluster

@@ -22,133 +22,22 @@
 #pragma once
 
 #include <cstdint>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include <cereal/archives/portable_binary.hpp>
-#include <cereal/cereal.hpp>
+#include "cluster/wire.h"
+#include "cluster/worker_profile.h"
+#include "engine/sampler.h"
+#include "model/weights.h"
 
-#include "transport/codec.h"
-#include "transport/link.h"
-
-namespace herd::transport {
+namespace herd::cluster {
 
 // 2: sampling on the last stage, weight transfer; 3: worker profile (WorkerProfile v2), Ping/Pong,
 // Ready v2 (measured link to the next stage); 4: the data lane handshake (transport/zmq_link.h),
 // which a link opens with before its Hello
 constexpr uint32_t kProtocolVersion = 4;
 
-enum class MsgType : uint16_t {
-  Hello = 1, Assign = 2, Ready = 3, Error = 4, Forward = 5, Result = 6, Reset = 7, Stop = 8,
-  WeightRequest = 9, WeightChunk = 10, Ping = 11, Pong = 12,
-};
-const char* msg_type_name(uint16_t type);
-
 enum class Role : uint8_t { Coordinator = 0, Worker = 1, Upstream = 2 };
-
-namespace detail {
-// A string whose loaded length is checked against `max` before any allocation.
-template <class Archive>
-void bounded_string(Archive& ar, std::string& s, size_t max, const char* field) {
-  uint64_t n = s.size();
-  ar(n);
-  if constexpr (Archive::is_loading::value) {
-    if (n > max) throw ProtocolError(std::string(field) + " is " + std::to_string(n) + " bytes (max " + std::to_string(max) + ")");
-    s.resize(n);
-  }
-  ar(cereal::binary_data(s.data(), n));
-}
-// A vector of i32 whose loaded length is checked against `max` before any allocation.
-template <class Archive>
-void bounded_i32s(Archive& ar, std::vector<int32_t>& v, size_t max, const char* field) {
-  uint64_t n = v.size();
-  ar(n);
-  if constexpr (Archive::is_loading::value) {
-    if (n > max) throw ProtocolError(std::string(field) + " has " + std::to_string(n) + " entries (max " + std::to_string(max) + ")");
-    v.resize(n);
-  }
-  for (auto& x : v) ar(x);
-}
-template <class Archive>
-void check_version(uint32_t version, uint32_t current, const char* type) {
-  if constexpr (Archive::is_loading::value)
-    if (version > current) throw ProtocolError(std::string(type) + " version " + std::to_string(version) + " is newer than this build");
-}
-}  // namespace detail
-
-// Upper bounds a peer's numbers must stay within (a profile is planner input, not a size to allocate,
-// but NaN, infinities and absurd values would turn a plan into nonsense).
-constexpr double kMaxRateBps = 1e15;      // 1 PB/s: no memory or link is faster
-constexpr double kMaxFlops = 1e18;
-constexpr double kMaxSeconds = 60;         // an op overhead or a link latency
-constexpr size_t kMaxProfileTypes = 64;    // matvec rates (GGUF type ids are < 64 today)
-constexpr uint32_t kMaxGgufType = 1024;
-
-namespace detail {
-template <class Archive>
-void bounded_number(Archive& ar, double& x, double max, const char* field) {
-  ar(x);
-  if constexpr (Archive::is_loading::value)
-    if (!(x >= 0 && x <= max))  // also false for NaN
-      throw ProtocolError(std::string(field) + " is " + std::to_string(x) + " (must be in 0.." + std::to_string(max) + ")");
-}
-}  // namespace detail
-
-// What a worker tells the coordinator about itself. v1: threads and free RAM. v2 adds what the
-// planner's cost model needs (partition/profile.h DeviceProfile), measured at the worker's start
-// (partition/host_probe.h, `herd probe --quick` figures) or loaded from `herd worker --profile`.
-// A v1 profile (all rates 0) still loads; the coordinator then assumes default rates.
-struct MatvecRate {
-  uint32_t type = 0;    // GGUF tensor type id
-  double bytes_per_s = 0;
-};
-struct WorkerProfile {
-  int32_t threads = 0;
-  uint64_t free_ram_bytes = 0;
-  // v2:
-  uint64_t total_ram_bytes = 0;  // >= free_ram_bytes when both are known
-  double read_bw_Bps = 0;        // streaming read bandwidth (0: not measured)
-  double matmul_flops = 0;       // prefill matmul FLOP/s
-  double op_overhead_s = 0;      // fixed cost of one kernel call
-  double attn_Bps = 0;           // KV-cache bytes/s of decode attention
-  std::vector<MatvecRate> matvec;  // weight bytes/s of a 1-token matvec, per type (each type once)
-  std::string source;            // "measured at startup", "file /path/probe.json" (logs)
-  template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 2, "WorkerProfile");
-    ar(threads, free_ram_bytes);
-    if (v < 2) return;
-    ar(total_ram_bytes);
-    if constexpr (A::is_loading::value)
-      if (total_ram_bytes != 0 && free_ram_bytes > total_ram_bytes)
-        throw ProtocolError("WorkerProfile: free RAM " + std::to_string(free_ram_bytes) + " exceeds total " +
-                            std::to_string(total_ram_bytes));
-    detail::bounded_number(ar, read_bw_Bps, kMaxRateBps, "WorkerProfile.read_bw_Bps");
-    detail::bounded_number(ar, matmul_flops, kMaxFlops, "WorkerProfile.matmul_flops");
-    detail::bounded_number(ar, op_overhead_s, kMaxSeconds, "WorkerProfile.op_overhead_s");
-    detail::bounded_number(ar, attn_Bps, kMaxRateBps, "WorkerProfile.attn_Bps");
-    uint64_t n = matvec.size();
-    ar(n);
-    if constexpr (A::is_loading::value) {
-      if (n > kMaxProfileTypes)
-        throw ProtocolError("WorkerProfile.matvec has " + std::to_string(n) + " entries (max " +
-                            std::to_string(kMaxProfileTypes) + ")");
-      matvec.resize(n);
-    }
-    for (size_t i = 0; i < matvec.size(); ++i) {
-      auto& e = matvec[i];
-      ar(e.type);
-      detail::bounded_number(ar, e.bytes_per_s, kMaxRateBps, "WorkerProfile.matvec rate");
-      if constexpr (A::is_loading::value) {
-        if (e.type >= kMaxGgufType) throw ProtocolError("WorkerProfile.matvec: tensor type " + std::to_string(e.type));
-        if (!(e.bytes_per_s > 0)) throw ProtocolError("WorkerProfile.matvec: rate of type " + std::to_string(e.type) + " is 0");
-        for (size_t j = 0; j < i; ++j)
-          if (matvec[j].type == e.type) throw ProtocolError("WorkerProfile.matvec: type " + std::to_string(e.type) + " twice");
-      }
-    }
-    detail::bounded_string(ar, source, 1024, "WorkerProfile.source");
-  }
-};
 
 struct Hello {
   static constexpr MsgType kType = MsgType::Hello;
@@ -166,19 +55,24 @@ struct Hello {
   }
 };
 
+// A layer range any model could have: 0 <= first < end <= kMaxLayers, and the embedding on the
+// stage that starts at layer 0 (and only there). Throws ProtocolError "Assign: layer range ...".
+constexpr int64_t kMaxLayers = int64_t{1} << 16;
+void check_layer_range(const model::LayerRange& r);
+
 // The model hash is the SHA-256 of the GGUF file's bytes [0, data_offset): header, metadata and
 // tensor directory (names, shapes, types, offsets). Two files with the same hash have the same
 // architecture, tokenizer and tensor layout; the weights themselves are not hashed (that would read
-// the whole file) — see model_fingerprint() in transport/sha256.h.
+// the whole file) — see cluster/model_fingerprint.h.
 struct Assign {
   static constexpr MsgType kType = MsgType::Assign;
   uint64_t session = 0;       // coordinator's assignment id (echoed in logs)
   std::string model_hash;     // hex sha256, see above
   std::string model_path;     // hint: where the coordinator's copy is (used when the worker has no -m)
-  int64_t first_layer = 0;    // layer range [first_layer, end_layer)
-  int64_t end_layer = 0;
-  bool is_first = false;      // owns token_embd: takes token ids
-  bool is_last = false;       // owns output: returns logits
+  // The stage's layers [first, end); embedding: the first stage (takes token ids); output: the last
+  // stage (returns logits). On the wire as first, end, is_first, is_last; checked on load
+  // (check_layer_range), the end against the model's layer count by the worker.
+  model::LayerRange layers{0, 0, false, false};
   int64_t n_ctx = 0;
   WireDType act_dtype = WireDType::F32;  // hidden states between stages: F32 or F16
   std::string next_address;   // the next stage's listen address ("" when is_last)
@@ -194,7 +88,8 @@ struct Assign {
     detail::bounded_string(ar, model_hash, 128, "Assign.model_hash");
     detail::bounded_string(ar, model_path, 4096, "Assign.model_path");
     uint8_t dt = static_cast<uint8_t>(act_dtype);
-    ar(first_layer, end_layer, is_first, is_last, n_ctx, dt);
+    ar(layers.first, layers.end, layers.embedding, layers.output, n_ctx, dt);
+    if constexpr (A::is_loading::value) check_layer_range(layers);
     if (dt != static_cast<uint8_t>(WireDType::F32) && dt != static_cast<uint8_t>(WireDType::F16))
       throw ProtocolError("Assign: activation dtype " + std::to_string(dt) + " (must be f32 or f16)");
     act_dtype = static_cast<WireDType>(dt);
@@ -245,23 +140,25 @@ struct ErrorMsg {
   }
 };
 
-// The request's sampler (coordinator/sampler.h) for the last stage to apply to the last token's
-// logits. The coordinator keeps the RNG: `draw` is the 64-bit value its Sampler::next_draw() gave
-// for this step (0 when greedy), so the token stream for a seed is the same locally and on a
-// cluster, and survives a restarted worker. `recent` is the repeat-penalty window, oldest first.
+// The request's sampler for the last stage to apply to the last token's logits: its parameters
+// (engine/sampler.h SamplerParams, the seed excepted: it stays with the coordinator), the draw and
+// the repeat-penalty window, from which the last stage builds its Sampler directly. The coordinator
+// keeps the RNG: `draw` is the 64-bit value its Sampler::next_draw() gave for this step (0 when
+// greedy), so the token stream for a seed is the same locally and on a cluster, and survives a
+// restarted worker. `recent` is the repeat-penalty window, oldest first (bounded on load; the
+// parameters themselves are checked where the Sampler is built, a bad one is an Error reply).
 constexpr size_t kMaxSampleHistory = 1 << 16;
 struct SampleSpec {
-  float temperature = 0.0f;
-  int32_t top_k = 0;
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  float repeat_penalty = 1.0f;
-  int32_t repeat_last_n = 0;
+  SamplerParams params;
   uint64_t draw = 0;
   std::vector<int32_t> recent;
   template <class A> void serialize(A& ar, uint32_t v) {
     detail::check_version<A>(v, 1, "SampleSpec");
-    ar(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, draw);
+    // Field by field, each with its wire width (SamplerParams' ints are i32 on the wire).
+    int32_t top_k = params.top_k, repeat_last_n = params.repeat_last_n;
+    ar(params.temperature, top_k, params.top_p, params.min_p, params.repeat_penalty, repeat_last_n, draw);
+    params.top_k = top_k;
+    params.repeat_last_n = repeat_last_n;
     detail::bounded_i32s(ar, recent, kMaxSampleHistory, "SampleSpec.recent");
   }
 };
@@ -373,56 +270,20 @@ struct Stop {
   template <class A> void serialize(A& ar, uint32_t v) { detail::check_version<A>(v, 1, "Stop"); }
 };
 
-template <typename T>
-Message pack(const T& body, std::vector<Tensor> tensors = {}) {
-  std::ostringstream os;
-  {
-    cereal::PortableBinaryOutputArchive ar(os);
-    ar(const_cast<T&>(body));
-  }
-  Message m;
-  m.type = static_cast<uint16_t>(T::kType);
-  m.payload = os.str();
-  m.tensors = std::move(tensors);
-  return m;
-}
+}  // namespace herd::cluster
 
-// Throws ProtocolError when the type differs, the payload is truncated, has trailing bytes or
-// fails a field check.
-template <typename T>
-T unpack(const Message& m) {
-  if (m.type != static_cast<uint16_t>(T::kType))
-    throw ProtocolError(std::string("expected ") + msg_type_name(static_cast<uint16_t>(T::kType)) + ", got " +
-                        msg_type_name(m.type));
-  T body;
-  std::istringstream is(m.payload);
-  try {
-    cereal::PortableBinaryInputArchive ar(is);
-    ar(body);
-  } catch (const ProtocolError&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw ProtocolError(std::string(msg_type_name(m.type)) + " payload: " + e.what());
-  }
-  if (is.peek() != std::char_traits<char>::eof())
-    throw ProtocolError(std::string(msg_type_name(m.type)) + " payload has trailing bytes");
-  return body;
-}
 
-}  // namespace herd::transport
-
-CEREAL_CLASS_VERSION(herd::transport::WorkerProfile, 2)
-CEREAL_CLASS_VERSION(herd::transport::Hello, 1)
-CEREAL_CLASS_VERSION(herd::transport::Assign, 2)
-CEREAL_CLASS_VERSION(herd::transport::Ready, 2)
-CEREAL_CLASS_VERSION(herd::transport::LinkStats, 1)
-CEREAL_CLASS_VERSION(herd::transport::Ping, 1)
-CEREAL_CLASS_VERSION(herd::transport::Pong, 1)
-CEREAL_CLASS_VERSION(herd::transport::ErrorMsg, 1)
-CEREAL_CLASS_VERSION(herd::transport::SampleSpec, 1)
-CEREAL_CLASS_VERSION(herd::transport::Forward, 2)
-CEREAL_CLASS_VERSION(herd::transport::Result, 2)
-CEREAL_CLASS_VERSION(herd::transport::WeightRequest, 1)
-CEREAL_CLASS_VERSION(herd::transport::WeightChunk, 1)
-CEREAL_CLASS_VERSION(herd::transport::Reset, 1)
-CEREAL_CLASS_VERSION(herd::transport::Stop, 1)
+CEREAL_CLASS_VERSION(herd::cluster::Hello, 1)
+CEREAL_CLASS_VERSION(herd::cluster::Assign, 2)
+CEREAL_CLASS_VERSION(herd::cluster::Ready, 2)
+CEREAL_CLASS_VERSION(herd::cluster::LinkStats, 1)
+CEREAL_CLASS_VERSION(herd::cluster::Ping, 1)
+CEREAL_CLASS_VERSION(herd::cluster::Pong, 1)
+CEREAL_CLASS_VERSION(herd::cluster::ErrorMsg, 1)
+CEREAL_CLASS_VERSION(herd::cluster::SampleSpec, 1)
+CEREAL_CLASS_VERSION(herd::cluster::Forward, 2)
+CEREAL_CLASS_VERSION(herd::cluster::Result, 2)
+CEREAL_CLASS_VERSION(herd::cluster::WeightRequest, 1)
+CEREAL_CLASS_VERSION(herd::cluster::WeightChunk, 1)
+CEREAL_CLASS_VERSION(herd::cluster::Reset, 1)
+CEREAL_CLASS_VERSION(herd::cluster::Stop, 1)
