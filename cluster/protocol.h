@@ -100,7 +100,7 @@ struct Assign {
   }
 };
 
-// A measured link (transport/link_measure.h): one-way latency and bandwidth.
+// A measured link (cluster/link_measure.h): one-way latency and bandwidth.
 struct LinkStats {
   double latency_s = 0;
   double bandwidth_Bps = 0;

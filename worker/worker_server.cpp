@@ -132,7 +132,7 @@ bool WorkerServer::handle(Received& r) {
         listener_->send(r.peer, pack(Ready{"stopping"}));
         HERD_LOG_INFO("worker: stop requested");
         return false;
-      case MsgType::Ping: {  // link measurement (transport/link_measure.h): echo the bytes back
+      case MsgType::Ping: {  // link measurement (cluster/link_measure.h): echo the bytes back
         const Ping p = unpack<Ping>(m);
         check_echo_payload(m, p.bytes);
         listener_->send(r.peer, pack(Pong{p.seq, p.bytes}, std::move(r.msg.tensors)));
