@@ -25,10 +25,11 @@
 #include <vector>
 
 #include "transport/link.h"
-#include "transport/protocol.h"
+#include "cluster/protocol.h"
 #include "transport/zmq_link.h"
 
 using namespace herd::transport;
+using namespace herd::cluster;
 using Clock = std::chrono::steady_clock;
 
 namespace {

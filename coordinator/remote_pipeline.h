@@ -7,20 +7,22 @@
 //
 // A worker with no copy of the model asks for exactly its tensors (and the GGUF header) while it
 // handles the Assign; they are served from this process's file in crc32-checked chunks
-// (transport/protocol.h WeightRequest/WeightChunk) and cached on the worker's disk.
+// (cluster/protocol.h WeightRequest/WeightChunk; coordinator/weight_server.h) and cached on the
+// worker's disk.
 //
-// The split: --split when given; else the planner (partition/strategies.h, `optimal` by default)
+// The split: --split when given; else the planner (coordinator/plan_adapter.h; `optimal` by default)
 // over the workers in the given order, from what they report in the Hello (free RAM, measured
 // rates) and the links this coordinator measures to each (Ping/Pong: latency, ~1 MiB echo). Links
 // between workers are estimated from those until a worker has measured its link to the next stage
 // (reported in Ready; used on the next setup). A worker the plan leaves out gets no layers.
 //
-// Failure is a value: every wait watches all workers' links (ZeroMQ heartbeats + a socket monitor
+// The workers and their links: coordinator/worker_set.h. Failure is a value: every wait watches all workers' links (ZeroMQ heartbeats + a socket monitor
 // notice a dead worker within ~1 s), and a lost or failing worker turns into a std::runtime_error
 // naming the worker and its layers. The next eval() reconnects and re-assigns every worker (a
 // restarted worker simply joins again) and replays the tokens the lost caches held.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -29,11 +31,14 @@
 #include <string>
 #include <vector>
 
+#include "cluster/protocol.h"
+#include "coordinator/plan_adapter.h"
+#include "coordinator/weight_server.h"
+#include "coordinator/worker_set.h"
 #include "engine/pipeline.h"
 #include "partition/model_shape.h"
 #include "partition/plan.h"
 #include "transport/link.h"
-#include "transport/protocol.h"
 
 namespace herd {
 
@@ -63,11 +68,11 @@ class RemotePipeline : public Pipeline {
 
   const model::ModelConfig& config() const override { return config_; }
   int64_t n_ctx() const override { return opts_.n_ctx; }
-  int64_t n_seq() const override { return 1; }
+  int64_t n_seq() const override { return opts_.n_seq; }
 
   const std::vector<model::LayerRange>& ranges() const { return ranges_; }
   // Weight bytes sent to workers that had no copy of the model (since construction).
-  uint64_t weight_bytes_sent() const { return weight_bytes_sent_; }
+  uint64_t weight_bytes_sent() const { return weights_.bytes_sent(); }
   // Each worker's Ready text from the last assignment (its layers, mapped MiB, bytes received).
   const std::vector<std::string>& ready_info() const { return ready_info_; }
 
@@ -79,59 +84,67 @@ class RemotePipeline : public Pipeline {
   // "plan: worker 1 layers 0-13, worker 2 layers 14-29; predicted 96 tok/s" ("" with --split).
   const std::string& plan_summary() const { return plan_summary_; }
   // Coordinator -> worker link of every worker in opts.workers order (measured at connect time).
-  const std::vector<transport::LinkStats>& worker_links() const { return worker_links_; }
+  const std::vector<cluster::LinkStats>& worker_links() const { return worker_links_; }
   // Link from each active stage to the next as that stage measured it (n_stages - 1 entries).
-  const std::vector<transport::LinkStats>& stage_links() const { return stage_links_; }
+  const std::vector<cluster::LinkStats>& stage_links() const { return stage_links_; }
 
  private:
-  struct Worker {
-    std::string address;
-    std::unique_ptr<transport::Link> link;
-    transport::Hello hello;
-    size_t index = 0;  // position in opts.workers
-  };
-  void do_submit(uint64_t ticket, const Batch& b, std::vector<RowSample> samples) override;
-  std::optional<BatchOutput> do_poll(int timeout_ms) override;
+  // Connects every worker, splits the layers, assigns them (serving weights meanwhile).
   void setup();
   // Sets ranges_ from the planner; drops the workers it leaves out from workers_.
   void plan_split();
-  void prepare(const int32_t* tokens, int64_t n, int64_t pos0);
-  // Returns the sampled token when `sample` is given, else fills logits and returns -1.
-  int32_t forward(const int32_t* tokens, int64_t n, int64_t pos0, bool all_logits, std::vector<float>& logits,
-                  const transport::SampleSpec* sample = nullptr);
+  // Sends the Assign of stage k and waits for its Ready, serving its weight requests meanwhile.
+  void assign(size_t k);
+  // The request path (remote_requests.cpp). A batch goes to stage 0 as a Forward at once; results
+  // come back from the last stage in the order sent.
+  void do_submit(uint64_t ticket, const Batch& b, std::vector<RowSample> samples) override;
+  std::optional<BatchOutput> do_poll(int timeout_ms) override;
+  // After a failure: reconnects, re-assigns, and rebuilds every slot's cache from cached() (the
+  // positions before `keep[seq]`, when given, for the slots the new batch rewinds).
+  void recover(const std::vector<std::pair<int32_t, int32_t>>& rewinds);
+  // Sends one Forward to stage 0; returns its request id.
+  uint64_t send_forward(const Batch& b, cluster::Forward& fw);
+  // Waits for the Result of `request_id` (older ones are stale: ignored), watching every worker.
+  // Nothing within timeout_ms (< 0: no limit but the request timeout) -> no value.
+  std::optional<transport::Message> wait_result(uint64_t request_id, int timeout_ms);
   void serve_weights(size_t k, const transport::Message& m);
-  std::string describe(size_t i) const;
+  std::string describe(size_t i) const { return workers_.describe(i); }
+  // The WorkerSet's failures, which also mark the pipeline for a reconnect on the next eval.
   [[noreturn]] void fail(size_t i, const std::string& what);
   [[noreturn]] void fail_root_cause(size_t i, const std::string& what);
 
   model::ModelConfig config_;
   const model::GgufFile& file_;
-  int fd_ = -1;  // the model file, for serving weight chunks (pread: our own mapping stays untouched)
   RemotePipelineOptions opts_;
-  uint64_t weight_bytes_sent_ = 0;
-  int chunks_corrupted_ = 0;
-  std::vector<std::string> ready_info_;
-  std::vector<std::vector<std::pair<uint64_t, uint64_t>>> servable_;  // per worker: file [begin, end) it may fetch
   std::string model_hash_;
-  std::vector<Worker> workers_;
-  std::vector<model::LayerRange> ranges_;
+  std::vector<model::LayerRange> ranges_;  // per active worker (declared before workers_, which names them)
+  WorkerSet workers_{ranges_};
+  WeightServer weights_;
+  std::vector<std::string> ready_info_;
   std::optional<partition::ModelShape> shape_;
   std::optional<partition::Plan> plan_;
   partition::Cluster cluster_;
   partition::PlanOptions plan_options_;
   std::string plan_summary_;
-  std::vector<transport::LinkStats> worker_links_, stage_links_;
-  std::map<std::pair<std::string, std::string>, transport::LinkStats> measured_hops_;  // (from, to) address
-  std::deque<BatchOutput> done_;
+  std::vector<cluster::LinkStats> worker_links_, stage_links_;
+  std::map<std::pair<std::string, std::string>, cluster::LinkStats> measured_hops_;  // (from, to) address
+  struct Pending {
+    uint64_t request_id = 0, ticket = 0;
+    int64_t n_outputs = 0;
+    bool sample = false;
+    std::vector<int32_t> sample_seqs;  // the sequence of each output row (sampling)
+    std::chrono::steady_clock::time_point sent;
+  };
+  std::deque<Pending> pending_;  // Forwards in flight, oldest first
+  // What the last stage's sampler of each slot holds (params and window) as far as this side
+  // knows; reset on every reconnect. A step whose sampler differs sends a reset.
+  struct SamplerMirror {
+    SamplerParams params;
+    std::vector<int32_t> recent;
+  };
+  std::vector<std::optional<SamplerMirror>> mirrors_;
   bool healthy_ = false;
   uint64_t next_request_ = 1, session_ = 0;
 };
-
-// Contiguous ranges, one per worker, with layer counts proportional to free_bytes (each >= 1;
-// largest remainders get the leftovers). Throws when there are more workers than layers.
-std::vector<model::LayerRange> split_by_memory(int64_t n_layers, const std::vector<uint64_t>& free_bytes);
-
-// "a:1,b:2" -> {"a:1", "b:2"} (empty parts rejected).
-std::vector<std::string> parse_worker_list(const std::string& spec);
 
 }  // namespace herd

@@ -6,8 +6,14 @@ target_sources(herd_coordinator PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/replay.cpp
   ${CMAKE_CURRENT_LIST_DIR}/bench_runner.cpp
 )
-# owner: pipeline (RemotePipeline over transport/ links).
-target_sources(herd_coordinator PRIVATE ${CMAKE_CURRENT_LIST_DIR}/remote_pipeline.cpp)
-target_link_libraries(herd_coordinator PUBLIC herd_transport)
-# owner: planner. Without --split the coordinator plans the split (partition/strategies.h).
+# owner: pipeline (RemotePipeline over cluster/ messages on transport/ links).
+target_sources(herd_coordinator PRIVATE
+  ${CMAKE_CURRENT_LIST_DIR}/remote_pipeline.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/remote_requests.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/worker_set.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/weight_server.cpp
+)
+target_link_libraries(herd_coordinator PUBLIC herd_cluster)
+# owner: planner. Without --split the coordinator plans the split (coordinator/plan_adapter.h).
+target_sources(herd_coordinator PRIVATE ${CMAKE_CURRENT_LIST_DIR}/plan_adapter.cpp)
 target_link_libraries(herd_coordinator PUBLIC herd_partition)

@@ -139,7 +139,7 @@ void LocalPipeline::do_submit(uint64_t ticket, const Batch& b, std::vector<RowSa
 }
 
 std::optional<BatchOutput> LocalPipeline::do_poll(int) {
-  if (done_.empty()) return std::nullopt;
+  if (done_.empty()) throw std::logic_error("LocalPipeline: poll without a batch in flight");
   BatchOutput o = std::move(done_.front());
   done_.pop_front();
   return o;

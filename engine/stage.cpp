@@ -30,6 +30,10 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
   if (w_.range.output && w_.tok_embd.data == w_.output.data) w_.tok_embd.packed = w_.output.packed;
 }
 
+void Stage::reset_cache() {
+  for (int64_t s = 0; s < cache_.n_seq(); ++s) cache_.set_seq_len(s, 0);
+}
+
 float* Stage::scratch(Buffer& b, int64_t floats) {
   const size_t bytes = sizeof(float) * static_cast<size_t>(floats);
   if (b.bytes() < bytes) b = be_.alloc(bytes + bytes / 2);  // grow with headroom: batches vary in size

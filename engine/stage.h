@@ -49,6 +49,9 @@ class Stage {
   void forward(const int32_t* tokens, const float* hidden, int64_t n, int64_t pos0, bool all_logits,
                std::vector<float>& out);
 
+  // Every slot holds nothing (a coordinator's Reset, a new assignment).
+  void reset_cache();
+
   // Blocks of a layer recipe (recipe.h), over the current batch; il is the stage-local layer.
   // x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)), per sequence.
   void self_attention(int64_t il, const AttentionOptions& o);

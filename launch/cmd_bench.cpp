@@ -5,7 +5,7 @@
 #include "coordinator/bench_runner.h"
 #include "coordinator/remote_pipeline.h"
 #include "launch/options.h"
-#include "transport/protocol.h"
+#include "cluster/protocol.h"
 
 namespace herd::cli {
 namespace {
@@ -37,20 +37,21 @@ size_t wire_bytes(const transport::Message& m) {
 }
 
 // Bytes one decoded token puts on each hop of a cluster (frames as encoded, before ZeroMQ's own few
-// bytes of framing): coordinator -> stage 0 (token id + greedy sampler spec), stage i -> i+1
+// bytes of framing): coordinator -> stage 0 (token id, its row, the sampler's draw), stage i -> i+1
 // (hidden state), last stage -> coordinator (token id).
 std::string hop_bytes(const model::ModelConfig& c, const std::string& act_dtype) {
-  transport::Forward f{1, 100, 1, false};
+  cluster::Forward f{1, 100, 1, false};
   f.sample = true;
+  f.samples.resize(1);  // a decode step: the draw only (the last stage keeps the sampler)
   transport::Tensor tok{transport::WireDType::I32, {1}, std::string(4, '\0')};
   const bool f16 = act_dtype == "f16";
   transport::Tensor hidden{f16 ? transport::WireDType::F16 : transport::WireDType::F32, {1, c.n_embd},
                            std::string(static_cast<size_t>(c.n_embd) * (f16 ? 2 : 4), '\0')};
-  transport::Result r{1, 0, 42};
-  return "wire bytes per decoded token: coordinator->stage0 " + std::to_string(wire_bytes(transport::pack(f, {tok}))) +
-         ", stage->stage " + std::to_string(wire_bytes(transport::pack(f, {hidden}))) + " (" + act_dtype +
+  cluster::Result r{1, 1, {42}};
+  return "wire bytes per decoded token: coordinator->stage0 " + std::to_string(wire_bytes(cluster::pack(f, {tok}))) +
+         ", stage->stage " + std::to_string(wire_bytes(cluster::pack(f, {hidden}))) + " (" + act_dtype +
          " hidden [1, " + std::to_string(c.n_embd) + "]), last->coordinator " +
-         std::to_string(wire_bytes(transport::pack(r))) + "\n";
+         std::to_string(wire_bytes(cluster::pack(r))) + "\n";
 }
 
 }  // namespace
@@ -113,8 +114,9 @@ int cmd_bench(const Args& args) {
   if (!workers.empty()) {
     const size_t n = dynamic_cast<RemotePipeline&>(*s.pipeline).ranges().size();
     bp.n_stages = static_cast<int>(n);
-    backend.append(" ").append(std::to_string(n)).append(n == 1 ? " worker" : " workers");  // (GCC 12: += of a
-                                                                                         // temporary chain warns)
+    backend += " ";  // appended piecewise: GCC 12 -Wrestrict misreads " " + std::string here
+    backend += std::to_string(n);
+    backend += n == 1 ? " worker" : " workers";
     std::fputs(hop_bytes(s.config, act_dtype).c_str(), stderr);
   }
 

@@ -38,7 +38,7 @@ zmq::context_t& zmq_context();
 
 constexpr int kHeartbeatIntervalMs = 300;
 constexpr int kHeartbeatTimeoutMs = 1200;
-// Message types of the lane handshake (outside protocol.h's MsgType range; never surfaced).
+// Message types of the lane handshake (outside cluster/protocol.h's MsgType range; never surfaced).
 constexpr uint16_t kLaneRequest = 0xFF01, kLaneOffer = 0xFF02, kLaneAttach = 0xFF03, kLaneSwitch = 0xFF04;
 constexpr size_t kLaneTicketBytes = 16;
 

@@ -1,6 +1,6 @@
 # owner: engine (lead).
 target_sources(herd_worker PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/worker_server.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/shard_loader.cpp
   ${CMAKE_CURRENT_LIST_DIR}/weight_cache.cpp
 )
-target_link_libraries(herd_worker PUBLIC herd_transport)

@@ -17,8 +17,8 @@
 
 #include "model/gguf.h"
 #include "transport/crc32.h"
-#include "transport/protocol.h"
-#include "transport/sha256.h"
+#include "cluster/protocol.h"
+#include "cluster/model_fingerprint.h"
 
 namespace herd {
 namespace fs = std::filesystem;
@@ -176,7 +176,7 @@ void WeightCache::ensure_header(uint64_t file_size, uint64_t header_bytes, Weigh
   struct stat sb{};
   if (::stat(model_path_.c_str(), &sb) == 0) {
     if (static_cast<uint64_t>(sb.st_size) == file_size &&
-        transport::sha256_file_prefix(model_path_, header_bytes) == hash_)
+        cluster::model_fingerprint(model_path_, header_bytes) == hash_)
       return;
     std::fprintf(stderr, "herd worker: %s does not match the model hash; fetching it again\n", model_path_.c_str());
     std::remove(model_path_.c_str());
@@ -188,10 +188,10 @@ void WeightCache::ensure_header(uint64_t file_size, uint64_t header_bytes, Weigh
   try {
     if (::ftruncate(fd, static_cast<off_t>(file_size)) != 0) throw std::runtime_error(sys_error("cannot size " + tmp));
     std::vector<Span> spans;
-    split(spans, 0, header_bytes, transport::kMaxWeightChunk);
+    split(spans, 0, header_bytes, cluster::kMaxWeightChunk);
     fetch(spans, src, st, fd, tmp, "receiving the model header");
     if (::fsync(fd) != 0) throw std::runtime_error(sys_error("cannot sync " + tmp));
-    const std::string got = transport::sha256_file_prefix(tmp, header_bytes);
+    const std::string got = cluster::model_fingerprint(tmp, header_bytes);
     if (got != hash_)
       throw std::runtime_error("the model header received hashes to " + got.substr(0, 16) + "…, expected " +
                                hash_.substr(0, 16) + "…");
@@ -215,7 +215,7 @@ void WeightCache::ensure_tensors(const model::GgufFile& f, const std::vector<std
     const model::GgufTensorInfo* t = f.find_tensor(n);
     if (!t) throw std::runtime_error("the model has no tensor " + n);
     missing.push_back(n);
-    split(spans, f.data_offset() + t->offset, t->n_bytes, std::max<uint64_t>(1, std::min(chunk_bytes, transport::kMaxWeightChunk)));
+    split(spans, f.data_offset() + t->offset, t->n_bytes, std::max<uint64_t>(1, std::min(chunk_bytes, cluster::kMaxWeightChunk)));
   }
   if (missing.empty()) return;
   const int fd = ::open(model_path_.c_str(), O_RDWR | O_CLOEXEC);

@@ -1,5 +1,5 @@
 // A worker's on-disk cache of the model shards it was sent, so that a restarted worker does not
-// ask for them again. Layout, per model (hash = the model hash of transport/protocol.h):
+// ask for them again. Layout, per model (hash = the model fingerprint of cluster/model_fingerprint.h):
 //
 //   CACHE/<hash>/model.gguf   the coordinator's GGUF as a *sparse* file: the header (bytes
 //                             [0, data_offset), checked against the hash) and only the tensors this

@@ -4,12 +4,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
 #include <optional>
-#include <fstream>
 #include <sstream>
 #include <thread>
 
+#include "cluster/worker_profile.h"
 #include "common/log.h"
 #include "common/timer.h"
 #include "engine/sampler.h"
@@ -17,18 +16,14 @@
 #include "kernels/fp16.h"
 #include "model/weights.h"
 #include "engine/host_probe.h"
-#include "transport/link_measure.h"
-#include "transport/sha256.h"
 #include "worker/weight_cache.h"
 
 namespace herd {
 
 using namespace transport;
+using namespace cluster;
 
 namespace {
-
-constexpr int kNextStageHelloTimeoutMs = 5000;
-constexpr int64_t kMaxContext = int64_t{1} << 24;
 
 std::string printable_peer(const std::string& peer) {
   std::ostringstream os;
@@ -42,57 +37,20 @@ void require(bool ok, const std::string& what) {
 
 }  // namespace
 
-uint64_t available_memory_bytes() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  uint64_t kb = 0;
-  std::string unit;
-  while (in >> key >> kb >> unit)
-    if (key == "MemAvailable:") return kb * 1024;
-  return 0;
-}
+namespace {
 
-Tensor make_activation(const std::vector<float>& x, int64_t rows, int64_t cols, WireDType dt) {
-  Tensor t;
-  t.dtype = dt;
-  t.shape = {rows, cols};
-  const size_t n = static_cast<size_t>(rows * cols);
+// Hidden states on the wire are f32 (the stage's own bytes) or f16 (rounded to nearest even).
+void to_wire(const float* x, size_t n, WireDType dt, std::string& out) {
   if (dt == WireDType::F16) {
-    t.data.resize(n * 2);
-    auto* p = reinterpret_cast<uint16_t*>(t.data.data());
+    out.resize(n * 2);
+    auto* p = reinterpret_cast<uint16_t*>(out.data());
     for (size_t i = 0; i < n; ++i) p[i] = f32_to_f16(x[i]);
   } else {
-    t.data.assign(reinterpret_cast<const char*>(x.data()), n * sizeof(float));
-  }
-  return t;
-}
-
-void read_activation(const Tensor& t, std::vector<float>& out) {
-  const size_t n = static_cast<size_t>(t.n_elements());
-  out.resize(n);
-  if (t.dtype == WireDType::F16) {
-    const auto* p = reinterpret_cast<const uint16_t*>(t.data.data());
-    for (size_t i = 0; i < n; ++i) out[i] = f16_to_f32(p[i]);
-  } else {
-    std::memcpy(out.data(), t.data.data(), n * sizeof(float));
+    out.assign(reinterpret_cast<const char*>(x), n * sizeof(float));
   }
 }
 
-transport::WorkerProfile worker_profile(const ProbeResult& p, int threads, uint64_t free_bytes) {
-  WorkerProfile w;
-  w.threads = threads;
-  w.free_ram_bytes = free_bytes;
-  w.total_ram_bytes = std::max(p.mem_total_bytes, free_bytes);
-  auto rate = [](double x, double max) { return std::isfinite(x) && x > 0 ? std::min(x, max) : 0.0; };
-  w.read_bw_Bps = rate(p.read_bw_Bps, kMaxRateBps);
-  w.matmul_flops = rate(p.matmul_flops, kMaxFlops);
-  w.op_overhead_s = rate(p.op_overhead_s, kMaxSeconds);
-  w.attn_Bps = rate(p.attn_Bps, kMaxRateBps);
-  for (const auto& [t, bps] : p.matvec_Bps)
-    if (t < kMaxGgufType && rate(bps, kMaxRateBps) > 0 && w.matvec.size() < kMaxProfileTypes)
-      w.matvec.push_back({t, rate(bps, kMaxRateBps)});
-  return w;
-}
+}  // namespace
 
 WorkerServer::WorkerServer(std::unique_ptr<Listener> listener, WorkerServerOptions opts)
     : listener_(std::move(listener)), opts_(std::move(opts)) {
@@ -108,7 +66,7 @@ WorkerServer::WorkerServer(std::unique_ptr<Listener> listener, WorkerServerOptio
 WorkerServer::~WorkerServer() = default;
 
 std::string WorkerServer::stage_name() const {
-  return "layers " + std::to_string(assign_.first_layer) + "-" + std::to_string(assign_.end_layer - 1);
+  return "layers " + std::to_string(assign_.layers.first) + "-" + std::to_string(assign_.layers.end - 1);
 }
 
 void WorkerServer::serve(const std::atomic<bool>* stop) {
@@ -155,7 +113,8 @@ bool WorkerServer::handle(Received& r) {
         return true;
       case MsgType::Reset:
         unpack<Reset>(m);
-        n_past_ = 0;
+        stage_->reset_cache();
+        samplers_.assign(samplers_.size(), std::nullopt);
         listener_->send(r.peer, pack(Ready{"reset"}));
         return true;
       case MsgType::Stop:
@@ -163,7 +122,7 @@ bool WorkerServer::handle(Received& r) {
         listener_->send(r.peer, pack(Ready{"stopping"}));
         HERD_LOG_INFO("worker: stop requested");
         return false;
-      case MsgType::Ping: {  // link measurement (transport/link_measure.h): echo the bytes back
+      case MsgType::Ping: {  // link measurement (cluster/link_measure.h): echo the bytes back
         const Ping p = unpack<Ping>(m);
         check_echo_payload(m, p.bytes);
         listener_->send(r.peer, pack(Pong{p.seq, p.bytes}, std::move(r.msg.tensors)));
@@ -196,9 +155,9 @@ void WorkerServer::reply_error(const std::string& peer, uint64_t request_id, con
   listener_->send(peer, pack(ErrorMsg{request_id, message}));
 }
 
-void WorkerServer::send_to_coordinator(const Message& m) {
+void WorkerServer::send_to_coordinator(Message m) {
   if (coordinator_.empty()) return;
-  if (auto err = listener_->send(coordinator_, m); !err.empty())
+  if (auto err = listener_->send(coordinator_, std::move(m)); !err.empty())
     HERD_LOG_WARN("worker: cannot reach the coordinator: ", err);
 }
 
@@ -213,207 +172,131 @@ void WorkerServer::on_hello(const std::string& peer, const Message& m) {
   reply.role = Role::Worker;
   reply.profile = worker_profile(*opts_.profile,
                                  opts_.threads > 0 ? opts_.threads : static_cast<int32_t>(std::thread::hardware_concurrency()),
-                                 opts_.report_free_mem > 0 ? opts_.report_free_mem : available_memory_bytes());
+                                 opts_.report_free_mem > 0 ? opts_.report_free_mem : meminfo_bytes("MemAvailable"));
   reply.profile.source = opts_.profile_source;
   reply.name = opts_.name;
   listener_->send(peer, pack(reply));
   HERD_LOG_INFO("worker: hello from ", printable_peer(peer), " (", h.name, ")");
 }
 
-void WorkerServer::on_assign(const std::string& peer, const Message& m) {
-  const Assign a = unpack<Assign>(m);
-  require(peers_[peer].role == Role::Coordinator, "Assign from a peer that is not a coordinator");
-  coordinator_ = peer;
-  uint64_t received = 0;
-  bool fetched = false;
-  std::optional<LinkStats> next_link;
-  try {
-    // Own copy (-m), else the coordinator's path when it holds the same model here, else the
-    // weight cache (filled from the coordinator as needed).
-    std::string path = opts_.model_path;
-    std::unique_ptr<WeightCache> cache;
-    FetchStats fetch_stats;
-    std::optional<WeightSource> source;
-    if (path.empty()) {
-      std::error_code ec;
-      const bool hint_here = !a.model_path.empty() && std::filesystem::is_regular_file(a.model_path, ec);
-      if (hint_here && a.header_bytes == 0) {
-        path = a.model_path;  // a coordinator that cannot send weights
-      } else if (hint_here && ((file_ && file_->path() == a.model_path && file_hash_ == a.model_hash) ||
-                               (std::filesystem::file_size(a.model_path, ec) == a.file_size &&
-                                sha256_file_prefix(a.model_path, a.header_bytes) == a.model_hash))) {
-        path = a.model_path;
-      } else {
-        if (a.header_bytes == 0) throw std::runtime_error("no model file: start the worker with -m FILE");
-        cache = std::make_unique<WeightCache>(opts_.cache_dir.empty() ? default_cache_dir() : opts_.cache_dir,
-                                              a.model_hash);
-        source = weight_source(peer, a.session);
-        cache->ensure_header(a.file_size, a.header_bytes, *source, fetch_stats);
-        path = cache->model_path();
-      }
-    }
-    if (!file_ || file_->path() != path) {
-      stage_.reset();
-      file_.reset();
-      model::GgufOpenOptions o;
-      o.map_all = false;
-      auto f = model::GgufFile::open(path, o);
-      file_hash_ = sha256_file_prefix(path, f->data_offset());
-      config_ = model::load_config(*f);
-      file_ = std::move(f);
-    }
-    if (a.model_hash != file_hash_)
-      throw std::runtime_error("model mismatch: this worker's " + path + " has hash " + file_hash_.substr(0, 16) +
-                               "…, the coordinator's model has " + a.model_hash.substr(0, 16) + "…");
-    const int64_t L = config_.n_layers;
-    if (a.first_layer < 0 || a.end_layer <= a.first_layer || a.end_layer > L)
-      throw std::runtime_error("layer range " + std::to_string(a.first_layer) + ".." + std::to_string(a.end_layer) +
-                               " is not inside the model's 0.." + std::to_string(L));
-    if (a.is_first != (a.first_layer == 0) || a.is_last != (a.end_layer == L))
-      throw std::runtime_error("is_first/is_last disagree with the layer range");
-    if (a.n_ctx <= 0 || a.n_ctx > kMaxContext) throw std::runtime_error("context size " + std::to_string(a.n_ctx));
-    if (a.is_last != a.next_address.empty())
-      throw std::runtime_error(a.is_last ? "the last stage has a next address" : "no next-stage address");
-
-    if (!backend_ || a.backend_isa != assign_.backend_isa || a.exact != assign_.exact) {
-      stage_.reset();  // holds a reference to the backend
-      backend_ = make_cpu_backend(CpuBackendOptions{a.exact, a.backend_isa});
-      backend_->set_threads(opts_.threads > 0 ? opts_.threads
-                                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-    }
-    const bool same = stage_ && assign_.first_layer == a.first_layer && assign_.end_layer == a.end_layer &&
-                      assign_.n_ctx == a.n_ctx;
-    if (!same) {
-      stage_.reset();
-      model::LayerRange r{a.first_layer, a.end_layer, a.is_first, a.is_last};
-      const auto names = model::stage_tensor_names(*file_, config_, r);
-      if (cache) cache->ensure_tensors(*file_, names, *source, fetch_stats, opts_.chunk_bytes);
-      file_->map_tensors(names);
-      stage_ = std::make_unique<Stage>(config_, model::load_stage_weights(*file_, config_, r), *backend_,
-                                      KvOptions{a.n_ctx, 1, DType::F32});
-    }
-    if (cache) {
-      cache.reset();  // unlock
-      fetched = true;
-      received = fetch_stats.bytes_received;
-    }
-    assign_ = a;
-    n_past_ = 0;
-    next_.reset();
-    if (!a.is_last) {
-      next_ = connect(a.next_address);
-      Hello h;
-      h.role = Role::Upstream;
-      h.name = opts_.name + " (" + stage_name() + ")";
-      if (auto err = next_->send(pack(h)); !err.empty()) throw std::runtime_error(err);
-      Received r = next_->recv(kNextStageHelloTimeoutMs);
-      if (r.status != RecvStatus::ok) throw std::runtime_error("no Hello from the next stage " + a.next_address + ": " +
-                                                              (r.error.empty() ? "timed out" : r.error));
-      const Hello reply = unpack<Hello>(r.msg);
-      if (reply.protocol_version != kProtocolVersion) throw std::runtime_error("next stage speaks another protocol");
-      try {
-        LinkMeasureOptions lo;
-        lo.timeout_ms = kNextStageHelloTimeoutMs;
-        next_link = measure_link(*next_, lo);
-      } catch (const std::exception& e) {
-        throw std::runtime_error("measuring the link to the next stage " + a.next_address + ": " + e.what());
-      }
-    }
-  } catch (const ProtocolError&) {
-    throw;
-  } catch (const std::exception& e) {
-    stage_.reset();
-    next_.reset();
-    reply_error(peer, 0, e.what());
-    return;
-  }
-  const std::string info = stage_name() + " of " + std::to_string(config_.n_layers) + ", " +
-                           std::to_string(file_->mapped_bytes() >> 20) + " MiB mapped" +
-                           (fetched ? ", " + std::to_string(received) + " bytes received (cache " +
-                                          file_->path() + ")"
-                                    : "");
-  HERD_LOG_INFO("worker: assigned ", info);
-  Ready ready{info};
-  if (next_link) {
-    ready.has_next_link = true;
-    ready.next_link = *next_link;
-    HERD_LOG_INFO("worker: link to the next stage: ", next_link->latency_s * 1e6, " us, ", next_link->bandwidth_Bps / 1e9, " GB/s");
-  }
-  listener_->send(peer, pack(ready));
-}
-
+// One batch: checked against this stage's slots and context before any work, computed, then sent
+// on (hidden state, written by the stage straight into the outgoing frame's bytes) or answered
+// (logits, or one sampled token per output row from the sequence's own sampler).
 void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   const Forward f = unpack<Forward>(m);
   if (!stage_) {
     reply_error(peer, f.request_id, "Forward before a successful Assign");
     return;
   }
-  const int64_t n = f.n_tokens;
-  require(n >= 1 && n <= assign_.n_ctx, "Forward.n_tokens " + std::to_string(n));
-  require(f.pos0 >= 0 && f.pos0 <= n_past_ && f.pos0 + n <= assign_.n_ctx,
-          "Forward.pos0 " + std::to_string(f.pos0) + " (cache holds " + std::to_string(n_past_) + ", context " +
-              std::to_string(assign_.n_ctx) + ")");
+  const int64_t n = f.n_rows();
+  batch_.pos = f.pos;
+  batch_.seq = f.seq;
+  batch_.logits = f.logits;
+  batch_.tokens.clear();
+  std::vector<SeqRun> runs;
+  if (std::string err = batch_runs(batch_, stage_->n_seq(), stage_->n_ctx(), runs); !err.empty())
+    throw ProtocolError("Forward: " + err);
+  for (const SeqRun& r : runs)
+    require(r.pos0 <= stage_->cache().seq_len(r.seq),
+            "Forward: sequence " + std::to_string(r.seq) + " at position " + std::to_string(r.pos0) + " (cache holds " +
+                std::to_string(stage_->cache().seq_len(r.seq)) + ", context " + std::to_string(assign_.n_ctx) + ")");
   require(m.tensors.size() == 1, "Forward carries " + std::to_string(m.tensors.size()) + " tensors (expected 1)");
   const Tensor& t = m.tensors[0];
-  const int32_t* tokens = nullptr;
-  if (assign_.is_first) {
+  const float* hidden = nullptr;
+  if (assign_.layers.embedding) {
     require(t.dtype == WireDType::I32 && t.shape == std::vector<int64_t>{n}, "Forward tokens must be i32 [n_tokens]");
-    tokens = reinterpret_cast<const int32_t*>(t.data.data());
-    for (int64_t i = 0; i < n; ++i)
-      require(tokens[i] >= 0 && tokens[i] < config_.n_vocab, "token id " + std::to_string(tokens[i]) +
-                                                                  " outside the vocabulary of " +
-                                                                  std::to_string(config_.n_vocab));
+    batch_.tokens.resize(static_cast<size_t>(n));
+    std::memcpy(batch_.tokens.data(), t.data.data(), t.data.size());
+    for (const int32_t id : batch_.tokens)
+      require(id >= 0 && id < config_.n_vocab,
+              "token id " + std::to_string(id) + " outside the vocabulary of " + std::to_string(config_.n_vocab));
   } else {
     require(t.dtype == assign_.act_dtype && t.shape == std::vector<int64_t>{n, config_.n_embd},
             std::string("Forward hidden state must be ") + wire_dtype_name(assign_.act_dtype) + " [n_tokens, " +
                 std::to_string(config_.n_embd) + "]");
-    read_activation(t, in_);
+    if (t.dtype == WireDType::F32) {
+      hidden = reinterpret_cast<const float*>(t.data.data());  // read in place: the stage's one copy is its input
+    } else {
+      in_.resize(static_cast<size_t>(n * config_.n_embd));
+      const auto* p = reinterpret_cast<const uint16_t*>(t.data.data());
+      for (size_t i = 0; i < in_.size(); ++i) in_[i] = f16_to_f32(p[i]);
+      hidden = in_.data();
+    }
   }
   if (opts_.debug_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(opts_.debug_delay_ms));
+
+  const int64_t n_out_floats = stage_->output_floats(batch_);
+  Tensor out;
+  out.dtype = WireDType::F32;
+  float* dst = nullptr;
+  if (assign_.layers.output || assign_.act_dtype == WireDType::F32) {
+    out.data.resize(static_cast<size_t>(n_out_floats) * sizeof(float));
+    dst = reinterpret_cast<float*>(out.data.data());
+  } else {
+    out_.resize(static_cast<size_t>(n_out_floats));
+    dst = out_.data();
+  }
   try {
-    stage_->forward(tokens, assign_.is_first ? nullptr : in_.data(), n, f.pos0, f.all_logits, out_);
+    stage_->forward(batch_, hidden, dst);
   } catch (const std::exception& e) {
     send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": " + e.what()}));
     return;
   }
-  n_past_ = f.pos0 + n;
-  if (assign_.is_last && f.sample) {
-    int32_t token = -1;
-    try {
-      token = sample(f.sampling, out_.data());
-    } catch (const std::exception& e) {
-      send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": cannot sample: " + e.what()}));
+  if (assign_.layers.output) {
+    const int64_t rows = batch_.n_outputs();
+    if (f.sample) {
+      std::vector<int32_t> tokens;
+      try {
+        for (int64_t r = 0; r < rows; ++r) tokens.push_back(sample(f, r, dst + r * config_.n_vocab));
+      } catch (const std::exception& e) {
+        send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": cannot sample: " + e.what()}));
+        return;
+      }
+      send_to_coordinator(pack(Result{f.request_id, rows, std::move(tokens)}));
       return;
     }
-    Result res{f.request_id, 0, token};
-    send_to_coordinator(pack(res));
+    out.shape = {rows, config_.n_vocab};
+    std::vector<Tensor> ts;
+    ts.push_back(std::move(out));
+    send_to_coordinator(pack(Result{f.request_id, rows}, std::move(ts)));
     return;
   }
-  if (assign_.is_last) {
-    const int64_t rows = f.all_logits ? n : 1;
-    send_to_coordinator(pack(Result{f.request_id, rows}, {make_activation(out_, rows, config_.n_vocab, WireDType::F32)}));
-    return;
+  out.shape = {n, config_.n_embd};
+  if (assign_.act_dtype == WireDType::F16) {
+    out.dtype = WireDType::F16;
+    to_wire(out_.data(), out_.size(), WireDType::F16, out.data);
   }
-  Forward next = f;
-  if (auto err = next_->send(pack(next, {make_activation(out_, n, config_.n_embd, assign_.act_dtype)})); !err.empty())
+  std::vector<Tensor> ts;
+  ts.push_back(std::move(out));
+  if (auto err = next_->send(pack(f, std::move(ts))); !err.empty())
     send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": cannot reach the next stage " +
                                                          assign_.next_address + ": " + err}));
 }
 
-int32_t WorkerServer::sample(const SampleSpec& s, const float* logits) {
-  // Bounded before the Sampler reserves its window (a peer's number is not a size to allocate).
-  if (s.repeat_last_n < 0 || static_cast<size_t>(s.repeat_last_n) > kMaxSampleHistory)
-    throw std::invalid_argument("repeat_last_n " + std::to_string(s.repeat_last_n));
-  SamplerParams p;
-  p.temperature = s.temperature;
-  p.top_k = s.top_k;
-  p.top_p = s.top_p;
-  p.min_p = s.min_p;
-  p.repeat_penalty = s.repeat_penalty;
-  p.repeat_last_n = s.repeat_last_n;
-  Sampler sampler(p, static_cast<int32_t>(config_.n_vocab));
-  for (int32_t t : s.recent) sampler.accept(t);
-  return sampler.sample_with_draw(logits, s.draw);
+int32_t WorkerServer::sample(const Forward& f, int64_t row, const float* logits) {
+  // The r-th output row's sequence.
+  int64_t seen = -1;
+  int32_t seq = -1;
+  for (size_t i = 0; i < f.logits.size() && seen < row; ++i)
+    if (f.logits[i]) {
+      ++seen;
+      seq = f.seq[i];
+    }
+  const SampleSpec& s = f.samples[static_cast<size_t>(row)];
+  std::optional<Sampler>& sampler = samplers_[static_cast<size_t>(seq)];
+  if (s.reset) {
+    // Bounded before the Sampler reserves its window (a peer's number is not a size to allocate).
+    if (s.params.repeat_last_n < 0 || static_cast<size_t>(s.params.repeat_last_n) > kMaxSampleHistory)
+      throw std::invalid_argument("repeat_last_n " + std::to_string(s.params.repeat_last_n));
+    sampler.reset();  // a failed rebuild leaves no stale sampler behind
+    Sampler fresh(s.params, static_cast<int32_t>(config_.n_vocab));
+    for (int32_t t : s.recent) fresh.accept(t);
+    sampler = std::move(fresh);
+  }
+  if (!sampler) throw std::invalid_argument("no sampler for sequence " + std::to_string(seq) + " (not reset yet)");
+  const int32_t token = sampler->sample_with_draw(logits, s.draw);
+  sampler->accept(token);  // the coordinator accepts it too: the windows stay the same
+  return token;
 }
 
 WeightSource WorkerServer::weight_source(const std::string& peer, uint64_t session) {

@@ -20,9 +20,11 @@
 #include "kernels/backend.h"
 #include "model/arch.h"
 #include "model/gguf.h"
+#include "cluster/protocol.h"
 #include "engine/probe_profile.h"
 #include "transport/link.h"
-#include "transport/protocol.h"
+#include "engine/batch.h"
+#include "engine/sampler.h"
 #include "engine/stage.h"
 #include "worker/weight_cache.h"
 
@@ -34,17 +36,14 @@ struct WorkerServerOptions {
   std::string name;        // for logs and the Hello
   int debug_delay_ms = 0;  // test hook: sleep this long before each Forward (to kill a worker mid-run)
   std::string cache_dir;   // where received shards are kept; "" = default_cache_dir()
-  uint64_t chunk_bytes = transport::kMaxWeightChunk;  // weight transfer chunk size
-  // The profile sent in every Hello (partition/host_probe.h). Unset: measured once when the server
+  uint64_t chunk_bytes = cluster::kMaxWeightChunk;  // weight transfer chunk size
+  // The profile sent in every Hello (engine/host_probe.h; cluster/worker_profile.h on the wire). Unset: measured once when the server
   // is constructed (cached_startup_profile: quick figures, < ~1 s, shared by the process).
   std::optional<ProbeResult> profile;
   std::string profile_source;           // for the coordinator's log ("file PATH"); "" = "measured at startup"
   std::vector<uint32_t> profile_types;  // matvec types to measure (the model's); empty = the common ones
   uint64_t report_free_mem = 0;         // test hook: report this many bytes free instead of MemAvailable
 };
-
-// The Hello profile of a worker: `p`'s rates, `free_bytes` free (clamped to the total).
-transport::WorkerProfile worker_profile(const ProbeResult& p, int threads, uint64_t free_bytes);
 
 class WorkerServer {
  public:
@@ -57,19 +56,42 @@ class WorkerServer {
 
  private:
   struct Peer {
-    transport::Role role = transport::Role::Coordinator;
+    cluster::Role role = cluster::Role::Coordinator;
   };
   // Returns false when serving should end (Stop).
   bool handle(transport::Received& r);
   void drop(const std::string& peer, const std::string& reason);
   void on_hello(const std::string& peer, const transport::Message& m);
   void on_assign(const std::string& peer, const transport::Message& m);
+  // on_assign's steps, in order (worker/shard_loader.cpp). Each throws std::runtime_error with the
+  // reason the coordinator is told (a ProtocolError drops the peer instead).
+  struct ShardFetch {  // the weight transfer of one Assign, for a worker with no copy of the model
+    std::unique_ptr<WeightCache> cache;  // null: the file is here already
+    std::optional<WeightSource> source;
+    FetchStats stats;
+  };
+  // Which file to map: -m, else the coordinator's path when it holds the same model here, else the
+  // weight cache (its header fetched and checked here; `fetch` then holds the cache).
+  std::string resolve_model_file(const std::string& peer, const cluster::Assign& a, ShardFetch& fetch);
+  // Opens `path` (unless it is the open file) and fingerprints it; checks it is the Assign's model.
+  void open_model(const std::string& path, const cluster::Assign& a);
+  // The Assign's layers, context and next address against the model.
+  void check_assignment(const cluster::Assign& a) const;
+  // A CPU backend with the Assign's kernels (kept when they are the same).
+  void ensure_backend(const cluster::Assign& a);
+  // Fetches the shard's tensors when needed, maps them and builds the Stage (kept when the range and
+  // context are the same).
+  void build_stage(const cluster::Assign& a, ShardFetch& fetch);
+  // Dials the next stage, says Hello as its upstream and measures the link (cluster/link_measure.h).
+  cluster::LinkStats dial_next_stage(const cluster::Assign& a);
   void on_forward(const std::string& peer, const transport::Message& m);
   // Weight transfer from the coordinator `peer` during an Assign (worker/weight_cache.h).
   WeightSource weight_source(const std::string& peer, uint64_t session);
-  int32_t sample(const transport::SampleSpec& s, const float* logits);
+  // Samples output row `row` of `f` (logits [n_vocab]) with its sequence's sampler (rebuilt when
+  // the spec says reset) and accepts the token into that sampler's window.
+  int32_t sample(const cluster::Forward& f, int64_t row, const float* logits);
   void reply_error(const std::string& peer, uint64_t request_id, const std::string& message);
-  void send_to_coordinator(const transport::Message& m);
+  void send_to_coordinator(transport::Message m);
   std::string stage_name() const;
 
   std::unique_ptr<transport::Listener> listener_;
@@ -83,17 +105,12 @@ class WorkerServer {
   model::ModelConfig config_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Stage> stage_;
-  transport::Assign assign_;
+  cluster::Assign assign_;
   std::unique_ptr<transport::Link> next_;  // to the next stage (non-last stages)
-  int64_t n_past_ = 0;                     // positions held in the KV cache
-  std::vector<float> in_, out_;            // hidden [n, n_embd] in; hidden or logits out
+  Batch batch_;                            // the Forward being served
+  std::vector<float> in_, out_;            // f16 hops only: hidden [n, n_embd] in / out as f32
+  // Last stage: each sequence slot's sampler (parameters + repeat window), kept between steps.
+  std::vector<std::optional<Sampler>> samplers_;
 };
-
-// Bytes of memory this host can still give (MemAvailable), for the Hello profile; 0 if unknown.
-uint64_t available_memory_bytes();
-
-// Activation frames: f32 -> wire dtype and back (f16 rounds to nearest even).
-transport::Tensor make_activation(const std::vector<float>& x, int64_t rows, int64_t cols, transport::WireDType dt);
-void read_activation(const transport::Tensor& t, std::vector<float>& out);
 
 }  // namespace herd

@@ -16,7 +16,7 @@
 #include "model/gguf.h"
 #include "model/weights.h"
 #include "tests/integration/cluster_util.h"
-#include "transport/protocol.h"
+#include "cluster/protocol.h"
 #include "transport/zmq_link.h"
 
 namespace herd::test {
@@ -108,11 +108,11 @@ TEST_F(Cluster, WorkerSurvivesGarbageAndServesAGoodCoordinator) {
   };
   send_all({"complete garbage"});
   send_all({std::string(12, '\xff'), "x", "y"});
-  send_all(transport::encode_frames(transport::pack(transport::Forward{1, 0, 1, false})));  // before Hello
-  transport::Hello old;
+  send_all(transport::encode_frames(cluster::pack(cluster::Forward{1, 0, 1, false})));  // before Hello
+  cluster::Hello old;
   old.protocol_version = 999;
-  send_all(transport::encode_frames(transport::pack(old)));
-  auto frames = transport::encode_frames(transport::pack(transport::Hello{}));
+  send_all(transport::encode_frames(cluster::pack(old)));
+  auto frames = transport::encode_frames(cluster::pack(cluster::Hello{}));
   frames[1].resize(3);  // truncated payload
   send_all(frames);
   // The worker answers each with an Error (and keeps running).

@@ -17,7 +17,7 @@
 #include "partition/strategies.h"
 #include "tests/integration/cluster_util.h"
 #include "transport/inproc_link.h"
-#include "transport/protocol.h"
+#include "cluster/protocol.h"
 #include "worker/worker_server.h"
 
 namespace herd::test {
@@ -236,29 +236,28 @@ TEST(InprocCluster, WorkerDropsMalformedPeersAndKeepsServing) {
   ASSERT_EQ(raw.send_frames({"junk"}), "");
   auto r = raw.recv(2000);
   ASSERT_EQ(r.status, transport::RecvStatus::ok);
-  EXPECT_NE(transport::unpack<transport::ErrorMsg>(r.msg).message.find("dropped"), std::string::npos);
+  EXPECT_NE(cluster::unpack<cluster::ErrorMsg>(r.msg).message.find("dropped"), std::string::npos);
   // A Hello, then a Forward whose hidden state has the wrong size (the worker is not even assigned).
-  ASSERT_EQ(raw.send(transport::pack(transport::Hello{})), "");
+  ASSERT_EQ(raw.send(cluster::pack(cluster::Hello{})), "");
   ASSERT_EQ(raw.recv(2000).status, transport::RecvStatus::ok);
   auto remote = m.remote(addresses(w, 2), "0-2,3-4");
   transport::Tensor t{transport::WireDType::F32, {1, 3}, std::string(12, '\0')};
-  ASSERT_EQ(raw.send(transport::pack(transport::Forward{1, 0, 1, false}, {t})), "");
+  ASSERT_EQ(raw.send(cluster::pack(cluster::Forward{1, 0, 1, false}, {t})), "");
   r = raw.recv(2000);
   ASSERT_EQ(r.status, transport::RecvStatus::ok);
-  EXPECT_NE(transport::unpack<transport::ErrorMsg>(r.msg).message.find("hidden state must be f32 [n_tokens, 64]"),
+  EXPECT_NE(cluster::unpack<cluster::ErrorMsg>(r.msg).message.find("hidden state must be f32 [n_tokens, 64]"),
             std::string::npos);
   // An Assign with a layer range outside the model is refused with a reason.
-  ASSERT_EQ(raw.send(transport::pack(transport::Hello{})), "");
+  ASSERT_EQ(raw.send(cluster::pack(cluster::Hello{})), "");
   ASSERT_EQ(raw.recv(2000).status, transport::RecvStatus::ok);
-  transport::Assign bad;
+  cluster::Assign bad;
   bad.model_path = model_path("stories260K.gguf");
-  bad.first_layer = 3;
-  bad.end_layer = 99;
+  bad.layers = {3, 99, false, true};
   bad.n_ctx = 16;
-  ASSERT_EQ(raw.send(transport::pack(bad)), "");
+  ASSERT_EQ(raw.send(cluster::pack(bad)), "");
   r = raw.recv(5000);
   ASSERT_EQ(r.status, transport::RecvStatus::ok);
-  const std::string why = transport::unpack<transport::ErrorMsg>(r.msg).message;
+  const std::string why = cluster::unpack<cluster::ErrorMsg>(r.msg).message;
   EXPECT_TRUE(why.find("model mismatch") != std::string::npos || why.find("layer range") != std::string::npos) << why;
   // The good coordinator re-assigns and gets the right answer.
   remote = m.remote(addresses(w, 2), "0-2,3-4");
@@ -377,6 +376,165 @@ TEST(InprocCluster, WorkersWithoutTheModelReceiveExactlyTheirShardInCheckedChunk
     for (const auto& entry : std::filesystem::recursive_directory_iterator(e0.path()))
       files += entry.path().filename() != "lock" && entry.is_regular_file();
     EXPECT_EQ(files, 0u) << "a partial download was left behind";
+  }
+}
+
+// A single-stage "worker" that speaks the protocol (Hello, Ping, Assign) but answers every Forward
+// twice: first a Result for an older request id (request_id - 1) carrying garbage of the right
+// shape, then the real Result. A Result that is not for the request being waited on must be
+// ignored (RemotePipeline::forward's stale-Result filter): one left over from a request whose
+// wait was abandoned would otherwise be taken for the answer to the next.
+class StaleFirstStage {
+ public:
+  StaleFirstStage(const std::string& name, int64_t n_vocab)
+      : listener_(transport::listen("inproc://" + name)), n_vocab_(n_vocab) {
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~StaleFirstStage() {
+    stop_ = true;
+    thread_.join();
+  }
+  std::string address() const { return listener_->address(); }
+  int forwards() const { return forwards_; }
+
+  // The real answer: row r of a request at pos0 is pos0 * 1000 + r + j / 4 at column j.
+  static std::vector<float> logits(int64_t pos0, int64_t rows, int64_t n_vocab) {
+    std::vector<float> x(static_cast<size_t>(rows * n_vocab));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < n_vocab; ++j) x[static_cast<size_t>(r * n_vocab + j)] = float(pos0 * 1000 + r) + float(j) / 4;
+    return x;
+  }
+  // The sampled token of the real answer (the stale one says kStaleToken).
+  static int32_t token(int64_t pos0, int64_t n_vocab) { return static_cast<int32_t>((pos0 * 7 + 3) % n_vocab); }
+  static constexpr int32_t kStaleToken = 0;
+
+ private:
+  static transport::Tensor f32(const std::vector<float>& x, int64_t rows, int64_t cols) {
+    return transport::Tensor{transport::WireDType::F32, {rows, cols},
+                             std::string(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float))};
+  }
+  void serve() {
+    using cluster::MsgType;
+    while (!stop_) {
+      transport::Received r = listener_->recv(20);
+      if (r.status != transport::RecvStatus::ok) continue;
+      const std::string& peer = r.peer;
+      switch (static_cast<MsgType>(r.msg.type)) {
+        case MsgType::Hello: {
+          cluster::Hello h;
+          h.role = cluster::Role::Worker;
+          h.name = "stale-first";
+          listener_->send(peer, cluster::pack(h));
+          break;
+        }
+        case MsgType::Ping: {
+          const auto p = cluster::unpack<cluster::Ping>(r.msg);
+          listener_->send(peer, cluster::pack(cluster::Pong{p.seq, p.bytes}, std::move(r.msg.tensors)));
+          break;
+        }
+        case MsgType::Assign:
+          listener_->send(peer, cluster::pack(cluster::Ready{"stale-first"}));
+          break;
+        case MsgType::Forward: {
+          const auto f = cluster::unpack<cluster::Forward>(r.msg);
+          ++forwards_;
+          const int64_t pos0 = f.pos.at(0), rows = f.n_outputs();
+          if (f.sample) {
+            listener_->send(peer, cluster::pack(cluster::Result{f.request_id - 1, 1, {kStaleToken}}));
+            listener_->send(peer, cluster::pack(cluster::Result{f.request_id, 1, {token(pos0, n_vocab_)}}));
+            break;
+          }
+          const std::vector<float> garbage(static_cast<size_t>(rows * n_vocab_), -7.0f);
+          listener_->send(peer, cluster::pack(cluster::Result{f.request_id - 1, rows}, {f32(garbage, rows, n_vocab_)}));
+          listener_->send(peer, cluster::pack(cluster::Result{f.request_id, rows},
+                                              {f32(logits(pos0, rows, n_vocab_), rows, n_vocab_)}));
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  }
+
+  std::unique_ptr<transport::Listener> listener_;
+  int64_t n_vocab_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> forwards_{0};
+  std::thread thread_;
+};
+
+TEST(InprocRequestPath, AStaleResultForAnOlderRequestIsIgnored) {
+  Models m("stories260K.gguf");
+  const int64_t V = m.config.n_vocab;
+  StaleFirstStage fake("stale-first", V);
+  auto remote = m.remote({fake.address()}, "0-4");
+  const std::vector<int32_t> toks = {1, 403, 407, 261, 378, 300};
+  std::vector<float> logits;
+  remote->eval(toks.data(), 4, 0, true, logits);  // a prompt, every row
+  EXPECT_EQ(logits, StaleFirstStage::logits(0, 4, V));
+  for (int64_t pos = 4; pos < 6; ++pos) {  // decode steps, the last row
+    remote->eval(&toks[static_cast<size_t>(pos)], 1, pos, false, logits);
+    EXPECT_EQ(logits, StaleFirstStage::logits(pos, 1, V)) << "position " << pos;
+  }
+  // The sampling path takes the same filter: the stale token is never returned.
+  SamplerParams sp;
+  sp.temperature = 0.0f;
+  Sampler sampler(sp, static_cast<int32_t>(V));
+  const int32_t t = toks[0];
+  EXPECT_EQ(remote->eval_sample(&t, 1, 6, sampler), StaleFirstStage::token(6, V));
+  EXPECT_EQ(fake.forwards(), 4);
+}
+
+// A worker that dies between two evals and is replaced at the same address: the eval that finds it
+// gone may fail, with an error value naming it (what it does today: the old links are closed), and
+// only that one; then the pipeline reconnects and re-assigns every worker,
+// replays the tokens the lost caches held (every worker starts empty after an Assign) and goes on
+// with logits bit-identical to an uninterrupted run — for each stage position.
+TEST(InprocRequestPath, AReplacedWorkerIsReassignedAndTheHistoryReplayedBitIdentically) {
+  Models m("stories260K.gguf");
+  const std::string split = "0-1,2-2,3-4";
+  const std::vector<int32_t> toks = {1, 403, 407, 261, 378, 300, 292, 327, 261};
+  const int64_t n_prompt = 4;
+  // The uninterrupted run: the prompt's last row, then one row per decoded token.
+  std::vector<std::vector<float>> want;
+  {
+    auto w = start("replay-ref-", 3);
+    auto remote = m.remote(addresses(w, 3), split);
+    std::vector<float> logits;
+    remote->eval(toks.data(), n_prompt, 0, false, logits);
+    want.push_back(logits);
+    for (size_t pos = n_prompt; pos < toks.size(); ++pos) {
+      remote->eval(&toks[pos], 1, static_cast<int64_t>(pos), false, logits);
+      want.push_back(logits);
+    }
+  }
+  for (size_t dead = 0; dead < 3; ++dead) {
+    const std::string prefix = "replay-" + std::to_string(dead) + "-";
+    auto w = start(prefix, 3);
+    auto remote = m.remote(addresses(w, 3), split);
+    std::vector<float> logits;
+    remote->eval(toks.data(), n_prompt, 0, false, logits);
+    ASSERT_EQ(logits, want[0]);
+    const size_t cut = n_prompt + 2;  // two decoded tokens before the worker is replaced
+    for (size_t pos = n_prompt; pos < cut; ++pos) {
+      remote->eval(&toks[pos], 1, static_cast<int64_t>(pos), false, logits);
+      ASSERT_EQ(logits, want[pos - n_prompt + 1]);
+    }
+    w[dead].reset();
+    w[dead] = std::make_unique<InprocWorker>(prefix + std::to_string(dead));
+    for (size_t pos = cut; pos < toks.size(); ++pos) {
+      try {
+        remote->eval(&toks[pos], 1, static_cast<int64_t>(pos), false, logits);
+      } catch (const std::runtime_error& e) {
+        ASSERT_EQ(pos, cut) << e.what();
+        const std::string who = "worker " + std::to_string(dead + 1) + " of 3";
+        EXPECT_NE(std::string(e.what()).find(who), std::string::npos) << e.what();
+        remote->eval(&toks[pos], 1, static_cast<int64_t>(pos), false, logits);  // reconnect + replay
+      }
+      ASSERT_EQ(logits.size(), want[pos - n_prompt + 1].size());
+      EXPECT_EQ(0, std::memcmp(logits.data(), want[pos - n_prompt + 1].data(), logits.size() * sizeof(float)))
+          << "worker " << dead + 1 << " replaced: logits at position " << pos << " differ";
+    }
   }
 }
 

@@ -2,10 +2,10 @@ herd_add_test(test_cli SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli.cpp LIBS herd_
 add_dependencies(test_cli herd)
 # owner: pipeline. Real `herd worker` processes on 127.0.0.1, and the same paths over inproc links.
 herd_add_test(test_cluster SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cluster.cpp
-  LIBS herd_coordinator herd_worker herd_transport TIMEOUT 600)
+  LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 600)
 add_dependencies(test_cluster herd)
 herd_add_test(test_cluster_inproc SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cluster_inproc.cpp
-  LIBS herd_coordinator herd_worker herd_transport TIMEOUT 600)
+  LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 600)
 herd_add_test(test_synth SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_synth.cpp LIBS herd_model herd_coordinator TIMEOUT 600)
 add_dependencies(test_synth herd)
 # owner: pipeline (mpirun launch, cluster-file launcher). test_mpi skips when mpirun or MPI is missing.
@@ -15,5 +15,5 @@ herd_add_test(test_launch_script SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_launch_s
   LIBS herd_coordinator TIMEOUT 600)
 add_dependencies(test_launch_script herd)
 herd_add_test(test_cluster_rss SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cluster_rss.cpp
-  LIBS herd_coordinator herd_worker herd_transport TIMEOUT 300)
+  LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
 add_dependencies(test_cluster_rss herd)

@@ -17,12 +17,15 @@
 #include <zmq.hpp>
 
 #include "transport/codec.h"
-#include "transport/protocol.h"
+#include "cluster/protocol.h"
 #include "transport/tcp_lane.h"
 #include "transport/zmq_link.h"
 
 namespace herd::transport {
 namespace {
+
+// herd messages as sample traffic (any payload would do; these carry numbers to check).
+using namespace herd::cluster;
 
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }

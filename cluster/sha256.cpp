@@ -1,11 +1,11 @@
-#include "transport/sha256.h"
+#include "cluster/sha256.h"
 
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
 #include <vector>
 
-namespace herd::transport {
+namespace herd::cluster {
 namespace {
 
 constexpr uint32_t kK[64] = {
@@ -99,4 +99,4 @@ std::string sha256_file_prefix(const std::string& path, uint64_t n_bytes) {
   return h.hex_digest();
 }
 
-}  // namespace herd::transport
+}  // namespace herd::cluster

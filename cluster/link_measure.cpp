@@ -1,11 +1,13 @@
-#include "transport/link_measure.h"
+#include "cluster/link_measure.h"
 
 #include <algorithm>
 #include <chrono>
 #include <stdexcept>
 #include <vector>
 
-namespace herd::transport {
+namespace herd::cluster {
+
+using namespace transport;
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -62,4 +64,4 @@ LinkStats measure_link(Link& link, const LinkMeasureOptions& o) {
   return s;
 }
 
-}  // namespace herd::transport
+}  // namespace herd::cluster

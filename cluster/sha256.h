@@ -1,4 +1,4 @@
-// SHA-256 (FIPS 180-4), for the model identity checked in the handshake: both sides hash the
+// SHA-256 (FIPS 180-4), for the model identity checked in the handshake (cluster/model_fingerprint.h): both sides hash the
 // GGUF file's header + metadata + tensor directory (bytes [0, data_offset)), which is a few MB at
 // most, so the check is cheap even for a 40 GB model.
 #pragma once
@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-namespace herd::transport {
+namespace herd::cluster {
 
 class Sha256 {
  public:
@@ -28,4 +28,4 @@ class Sha256 {
 // Hex SHA-256 of the first n_bytes of a file; throws std::runtime_error when it cannot be read.
 std::string sha256_file_prefix(const std::string& path, uint64_t n_bytes);
 
-}  // namespace herd::transport
+}  // namespace herd::cluster

@@ -1,5 +1,5 @@
-// Measuring a link through the real transport (ZmqLink, InprocLink): a few small Ping/Pong round
-// trips (one-way latency = median round trip / 2) and one echo of ~1 MiB each way (bandwidth =
+// Measuring a link through the real transport (any transport::Link: ZmqLink, InprocLink): a few
+// small Ping/Pong round trips (one-way latency = median round trip / 2) and one echo of ~1 MiB each way (bandwidth =
 // 2 x bytes / (its round trip - 2 x latency)). The peer must answer Ping with Pong (a worker does,
 // to any peer past its Hello). About 1-3 ms on loopback.
 #pragma once
@@ -7,9 +7,9 @@
 #include <cstdint>
 
 #include "transport/link.h"
-#include "transport/protocol.h"
+#include "cluster/protocol.h"
 
-namespace herd::transport {
+namespace herd::cluster {
 
 struct LinkMeasureOptions {
   int pings = 5;                       // small round trips after one untimed warm-up
@@ -20,6 +20,6 @@ struct LinkMeasureOptions {
 // Throws std::runtime_error (naming what went wrong) when the link is lost, times out, or the peer
 // answers anything but the matching Pong (an Error message's text is included). The result is
 // always finite; latency > 0 and, with echo_bytes > 0, bandwidth > 0.
-LinkStats measure_link(Link& link, const LinkMeasureOptions& o = {});
+LinkStats measure_link(transport::Link& link, const LinkMeasureOptions& o = {});
 
-}  // namespace herd::transport
+}  // namespace herd::cluster

@@ -6,12 +6,14 @@
 #include <random>
 
 #include "transport/codec.h"
-#include "transport/protocol.h"
+#include "cluster/protocol.h"
 #include "transport/crc32.h"
-#include "transport/sha256.h"
+#include "cluster/sha256.h"
 
-namespace herd::transport {
+namespace herd::cluster {
 namespace {
+
+using namespace transport;
 
 template <typename T>
 T round_trip(const T& body, std::vector<Tensor> tensors = {}) {
@@ -44,20 +46,17 @@ TEST(Protocol, EveryMessageRoundTrips) {
   a.session = 7;
   a.model_hash = std::string(64, 'f');
   a.model_path = "/models/x.gguf";
-  a.first_layer = 3;
-  a.end_layer = 9;
-  a.is_first = false;
-  a.is_last = true;
+  a.layers = {3, 9, false, true};
   a.n_ctx = 4096;
   a.act_dtype = WireDType::F16;
   const Assign a2 = round_trip(a);
   EXPECT_EQ(a2.session, 7u);
   EXPECT_EQ(a2.model_hash, a.model_hash);
   EXPECT_EQ(a2.model_path, a.model_path);
-  EXPECT_EQ(a2.first_layer, 3);
-  EXPECT_EQ(a2.end_layer, 9);
-  EXPECT_FALSE(a2.is_first);
-  EXPECT_TRUE(a2.is_last);
+  EXPECT_EQ(a2.layers.first, 3);
+  EXPECT_EQ(a2.layers.end, 9);
+  EXPECT_FALSE(a2.layers.embedding);
+  EXPECT_TRUE(a2.layers.output);
   EXPECT_EQ(a2.n_ctx, 4096);
   EXPECT_EQ(a2.act_dtype, WireDType::F16);
   EXPECT_EQ(a2.next_address, "");
@@ -66,12 +65,25 @@ TEST(Protocol, EveryMessageRoundTrips) {
   const ErrorMsg e = round_trip(ErrorMsg{42, "boom"});
   EXPECT_EQ(e.request_id, 42u);
   EXPECT_EQ(e.message, "boom");
-  const Forward f = round_trip(Forward{9, 17, 3, true});
+  Forward two_seqs{9, 17, 3, true};
+  two_seqs.pos.push_back(4);
+  two_seqs.seq.push_back(2);
+  two_seqs.logits.push_back(0);
+  const Forward f = round_trip(two_seqs);
   EXPECT_EQ(f.request_id, 9u);
-  EXPECT_EQ(f.pos0, 17);
-  EXPECT_EQ(f.n_tokens, 3);
-  EXPECT_TRUE(f.all_logits);
+  EXPECT_EQ(f.pos, (std::vector<int32_t>{17, 18, 19, 4}));
+  EXPECT_EQ(f.seq, (std::vector<int32_t>{0, 0, 0, 2}));
+  EXPECT_EQ(f.logits, (std::vector<uint8_t>{1, 1, 1, 0}));
+  EXPECT_EQ(f.n_outputs(), 3);
   EXPECT_EQ(round_trip(Result{5, 2}).n_rows, 2);
+  // Row arrays of different lengths, an output flag of 2, an empty batch: refused on load.
+  Forward bad = f;
+  bad.seq.pop_back();
+  EXPECT_THROW(unpack<Forward>(pack(bad)), ProtocolError);
+  bad = f;
+  bad.logits[0] = 2;
+  EXPECT_THROW(unpack<Forward>(pack(bad)), ProtocolError);
+  EXPECT_THROW(unpack<Forward>(pack(Forward{})), ProtocolError);
   round_trip(Reset{});
   round_trip(Stop{});
 }
@@ -144,7 +156,9 @@ TEST(Protocol, MalformedPayloadsAreRejected) {
   Assign a;
   a.model_hash = "abc";
   a.model_path = "/some/where";
+  a.layers = {0, 4, true, true};
   Message m = pack(a);
+  EXPECT_NO_THROW(unpack<Assign>(m));
   // Truncated at every length: always a ProtocolError.
   for (size_t cut = 0; cut < m.payload.size(); ++cut) {
     Message t = m;
@@ -180,8 +194,24 @@ TEST(Protocol, MalformedPayloadsAreRejected) {
   }
 
   Assign fp16;
+  fp16.layers = {0, 4, true, true};
   fp16.act_dtype = WireDType::I32;  // not an activation dtype
   EXPECT_THROW(unpack<Assign>(pack(fp16)), ProtocolError);
+
+  // A layer range no model has, or the embedding on a stage not at layer 0 (or missing there).
+  for (const model::LayerRange& r : {model::LayerRange{0, 0, true, true}, model::LayerRange{5, 3, false, true},
+                                     model::LayerRange{-1, 3, false, true}, model::LayerRange{2, 4, true, true},
+                                     model::LayerRange{0, 4, false, true},
+                                     model::LayerRange{0, kMaxLayers + 1, true, true}}) {
+    Assign b;
+    b.layers = r;
+    try {
+      unpack<Assign>(pack(b));
+      ADD_FAILURE() << "accepted layers " << r.first << ".." << r.end << " embedding " << r.embedding;
+    } catch (const ProtocolError& e) {
+      EXPECT_NE(std::string(e.what()).find("Assign: layer range"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Protocol, RandomGarbageNeverCrashes) {
@@ -207,32 +237,47 @@ TEST(Protocol, RandomGarbageNeverCrashes) {
 TEST(Protocol, SamplingForwardAndWeightMessagesRoundTrip) {
   Forward f{3, 10, 1, false};
   f.sample = true;
-  f.sampling.temperature = 0.7f;
-  f.sampling.top_k = 40;
-  f.sampling.top_p = 0.9f;
-  f.sampling.min_p = 0.05f;
-  f.sampling.repeat_penalty = 1.1f;
-  f.sampling.repeat_last_n = 64;
-  f.sampling.draw = 0xDEADBEEFCAFEF00Dull;
-  f.sampling.recent = {5, 7, 9};
+  f.samples.resize(1);
+  SampleSpec& sp = f.samples[0];
+  sp.reset = true;
+  sp.params.temperature = 0.7f;
+  sp.params.top_k = 40;
+  sp.params.top_p = 0.9f;
+  sp.params.min_p = 0.05f;
+  sp.params.repeat_penalty = 1.1f;
+  sp.params.repeat_last_n = 64;
+  sp.draw = 0xDEADBEEFCAFEF00Dull;
+  sp.recent = {5, 7, 9};
   const Forward g = round_trip(f);
-  EXPECT_TRUE(g.sample);
-  EXPECT_EQ(g.sampling.temperature, 0.7f);
-  EXPECT_EQ(g.sampling.top_k, 40);
-  EXPECT_EQ(g.sampling.top_p, 0.9f);
-  EXPECT_EQ(g.sampling.min_p, 0.05f);
-  EXPECT_EQ(g.sampling.repeat_penalty, 1.1f);
-  EXPECT_EQ(g.sampling.repeat_last_n, 64);
-  EXPECT_EQ(g.sampling.draw, 0xDEADBEEFCAFEF00Dull);
-  EXPECT_EQ(g.sampling.recent, (std::vector<int32_t>{5, 7, 9}));
-  const Result r = round_trip(Result{3, 0, 1234});
-  EXPECT_EQ(r.token, 1234);
-  EXPECT_EQ(r.n_rows, 0);
+  ASSERT_TRUE(g.sample);
+  ASSERT_EQ(g.samples.size(), 1u);
+  const SampleSpec& gp = g.samples[0];
+  EXPECT_TRUE(gp.reset);
+  EXPECT_EQ(gp.params.temperature, 0.7f);
+  EXPECT_EQ(gp.params.top_k, 40);
+  EXPECT_EQ(gp.params.top_p, 0.9f);
+  EXPECT_EQ(gp.params.min_p, 0.05f);
+  EXPECT_EQ(gp.params.repeat_penalty, 1.1f);
+  EXPECT_EQ(gp.params.repeat_last_n, 64);
+  EXPECT_EQ(gp.draw, 0xDEADBEEFCAFEF00Dull);
+  EXPECT_EQ(gp.recent, (std::vector<int32_t>{5, 7, 9}));
+  // A decode step carries only the draw: 9 bytes, no parameters, no window.
+  Forward step = f;
+  step.samples[0] = SampleSpec{};
+  step.samples[0].draw = 77;
+  const Forward h = round_trip(step);
+  EXPECT_FALSE(h.samples[0].reset);
+  EXPECT_EQ(h.samples[0].draw, 77u);
+  EXPECT_TRUE(h.samples[0].recent.empty());
+  EXPECT_EQ(pack(f).payload.size() - pack(step).payload.size(), 6 * 4 + 8 + 3 * 4u);
+  const Result r = round_trip(Result{3, 2, {1234, 7}});
+  EXPECT_EQ(r.tokens, (std::vector<int32_t>{1234, 7}));
+  EXPECT_EQ(r.n_rows, 2);
 
-  // sample + all_logits is contradictory.
-  Forward both = f;
-  both.all_logits = true;
-  EXPECT_THROW(unpack<Forward>(pack(both)), ProtocolError);
+  // One sample spec per output row, exactly.
+  Forward extra = f;
+  extra.samples.push_back(SampleSpec{});
+  EXPECT_THROW(unpack<Forward>(pack(extra)), ProtocolError);
   // A history length of 2^40 is refused before any allocation (it is the last u64 + 3 i32s).
   Message huge = pack(f);
   const uint64_t big = uint64_t{1} << 40;
@@ -245,11 +290,21 @@ TEST(Protocol, SamplingForwardAndWeightMessagesRoundTrip) {
   }
 
   Assign a;
+  a.layers = {2, 5, false, false};
   a.file_size = 94000000;
   a.header_bytes = 1234567;
+  a.n_seq = 8;
+  a.kv_type = DType::Q8_0;
   const Assign a2 = round_trip(a);
   EXPECT_EQ(a2.file_size, 94000000u);
   EXPECT_EQ(a2.header_bytes, 1234567u);
+  EXPECT_EQ(a2.n_seq, 8);
+  EXPECT_EQ(a2.kv_type, DType::Q8_0);
+  a.kv_type = DType::Q4_0;  // not a KV type
+  EXPECT_THROW(unpack<Assign>(pack(a)), ProtocolError);
+  a.kv_type = DType::F16;
+  a.n_seq = 0;
+  EXPECT_THROW(unpack<Assign>(pack(a)), ProtocolError);
 
   const WeightRequest q = round_trip(WeightRequest{4, 1 << 20, 4096});
   EXPECT_EQ(q.session, 4u);
@@ -298,4 +353,4 @@ TEST(Sha256, KnownVectors) {
 }
 
 }  // namespace
-}  // namespace herd::transport
+}  // namespace herd::cluster

@@ -8,10 +8,10 @@
 
 #include "transport/codec.h"
 #include "transport/inproc_link.h"
-#include "transport/link_measure.h"
-#include "transport/protocol.h"
+#include "cluster/link_measure.h"
+#include "cluster/protocol.h"
 
-namespace herd::transport {
+namespace herd::cluster {
 
 // A Hello as a build with WorkerProfile v1 wrote it.
 struct WorkerProfileV1 {
@@ -31,13 +31,15 @@ struct HelloV1 {
   }
 };
 
-}  // namespace herd::transport
+}  // namespace herd::cluster
 
-CEREAL_CLASS_VERSION(herd::transport::WorkerProfileV1, 1)
-CEREAL_CLASS_VERSION(herd::transport::HelloV1, 1)
+CEREAL_CLASS_VERSION(herd::cluster::WorkerProfileV1, 1)
+CEREAL_CLASS_VERSION(herd::cluster::HelloV1, 1)
 
-namespace herd::transport {
+namespace herd::cluster {
 namespace {
+
+using namespace transport;
 
 template <typename T>
 T round_trip(const T& body, std::vector<Tensor> tensors = {}) {
@@ -185,4 +187,4 @@ TEST(ProtocolProfile, PingAndPongRoundTripAndAreBounded) {
 }
 
 }  // namespace
-}  // namespace herd::transport
+}  // namespace herd::cluster

@@ -1,0 +1,334 @@
+// The herd wire protocol between a coordinator and its workers (and from one stage to the next).
+// Each message is a cereal portable-binary payload (versioned per type with CEREAL_CLASS_VERSION)
+// in the frame layout of transport/codec.h; tensors travel as raw frames beside it.
+//
+//   coordinator -> worker   Hello        worker -> coordinator  Hello (its profile: threads, free RAM,
+//                                          and since v2 of WorkerProfile its measured rates)
+//   coordinator -> worker   Ping{seq, bytes} + u8[bytes]  -> Pong{seq, bytes} + the same bytes
+//                             (link measurement after the Hello: a few small ones, one ~1 MiB)
+//   coordinator -> worker   Assign       worker -> coordinator  Ready | Error
+//                             (Ready v2: the stage's measured link to the next stage)
+//   coordinator -> stage 0  Forward{batch rows: position, sequence, output flag} + tokens[n] (i32)
+//                             (several may be in flight: micro-batches; results come back in order)
+//   stage i -> stage i+1    Hello (role upstream) once, Pings (its link measurement), then Forward + hidden[n, n_embd] (f32|f16)
+//   last stage -> coordinator Result + logits[n_outputs, n_vocab] (f32), or Result{tokens} when the
+//                             Forward asked the last stage to sample its output rows (generation)
+//   worker -> coordinator   WeightRequest{offset, length} while assigning, when it has no copy of
+//                             the model: coordinator -> worker WeightChunk{offset, crc32} + bytes (u8)
+//   any stage -> coordinator Error{request_id, message} when a Forward fails
+//   coordinator -> worker   Reset (forget the KV cache) -> Ready;  Stop -> Ready, then the worker exits
+//
+// Every peer must open with a Hello whose protocol_version equals kProtocolVersion. Strings are
+// bounded on load (a garbage length never allocates), and unpack() rejects trailing bytes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cluster/wire.h"
+#include "cluster/worker_profile.h"
+#include "engine/sampler.h"
+#include "model/weights.h"
+
+namespace herd::cluster {
+
+// 2: sampling on the last stage, weight transfer; 3: worker profile (WorkerProfile v2), Ping/Pong,
+// Ready v2 (measured link to the next stage); 4: the data lane handshake (transport/zmq_link.h),
+// which a link opens with before its Hello; 5: batches of several sequences (Forward/Result v3,
+// Assign v3: sequence slots and KV type), the last stage keeps each sequence's sampler
+constexpr uint32_t kProtocolVersion = 5;
+
+enum class Role : uint8_t { Coordinator = 0, Worker = 1, Upstream = 2 };
+
+struct Hello {
+  static constexpr MsgType kType = MsgType::Hello;
+  uint32_t protocol_version = kProtocolVersion;
+  Role role = Role::Coordinator;
+  WorkerProfile profile;  // meaningful when role == Worker
+  std::string name;       // free text for logs (host name, "stage 1")
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "Hello");
+    uint8_t r = static_cast<uint8_t>(role);
+    ar(protocol_version, r, profile);
+    if (r > static_cast<uint8_t>(Role::Upstream)) throw ProtocolError("Hello: unknown role " + std::to_string(r));
+    role = static_cast<Role>(r);
+    detail::bounded_string(ar, name, 256, "Hello.name");
+  }
+};
+
+// A layer range any model could have: 0 <= first < end <= kMaxLayers, and the embedding on the
+// stage that starts at layer 0 (and only there). Throws ProtocolError "Assign: layer range ...".
+constexpr int64_t kMaxLayers = int64_t{1} << 16;
+void check_layer_range(const model::LayerRange& r);
+
+// The model hash is the SHA-256 of the GGUF file's bytes [0, data_offset): header, metadata and
+// tensor directory (names, shapes, types, offsets). Two files with the same hash have the same
+// architecture, tokenizer and tensor layout; the weights themselves are not hashed (that would read
+// the whole file) — see cluster/model_fingerprint.h.
+struct Assign {
+  static constexpr MsgType kType = MsgType::Assign;
+  uint64_t session = 0;       // coordinator's assignment id (echoed in logs)
+  std::string model_hash;     // hex sha256, see above
+  std::string model_path;     // hint: where the coordinator's copy is (used when the worker has no -m)
+  // The stage's layers [first, end); embedding: the first stage (takes token ids); output: the last
+  // stage (returns logits). On the wire as first, end, is_first, is_last; checked on load
+  // (check_layer_range), the end against the model's layer count by the worker.
+  model::LayerRange layers{0, 0, false, false};
+  int64_t n_ctx = 0;
+  int64_t n_seq = 1;                     // v3: sequence slots of the KV cache (--parallel)
+  DType kv_type = DType::F32;            // v3: KV storage, F32 | F16 | Q8_0
+  WireDType act_dtype = WireDType::F32;  // hidden states between stages: F32 or F16
+  std::string next_address;   // the next stage's listen address ("" when is_last)
+  std::string backend_isa = "auto";  // CPU kernels the coordinator would use locally (same kernels = same bits)
+  bool exact = false;                // f32 dot products (no 8-bit activation quantization)
+  // For a worker without its own copy: the coordinator's file size and the bytes [0, header_bytes)
+  // that model_hash covers (the worker fetches them, checks the hash, then fetches its tensors).
+  uint64_t file_size = 0;
+  uint64_t header_bytes = 0;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 3, "Assign");
+    ar(session);
+    detail::bounded_string(ar, model_hash, 128, "Assign.model_hash");
+    detail::bounded_string(ar, model_path, 4096, "Assign.model_path");
+    uint8_t dt = static_cast<uint8_t>(act_dtype);
+    ar(layers.first, layers.end, layers.embedding, layers.output, n_ctx, dt);
+    if constexpr (A::is_loading::value) check_layer_range(layers);
+    if (dt != static_cast<uint8_t>(WireDType::F32) && dt != static_cast<uint8_t>(WireDType::F16))
+      throw ProtocolError("Assign: activation dtype " + std::to_string(dt) + " (must be f32 or f16)");
+    act_dtype = static_cast<WireDType>(dt);
+    detail::bounded_string(ar, next_address, 1024, "Assign.next_address");
+    detail::bounded_string(ar, backend_isa, 32, "Assign.backend_isa");
+    ar(exact);
+    if (v >= 2) ar(file_size, header_bytes);
+    if (v >= 3) {
+      auto kv = static_cast<uint32_t>(kv_type);
+      ar(n_seq, kv);
+      if (n_seq < 1 || n_seq > kMaxSeqSlots)
+        throw ProtocolError("Assign: " + std::to_string(n_seq) + " sequence slots (1.." + std::to_string(kMaxSeqSlots) + ")");
+      if (kv != static_cast<uint32_t>(DType::F32) && kv != static_cast<uint32_t>(DType::F16) &&
+          kv != static_cast<uint32_t>(DType::Q8_0))
+        throw ProtocolError("Assign: KV type " + std::to_string(kv) + " (must be f32, f16 or q8_0)");
+      kv_type = static_cast<DType>(kv);
+    }
+  }
+};
+
+// A measured link (cluster/link_measure.h): one-way latency and bandwidth.
+struct LinkStats {
+  double latency_s = 0;
+  double bandwidth_Bps = 0;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "LinkStats");
+    detail::bounded_number(ar, latency_s, kMaxSeconds, "LinkStats.latency_s");
+    detail::bounded_number(ar, bandwidth_Bps, kMaxRateBps, "LinkStats.bandwidth_Bps");
+  }
+};
+
+struct Ready {
+  static constexpr MsgType kType = MsgType::Ready;
+  std::string info;
+  // v2: after an Assign of a non-last stage, its measured link to the next stage.
+  bool has_next_link = false;
+  LinkStats next_link;
+  Ready() = default;
+  Ready(std::string info_) : info(std::move(info_)) {}  // NOLINT: Ready{"text"} as before v2
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 2, "Ready");
+    detail::bounded_string(ar, info, 4096, "Ready.info");
+    if (v >= 2) {
+      ar(has_next_link);
+      if (has_next_link) ar(next_link);
+    }
+  }
+};
+
+struct ErrorMsg {
+  static constexpr MsgType kType = MsgType::Error;
+  uint64_t request_id = 0;  // 0: not about a request
+  std::string message;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "Error");
+    ar(request_id);
+    detail::bounded_string(ar, message, 4096, "Error.message");
+  }
+};
+
+// How the last stage samples one output row. The last stage keeps a Sampler per sequence slot
+// (parameters and repeat-penalty window), so a decode step carries only `draw`: the 64-bit value
+// the coordinator's Sampler::next_draw() gave for this step (0 when greedy; the RNG stays with the
+// coordinator, so a seed gives the same text locally and on a cluster, and survives a restarted
+// worker). The last stage accepts each token it samples into that sequence's window, as the
+// coordinator does. `reset` (a new request, new parameters, a window that is not what the last
+// stage would hold, a reconnected cluster) replaces the slot's sampler: `params` (the seed
+// excepted) and `recent`, oldest first. Parameters are checked where the Sampler is built (a bad
+// one is an Error reply); `recent` is bounded on load.
+constexpr size_t kMaxSampleHistory = 1 << 16;
+struct SampleSpec {
+  uint64_t draw = 0;
+  bool reset = false;
+  SamplerParams params;         // with reset
+  std::vector<int32_t> recent;  // with reset
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 2, "SampleSpec");
+    if (v < 2) throw ProtocolError("SampleSpec v1 predates protocol 5");
+    ar(draw, reset);
+    if (!reset) return;
+    // Field by field, each with its wire width (SamplerParams' ints are i32 on the wire).
+    int32_t top_k = params.top_k, repeat_last_n = params.repeat_last_n;
+    ar(params.temperature, top_k, params.top_p, params.min_p, params.repeat_penalty, repeat_last_n);
+    params.top_k = top_k;
+    params.repeat_last_n = repeat_last_n;
+    detail::bounded_i32s(ar, recent, kMaxSampleHistory, "SampleSpec.recent");
+  }
+};
+
+// A batch (engine/batch.h) of n rows: + tensor 0: tokens i32 [n] (to the first stage) or hidden
+// [n, n_embd] (f32|f16). pos/seq/logits are the rows' positions, sequence slots and output flags
+// (checked by the stage against its slots and context); with `sample`, `samples` has one entry per
+// output row and the last stage returns their tokens instead of logits.
+constexpr size_t kMaxBatchRows = 1 << 16;
+struct Forward {
+  static constexpr MsgType kType = MsgType::Forward;
+  uint64_t request_id = 0;
+  std::vector<int32_t> pos, seq;
+  std::vector<uint8_t> logits;
+  bool sample = false;
+  std::vector<SampleSpec> samples;
+  Forward() = default;
+  // One sequence's n rows at positions pos0..: outputs for the last row, or all of them.
+  Forward(uint64_t request_id_, int64_t pos0, int64_t n, bool all_logits, int32_t seq_id = 0);
+  int64_t n_rows() const { return static_cast<int64_t>(pos.size()); }
+  int64_t n_outputs() const;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 3, "Forward");
+    if (v < 3) throw ProtocolError("Forward v" + std::to_string(v) + " predates protocol 5");
+    ar(request_id);
+    detail::bounded_i32s(ar, pos, kMaxBatchRows, "Forward.pos");
+    detail::bounded_i32s(ar, seq, kMaxBatchRows, "Forward.seq");
+    uint64_t n = logits.size();
+    ar(n);
+    if constexpr (A::is_loading::value) {
+      if (n != pos.size() || seq.size() != pos.size() || n == 0)
+        throw ProtocolError("Forward: " + std::to_string(pos.size()) + " positions, " + std::to_string(seq.size()) +
+                            " sequence ids, " + std::to_string(n) + " output flags (equal and non-zero)");
+      logits.resize(n);
+    }
+    ar(cereal::binary_data(logits.data(), logits.size()));
+    ar(sample);
+    uint64_t ns = samples.size();
+    ar(ns);
+    if constexpr (A::is_loading::value) {
+      for (uint8_t f : logits)
+        if (f > 1) throw ProtocolError("Forward: output flag " + std::to_string(f));
+      if (ns != (sample ? static_cast<uint64_t>(n_outputs()) : 0))
+        throw ProtocolError("Forward: " + std::to_string(ns) + " sample specs for " + std::to_string(n_outputs()) +
+                            " output rows");
+      samples.resize(ns);
+    }
+    for (auto& s : samples) ar(s);
+  }
+};
+
+// + tensor 0: logits f32 [n_rows, n_vocab] (n_rows = the Forward's output rows); or, when the
+// Forward had `sample`, no tensor and the sampled `tokens` (one per output row).
+struct Result {
+  static constexpr MsgType kType = MsgType::Result;
+  uint64_t request_id = 0;
+  int64_t n_rows = 0;
+  std::vector<int32_t> tokens;
+  Result() = default;
+  Result(uint64_t request_id_, int64_t n_rows_, std::vector<int32_t> tokens_ = {})
+      : request_id(request_id_), n_rows(n_rows_), tokens(std::move(tokens_)) {}
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 3, "Result");
+    if (v < 3) throw ProtocolError("Result v" + std::to_string(v) + " predates protocol 5");
+    ar(request_id, n_rows);
+    if (n_rows < 0 || static_cast<uint64_t>(n_rows) > kMaxBatchRows)
+      throw ProtocolError("Result: " + std::to_string(n_rows) + " rows");
+    detail::bounded_i32s(ar, tokens, kMaxBatchRows, "Result.tokens");
+  }
+};
+
+// Weight transfer (a worker with no copy of the model): the worker asks for the file bytes
+// [offset, offset + length) of the coordinator's GGUF — the header (< header_bytes), or one of
+// its own tensors — at most kMaxWeightChunk at a time; the coordinator serves only those ranges.
+constexpr uint64_t kMaxWeightChunk = uint64_t{4} << 20;
+struct WeightRequest {
+  static constexpr MsgType kType = MsgType::WeightRequest;
+  uint64_t session = 0;  // the Assign's session
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "WeightRequest");
+    ar(session, offset, length);
+    if (length == 0 || length > kMaxWeightChunk) throw ProtocolError("WeightRequest: length " + std::to_string(length));
+  }
+};
+
+// + tensor 0: u8 [length] = the requested bytes; crc32 (IEEE, transport/crc32.h) of them.
+struct WeightChunk {
+  static constexpr MsgType kType = MsgType::WeightChunk;
+  uint64_t session = 0;
+  uint64_t offset = 0;
+  uint32_t crc32 = 0;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "WeightChunk");
+    ar(session, offset, crc32);
+  }
+};
+
+// Link measurement: Ping + (bytes > 0) one u8 [bytes] tensor; the peer answers Pong with the same
+// seq, bytes and tensor. Any peer that completed a Hello may ping a worker.
+constexpr uint64_t kMaxPingBytes = uint64_t{4} << 20;
+struct Ping {
+  static constexpr MsgType kType = MsgType::Ping;
+  uint64_t seq = 0;
+  uint64_t bytes = 0;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "Ping");
+    ar(seq, bytes);
+    if (bytes > kMaxPingBytes) throw ProtocolError("Ping: " + std::to_string(bytes) + " bytes (max " + std::to_string(kMaxPingBytes) + ")");
+  }
+};
+struct Pong {
+  static constexpr MsgType kType = MsgType::Pong;
+  uint64_t seq = 0;
+  uint64_t bytes = 0;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "Pong");
+    ar(seq, bytes);
+    if (bytes > kMaxPingBytes) throw ProtocolError("Pong: " + std::to_string(bytes) + " bytes (max " + std::to_string(kMaxPingBytes) + ")");
+  }
+};
+// Throws ProtocolError unless `m` carries exactly what its Ping/Pong says: no tensor when bytes is 0,
+// else one u8 [bytes] tensor.
+void check_echo_payload(const Message& m, uint64_t bytes);
+
+struct Reset {
+  static constexpr MsgType kType = MsgType::Reset;
+  template <class A> void serialize(A& ar, uint32_t v) { detail::check_version<A>(v, 1, "Reset"); }
+};
+
+struct Stop {
+  static constexpr MsgType kType = MsgType::Stop;
+  template <class A> void serialize(A& ar, uint32_t v) { detail::check_version<A>(v, 1, "Stop"); }
+};
+
+}  // namespace herd::cluster
+
+
+CEREAL_CLASS_VERSION(herd::cluster::Hello, 1)
+CEREAL_CLASS_VERSION(herd::cluster::Assign, 3)
+CEREAL_CLASS_VERSION(herd::cluster::Ready, 2)
+CEREAL_CLASS_VERSION(herd::cluster::LinkStats, 1)
+CEREAL_CLASS_VERSION(herd::cluster::Ping, 1)
+CEREAL_CLASS_VERSION(herd::cluster::Pong, 1)
+CEREAL_CLASS_VERSION(herd::cluster::ErrorMsg, 1)
+CEREAL_CLASS_VERSION(herd::cluster::SampleSpec, 2)
+CEREAL_CLASS_VERSION(herd::cluster::Forward, 3)
+CEREAL_CLASS_VERSION(herd::cluster::Result, 3)
+CEREAL_CLASS_VERSION(herd::cluster::WeightRequest, 1)
+CEREAL_CLASS_VERSION(herd::cluster::WeightChunk, 1)
+CEREAL_CLASS_VERSION(herd::cluster::Reset, 1)
+CEREAL_CLASS_VERSION(herd::cluster::Stop, 1)

@@ -1,0 +1,142 @@
+#include "coordinator/plan_adapter.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <stdexcept>
+
+#include "common/log.h"
+#include "partition/strategies.h"
+
+namespace herd {
+
+namespace {
+
+std::string tok_s_text(double tok_s) {
+  char b[32];
+  std::snprintf(b, sizeof b, tok_s >= 100 ? "%.0f" : "%.1f", tok_s);
+  return b;
+}
+
+}  // namespace
+
+partition::DeviceProfile device_profile(const cluster::WorkerProfile& w, const std::string& name) {
+  partition::DeviceProfile d;
+  d.name = name;
+  d.host = name;  // every worker its own host: the links are per worker
+  d.kind = partition::DeviceKind::Cpu;
+  d.free_bytes = w.free_ram_bytes;
+  d.total_bytes = std::max(w.total_ram_bytes, w.free_ram_bytes);
+  d.bandwidth_Bps = w.read_bw_Bps > 0 ? w.read_bw_Bps : 10e9;
+  d.flops = w.matmul_flops > 0 ? w.matmul_flops : 50 * d.bandwidth_Bps;
+  d.overhead_bytes = 128ull << 20;  // as a cluster file's cpu device
+  d.attn_Bps = w.attn_Bps;
+  d.op_overhead_s = w.op_overhead_s;
+  for (const auto& m : w.matvec) d.matvec_Bps[m.type] = m.bytes_per_s;
+  d.probe = w.source;
+  return d;
+}
+
+partition::LinkProfile link_profile(const cluster::LinkStats& s) {
+  return {s.latency_s, s.bandwidth_Bps > 0 ? s.bandwidth_Bps : 125e6};
+}
+
+SplitPlan plan_split(const partition::ModelShape& shape, const WorkerSet& workers,
+                     const std::map<std::pair<std::string, std::string>, cluster::LinkStats>& measured_hops,
+                     const SplitRequest& request) {
+  const auto& links = workers.links();
+  partition::Cluster c;
+  c.coordinator_host = "coordinator";
+  for (size_t i = 0; i < workers.size(); ++i)
+    c.devices.push_back(device_profile(workers[i].hello.profile, "worker " + std::to_string(workers[i].index + 1)));
+  auto key = [](const std::string& a, const std::string& b) { return a < b ? std::make_pair(a, b) : std::make_pair(b, a); };
+  for (size_t i = 0; i < workers.size(); ++i) {
+    c.links[key(c.coordinator_host, c.devices[i].host)] = link_profile(links[i]);
+    for (size_t j = i + 1; j < workers.size(); ++j) {
+      // Measured by the stage itself on an earlier assignment, else estimated from the two
+      // coordinator links: the slower latency and the lower bandwidth.
+      partition::LinkProfile l;
+      if (auto it = measured_hops.find({workers[i].address, workers[j].address}); it != measured_hops.end()) {
+        l = link_profile(it->second);
+      } else {
+        l.latency_s = std::max(links[i].latency_s, links[j].latency_s);
+        l.bandwidth_Bps = std::min(link_profile(links[i]).bandwidth_Bps, link_profile(links[j]).bandwidth_Bps);
+      }
+      c.links[key(c.devices[i].host, c.devices[j].host)] = l;
+    }
+  }
+  partition::PlanOptions o;
+  o.n_ctx = request.n_ctx;
+  o.n_batch = std::min<int64_t>(512, request.n_ctx);
+  o.n_prompt = std::min<int64_t>(512, request.n_ctx);
+  o.act_bytes = request.act_bytes;
+  o.keep_order = true;  // the stages follow --workers
+  partition::Strategy strategy = nullptr;
+  try {
+    strategy = partition::find_strategy(request.strategy);
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(std::string("--plan-strategy: ") + e.what());
+  }
+  SplitPlan out;
+  out.plan = strategy(shape, c, o);  // partition::PlanError passes through
+  const partition::Plan& p = out.plan;
+
+  // The plan's stages in pipeline order; workers it leaves out get nothing.
+  std::string line = "plan:";
+  for (size_t s = 0; s < p.stages.size(); ++s) {
+    const auto& st = p.stages[s];
+    const auto& w = workers[static_cast<size_t>(st.device)];
+    out.stage_workers.push_back(static_cast<size_t>(st.device));
+    out.ranges.push_back({st.first, st.end, s == 0, s + 1 == p.stages.size()});
+    line += std::string(s ? ", " : " ") + "worker " + std::to_string(w.index + 1) + " " + layers_text(out.ranges.back());
+    HERD_LOG_INFO("plan (", p.strategy, "): worker ", w.index + 1, " (", w.address, ") ", layers_text(out.ranges.back()),
+                  ": needs ", partition::gb(st.mem.total()), " of ", partition::gb(c.devices[static_cast<size_t>(st.device)].free_bytes),
+                  " free, ", st.decode_s * 1e3, " ms per token");
+  }
+  line += "; predicted " + tok_s_text(p.pred.decode_tok_s) + " tok/s";
+  for (const auto& e : p.excluded) {
+    const auto& w = workers[static_cast<size_t>(e.device)];
+    HERD_LOG_INFO("plan: worker ", w.index + 1, " (", w.address, ") gets no layers: ", e.reason);
+    const std::string why = e.reason.rfind("left out: ", 0) == 0 ? e.reason.substr(10) : e.reason;
+    line += "; worker " + std::to_string(w.index + 1) + " unused (" + why + ")";
+  }
+  HERD_LOG_INFO("plan (", p.strategy, "): predicted ", p.pred.decode_tok_s, " tok/s decode, ", p.pred.ttft_s * 1e3,
+                " ms to the first token of a ", o.n_prompt, "-token prompt");
+  out.cluster = std::move(c);
+  out.options = o;
+  out.summary = line;
+  return out;
+}
+
+std::vector<model::LayerRange> split_by_memory(int64_t n_layers, const std::vector<uint64_t>& free_bytes) {
+  const auto n = static_cast<int64_t>(free_bytes.size());
+  if (n == 0) throw std::invalid_argument("no workers");
+  if (n > n_layers)
+    throw std::invalid_argument(std::to_string(n) + " workers but the model has only " + std::to_string(n_layers) +
+                                " layers");
+  // Everyone gets one layer; the rest go by share of free memory (equal shares when unknown).
+  long double total = 0;
+  for (uint64_t b : free_bytes) total += static_cast<long double>(b);
+  std::vector<int64_t> count(static_cast<size_t>(n), 1);
+  std::vector<std::pair<long double, int64_t>> rem;
+  const int64_t spare = n_layers - n;
+  int64_t given = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const long double share = total > 0 ? static_cast<long double>(free_bytes[i]) / total : 1.0L / n;
+    const long double want = share * spare;
+    const auto whole = static_cast<int64_t>(want);
+    count[i] += whole;
+    given += whole;
+    rem.push_back({want - whole, -i});
+  }
+  std::sort(rem.rbegin(), rem.rend());
+  for (int64_t k = 0; given < spare; ++k, ++given) ++count[static_cast<size_t>(-rem[static_cast<size_t>(k)].second)];
+  std::vector<model::LayerRange> out;
+  int64_t first = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    out.push_back({first, first + count[i], i == 0, i + 1 == n});
+    first += count[i];
+  }
+  return out;
+}
+
+}  // namespace herd

@@ -1,0 +1,136 @@
+#include "coordinator/worker_set.h"
+
+#include <algorithm>
+#include <chrono>
+#include <sstream>
+#include <stdexcept>
+
+#include "cluster/link_measure.h"
+#include "common/log.h"
+
+namespace herd {
+
+using namespace transport;
+using namespace cluster;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kRootCauseGraceMs = 300;
+
+}  // namespace
+
+std::string layers_text(const model::LayerRange& r) {
+  return r.size() == 1 ? "layer " + std::to_string(r.first)
+                       : "layers " + std::to_string(r.first) + "-" + std::to_string(r.end - 1);
+}
+
+std::vector<std::string> parse_worker_list(const std::string& spec) {
+  std::vector<std::string> out;
+  std::stringstream ss(spec);
+  std::string part;
+  while (std::getline(ss, part, ',')) {
+    if (part.empty()) throw std::invalid_argument("--workers '" + spec + "' has an empty entry");
+    out.push_back(part);
+  }
+  if (out.empty()) throw std::invalid_argument("--workers is empty");
+  return out;
+}
+
+std::string WorkerSet::describe(size_t i) const {
+  std::string s = "worker " + std::to_string(i + 1) + " of " + std::to_string(workers_.size()) + " (" +
+                  workers_[i].address;
+  if (i < ranges_.size()) s += ", " + layers_text(ranges_[i]);
+  return s + ")";
+}
+
+void WorkerSet::fail(size_t i, const std::string& what) {
+  const std::string msg = describe(i) + ": " + what;
+  close();  // the next eval reconnects and re-assigns everyone
+  HERD_LOG_INFO(msg);  // the caller reports it (the CLI prints it once, as its error)
+  throw std::runtime_error(msg);
+}
+
+void WorkerSet::fail_root_cause(size_t i, const std::string& what) {
+  const auto until = Clock::now() + std::chrono::milliseconds(kRootCauseGraceMs);
+  while (Clock::now() < until) {
+    for (size_t j = 0; j < workers_.size(); ++j) {
+      if (j == i || !workers_[j].link) continue;
+      Received r = workers_[j].link->recv(j + 1 == workers_.size() ? 5 : 0);
+      if (r.status == RecvStatus::closed)
+        fail(j, "lost (" + r.error + "); " + describe(i) + " reported: " + what);
+    }
+  }
+  fail(i, what);
+}
+
+void WorkerSet::close() {
+  for (auto& w : workers_) w.link.reset();
+}
+
+void WorkerSet::keep(const std::vector<size_t>& positions) {
+  std::vector<Worker> active;
+  for (size_t p : positions) active.push_back(std::move(workers_[p]));
+  workers_ = std::move(active);  // the left-out workers' links close here
+}
+
+void WorkerSet::connect(const std::vector<std::string>& addresses, int timeout_ms) {
+  workers_.clear();
+  for (size_t i = 0; i < addresses.size(); ++i) workers_.push_back({normalize_address(addresses[i]), nullptr, {}, i});
+  // Hello to everyone first, then collect the answers (in parallel: one timeout in all).
+  Hello h;
+  h.role = Role::Coordinator;
+  h.name = "coordinator";
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    try {
+      workers_[i].link = transport::connect(workers_[i].address);
+    } catch (const std::exception& e) {
+      fail(i, e.what());
+    }
+    if (auto err = workers_[i].link->send(pack(h)); !err.empty()) fail(i, err);
+  }
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    Received r = workers_[i].link->recv(static_cast<int>(std::max<int64_t>(left, 0)));
+    if (r.status == RecvStatus::timeout)
+      fail(i, "no answer within " + std::to_string(timeout_ms / 1000.0).substr(0, 4) +
+                  " s (is `herd worker --listen " + workers_[i].address + "` running?)");
+    if (r.status != RecvStatus::ok) fail(i, r.error);
+    try {
+      if (r.msg.type == static_cast<uint16_t>(MsgType::Error)) {
+        const std::string why = unpack<ErrorMsg>(r.msg).message;
+        // A worker older than protocol 4 drops us for the lane request that precedes our Hello.
+        fail(i, "refused: " + why +
+                    (why.find("before Hello") != std::string::npos
+                         ? " (an older herd worker? this coordinator speaks protocol " +
+                               std::to_string(kProtocolVersion) + ": update herd on that host)"
+                         : ""));
+      }
+      workers_[i].hello = unpack<Hello>(r.msg);
+    } catch (const ProtocolError& e) {
+      fail(i, std::string("bad handshake: ") + e.what());
+    }
+    if (workers_[i].hello.protocol_version != kProtocolVersion)
+      fail(i, "speaks protocol version " + std::to_string(workers_[i].hello.protocol_version) +
+                  ", this coordinator speaks " + std::to_string(kProtocolVersion) + " (update herd on that host)");
+    if (workers_[i].hello.role != Role::Worker) fail(i, "answered but is not a worker");
+  }
+  // Measure each link (a few small round trips and one ~1 MiB echo through this very link).
+  links_.assign(workers_.size(), {});
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    try {
+      LinkMeasureOptions lo;
+      lo.timeout_ms = timeout_ms;
+      links_[i] = measure_link(*workers_[i].link, lo);
+    } catch (const std::exception& e) {
+      fail(i, std::string("measuring the link: ") + e.what());
+    }
+    HERD_LOG_INFO(describe(i), ": link ", links_[i].latency_s * 1e6, " us one way, ",
+                  links_[i].bandwidth_Bps / 1e9, " GB/s; profile (", workers_[i].hello.profile.source, ") ",
+                  workers_[i].hello.profile.free_ram_bytes / 1e9, " GB free, ", workers_[i].hello.profile.read_bw_Bps / 1e9,
+                  " GB/s read");
+  }
+}
+
+}  // namespace herd

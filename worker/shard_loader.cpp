@@ -1,0 +1,161 @@
+// WorkerServer's Assign handling: which model file, is it the coordinator's model, is the
+// assignment sane, which kernels, which shard (fetched when the worker has no copy), which next
+// stage. Each step is a function of its own so that the order reads in on_assign; a failing step
+// becomes an Error reply to the coordinator and leaves the worker unassigned (the previous model
+// file, backend and Stage are kept where the next Assign can reuse them).
+#include <algorithm>
+#include <filesystem>
+#include <thread>
+
+#include "cluster/link_measure.h"
+#include "cluster/model_fingerprint.h"
+#include "common/log.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "model/weights.h"
+#include "worker/worker_server.h"
+
+namespace herd {
+
+using namespace transport;
+using namespace cluster;
+
+namespace {
+
+constexpr int kNextStageHelloTimeoutMs = 5000;
+constexpr int64_t kMaxContext = int64_t{1} << 24;
+
+}  // namespace
+
+void WorkerServer::on_assign(const std::string& peer, const Message& m) {
+  const Assign a = unpack<Assign>(m);
+  if (peers_[peer].role != Role::Coordinator) throw ProtocolError("Assign from a peer that is not a coordinator");
+  coordinator_ = peer;
+  uint64_t received = 0;
+  bool fetched = false;
+  std::optional<LinkStats> next_link;
+  try {
+    ShardFetch fetch;
+    open_model(resolve_model_file(peer, a, fetch), a);
+    check_assignment(a);
+    ensure_backend(a);
+    build_stage(a, fetch);
+    if (fetch.cache) {
+      fetch.cache.reset();  // unlock
+      fetched = true;
+      received = fetch.stats.bytes_received;
+    }
+    assign_ = a;
+    stage_->reset_cache();
+    samplers_.assign(static_cast<size_t>(a.n_seq), std::nullopt);
+    next_.reset();
+    if (!a.layers.output) next_link = dial_next_stage(a);
+  } catch (const ProtocolError&) {
+    throw;
+  } catch (const std::exception& e) {
+    stage_.reset();
+    next_.reset();
+    reply_error(peer, 0, e.what());
+    return;
+  }
+  const std::string info = stage_name() + " of " + std::to_string(config_.n_layers) + ", " +
+                           std::to_string(file_->mapped_bytes() >> 20) + " MiB mapped" +
+                           (fetched ? ", " + std::to_string(received) + " bytes received (cache " +
+                                          file_->path() + ")"
+                                    : "");
+  HERD_LOG_INFO("worker: assigned ", info);
+  Ready ready{info};
+  if (next_link) {
+    ready.has_next_link = true;
+    ready.next_link = *next_link;
+    HERD_LOG_INFO("worker: link to the next stage: ", next_link->latency_s * 1e6, " us, ", next_link->bandwidth_Bps / 1e9, " GB/s");
+  }
+  listener_->send(peer, pack(ready));
+}
+
+std::string WorkerServer::resolve_model_file(const std::string& peer, const Assign& a, ShardFetch& fetch) {
+  if (!opts_.model_path.empty()) return opts_.model_path;
+  std::error_code ec;
+  const bool hint_here = !a.model_path.empty() && std::filesystem::is_regular_file(a.model_path, ec);
+  if (hint_here && a.header_bytes == 0) return a.model_path;  // a coordinator that cannot send weights
+  if (hint_here && ((file_ && file_->path() == a.model_path && file_hash_ == a.model_hash) ||
+                    (std::filesystem::file_size(a.model_path, ec) == a.file_size &&
+                     model_fingerprint(a.model_path, a.header_bytes) == a.model_hash)))
+    return a.model_path;
+  if (a.header_bytes == 0) throw std::runtime_error("no model file: start the worker with -m FILE");
+  fetch.cache = std::make_unique<WeightCache>(opts_.cache_dir.empty() ? default_cache_dir() : opts_.cache_dir,
+                                              a.model_hash);
+  fetch.source = weight_source(peer, a.session);
+  fetch.cache->ensure_header(a.file_size, a.header_bytes, *fetch.source, fetch.stats);
+  return fetch.cache->model_path();
+}
+
+void WorkerServer::open_model(const std::string& path, const Assign& a) {
+  if (!file_ || file_->path() != path) {
+    stage_.reset();
+    file_.reset();
+    model::GgufOpenOptions o;
+    o.map_all = false;
+    auto f = model::GgufFile::open(path, o);
+    file_hash_ = model_fingerprint(*f);
+    config_ = model::load_config(*f);
+    file_ = std::move(f);
+  }
+  if (a.model_hash != file_hash_)
+    throw std::runtime_error("model mismatch: this worker's " + path + " has hash " + file_hash_.substr(0, 16) +
+                             "…, the coordinator's model has " + a.model_hash.substr(0, 16) + "…");
+}
+
+void WorkerServer::check_assignment(const Assign& a) const {
+  // The wire checked the range's shape (cluster::check_layer_range); here: inside this model.
+  const int64_t L = config_.n_layers;
+  if (a.layers.first < 0 || a.layers.end <= a.layers.first || a.layers.end > L)
+    throw std::runtime_error("layer range " + std::to_string(a.layers.first) + ".." + std::to_string(a.layers.end) +
+                             " is not inside the model's 0.." + std::to_string(L));
+  if (a.layers.embedding != (a.layers.first == 0) || a.layers.output != (a.layers.end == L))
+    throw std::runtime_error("is_first/is_last disagree with the layer range");
+  if (a.n_ctx <= 0 || a.n_ctx > kMaxContext) throw std::runtime_error("context size " + std::to_string(a.n_ctx));
+  if (a.layers.output != a.next_address.empty())
+    throw std::runtime_error(a.layers.output ? "the last stage has a next address" : "no next-stage address");
+}
+
+void WorkerServer::ensure_backend(const Assign& a) {
+  if (backend_ && a.backend_isa == assign_.backend_isa && a.exact == assign_.exact) return;
+  stage_.reset();  // holds a reference to the backend
+  backend_ = make_cpu_backend(CpuBackendOptions{a.exact, a.backend_isa});
+  backend_->set_threads(opts_.threads > 0 ? opts_.threads
+                                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+}
+
+void WorkerServer::build_stage(const Assign& a, ShardFetch& fetch) {
+  const bool same = stage_ && assign_.layers.first == a.layers.first && assign_.layers.end == a.layers.end &&
+                    assign_.n_ctx == a.n_ctx && assign_.n_seq == a.n_seq && assign_.kv_type == a.kv_type;
+  if (same) return;
+  stage_.reset();
+  const auto names = model::stage_tensor_names(*file_, config_, a.layers);
+  if (fetch.cache) fetch.cache->ensure_tensors(*file_, names, *fetch.source, fetch.stats, opts_.chunk_bytes);
+  file_->map_tensors(names);
+  stage_ = std::make_unique<Stage>(config_, model::load_stage_weights(*file_, config_, a.layers), *backend_,
+                                   KvOptions{a.n_ctx, a.n_seq, a.kv_type});
+}
+
+LinkStats WorkerServer::dial_next_stage(const Assign& a) {
+  next_ = connect(a.next_address);
+  Hello h;
+  h.role = Role::Upstream;
+  h.name = opts_.name + " (" + stage_name() + ")";
+  if (auto err = next_->send(pack(h)); !err.empty()) throw std::runtime_error(err);
+  Received r = next_->recv(kNextStageHelloTimeoutMs);
+  if (r.status != RecvStatus::ok) throw std::runtime_error("no Hello from the next stage " + a.next_address + ": " +
+                                                          (r.error.empty() ? "timed out" : r.error));
+  const Hello reply = unpack<Hello>(r.msg);
+  if (reply.protocol_version != kProtocolVersion) throw std::runtime_error("next stage speaks another protocol");
+  try {
+    LinkMeasureOptions lo;
+    lo.timeout_ms = kNextStageHelloTimeoutMs;
+    return measure_link(*next_, lo);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("measuring the link to the next stage " + a.next_address + ": " + e.what());
+  }
+}
+
+}  // namespace herd
