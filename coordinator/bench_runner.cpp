@@ -211,6 +211,7 @@ std::vector<BenchResult> run_bench(ModelSession& s, const BenchParams& p,
     for (int which = 0; which < 2; ++which) {
       const bool pp = which == 0;
       if ((pp ? p.n_prompt : p.n_gen) == 0) continue;
+      if (!pp && !p.parallel.empty()) continue;  // the tg rows are the --parallel ones (x1 = this one)
       BenchResult r;
       r.n_threads = nt;
       r.n_prompt = pp ? p.n_prompt : 0;
@@ -225,21 +226,27 @@ std::vector<BenchResult> run_bench(ModelSession& s, const BenchParams& p,
       if (on_result) on_result(r);
       out.push_back(std::move(r));
     }
+    // The --parallel rows are measured in rounds (every N once per round, in order), so that the
+    // machine's drift over the run touches every row alike: their ratios are paired comparisons.
+    std::vector<BenchResult> rows;
     for (const int n_seq : p.parallel) {
       if (p.n_gen == 0) break;
-      const int groups = std::min(n_seq, p.micro_batches > 0 ? p.micro_batches : std::max(1, p.n_stages));
       BenchResult r;
       r.n_threads = nt;
       r.n_gen = p.n_gen * n_seq;
       r.n_seq = n_seq;
-      r.micro_batches = groups;
+      r.micro_batches = std::min(n_seq, p.micro_batches > 0 ? p.micro_batches : std::max(1, p.n_stages));
       r.test = "tg" + std::to_string(p.n_gen) + " x" + std::to_string(n_seq);
-      if (p.warmup) run_parallel(n_seq, groups, std::min<int64_t>(p.n_gen, 2));
-      for (int rep = 0; rep < p.reps; ++rep) {
+      if (p.warmup) run_parallel(n_seq, r.micro_batches, std::min<int64_t>(p.n_gen, 2));
+      rows.push_back(std::move(r));
+    }
+    for (int rep = 0; rep < p.reps; ++rep)
+      for (BenchResult& r : rows) {
         const auto t0 = std::chrono::steady_clock::now();
-        run_parallel(n_seq, groups, p.n_gen);
+        run_parallel(r.n_seq, r.micro_batches, p.n_gen);
         r.seconds.push_back(seconds_since(t0));
       }
+    for (BenchResult& r : rows) {
       if (on_result) on_result(r);
       out.push_back(std::move(r));
     }

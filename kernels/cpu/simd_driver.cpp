@@ -260,19 +260,52 @@ void KernelTableBackend::rmsnorm(const float* x, int64_t ldx, const float* weigh
   for (int64_t r = 0; r < n_rows; ++r) k_.rmsnorm(x + r * ldx, weight, dim, eps, out + r * ldo);
 }
 
-void KernelTableBackend::attention(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv,
-                                   const AttentionShape& s, float scale, float* out, int64_t ldo) {
+simd::AttnShape KernelTableBackend::check_attention(const AttentionShape& s, int64_t ldq, int64_t ldkv,
+                                                    int64_t ldo) const {
   if (s.n_tokens < 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0 || s.n_heads % s.n_kv_heads != 0)
     fail("attention", "bad head counts");
   if (s.n_kv < s.n_tokens) fail("attention", "n_kv " + std::to_string(s.n_kv) + " < n_tokens " + std::to_string(s.n_tokens));
   if (ldq < s.n_heads * s.head_dim || ldo < s.n_heads * s.head_dim || ldkv < s.n_kv_heads * s.head_dim)
     fail("attention", "leading dimension smaller than a row");
-  const simd::AttnShape shape{s.n_tokens, s.n_heads, s.n_kv_heads, s.head_dim, s.n_kv};
+  return {s.n_tokens, s.n_heads, s.n_kv_heads, s.head_dim, s.n_kv};
+}
+
+void KernelTableBackend::attention(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv,
+                                   const AttentionShape& s, float scale, float* out, int64_t ldo) {
+  const simd::AttnShape shape = check_attention(s, ldq, ldkv, ldo);
   pool_.parallel_for(s.n_tokens * s.n_heads, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> scores;  // reused: no heap allocation per decode step
     scores.resize(static_cast<size_t>(std::max<int64_t>(s.n_kv, 1)));
     k_.attention(q, ldq, k, v, ldkv, shape, scale, out, ldo, begin, end, scores.data());
   });
+}
+
+void KernelTableBackend::attention_rows(const float* q, int64_t ldq, const TypedRows& k, const TypedRows& v,
+                                        const AttentionShape& s, float scale, float* out, int64_t ldo) {
+  if (k.type != DType::F16 || !k_.attention_f16 || k.row_stride != v.row_stride || v.type != DType::F16) {
+    Backend::attention_rows(q, ldq, k, v, s, scale, out, ldo);
+    return;
+  }
+  if (k.row_stride % 2 != 0) fail("attention", "odd f16 row stride");
+  const auto ldkv = static_cast<int64_t>(k.row_stride / 2);
+  const simd::AttnShape shape = check_attention(s, ldq, ldkv, ldo);
+  const auto* kh = static_cast<const uint16_t*>(k.data);
+  const auto* vh = static_cast<const uint16_t*>(v.data);
+  pool_.parallel_for(s.n_tokens * s.n_heads, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> scores;
+    scores.resize(static_cast<size_t>(std::max<int64_t>(s.n_kv, 1)));
+    k_.attention_f16(q, ldq, kh, vh, ldkv, shape, scale, out, ldo, begin, end, scores.data());
+  });
+}
+
+void KernelTableBackend::store_rows(const float* x, int64_t n, int64_t ldx, int64_t cols, DType type, void* dst,
+                                    size_t dst_stride) {
+  if (type != DType::F16 || !k_.store_f16 || dst_stride < row_bytes(type, cols) || ldx < cols || n < 0) {
+    Backend::store_rows(x, n, ldx, cols, type, dst, dst_stride);
+    return;
+  }
+  auto* o = static_cast<uint8_t*>(dst);
+  for (int64_t t = 0; t < n; ++t) k_.store_f16(x + t * ldx, reinterpret_cast<uint16_t*>(o + t * dst_stride), cols);
 }
 
 void KernelTableBackend::silu_mul(const float* gate, const float* up, float* out, int64_t n) {

@@ -60,6 +60,12 @@ class KernelTableBackend : public ReferenceBackend {
                  float scale, float* out, int64_t ldo) override;
   void silu_mul(const float* gate, const float* up, float* out, int64_t n) override;
   void add(const float* a, const float* b, float* out, int64_t n) override;
+  // F16 KV rows read in place by the table's attention_f16 and written by its store_f16, where it
+  // has them (the same bits as converting first); other types as Backend does.
+  void attention_rows(const float* q, int64_t ldq, const TypedRows& k, const TypedRows& v, const AttentionShape& s,
+                      float scale, float* out, int64_t ldo) override;
+  void store_rows(const float* x, int64_t n, int64_t ldx, int64_t cols, DType type, void* dst,
+                  size_t dst_stride) override;
   // F16 / Q8_0 KV rows through the table's vector decoders (the same values as dequantize_row).
   void load_rows(const void* src, size_t src_stride, int64_t n, int64_t cols, DType type, float* dst,
                  int64_t ldd) override;
@@ -67,6 +73,8 @@ class KernelTableBackend : public ReferenceBackend {
  protected:
   // Throws std::invalid_argument("<error_prefix> <op>: <what>").
   [[noreturn]] void fail(const std::string& op, const std::string& what) const;
+  // Checks an attention call's shape and leading dimensions (fail() names the problem).
+  simd::AttnShape check_attention(const AttentionShape& s, int64_t ldq, int64_t ldkv, int64_t ldo) const;
 
   const simd::Kernels& k_;
   bool exact_;

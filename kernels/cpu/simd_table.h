@@ -113,6 +113,14 @@ struct Kernels {
   bool (*matmul_packed)(uint32_t type, const uint8_t* p, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
                         const Q8Act& a, int64_t n_tokens, float* y, int64_t ldy);
   void (*unpack_row)(uint32_t type, const uint8_t* p, int64_t cols, int64_t r, uint8_t* dst);
+
+  // Optional (x86; null in the Arm tables, where F16 KV rows are converted first): attention
+  // reading an F16 KV cache in place, the same bits as `attention` over the rows converted to f32
+  // (ldkv in elements), and the f32 -> f16 row store of the KV write (round to nearest even).
+  void (*attention_f16)(const float* q, int64_t ldq, const uint16_t* k, const uint16_t* v, int64_t ldkv,
+                        const AttnShape& s, float scale, float* out, int64_t ldo, int64_t begin, int64_t end,
+                        float* scratch);
+  void (*store_f16)(const float* x, uint16_t* dst, int64_t n);
 };
 
 }  // namespace herd::simd

@@ -21,7 +21,7 @@ namespace {
 #include "kernels/cpu/x86/float_ops.inc"
 
 constexpr Kernels kTable{"avx2", quantize_act, nullptr, matmul_q8, dequant_row, dot_f32_tokens, attention, rmsnorm, silu_mul, add,
-                         packed_bytes, repack, matmul_packed, unpack_row};
+                         packed_bytes, repack, matmul_packed, unpack_row, attention_f16, store_f16};
 }  // namespace
 
 const Kernels& kernels_avx2() { return kTable; }

@@ -24,7 +24,7 @@ namespace {
 #include "kernels/cpu/x86/float_ops.inc"
 
 constexpr Kernels kTable{"avx512", quantize_act, regroup_act, matmul_q8, dequant_row, dot_f32_tokens, attention, rmsnorm, silu_mul, add,
-                         packed_bytes, repack, matmul_packed, unpack_row};
+                         packed_bytes, repack, matmul_packed, unpack_row, attention_f16, store_f16};
 }  // namespace
 
 const Kernels& kernels_avx512() { return kTable; }
