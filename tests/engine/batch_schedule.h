@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,78 @@ inline std::vector<SeqLogits> run_together(Pipeline& p, const std::vector<SeqScr
                                                         o.logits.begin() + static_cast<std::ptrdiff_t>((r + 1) * V));
     }
     if (!pending) break;
+  }
+  return out;
+}
+
+// Micro-batches: the sequences in `groups` interleaved groups (s % groups), each group's step its
+// own batch; every group's step is submitted before any is polled, so on a cluster several
+// batches are in flight at once. Rows as run_together.
+inline std::vector<SeqLogits> run_in_flight(Pipeline& p, const std::vector<SeqScript>& scripts, int groups) {
+  const int64_t V = p.config().n_vocab;
+  std::vector<SeqLogits> out(scripts.size());
+  std::vector<size_t> next(scripts.size(), 0);
+  for (int step = 0;; ++step) {
+    std::vector<std::pair<uint64_t, std::vector<int>>> sent;  // ticket, output row -> sequence
+    bool pending = false;
+    for (int g = 0; g < groups; ++g) {
+      Batch b;
+      std::vector<int> owner;
+      for (size_t s = static_cast<size_t>(g); s < scripts.size(); s += static_cast<size_t>(groups)) {
+        const SeqScript& sc = scripts[s];
+        const auto seq = static_cast<int32_t>(s);
+        if (step == sc.join_step) {
+          b.add_run(sc.prompt.data(), static_cast<int64_t>(sc.prompt.size()), 0, seq, false);
+          owner.push_back(static_cast<int>(s));
+        } else if (step > sc.join_step && next[s] < sc.decode.size()) {
+          b.add(sc.decode[next[s]], static_cast<int32_t>(sc.prompt.size() + next[s]), seq, true);
+          ++next[s];
+          owner.push_back(static_cast<int>(s));
+        }
+        pending = pending || step < sc.join_step || next[s] < sc.decode.size();
+      }
+      if (!b.empty()) sent.push_back({p.submit(b), owner});
+    }
+    for (const auto& [ticket, owner] : sent) {
+      std::optional<BatchOutput> o;
+      while (!(o = p.poll(-1))) {
+      }
+      if (o->ticket != ticket) return {};  // out of order: the caller's comparison fails
+      for (size_t r = 0; r < owner.size(); ++r)
+        out[static_cast<size_t>(owner[r])].emplace_back(o->logits.begin() + static_cast<std::ptrdiff_t>(r * V),
+                                                         o->logits.begin() + static_cast<std::ptrdiff_t>((r + 1) * V));
+    }
+    if (!pending) break;
+  }
+  return out;
+}
+
+// Sampled generation of every prompt at once (sequence s in slot s, its own Sampler seeded
+// seed0 + s, the prompt accepted first), n_new tokens each, one batch per step: the last stage
+// samples on a cluster. Returns each sequence's tokens.
+inline std::vector<std::vector<int32_t>> sample_together(Pipeline& p, const std::vector<std::vector<int32_t>>& prompts,
+                                                         int n_new, SamplerParams params, uint64_t seed0) {
+  std::vector<Sampler> samplers;
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    params.seed = seed0 + s;
+    samplers.emplace_back(params, static_cast<int32_t>(p.config().n_vocab));
+    for (int32_t t : prompts[s]) samplers.back().accept(t);
+  }
+  std::vector<Sampler*> order;
+  for (auto& s : samplers) order.push_back(&s);
+  std::vector<std::vector<int32_t>> out(prompts.size());
+  Batch b;
+  for (size_t s = 0; s < prompts.size(); ++s)
+    b.add_run(prompts[s].data(), static_cast<int64_t>(prompts[s].size()), 0, static_cast<int32_t>(s), false);
+  for (int step = 0; step < n_new; ++step) {
+    const BatchOutput o = p.eval(b, order);
+    b.clear();
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      const int32_t t = o.tokens.at(s);
+      samplers[s].accept(t);
+      out[s].push_back(t);
+      b.add(t, static_cast<int32_t>(prompts[s].size() + out[s].size() - 1), static_cast<int32_t>(s), true);
+    }
   }
   return out;
 }

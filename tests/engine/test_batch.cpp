@@ -149,6 +149,7 @@ TEST_P(BatchInvariance, EachSequenceGetsTheLogitsItGetsAlone) {
   }
   LocalPipeline many(*f, cfg, *be, KvOptions{64, 4, c.kv}, ranges);
   EXPECT_EQ("", test::compare_bits(test::run_together(many, scripts), alone));
+  EXPECT_EQ("", test::compare_bits(test::run_in_flight(many, scripts, 2), alone)) << "two batches in flight";
   // Slot reuse: sequence 0's slot takes a new sequence from position 0 (a rewind), same bits.
   EXPECT_EQ("", test::compare_bits({test::run_alone(many, scripts[3], 0)}, {alone[3]}));
   if (c.name == "tiny-qwen2") std::filesystem::remove(path);
