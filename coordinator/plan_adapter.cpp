@@ -69,6 +69,9 @@ SplitPlan plan_split(const partition::ModelShape& shape, const WorkerSet& worker
   o.n_batch = std::min<int64_t>(512, request.n_ctx);
   o.n_prompt = std::min<int64_t>(512, request.n_ctx);
   o.act_bytes = request.act_bytes;
+  o.n_parallel = request.n_seq;
+  o.kv_type = request.kv_type;
+  o.kv_elem_bytes = partition::kv_elem_bytes(request.kv_type);
   o.keep_order = true;  // the stages follow --workers
   partition::Strategy strategy = nullptr;
   try {

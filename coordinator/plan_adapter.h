@@ -29,6 +29,8 @@ struct SplitRequest {
   std::string strategy = "optimal";  // partition/strategies.h
   int64_t n_ctx = 0;
   int64_t act_bytes = 4;             // bytes per hidden-state element between stages
+  int64_t n_seq = 1;                 // sequence slots: each stage holds n_seq KV caches of n_ctx
+  std::string kv_type = "f16";       // KV storage (partition::kv_elem_bytes)
 };
 
 struct SplitPlan {

@@ -74,6 +74,8 @@ void RemotePipeline::plan_split() {
   q.strategy = opts_.plan_strategy;
   q.n_ctx = opts_.n_ctx;
   q.act_bytes = opts_.act_dtype == WireDType::F16 ? 2 : 4;
+  q.n_seq = opts_.n_seq;
+  q.kv_type = std::string(dtype_name(opts_.kv_type));
   SplitPlan s;
   try {
     s = herd::plan_split(*shape_, workers_, measured_hops_, q);

@@ -118,7 +118,7 @@ TestMatrix make_matrix(DType t, int64_t cols, size_t bytes) {
   return m;
 }
 
-// As a stage does at load (worker/stage.cpp): the backend may keep the matrix in a faster layout,
+// As a stage does at load (engine/stage.cpp): the backend may keep the matrix in a faster layout,
 // and a stage's matmuls run on that copy, so that is what the probe must time.
 void prepare(Backend& be, TestMatrix& m) {
   WeightMatrix* w = &m.w;

@@ -124,7 +124,7 @@ class Backend {
   virtual void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, int64_t ldx, float* y,
                       int64_t ldy) = 0;
 
-  // Optional, once per stage at load (worker/stage.cpp): sets `packed` of each matrix this backend
+  // Optional, once per stage at load (engine/stage.cpp): sets `packed` of each matrix this backend
   // has a faster matmul layout for (in its current mode) to a copy in that layout, all of them in
   // one allocation (so they can share huge pages); leaves the others unchanged (the default does
   // nothing). matmul gives the same bits with or without the copy, which lives as long as any

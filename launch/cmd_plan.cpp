@@ -14,7 +14,7 @@
 namespace herd::cli {
 
 int cmd_plan(const Args& args) {
-  std::string model_path, shape, type = "Q4_K_M", cluster_path, strategy = "optimal", svg, kv_type = "f32";
+  std::string model_path, shape, type = "Q4_K_M", cluster_path, strategy = "optimal", svg, kv_type = "f16";
   int64_t n_ctx = 4096, n_parallel = 1, n_prompt = 512, n_batch = 512;
   bool compare = false, json = false;
   std::string strategy_names;
@@ -29,7 +29,7 @@ int cmd_plan(const Args& args) {
   p.add("--strategy", "S", "one of " + strategy_names, &strategy);
   p.add("-c,--ctx", "N", "context per sequence the KV cache is sized for", &n_ctx);
   p.add("--parallel", "K", "sequences in flight (KV cache each; pipeline micro-batches)", &n_parallel);
-  p.add("--kv-type", "T", "KV cache element type: f32 (herd's worker today), f16, q8_0", &kv_type);
+  p.add("--kv-type", "T", "KV cache element type: f16 (the default of run, chat and workers), f32, q8_0", &kv_type);
   p.add("--prompt", "N", "prompt length for the prefill / time-to-first-token prediction", &n_prompt);
   p.add("-b,--batch", "N", "prompt tokens per forward (scratch size)", &n_batch);
   p.add("--compare", "", "every strategy side by side", &compare);

@@ -22,7 +22,7 @@
 
 namespace herd::partition {
 
-// Kernel calls of one decoder layer in worker/stage.cpp at decode: 2 rmsnorm, 7 matmul (q, k, v,
+// Kernel calls of one decoder layer in engine/stage.cpp (the llama recipe) at decode: 2 rmsnorm, 7 matmul (q, k, v,
 // o, gate, up, down), 2 rope, 1 attention, 1 silu_mul, 2 residual adds (+3 bias adds for qwen2).
 inline constexpr int kOpsPerLayer = 15;
 inline constexpr int kOpsBiasQkv = 3;

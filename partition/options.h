@@ -9,7 +9,9 @@ namespace herd::partition {
 struct PlanOptions {
   int64_t n_ctx = 4096;          // context per sequence the KV cache is sized for
   int64_t n_parallel = 1;        // sequences in flight (each has its own KV cache; pipeline micro-batches)
-  double kv_elem_bytes = 4;      // bytes per K/V element: 4 (f32, what worker/kv_cache.h holds), 2 (f16), 1.0625 (q8_0)
+  // Bytes per K/V element: 4 (f32), 2 (f16: what `herd plan`, run, chat and workers default to),
+  // 1.0625 (q8_0). The struct keeps f32, the largest, for callers that set nothing.
+  double kv_elem_bytes = 4;
   std::string kv_type = "f32";
   int64_t n_batch = 512;         // prompt tokens per forward (scratch size)
   int64_t n_prompt = 512;        // prompt length for the time-to-first-token prediction

@@ -1,7 +1,7 @@
 // Teacher-forced replay of llama.cpp's reference logits through the Arm NEON backend, per kernel
 // table, with a minimal loop over one worker Stage (what LocalPipeline + replay_logits do for a
 // single stage: the prompt as one batch, then one token at a time), so the cross build needs only
-// model/, worker/stage and coordinator/logits_file, not the transports.
+// model/, engine/stage and coordinator/logits_file, not the transports.
 //   exact path vs stories260K (F32) and the randk Q4_K_M -deq dump (the exact math of the
 //     quantized weights): max |Δlogit| <= 1e-3 and argmax equal on every row, as for the scalar
 //     reference and test_simd_replay.cpp (what is left is f32 summation order, far below 1e-3).
