@@ -1,5 +1,7 @@
 #include "engine/stage.h"
 
+#include "common/log.h"
+
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -23,8 +25,16 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
   for (auto& l : w_.layers)
     for (WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) ms.push_back(m);
   if (w_.range.output) ms.push_back(&w_.output);
+  // Every matrix is asked for before the first batch: a type the backend lacks falls back to the
+  // host reference (backend_for), or is a clear error on a device backend, now and not mid-request.
+  std::vector<WeightMatrix*> ours;  // the matrices be_ runs (and may repack)
+  for (WeightMatrix* m : ms)
+    if (&backend_for(Op::MatMul, *m) == &be_) ours.push_back(m);
+  if (w_.range.embedding) backend_for(Op::GetRows, w_.tok_embd);
+  for (Op op : {Op::RmsNorm, Op::Rope, Op::SiluMul, Op::Add})
+    if (!be_.supports(op, DType::F32)) throw std::invalid_argument(be_.name() + " lacks an f32 activation op");
   const bool drop = w_.file_mapped;
-  be_.prepare_matmul(ms, [drop](const WeightMatrix& rows_copied) {
+  be_.prepare_matmul(ours, [drop](const WeightMatrix& rows_copied) {
     if (drop) model::release_pages(rows_copied);
   });
   if (w_.range.output && w_.tok_embd.data == w_.output.data) w_.tok_embd.packed = w_.output.packed;
@@ -32,6 +42,23 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
 
 void Stage::reset_cache() {
   for (int64_t s = 0; s < cache_.n_seq(); ++s) cache_.set_seq_len(s, 0);
+}
+
+Backend& Stage::backend_for(Op op, const WeightMatrix& w) {
+  if (be_.supports(op, w.type)) return be_;
+  // The host reference runs every op and type; only a host backend can lend it its buffers.
+  if (be_.device().kind != Device::Kind::Host)
+    throw std::invalid_argument(be_.name() + " has no " + std::string(op == Op::GetRows ? "get_rows" : "matmul") +
+                                " for " + std::string(dtype_name(w.type)) + " weights");
+  if (!fallback_) {
+    fallback_ = make_reference_backend();
+    HERD_LOG_INFO("stage: ", be_.name(), " lacks some weight types; they run on ", fallback_->name());
+  }
+  return *fallback_;
+}
+
+void Stage::matmul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy) {
+  backend_for(Op::MatMul, w).matmul(w, x, n, ldx, y, ldy);
 }
 
 float* Stage::scratch(Buffer& b, int64_t floats) {
@@ -76,7 +103,7 @@ void Stage::forward(const Batch& b, const float* hidden, float* out) {
       if (b.tokens[t] < 0 || b.tokens[t] >= c.n_vocab)
         throw std::out_of_range("token id " + std::to_string(b.tokens[t]) + " outside the vocabulary (" +
                                 std::to_string(c.n_vocab) + ")");
-    be_.get_rows(w_.tok_embd, b.tokens.data(), n, x, d);
+    backend_for(Op::GetRows, w_.tok_embd).get_rows(w_.tok_embd, b.tokens.data(), n, x, d);
   } else {
     if (!hidden) throw std::invalid_argument("Stage::forward: stage needs the hidden state");
     std::memcpy(x, hidden, sizeof(float) * n * d);
@@ -105,7 +132,7 @@ void Stage::forward(const Batch& b, const float* hidden, float* out) {
     }
   if (n_out == 0) return;
   be_.rmsnorm(x, d, w_.output_norm.data(), n_out, d, c.rms_eps, rows, d);
-  be_.matmul(w_.output, rows, n_out, d, out, c.n_vocab);
+  matmul(w_.output, rows, n_out, d, out, c.n_vocab);
 }
 
 void Stage::self_attention(int64_t il, const AttentionOptions& o) {
@@ -120,9 +147,9 @@ void Stage::self_attention(int64_t il, const AttentionOptions& o) {
   float* attn = scratch(attn_, n * qd);
 
   be_.rmsnorm(x, d, w.attn_norm.data(), n, d, c.rms_eps, cur, d);
-  be_.matmul(w.wq, cur, n, d, q, qd);
-  be_.matmul(w.wk, cur, n, d, k, kvd);
-  be_.matmul(w.wv, cur, n, d, v, kvd);
+  matmul(w.wq, cur, n, d, q, qd);
+  matmul(w.wk, cur, n, d, k, kvd);
+  matmul(w.wv, cur, n, d, v, kvd);
   if (o.qkv_bias) {
     be_.add_bias(q, n, qd, w.bq.data(), qd);
     be_.add_bias(k, n, kvd, w.bk.data(), kvd);
@@ -148,7 +175,7 @@ void Stage::self_attention(int64_t il, const AttentionOptions& o) {
     be_.attention_rows(q + r.begin * qd, qd, cache_.k(il, r.seq), cache_.v(il, r.seq), s, scale,
                        attn + r.begin * qd, qd);
   }
-  be_.matmul(w.wo, attn, n, qd, cur, d);
+  matmul(w.wo, attn, n, qd, cur, d);
   be_.add(x, cur, x, n * d);
 }
 
@@ -161,10 +188,10 @@ void Stage::swiglu_ffn(int64_t il) {
   float* gate = scratch(gate_, n * c.n_ff);
   float* up = scratch(up_, n * c.n_ff);
   be_.rmsnorm(x, d, w.ffn_norm.data(), n, d, c.rms_eps, cur, d);
-  be_.matmul(w.w_gate, cur, n, d, gate, c.n_ff);
-  be_.matmul(w.w_up, cur, n, d, up, c.n_ff);
+  matmul(w.w_gate, cur, n, d, gate, c.n_ff);
+  matmul(w.w_up, cur, n, d, up, c.n_ff);
   be_.silu_mul(gate, up, gate, n * c.n_ff);
-  be_.matmul(w.w_down, gate, n, c.n_ff, cur, d);
+  matmul(w.w_down, gate, n, c.n_ff, cur, d);
   be_.add(x, cur, x, n * d);
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "engine/batch.h"
@@ -60,10 +61,15 @@ class Stage {
 
  private:
   float* scratch(Buffer& b, int64_t floats);
+  // The backend that runs `op` on w: ours when it supports(op, w.type), else the host reference
+  // (made once); throws std::invalid_argument when ours is a device backend that lacks it.
+  Backend& backend_for(Op op, const WeightMatrix& w);
+  void matmul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy);
 
   model::ModelConfig config_;
   model::StageWeights w_;
   Backend& be_;
+  std::unique_ptr<Backend> fallback_;  // the host reference, for weight types be_ lacks
   LayerRecipe recipe_;
   KvCache cache_;
   // The batch being evaluated (valid during forward).
