@@ -262,5 +262,28 @@ TEST(Bench, TableByDefaultAndUsageErrors) {
   EXPECT_EQ(herd({"bench", "-m", model_path("stories260K.gguf"), "-r", "0"}).exit_code, 2);
 }
 
+// --parallel: one tg row per sequence count (aggregate tokens: N x n_gen), the x1 row replacing the
+// plain tg row; bad counts are usage errors.
+TEST(Bench, ParallelRowsOnePerSequenceCount) {
+  auto r = herd({"bench", "-m", model_path("stories260K.gguf"), "-p", "0", "-n", "3", "-r", "1", "--parallel", "1,3",
+                 "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string line;
+  std::vector<std::string> rows;
+  while (std::getline(lines, line))
+    if (!line.empty()) rows.push_back(line);
+  ASSERT_EQ(rows.size(), 2u) << r.out;
+  EXPECT_NE(rows[0].find("\"test\": \"tg3 x1\""), std::string::npos) << rows[0];
+  EXPECT_NE(rows[0].find("\"n_gen\": 3,"), std::string::npos) << rows[0];
+  EXPECT_NE(rows[0].find("\"n_seq\": 1,"), std::string::npos) << rows[0];
+  EXPECT_NE(rows[1].find("\"test\": \"tg3 x3\""), std::string::npos) << rows[1];
+  EXPECT_NE(rows[1].find("\"n_gen\": 9,"), std::string::npos) << rows[1];
+  EXPECT_NE(rows[1].find("\"n_seq\": 3,"), std::string::npos) << rows[1];
+  EXPECT_EQ(herd({"bench", "-m", model_path("stories260K.gguf"), "--parallel", "0"}).exit_code, 2);
+  EXPECT_EQ(herd({"bench", "-m", model_path("stories260K.gguf"), "--parallel", "2,x"}).exit_code, 2);
+  EXPECT_EQ(herd({"bench", "-m", model_path("stories260K.gguf"), "--kv-type", "f8"}).exit_code, 1);
+}
+
 }  // namespace
 }  // namespace herd::test
