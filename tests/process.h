@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -80,6 +81,16 @@ inline ProcessResult run_process(const std::vector<std::string>& argv, double ti
   std::remove(in_path.c_str());
   rmdir(dir.c_str());
   return r;
+}
+
+// The first executable `mpirun` on $PATH; "" when there is none.
+inline std::string find_mpirun() {
+  const char* path = std::getenv("PATH");
+  std::stringstream ss(path ? path : "/usr/bin:/bin");
+  std::string dir;
+  while (std::getline(ss, dir, ':'))
+    if (!dir.empty() && access((dir + "/mpirun").c_str(), X_OK) == 0) return dir + "/mpirun";
+  return "";
 }
 
 }  // namespace herd::test

@@ -58,39 +58,6 @@ inline SeqLogits run_alone(Pipeline& p, const SeqScript& sc, int32_t seq = 0) {
   return rows;
 }
 
-// All scripts together, sequence s in slot s, a batch per step.
-inline std::vector<SeqLogits> run_together(Pipeline& p, const std::vector<SeqScript>& scripts) {
-  const int64_t V = p.config().n_vocab;
-  std::vector<SeqLogits> out(scripts.size());
-  std::vector<size_t> next(scripts.size(), 0);
-  for (int step = 0;; ++step) {
-    Batch b;
-    std::vector<int> owner;  // output row -> sequence
-    bool pending = false;
-    for (size_t s = 0; s < scripts.size(); ++s) {
-      const SeqScript& sc = scripts[s];
-      const auto seq = static_cast<int32_t>(s);
-      if (step == sc.join_step) {
-        b.add_run(sc.prompt.data(), static_cast<int64_t>(sc.prompt.size()), 0, seq, false);
-        owner.push_back(static_cast<int>(s));
-      } else if (step > sc.join_step && next[s] < sc.decode.size()) {
-        b.add(sc.decode[next[s]], static_cast<int32_t>(sc.prompt.size() + next[s]), seq, true);
-        ++next[s];
-        owner.push_back(static_cast<int>(s));
-      }
-      pending = pending || step < sc.join_step || next[s] < sc.decode.size();
-    }
-    if (!b.empty()) {
-      const BatchOutput o = p.eval(b);
-      for (size_t r = 0; r < owner.size(); ++r)
-        out[static_cast<size_t>(owner[r])].emplace_back(o.logits.begin() + static_cast<std::ptrdiff_t>(r * V),
-                                                        o.logits.begin() + static_cast<std::ptrdiff_t>((r + 1) * V));
-    }
-    if (!pending) break;
-  }
-  return out;
-}
-
 // Micro-batches: the sequences in `groups` interleaved groups (s % groups), each group's step its
 // own batch; every group's step is submitted before any is polled, so on a cluster several
 // batches are in flight at once. Rows as run_together.
@@ -161,6 +128,11 @@ inline std::vector<std::vector<int32_t>> sample_together(Pipeline& p, const std:
     }
   }
   return out;
+}
+
+// All scripts together, sequence s in slot s, one batch per step.
+inline std::vector<SeqLogits> run_together(Pipeline& p, const std::vector<SeqScript>& scripts) {
+  return run_in_flight(p, scripts, 1);
 }
 
 // "" when every row is bit-identical, else the first difference.

@@ -71,15 +71,6 @@ TEST(CommProcesses, KilledRankIsAnErrorForTheOthersWithinSeconds) {
   }
 }
 
-std::string find_mpirun() {
-  const char* path = std::getenv("PATH");
-  std::stringstream ss(path ? path : "/usr/bin:/bin");
-  std::string dir;
-  while (std::getline(ss, dir, ':'))
-    if (!dir.empty() && access((dir + "/mpirun").c_str(), X_OK) == 0) return dir + "/mpirun";
-  return "";
-}
-
 TEST(CommMpi, MpirunOn2To4RanksPassesEveryCheck) {
   const std::string mpirun = find_mpirun();
   if (mpirun.empty()) GTEST_SKIP() << "mpirun is not installed (apt-get install openmpi-bin libopenmpi-dev)";

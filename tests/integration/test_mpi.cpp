@@ -14,15 +14,6 @@
 namespace herd::test {
 namespace {
 
-std::string find_mpirun() {
-  const char* path = std::getenv("PATH");
-  std::stringstream ss(path ? path : "/usr/bin:/bin");
-  std::string dir;
-  while (std::getline(ss, dir, ':'))
-    if (!dir.empty() && access((dir + "/mpirun").c_str(), X_OK) == 0) return dir + "/mpirun";
-  return "";
-}
-
 class Mpi : public ::testing::Test {
  protected:
   void SetUp() override {

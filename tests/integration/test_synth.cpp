@@ -218,15 +218,20 @@ TEST(Synth, UsageErrors) {
   EXPECT_NE(r.out.find("--vocab-from"), std::string::npos);
 }
 
-// One JSON object per line; checks the structure (keys and value kinds), never the timings.
-TEST(Bench, JsonRowsHaveTheExpectedKeys) {
-  auto r = herd({"bench", "-m", model_path("stories260K.gguf"), "-p", "8", "-n", "4", "-r", "2", "-t", "1,2", "--json"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  std::istringstream lines(r.out);
+std::vector<std::string> non_empty_lines(const std::string& text) {
+  std::istringstream lines(text);
   std::string line;
   std::vector<std::string> rows;
   while (std::getline(lines, line))
     if (!line.empty()) rows.push_back(line);
+  return rows;
+}
+
+// One JSON object per line; checks the structure (keys and value kinds), never the timings.
+TEST(Bench, JsonRowsHaveTheExpectedKeys) {
+  auto r = herd({"bench", "-m", model_path("stories260K.gguf"), "-p", "8", "-n", "4", "-r", "2", "-t", "1,2", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::string> rows = non_empty_lines(r.out);
   ASSERT_EQ(rows.size(), 4u) << r.out;  // {1, 2} threads x {pp8, tg4}
   const char* tests[] = {"\"test\": \"pp8\"", "\"test\": \"tg4\"", "\"test\": \"pp8\"", "\"test\": \"tg4\""};
   const char* threads[] = {"\"n_threads\": 1,", "\"n_threads\": 1,", "\"n_threads\": 2,", "\"n_threads\": 2,"};
@@ -268,11 +273,7 @@ TEST(Bench, ParallelRowsOnePerSequenceCount) {
   auto r = herd({"bench", "-m", model_path("stories260K.gguf"), "-p", "0", "-n", "3", "-r", "1", "--parallel", "1,3",
                  "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  std::istringstream lines(r.out);
-  std::string line;
-  std::vector<std::string> rows;
-  while (std::getline(lines, line))
-    if (!line.empty()) rows.push_back(line);
+  const std::vector<std::string> rows = non_empty_lines(r.out);
   ASSERT_EQ(rows.size(), 2u) << r.out;
   EXPECT_NE(rows[0].find("\"test\": \"tg3 x1\""), std::string::npos) << rows[0];
   EXPECT_NE(rows[0].find("\"n_gen\": 3,"), std::string::npos) << rows[0];
