@@ -247,7 +247,12 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
     if (f.sample) {
       std::vector<int32_t> tokens;
       try {
-        for (int64_t r = 0; r < rows; ++r) tokens.push_back(sample(f, r, dst + r * config_.n_vocab));
+        int64_t r = 0;
+        for (size_t i = 0; i < f.logits.size(); ++i)
+          if (f.logits[i]) {
+            tokens.push_back(sample(f.seq[i], f.samples[static_cast<size_t>(r)], dst + r * config_.n_vocab));
+            ++r;
+          }
       } catch (const std::exception& e) {
         send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": cannot sample: " + e.what()}));
         return;
@@ -273,16 +278,7 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
                                                          assign_.next_address + ": " + err}));
 }
 
-int32_t WorkerServer::sample(const Forward& f, int64_t row, const float* logits) {
-  // The r-th output row's sequence.
-  int64_t seen = -1;
-  int32_t seq = -1;
-  for (size_t i = 0; i < f.logits.size() && seen < row; ++i)
-    if (f.logits[i]) {
-      ++seen;
-      seq = f.seq[i];
-    }
-  const SampleSpec& s = f.samples[static_cast<size_t>(row)];
+int32_t WorkerServer::sample(int32_t seq, const SampleSpec& s, const float* logits) {
   std::optional<Sampler>& sampler = samplers_[static_cast<size_t>(seq)];
   if (s.reset) {
     // Bounded before the Sampler reserves its window (a peer's number is not a size to allocate).

@@ -87,9 +87,9 @@ class WorkerServer {
   void on_forward(const std::string& peer, const transport::Message& m);
   // Weight transfer from the coordinator `peer` during an Assign (worker/weight_cache.h).
   WeightSource weight_source(const std::string& peer, uint64_t session);
-  // Samples output row `row` of `f` (logits [n_vocab]) with its sequence's sampler (rebuilt when
-  // the spec says reset) and accepts the token into that sampler's window.
-  int32_t sample(const cluster::Forward& f, int64_t row, const float* logits);
+  // Samples one output row (logits [n_vocab]) of sequence `seq` with that slot's sampler (rebuilt
+  // when the spec says reset) and accepts the token into the sampler's window.
+  int32_t sample(int32_t seq, const cluster::SampleSpec& s, const float* logits);
   void reply_error(const std::string& peer, uint64_t request_id, const std::string& message);
   void send_to_coordinator(transport::Message m);
   std::string stage_name() const;
