@@ -7,9 +7,9 @@
 #   2. two `herd worker` processes (-t 1 each, one stage each) with 8 sequences in 2 micro-batches,
 #      against one process with the same 8 sequences on 1 and on 2 threads, alternating. The default
 #      split gives the last stage fewer layers: it also runs the output projection, about a third
-#      of an 8-sequence step on this shape.
+#      of an 8-sequence step on this shape (0-8,9-11 measured best of 0-5/0-7/0-8).
 #
-#   bench/parallel.sh HERD_BIN [--cache DIR] [-n 64] [-r 7] [--rounds 3] [--split 0-7,8-11]
+#   bench/parallel.sh HERD_BIN [--cache DIR] [-n 64] [-r 7] [--rounds 3] [--split 0-8,9-11]
 #
 # Prints each round's rates and ratios, then the medians over the rounds.
 set -euo pipefail
@@ -18,7 +18,7 @@ usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 [[ $# -ge 1 ]] || usage
 [[ "$1" == -h || "$1" == --help ]] && usage 0
 HERD=$(realpath "$1"); shift
-CACHE=${HOME:-/tmp}/.cache/herd/synth N=64 R=7 ROUNDS=3 SPLIT=0-7,8-11
+CACHE=${HOME:-/tmp}/.cache/herd/synth N=64 R=7 ROUNDS=3 SPLIT=0-8,9-11
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --cache) CACHE=$2; shift 2 ;;
