@@ -14,7 +14,10 @@ using Clock = std::chrono::steady_clock;
 
 // Message types of the ring (outside protocol.h's MsgType range: a worker's listener never
 // mistakes one for its own protocol).
-constexpr uint16_t kRingHello = 0xC101, kRingData = 0xC102, kRingAbort = 0xC103;
+constexpr uint16_t kRingHello = 0xC101, kRingData = 0xC102, kRingAbort = 0xC103, kRingBye = 0xC104,
+                   kRingByeAck = 0xC105;
+// How long a closing rank waits for its neighbours' goodbyes (ring_comm.h, ~RingComm).
+constexpr int kCloseWaitMs = 2000;
 // Phases: which collective (and which leg of the all-reduce) a data message belongs to.
 constexpr uint32_t kPhaseHello = 1, kPhaseReduce = 2, kPhaseResult = 3, kPhaseGather = 4, kPhaseBcast = 5;
 constexpr size_t kMaxAbortText = 1024;
@@ -85,7 +88,30 @@ RingComm::RingComm(int rank, int size, std::unique_ptr<transport::Listener> list
                    std::unique_ptr<transport::Link> next, std::string prev_peer)
     : rank_(rank), size_(size), listener_(std::move(listener)), next_(std::move(next)), prev_peer_(std::move(prev_peer)) {}
 
-RingComm::~RingComm() = default;
+RingComm::~RingComm() {
+  if (broken_.empty() && size_ > 1 && next_ && listener_) close_handshake();
+}
+
+void RingComm::close_handshake() {
+  transport::Message bye;
+  bye.type = kRingBye;
+  if (!next_->send(bye).empty()) return;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(kCloseWaitMs);
+  bool prev_said_bye = false, next_got_all = false;
+  while ((!prev_said_bye || !next_got_all) && Clock::now() < deadline) {
+    // The predecessor's Bye comes after all its data: answer it, so it may close.
+    const transport::Received r = listener_->recv(std::min(remaining_ms(deadline), 10));
+    if (r.status == transport::RecvStatus::ok && r.peer == prev_peer_ && r.msg.type == kRingBye) {
+      transport::Message ack;
+      ack.type = kRingByeAck;
+      (void)listener_->send(prev_peer_, ack);
+      prev_said_bye = true;
+    }
+    const transport::Received a = next_->recv(0);
+    if (a.status == transport::RecvStatus::ok && a.msg.type == kRingByeAck) next_got_all = true;
+    if (a.status == transport::RecvStatus::closed) next_got_all = true;  // it is gone: nothing to wait for
+  }
+}
 
 std::string RingComm::begin() {
   ++seq_;
@@ -104,13 +130,15 @@ std::string RingComm::fail(std::string why) {
   return broken_;
 }
 
-std::string RingComm::poll_next() {
+std::string RingComm::poll_next(bool* closed) {
   if (!next_) return {};
   transport::Received r = next_->recv(0);
   const std::string who = "successor rank " + std::to_string((rank_ + 1) % size_);
   switch (r.status) {
     case transport::RecvStatus::timeout: return {};
-    case transport::RecvStatus::closed: return who + " is gone (" + r.error + ")";
+    case transport::RecvStatus::closed:
+      if (closed) *closed = true;
+      return who + " is gone (" + r.error + ")";
     case transport::RecvStatus::malformed: return who + " sent a malformed message (" + r.error + ")";
     case transport::RecvStatus::ok:
       if (r.msg.type == kRingAbort) return who + " aborted: " + r.msg.payload.substr(0, kMaxAbortText);
@@ -121,12 +149,17 @@ std::string RingComm::poll_next() {
 
 // Waits for the next data message from the predecessor (at most timeout_ms) and checks it as a
 // chunk of this collective. Also watches the successor link at least every kPollNextEvery.
-std::string RingComm::recv_data(Header* h, std::string* out) {
+std::string RingComm::recv_data(Header* h, std::string* out, bool successor_needed) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms());
   auto next_poll = Clock::now() + kPollNextEvery;
+  bool successor_finished = false;  // closed after this rank's last send to it: it is done, not dead
   while (true) {
-    if (Clock::now() >= next_poll) {
-      if (auto e = poll_next(); !e.empty()) return fail(e);
+    if (!successor_finished && Clock::now() >= next_poll) {
+      bool closed = false;
+      if (auto e = poll_next(&closed); !e.empty()) {
+        if (successor_needed || !closed) return fail(e);
+        successor_finished = true;
+      }
       next_poll = Clock::now() + kPollNextEvery;
     }
     const int wait = std::min<int>(remaining_ms(deadline), static_cast<int>(kPollNextEvery.count()));
@@ -140,7 +173,7 @@ std::string RingComm::recv_data(Header* h, std::string* out) {
     if (r.status == transport::RecvStatus::malformed) return fail(prev_name() + " sent a malformed message (" + r.error + ")");
     if (r.status == transport::RecvStatus::closed) return fail(prev_name() + " is gone (" + r.error + ")");
     if (Clock::now() >= deadline) {
-      if (auto e = poll_next(); !e.empty()) return fail(e);
+      if (auto e = successor_finished ? std::string() : poll_next(); !e.empty()) return fail(e);
       return fail("timed out after " + std::to_string(timeout_ms()) + " ms waiting for " + prev_name());
     }
   }
@@ -156,9 +189,10 @@ std::string RingComm::unexpected(const Header& h, const std::string& expected) {
   return fail(prev_name() + " sent {" + h.describe() + "}, expected " + expected);
 }
 
-std::string RingComm::recv_chunk(uint32_t phase, uint64_t index, uint32_t origin, size_t count, std::string* out) {
+std::string RingComm::recv_chunk(uint32_t phase, uint64_t index, uint32_t origin, size_t count, std::string* out,
+                                 bool successor_needed) {
   Header h;
-  if (auto e = recv_data(&h, out); !e.empty()) return e;
+  if (auto e = recv_data(&h, out, successor_needed); !e.empty()) return e;
   if (!matches(h, phase, index, origin, count))
     return unexpected(h, "phase " + std::to_string(phase) + " chunk " + std::to_string(index) + " origin " +
                              std::to_string(origin) + " count " + std::to_string(count));
@@ -199,7 +233,9 @@ std::string RingComm::all_reduce_sum(float* data, size_t n) {
     for (size_t back = 0; back < K; ++back) {
       for (; started < K && started < back + window; ++started)
         if (auto e = send_chunk(kPhaseReduce, started, 0, data + off(started), len(started)); !e.empty()) return e;
-      if (auto e = recv_chunk(kPhaseResult, back, last, len(back), &bytes); !e.empty()) return e;
+      // With 2 ranks the results are not passed on: once every chain is started, rank 1 may finish.
+      if (auto e = recv_chunk(kPhaseResult, back, last, len(back), &bytes, started < K || size_ > 2); !e.empty())
+        return e;
       std::memcpy(data + off(back), bytes.data(), bytes.size());
       if (size_ > 2)
         if (auto e = send_chunk_bytes(kPhaseResult, back, last, std::move(bytes)); !e.empty()) return e;
@@ -225,7 +261,7 @@ std::string RingComm::all_reduce_sum(float* data, size_t n) {
   size_t reduced = 0, resulted = 0;
   while (reduced < K || resulted < K) {
     Header h;
-    if (auto e = recv_data(&h, &bytes); !e.empty()) return e;
+    if (auto e = recv_data(&h, &bytes, reduced < K || forward_result); !e.empty()) return e;
     if (reduced < K && matches(h, kPhaseReduce, reduced, rank_ - 1, len(reduced))) {
       float* p = reinterpret_cast<float*>(bytes.data());
       const float* x = data + off(reduced);
@@ -258,7 +294,8 @@ std::string RingComm::all_gather(const float* in, size_t n, float* out) {
     for (size_t k = 0; k < K; ++k) {
       const size_t o = k * C, l = std::min(C, n - o);
       if (auto e = send_chunk(kPhaseGather, k, sb, out + sb * n + o, l); !e.empty()) return e;
-      if (auto e = recv_chunk(kPhaseGather, k, rb, l, &bytes); !e.empty()) return e;
+      const bool more_sends = s < size_ - 2 || k + 1 < K;
+      if (auto e = recv_chunk(kPhaseGather, k, rb, l, &bytes, more_sends); !e.empty()) return e;
       std::memcpy(out + rb * n + o, bytes.data(), bytes.size());
     }
   }
@@ -281,7 +318,7 @@ std::string RingComm::broadcast(float* data, size_t n, int root) {
   const bool forward = (rank_ + 1) % size_ != root;
   std::string bytes;
   for (size_t k = 0; k < K; ++k) {
-    if (auto e = recv_chunk(kPhaseBcast, k, origin, std::min(C, n - k * C), &bytes); !e.empty()) return e;
+    if (auto e = recv_chunk(kPhaseBcast, k, origin, std::min(C, n - k * C), &bytes, forward); !e.empty()) return e;
     std::memcpy(data + k * C, bytes.data(), bytes.size());
     if (forward)
       if (auto e = send_chunk_bytes(kPhaseBcast, k, origin, std::move(bytes)); !e.empty()) return e;

@@ -45,6 +45,9 @@ class RingComm : public Comm {
   // Use make_ring_comm. Takes the bound listener and the link to the successor, after the handshake.
   RingComm(int rank, int size, std::unique_ptr<transport::Listener> listener, std::unique_ptr<transport::Link> next,
            std::string prev_peer);
+  // Closes gracefully (bounded by 2 s): links drop what is still queued when they close, so a rank
+  // says Bye to its successor after its last data and waits for the successor's acknowledgement
+  // (and answers its predecessor's Bye) before its links go. A broken comm just closes.
   ~RingComm() override;
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -58,16 +61,21 @@ class RingComm : public Comm {
  private:
   // The next data message from the predecessor, checked as a chunk of this collective (waits at
   // most timeout_ms); recv_chunk also checks it is exactly the chunk expected.
-  std::string recv_data(Header* h, std::string* out);
-  std::string recv_chunk(uint32_t phase, uint64_t index, uint32_t origin, size_t count, std::string* out);
+  // successor_needed: false once this rank sends nothing more to its successor in this collective;
+  // the successor may then finish and close its link without that being an error here.
+  std::string recv_data(Header* h, std::string* out, bool successor_needed = true);
+  std::string recv_chunk(uint32_t phase, uint64_t index, uint32_t origin, size_t count, std::string* out,
+                         bool successor_needed = true);
   static bool matches(const Header& h, uint32_t phase, uint64_t index, uint32_t origin, size_t count);
   std::string unexpected(const Header& h, const std::string& expected);
   std::string prev_name() const;
   std::string send_chunk(uint32_t phase, uint32_t index, uint32_t origin, const float* src, size_t count);
   std::string send_chunk_bytes(uint32_t phase, uint32_t index, uint32_t origin, std::string bytes);
-  std::string poll_next();  // "" or why the successor side failed (closed, Abort, junk)
+  // "" or why the successor side failed (closed, Abort, junk); *closed: it was a lost connection.
+  std::string poll_next(bool* closed = nullptr);
   std::string fail(std::string why);  // breaks the comm, tells both neighbours, returns why
   std::string begin();               // a new collective: "" or the error that broke this comm
+  void close_handshake();
 
   int rank_, size_;
   std::unique_ptr<transport::Listener> listener_;  // from the predecessor
