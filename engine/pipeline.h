@@ -63,7 +63,7 @@ class Pipeline {
   // A lost or failing worker is a std::runtime_error (RemotePipeline).
   std::optional<BatchOutput> poll(int timeout_ms);
   size_t in_flight() const { return tickets_.size(); }
-  // submit + wait (for every batch in flight, then this one).
+  // submit + wait: polls every batch in flight before this one (dropping their outputs), then it.
   BatchOutput eval(const Batch& b, std::span<Sampler* const> samplers = {});
 
   // One sequence (slot 0) at a time, the single-stream conveniences: n tokens at positions pos0..;

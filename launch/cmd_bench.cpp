@@ -76,11 +76,11 @@ int cmd_bench(const Args& args) {
   p.add("--workers", "HOST:PORT,...", "run on `herd worker` processes, one stage each (tg: the last stage samples)",
         &workers);
   p.add("--act-dtype", "f32|f16", "activations between workers", &act_dtype);
-  p.add("--parallel", "N,...", "also run tg with N sequences decoding together (one batch row each per step; "
-        "aggregate t/s), e.g. 1,2,4,8", &parallel);
+  p.add("--parallel", "N,...", "run tg as N sequences decoding together instead (one batch row each per step; "
+        "aggregate t/s; every N once per round, so their ratios are paired), e.g. 1,2,4,8", &parallel);
   p.add("--micro-batches", "M", "with --parallel: groups of sequences in flight at once (0 = one per pipeline "
         "stage, so every stage has work)", &micro_batches);
-  p.add("--kv-type", "f32|f16|q8_0", "KV cache storage (default f16)", &kv_type);
+  p.add("--kv-type", "f32|f16|q8_0", "KV cache storage", &kv_type);
   p.add("--no-warmup", "", "skip the untimed warm-up run of each test", &no_warmup);
   p.add("--json", "", "JSON lines on stdout (keys: model, model_size, model_n_params, backend, n_threads, test, "
         "n_prompt, n_gen, samples_ns, samples_ts, median_ts, spread_ts, ...)", &json);

@@ -24,10 +24,10 @@ inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_defa
   p.add("-c,--ctx-size", "N", "context size in tokens (0 = min(training context, 4096))", &o.session.n_ctx);
   p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &o.session.n_threads);
   p.add("--kv-type", "f32|f16|q8_0",
-        std::string("KV cache storage (default ") + kv_default +
-            (std::string(kv_default) == "f32" ? ", as llama.cpp's reference dumps were made; f16 halves the cache, "
-                                                "q8_0 quarters it)"
-                                              : "; f32 doubles the cache's memory, q8_0 halves it)"),
+        std::string(kv_default) == "f32"
+            ? "KV cache storage (f32 here: llama.cpp's reference dumps were made with an f32 cache; f16 halves "
+              "the cache, q8_0 quarters it)"
+            : "KV cache storage (f32 doubles the cache's memory, q8_0 halves it)",
         &o.session.kv_type);
   p.add("--split", "A-B,C-D", "run the layers as in-process stages, e.g. 0-1,2-4 (same math as a cluster split)",
         &o.session.split);
