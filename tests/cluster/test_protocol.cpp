@@ -9,17 +9,13 @@
 #include "cluster/protocol.h"
 #include "transport/crc32.h"
 #include "cluster/sha256.h"
+#include "tests/cluster/round_trip.h"
 
 namespace herd::cluster {
 namespace {
 
 using namespace transport;
 
-template <typename T>
-T round_trip(const T& body, std::vector<Tensor> tensors = {}) {
-  Message m = decode_frames(encode_frames(pack(body, std::move(tensors))));
-  return unpack<T>(m);
-}
 
 Tensor f32_tensor(std::vector<int64_t> shape) {
   Tensor t;

@@ -10,6 +10,7 @@
 #include "transport/inproc_link.h"
 #include "cluster/link_measure.h"
 #include "cluster/protocol.h"
+#include "tests/cluster/round_trip.h"
 
 namespace herd::cluster {
 
@@ -41,11 +42,6 @@ namespace {
 
 using namespace transport;
 
-template <typename T>
-T round_trip(const T& body, std::vector<Tensor> tensors = {}) {
-  Message m = decode_frames(encode_frames(pack(body, std::move(tensors))));
-  return unpack<T>(m);
-}
 
 WorkerProfile full_profile() {
   WorkerProfile p;
