@@ -51,17 +51,21 @@ TEST(SimdMatmulIsa, Avx2AndAvx512Identical) {
 // per Q4_0 block, 544 per Q8_0 block, 2368 per Q4_K super-block), owning its memory; other types,
 // and the exact mode, keep the row layout. The numerics of the packed kernels
 // are checked above (FastPathWithinActivationQuantizationBound and BitIdentical... run them).
-TEST(SimdMatmulPacked, PrepareRepacksQ4_0Q8_0AndQ4_KOnly) {
+TEST(SimdMatmulPacked, PrepareRepacksQ4_0Q8_0Q4_KAndQ6_KOnly) {
   for (const char* isa : {"avx2", "avx512"}) {
     if (!cpu_supports_isa(isa)) continue;
     for (const auto& d : kDTypes) {
       const Matrix m = make_matrix(d.type, 37, cols_for(d.type), 15);
       const WeightMatrix w = prepared(isa, m);
       EXPECT_EQ(w.data, m.view().data);
-      const bool packs = d.type == DType::Q4_0 || d.type == DType::Q8_0 || d.type == DType::Q4_K;
+      const bool packs =
+          d.type == DType::Q4_0 || d.type == DType::Q8_0 || d.type == DType::Q4_K || d.type == DType::Q6_K;
       ASSERT_EQ(w.packed.data != nullptr, packs) << isa << " " << d.name;
       if (packs) {
-        const size_t group_block = d.type == DType::Q4_0 ? 288 : d.type == DType::Q8_0 ? 544 : 2368;
+        const size_t group_block = d.type == DType::Q4_0   ? 288
+                                   : d.type == DType::Q8_0 ? 544
+                                   : d.type == DType::Q4_K ? 2368
+                                                           : 3360;
         EXPECT_EQ(w.packed.size, 3u * static_cast<size_t>(m.cols / block_size(d.type)) * group_block) << d.name;
         EXPECT_EQ(reinterpret_cast<uintptr_t>(w.packed.data) % 64, 0u);
         EXPECT_NE(w.packed.storage, nullptr);
@@ -80,7 +84,7 @@ TEST(SimdMatmulPacked, PrepareRepacksQ4_0Q8_0AndQ4_KOnly) {
 TEST(SimdMatmulPacked, GetRowsReadsThePackedCopyExactly) {
   for (const char* isa : {"avx2", "avx512"}) {
     if (!cpu_supports_isa(isa)) continue;
-    for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q4_1}) {
+    for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::Q4_1}) {
       const Matrix m = make_matrix(t, 37, cols_for(t), 16);
       const int32_t ids[] = {0, 15, 16, 36, 7};
       std::vector<float> ref(5 * m.cols), got(5 * m.cols, -1.0f);
