@@ -1,6 +1,7 @@
 #include "engine/batch.h"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace herd {
 
@@ -25,7 +26,11 @@ void Batch::add_run(const int32_t* toks, int64_t n, int32_t pos0, int32_t seq_id
 
 int64_t Batch::n_outputs() const { return std::count(logits.begin(), logits.end(), uint8_t{1}); }
 
-std::string batch_runs(const Batch& b, int64_t n_seq, int64_t n_ctx, std::vector<SeqRun>& runs) {
+namespace {
+
+// batch_runs, also saying whether the problem is a position past the context (std::out_of_range
+// for require_runs) rather than a malformed batch.
+std::string find_runs(const Batch& b, int64_t n_seq, int64_t n_ctx, std::vector<SeqRun>& runs, bool* context_full) {
   runs.clear();
   const size_t n = b.pos.size();
   if (n == 0) return "empty batch";
@@ -36,9 +41,12 @@ std::string batch_runs(const Batch& b, int64_t n_seq, int64_t n_ctx, std::vector
     if (s < 0 || s >= n_seq)
       return "sequence id " + std::to_string(s) + " outside 0.." + std::to_string(n_seq - 1) +
              " (raise --parallel for more sequences)";
-    if (p < 0 || p >= n_ctx)
+    if (p < 0) return "position " + std::to_string(p) + " of sequence " + std::to_string(s) + " is negative";
+    if (p >= n_ctx) {
+      *context_full = true;
       return "context full: position " + std::to_string(p) + " of sequence " + std::to_string(s) +
              " exceeds the context size " + std::to_string(n_ctx);
+    }
     if (b.logits[i] > 1) return "logits flag must be 0 or 1";
     if (!runs.empty() && runs.back().seq == s) {
       if (p != runs.back().pos0 + runs.back().size())
@@ -51,6 +59,21 @@ std::string batch_runs(const Batch& b, int64_t n_seq, int64_t n_ctx, std::vector
     runs.push_back({s, static_cast<int64_t>(i), static_cast<int64_t>(i) + 1, p});
   }
   return "";
+}
+
+}  // namespace
+
+std::string batch_runs(const Batch& b, int64_t n_seq, int64_t n_ctx, std::vector<SeqRun>& runs) {
+  bool context_full = false;
+  return find_runs(b, n_seq, n_ctx, runs, &context_full);
+}
+
+void require_runs(const Batch& b, int64_t n_seq, int64_t n_ctx, std::vector<SeqRun>& runs) {
+  bool context_full = false;
+  std::string err = find_runs(b, n_seq, n_ctx, runs, &context_full);
+  if (err.empty()) return;
+  if (context_full) throw std::out_of_range(err);
+  throw std::invalid_argument(err);
 }
 
 }  // namespace herd

@@ -38,5 +38,8 @@ struct SeqRun {
 // sequence id outside [0, n_seq), a position outside [0, n_ctx), positions of a run not
 // consecutive, a sequence in two runs, no rows).
 std::string batch_runs(const Batch& b, int64_t n_seq, int64_t n_ctx, std::vector<SeqRun>& runs);
+// The same, throwing: std::out_of_range for a position past the context, std::invalid_argument
+// for any other problem.
+void require_runs(const Batch& b, int64_t n_seq, int64_t n_ctx, std::vector<SeqRun>& runs);
 
 }  // namespace herd

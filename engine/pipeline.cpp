@@ -11,10 +11,7 @@ namespace herd {
 uint64_t Pipeline::submit(const Batch& b, std::span<Sampler* const> samplers) {
   if (seq_tokens_.size() != static_cast<size_t>(n_seq())) seq_tokens_.resize(static_cast<size_t>(n_seq()));
   std::vector<SeqRun> runs;
-  if (std::string err = batch_runs(b, n_seq(), n_ctx(), runs); !err.empty()) {
-    if (err.rfind("context full", 0) == 0) throw std::out_of_range(err);
-    throw std::invalid_argument(err);
-  }
+  require_runs(b, n_seq(), n_ctx(), runs);
   if (b.tokens.size() != b.pos.size()) throw std::invalid_argument("batch has no token ids");
   for (const int32_t t : b.tokens)
     if (t < 0 || t >= config().n_vocab)
@@ -38,8 +35,7 @@ uint64_t Pipeline::submit(const Batch& b, std::span<Sampler* const> samplers) {
   try {
     do_submit(ticket, b, std::move(samples));
   } catch (...) {  // the stages may have dropped positions >= pos0 of these sequences
-    for (const SeqRun& r : runs)
-      if (seq_tokens_[r.seq].size() > static_cast<size_t>(r.pos0)) seq_tokens_[r.seq].resize(static_cast<size_t>(r.pos0));
+    for (const SeqRun& r : runs) cut(r.seq, r.pos0);
     throw;
   }
   for (const SeqRun& r : runs) {
@@ -68,9 +64,13 @@ void Pipeline::rewind_failed() {
   // Every batch in flight is lost with the failure: its sequences hold at most what they held
   // before it (the earliest start of each sequence wins).
   for (auto it = tickets_.rbegin(); it != tickets_.rend(); ++it)
-    for (const auto& [seq, pos0] : it->starts)
-      if (seq_tokens_[seq].size() > static_cast<size_t>(pos0)) seq_tokens_[seq].resize(static_cast<size_t>(pos0));
+    for (const auto& [seq, pos0] : it->starts) cut(seq, pos0);
   tickets_.clear();
+}
+
+void Pipeline::cut(int32_t seq, int32_t pos0) {
+  auto& toks = seq_tokens_[static_cast<size_t>(seq)];
+  if (toks.size() > static_cast<size_t>(pos0)) toks.resize(static_cast<size_t>(pos0));
 }
 
 BatchOutput Pipeline::eval(const Batch& b, std::span<Sampler* const> samplers) {

@@ -85,6 +85,8 @@ class Pipeline {
   virtual std::optional<BatchOutput> do_poll(int timeout_ms) = 0;
   // Called when a batch in flight failed (after poll threw): its tokens may not be cached.
   void rewind_failed();
+  // The record of `seq` holds at most positions [0, pos0).
+  void cut(int32_t seq, int32_t pos0);
 
   std::vector<std::vector<int32_t>> seq_tokens_;  // [n_seq] tokens each slot holds
 

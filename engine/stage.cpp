@@ -86,10 +86,7 @@ void Stage::forward(const int32_t* tokens, const float* hidden, int64_t n, int64
 
 void Stage::forward(const Batch& b, const float* hidden, float* out) {
   const auto& c = config_;
-  if (std::string err = batch_runs(b, cache_.n_seq(), cache_.n_ctx(), runs_); !err.empty()) {
-    if (err.rfind("context full", 0) == 0) throw std::out_of_range(err);
-    throw std::invalid_argument("Stage::forward: " + err);
-  }
+  require_runs(b, cache_.n_seq(), cache_.n_ctx(), runs_);
   for (const SeqRun& r : runs_)
     if (r.pos0 > cache_.seq_len(r.seq))
       throw std::invalid_argument("Stage::forward: sequence " + std::to_string(r.seq) + " continues at position " +
