@@ -39,15 +39,11 @@ void require(bool ok, const std::string& what) {
 
 namespace {
 
-// Hidden states on the wire are f32 (the stage's own bytes) or f16 (rounded to nearest even).
-void to_wire(const float* x, size_t n, WireDType dt, std::string& out) {
-  if (dt == WireDType::F16) {
-    out.resize(n * 2);
-    auto* p = reinterpret_cast<uint16_t*>(out.data());
-    for (size_t i = 0; i < n; ++i) p[i] = f32_to_f16(x[i]);
-  } else {
-    out.assign(reinterpret_cast<const char*>(x), n * sizeof(float));
-  }
+// An f16 hop's bytes (round to nearest even); an f32 hop is the stage's own output, written in place.
+void to_f16_bytes(const std::vector<float>& x, std::string& out) {
+  out.resize(x.size() * 2);
+  auto* p = reinterpret_cast<uint16_t*>(out.data());
+  for (size_t i = 0; i < x.size(); ++i) p[i] = f32_to_f16(x[i]);
 }
 
 }  // namespace
@@ -269,7 +265,7 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   out.shape = {n, config_.n_embd};
   if (assign_.act_dtype == WireDType::F16) {
     out.dtype = WireDType::F16;
-    to_wire(out_.data(), out_.size(), WireDType::F16, out.data);
+    to_f16_bytes(out_, out.data);
   }
   std::vector<Tensor> ts;
   ts.push_back(std::move(out));
