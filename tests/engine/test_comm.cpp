@@ -10,6 +10,7 @@
 
 #include "engine/inproc_comm.h"
 #include "engine/ring_comm.h"
+#include "engine/ring_wire.h"
 #include "tests/engine/comm_checks.h"
 #include "transport/link.h"
 
@@ -177,21 +178,14 @@ TEST(CommRingFailure, DeadRankIsAnErrorForEveryOtherRankWellBeforeTheTimeout) {
   }
 }
 
-// The ring's wire format (documented in engine/ring_comm.cpp), to play a misbehaving peer.
-constexpr uint16_t kHello = 0xC101, kData = 0xC102;
+// The ring's wire format (engine/ring_wire.h), to play a misbehaving peer.
 std::string header(uint32_t seq, uint32_t phase, uint32_t index, uint32_t origin, uint64_t count) {
-  std::string s(24, '\0');
-  std::memcpy(s.data(), &seq, 4);
-  std::memcpy(s.data() + 4, &phase, 4);
-  std::memcpy(s.data() + 8, &index, 4);
-  std::memcpy(s.data() + 12, &origin, 4);
-  std::memcpy(s.data() + 16, &count, 8);
-  return s;
+  return RingComm::Header{seq, phase, index, origin, count}.encode();
 }
 transport::Message data_msg(uint32_t seq, uint32_t phase, uint32_t index, uint32_t origin, uint64_t count,
                             int64_t tensor_len) {
   transport::Message m;
-  m.type = kData;
+  m.type = kRingData;
   m.payload = header(seq, phase, index, origin, count);
   transport::Tensor t;
   t.shape = {tensor_len};
@@ -210,7 +204,7 @@ TEST(CommRingFailure, GarbageFromAPeerIsAnErrorNotACrash) {
       [](transport::Link& l) { (void)l.send(data_msg(1, 3, 3, 1, 10, 10)); },   // chunk 3 of 1
       [](transport::Link& l) {
         transport::Message m;
-        m.type = kData;
+        m.type = kRingData;
         m.payload = "short";
         (void)l.send(m);
       },
@@ -222,7 +216,7 @@ TEST(CommRingFailure, GarbageFromAPeerIsAnErrorNotACrash) {
       const std::vector<std::string> addrs = {l0->address(), l1->address()};
       auto to0 = transport::connect(addrs[0]);
       transport::Message hello;
-      hello.type = kHello;
+      hello.type = kRingHello;
       hello.payload = header(0, 1, 0, 1, 2);
       ASSERT_EQ(to0->send(hello), "");
       std::string err;
