@@ -30,6 +30,7 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
   std::vector<WeightMatrix*> ours;  // the matrices be_ runs (and may repack)
   for (WeightMatrix* m : ms)
     if (&backend_for(Op::MatMul, *m) == &be_) ours.push_back(m);
+  all_matmuls_ours_ = ours.size() == ms.size();
   if (w_.range.embedding) backend_for(Op::GetRows, w_.tok_embd);
   for (Op op : {Op::RmsNorm, Op::Rope, Op::SiluMul, Op::Add})
     if (!be_.supports(op, DType::F32)) throw std::invalid_argument(be_.name() + " lacks an f32 activation op");
@@ -58,7 +59,7 @@ Backend& Stage::backend_for(Op op, const WeightMatrix& w) {
 }
 
 void Stage::matmul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy) {
-  backend_for(Op::MatMul, w).matmul(w, x, n, ldx, y, ldy);
+  (all_matmuls_ours_ ? be_ : backend_for(Op::MatMul, w)).matmul(w, x, n, ldx, y, ldy);
 }
 
 float* Stage::scratch(Buffer& b, int64_t floats) {

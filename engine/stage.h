@@ -70,6 +70,7 @@ class Stage {
   model::StageWeights w_;
   Backend& be_;
   std::unique_ptr<Backend> fallback_;  // the host reference, for weight types be_ lacks
+  bool all_matmuls_ours_ = true;       // decided at construction: no per-call supports() then
   LayerRecipe recipe_;
   KvCache cache_;
   // The batch being evaluated (valid during forward).
