@@ -73,6 +73,7 @@ GenerationStats Generator::generate(const std::vector<int32_t>& prompt, int64_t 
     } else {
       batch_.clear();
       batch_.add_run(prompt.data() + i, static_cast<int64_t>(n), static_cast<int32_t>(i), seq_, false);
+      batch_.logits.back() = 0;  // a middle chunk of the prompt: nothing to output
       pipe_.eval(batch_);
     }
   }
