@@ -47,12 +47,33 @@ struct RowSample {
   uint64_t draw = 0;
 };
 
+// What a pipeline says about its stages, for status pages and metrics. Times are measured means
+// over the recent batches (0 = nothing measured yet).
+struct StageStatus {
+  std::string name;          // "local" in-process; "HOST:PORT" of a worker
+  std::string device;        // e.g. "cpu avx512 x2 threads"
+  int64_t first_layer = 0;   // layers [first_layer, end_layer)
+  int64_t end_layer = 0;
+  uint64_t memory_bytes = 0; // weights + KV cache the stage holds
+  double compute_ms = 0;     // compute per batch on this stage
+};
+struct PipelineStatus {
+  std::vector<StageStatus> stages;
+  // A cluster's links, in order: coordinator -> stage 0, stage i -> i+1, last -> coordinator;
+  // transfer + queueing time per batch. Empty in-process.
+  std::vector<double> hop_ms;
+  double batch_ms = 0;   // submit -> output, per batch
+  uint64_t batches = 0;  // batches measured
+};
+
 class Pipeline {
  public:
   virtual ~Pipeline() = default;
   virtual const model::ModelConfig& config() const = 0;
   virtual int64_t n_ctx() const = 0;
   virtual int64_t n_seq() const = 0;  // sequence slots (--parallel)
+  // Stages, devices and measured times (implementations fill what they know).
+  virtual PipelineStatus status() const { return {}; }
 
   // Queues `b`; returns its ticket. samplers: empty, or one per output row in row order (the
   // sampler must stay alive until the batch is polled; its RNG advances here). Throws

@@ -7,27 +7,9 @@
 
 #include "coordinator/generator.h"
 #include "launch/options.h"
-#include "model/chat_template.h"
+#include "model/chat_prompt.h"
 
 namespace herd::cli {
-namespace {
-
-model::ChatTemplate choose_template(const model::GgufFile& f, const std::string& override_name) {
-  const auto jinja = f.get_string("tokenizer.chat_template");
-  if (!override_name.empty()) {
-    model::ChatTemplate t;
-    t.format = model::parse_chat_format(override_name);
-    if (jinja) t.default_system = model::default_system_message(*jinja);
-    return t;
-  }
-  if (!jinja)
-    throw std::runtime_error("the model has no chat template (tokenizer.chat_template); pass --chat-template NAME");
-  if (auto t = model::ChatTemplate::from_jinja(*jinja)) return *t;
-  throw std::runtime_error("the model's chat template is not one herd recognises; pass --chat-template NAME "
-                           "(chatml, llama2, llama3, mistral, zephyr, gemma)");
-}
-
-}  // namespace
 
 int cmd_chat(const Args& args) {
   ModelOptions mo;
@@ -53,10 +35,7 @@ int cmd_chat(const Args& args) {
   }
   const SamplerParams sp = finish_sampling(so);
   ModelSession s = ModelSession::open(resolve_model(mo), mo.session);
-  const model::ChatTemplate tmpl = choose_template(*s.file, template_name);
-  const model::Tokenizer& tok = *s.tokenizer;
-  const std::string bos_text = tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "";
-  const std::string eos_text = tok.eos_id() >= 0 ? tok.token_text(tok.eos_id()) : "";
+  const model::ChatPrompt chat_prompt(*s.file, *s.tokenizer, template_name);
 
   std::vector<model::ChatMessage> messages;
   if (!system.empty()) messages.push_back({"system", system});
@@ -65,10 +44,7 @@ int cmd_chat(const Args& args) {
 
   auto answer = [&](const std::string& user) {
     messages.push_back({"user", user});
-    const std::string text = tmpl.apply(messages, /*add_generation_prompt=*/true, bos_text, eos_text);
-    // Templates that write BOS themselves (Llama 2/3, Gemma) must not get a second one.
-    const bool has_bos = !bos_text.empty() && text.rfind(bos_text, 0) == 0;
-    const auto tokens = tok.encode(text, /*add_special=*/!has_bos, /*parse_special=*/true);
+    const auto tokens = chat_prompt.tokens(messages);
     Sampler sampler(sp, static_cast<int32_t>(s.config.n_vocab));
     std::string reply;
     const GenerationStats st = gen.generate(tokens, n_predict, sampler, [&](const std::string& piece) {
