@@ -70,7 +70,7 @@ def test_queue_full_503(make_server):
         return s.post("/v1/completions", {"prompt": f"Count to ten: {i}", "max_tokens": 48, "temperature": 0},
                       timeout=300)
 
-    replies = run_together(one, list(range(n)))
+    replies = run_together(one, [(i,) for i in range(n)])
     statuses = [r.status_code for r in replies]
     assert set(statuses) <= {200, 503}, f"statuses {statuses}: {[r.text[:200] for r in replies if r.status_code not in (200, 503)]}"
     assert statuses.count(503) >= 1, f"one slot and one queue place, {n} at once, and no 503: {statuses}"
