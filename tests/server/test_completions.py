@@ -1,6 +1,10 @@
 # /v1/completions and /v1/chat/completions on stories260K: streaming, seeds, stop strings,
 # max_tokens, usage. The official openai client drives most of it; raw SSE where the wire matters.
+import subprocess
+
 import pytest
+
+from utils import herd_bin, smollm2_path
 
 PROMPT = "Once upon a time, there was a little girl named Lily."
 MESSAGES = [{"role": "user", "content": "Tell me a story about a dog."}]
@@ -201,11 +205,17 @@ def test_chat_template_fallback_works(server):
 
 def test_cluster_stream_equals_no_stream(cluster_server):
     client = cluster_server.openai()
-    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    question = "Why is the sky blue? Answer in one sentence."
+    msgs = [{"role": "user", "content": question}]
     for sampling in (GREEDY, SEEDED):
-        a = chat(client, False, messages=msgs, max_tokens=16, **sampling)
-        b = chat(client, True, messages=msgs, max_tokens=16, **sampling)
+        a = chat(client, False, messages=msgs, max_tokens=24, **sampling)
+        b = chat(client, True, messages=msgs, max_tokens=24, **sampling)
         assert a[0] and a[0] == b[0]
         assert a[1] == b[1]
-    greedy = chat(client, False, messages=msgs, max_tokens=16, temperature=0)[0]
-    assert "Paris" in greedy, greedy
+    # greedy on the cluster == greedy `herd chat` in one process (same template, same tokens)
+    greedy = chat(client, False, messages=msgs, max_tokens=24, temperature=0)[0]
+    cli = subprocess.run([herd_bin(), "chat", "-m", smollm2_path(), "-p", question, "--temp", "0", "-n", "24",
+                          "-t", "1"], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert greedy == cli.stdout.removesuffix("\n")
+    assert "sky" in greedy

@@ -129,7 +129,8 @@ def test_prompt_longer_than_context_400(make_server):
     r = s.post(COMP, {"prompt": "Once upon a time", "max_tokens": 500, "temperature": 0.8, "seed": 1})
     assert r.status_code == 200, r.text
     u = r.json()["usage"]
-    assert u["total_tokens"] <= 64
+    # the last token is sampled from position 63's logits and never enters the cache: 64 + 1
+    assert u["total_tokens"] <= 64 + 1
     if r.json()["choices"][0]["finish_reason"] == "length":
         assert u["completion_tokens"] < 500
 

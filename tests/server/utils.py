@@ -297,19 +297,24 @@ def sse_events(r: requests.Response) -> Iterator[str]:
 
 
 def raw_http(host: str, port: int, request: bytes, timeout_s: float = 10.0) -> tuple[int, bytes]:
-    """Sends bytes on a fresh socket, returns (status, body) of the reply (read until close)."""
+    """Sends bytes on a fresh socket, returns (status, body) of the reply: read until its
+    Content-Length is complete or the server closes (status 0: closed without a reply)."""
     with socket.create_connection((host, port), timeout=timeout_s) as s:
         s.sendall(request)
-        chunks = []
+        resp = b""
         while True:
+            if b"\r\n\r\n" in resp:
+                head, body = resp.split(b"\r\n\r\n", 1)
+                m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                if m and len(body) >= int(m.group(1)):
+                    break
             try:
                 b = s.recv(65536)
             except ConnectionResetError:
                 break
             if not b:
                 break
-            chunks.append(b)
-    resp = b"".join(chunks)
+            resp += b
     status_line = resp.split(b"\r\n", 1)[0]
     status = int(status_line.split()[1]) if status_line.startswith(b"HTTP/") else 0
     body = resp.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in resp else b""
