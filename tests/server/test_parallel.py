@@ -158,3 +158,18 @@ def test_dropped_unstreamed_request_frees_slot(smol_server):
     assert s.metric("herd_slots_busy") == 1
     wait_idle(s, 3.0)
     assert_stopped_generating(s)
+
+
+def test_connection_burst_accepted_promptly(server):
+    """32 clients connecting at the same moment are all answered quickly: none waits for a TCP SYN
+    retransmission (1 s) because the listen backlog overflowed."""
+    def health():
+        t0 = time.monotonic()
+        r = requests.get(server.url("/health"), timeout=10)
+        return r.status_code, time.monotonic() - t0
+
+    for _ in range(3):
+        results = run_together(health, [()] * 32)
+        assert all(st == 200 for st, _ in results)
+        slowest = max(dt for _, dt in results)
+        assert slowest < 0.9, f"a connection took {slowest:.2f} s: {sorted(round(dt, 3) for _, dt in results)}"
