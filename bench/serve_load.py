@@ -3,6 +3,7 @@
 (default 60), each looping over a mix of requests on its own keep-alive connection:
   60% /v1/completions (max_tokens 8..48), 15% streamed /v1/chat/completions, 10% streams dropped after
   the first chunk, 10% malformed JSON (expects 400), 5% wrong key type (expects 400).
+After a 503/429 a connection waits --backoff seconds (the server's Retry-After is 1 s).
 Counts ok / deliberate (503 queue full, 429) / expected 4xx / dropped on purpose / failed (anything
 else: connection errors, timeouts, unexpected statuses, broken streams), samples the server's RSS
 (/proc/PID/status VmRSS) every second and compares the mean of the first 10 s with the last 10 s
@@ -52,6 +53,8 @@ class Load:
         self.failures: list[str] = []
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
+        self.backoff_s = 0.0
+        self.tl = threading.local()  # per connection: the request kind, whether the last one got a 503
 
     def count(self, what: str, detail: str | None = None) -> None:
         with self.lock:
@@ -61,20 +64,26 @@ class Load:
 
     def classify(self, r: requests.Response, expect: int = 200) -> str | None:
         if r.status_code in (503, 429):
+            self.tl.backoff = True
             return "deliberate"
         if r.status_code != expect:
-            self.count("failed", f"expected {expect}, got {r.status_code}: {r.text[:200]}")
+            self.count("failed", f"{self.tl.kind}: expected {expect}, got {r.status_code}: {r.text[:200]}")
             return None
         return "ok" if expect == 200 else "expected_4xx"
 
     def connection(self, i: int) -> None:
         rng = random.Random(i)
+        self.tl.kind, self.tl.backoff = "", False
         s = requests.Session()
         s.headers.update(self.headers)
         while time.monotonic() < self.deadline:
             x = rng.random()
+            if self.backoff_s and self.tl.backoff:  # a 503 says "Retry-After": wait a little, as clients do
+                time.sleep(rng.uniform(0.5, 1.5) * self.backoff_s)
+            self.tl.backoff = False
             try:
                 if x < 0.60:
+                    self.tl.kind = "completion"
                     body = {"prompt": rng.choice(PROMPTS), "max_tokens": rng.randint(8, 48),
                             "temperature": 0.8, "seed": rng.randint(0, 1 << 30)}
                     r = s.post(self.base + "/v1/completions", json=body, timeout=300)
@@ -87,6 +96,7 @@ class Load:
                     if what:
                         self.count(what)
                 elif x < 0.75:
+                    self.tl.kind = "chat-stream"
                     body = {"messages": [{"role": "user", "content": rng.choice(PROMPTS)}], "stream": True,
                             "max_tokens": rng.randint(8, 32)}
                     with s.post(self.base + "/v1/chat/completions", json=body, stream=True, timeout=300) as r:
@@ -101,6 +111,7 @@ class Load:
                         if what:
                             self.count(what)
                 elif x < 0.85:
+                    self.tl.kind = "dropped-stream"
                     body = {"prompt": rng.choice(PROMPTS), "max_tokens": 400, "stream": True}
                     r = s.post(self.base + "/v1/completions", json=body, stream=True, timeout=300)
                     what = self.classify(r)
@@ -113,18 +124,20 @@ class Load:
                         if what:
                             self.count(what)
                 elif x < 0.95:
+                    self.tl.kind = "malformed-json"
                     r = s.post(self.base + "/v1/completions", data=b'{"prompt": "a", "max_tokens": ',
                                headers={"Content-Type": "application/json"}, timeout=60)
                     what = self.classify(r, 400)
                     if what:
                         self.count(what)
                 else:
+                    self.tl.kind = "wrong-type"
                     r = s.post(self.base + "/v1/chat/completions", json={"messages": "not a list"}, timeout=60)
                     what = self.classify(r, 400)
                     if what:
                         self.count(what)
             except (requests.RequestException, ValueError, StopIteration) as e:
-                self.count("failed", repr(e)[:300])
+                self.count("failed", f"{self.tl.kind}: {e!r}"[:300])
                 s.close()
                 s = requests.Session()
                 s.headers.update(self.headers)
@@ -145,6 +158,8 @@ def main() -> int:
     ap.add_argument("-t", "--threads", type=int, default=1)
     ap.add_argument("-c", "--ctx", type=int, default=2048)
     ap.add_argument("--window", type=float, default=10, help="seconds averaged at the start and at the end")
+    ap.add_argument("--backoff", type=float, default=1.0,
+                    help="seconds (x0.5..1.5) a connection waits after a 503/429 (0 = retry at once)")
     a = ap.parse_args()
 
     server = None
@@ -164,6 +179,7 @@ def main() -> int:
     try:
         t0 = time.monotonic()
         load = Load(base, headers, t0 + a.duration, 1)
+        load.backoff_s = a.backoff
         threads = [threading.Thread(target=load.connection, args=(i,), daemon=True) for i in range(a.connections)]
         for t in threads:
             t.start()

@@ -4,7 +4,7 @@
 # counts ok / deliberate 503-429 / failed and compares the server's RSS in the first and last 10 s
 # (target: within 10%). Exit status 1 when a target is missed.
 #
-#   bench/serve_load.sh [HERD_BIN] [-m MODEL] [-C 64] [-d 60] [--parallel 4] [--queue 32] [-t 1]
+#   bench/serve_load.sh [HERD_BIN] [-m MODEL] [-C 64] [-d 60] [--parallel 4] [--queue 32] [-t 1] [--backoff 1]
 #
 # MODEL defaults to models/SmolLM2-135M-Instruct.Q4_1.gguf.
 set -euo pipefail
@@ -18,7 +18,7 @@ ARGS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -m) M=$2; shift 2 ;;
-    -C|-d|--parallel|--queue|-t|-c) ARGS+=("$1" "$2"); shift 2 ;;
+    -C|-d|--parallel|--queue|-t|-c|--backoff) ARGS+=("$1" "$2"); shift 2 ;;
     *) echo "serve_load.sh: unknown option $1" >&2; usage ;;
   esac
 done
