@@ -37,7 +37,7 @@ import pytest
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -254,8 +254,9 @@ def browser():
 def wait_for(driver, what, condition, timeout):
     """WebDriverWait with a readable failure: what was awaited, and the page's messages at that moment."""
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
-    except Exception as e:  # TimeoutException, or a stale element mid-update
+        return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: condition(d))
+    except Exception as e:  # TimeoutException, or the page gone
         msgs = [(m.get_attribute("class"), m.get_attribute("data-state"), m.text[:200])
                 for m in driver.find_elements(By.CSS_SELECTOR, "#messages .msg")]
         status = driver.find_element(By.ID, "status").text
