@@ -37,7 +37,7 @@ namespace herd::cluster {
 // Ready v2 (measured link to the next stage); 4: the data lane handshake (transport/zmq_link.h),
 // which a link opens with before its Hello; 5: batches of several sequences (Forward/Result v3,
 // Assign v3: sequence slots and KV type), the last stage keeps each sequence's sampler
-constexpr uint32_t kProtocolVersion = 5;
+constexpr uint32_t kProtocolVersion = 6;
 
 enum class Role : uint8_t { Coordinator = 0, Worker = 1, Upstream = 2 };
 
@@ -170,13 +170,14 @@ struct SampleSpec {
   SamplerParams params;         // with reset
   std::vector<int32_t> recent;  // with reset
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 2, "SampleSpec");
-    if (v < 2) throw ProtocolError("SampleSpec v1 predates protocol 5");
+    detail::check_version<A>(v, 3, "SampleSpec");
+    if (v < 3) throw ProtocolError("SampleSpec v" + std::to_string(v) + " predates protocol 6");
     ar(draw, reset);
     if (!reset) return;
     // Field by field, each with its wire width (SamplerParams' ints are i32 on the wire).
     int32_t top_k = params.top_k, repeat_last_n = params.repeat_last_n;
-    ar(params.temperature, top_k, params.top_p, params.min_p, params.repeat_penalty, repeat_last_n);
+    ar(params.temperature, top_k, params.top_p, params.min_p, params.repeat_penalty, repeat_last_n,
+       params.frequency_penalty, params.presence_penalty);
     params.top_k = top_k;
     params.repeat_last_n = repeat_last_n;
     detail::bounded_i32s(ar, recent, kMaxSampleHistory, "SampleSpec.recent");
@@ -325,7 +326,7 @@ CEREAL_CLASS_VERSION(herd::cluster::LinkStats, 1)
 CEREAL_CLASS_VERSION(herd::cluster::Ping, 1)
 CEREAL_CLASS_VERSION(herd::cluster::Pong, 1)
 CEREAL_CLASS_VERSION(herd::cluster::ErrorMsg, 1)
-CEREAL_CLASS_VERSION(herd::cluster::SampleSpec, 2)
+CEREAL_CLASS_VERSION(herd::cluster::SampleSpec, 3)
 CEREAL_CLASS_VERSION(herd::cluster::Forward, 3)
 CEREAL_CLASS_VERSION(herd::cluster::Result, 3)
 CEREAL_CLASS_VERSION(herd::cluster::WeightRequest, 1)

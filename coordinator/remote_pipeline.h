@@ -69,6 +69,7 @@ class RemotePipeline : public Pipeline {
   const model::ModelConfig& config() const override { return config_; }
   int64_t n_ctx() const override { return opts_.n_ctx; }
   int64_t n_seq() const override { return opts_.n_seq; }
+  int64_t n_stages() const override { return static_cast<int64_t>(ranges_.size()); }
 
   const std::vector<model::LayerRange>& ranges() const { return ranges_; }
   // Weight bytes sent to workers that had no copy of the model (since construction).

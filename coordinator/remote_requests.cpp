@@ -30,7 +30,8 @@ std::vector<int32_t> window_after(std::vector<int32_t> recent, int32_t token, in
 
 bool same_params(const SamplerParams& a, const SamplerParams& b) {
   return a.temperature == b.temperature && a.top_k == b.top_k && a.top_p == b.top_p && a.min_p == b.min_p &&
-         a.repeat_penalty == b.repeat_penalty && a.repeat_last_n == b.repeat_last_n;
+         a.repeat_penalty == b.repeat_penalty && a.repeat_last_n == b.repeat_last_n &&
+         a.frequency_penalty == b.frequency_penalty && a.presence_penalty == b.presence_penalty;
 }
 
 }  // namespace

@@ -6,6 +6,8 @@ target_sources(herd_coordinator PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/replay.cpp
   ${CMAKE_CURRENT_LIST_DIR}/bench_runner.cpp
 )
+# owner: serve (continuous batching over any Pipeline).
+target_sources(herd_coordinator PRIVATE ${CMAKE_CURRENT_LIST_DIR}/scheduler.cpp)
 # owner: pipeline (RemotePipeline over cluster/ messages on transport/ links).
 target_sources(herd_coordinator PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/remote_pipeline.cpp

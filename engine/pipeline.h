@@ -72,6 +72,8 @@ class Pipeline {
   virtual const model::ModelConfig& config() const = 0;
   virtual int64_t n_ctx() const = 0;
   virtual int64_t n_seq() const = 0;  // sequence slots (--parallel)
+  // Stages the batches pass through (a scheduler keeps this many micro-batches in flight).
+  virtual int64_t n_stages() const = 0;
   // Stages, devices and measured times (implementations fill what they know).
   virtual PipelineStatus status() const { return {}; }
 
@@ -133,6 +135,7 @@ class LocalPipeline : public Pipeline {
   const model::ModelConfig& config() const override { return config_; }
   int64_t n_ctx() const override { return kv_.n_ctx; }
   int64_t n_seq() const override { return kv_.n_seq; }
+  int64_t n_stages() const override { return static_cast<int64_t>(stages_.size()); }
 
  protected:
   void do_submit(uint64_t ticket, const Batch& b, std::vector<RowSample> samples) override;

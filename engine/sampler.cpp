@@ -36,6 +36,9 @@ void validate(const SamplerParams& p) {
     bad_param("min_p = " + std::to_string(p.min_p) + " must be in [0, 1] (0 disables it)");
   if (!(p.repeat_penalty > 0.0f) || !std::isfinite(p.repeat_penalty))
     bad_param("repeat_penalty = " + std::to_string(p.repeat_penalty) + " must be finite and > 0 (1 disables it)");
+  for (const auto& [name, v] : {std::pair{"frequency_penalty", p.frequency_penalty},
+                                 std::pair{"presence_penalty", p.presence_penalty}})
+    if (!(v >= -2.0f && v <= 2.0f)) bad_param(std::string(name) + " = " + std::to_string(v) + " must be in [-2, 2] (0 disables it)");
   if (p.repeat_last_n < 0)
     bad_param("repeat_last_n = " + std::to_string(p.repeat_last_n) + " must be >= 0 (0 disables the penalty)");
 }
@@ -76,15 +79,10 @@ std::vector<TokenProb> Sampler::candidates(const float* logits) const {
     else if (x == std::numeric_limits<float>::infinity()) x = std::numeric_limits<float>::max();
   }
 
-  // Repeat penalty, once per distinct token in the window (as llama.cpp's penalties sampler).
-  if (params_.repeat_penalty != 1.0f && !history_.empty()) {
-    std::vector<int32_t> seen = history_;
-    std::sort(seen.begin(), seen.end());
-    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
-    for (int32_t id : seen) {
-      float& x = work[static_cast<size_t>(id)];
-      x = x > 0.0f ? x / params_.repeat_penalty : x * params_.repeat_penalty;
-    }
+  // Penalties, once per distinct token in the window (as llama.cpp's penalties sampler).
+  for (const auto& [id, count] : window_counts()) {
+    float& x = work[static_cast<size_t>(id)];
+    if (x != kNegInf) x = penalised(x, count);
   }
 
   // Candidates with non-zero probability.
@@ -152,6 +150,28 @@ std::vector<TokenProb> Sampler::candidates(const float* logits) const {
   return out;
 }
 
+bool Sampler::penalises() const {
+  return !history_.empty() &&
+         (params_.repeat_penalty != 1.0f || params_.frequency_penalty != 0.0f || params_.presence_penalty != 0.0f);
+}
+
+std::vector<std::pair<int32_t, int32_t>> Sampler::window_counts() const {
+  std::vector<std::pair<int32_t, int32_t>> out;
+  if (!penalises()) return out;
+  std::vector<int32_t> ids = history_;
+  std::sort(ids.begin(), ids.end());
+  for (int32_t id : ids) {
+    if (!out.empty() && out.back().first == id) ++out.back().second;
+    else out.push_back({id, 1});
+  }
+  return out;
+}
+
+float Sampler::penalised(float x, int32_t count) const {
+  x = x > 0.0f ? x / params_.repeat_penalty : x * params_.repeat_penalty;
+  return x - static_cast<float>(count) * params_.frequency_penalty - params_.presence_penalty;
+}
+
 int32_t Sampler::sample(const float* logits) { return sample_with_draw(logits, next_draw()); }
 
 uint64_t Sampler::next_draw() {
@@ -177,12 +197,7 @@ int32_t Sampler::greedy(const float* logits) const {
     if (std::isnan(x)) return kNegInf;
     return x == std::numeric_limits<float>::infinity() ? std::numeric_limits<float>::max() : x;
   };
-  std::vector<int32_t> penalised;  // distinct ids of the window, ascending (at most repeat_last_n)
-  if (params_.repeat_penalty != 1.0f && !history_.empty()) {
-    penalised = history_;
-    std::sort(penalised.begin(), penalised.end());
-    penalised.erase(std::unique(penalised.begin(), penalised.end()), penalised.end());
-  }
+  const auto counts = window_counts();  // distinct ids of the window, ascending (at most repeat_last_n)
   int32_t best = -1;
   float best_x = kNegInf;
   auto offer = [&](int32_t id, float x) {  // ids arrive in ascending order
@@ -192,10 +207,10 @@ int32_t Sampler::greedy(const float* logits) const {
     }
   };
   int32_t i = 0;
-  for (int32_t id : penalised) {
+  for (const auto& [id, count] : counts) {
     for (; i < id; ++i) offer(i, sanitised(logits[i]));
     const float x = sanitised(logits[id]);
-    offer(id, x > 0.0f ? x / params_.repeat_penalty : x * params_.repeat_penalty);
+    offer(id, x == kNegInf ? x : penalised(x, count));
     i = id + 1;
   }
   for (; i < n_vocab_; ++i) offer(i, sanitised(logits[i]));

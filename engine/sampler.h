@@ -1,7 +1,7 @@
 // Token sampler: turns one row of logits into a token id, as llama.cpp's default chain does.
 //
 // Chain (in this order, as llama.cpp's default):
-//   repeat penalty -> top-k -> top-p -> min-p -> temperature -> draw from the softmax.
+//   penalties (repeat, frequency, presence) -> top-k -> top-p -> min-p -> temperature -> draw from the softmax.
 // top-p and min-p look at the temperature-1 probabilities of the candidates left by the
 // previous step; temperature only reshapes the distribution that is finally drawn from.
 // temperature <= 0 means greedy: the argmax (lowest id on ties) after the repeat penalty.
@@ -31,6 +31,10 @@ struct SamplerParams {
   float top_p = 0.95f;         // in (0, 1]; 1: disabled
   float min_p = 0.05f;         // in [0, 1]; 0: disabled
   float repeat_penalty = 1.0f; // > 0; 1: disabled
+  // OpenAI's penalties over the same window: logit -= count * frequency_penalty + presence_penalty
+  // for every token that occurs `count` > 0 times in it (after the repeat penalty). In [-2, 2]; 0: off.
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
   int repeat_last_n = 64;      // >= 0: how many recent accepted tokens are penalised
   uint64_t seed = kDefaultSeed;
 };
@@ -81,6 +85,10 @@ class Sampler {
  private:
   // Greedy without materialising n_vocab candidates: the same token candidates() would rank first.
   int32_t greedy(const float* logits) const;
+  bool penalises() const;
+  // The distinct ids of the window, ascending, with how often each occurs (empty when no penalty is on).
+  std::vector<std::pair<int32_t, int32_t>> window_counts() const;
+  float penalised(float x, int32_t count) const;
 
   SamplerParams params_;
   int32_t n_vocab_;

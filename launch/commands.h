@@ -15,6 +15,7 @@ using Args = std::vector<std::string>;
 
 int cmd_run(const Args& args);
 int cmd_chat(const Args& args);
+int cmd_serve(const Args& args);  // launch/cmd_serve.cpp
 int cmd_info(const Args& args);
 int cmd_logits(const Args& args);
 int cmd_compare(const Args& args);

@@ -19,6 +19,7 @@ struct Command {
 const Command kCommands[] = {
     {"run", herd::cli::cmd_run, "generate text from a prompt"},
     {"chat", herd::cli::cmd_chat, "chat with an instruct model (applies its chat template)"},
+    {"serve", herd::cli::cmd_serve, "serve the model over HTTP: OpenAI's API, /metrics and a chat page"},
     {"info", herd::cli::cmd_info, "print a GGUF model's architecture, tensors and memory needs"},
     {"logits", herd::cli::cmd_logits, "write teacher-forced logits (LOG1) for a reference replay or a prompt"},
     {"compare", herd::cli::cmd_compare, "compare two LOG1 logits files row by row"},

@@ -38,7 +38,7 @@ namespace herd::cli {
 namespace {
 
 const char* kMpiHelp =
-    "usage: mpirun -np N herd mpi [run|chat|logits] ARGS...\n"
+    "usage: mpirun -np N herd mpi [run|chat|logits|serve] ARGS...\n"
     "\n"
     "Runs a pipeline cluster launched by mpirun: rank 0 is the coordinator and runs `herd run` (or chat,\n"
     "logits) with ARGS; ranks 1..N-1 are its workers, in rank order (with --split, give N-1 ranges).\n"
@@ -77,7 +77,10 @@ void fixed_copy(char* dst, size_t cap, const std::string& s) {
 
 // Runs the subcommand as main() would (same exit codes and one-line errors).
 int run_coordinator(const std::string& sub, const Args& args) {
-  int (*fn)(const Args&) = sub == "chat" ? cmd_chat : sub == "logits" ? cmd_logits : cmd_run;
+  int (*fn)(const Args&) = sub == "chat"     ? cmd_chat
+                           : sub == "logits" ? cmd_logits
+                           : sub == "serve"  ? cmd_serve
+                                             : cmd_run;
   try {
     return fn(args);
   } catch (const UsageError& e) {
@@ -155,7 +158,7 @@ int cmd_mpi(const Args& in) {
 
   Args args = in;
   std::string sub = "run";
-  if (!args.empty() && (args[0] == "run" || args[0] == "chat" || args[0] == "logits")) {
+  if (!args.empty() && (args[0] == "run" || args[0] == "chat" || args[0] == "logits" || args[0] == "serve")) {
     sub = args[0];
     args.erase(args.begin());
   }

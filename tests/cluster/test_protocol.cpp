@@ -242,6 +242,8 @@ TEST(Protocol, SamplingForwardAndWeightMessagesRoundTrip) {
   sp.params.min_p = 0.05f;
   sp.params.repeat_penalty = 1.1f;
   sp.params.repeat_last_n = 64;
+  sp.params.frequency_penalty = 0.5f;
+  sp.params.presence_penalty = -0.25f;
   sp.draw = 0xDEADBEEFCAFEF00Dull;
   sp.recent = {5, 7, 9};
   const Forward g = round_trip(f);
@@ -255,6 +257,8 @@ TEST(Protocol, SamplingForwardAndWeightMessagesRoundTrip) {
   EXPECT_EQ(gp.params.min_p, 0.05f);
   EXPECT_EQ(gp.params.repeat_penalty, 1.1f);
   EXPECT_EQ(gp.params.repeat_last_n, 64);
+  EXPECT_EQ(gp.params.frequency_penalty, 0.5f);
+  EXPECT_EQ(gp.params.presence_penalty, -0.25f);
   EXPECT_EQ(gp.draw, 0xDEADBEEFCAFEF00Dull);
   EXPECT_EQ(gp.recent, (std::vector<int32_t>{5, 7, 9}));
   // A decode step carries only the draw: 9 bytes, no parameters, no window.
@@ -265,7 +269,7 @@ TEST(Protocol, SamplingForwardAndWeightMessagesRoundTrip) {
   EXPECT_FALSE(h.samples[0].reset);
   EXPECT_EQ(h.samples[0].draw, 77u);
   EXPECT_TRUE(h.samples[0].recent.empty());
-  EXPECT_EQ(pack(f).payload.size() - pack(step).payload.size(), 6 * 4 + 8 + 3 * 4u);
+  EXPECT_EQ(pack(f).payload.size() - pack(step).payload.size(), 8 * 4 + 8 + 3 * 4u);  // 8 params, window size, ids
   const Result r = round_trip(Result{3, 2, {1234, 7}});
   EXPECT_EQ(r.tokens, (std::vector<int32_t>{1234, 7}));
   EXPECT_EQ(r.n_rows, 2);

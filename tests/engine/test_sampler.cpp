@@ -283,6 +283,35 @@ TEST(Sampler, RepeatPenaltyOncePerDistinctTokenAndOnlyInWindow) {
   EXPECT_EQ(s.sample(l2.data()), 0);
 }
 
+TEST(Sampler, FrequencyAndPresencePenaltiesSubtractPerOccurrence) {
+  // Token 0 occurs twice in the window, token 1 once: logit -= count * 0.5 + 0.25.
+  SamplerParams p = plain(1.0f);
+  p.frequency_penalty = 0.5f;
+  p.presence_penalty = 0.25f;
+  Sampler s(p, 3);
+  s.accept(0);
+  s.accept(1);
+  s.accept(0);
+  const std::vector<float> l = {1.0f, 1.0f, 1.0f};
+  const std::vector<double> want = softmax({1.0f - 1.25f, 1.0f - 0.75f, 1.0f}, 1.0);
+  for (const TokenProb& tp : s.candidates(l.data())) EXPECT_NEAR(tp.p, want[static_cast<size_t>(tp.id)], 1e-6);
+
+  // The greedy scan applies the same penalties: 2.0 - 1.25 = 0.75 < 1.0 - 0.75 + ... token 2 (0.9) wins.
+  p.temperature = 0.0f;
+  Sampler g(p, 3);
+  g.accept(0);
+  g.accept(1);
+  g.accept(0);
+  const std::vector<float> l2 = {2.0f, 1.6f, 0.9f};
+  EXPECT_EQ(g.sample(l2.data()), 2);  // 0.75, 0.85, 0.9
+  // A negative presence penalty encourages the seen tokens instead.
+  p.presence_penalty = -1.0f;
+  p.frequency_penalty = 0.0f;
+  Sampler e(p, 3);
+  e.accept(1);
+  EXPECT_EQ(e.sample(l2.data()), 1);  // 2.0 vs 2.6
+}
+
 TEST(Sampler, NonFiniteLogitsDoNotCrash) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float inf = std::numeric_limits<float>::infinity();
@@ -326,6 +355,9 @@ TEST(Sampler, InvalidParamsThrow) {
   bad([](SamplerParams& p) { p.repeat_penalty = 0.0f; });
   bad([](SamplerParams& p) { p.repeat_penalty = -1.0f; });
   bad([](SamplerParams& p) { p.repeat_last_n = -1; });
+  bad([](SamplerParams& p) { p.frequency_penalty = 2.5f; });
+  bad([](SamplerParams& p) { p.presence_penalty = -2.01f; });
+  bad([](SamplerParams& p) { p.presence_penalty = std::numeric_limits<float>::quiet_NaN(); });
   bad([](SamplerParams& p) { p.temperature = std::numeric_limits<float>::quiet_NaN(); });
   EXPECT_THROW(Sampler(SamplerParams{}, 0), std::invalid_argument);
 
