@@ -8,14 +8,14 @@ Environment:
   HERD_BIN            the herd binary (default: build/bin/herd under the repository root)
   HERD_MODEL          the GGUF file (default: ../shared/models/stories260K.gguf beside the repository)
   HERD_SHARED_DIR     where shared/ is, when HERD_MODEL is not set
-  HERD_CHAT_TEMPLATE  --chat-template NAME (default chatml: stories260K has no template; "" = the model's)
+  HERD_CHAT_TEMPLATE  --chat-template NAME (default: the model's own; one without gets chatml)
   HERD_PAGE_CLUSTER   a cluster file: serve under launch/herd-cluster, one worker per line
   HERD_PAGE_ARGS      more `herd serve` arguments, split on spaces (e.g. "--plan-strategy even")
   HERD_ARTEFACTS      where the screenshots go (default build/test-artefacts); serve-page.png is the chat
   HERD_CHROMIUM, HERD_CHROMEDRIVER   default /usr/bin/chromium and /usr/bin/chromedriver
 
 The README's screenshot (docs/img/serve-page.png) is this test's, taken with
-  HERD_MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf HERD_CHAT_TEMPLATE= \
+  HERD_MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf \
   HERD_PAGE_CLUSTER=launch/local-cluster.txt HERD_PAGE_ARGS="--plan-strategy even" \
   HERD_ARTEFACTS=docs/img python3 -m pytest tests/server/test_page.py -k chat
 """
@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERD_BIN = Path(os.environ.get("HERD_BIN") or ROOT / "build" / "bin" / "herd")
 SHARED = Path(os.environ.get("HERD_SHARED_DIR") or ROOT.parent / "shared")
 MODEL = Path(os.environ.get("HERD_MODEL") or SHARED / "models" / "stories260K.gguf")
-CHAT_TEMPLATE = os.environ.get("HERD_CHAT_TEMPLATE", "chatml")
+CHAT_TEMPLATE = os.environ.get("HERD_CHAT_TEMPLATE", "")
 CLUSTER = os.environ.get("HERD_PAGE_CLUSTER", "")
 EXTRA_ARGS = os.environ.get("HERD_PAGE_ARGS", "").split()
 ARTEFACTS = Path(os.environ.get("HERD_ARTEFACTS") or ROOT / "build" / "test-artefacts")
