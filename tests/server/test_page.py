@@ -287,8 +287,8 @@ def assert_answered(driver, element):
 def table_cells(driver, table_id):
     """The body cells' text of a table, read in one go (the page redraws it every second)."""
     return driver.execute_script(
-        "return Array.from(document.getElementById(arguments[0]).tBodies[0].rows,"
-        " r => Array.from(r.cells, c => c.textContent));", table_id)
+        "return Array.from(document.getElementById(arguments[0]).tBodies[0].rows)"
+        ".map(r => Array.from(r.cells, c => c.textContent));", table_id)
 
 
 def screenshot(driver, name):
@@ -324,8 +324,8 @@ def test_chat_streams_and_cluster_is_shown(server, browser):
         assert cells[1] == stage["name"], cells
         assert cells[3] == f"{stage['first_layer']}-{stage['end_layer'] - 1}", cells
     hops = table_cells(d, "hops-table")
-    if len(stages) == 1 and not CLUSTER:
-        assert hops[0][0] == "in-process", hops
+    if all(stage["name"] == "local" for stage in stages):
+        assert hops == [["in-process"]], hops
     else:
         assert hops[0][0] == "coordinator → stage 0", hops
         assert hops[-1][0] == f"stage {len(stages) - 1} → coordinator", hops
@@ -375,5 +375,5 @@ def test_api_key_is_asked_for_and_used(key_server, browser):
     assert not key_box.is_displayed()
     assert d.execute_script("return localStorage.getItem('herd.apiKey')") == API_KEY
     wait_for(d, "#status to say ready", lambda d: d.find_element(By.ID, "status").get_attribute("data-state") == "ready", 5)
-    wait_for(d, "the cluster table", lambda d: d.find_elements(By.CSS_SELECTOR, "#cluster-table tbody tr"), 5)
+    wait_for(d, "the cluster table", lambda d: d.find_elements(By.CSS_SELECTOR, "#cluster-table tbody tr:not(.empty)"), 5)
     screenshot(d, "serve-page-api-key.png")
