@@ -61,10 +61,18 @@ void RemotePipeline::setup() {
 
   weights_.allow(config_, ranges_);  // the header, and each worker its own tensors
   ready_info_.assign(workers_.size(), {});
+  stage_status_.assign(workers_.size(), {});
   stage_links_.assign(workers_.size() > 0 ? workers_.size() - 1 : 0, {});
   // Assign from the last stage back, so that each stage's next stage is ready when it dials it.
   for (size_t k = workers_.size(); k-- > 0;) assign(k);
   mirrors_.assign(static_cast<size_t>(opts_.n_seq), std::nullopt);  // fresh samplers on the last stage
+  // A new layout: the times start again. The way back from the last stage is taken to be its link
+  // as this coordinator measured it (an echo: both directions together).
+  hop_links_.clear();
+  hop_links_.push_back(worker_links_.at(workers_[0].index));
+  hop_links_.insert(hop_links_.end(), stage_links_.begin(), stage_links_.end());
+  hop_links_.push_back(worker_links_.at(workers_[workers_.size() - 1].index));
+  stats_.reset(stage_status_, hop_links_.size());
   healthy_ = true;
 }
 
@@ -129,6 +137,9 @@ void RemotePipeline::assign(size_t k) {
     const Ready ready = unpack<Ready>(r.msg);
     HERD_LOG_INFO(describe(k), " ready: ", ready.info);
     ready_info_[k] = ready.info;
+    const std::string& addr = workers_[k].address;
+    stage_status_[k] = {addr.rfind("tcp://", 0) == 0 ? addr.substr(6) : addr, ready.device, ranges_[k].first,
+                        ranges_[k].end, ready.memory_bytes};
     if (k + 1 < workers_.size()) {
       if (!ready.has_next_link) fail(k, "did not report its link to the next stage");
       stage_links_[k] = ready.next_link;

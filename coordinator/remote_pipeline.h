@@ -20,6 +20,13 @@
 // notice a dead worker within ~1 s), and a lost or failing worker turns into a std::runtime_error
 // naming the worker and its layers. The next eval() reconnects and re-assigns every worker (a
 // restarted worker simply joins again) and replays the tokens the lost caches held.
+//
+// status(): per stage its address, the device and memory its Ready reported, its layers, and the
+// compute and overhead times every stage measures on its own clock and appends to the batch
+// (cluster::StageTime); the batch time is measured here, from just before the Forward is packed to
+// when poll() has its Result. What is neither compute nor overhead is the time on the hops (wire,
+// socket queues, waiting behind another micro-batch, a caller that polls late): that total is
+// measured, its split over the hops is derived (spread_hop_time). Since the last (re)connect.
 #pragma once
 
 #include <chrono>
@@ -28,6 +35,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -41,6 +49,12 @@
 #include "transport/link.h"
 
 namespace herd {
+
+// One batch's hop times, derived rather than measured (no clock is shared between hosts):
+// `residual_ms` (the round trip less every stage's compute and overhead) spread over the hops in
+// proportion to `predicted_ms` (each hop's measured link at setup: latency + bytes / bandwidth), or
+// evenly when nothing is predicted. A negative or non-finite residual counts as 0.
+std::vector<double> spread_hop_time(double residual_ms, std::span<const double> predicted_ms);
 
 struct RemotePipelineOptions {
   std::vector<std::string> workers;  // listen addresses, in stage order ("HOST:PORT", tcp://..., inproc://...)
@@ -134,7 +148,8 @@ class RemotePipeline : public Pipeline {
     int64_t n_outputs = 0;
     bool sample = false;
     std::vector<int32_t> sample_seqs;  // the sequence of each output row (sampling)
-    std::chrono::steady_clock::time_point sent;
+    int64_t n_rows = 0;
+    std::chrono::steady_clock::time_point sent;  // just before the Forward was packed
   };
   std::deque<Pending> pending_;  // Forwards in flight, oldest first
   // What the last stage's sampler of each slot holds (params and window) as far as this side
@@ -144,6 +159,12 @@ class RemotePipeline : public Pipeline {
     std::vector<int32_t> recent;
   };
   std::vector<std::optional<SamplerMirror>> mirrors_;
+  // status(): each active stage as its Ready described it, and each hop's measured link
+  // (coordinator -> stage 0, stage i -> i+1, last stage -> coordinator: n_stages + 1).
+  std::vector<StageStatus> stage_status_;
+  std::vector<cluster::LinkStats> hop_links_;
+  // Records one finished batch's times (stage_times: one per stage, checked by the caller).
+  void record_times(const Pending& p, const std::vector<cluster::StageTime>& stage_times);
   bool healthy_ = false;
   uint64_t next_request_ = 1, session_ = 0;
 };

@@ -64,6 +64,8 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
                                     : "");
   HERD_LOG_INFO("worker: assigned ", info);
   Ready ready{info};
+  ready.device = backend_->description();
+  ready.memory_bytes = std::min(kMaxStageBytes, model::stage_weight_bytes(*file_, config_, a.layers) + stage_->cache().bytes());
   if (next_link) {
     ready.has_next_link = true;
     ready.next_link = *next_link;
