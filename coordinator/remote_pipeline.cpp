@@ -1,5 +1,7 @@
 #include "coordinator/remote_pipeline.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -17,7 +19,11 @@ using namespace transport;
 using namespace cluster;
 
 RemotePipeline::RemotePipeline(const model::GgufFile& f, const model::ModelConfig& c, RemotePipelineOptions opts)
-    : config_(c), file_(f), opts_(std::move(opts)), weights_(f, opts_.debug_corrupt_chunks) {
+    : config_(c),
+      file_(f),
+      opts_(std::move(opts)),
+      weights_(f, opts_.debug_corrupt_chunks),
+      progress_(opts_.show_progress, isatty(STDERR_FILENO) != 0) {
   if (opts_.n_ctx <= 0) throw std::invalid_argument("context size must be positive");
   if (opts_.workers.empty()) throw std::invalid_argument("RemotePipeline needs at least one worker");
   if (opts_.model_path.empty()) opts_.model_path = std::filesystem::absolute(f.path()).string();
@@ -40,6 +46,8 @@ void RemotePipeline::fail_root_cause(size_t i, const std::string& what) {
 }
 
 void RemotePipeline::setup() {
+  const auto t0 = std::chrono::steady_clock::now();
+  const uint64_t sent0 = weights_.bytes_sent();
   ++session_;
   workers_.connect(opts_.workers, opts_.connect_timeout_ms);
   worker_links_ = workers_.links();
@@ -74,6 +82,8 @@ void RemotePipeline::setup() {
   hop_links_.push_back(worker_links_.at(workers_[workers_.size() - 1].index));
   stats_.reset(stage_status_, hop_links_.size());
   healthy_ = true;
+  progress_.all_ready(workers_.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                      weights_.bytes_sent() - sent0);
 }
 
 void RemotePipeline::plan_split() {
@@ -120,15 +130,25 @@ void RemotePipeline::assign(size_t k) {
   if (!a.layers.output) a.next_address = workers_[k + 1].address;
   if (auto err = workers_[k].link->send(pack(a)); !err.empty()) fail(k, err);
   // A worker without the model fetches its shard first: each request restarts the clock.
+  const std::string who = workers_[k].address;
+  progress_.assigning(who, layers_text(ranges_[k]));
+  const uint64_t sent0 = weights_.bytes_sent();
   Received r;
   while (true) {
     r = workers_[k].link->recv(opts_.assign_timeout_ms);
     if (r.status == RecvStatus::ok && r.msg.type == static_cast<uint16_t>(MsgType::WeightRequest)) {
-      serve_weights(k, r.msg);
+      try {
+        serve_weights(k, r.msg);
+      } catch (...) {
+        progress_.stage_done(who);
+        throw;
+      }
+      progress_.sent(who, weights_.bytes_sent() - sent0, weights_.servable_bytes(k));
       continue;
     }
     break;
   }
+  progress_.stage_done(who);
   if (r.status == RecvStatus::timeout) fail(k, "no answer to the layer assignment");
   if (r.status != RecvStatus::ok) fail(k, r.error);
   try {

@@ -41,6 +41,7 @@
 
 #include "cluster/protocol.h"
 #include "coordinator/plan_adapter.h"
+#include "coordinator/setup_progress.h"
 #include "coordinator/weight_server.h"
 #include "coordinator/worker_set.h"
 #include "engine/pipeline.h"
@@ -61,6 +62,7 @@ struct RemotePipelineOptions {
   std::string split;                 // "0-1,2-4" (one range per worker); "" = the planner's split
   std::string plan_strategy = "optimal";  // without split: even, memory, speed, gpu-first or optimal
   bool print_plan = false;           // print the one-line plan summary to stderr (the CLI)
+  bool show_progress = false;        // weight transfers and "N stages ready" on stderr (the CLI; setup_progress.h)
   int64_t n_ctx = 0;
   int64_t n_seq = 1;                 // sequence slots on every worker (--parallel)
   DType kv_type = DType::F32;        // KV cache storage on every worker
@@ -135,6 +137,7 @@ class RemotePipeline : public Pipeline {
   std::vector<model::LayerRange> ranges_;  // per active worker (declared before workers_, which names them)
   WorkerSet workers_{ranges_};
   WeightServer weights_;
+  SetupProgress progress_;
   std::vector<std::string> ready_info_;
   std::optional<partition::ModelShape> shape_;
   std::optional<partition::Plan> plan_;

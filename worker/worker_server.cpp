@@ -31,6 +31,13 @@ std::string printable_peer(const std::string& peer) {
   return os.str();
 }
 
+// A peer-chosen name, for a log line: printable ASCII, at most 120 characters.
+std::string printable_name(const std::string& name) {
+  std::string out;
+  for (unsigned char c : name.substr(0, 120)) out += c >= 0x20 && c < 0x7f ? static_cast<char>(c) : '?';
+  return out;
+}
+
 void require(bool ok, const std::string& what) {
   if (!ok) throw ProtocolError(what);
 }
@@ -173,6 +180,8 @@ void WorkerServer::on_hello(const std::string& peer, const Message& m) {
   reply.name = opts_.name;
   listener_->send(peer, pack(reply));
   HERD_LOG_INFO("worker: hello from ", printable_peer(peer), " (", h.name, ")");
+  // Who drives this worker is worth a line by default; the previous stage's hello is not.
+  if (h.role == Role::Coordinator) note("herd worker: coordinator " + printable_name(h.name) + " connected");
 }
 
 // One batch: checked against this stage's slots and context before any work, computed, then sent
