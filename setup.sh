@@ -16,7 +16,10 @@ esac
 # Debian packages the build, the tests and the model download need.
 packages=(cmake g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev python3 python3-pip ca-certificates
           libzmq3-dev cppzmq-dev libcereal-dev openmpi-bin libopenmpi-dev
-          g++-aarch64-linux-gnu qemu-user)  # the last two: NEON tests, cross-built and run under qemu
+          g++-aarch64-linux-gnu qemu-user  # NEON tests, cross-built and run under qemu
+          libcpp-httplib-dev nlohmann-json3-dev libsodium-dev)  # herd serve: HTTP, JSON, constant-time key check
+# `./setup.sh test` also drives the server with a real browser (tests/server/test_page.py).
+[ "$mode" = test ] && packages+=(chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,6 +30,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && sudo=sudo
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+# Python test tools from PyPI (tests/server): the official OpenAI client, pytest, selenium, a
+# Prometheus text parser.
+if [ "$mode" = test ] && ! python3 -c "import openai, pytest, requests, selenium, prometheus_client" 2>/dev/null; then
+  echo "setup: installing Python test tools (openai pytest requests selenium prometheus-client)"
+  tools=(openai pytest requests selenium prometheus-client)
+  python3 -m pip install -q "${tools[@]}" 2>/dev/null || python3 -m pip install -q --break-system-packages "${tools[@]}"
 fi
 
 scripts/fetch-model.sh

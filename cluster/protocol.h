@@ -13,6 +13,8 @@
 //   stage i -> stage i+1    Hello (role upstream) once, Pings (its link measurement), then Forward + hidden[n, n_embd] (f32|f16)
 //   last stage -> coordinator Result + logits[n_outputs, n_vocab] (f32), or Result{tokens} when the
 //                             Forward asked the last stage to sample its output rows (generation)
+//                             (since protocol 6 each stage appends its StageTime to the Forward, and
+//                             the Result carries all of them back: RemotePipeline::status())
 //   worker -> coordinator   WeightRequest{offset, length} while assigning, when it has no copy of
 //                             the model: coordinator -> worker WeightChunk{offset, crc32} + bytes (u8)
 //   any stage -> coordinator Error{request_id, message} when a Forward fails
@@ -36,7 +38,9 @@ namespace herd::cluster {
 // 2: sampling on the last stage, weight transfer; 3: worker profile (WorkerProfile v2), Ping/Pong,
 // Ready v2 (measured link to the next stage); 4: the data lane handshake (transport/zmq_link.h),
 // which a link opens with before its Hello; 5: batches of several sequences (Forward/Result v3,
-// Assign v3: sequence slots and KV type), the last stage keeps each sequence's sampler
+// Assign v3: sequence slots and KV type), the last stage keeps each sequence's sampler; 6: stage
+// times (Forward/Result v4), Ready v3 (the stage's device and memory), SampleSpec v3 (frequency and
+// presence penalties)
 constexpr uint32_t kProtocolVersion = 6;
 
 enum class Role : uint8_t { Coordinator = 0, Worker = 1, Upstream = 2 };
@@ -125,20 +129,30 @@ struct LinkStats {
   }
 };
 
+constexpr uint64_t kMaxStageBytes = uint64_t{1} << 50;  // 1 PiB: more than any host holds
 struct Ready {
   static constexpr MsgType kType = MsgType::Ready;
   std::string info;
   // v2: after an Assign of a non-last stage, its measured link to the next stage.
   bool has_next_link = false;
   LinkStats next_link;
+  // v3: after an Assign, what the stage runs on (Backend::description(), "cpu-avx2-q8, 4 threads")
+  // and the bytes it holds (its tensors + the KV cache allocated); for status pages only.
+  std::string device;
+  uint64_t memory_bytes = 0;
   Ready() = default;
   Ready(std::string info_) : info(std::move(info_)) {}  // NOLINT: Ready{"text"} as before v2
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 2, "Ready");
+    detail::check_version<A>(v, 3, "Ready");
     detail::bounded_string(ar, info, 4096, "Ready.info");
     if (v >= 2) {
       ar(has_next_link);
       if (has_next_link) ar(next_link);
+    }
+    if (v >= 3) {
+      detail::bounded_string(ar, device, 256, "Ready.device");
+      ar(memory_bytes);
+      if (memory_bytes > kMaxStageBytes) throw ProtocolError("Ready: memory " + std::to_string(memory_bytes) + " bytes");
     }
   }
 };
@@ -184,10 +198,44 @@ struct SampleSpec {
   }
 };
 
+// What one stage spent on one batch, in microseconds of its own steady clock (durations only: no
+// clock is shared between hosts, so no stage's time stamps travel). compute: Stage::forward (+
+// sampling, on the last stage); overhead: the rest of the worker's handling, from picking the
+// Forward up to packing what it sends on (unpack, checks, f16 conversion). The time a message
+// waited in a socket queue or on a wire is in neither: the coordinator derives it (hop times).
+constexpr size_t kMaxStages = 1024;
+constexpr uint64_t kMaxStageMicros = uint64_t{3600} * 1000 * 1000;  // an hour per batch
+struct StageTime {
+  uint64_t compute_us = 0;
+  uint64_t overhead_us = 0;
+  bool operator==(const StageTime&) const = default;
+};
+namespace detail {
+// At most kMaxStages entries (checked before any allocation), each time at most kMaxStageMicros.
+template <class Archive>
+void stage_times(Archive& ar, std::vector<StageTime>& v, const char* field) {
+  uint64_t n = v.size();
+  ar(n);
+  if constexpr (Archive::is_loading::value) {
+    if (n > kMaxStages)
+      throw ProtocolError(std::string(field) + " has " + std::to_string(n) + " entries (max " + std::to_string(kMaxStages) + ")");
+    v.resize(n);
+  }
+  for (auto& t : v) {
+    ar(t.compute_us, t.overhead_us);
+    if constexpr (Archive::is_loading::value)
+      if (t.compute_us > kMaxStageMicros || t.overhead_us > kMaxStageMicros)
+        throw ProtocolError(std::string(field) + ": " + std::to_string(t.compute_us) + " + " +
+                            std::to_string(t.overhead_us) + " us (max " + std::to_string(kMaxStageMicros) + " each)");
+  }
+}
+}  // namespace detail
+
 // A batch (engine/batch.h) of n rows: + tensor 0: tokens i32 [n] (to the first stage) or hidden
 // [n, n_embd] (f32|f16). pos/seq/logits are the rows' positions, sequence slots and output flags
 // (checked by the stage against its slots and context); with `sample`, `samples` has one entry per
-// output row and the last stage returns their tokens instead of logits.
+// output row and the last stage returns their tokens instead of logits. v4: stage_times, one entry
+// per stage the batch has passed (empty from the coordinator; each stage appends its own).
 constexpr size_t kMaxBatchRows = 1 << 16;
 struct Forward {
   static constexpr MsgType kType = MsgType::Forward;
@@ -196,14 +244,15 @@ struct Forward {
   std::vector<uint8_t> logits;
   bool sample = false;
   std::vector<SampleSpec> samples;
+  std::vector<StageTime> stage_times;  // v4
   Forward() = default;
   // One sequence's n rows at positions pos0..: outputs for the last row, or all of them.
   Forward(uint64_t request_id_, int64_t pos0, int64_t n, bool all_logits, int32_t seq_id = 0);
   int64_t n_rows() const { return static_cast<int64_t>(pos.size()); }
   int64_t n_outputs() const;
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 3, "Forward");
-    if (v < 3) throw ProtocolError("Forward v" + std::to_string(v) + " predates protocol 5");
+    detail::check_version<A>(v, 4, "Forward");
+    if (v < 4) throw ProtocolError("Forward v" + std::to_string(v) + " predates protocol 6");
     ar(request_id);
     detail::bounded_i32s(ar, pos, kMaxBatchRows, "Forward.pos");
     detail::bounded_i32s(ar, seq, kMaxBatchRows, "Forward.seq");
@@ -228,26 +277,30 @@ struct Forward {
       samples.resize(ns);
     }
     for (auto& s : samples) ar(s);
+    detail::stage_times(ar, stage_times, "Forward.stage_times");
   }
 };
 
 // + tensor 0: logits f32 [n_rows, n_vocab] (n_rows = the Forward's output rows); or, when the
-// Forward had `sample`, no tensor and the sampled `tokens` (one per output row).
+// Forward had `sample`, no tensor and the sampled `tokens` (one per output row). v4: stage_times,
+// the Forward's plus the last stage's own (one per stage, in stage order).
 struct Result {
   static constexpr MsgType kType = MsgType::Result;
   uint64_t request_id = 0;
   int64_t n_rows = 0;
   std::vector<int32_t> tokens;
+  std::vector<StageTime> stage_times;  // v4
   Result() = default;
   Result(uint64_t request_id_, int64_t n_rows_, std::vector<int32_t> tokens_ = {})
       : request_id(request_id_), n_rows(n_rows_), tokens(std::move(tokens_)) {}
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 3, "Result");
-    if (v < 3) throw ProtocolError("Result v" + std::to_string(v) + " predates protocol 5");
+    detail::check_version<A>(v, 4, "Result");
+    if (v < 4) throw ProtocolError("Result v" + std::to_string(v) + " predates protocol 6");
     ar(request_id, n_rows);
     if (n_rows < 0 || static_cast<uint64_t>(n_rows) > kMaxBatchRows)
       throw ProtocolError("Result: " + std::to_string(n_rows) + " rows");
     detail::bounded_i32s(ar, tokens, kMaxBatchRows, "Result.tokens");
+    detail::stage_times(ar, stage_times, "Result.stage_times");
   }
 };
 
@@ -321,14 +374,14 @@ struct Stop {
 
 CEREAL_CLASS_VERSION(herd::cluster::Hello, 1)
 CEREAL_CLASS_VERSION(herd::cluster::Assign, 3)
-CEREAL_CLASS_VERSION(herd::cluster::Ready, 2)
+CEREAL_CLASS_VERSION(herd::cluster::Ready, 3)
 CEREAL_CLASS_VERSION(herd::cluster::LinkStats, 1)
 CEREAL_CLASS_VERSION(herd::cluster::Ping, 1)
 CEREAL_CLASS_VERSION(herd::cluster::Pong, 1)
 CEREAL_CLASS_VERSION(herd::cluster::ErrorMsg, 1)
 CEREAL_CLASS_VERSION(herd::cluster::SampleSpec, 3)
-CEREAL_CLASS_VERSION(herd::cluster::Forward, 3)
-CEREAL_CLASS_VERSION(herd::cluster::Result, 3)
+CEREAL_CLASS_VERSION(herd::cluster::Forward, 4)
+CEREAL_CLASS_VERSION(herd::cluster::Result, 4)
 CEREAL_CLASS_VERSION(herd::cluster::WeightRequest, 1)
 CEREAL_CLASS_VERSION(herd::cluster::WeightChunk, 1)
 CEREAL_CLASS_VERSION(herd::cluster::Reset, 1)

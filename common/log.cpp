@@ -40,10 +40,21 @@ const char* level_name(LogLevel l) {
 LogLevel log_level() { return static_cast<LogLevel>(level_slot().load(std::memory_order_relaxed)); }
 void set_log_level(LogLevel level) { level_slot().store(static_cast<int>(level)); }
 
+static std::mutex& line_mutex() {  // whole lines, even from worker threads
+  static std::mutex mu;
+  return mu;
+}
+
 void log_write(LogLevel level, const std::string& msg) {
-  static std::mutex mu;  // whole lines, even from worker threads
-  std::lock_guard<std::mutex> lock(mu);
+  std::lock_guard<std::mutex> lock(line_mutex());
   std::fprintf(stderr, "herd %s: %s\n", level_name(level), msg.c_str());
+}
+
+void note(const std::string& line) {
+  if (!notes_shown()) return;
+  std::lock_guard<std::mutex> lock(line_mutex());
+  std::fprintf(stderr, "%s\n", line.c_str());
+  std::fflush(stderr);
 }
 
 }  // namespace herd

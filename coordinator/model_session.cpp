@@ -32,6 +32,7 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
     ro.split = opts.split;
     ro.plan_strategy = opts.plan_strategy;
     ro.print_plan = true;
+    ro.show_progress = true;
     ro.isa = opts.isa;
     ro.exact = opts.exact;
     ro.n_ctx = n_ctx;

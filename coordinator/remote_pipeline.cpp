@@ -1,5 +1,7 @@
 #include "coordinator/remote_pipeline.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -17,7 +19,11 @@ using namespace transport;
 using namespace cluster;
 
 RemotePipeline::RemotePipeline(const model::GgufFile& f, const model::ModelConfig& c, RemotePipelineOptions opts)
-    : config_(c), file_(f), opts_(std::move(opts)), weights_(f, opts_.debug_corrupt_chunks) {
+    : config_(c),
+      file_(f),
+      opts_(std::move(opts)),
+      weights_(f, opts_.debug_corrupt_chunks),
+      progress_(opts_.show_progress, isatty(STDERR_FILENO) != 0) {
   if (opts_.n_ctx <= 0) throw std::invalid_argument("context size must be positive");
   if (opts_.workers.empty()) throw std::invalid_argument("RemotePipeline needs at least one worker");
   if (opts_.model_path.empty()) opts_.model_path = std::filesystem::absolute(f.path()).string();
@@ -40,6 +46,8 @@ void RemotePipeline::fail_root_cause(size_t i, const std::string& what) {
 }
 
 void RemotePipeline::setup() {
+  const auto t0 = std::chrono::steady_clock::now();
+  const uint64_t sent0 = weights_.bytes_sent();
   ++session_;
   workers_.connect(opts_.workers, opts_.connect_timeout_ms);
   worker_links_ = workers_.links();
@@ -61,11 +69,21 @@ void RemotePipeline::setup() {
 
   weights_.allow(config_, ranges_);  // the header, and each worker its own tensors
   ready_info_.assign(workers_.size(), {});
+  stage_status_.assign(workers_.size(), {});
   stage_links_.assign(workers_.size() > 0 ? workers_.size() - 1 : 0, {});
   // Assign from the last stage back, so that each stage's next stage is ready when it dials it.
   for (size_t k = workers_.size(); k-- > 0;) assign(k);
   mirrors_.assign(static_cast<size_t>(opts_.n_seq), std::nullopt);  // fresh samplers on the last stage
+  // A new layout: the times start again. The way back from the last stage is taken to be its link
+  // as this coordinator measured it (an echo: both directions together).
+  hop_links_.clear();
+  hop_links_.push_back(worker_links_.at(workers_[0].index));
+  hop_links_.insert(hop_links_.end(), stage_links_.begin(), stage_links_.end());
+  hop_links_.push_back(worker_links_.at(workers_[workers_.size() - 1].index));
+  stats_.reset(stage_status_, hop_links_.size());
   healthy_ = true;
+  progress_.all_ready(workers_.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                      weights_.bytes_sent() - sent0);
 }
 
 void RemotePipeline::plan_split() {
@@ -112,15 +130,25 @@ void RemotePipeline::assign(size_t k) {
   if (!a.layers.output) a.next_address = workers_[k + 1].address;
   if (auto err = workers_[k].link->send(pack(a)); !err.empty()) fail(k, err);
   // A worker without the model fetches its shard first: each request restarts the clock.
+  const std::string who = workers_[k].address;
+  progress_.assigning(who, layers_text(ranges_[k]));
+  const uint64_t sent0 = weights_.bytes_sent();
   Received r;
   while (true) {
     r = workers_[k].link->recv(opts_.assign_timeout_ms);
     if (r.status == RecvStatus::ok && r.msg.type == static_cast<uint16_t>(MsgType::WeightRequest)) {
-      serve_weights(k, r.msg);
+      try {
+        serve_weights(k, r.msg);
+      } catch (...) {
+        progress_.stage_done(who);
+        throw;
+      }
+      progress_.sent(who, weights_.bytes_sent() - sent0, weights_.servable_bytes(k));
       continue;
     }
     break;
   }
+  progress_.stage_done(who);
   if (r.status == RecvStatus::timeout) fail(k, "no answer to the layer assignment");
   if (r.status != RecvStatus::ok) fail(k, r.error);
   try {
@@ -129,6 +157,9 @@ void RemotePipeline::assign(size_t k) {
     const Ready ready = unpack<Ready>(r.msg);
     HERD_LOG_INFO(describe(k), " ready: ", ready.info);
     ready_info_[k] = ready.info;
+    const std::string& addr = workers_[k].address;
+    stage_status_[k] = {addr.rfind("tcp://", 0) == 0 ? addr.substr(6) : addr, ready.device, ranges_[k].first,
+                        ranges_[k].end, ready.memory_bytes};
     if (k + 1 < workers_.size()) {
       if (!ready.has_next_link) fail(k, "did not report its link to the next stage");
       stage_links_[k] = ready.next_link;

@@ -20,6 +20,13 @@
 // notice a dead worker within ~1 s), and a lost or failing worker turns into a std::runtime_error
 // naming the worker and its layers. The next eval() reconnects and re-assigns every worker (a
 // restarted worker simply joins again) and replays the tokens the lost caches held.
+//
+// status(): per stage its address, the device and memory its Ready reported, its layers, and the
+// compute and overhead times every stage measures on its own clock and appends to the batch
+// (cluster::StageTime); the batch time is measured here, from just before the Forward is packed to
+// when poll() has its Result. What is neither compute nor overhead is the time on the hops (wire,
+// socket queues, waiting behind another micro-batch, a caller that polls late): that total is
+// measured, its split over the hops is derived (spread_hop_time). Since the last (re)connect.
 #pragma once
 
 #include <chrono>
@@ -28,11 +35,13 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "cluster/protocol.h"
 #include "coordinator/plan_adapter.h"
+#include "coordinator/setup_progress.h"
 #include "coordinator/weight_server.h"
 #include "coordinator/worker_set.h"
 #include "engine/pipeline.h"
@@ -42,11 +51,18 @@
 
 namespace herd {
 
+// One batch's hop times, derived rather than measured (no clock is shared between hosts):
+// `residual_ms` (the round trip less every stage's compute and overhead) spread over the hops in
+// proportion to `predicted_ms` (each hop's measured link at setup: latency + bytes / bandwidth), or
+// evenly when nothing is predicted. A negative or non-finite residual counts as 0.
+std::vector<double> spread_hop_time(double residual_ms, std::span<const double> predicted_ms);
+
 struct RemotePipelineOptions {
   std::vector<std::string> workers;  // listen addresses, in stage order ("HOST:PORT", tcp://..., inproc://...)
   std::string split;                 // "0-1,2-4" (one range per worker); "" = the planner's split
   std::string plan_strategy = "optimal";  // without split: even, memory, speed, gpu-first or optimal
   bool print_plan = false;           // print the one-line plan summary to stderr (the CLI)
+  bool show_progress = false;        // weight transfers and "N stages ready" on stderr (the CLI; setup_progress.h)
   int64_t n_ctx = 0;
   int64_t n_seq = 1;                 // sequence slots on every worker (--parallel)
   DType kv_type = DType::F32;        // KV cache storage on every worker
@@ -121,6 +137,7 @@ class RemotePipeline : public Pipeline {
   std::vector<model::LayerRange> ranges_;  // per active worker (declared before workers_, which names them)
   WorkerSet workers_{ranges_};
   WeightServer weights_;
+  SetupProgress progress_;
   std::vector<std::string> ready_info_;
   std::optional<partition::ModelShape> shape_;
   std::optional<partition::Plan> plan_;
@@ -134,7 +151,8 @@ class RemotePipeline : public Pipeline {
     int64_t n_outputs = 0;
     bool sample = false;
     std::vector<int32_t> sample_seqs;  // the sequence of each output row (sampling)
-    std::chrono::steady_clock::time_point sent;
+    int64_t n_rows = 0;
+    std::chrono::steady_clock::time_point sent;  // just before the Forward was packed
   };
   std::deque<Pending> pending_;  // Forwards in flight, oldest first
   // What the last stage's sampler of each slot holds (params and window) as far as this side
@@ -144,6 +162,12 @@ class RemotePipeline : public Pipeline {
     std::vector<int32_t> recent;
   };
   std::vector<std::optional<SamplerMirror>> mirrors_;
+  // status(): each active stage as its Ready described it, and each hop's measured link
+  // (coordinator -> stage 0, stage i -> i+1, last stage -> coordinator: n_stages + 1).
+  std::vector<StageStatus> stage_status_;
+  std::vector<cluster::LinkStats> hop_links_;
+  // Records one finished batch's times (stage_times: one per stage, checked by the caller).
+  void record_times(const Pending& p, const std::vector<cluster::StageTime>& stage_times);
   bool healthy_ = false;
   uint64_t next_request_ = 1, session_ = 0;
 };

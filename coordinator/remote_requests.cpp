@@ -2,6 +2,7 @@
 // order, several in flight (micro-batches keep every stage busy); failures become error values
 // and the next submit reconnects and replays what each sequence slot held.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 
@@ -35,6 +36,44 @@ bool same_params(const SamplerParams& a, const SamplerParams& b) {
 }
 
 }  // namespace
+
+std::vector<double> spread_hop_time(double residual_ms, std::span<const double> predicted_ms) {
+  if (!(residual_ms > 0) || !std::isfinite(residual_ms)) residual_ms = 0;
+  std::vector<double> out(predicted_ms.size(), 0.0);
+  if (out.empty()) return out;
+  double total = 0;
+  for (double p : predicted_ms)
+    if (std::isfinite(p) && p > 0) total += p;
+  for (size_t h = 0; h < out.size(); ++h) {
+    const double p = predicted_ms[h];
+    out[h] = total > 0 ? residual_ms * (std::isfinite(p) && p > 0 ? p / total : 0.0)
+                       : residual_ms / static_cast<double>(out.size());
+  }
+  return out;
+}
+
+void RemotePipeline::record_times(const Pending& p, const std::vector<StageTime>& stage_times) {
+  const double round_trip_ms = std::chrono::duration<double, std::milli>(Clock::now() - p.sent).count();
+  std::vector<double> compute(stage_times.size()), overhead(stage_times.size());
+  double on_stages = 0;
+  for (size_t i = 0; i < stage_times.size(); ++i) {
+    compute[i] = static_cast<double>(stage_times[i].compute_us) / 1e3;
+    overhead[i] = static_cast<double>(stage_times[i].overhead_us) / 1e3;
+    on_stages += compute[i] + overhead[i];
+  }
+  // What each hop carried for this batch: token ids, hidden states, then sampled ids or logits.
+  const double act_bytes = opts_.act_dtype == WireDType::F16 ? 2 : 4;
+  std::vector<double> predicted(hop_links_.size());
+  for (size_t h = 0; h < hop_links_.size(); ++h) {
+    double bytes = static_cast<double>(p.n_rows) * 4;
+    if (h > 0 && h + 1 < hop_links_.size()) bytes = static_cast<double>(p.n_rows * config_.n_embd) * act_bytes;
+    if (h > 0 && h + 1 == hop_links_.size())
+      bytes = static_cast<double>(p.n_outputs) * (p.sample ? 4.0 : 4.0 * static_cast<double>(config_.n_vocab));
+    const LinkStats& l = hop_links_[h];
+    predicted[h] = 1e3 * (l.latency_s + (l.bandwidth_Bps > 0 ? bytes / l.bandwidth_Bps : 0));
+  }
+  stats_.record(compute, overhead, spread_hop_time(round_trip_ms - on_stages, predicted), round_trip_ms);
+}
 
 uint64_t RemotePipeline::send_forward(const Batch& b, Forward& fw) {
   fw.request_id = next_request_++;
@@ -107,8 +146,9 @@ void RemotePipeline::do_submit(uint64_t ticket, const Batch& b, std::vector<RowS
       fw.samples.push_back(std::move(spec));
     }
   }
-  p.request_id = send_forward(b, fw);
+  p.n_rows = b.size();
   p.sent = Clock::now();
+  p.request_id = send_forward(b, fw);
   pending_.push_back(std::move(p));
 }
 
@@ -126,6 +166,9 @@ std::optional<BatchOutput> RemotePipeline::do_poll(int timeout_ms) {
     if (res.n_rows != p.n_outputs)
       throw ProtocolError("Result has " + std::to_string(res.n_rows) + " rows for " + std::to_string(p.n_outputs) +
                           " outputs");
+    if (res.stage_times.size() != workers_.size())
+      throw ProtocolError("Result carries " + std::to_string(res.stage_times.size()) + " stage times for " +
+                          std::to_string(workers_.size()) + " stages");
     if (p.sample) {
       if (!m->tensors.empty() || res.tokens.size() != static_cast<size_t>(p.n_outputs))
         throw ProtocolError("Result of a sampling request must carry one token id per output row and no logits");
@@ -141,6 +184,7 @@ std::optional<BatchOutput> RemotePipeline::do_poll(int timeout_ms) {
       out.logits.resize(static_cast<size_t>(p.n_outputs * config_.n_vocab));
       std::memcpy(out.logits.data(), m->tensors[0].data.data(), out.logits.size() * sizeof(float));
     }
+    record_times(p, res.stage_times);
   } catch (const ProtocolError& e) {
     fail(last, std::string("sent a bad result: ") + e.what());
   }

@@ -161,7 +161,8 @@ std::shared_ptr<RequestStream> Scheduler::submit(GenerationRequest req) {
   }
   {
     std::lock_guard lk(mu_);
-    if (static_cast<int64_t>(queue_.size()) >= opts_.max_queue && busy_ >= static_cast<int64_t>(slots_.size()))
+    // Slots busy or about to be, plus the queue: what is admitted but not finished.
+    if (static_cast<int64_t>(queue_.size()) + busy_ >= static_cast<int64_t>(slots_.size()) + opts_.max_queue)
       return nullptr;
     queue_.push_back({std::move(req), stream});
     stats_.queue_length = static_cast<int64_t>(queue_.size());
@@ -345,16 +346,18 @@ void Scheduler::finish(Slot& s, const std::string& reason, const std::string& er
     e.text = s.stop.push(s.utf8.flush(), stopped);
     if (reason != "stop" || !stopped) e.text += s.stop.flush();
   }
+  {  // the counts first: whoever reads the end of the stream sees them
+    std::lock_guard lk(mu_);
+    --busy_;
+    stats_.slots_busy = busy_;
+    if (!error.empty()) ++stats_.requests_failed;
+    else if (reason == "cancelled") ++stats_.requests_cancelled;
+    else ++stats_.requests_finished;
+  }
   s.stream->finish(std::move(e));
   s.active = false;
   s.stream.reset();
   s.sampler.reset();
-  std::lock_guard lk(mu_);
-  --busy_;
-  stats_.slots_busy = busy_;
-  if (!error.empty()) ++stats_.requests_failed;
-  else if (reason == "cancelled") ++stats_.requests_cancelled;
-  else ++stats_.requests_finished;
 }
 
 void Scheduler::fail_in_flight(const std::string& error) {

@@ -14,6 +14,7 @@ target_sources(herd_coordinator PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/remote_requests.cpp
   ${CMAKE_CURRENT_LIST_DIR}/worker_set.cpp
   ${CMAKE_CURRENT_LIST_DIR}/weight_server.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/setup_progress.cpp
 )
 target_link_libraries(herd_coordinator PUBLIC herd_cluster)
 # owner: planner. Without --split the coordinator plans the split (coordinator/plan_adapter.h).

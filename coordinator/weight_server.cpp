@@ -30,6 +30,13 @@ void WeightServer::allow(const model::ModelConfig& c, const std::vector<model::L
     }
 }
 
+uint64_t WeightServer::servable_bytes(size_t k) const {
+  uint64_t n = 0;
+  if (k < servable_.size())
+    for (const auto& [b, e] : servable_[k]) n += e - b;
+  return n;
+}
+
 std::string WeightServer::serve(size_t k, Link& link, const Message& m, uint64_t session, const std::string& who) {
   WeightRequest q;
   try {

@@ -39,6 +39,8 @@ class WeightServer {
 
   // Weight bytes sent (since construction).
   uint64_t bytes_sent() const { return bytes_sent_; }
+  // What stage k may fetch (allow()): the header plus its tensors, in bytes; 0 for an unknown stage.
+  uint64_t servable_bytes(size_t k) const;
 
  private:
   const model::GgufFile& file_;

@@ -1,5 +1,7 @@
 #include "coordinator/worker_set.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <sstream>
@@ -17,6 +19,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr int kRootCauseGraceMs = 300;
+
+// "HOST (pid N)": how a worker names this coordinator in its log (Hello.name holds 256 bytes).
+std::string coordinator_name() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  return std::string(host[0] ? host : "?").substr(0, 200) + " (pid " + std::to_string(getpid()) + ")";
+}
 
 }  // namespace
 
@@ -80,7 +89,7 @@ void WorkerSet::connect(const std::vector<std::string>& addresses, int timeout_m
   // Hello to everyone first, then collect the answers (in parallel: one timeout in all).
   Hello h;
   h.role = Role::Coordinator;
-  h.name = "coordinator";
+  h.name = coordinator_name();  // a worker logs it when we connect
   for (size_t i = 0; i < workers_.size(); ++i) {
     try {
       workers_[i].link = transport::connect(workers_[i].address);

@@ -1,5 +1,6 @@
 #include "engine/pipeline.h"
 
+#include <chrono>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -105,6 +106,35 @@ void Pipeline::forget(int32_t seq) {
   if (static_cast<size_t>(seq) < seq_tokens_.size()) seq_tokens_[static_cast<size_t>(seq)].clear();
 }
 
+void PipelineStats::reset(std::vector<StageStatus> stages, size_t n_hops) {
+  std::lock_guard<std::mutex> lock(mu_);
+  s_ = PipelineStatus{};
+  s_.stages = std::move(stages);
+  s_.hop_ms.assign(n_hops, 0.0);
+}
+
+void PipelineStats::record(std::span<const double> compute_ms, std::span<const double> overhead_ms,
+                           std::span<const double> hop_ms, double batch_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (compute_ms.size() != s_.stages.size() || hop_ms.size() != s_.hop_ms.size() ||
+      (!overhead_ms.empty() && overhead_ms.size() != s_.stages.size()))
+    throw std::logic_error("PipelineStats::record: times for another layout");
+  const bool first = s_.batches == 0;
+  auto mean = [first](double& m, double x) { m = first ? x : m + kAlpha * (x - m); };
+  for (size_t i = 0; i < compute_ms.size(); ++i) {
+    mean(s_.stages[i].compute_ms, compute_ms[i]);
+    if (!overhead_ms.empty()) mean(s_.stages[i].overhead_ms, overhead_ms[i]);
+  }
+  for (size_t h = 0; h < hop_ms.size(); ++h) mean(s_.hop_ms[h], hop_ms[h]);
+  mean(s_.batch_ms, batch_ms);
+  ++s_.batches;
+}
+
+PipelineStatus PipelineStats::snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return s_;
+}
+
 LocalPipeline::LocalPipeline(const model::GgufFile& f, const model::ModelConfig& c, Backend& backend,
                              const KvOptions& kv, std::vector<model::LayerRange> ranges)
     : config_(c), kv_(kv) {
@@ -116,26 +146,41 @@ LocalPipeline::LocalPipeline(const model::GgufFile& f, const model::ModelConfig&
     ranges[i].output = i + 1 == ranges.size();
     stages_.push_back(std::make_unique<Stage>(c, model::load_stage_weights(f, c, ranges[i]), backend, kv));
   }
+  std::vector<StageStatus> st;
+  for (size_t i = 0; i < ranges.size(); ++i)
+    st.push_back({"local", backend.description(), ranges[i].first, ranges[i].end,
+                  model::stage_weight_bytes(f, c, ranges[i]) + stages_[i]->cache().bytes()});
+  stats_.reset(std::move(st), 0);
+  compute_ms_.assign(stages_.size(), 0.0);
 }
 
 void LocalPipeline::do_submit(uint64_t ticket, const Batch& b, std::vector<RowSample> samples) {
   // In this process the stages run one after another at once; poll() hands the result back.
+  // Each stage's forward is timed (steady_clock); sampling counts to the last stage, as on a cluster.
+  using Clock = std::chrono::steady_clock;
+  auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  const auto start = Clock::now();
   const float* in = nullptr;
   BatchOutput out{ticket, {}, {}};
   for (size_t i = 0; i < stages_.size(); ++i) {
     const bool last = i + 1 == stages_.size();
     std::vector<float>& o = last ? out.logits : (i % 2 ? hidden_b_ : hidden_a_);
     o.resize(static_cast<size_t>(stages_[i]->output_floats(b)));
+    const auto t0 = Clock::now();
     stages_[i]->forward(b, in, o.data());
+    compute_ms_[i] = ms(Clock::now() - t0);
     in = o.data();
   }
   if (!samples.empty()) {
+    const auto t0 = Clock::now();
     for (size_t r = 0; r < samples.size(); ++r)
       out.tokens.push_back(samples[r].sampler->sample_with_draw(out.logits.data() + r * config_.n_vocab,
                                                                 samples[r].draw));
     out.logits.clear();
+    compute_ms_.back() += ms(Clock::now() - t0);
   }
   done_.push_back(std::move(out));
+  stats_.record(compute_ms_, {}, {}, ms(Clock::now() - start));
 }
 
 std::optional<BatchOutput> LocalPipeline::do_poll(int) {

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -47,15 +48,19 @@ struct RowSample {
   uint64_t draw = 0;
 };
 
-// What a pipeline says about its stages, for status pages and metrics. Times are measured means
-// over the recent batches (0 = nothing measured yet).
+// What a pipeline says about its stages, for status pages and metrics. Times are moving means
+// over the recent batches (PipelineStats: exponential, alpha 0.1; 0 = nothing measured yet), of
+// every batch polled since the pipeline was built or last reconnected, prompt chunks and decode
+// steps alike.
 struct StageStatus {
   std::string name;          // "local" in-process; "HOST:PORT" of a worker
-  std::string device;        // e.g. "cpu avx512 x2 threads"
+  std::string device;        // Backend::description(): "cpu-avx512-q8, 2 threads"
   int64_t first_layer = 0;   // layers [first_layer, end_layer)
   int64_t end_layer = 0;
-  uint64_t memory_bytes = 0; // weights + KV cache the stage holds
-  double compute_ms = 0;     // compute per batch on this stage
+  uint64_t memory_bytes = 0; // weights (bytes of the stage's tensors) + KV cache allocated
+  double compute_ms = 0;     // measured: Stage::forward per batch (+ sampling, on the last stage)
+  double overhead_ms = 0;    // measured on a worker: the rest of its handling of a batch (unpack,
+                             // checks, f16 conversion); 0 in-process
 };
 struct PipelineStatus {
   std::vector<StageStatus> stages;
@@ -66,6 +71,26 @@ struct PipelineStatus {
   uint64_t batches = 0;  // batches measured
 };
 
+// The bookkeeping behind status(): the layout of the stages and an exponential moving mean of each
+// time, m += 0.1 (x - m) per batch (the first batch sets it), so a status page follows a change of
+// load within ~20 batches and one slow batch moves it by a tenth. Thread-safe: a status page may
+// read it while another thread submits and polls.
+class PipelineStats {
+ public:
+  static constexpr double kAlpha = 0.1;
+  // A new layout (names, devices, layer ranges, memory); the means start again. n_hops: 0 in-process.
+  void reset(std::vector<StageStatus> stages, size_t n_hops);
+  // One batch: compute_ms and overhead_ms per stage, hop_ms per hop (each the size reset() gave;
+  // overhead_ms may be empty), and its submit -> output time.
+  void record(std::span<const double> compute_ms, std::span<const double> overhead_ms,
+              std::span<const double> hop_ms, double batch_ms);
+  PipelineStatus snapshot() const;
+
+ private:
+  mutable std::mutex mu_;
+  PipelineStatus s_;
+};
+
 class Pipeline {
  public:
   virtual ~Pipeline() = default;
@@ -74,8 +99,8 @@ class Pipeline {
   virtual int64_t n_seq() const = 0;  // sequence slots (--parallel)
   // Stages the batches pass through (a scheduler keeps this many micro-batches in flight).
   virtual int64_t n_stages() const = 0;
-  // Stages, devices and measured times (implementations fill what they know).
-  virtual PipelineStatus status() const { return {}; }
+  // Stages, devices and measured times (implementations fill stats_ with what they know).
+  virtual PipelineStatus status() const { return stats_.snapshot(); }
 
   // Queues `b`; returns its ticket. samplers: empty, or one per output row in row order (the
   // sampler must stay alive until the batch is polled; its RNG advances here). Throws
@@ -112,6 +137,7 @@ class Pipeline {
   void cut(int32_t seq, int32_t pos0);
 
   std::vector<std::vector<int32_t>> seq_tokens_;  // [n_seq] tokens each slot holds
+  PipelineStats stats_;                           // what status() returns
 
  private:
   struct InFlight {
@@ -147,6 +173,7 @@ class LocalPipeline : public Pipeline {
   std::vector<std::unique_ptr<Stage>> stages_;
   std::vector<float> hidden_a_, hidden_b_;
   std::deque<BatchOutput> done_;
+  std::vector<double> compute_ms_;  // the batch being run: per stage
 };
 
 // Splits n_layers into contiguous ranges from a spec like "0-9,10-21" (inclusive bounds), checking

@@ -111,6 +111,12 @@ class Backend {
   virtual std::string name() const = 0;
   virtual bool supports(Op op, DType type) const = 0;
   virtual void set_threads(int n_threads) { (void)n_threads; }
+  virtual int threads() const { return 1; }  // what set_threads left (1: a backend without a pool)
+  // For status pages and logs: "cpu-avx512-q8, 4 threads".
+  std::string description() const {
+    const int n = threads();
+    return name() + ", " + std::to_string(n) + (n == 1 ? " thread" : " threads");
+  }
 
   // The device this backend computes on, and memory there. The host default: 64-byte aligned,
   // uninitialised (pages never touched are never resident: a KV cache costs what it holds).

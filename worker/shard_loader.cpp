@@ -4,12 +4,14 @@
 // becomes an Error reply to the coordinator and leaves the worker unassigned (the previous model
 // file, backend and Stage are kept where the next Assign can reuse them).
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <thread>
 
 #include "cluster/link_measure.h"
 #include "cluster/model_fingerprint.h"
 #include "common/log.h"
+#include "common/timer.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "model/weights.h"
 #include "worker/worker_server.h"
@@ -30,6 +32,7 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
   const Assign a = unpack<Assign>(m);
   if (peers_[peer].role != Role::Coordinator) throw ProtocolError("Assign from a peer that is not a coordinator");
   coordinator_ = peer;
+  const Timer timer;
   uint64_t received = 0;
   bool fetched = false;
   std::optional<LinkStats> next_link;
@@ -63,7 +66,27 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
                                           file_->path() + ")"
                                     : "");
   HERD_LOG_INFO("worker: assigned ", info);
+  {
+    // The one line per assignment a user sees by default (common/log.h note).
+    const std::string model = !config_.name.empty() ? config_.name
+                                                    : std::filesystem::path(file_->path()).filename().string();
+    char tail[160];
+    std::snprintf(tail, sizeof tail, " (%.0f MiB, kv %s, %lld slot%s) in %.1f s",
+                  static_cast<double>(file_->mapped_bytes()) / 1048576.0, std::string(dtype_name(a.kv_type)).c_str(),
+                  static_cast<long long>(a.n_seq), a.n_seq == 1 ? "" : "s", timer.seconds());
+    const std::string layers = a.layers.end - a.layers.first == 1 ? "layer " + std::to_string(a.layers.first)
+                                                                    : stage_name();
+    std::string line = "herd worker: assigned " + layers + " of " + model + tail;
+    if (fetched) {
+      char got[64];
+      std::snprintf(got, sizeof got, ", %.1f MiB fetched from the coordinator", static_cast<double>(received) / 1048576.0);
+      line += got;
+    }
+    note(line);
+  }
   Ready ready{info};
+  ready.device = backend_->description();
+  ready.memory_bytes = std::min(kMaxStageBytes, model::stage_weight_bytes(*file_, config_, a.layers) + stage_->cache().bytes());
   if (next_link) {
     ready.has_next_link = true;
     ready.next_link = *next_link;

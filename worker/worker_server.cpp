@@ -31,6 +31,13 @@ std::string printable_peer(const std::string& peer) {
   return os.str();
 }
 
+// A peer-chosen name, for a log line: printable ASCII, at most 120 characters.
+std::string printable_name(const std::string& name) {
+  std::string out;
+  for (unsigned char c : name.substr(0, 120)) out += c >= 0x20 && c < 0x7f ? static_cast<char>(c) : '?';
+  return out;
+}
+
 void require(bool ok, const std::string& what) {
   if (!ok) throw ProtocolError(what);
 }
@@ -173,13 +180,21 @@ void WorkerServer::on_hello(const std::string& peer, const Message& m) {
   reply.name = opts_.name;
   listener_->send(peer, pack(reply));
   HERD_LOG_INFO("worker: hello from ", printable_peer(peer), " (", h.name, ")");
+  // Who drives this worker is worth a line by default; the previous stage's hello is not.
+  if (h.role == Role::Coordinator) note("herd worker: coordinator " + printable_name(h.name) + " connected");
 }
 
 // One batch: checked against this stage's slots and context before any work, computed, then sent
 // on (hidden state, written by the stage straight into the outgoing frame's bytes) or answered
 // (logits, or one sampled token per output row from the sequence's own sampler).
+//
+// Timed on this worker's steady clock (StageTime in cluster/protocol.h): `picked` when the message
+// was handed to us, compute around Stage::forward (and sampling), overhead the rest until the reply
+// or the next stage's message is packed.
 void WorkerServer::on_forward(const std::string& peer, const Message& m) {
-  const Forward f = unpack<Forward>(m);
+  using Clock = std::chrono::steady_clock;
+  const auto picked = Clock::now();
+  Forward f = unpack<Forward>(m);
   if (!stage_) {
     reply_error(peer, f.request_id, "Forward before a successful Assign");
     return;
@@ -196,6 +211,9 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
     require(r.pos0 <= stage_->cache().seq_len(r.seq),
             "Forward: sequence " + std::to_string(r.seq) + " at position " + std::to_string(r.pos0) + " (cache holds " +
                 std::to_string(stage_->cache().seq_len(r.seq)) + ", context " + std::to_string(assign_.n_ctx) + ")");
+  require(f.stage_times.size() < kMaxStages && (!assign_.layers.embedding || f.stage_times.empty()),
+          "Forward: " + std::to_string(f.stage_times.size()) + " stage times already" +
+              (assign_.layers.embedding ? " (the first stage expects none)" : ""));
   require(m.tensors.size() == 1, "Forward carries " + std::to_string(m.tensors.size()) + " tensors (expected 1)");
   const Tensor& t = m.tensors[0];
   const float* hidden = nullptr;
@@ -232,12 +250,23 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
     out_.resize(static_cast<size_t>(n_out_floats));
     dst = out_.data();
   }
+  const auto compute_start = Clock::now();
   try {
     stage_->forward(batch_, hidden, dst);
   } catch (const std::exception& e) {
     send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": " + e.what()}));
     return;
   }
+  auto compute_end = Clock::now();
+  // Appends this stage's StageTime to f (just before the outgoing message is packed).
+  auto stamp = [&] {
+    auto us = [](Clock::duration d) {
+      return std::min<uint64_t>(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count()),
+                                kMaxStageMicros);
+    };
+    const Clock::duration compute = compute_end - compute_start;
+    f.stage_times.push_back({us(compute), us(Clock::now() - picked - compute)});
+  };
   if (assign_.layers.output) {
     const int64_t rows = batch_.n_outputs();
     if (f.sample) {
@@ -253,13 +282,20 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
         send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": cannot sample: " + e.what()}));
         return;
       }
-      send_to_coordinator(pack(Result{f.request_id, rows, std::move(tokens)}));
+      compute_end = Clock::now();  // sampling is the last stage's compute too
+      stamp();
+      Result res{f.request_id, rows, std::move(tokens)};
+      res.stage_times = std::move(f.stage_times);
+      send_to_coordinator(pack(res));
       return;
     }
     out.shape = {rows, config_.n_vocab};
     std::vector<Tensor> ts;
     ts.push_back(std::move(out));
-    send_to_coordinator(pack(Result{f.request_id, rows}, std::move(ts)));
+    stamp();
+    Result res{f.request_id, rows};
+    res.stage_times = std::move(f.stage_times);
+    send_to_coordinator(pack(res, std::move(ts)));
     return;
   }
   out.shape = {n, config_.n_embd};
@@ -269,6 +305,7 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   }
   std::vector<Tensor> ts;
   ts.push_back(std::move(out));
+  stamp();
   if (auto err = next_->send(pack(f, std::move(ts))); !err.empty())
     send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": cannot reach the next stage " +
                                                          assign_.next_address + ": " + err}));

@@ -18,6 +18,7 @@ class ReferenceBackend : public Backend {
   // Threads for matmul (rows split across threads) and attention ((token, head) pairs split);
   // results are bit-identical for every count.
   void set_threads(int n_threads) override;
+  int threads() const override { return pool_.size(); }
 
   void matmul(const WeightMatrix& w, const float* x, int64_t n_tokens, int64_t ldx, float* y,
               int64_t ldy) override;

@@ -278,10 +278,11 @@ TEST(Protocol, SamplingForwardAndWeightMessagesRoundTrip) {
   Forward extra = f;
   extra.samples.push_back(SampleSpec{});
   EXPECT_THROW(unpack<Forward>(pack(extra)), ProtocolError);
-  // A history length of 2^40 is refused before any allocation (it is the last u64 + 3 i32s).
+  // A history length of 2^40 is refused before any allocation (it is the u64 before 3 i32s and
+  // the empty stage_times' count).
   Message huge = pack(f);
   const uint64_t big = uint64_t{1} << 40;
-  std::memcpy(huge.payload.data() + huge.payload.size() - 12 - 8, &big, 8);
+  std::memcpy(huge.payload.data() + huge.payload.size() - 8 - 12 - 8, &big, 8);
   try {
     unpack<Forward>(huge);
     ADD_FAILURE() << "accepted a 2^40-entry history";
@@ -350,6 +351,81 @@ TEST(Sha256, KnownVectors) {
   EXPECT_EQ(hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   EXPECT_EQ(hex(std::string(1000000, 'a')), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+// Protocol 6: each stage appends its compute/overhead time to the Forward; the last copies them
+// into the Result; Ready says what the stage runs on and holds.
+TEST(Protocol, StageTimesAndStageDescriptionRoundTrip) {
+  Forward f{7, 0, 3, false};
+  EXPECT_TRUE(round_trip(f).stage_times.empty());  // as the coordinator sends it
+  f.stage_times = {{1500, 20}, {0, 0}, {kMaxStageMicros, kMaxStageMicros}};
+  EXPECT_EQ(round_trip(f).stage_times, f.stage_times);
+  Result r{7, 1};
+  r.stage_times = f.stage_times;
+  const Result r2 = round_trip(r);
+  EXPECT_EQ(r2.stage_times, f.stage_times);
+  EXPECT_EQ(r2.n_rows, 1);
+  // 16 bytes a stage on the wire.
+  EXPECT_EQ(pack(f).payload.size() - pack(Forward{7, 0, 3, false}).payload.size(), 3 * 16u);
+
+  Ready ready{"layers 0-3"};
+  ready.device = "cpu-avx2-q8, 4 threads";
+  ready.memory_bytes = 123456789;
+  const Ready ready2 = round_trip(ready);
+  EXPECT_EQ(ready2.info, "layers 0-3");
+  EXPECT_EQ(ready2.device, "cpu-avx2-q8, 4 threads");
+  EXPECT_EQ(ready2.memory_bytes, 123456789u);
+}
+
+void expect_protocol_error(const Message& m, bool result, const std::string& needle) {
+  try {
+    if (result)
+      unpack<Result>(m);
+    else
+      unpack<Forward>(m);
+    ADD_FAILURE() << "accepted a payload that should fail with '" << needle << "'";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(Protocol, HostileStageTimesAreRefused) {
+  for (const bool result : {false, true}) {
+    const Message good = result ? pack(Result{7, 1, {3}}) : pack(Forward{7, 0, 3, false});
+    const std::string field = result ? "Result.stage_times" : "Forward.stage_times";
+    // The count is the payload's last u64 while it is empty: a huge one, one past the bound
+    // (refused before any entry is read or allocated), and a count whose entries are missing.
+    for (const uint64_t n : {uint64_t{1} << 62, uint64_t{kMaxStages} + 1}) {
+      Message m = good;
+      std::memcpy(m.payload.data() + m.payload.size() - 8, &n, 8);
+      expect_protocol_error(m, result, field + " has " + std::to_string(n) + " entries");
+    }
+    Message truncated = good;
+    const uint64_t two = 2;
+    std::memcpy(truncated.payload.data() + truncated.payload.size() - 8, &two, 8);
+    truncated.payload += std::string(16, '\0');  // one entry of two
+    expect_protocol_error(truncated, result, "payload");
+    // A time beyond an hour per batch.
+    Forward f{7, 0, 3, false};
+    f.stage_times = {{1, 2}, {kMaxStageMicros + 1, 0}};
+    Result r{7, 1, {3}};
+    r.stage_times = {{0, kMaxStageMicros + 1}};
+    expect_protocol_error(result ? pack(r) : pack(f), result, field + ": ");
+    // Versions: an older Forward/Result (protocol 5, no stage times) and a newer one are refused.
+    // Layout: u8 endianness flag, then the u32 class version.
+    for (const uint32_t v : {3u, 5u}) {
+      Message m = good;
+      std::memcpy(m.payload.data() + 1, &v, 4);
+      expect_protocol_error(m, result, v == 3 ? "predates protocol 6" : "newer than this build");
+    }
+  }
+  // Ready's memory is bounded too (a status page shows it; nothing allocates it).
+  Ready ready{"x"};
+  ready.memory_bytes = kMaxStageBytes + 1;
+  EXPECT_THROW(unpack<Ready>(pack(ready)), ProtocolError);
+  ready.memory_bytes = 0;
+  ready.device = std::string(257, 'd');
+  EXPECT_THROW(unpack<Ready>(pack(ready)), ProtocolError);
 }
 
 }  // namespace

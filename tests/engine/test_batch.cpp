@@ -202,5 +202,63 @@ TEST(PipelineRecord, FollowsRewindsAndRefusesGaps) {
   EXPECT_EQ(p.in_flight(), 0u);
 }
 
+// status(): a local split reports each stage's layers, memory and measured compute time.
+TEST(PipelineStatus, LocalSplitReportsItsStagesAndComputeTimes) {
+  auto f = model::GgufFile::open(test::model_path("stories260K.gguf"));
+  const auto cfg = model::load_config(*f);
+  auto be = make_cpu_backend();
+  be->set_threads(2);
+  const KvOptions kv{32, 2, DType::F16};
+  LocalPipeline p(*f, cfg, *be, kv, parse_split("0-1,2-4", cfg.n_layers));
+  PipelineStatus st = p.status();
+  ASSERT_EQ(st.stages.size(), 2u);
+  EXPECT_EQ(st.batches, 0u);
+  EXPECT_EQ(st.stages[0].compute_ms, 0.0) << "nothing measured yet";
+  const int32_t toks[] = {1, 2, 3, 4, 5};
+  Batch b;
+  b.add_run(toks, 5, 0, 1, true);
+  p.eval(b);
+  st = p.status();
+  ASSERT_EQ(st.stages.size(), 2u);
+  EXPECT_EQ(st.batches, 1u);
+  EXPECT_TRUE(st.hop_ms.empty());
+  const int64_t first[] = {0, 2}, end[] = {2, 5};
+  const auto ranges = parse_split("0-1,2-4", cfg.n_layers);
+  for (size_t i = 0; i < 2; ++i) {
+    const StageStatus& s = st.stages[i];
+    EXPECT_EQ(s.name, "local");
+    EXPECT_EQ(s.device, be->name() + ", 2 threads");
+    EXPECT_EQ(s.first_layer, first[i]);
+    EXPECT_EQ(s.end_layer, end[i]);
+    // Its tensors and a KV cache of 2 x (layers x slots x positions) rows of kv_dim f16 values.
+    const uint64_t kv_bytes = 2ull * static_cast<uint64_t>((end[i] - first[i]) * kv.n_seq * kv.n_ctx) *
+                              static_cast<uint64_t>(cfg.kv_dim()) * 2;
+    EXPECT_EQ(s.memory_bytes, model::stage_weight_bytes(*f, cfg, ranges[i]) + kv_bytes);
+    EXPECT_GT(s.compute_ms, 0.0);
+    EXPECT_EQ(s.overhead_ms, 0.0);
+  }
+  EXPECT_GE(st.batch_ms, st.stages[0].compute_ms + st.stages[1].compute_ms);
+}
+
+// The moving mean: the first batch sets it, each later one moves it by a tenth of the difference.
+TEST(PipelineStatus, TimesAreExponentialMovingMeans) {
+  PipelineStats s;
+  s.reset({StageStatus{"a", "d", 0, 1, 0}}, 2);
+  const double hops1[] = {1, 2}, hops2[] = {11, 2};
+  const double c1[] = {10}, c2[] = {20}, o1[] = {4};
+  s.record(c1, o1, hops1, 100);
+  s.record(c2, o1, hops2, 200);
+  const PipelineStatus st = s.snapshot();
+  EXPECT_EQ(st.batches, 2u);
+  EXPECT_DOUBLE_EQ(st.stages[0].compute_ms, 11);
+  EXPECT_DOUBLE_EQ(st.stages[0].overhead_ms, 4);
+  EXPECT_DOUBLE_EQ(st.hop_ms[0], 2);
+  EXPECT_DOUBLE_EQ(st.hop_ms[1], 2);
+  EXPECT_DOUBLE_EQ(st.batch_ms, 110);
+  EXPECT_THROW(s.record(c1, {}, {}, 1), std::logic_error) << "times for another layout";
+  s.reset({StageStatus{"a", "d", 0, 1, 0}}, 2);
+  EXPECT_EQ(s.snapshot().batches, 0u) << "a new layout starts again";
+}
+
 }  // namespace
 }  // namespace herd

@@ -3,12 +3,14 @@
 // bit-identical (memcmp) and greedy ids identical.
 #pragma once
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -41,24 +43,42 @@ struct LocalReference {
   }
 };
 
+struct ChildOptions {
+  bool stdin_pipe = false;  // stdin is a pipe fed by write_stdin()/close_stdin() (else /dev/null)
+  bool own_group = false;   // its own process group, away from a terminal's foreground group
+};
+
 // A child process whose stdout/stderr go to files; SIGKILLed and reaped on destruction.
 class Child {
  public:
-  explicit Child(const std::vector<std::string>& argv) {
+  explicit Child(const std::vector<std::string>& argv, ChildOptions opts = {}) {
     char tmpl[] = "/tmp/herd-cluster-XXXXXX";
     dir_ = mkdtemp(tmpl);
+    int in[2] = {-1, -1};
+    if (opts.stdin_pipe && pipe2(in, O_CLOEXEC) != 0) in[0] = in[1] = -1;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (in[0] >= 0) posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    else posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 1, (dir_ + "/out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     posix_spawn_file_actions_addopen(&fa, 2, (dir_ + "/err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    if (opts.own_group) {
+      posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+      posix_spawnattr_setpgroup(&attr, 0);
+    }
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    if (posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ) != 0) pid_ = -1;
+    if (posix_spawn(&pid_, args[0], &fa, &attr, args.data(), environ) != 0) pid_ = -1;
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
+    if (in[0] >= 0) ::close(in[0]);
+    stdin_ = in[1];
   }
   ~Child() {
+    close_stdin();
     kill9();
     std::remove((dir_ + "/out").c_str());
     std::remove((dir_ + "/err").c_str());
@@ -68,6 +88,27 @@ class Child {
   Child& operator=(const Child&) = delete;
 
   pid_t pid() const { return pid_; }
+  // With ChildOptions::stdin_pipe: feeds its standard input; false when it cannot be written.
+  bool write_stdin(const std::string& text) {
+    ::signal(SIGPIPE, SIG_IGN);  // a child that has gone is a failed write, not a dead test
+    size_t done = 0;
+    while (stdin_ >= 0 && done < text.size()) {
+      const ssize_t w = ::write(stdin_, text.data() + done, text.size() - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return false;
+      done += static_cast<size_t>(w);
+    }
+    return stdin_ >= 0;
+  }
+  void close_stdin() {
+    if (stdin_ >= 0) ::close(stdin_);
+    stdin_ = -1;
+  }
+  bool running() {
+    if (exited_ || pid_ <= 0) return false;
+    if (waitpid(pid_, &status_, WNOHANG) == pid_) exited_ = true;
+    return !exited_;
+  }
   std::string out() const { return slurp(dir_ + "/out"); }
   std::string err() const { return slurp(dir_ + "/err"); }
   void kill9() {
@@ -97,6 +138,7 @@ class Child {
  private:
   std::string dir_;
   pid_t pid_ = -1;
+  int stdin_ = -1;
   int status_ = 0;
   bool exited_ = false;
 };

@@ -112,6 +112,47 @@ TEST_F(Cluster, BatchOfFourSequencesBitIdenticalToEachAloneOn2And3Workers) {
   }
 }
 
+// status(): after some batches every stage reports its address, device, memory, layers and the
+// compute time it measured; the hops (coordinator -> stage 0 -> 1 -> 2 -> coordinator) get what
+// the round trip leaves, so stage times and hop times add up to the batch time.
+TEST_F(Cluster, StatusReportsEveryStageAndHopAfterSomeBatches) {
+  LocalModel m("stories260K.gguf");
+  auto remote = m.remote(first(3), "0-1,2-3,4-4");
+  PipelineStatus st = remote->status();
+  ASSERT_EQ(st.stages.size(), 3u);
+  EXPECT_EQ(st.hop_ms.size(), 4u);
+  EXPECT_EQ(st.batches, 0u);
+  expect_same_logits(*m.local, *remote, "3 workers");  // the timings change no bits
+  const auto ids = greedy(*remote, {1, 403, 407, 261, 378}, 8);
+  EXPECT_EQ(ids, greedy(*m.local, {1, 403, 407, 261, 378}, 8));
+  st = remote->status();
+  EXPECT_GE(st.batches, 9u);
+  const int64_t first_layer[] = {0, 2, 4}, end_layer[] = {2, 4, 5};
+  double sum = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    const StageStatus& s = st.stages[i];
+    const std::string addr = pool_[i]->address();
+    EXPECT_EQ(s.name, addr.rfind("tcp://", 0) == 0 ? addr.substr(6) : addr);
+    EXPECT_EQ(s.device.rfind("cpu-", 0), 0u) << s.device;
+    EXPECT_NE(s.device.find("1 thread"), std::string::npos) << s.device;  // the workers run -t 1
+    EXPECT_EQ(s.first_layer, first_layer[i]);
+    EXPECT_EQ(s.end_layer, end_layer[i]);
+    model::LayerRange r{first_layer[i], end_layer[i], i == 0, i == 2};
+    EXPECT_GT(s.memory_bytes, model::stage_weight_bytes(*m.file, m.config, r)) << "weights + KV cache";
+    EXPECT_GT(s.compute_ms, 0.0) << s.name;
+    EXPECT_GE(s.overhead_ms, 0.0);
+    sum += s.compute_ms + s.overhead_ms;
+  }
+  ASSERT_EQ(st.hop_ms.size(), 4u);
+  for (double h : st.hop_ms) {
+    EXPECT_GE(h, 0.0);
+    sum += h;
+  }
+  EXPECT_GT(st.batch_ms, 0.0);
+  // Every part of a batch's round trip is a stage's or a hop's (the means are linear).
+  EXPECT_NEAR(sum, st.batch_ms, 1e-9 + 1e-9 * st.batch_ms);
+}
+
 TEST_F(Cluster, F16ActivationsStayClose) {
   LocalModel m("stories260K.gguf");
   auto remote = m.remote(first(3), "0-1,2-3,4-4", transport::WireDType::F16);

@@ -202,6 +202,35 @@ TEST(InprocCluster, BitIdenticalToLocalForEverySplit) {
   }
 }
 
+// Hop times are derived: the round trip's residual, split in proportion to each link's predicted
+// time (evenly when none is known); never negative, and the parts add up to the residual.
+TEST(HopTimes, ResidualIsSpreadByPredictedLinkTime) {
+  const std::vector<double> pred = {1, 0, 3};
+  EXPECT_EQ(spread_hop_time(8, pred), (std::vector<double>{2, 0, 6}));
+  EXPECT_EQ(spread_hop_time(9, std::vector<double>{0, 0, 0}), (std::vector<double>{3, 3, 3}));
+  EXPECT_EQ(spread_hop_time(-1, pred), (std::vector<double>{0, 0, 0}));
+  EXPECT_EQ(spread_hop_time(std::nan(""), pred), (std::vector<double>{0, 0, 0}));
+  EXPECT_EQ(spread_hop_time(4, std::vector<double>{std::nan(""), 1}), (std::vector<double>{0, 4}));
+  EXPECT_TRUE(spread_hop_time(4, {}).empty());
+}
+
+// Over inproc links too: each stage's compute time and layers, n_stages + 1 hops.
+TEST(InprocCluster, StatusHasEveryStageAndHop) {
+  auto w = start("status-", 2);
+  Models m("stories260K.gguf");
+  auto remote = m.remote(addresses(w, 2), "0-1,2-4");
+  greedy(*remote, {1, 403, 407}, 4);
+  const PipelineStatus st = remote->status();
+  ASSERT_EQ(st.stages.size(), 2u);
+  ASSERT_EQ(st.hop_ms.size(), 3u);
+  EXPECT_EQ(st.batches, 5u);
+  EXPECT_EQ(st.stages[0].name, w[0]->address());
+  EXPECT_EQ(st.stages[1].end_layer, 5);
+  EXPECT_EQ(st.stages[1].first_layer, 2);
+  for (const auto& s : st.stages) EXPECT_GT(s.compute_ms, 0.0);
+  for (double h : st.hop_ms) EXPECT_GE(h, 0.0);
+}
+
 TEST(InprocCluster, LostWorkerIsAnErrorValueAndARestartRejoins) {
   Models m("stories260K.gguf");
   auto w = start("lost-", 3);
@@ -247,6 +276,20 @@ TEST(InprocCluster, WorkerDropsMalformedPeersAndKeepsServing) {
   ASSERT_EQ(r.status, transport::RecvStatus::ok);
   EXPECT_NE(cluster::unpack<cluster::ErrorMsg>(r.msg).message.find("hidden state must be f32 [n_tokens, 64]"),
             std::string::npos);
+  // Stage times in a Forward to the first stage (only the coordinator sends it one, with none).
+  {
+    transport::InprocLink raw0(w[0]->address());
+    ASSERT_EQ(raw0.send(cluster::pack(cluster::Hello{})), "");
+    ASSERT_EQ(raw0.recv(2000).status, transport::RecvStatus::ok);
+    cluster::Forward f{1, 0, 1, false};
+    f.stage_times = {{5, 1}};
+    transport::Tensor ids{transport::WireDType::I32, {1}, std::string(4, '\0')};
+    ASSERT_EQ(raw0.send(cluster::pack(f, {ids})), "");
+    r = raw0.recv(2000);
+    ASSERT_EQ(r.status, transport::RecvStatus::ok);
+    const std::string msg = cluster::unpack<cluster::ErrorMsg>(r.msg).message;
+    EXPECT_NE(msg.find("1 stage times already (the first stage expects none)"), std::string::npos) << msg;
+  }
   // An Assign with a layer range outside the model is refused with a reason.
   ASSERT_EQ(raw.send(cluster::pack(cluster::Hello{})), "");
   ASSERT_EQ(raw.recv(2000).status, transport::RecvStatus::ok);
@@ -383,11 +426,12 @@ TEST(InprocCluster, WorkersWithoutTheModelReceiveExactlyTheirShardInCheckedChunk
 // twice: first a Result for an older request id (request_id - 1) carrying garbage of the right
 // shape, then the real Result. A Result that is not for the request being waited on must be
 // ignored (RemotePipeline::forward's stale-Result filter): one left over from a request whose
-// wait was abandoned would otherwise be taken for the answer to the next.
+// wait was abandoned would otherwise be taken for the answer to the next. Each Result carries
+// `stage_times` StageTimes (1 is right for a one-stage cluster).
 class StaleFirstStage {
  public:
-  StaleFirstStage(const std::string& name, int64_t n_vocab)
-      : listener_(transport::listen("inproc://" + name)), n_vocab_(n_vocab) {
+  StaleFirstStage(const std::string& name, int64_t n_vocab, size_t stage_times = 1)
+      : listener_(transport::listen("inproc://" + name)), n_vocab_(n_vocab), stage_times_(stage_times) {
     thread_ = std::thread([this] { serve(); });
   }
   ~StaleFirstStage() {
@@ -439,14 +483,19 @@ class StaleFirstStage {
           const auto f = cluster::unpack<cluster::Forward>(r.msg);
           ++forwards_;
           const int64_t pos0 = f.pos.at(0), rows = f.n_outputs();
+          auto result = [this](uint64_t id, int64_t n, std::vector<int32_t> tokens = {}) {
+            cluster::Result res{id, n, std::move(tokens)};
+            res.stage_times.assign(stage_times_, cluster::StageTime{1, 0});
+            return res;
+          };
           if (f.sample) {
-            listener_->send(peer, cluster::pack(cluster::Result{f.request_id - 1, 1, {kStaleToken}}));
-            listener_->send(peer, cluster::pack(cluster::Result{f.request_id, 1, {token(pos0, n_vocab_)}}));
+            listener_->send(peer, cluster::pack(result(f.request_id - 1, 1, {kStaleToken})));
+            listener_->send(peer, cluster::pack(result(f.request_id, 1, {token(pos0, n_vocab_)})));
             break;
           }
           const std::vector<float> garbage(static_cast<size_t>(rows * n_vocab_), -7.0f);
-          listener_->send(peer, cluster::pack(cluster::Result{f.request_id - 1, rows}, {f32(garbage, rows, n_vocab_)}));
-          listener_->send(peer, cluster::pack(cluster::Result{f.request_id, rows},
+          listener_->send(peer, cluster::pack(result(f.request_id - 1, rows), {f32(garbage, rows, n_vocab_)}));
+          listener_->send(peer, cluster::pack(result(f.request_id, rows),
                                               {f32(logits(pos0, rows, n_vocab_), rows, n_vocab_)}));
           break;
         }
@@ -458,6 +507,7 @@ class StaleFirstStage {
 
   std::unique_ptr<transport::Listener> listener_;
   int64_t n_vocab_;
+  size_t stage_times_;
   std::atomic<bool> stop_{false};
   std::atomic<int> forwards_{0};
   std::thread thread_;
@@ -483,6 +533,25 @@ TEST(InprocRequestPath, AStaleResultForAnOlderRequestIsIgnored) {
   const int32_t t = toks[0];
   EXPECT_EQ(remote->eval_sample(&t, 1, 6, sampler), StaleFirstStage::token(6, V));
   EXPECT_EQ(fake.forwards(), 4);
+}
+
+// A Result whose stage times do not match the stages is a protocol error naming the worker.
+TEST(InprocRequestPath, AResultWithTheWrongNumberOfStageTimesIsAnError) {
+  Models m("stories260K.gguf");
+  for (const size_t n : {size_t{0}, size_t{2}}) {
+    StaleFirstStage fake("stage-times-" + std::to_string(n), m.config.n_vocab, n);
+    auto remote = m.remote({fake.address()}, "0-4");
+    std::vector<float> logits;
+    const int32_t t = 1;
+    try {
+      remote->eval(&t, 1, 0, false, logits);
+      ADD_FAILURE() << "accepted " << n << " stage times for 1 stage";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("Result carries " + std::to_string(n) + " stage times for 1 stages"),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 // A worker that dies between two evals and is replaced at the same address: the eval that finds it

@@ -169,6 +169,37 @@ TEST_F(LaunchScript, SigintMidGenerationLeavesNoProcessAndExitsNonZero) {
   EXPECT_TRUE(left.empty()) << left.size() << " processes survived the script";
 }
 
+// Under herd-cluster, chat owns Ctrl-C: a SIGINT stops the answer and the workers stay; one at the
+// prompt ends chat, and with it the cluster. (From a terminal the coordinator, in the script's
+// process group, gets the same SIGINT as the script; here the script, in a group of its own, gets
+// it alone and passes it on.)
+TEST_F(LaunchScript, ChatCtrlCStopsTheAnswerAndAtThePromptEndsTheCluster) {
+  HERD_REQUIRE_FILE(smollm2_path());
+  write_cluster(2);
+  Child chat({script(), file_, "--", "chat", "-m", smollm2_path(), "--temp", "0", "-n", "100000"},
+             ChildOptions{.stdin_pipe = true, .own_group = true});
+  ASSERT_TRUE(chat.write_stdin("Write a very long story about a dragon who learns to cook.\n"));
+  const auto until = [&](auto done, double timeout_s) {
+    const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
+    while (!done() && chat.running() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return done();
+  };
+  ASSERT_TRUE(until([&] { return chat.out().size() >= 20; }, 240)) << "no answer: " << chat.err();
+  ASSERT_EQ(processes_using(ports_).size(), 3u) << "expected 2 workers and the coordinator";
+  ::kill(chat.pid(), SIGINT);
+  ASSERT_TRUE(until([&] { return chat.err().find("herd chat: stopped") != std::string::npos; }, 10)) << chat.err();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(chat.running()) << chat.err();
+  EXPECT_EQ(processes_using(ports_).size(), 3u) << "Ctrl-C during an answer must not stop the cluster";
+  EXPECT_EQ(chat.err().find("interrupted"), std::string::npos) << chat.err();
+  ASSERT_TRUE(chat.write_stdin("/help\n"));
+  ASSERT_TRUE(until([&] { return chat.err().find("commands:") != std::string::npos; }, 30)) << chat.err();
+  ::kill(chat.pid(), SIGINT);
+  EXPECT_EQ(chat.wait_exit(10), 0) << chat.err();
+  const auto left = wait_gone(ports_, 3);
+  EXPECT_TRUE(left.empty()) << left.size() << " processes survived chat";
+}
+
 TEST_F(LaunchScript, BadClusterFileNamesTheLine) {
   {
     std::ofstream f(file_);

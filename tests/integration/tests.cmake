@@ -17,3 +17,10 @@ add_dependencies(test_launch_script herd)
 herd_add_test(test_cluster_rss SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cluster_rss.cpp
   LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
 add_dependencies(test_cluster_rss herd)
+# owner: cli. `herd chat` processes: the answer cap, /help and /reset, Ctrl-C.
+herd_add_test(test_chat SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_chat.cpp LIBS herd_coordinator TIMEOUT 600)
+add_dependencies(test_chat herd)
+# owner: cli. What a cluster's start shows: coordinator weight progress + summary, worker lines.
+herd_add_test(test_setup_progress SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_setup_progress.cpp
+  LIBS herd_coordinator TIMEOUT 300)
+add_dependencies(test_setup_progress herd)
