@@ -156,6 +156,7 @@ class ServerProcess:
         self.workers = workers or []
         self.env = env
         self.child: Child | None = None
+        self._clients: list = []
         self.host = "127.0.0.1"
         self.port = 0
 
@@ -190,6 +191,9 @@ class ServerProcess:
             raise
 
     def stop(self) -> None:
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
         if self.child is not None:
             self.child.stop()
         for w in self.workers:
@@ -231,8 +235,10 @@ class ServerProcess:
 
     def openai(self, api_key: str | None = None):
         import openai
-        return openai.OpenAI(base_url=self.url("/v1"), api_key=api_key or self.api_key or "unused",
-                             max_retries=0, timeout=120)
+        client = openai.OpenAI(base_url=self.url("/v1"), api_key=api_key or self.api_key or "unused",
+                               max_retries=0, timeout=120)
+        self._clients.append(client)  # closed in stop(): their keep-alive connections go first
+        return client
 
     def stream(self, path: str, body: dict, **kw) -> Iterator[dict]:
         """POSTs body with stream=true and yields each SSE data object; checks the [DONE] ending."""
