@@ -236,7 +236,8 @@ void Scheduler::admit() {
     ++busy_;
     stats_.slots_busy = busy_;
     stats_.queue_length = static_cast<int64_t>(queue_.size());
-    stats_.prompt_tokens_total += s.req.prompt.size() - s.prompt_done;
+    stats_.prompt_tokens_total += s.req.prompt.size();
+    stats_.prompt_tokens_evaluated += s.req.prompt.size() - s.prompt_done;
   }
 }
 

@@ -86,7 +86,9 @@ struct SchedulerStats {
   int64_t slots_total = 0, slots_busy = 0, queue_length = 0;
   int64_t kv_cells_used = 0, kv_cells_total = 0;  // positions held in the KV cache, over all slots
   uint64_t requests_finished = 0, requests_failed = 0, requests_cancelled = 0;
-  uint64_t prompt_tokens_total = 0, generated_tokens_total = 0, steps_total = 0;
+  uint64_t prompt_tokens_total = 0;      // prompt tokens of the requests admitted
+  uint64_t prompt_tokens_evaluated = 0;  // of those, evaluated (not found in the slot's cache)
+  uint64_t generated_tokens_total = 0, steps_total = 0;
   std::vector<double> tokens_per_second;  // generated tokens in each of the last 60 whole seconds, oldest first
   PipelineStatus pipeline;                // refreshed about once a second
 };

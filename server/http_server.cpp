@@ -2,9 +2,17 @@
 
 #include <httplib.h>
 #include <sodium.h>
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <stdexcept>
 
@@ -70,6 +78,53 @@ bool key_ok(const httplib::Request& req, const std::string& key) {
   return sodium_memcmp(h.data() + prefix.size(), key.data(), key.size()) == 0;
 }
 
+// The socket of this request's connection: the one whose peer is remote_addr:remote_port and whose
+// local port is local_port (httplib does not hand it to handlers). -1 when not found. The
+// connection stays open while its handler runs, so the descriptor cannot be reused meanwhile.
+int connection_socket(const httplib::Request& req) {
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  int found = -1;
+  while (dirent* e = readdir(d)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0') continue;
+    sockaddr_storage peer{}, self{};
+    socklen_t pl = sizeof peer, sl = sizeof self;
+    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &pl) != 0) continue;
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&self), &sl) != 0) continue;
+    char host[INET6_ADDRSTRLEN] = {};
+    int pport = -1, sport = -1;
+    if (peer.ss_family == AF_INET) {
+      const auto* a = reinterpret_cast<const sockaddr_in*>(&peer);
+      inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+      pport = ntohs(a->sin_port);
+      sport = ntohs(reinterpret_cast<const sockaddr_in*>(&self)->sin_port);
+    } else if (peer.ss_family == AF_INET6) {
+      const auto* a = reinterpret_cast<const sockaddr_in6*>(&peer);
+      inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+      pport = ntohs(a->sin6_port);
+      sport = ntohs(reinterpret_cast<const sockaddr_in6*>(&self)->sin6_port);
+    } else {
+      continue;
+    }
+    if (pport == req.remote_port && sport == req.local_port && req.remote_addr == host) {
+      found = static_cast<int>(fd);
+      break;
+    }
+  }
+  closedir(d);
+  return found;
+}
+
+// True once the client closed its side: POLLRDHUP (Linux) reports the peer's FIN even with unread
+// bytes still queued (HTTP clients do not half-close while they wait for an answer).
+bool client_gone(int fd) {
+  if (fd < 0) return false;
+  pollfd p{fd, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 }  // namespace
 
 HttpServer::HttpServer(ServeOptions opts) : opts_(std::move(opts)), http_(std::make_unique<httplib::Server>()) {
@@ -77,7 +132,17 @@ HttpServer::HttpServer(ServeOptions opts) : opts_(std::move(opts)), http_(std::m
   const auto threads = static_cast<size_t>(opts_.http_threads > 0 ? opts_.http_threads : 64);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http_->set_payload_max_length(opts_.max_body);
-  http_->set_keep_alive_timeout(5);
+  // Debian's prebuilt cpp-httplib listens with a backlog of 5: a burst of clients would see
+  // connection attempts dropped and retried a second later. Keep the listening socket (the
+  // options hook sees it before bind) to raise the backlog after bind.
+  http_->set_socket_options([this](int sock) {
+    httplib::default_socket_options(sock);
+    listen_fd_ = sock;
+  });
+  // Idle keep-alive connections close after 2 s (and stop() waits for them); up to 100 requests
+  // per connection, so clients rarely race a close.
+  http_->set_keep_alive_timeout(2);
+  http_->set_keep_alive_max_count(100);
   http_->set_read_timeout(30);
   http_->set_write_timeout(10);
   routes();
@@ -91,12 +156,20 @@ int HttpServer::bind() {
   if (opts_.port == 0) {
     const int p = http_->bind_to_any_port(opts_.host);
     if (p <= 0) throw std::runtime_error("cannot listen on " + opts_.host + " (is it an address of this machine?)");
+    raise_backlog();
     return p;
   }
   if (!http_->bind_to_port(opts_.host, opts_.port))
     throw std::runtime_error("cannot listen on " + opts_.host + ":" + std::to_string(opts_.port) +
                              " (in use, or not an address of this machine)");
+  raise_backlog();
   return opts_.port;
+}
+
+void HttpServer::raise_backlog() {
+  // listen() again on a listening socket only changes its backlog (Linux, BSD).
+  if (listen_fd_ >= 0 && ::listen(listen_fd_, SOMAXCONN) != 0)
+    HERD_LOG_WARN("serve: could not raise the listen backlog: ", std::strerror(errno));
 }
 
 void HttpServer::run() { http_->listen_after_bind(); }
@@ -130,6 +203,18 @@ void HttpServer::routes() {
       res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
       res.status = 204;
       return httplib::Server::HandlerResponse::Handled;
+    }
+    // The body has not been read yet: a Content-Length that is not a number, or over --max-body, is
+    // answered now instead of after waiting for bytes that will never come.
+    if (req.has_header("Content-Length")) {
+      const std::string v = req.get_header_value("Content-Length");
+      const bool digits = !v.empty() && v.size() <= 19 && v.find_first_not_of("0123456789") == std::string::npos;
+      if (!digits || std::stoull(v) > opts_.max_body) {
+        res.set_header("Connection", "close");
+        send_error(res, digits ? ApiError(413, "invalid_request_error", "the request body is too large")
+                               : bad_request("Content-Length '" + v + "' is not a size"));
+        return httplib::Server::HandlerResponse::Handled;
+      }
     }
     if (opts_.api_key.empty() || req.path == "/" || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
     if (!key_ok(req, opts_.api_key)) {
@@ -192,6 +277,9 @@ void HttpServer::routes() {
     return [this, loaded, loading, ep](const httplib::Request& req, httplib::Response& res) {
       const auto m = loaded();
       if (!m) return send_error(res, loading);
+      // Requests in this handler (parsing, queued, generating, streaming), for herd_requests_running.
+      auto running = std::shared_ptr<void>(nullptr, [this](void*) { --running_; });
+      ++running_;
       std::shared_ptr<RequestStream> stream;
       ApiRequest r;
       try {
@@ -221,9 +309,18 @@ void HttpServer::routes() {
       const int64_t created = unix_now();
       const std::string model_id = m->id;
       if (!r.stream) {
+        // A client that gives up while the answer is generated frees its slot (checked every 0.5 s).
+        const int fd = connection_socket(req);
+        HERD_LOG_DEBUG("serve: ", req.remote_addr, ":", req.remote_port, " -> local port ", req.local_port,
+                       ": connection socket ", fd);
         std::string text;
+        auto checked = std::chrono::steady_clock::now();
         while (true) {
-          std::optional<StreamEvent> e = stream->next(1000);
+          std::optional<StreamEvent> e = stream->next(500);
+          if (std::chrono::steady_clock::now() - checked >= std::chrono::milliseconds(500)) {
+            checked = std::chrono::steady_clock::now();
+            if (client_gone(fd)) stream->cancel();
+          }
           if (!e) continue;
           text += e->text;
           if (!e->done) continue;
@@ -269,7 +366,9 @@ void HttpServer::routes() {
             if (ok) sink.done();
             return ok;
           },
-          [stream](bool) { stream->cancel(); });  // harmless after the end; frees the slot when the client left
+          // Harmless after the end; frees the slot when the client left. Holds `running` until
+          // the stream is over (the handler itself has returned by then).
+          [stream, running](bool) { stream->cancel(); });
     };
   };
   s.Post("/v1/chat/completions", completion(Endpoint::Chat));
@@ -297,6 +396,8 @@ std::string HttpServer::metrics_text() {
   };
   metric("herd_ready", "gauge", "1 once the model is loaded and requests are served.");
   value("herd_ready", m ? 1 : 0);
+  metric("herd_requests_running", "gauge", "Completion requests being answered now (queued, generating or streaming).");
+  value("herd_requests_running", static_cast<double>(running_.load()));
   metric("herd_requests_total", "counter", "HTTP requests answered, by endpoint and status.");
   for (const auto& [k, n] : reqs)
     value("herd_requests_total{endpoint=\"" + prom_escape(k.first) + "\",status=\"" + std::to_string(k.second) + "\"}",
@@ -307,8 +408,11 @@ std::string HttpServer::metrics_text() {
   value("herd_generations_total{result=\"ok\"}", static_cast<double>(st.requests_finished));
   value("herd_generations_total{result=\"failed\"}", static_cast<double>(st.requests_failed));
   value("herd_generations_total{result=\"cancelled\"}", static_cast<double>(st.requests_cancelled));
-  metric("herd_prompt_tokens_total", "counter", "Prompt tokens evaluated (a prefix found in the cache is not counted).");
+  metric("herd_prompt_tokens_total", "counter", "Prompt tokens of the requests taken.");
   value("herd_prompt_tokens_total", static_cast<double>(st.prompt_tokens_total));
+  metric("herd_prompt_tokens_evaluated_total", "counter",
+         "Prompt tokens evaluated: the prompt tokens less the prefixes found in a slot's cache.");
+  value("herd_prompt_tokens_evaluated_total", static_cast<double>(st.prompt_tokens_evaluated));
   metric("herd_generated_tokens_total", "counter", "Tokens generated.");
   value("herd_generated_tokens_total", static_cast<double>(st.generated_tokens_total));
   metric("herd_steps_total", "counter", "Batches evaluated (continuous batching steps).");
@@ -334,7 +438,12 @@ std::string HttpServer::metrics_text() {
     value("herd_stage_compute_ms{stage=\"" + std::to_string(i) + "\",name=\"" + prom_escape(st.pipeline.stages[i].name) +
               "\"}",
           st.pipeline.stages[i].compute_ms);
-  metric("herd_hop_ms", "gauge", "Mean time per batch on each link: coordinator->stage 0, stage i->i+1, last->coordinator.");
+  metric("herd_stage_overhead_ms", "gauge", "Mean time per batch a worker spends around the compute (unpack, checks, conversion).");
+  for (size_t i = 0; i < st.pipeline.stages.size(); ++i)
+    value("herd_stage_overhead_ms{stage=\"" + std::to_string(i) + "\",name=\"" + prom_escape(st.pipeline.stages[i].name) +
+              "\"}",
+          st.pipeline.stages[i].overhead_ms);
+  metric("herd_hop_ms", "gauge", "Mean time per batch on each link (coordinator->stage 0, stage i->i+1, last->coordinator): the round trip less the stages' times, split by the links' measured speeds.");
   for (size_t i = 0; i < st.pipeline.hop_ms.size(); ++i)
     value("herd_hop_ms{hop=\"" + std::to_string(i) + "\"}", st.pipeline.hop_ms[i]);
   return o;
@@ -356,7 +465,8 @@ std::string HttpServer::cluster_json() {
                       {"first_layer", s.first_layer},
                       {"end_layer", s.end_layer},
                       {"memory_bytes", s.memory_bytes},
-                      {"compute_ms", s.compute_ms}});
+                      {"compute_ms", s.compute_ms},
+                      {"overhead_ms", s.overhead_ms}});
   j["model"] = m->id;
   j["n_ctx"] = m->n_ctx;
   j["parallel"] = m->parallel;

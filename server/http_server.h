@@ -4,6 +4,7 @@
 // request's handler thread only reads its RequestStream and writes bytes.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -57,6 +58,7 @@ class HttpServer {
 
  private:
   void routes();
+  void raise_backlog();
   void count(const std::string& endpoint, int status);
   std::string metrics_text();
   std::string cluster_json();
@@ -67,6 +69,8 @@ class HttpServer {
   std::shared_ptr<const ServedModel> model_;  // null while loading
   std::map<std::pair<std::string, int>, uint64_t> requests_;  // (endpoint, status) -> count
   int64_t started_ = 0;
+  int listen_fd_ = -1;
+  std::atomic<int64_t> running_{0};
 };
 
 }  // namespace herd::server

@@ -7,7 +7,7 @@
 namespace herd::server {
 namespace {
 
-constexpr size_t kMaxStops = 16;
+constexpr size_t kMaxStops = 4;  // as OpenAI
 constexpr size_t kMaxStopBytes = 512;
 
 const char* type_name(const json& v) {
