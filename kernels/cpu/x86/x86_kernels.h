@@ -2,7 +2,7 @@
 // compiled with its own -m flags and filling one simd::Kernels (kernels/cpu/simd_table.h, which
 // also says why the ISA units use plain C-like types only). The AVX-512 table is the only one with
 // regroup_act (Q8Act::xg/dg); both have the 16-row packed layout (packed_bytes, repack,
-// matmul_packed: matmul_packed.inc) for Q4_0, Q8_0, Q4_K and Q6_K.
+// matmul_packed: matmul_packed.inc) for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K.
 #pragma once
 
 #include "kernels/cpu/simd_table.h"
