@@ -44,10 +44,6 @@ bool has_q8_kernel(DType t) {
   }
 }
 
-bool is_legacy(DType t) {
-  return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 || t == DType::Q8_0;
-}
-
 }  // namespace
 
 // The activation scales llama.cpp pairs with each weight type (f16 per 32 for the 32-value
@@ -151,37 +147,19 @@ void KernelTableBackend::matmul_q8(const WeightMatrix& w, const float* x, int64_
   act_d_.resize(static_cast<size_t>(n_tokens * cols / 32));
   act_s_.resize(static_cast<size_t>(n_tokens * cols / 16));
   const int mode = act_scale_mode(w.type);
-  // (one token takes the kernels' row-layout path: nothing to regroup)
   const bool packed = uses_packed(w.type, cols);
-  const bool regroup = k_.regroup_act != nullptr && is_legacy(w.type) && n_tokens > 1 && !packed;
-  const int64_t n_groups = (n_tokens + simd::kActGroup - 1) / simd::kActGroup;
-  const int64_t ldg = cols / 64 * simd::kActGroup * 64, ldgd = cols / 64 * simd::kActGroup * 2;
-  if (regroup) {
-    act_xg_.resize(static_cast<size_t>(std::max<int64_t>(n_groups * ldg, 1)));
-    act_dg_.resize(static_cast<size_t>(std::max<int64_t>(n_groups * ldgd, 1)));
-  }
   // Rows of the batch are independent: quantized in parallel when there are several.
   pool_.parallel_for(n_tokens, [&](int64_t tb, int64_t te) {
     for (int64_t t = tb; t < te; ++t) {
       int8_t* q = act_q_.data() + t * cols;
       float* d = act_d_.data() + t * (cols / 32);
       k_.quantize_act(x + t * ldx, cols, q, d, act_s_.data() + t * (cols / 16), mode);
-      if (regroup) {
-        const int64_t g = t / simd::kActGroup, slot = t % simd::kActGroup;
-        k_.regroup_act(q, d, cols, act_xg_.data() + g * ldg + 64 * slot, act_dg_.data() + g * ldgd + 2 * slot);
-      }
     }
   });
   simd::Q8Act a;
   a.q = act_q_.data();
   a.d = act_d_.data();
   a.s = act_s_.data();
-  if (regroup) {
-    a.xg = act_xg_.data();
-    a.dg = act_dg_.data();
-    a.ldg = ldg;
-    a.ldgd = ldgd;
-  }
   a.ldq = cols;
   a.ldd = cols / 32;
   a.lds = cols / 16;

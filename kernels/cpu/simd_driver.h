@@ -12,8 +12,9 @@
 //     llama.cpp's choice of scales (act_scale_mode), integer dot products against the packed
 //     weights, as llama.cpp does. Used for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K;
 //     F32/F16/BF16 always take the exact path (F16/BF16 with activations rounded to f16/bf16, per
-//     backend.h). Tables with regroup_act (x86 AVX-512) also get the regrouped copy for batches.
-//     Tables with a packed layout (x86: Q4_0, Q8_0, Q4_K, Q6_K in kPackedR16, simd_table.h) run those types on
+//     backend.h).
+//     Tables with a packed layout (x86: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K in kPackedR16,
+//     simd_table.h) run those types on
 //     it: from the copy prepare_matmul made at load, or from a 16-row tile repacked on the fly into
 //     per-thread scratch when the matrix was not prepared (same kernel, same bits).
 // Threads split output rows in tiles of 16 (64 bytes of f32 per token row), each y element is
@@ -88,8 +89,6 @@ class KernelTableBackend : public ReferenceBackend {
   std::vector<int8_t> act_q_;     // [n_tokens, cols]
   std::vector<float> act_d_;      // [n_tokens, cols / 32]
   std::vector<int16_t> act_s_;    // [n_tokens, cols / 16]
-  std::vector<uint8_t> act_xg_;   // simd::Q8Act::xg (kernels with regroup_act only)
-  std::vector<float> act_dg_;     // simd::Q8Act::dg
   std::vector<float> x_rounded_;  // [n_tokens, cols]  F16/BF16 activations
   std::vector<uint8_t> row_bytes_;  // get_rows of a packed matrix: one row in its GGUF bytes
 };

@@ -27,16 +27,7 @@ struct Q8Act {
   const int8_t* q = nullptr;   // [n_tokens, ldq]
   const float* d = nullptr;    // [n_tokens, ldd]   one scale per 32 values
   const int16_t* s = nullptr;  // [n_tokens, lds]   Σq per 16 values
-  // x86 AVX-512 only (null for every other table, which has no regroup_act): the same activations
-  // regrouped for the AVX-512 32-value kernels, kActGroup tokens at a time
-  // (token t in group t / kActGroup, slot t % kActGroup): per group and pair of blocks p (values
-  // 64p .. 64p + 63), xg holds kActGroup × 64 bytes, slot by slot, each the two blocks' 4-byte
-  // chunks interleaved (chunk l of block 2p, chunk l of block 2p + 1, ...) and stored as q + 128
-  // (q ^ 0x80); dg holds kActGroup × 2 floats (d of blocks 2p, 2p + 1). One pointer per group
-  // reaches every token's data at constant offsets. Null when the kernel table has no use for it.
-  const uint8_t* xg = nullptr;  // [n_groups, ldg] bytes,  ldg = (cols / 64) * kActGroup * 64
-  const float* dg = nullptr;    // [n_groups, ldgd] floats, ldgd = (cols / 64) * kActGroup * 2
-  int64_t ldq = 0, ldd = 0, lds = 0, ldg = 0, ldgd = 0;
+  int64_t ldq = 0, ldd = 0, lds = 0;
 };
 
 // Plain copy of herd::AttentionShape (see backend.h for the meaning of each field).
@@ -49,8 +40,6 @@ struct AttnShape {
 //   kActF16x32:  d = f16(amax / 127) per 32 values (llama.cpp's Q8_0/Q8_1 activations);
 //   kActF32x256: one amax per 256 values, d = amax / 127 in f32 copied to the 8 blocks (Q8_K).
 enum ActScale : int { kActF32x32 = 0, kActF16x32 = 1, kActF32x256 = 2 };
-
-constexpr int64_t kActGroup = 8;  // tokens per group of the regrouped activations (Q8Act::xg)
 
 // PackedWeights::layout of the x86 tables' 16-row interleaved layout (x86/matmul_packed.inc): rows
 // in groups of kPackedRows, vector lane = output row, one group's blocks contiguous. Why: one
@@ -66,16 +55,8 @@ struct Kernels {
   // kActF32x256). scale_mode is an ActScale.
   void (*quantize_act)(const float* x, int64_t cols, int8_t* q, float* d, int16_t* s, int scale_mode);
 
-  // Optional (null except in the x86 AVX-512 table): one token's quantized row (q, d: cols values,
-  // cols % 64 == 0 for the pairs, an odd last block is left out) -> its slot of the regrouped
-  // layout: xg, dg point at the slot's first pair. Null when this table's kernels do not read
-  // Q8Act::xg.
-  void (*regroup_act)(const int8_t* q, const float* d, int64_t cols, uint8_t* xg, float* dg);
-
   // Fast path: y[t][r] for r in [r0, r1), t < n_tokens, of weight type `type` (raw GGUF id) times
   // the quantized activations. Returns false (computing nothing) when the type has no fast kernel.
-  // With n_tokens > 1 and a table that has regroup_act, a.xg/a.dg must hold the regrouped copy
-  // (the 32-value formats read it); a single token reads the row layout only.
   bool (*matmul_q8)(uint32_t type, const uint8_t* w, size_t row_stride, int64_t cols, int64_t r0, int64_t r1,
                     const Q8Act& a, int64_t n_tokens, float* y, int64_t ldy);
 
@@ -98,8 +79,8 @@ struct Kernels {
   void (*add)(const float* a, const float* b, float* out, int64_t n);
 
   // Optional (the x86 tables; null in the Arm ones, which keep the row layout): the kPackedR16
-  // layout, for the types whose fast path runs on it (Q4_0, Q8_0, Q4_K, Q6_K; matmul_q8 no longer has
-  // them). Those types always take it, so their bits do not depend on whether a matrix was
+  // layout, for the types whose fast path runs on it (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K;
+  // matmul_q8 no longer has them). Those types always take it, so their bits do not depend on whether a matrix was
   // prepared: the driver repacks a tile on the fly when it was not.
   //   packed_bytes: bytes of the layout for a rows × cols matrix of `type`; 0 = the type has none.
   //   repack: rows [0, rows) of the row-major matrix w -> ceil(rows / 16) groups at dst (the last

@@ -46,26 +46,32 @@ TEST(SimdMatmulIsa, Avx2AndAvx512Identical) {
   matmul_tables_identical("avx2", "avx512");
 }
 
-// prepare_matmul (what a stage does at load) gives Q4_0, Q8_0 and Q4_K a copy in the 16-row
-// interleaved layout, sized as the layout says (rows padded to 16; per group of 16 rows 288 bytes
-// per Q4_0 block, 544 per Q8_0 block, 2368 per Q4_K super-block), owning its memory; other types,
-// and the exact mode, keep the row layout. The numerics of the packed kernels
-// are checked above (FastPathWithinActivationQuantizationBound and BitIdentical... run them).
-TEST(SimdMatmulPacked, PrepareRepacksQ4_0Q8_0Q4_KAndQ6_KOnly) {
+// prepare_matmul (what a stage does at load) gives Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K a
+// copy in the 16-row interleaved layout, sized as the layout says (rows padded to 16; per group of
+// 16 rows 16 × the GGUF block: 288 bytes per Q4_0 block, 320 per Q4_1, 352 per Q5_0, 384 per Q5_1,
+// 544 per Q8_0, 2368 per Q4_K super-block (its scales as bytes), 3360 per Q6_K), owning its memory;
+// other types, and the exact mode, keep the row layout. The numerics of the packed kernels are
+// checked above (FastPathWithinActivationQuantizationBound and BitIdentical... run them).
+TEST(SimdMatmulPacked, PrepareRepacksTheTypesWithAPackedKernelOnly) {
   for (const char* isa : {"avx2", "avx512"}) {
     if (!cpu_supports_isa(isa)) continue;
     for (const auto& d : kDTypes) {
       const Matrix m = make_matrix(d.type, 37, cols_for(d.type), 15);
       const WeightMatrix w = prepared(isa, m);
       EXPECT_EQ(w.data, m.view().data);
-      const bool packs =
-          d.type == DType::Q4_0 || d.type == DType::Q8_0 || d.type == DType::Q4_K || d.type == DType::Q6_K;
-      ASSERT_EQ(w.packed.data != nullptr, packs) << isa << " " << d.name;
-      if (packs) {
-        const size_t group_block = d.type == DType::Q4_0   ? 288
-                                   : d.type == DType::Q8_0 ? 544
-                                   : d.type == DType::Q4_K ? 2368
-                                                           : 3360;
+      size_t group_block = 0;  // bytes per block (super-block) of a group of 16 rows; 0 = not packed
+      switch (d.type) {
+        case DType::Q4_0: group_block = 288; break;
+        case DType::Q4_1: group_block = 320; break;
+        case DType::Q5_0: group_block = 352; break;
+        case DType::Q5_1: group_block = 384; break;
+        case DType::Q8_0: group_block = 544; break;
+        case DType::Q4_K: group_block = 2368; break;
+        case DType::Q6_K: group_block = 3360; break;
+        default: break;
+      }
+      ASSERT_EQ(w.packed.data != nullptr, group_block != 0) << isa << " " << d.name;
+      if (group_block != 0) {
         EXPECT_EQ(w.packed.size, 3u * static_cast<size_t>(m.cols / block_size(d.type)) * group_block) << d.name;
         EXPECT_EQ(reinterpret_cast<uintptr_t>(w.packed.data) % 64, 0u);
         EXPECT_NE(w.packed.storage, nullptr);
@@ -84,7 +90,8 @@ TEST(SimdMatmulPacked, PrepareRepacksQ4_0Q8_0Q4_KAndQ6_KOnly) {
 TEST(SimdMatmulPacked, GetRowsReadsThePackedCopyExactly) {
   for (const char* isa : {"avx2", "avx512"}) {
     if (!cpu_supports_isa(isa)) continue;
-    for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::Q4_1}) {
+    for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4_K, DType::Q6_K,
+                    DType::Q5_K}) {
       const Matrix m = make_matrix(t, 37, cols_for(t), 16);
       const int32_t ids[] = {0, 15, 16, 36, 7};
       std::vector<float> ref(5 * m.cols), got(5 * m.cols, -1.0f);

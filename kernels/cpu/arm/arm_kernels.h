@@ -1,8 +1,8 @@
 // The Arm NEON kernel tables one instruction-set level provides: baseline ARMv8-A NEON
 // (kernels_neon.cpp: 8-bit dots from vmull_s8 + pairwise adds) and ARMv8.2-A dotprod
 // (kernels_neon_dotprod.cpp, compiled with -march=armv8.2-a+dotprod: vdotq_s32). Both fill the same
-// simd::Kernels (kernels/cpu/simd_table.h) from the same .inc files, with no regroup_act (the Arm
-// kernels read Q8Act's row layout only); neon_backend.cpp (baseline code) picks one after asking
+// simd::Kernels (kernels/cpu/simd_table.h) from the same .inc files (row kernels only, no packed
+// layout); neon_backend.cpp (baseline code) picks one after asking
 // the CPU (getauxval(AT_HWCAP) & HWCAP_ASIMDDP on Linux, sysctl on macOS).
 //
 // Same rule as the x86 tables (simd_table.h): the ISA units include only this header and

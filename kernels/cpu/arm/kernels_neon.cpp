@@ -19,7 +19,7 @@ namespace {
 #include "kernels/cpu/arm/matmul_driver.inc"
 #include "kernels/cpu/arm/float_ops.inc"
 
-constexpr Kernels kTable{"neon", quantize_act, nullptr, matmul_q8, dequant_row, dot_f32_tokens, attention, rmsnorm, silu_mul, add,
+constexpr Kernels kTable{"neon", quantize_act, matmul_q8, dequant_row, dot_f32_tokens, attention, rmsnorm, silu_mul, add,
                          nullptr, nullptr, nullptr, nullptr};  // no packed layout: row kernels only
 }  // namespace
 

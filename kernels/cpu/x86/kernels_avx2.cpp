@@ -14,13 +14,12 @@ namespace herd::x86 {
 namespace {
 #include "kernels/cpu/x86/simd_util.inc"
 #include "kernels/cpu/x86/act_quant.inc"
-#include "kernels/cpu/x86/matmul_legacy.inc"
 #include "kernels/cpu/x86/matmul_kquants.inc"
 #include "kernels/cpu/x86/matmul_driver.inc"
 #include "kernels/cpu/x86/matmul_packed.inc"
 #include "kernels/cpu/x86/float_ops.inc"
 
-constexpr Kernels kTable{"avx2", quantize_act, nullptr, matmul_q8, dequant_row, dot_f32_tokens, attention, rmsnorm, silu_mul, add,
+constexpr Kernels kTable{"avx2", quantize_act, matmul_q8, dequant_row, dot_f32_tokens, attention, rmsnorm, silu_mul, add,
                          packed_bytes, repack, matmul_packed, unpack_row, attention_f16, store_f16};
 }  // namespace
 

@@ -1,8 +1,8 @@
 // The x86 SIMD kernel tables: AVX2 (kernels_avx2.cpp) and AVX-512 (kernels_avx512.cpp), each
 // compiled with its own -m flags and filling one simd::Kernels (kernels/cpu/simd_table.h, which
-// also says why the ISA units use plain C-like types only). The AVX-512 table is the only one with
-// regroup_act (Q8Act::xg/dg); both have the 16-row packed layout (packed_bytes, repack,
-// matmul_packed: matmul_packed.inc) for Q4_0, Q8_0, Q4_K and Q6_K.
+// also says why the ISA units use plain C-like types only). Both have the 16-row packed layout
+// (packed_bytes, repack, matmul_packed: matmul_packed.inc) for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and
+// Q6_K; matmul_q8 (row kernels, matmul_kquants.inc) runs Q5_K.
 #pragma once
 
 #include "kernels/cpu/simd_table.h"
@@ -15,7 +15,6 @@ using simd::Kernels;
 using simd::kActF16x32;
 using simd::kActF32x256;
 using simd::kActF32x32;
-using simd::kActGroup;
 using simd::Q8Act;
 
 const Kernels& kernels_avx2();
