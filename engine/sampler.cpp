@@ -72,37 +72,54 @@ void Sampler::reset() {
 std::vector<TokenProb> Sampler::candidates(const float* logits) const {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-  // Sanitise: NaN is never chosen; +inf becomes the largest float so the softmax stays finite.
-  std::vector<float> work(logits, logits + n_vocab_);  // [n_vocab]
-  for (float& x : work) {
-    if (std::isnan(x)) x = kNegInf;
-    else if (x == std::numeric_limits<float>::infinity()) x = std::numeric_limits<float>::max();
-  }
+  // Each logit sanitised (NaN is never chosen; +inf becomes the largest float so the softmax stays
+  // finite) and penalised once per distinct token in the window (as llama.cpp's penalties
+  // sampler), scanned in id order: the window's ids are sorted, so a merge finds them.
+  const auto counts = window_counts();
+  auto scan = [&](auto&& visit) {
+    auto sanitised = [&](float x) {
+      if (std::isnan(x)) return kNegInf;
+      return x == std::numeric_limits<float>::infinity() ? std::numeric_limits<float>::max() : x;
+    };
+    size_t w = 0;
+    for (int32_t i = 0; i < n_vocab_; ++i) {
+      float x = sanitised(logits[i]);
+      if (w < counts.size() && counts[w].first == i) {
+        if (x != kNegInf) x = penalised(x, counts[w].second);
+        ++w;
+      }
+      if (x != kNegInf) visit(Candidate{i, x});  // candidates with non-zero probability only
+    }
+  };
 
-  // Penalties, once per distinct token in the window (as llama.cpp's penalties sampler).
-  for (const auto& [id, count] : window_counts()) {
-    float& x = work[static_cast<size_t>(id)];
-    if (x != kNegInf) x = penalised(x, count);
-  }
-
-  // Candidates with non-zero probability.
   std::vector<Candidate> cand;
-  cand.reserve(work.size());
-  for (int32_t i = 0; i < n_vocab_; ++i)
-    if (work[static_cast<size_t>(i)] != kNegInf) cand.push_back({i, work[static_cast<size_t>(i)]});
+  const bool greedy_only = params_.temperature <= 0.0f;
+  const auto k = static_cast<size_t>(params_.top_k);
+  if (!greedy_only && k > 0 && k < static_cast<size_t>(n_vocab_)) {
+    // top-k in one pass over the vocabulary: a heap of the k best so far (its front is the worst
+    // of them), so most logits cost one comparison; the same k survivors as a full ranking.
+    cand.reserve(k);
+    scan([&](const Candidate& c) {
+      if (cand.size() < k) {
+        cand.push_back(c);
+        std::push_heap(cand.begin(), cand.end(), before);
+      } else if (before(c, cand.front())) {
+        std::pop_heap(cand.begin(), cand.end(), before);
+        cand.back() = c;
+        std::push_heap(cand.begin(), cand.end(), before);
+      }
+    });
+  } else {
+    cand.reserve(static_cast<size_t>(n_vocab_));
+    scan([&](const Candidate& c) { cand.push_back(c); });
+  }
   if (cand.empty()) return {{0, 1.0}};  // documented: every logit -inf/NaN -> token 0
 
-  if (params_.temperature <= 0.0f) {
+  if (greedy_only) {
     auto best = std::min_element(cand.begin(), cand.end(), before);
     return {{best->id, 1.0}};
   }
-
-  // top-k (0 = keep all), leaving the survivors sorted.
-  const size_t k = params_.top_k > 0 ? std::min(cand.size(), static_cast<size_t>(params_.top_k)) : cand.size();
-  if (k < cand.size()) {
-    std::nth_element(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(k), cand.end(), before);
-    cand.resize(k);
-  }
+  // The survivors (top-k's, or all when it is off), ranked.
   std::sort(cand.begin(), cand.end(), before);
 
   // Temperature-1 weights relative to the best candidate: w_i = exp(l_i - l_max) in (0, 1].

@@ -283,6 +283,55 @@ TEST(Sampler, RepeatPenaltyOncePerDistinctTokenAndOnlyInWindow) {
   EXPECT_EQ(s.sample(l2.data()), 0);
 }
 
+TEST(Sampler, TopKSelectionMatchesAFullRankingWithTiesPenaltiesAndNonFinite) {
+  // Brute force: rank every token (penalised, sanitised) by logit then id, keep k; the one-pass
+  // heap selection must give the same ids in the same order with the same probabilities.
+  std::mt19937 rng(7);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (int trial = 0; trial < 200; ++trial) {
+    const int32_t n = 1 + static_cast<int32_t>(rng() % 300);
+    std::vector<float> l(static_cast<size_t>(n));
+    for (float& x : l) {
+      const unsigned r = rng() % 20;
+      x = r == 0 ? nan : r == 1 ? -inf : r == 2 ? inf : static_cast<float>(static_cast<int>(rng() % 9) - 4) * 0.5f;
+    }
+    SamplerParams p = plain(1.0f);
+    p.top_k = 1 + static_cast<int>(rng() % 12);
+    p.repeat_penalty = 1.3f;
+    p.frequency_penalty = 0.25f;
+    p.repeat_last_n = 6;
+    Sampler s(p, n);
+    std::vector<int32_t> window;
+    for (int i = 0; i < 6; ++i) window.push_back(static_cast<int32_t>(rng() % static_cast<unsigned>(n)));
+    for (int32_t t : window) s.accept(t);
+    // The expected ranking.
+    std::vector<std::pair<float, int32_t>> all;
+    for (int32_t i = 0; i < n; ++i) {
+      float x = l[static_cast<size_t>(i)];
+      if (std::isnan(x)) x = -inf;
+      if (x == inf) x = std::numeric_limits<float>::max();
+      const auto c = static_cast<int32_t>(std::count(window.begin(), window.end(), i));
+      if (c > 0 && x != -inf) x = (x > 0 ? x / 1.3f : x * 1.3f) - static_cast<float>(c) * 0.25f;
+      if (x != -inf) all.push_back({x, i});
+    }
+    std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+    const auto got = s.candidates(l.data());
+    if (all.empty()) {
+      ASSERT_EQ(got.size(), 1u);
+      EXPECT_EQ(got[0].id, 0);
+      continue;
+    }
+    const size_t k = std::min(all.size(), static_cast<size_t>(p.top_k));
+    ASSERT_EQ(got.size(), k) << "trial " << trial;
+    double sum = 0;
+    for (size_t i = 0; i < k; ++i) sum += std::exp(static_cast<double>(all[i].first) - all[0].first);
+    for (size_t i = 0; i < k; ++i) {
+      EXPECT_EQ(got[i].id, all[i].second) << "trial " << trial << " rank " << i;
+      EXPECT_NEAR(got[i].p, std::exp(static_cast<double>(all[i].first) - all[0].first) / sum, 1e-12);
+    }
+  }
+}
+
 TEST(Sampler, FrequencyAndPresencePenaltiesSubtractPerOccurrence) {
   // Token 0 occurs twice in the window, token 1 once: logit -= count * 0.5 + 0.25.
   SamplerParams p = plain(1.0f);
