@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Aggregate decode throughput and time to first token of `herd serve` under 1, 2, 4, 8 concurrent
 streams, for one model, as a single process (-t 1) and on a cluster of 2 local `herd worker`s
-(-t 1 each). Streams are raw HTTP SSE (requests) on /v1/completions with a fixed max_tokens; the
+(-t 1 each). Streams are raw HTTP SSE on /v1/completions (one thread, raw sockets and a selector,
+so the client costs little CPU beside the server) with a fixed max_tokens; the
 tokens are counted from the final usage chunk (stream_options.include_usage), since a stream may
 end early at an end-of-text token.
 
@@ -21,14 +22,14 @@ import json
 import os
 import statistics
 import sys
-import threading
+import selectors
+import socket
 import time
+import urllib.parse
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "server"))
-from utils import ServerProcess, WorkerProcess, sse_events  # noqa: E402
+from utils import ServerProcess, WorkerProcess  # noqa: E402
 
 PROMPTS = [
     "Once upon a time, in a small village by the sea, there lived an old fisherman who",
@@ -52,45 +53,91 @@ def percentile(xs: list[float], p: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def one_stream(url: str, prompt: str, max_tokens: int, seed: int, headers: dict, out: dict, barrier) -> None:
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.8, "seed": seed, "stream": True,
-            "stream_options": {"include_usage": True}}
-    barrier.wait()
-    t0 = time.perf_counter()
-    out.update(start=t0, first=None, end=None, tokens=0, error=None)
-    try:
-        with requests.post(url, json=body, headers=headers, stream=True, timeout=600) as r:
-            if r.status_code != 200:
-                out["error"] = f"{r.status_code} {r.text[:200]}"
-                return
-            for ev in sse_events(r):
-                if ev == "[DONE]":
-                    break
-                c = json.loads(ev)
-                if out["first"] is None and any(ch.get("text") for ch in c.get("choices", [])):
-                    out["first"] = time.perf_counter()
-                if c.get("usage"):
-                    out["tokens"] = c["usage"]["completion_tokens"]
-        out["end"] = time.perf_counter()
-        if out["first"] is None:
-            out["error"] = "no text in the stream"
-        elif not out["tokens"]:
-            out["error"] = "no usage chunk"
-    except requests.RequestException as e:
-        out["error"] = repr(e)
+class Stream:
+    """One streamed completion over a raw socket: the client side costs a few syscalls per chunk, so
+    on a small machine the measurement is not the Python client's speed (requests + json.loads per
+    token in threads took a large share of a core and halved the single-stream rate measured)."""
+
+    def __init__(self, host: str, port: int, path: str, body: dict, headers: dict):
+        payload = json.dumps(body).encode()
+        head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json",
+                f"Content-Length: {len(payload)}", "Connection: close"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        self.request = ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+        self.sock = socket.create_connection((host, port), timeout=600)
+        self.sock.setblocking(False)
+        self.buf = bytearray()
+        self.start = self.first = self.end = None
+        self.tokens = 0
+        self.error = None
+
+    def send(self):
+        self.start = time.perf_counter()
+        self.sock.setblocking(True)
+        self.sock.sendall(self.request)
+        self.sock.setblocking(False)
+
+    def on_readable(self) -> bool:
+        """Reads what arrived; False once the server closed the connection."""
+        try:
+            data = self.sock.recv(1 << 16)
+        except BlockingIOError:
+            return True
+        if data:
+            if self.first is None and b"data: {" in data:
+                self.first = time.perf_counter()  # the first event of a completion stream is its first text
+            self.buf += data
+            return True
+        self.end = time.perf_counter()
+        self.sock.close()
+        self.finish()
+        return False
+
+    def finish(self):
+        head, _, body = bytes(self.buf).partition(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1:2]
+        if status != [b"200"]:
+            self.error = f"{status} {body[:200]!r}"
+            return
+        # Chunked transfer coding: the SSE events sit in the chunks' data.
+        events, text = [], b""
+        while body:
+            size_line, _, rest = body.partition(b"\r\n")
+            n = int(size_line.split(b";")[0], 16)
+            if n == 0:
+                break
+            text += rest[:n]
+            body = rest[n + 2:]
+        for line in text.split(b"\n"):
+            if line.startswith(b"data: {"):
+                events.append(json.loads(line[6:]))
+        usage = [e["usage"] for e in events if e.get("usage")]
+        if self.first is None:
+            self.error = "no text in the stream"
+        elif not usage:
+            self.error = "no usage chunk"
+        else:
+            self.tokens = usage[-1]["completion_tokens"]
 
 
 def run_round(server: ServerProcess, n: int, max_tokens: int, seed0: int) -> list[dict]:
-    outs = [dict() for _ in range(n)]
-    barrier = threading.Barrier(n)
-    threads = [threading.Thread(target=one_stream, args=(server.url("/v1/completions"), PROMPTS[i % len(PROMPTS)],
-                                                         max_tokens, seed0 + i, server.headers(), outs[i], barrier))
-               for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return outs
+    url = urllib.parse.urlsplit(server.url("/v1/completions"))
+    streams = [Stream(url.hostname, url.port, url.path,
+                      {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens, "temperature": 0.8,
+                       "seed": seed0 + i, "stream": True, "stream_options": {"include_usage": True}},
+                      server.headers()) for i in range(n)]
+    sel = selectors.DefaultSelector()
+    for st in streams:  # all connected first, then every request sent at once
+        st.send()
+        sel.register(st.sock, selectors.EVENT_READ, st)
+    open_ = n
+    while open_:
+        for key, _ in sel.select(timeout=600):
+            if not key.data.on_readable():
+                sel.unregister(key.fileobj)
+                open_ -= 1
+    return [{"start": st.start, "first": st.first, "end": st.end, "tokens": st.tokens, "error": st.error}
+            for st in streams]
 
 
 def bench_server(server: ServerProcess, label: str, streams: list[int], max_tokens: int, rounds: int) -> list[dict]:
