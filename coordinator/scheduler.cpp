@@ -128,17 +128,28 @@ Scheduler::Scheduler(Pipeline& pipeline, const model::Tokenizer& tokenizer, Sche
   thread_ = std::thread([this] { loop(); });
 }
 
-Scheduler::~Scheduler() {
+Scheduler::~Scheduler() { shutdown(); }
+
+void Scheduler::shutdown() {
   {
     std::lock_guard lk(mu_);
     stop_ = true;
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  // Whoever still waits gets an answer.
+  // Whoever still waits gets an answer (submit() takes nothing new once stop_ is set).
+  const StreamEvent bye{{}, true, "", "the server is shutting down", 0, 0, 0};
   for (auto& s : slots_)
-    if (s->active) s->stream->finish(StreamEvent{{}, true, "", "the server is shutting down", 0, 0, 0});
-  for (auto& q : queue_) q.stream->finish(StreamEvent{{}, true, "", "the server is shutting down", 0, 0, 0});
+    if (s->active) {
+      s->active = false;
+      s->stream->finish(bye);
+    }
+  std::deque<Queued> left;
+  {
+    std::lock_guard lk(mu_);
+    left.swap(queue_);
+  }
+  for (auto& q : left) q.stream->finish(bye);
 }
 
 std::shared_ptr<RequestStream> Scheduler::submit(GenerationRequest req) {
@@ -161,6 +172,7 @@ std::shared_ptr<RequestStream> Scheduler::submit(GenerationRequest req) {
   }
   {
     std::lock_guard lk(mu_);
+    if (stop_) return nullptr;
     // Slots busy or about to be, plus the queue: what is admitted but not finished.
     if (static_cast<int64_t>(queue_.size()) + busy_ >= static_cast<int64_t>(slots_.size()) + opts_.max_queue)
       return nullptr;

@@ -100,10 +100,14 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Queues a request. nullptr when the queue is full (the caller answers 503). Throws
+  // Queues a request. nullptr when the queue is full or after shutdown() (the caller answers 503). Throws
   // std::invalid_argument (empty prompt, a token outside the vocabulary, bad sampling parameters)
   // and std::length_error (the prompt leaves no room to generate in the context).
   std::shared_ptr<RequestStream> submit(GenerationRequest req);
+
+  // Stops taking requests and ends every queued or running one with an error ("the server is
+  // shutting down"), so their readers return at once; submit() returns null afterwards. Idempotent.
+  void shutdown();
 
   SchedulerStats stats() const;
   const Pipeline& pipeline() const { return pipe_; }

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -74,16 +75,23 @@ int cmd_serve(const Args& args) {
                sv.api_key.empty() ? "" : " (API key required)");
   std::fflush(stderr);
   std::thread http_thread([&] { http.run(); });
+  std::atomic<Scheduler*> live{nullptr};
+  std::atomic<bool> quitting{false}, woke{false};
   std::thread signal_thread([&] {
     int sig = 0;
     sigwait(&sigs, &sig);
-    std::fprintf(stderr, "herd serve: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
+    woke.store(true);
+    if (!quitting.load())
+      std::fprintf(stderr, "herd serve: %s, stopping\n", sig == SIGINT ? "interrupted" : "terminated");
+    // Running and queued requests end now (an error event / 503), so no stream holds the exit.
+    if (Scheduler* s = live.load()) s->shutdown();
     http.stop();
   });
   auto shutdown = [&] {
+    quitting.store(true);
     http.stop();
     if (http_thread.joinable()) http_thread.join();
-    pthread_kill(signal_thread.native_handle(), SIGTERM);  // wakes sigwait if no signal came
+    if (!woke.load()) pthread_kill(signal_thread.native_handle(), SIGTERM);  // wakes sigwait if no signal came
     signal_thread.join();
   };
 
@@ -108,6 +116,7 @@ int cmd_serve(const Args& args) {
   m.chat = chat.get();
   m.n_ctx = s->pipeline->n_ctx();
   m.parallel = parallel;
+  live.store(sched.get());
   http.set_model(m);
   std::fprintf(stderr, "herd serve: ready: %s, %lld slots x %lld context, %zu stage(s), chat template %s\n",
                m.id.c_str(), static_cast<long long>(parallel), static_cast<long long>(m.n_ctx),
