@@ -315,7 +315,14 @@ bool Scheduler::build_and_submit() {
 
 void Scheduler::handle(const BatchOutput& out, const Flight& f) {
   for (const int32_t id : f.seqs) slots_[static_cast<size_t>(id)]->in_flight = false;
-  for (size_t r = 0; r < f.output.size() && r < out.tokens.size(); ++r) {
+  if (out.tokens.size() != f.output.size()) {  // never expected: the pipeline broke its contract
+    const std::string why = "the pipeline returned " + std::to_string(out.tokens.size()) + " tokens for " +
+                            std::to_string(f.output.size()) + " output rows";
+    for (const int32_t id : f.seqs)
+      if (slots_[static_cast<size_t>(id)]->active) finish(*slots_[static_cast<size_t>(id)], "", why);
+    return;
+  }
+  for (size_t r = 0; r < f.output.size(); ++r) {
     Slot& s = *slots_[static_cast<size_t>(f.output[r])];
     if (s.active && !s.stream->cancelled()) accept_token(s, out.tokens[r]);
   }
