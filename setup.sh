@@ -3,14 +3,16 @@
 #   ./setup.sh run    install what is missing, build, fetch the default model, run the main job
 #                     (a two-worker local cluster answering one question)
 #   ./setup.sh test   install what is missing, build, fetch the default model, run every test
+#   ./setup.sh install  install what is missing, build, and put herd and herd-cluster on PATH
+#                     (cmake --install: /usr/local/bin; PREFIX=DIR for another prefix)
 # Safe to re-run: each step skips what is already done.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 mode=${1:-}
 case "$mode" in
-  run|test) ;;
-  *) echo "usage: ./setup.sh run|test" >&2; exit 2 ;;
+  run|test|install) ;;
+  *) echo "usage: ./setup.sh run|test|install" >&2; exit 2 ;;
 esac
 
 # Debian packages the build, the tests and the model download need.
@@ -46,7 +48,13 @@ jobs=$(nproc)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$jobs"
 
-if [ "$mode" = run ]; then
+if [ "$mode" = install ]; then
+  sudo=""
+  prefix=${PREFIX:-/usr/local}
+  [ "$(id -u)" -ne 0 ] && [ ! -w "$prefix/bin" ] && sudo=sudo
+  $sudo cmake --install build --prefix "$prefix"
+  echo "setup: installed $prefix/bin/herd and $prefix/bin/herd-cluster"
+elif [ "$mode" = run ]; then
   # The main job: a local cluster (two `herd worker` processes, launch/local-cluster.txt) serving the
   # default model, one question through its chat template. --plan-strategy even shows a real
   # 2-stage pipeline: on one shared machine the planner would rather use a single worker.

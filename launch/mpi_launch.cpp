@@ -38,10 +38,11 @@ namespace herd::cli {
 namespace {
 
 const char* kMpiHelp =
-    "usage: mpirun -np N herd mpi [run|chat|logits|serve] ARGS...\n"
+    "usage: mpirun -np N herd mpi [run|chat|logits|serve|bench] ARGS...\n"
     "\n"
     "Runs a pipeline cluster launched by mpirun: rank 0 is the coordinator and runs `herd run` (or chat,\n"
-    "logits) with ARGS; ranks 1..N-1 are its workers, in rank order (with --split, give N-1 ranges).\n"
+    "logits, serve, bench) with ARGS; ranks 1..N-1 are its workers, in rank order (with --split, give\n"
+    "N-1 ranges).\n"
     "Every option of the subcommand applies except --workers (MPI provides the workers).\n"
     "Across hosts: mpirun --hostfile HOSTS -np N herd mpi -m /same/path/model.gguf -p ...\n"
     "(the binary at the same path on every host; the model too, unless the workers receive it from\n"
@@ -80,6 +81,7 @@ int run_coordinator(const std::string& sub, const Args& args) {
   int (*fn)(const Args&) = sub == "chat"     ? cmd_chat
                            : sub == "logits" ? cmd_logits
                            : sub == "serve"  ? cmd_serve
+                           : sub == "bench"  ? cmd_bench
                                              : cmd_run;
   try {
     return fn(args);
@@ -158,7 +160,8 @@ int cmd_mpi(const Args& in) {
 
   Args args = in;
   std::string sub = "run";
-  if (!args.empty() && (args[0] == "run" || args[0] == "chat" || args[0] == "logits" || args[0] == "serve")) {
+  if (!args.empty() && (args[0] == "run" || args[0] == "chat" || args[0] == "logits" || args[0] == "serve" ||
+                         args[0] == "bench")) {
     sub = args[0];
     args.erase(args.begin());
   }
