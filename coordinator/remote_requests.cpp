@@ -72,7 +72,8 @@ void RemotePipeline::record_times(const Pending& p, const std::vector<StageTime>
     const LinkStats& l = hop_links_[h];
     predicted[h] = 1e3 * (l.latency_s + (l.bandwidth_Bps > 0 ? bytes / l.bandwidth_Bps : 0));
   }
-  stats_.record(compute, overhead, spread_hop_time(round_trip_ms - on_stages, predicted), round_trip_ms);
+  stats_.record(compute, overhead, spread_hop_time(round_trip_ms - on_stages, predicted), round_trip_ms, p.sent,
+                p.n_rows);
 }
 
 uint64_t RemotePipeline::send_forward(const Batch& b, Forward& fw) {

@@ -8,6 +8,8 @@ target_sources(herd_coordinator PRIVATE
 )
 # owner: serve (continuous batching over any Pipeline).
 target_sources(herd_coordinator PRIVATE ${CMAKE_CURRENT_LIST_DIR}/scheduler.cpp)
+# owner: lab (--trace: every batch as Chrome trace events).
+target_sources(herd_coordinator PRIVATE ${CMAKE_CURRENT_LIST_DIR}/trace_writer.cpp)
 # owner: pipeline (RemotePipeline over cluster/ messages on transport/ links).
 target_sources(herd_coordinator PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/remote_pipeline.cpp

@@ -113,9 +113,27 @@ void PipelineStats::reset(std::vector<StageStatus> stages, size_t n_hops) {
   s_.hop_ms.assign(n_hops, 0.0);
 }
 
-void PipelineStats::record(std::span<const double> compute_ms, std::span<const double> overhead_ms,
-                           std::span<const double> hop_ms, double batch_ms) {
+void PipelineStats::set_observer(BatchObserver o) {
   std::lock_guard<std::mutex> lock(mu_);
+  observer_ = std::move(o);
+}
+
+void PipelineStats::record(std::span<const double> compute_ms, std::span<const double> overhead_ms,
+                           std::span<const double> hop_ms, double batch_ms,
+                           std::chrono::steady_clock::time_point submitted, int64_t rows) {
+  BatchObserver observer;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    record_locked(compute_ms, overhead_ms, hop_ms, batch_ms);
+    observer = observer_;
+  }
+  if (observer)
+    observer(BatchTimes{submitted, rows, {compute_ms.begin(), compute_ms.end()},
+                        {overhead_ms.begin(), overhead_ms.end()}, {hop_ms.begin(), hop_ms.end()}, batch_ms});
+}
+
+void PipelineStats::record_locked(std::span<const double> compute_ms, std::span<const double> overhead_ms,
+                                  std::span<const double> hop_ms, double batch_ms) {
   if (compute_ms.size() != s_.stages.size() || hop_ms.size() != s_.hop_ms.size() ||
       (!overhead_ms.empty() && overhead_ms.size() != s_.stages.size()))
     throw std::logic_error("PipelineStats::record: times for another layout");
@@ -180,7 +198,7 @@ void LocalPipeline::do_submit(uint64_t ticket, const Batch& b, std::vector<RowSa
     compute_ms_.back() += ms(Clock::now() - t0);
   }
   done_.push_back(std::move(out));
-  stats_.record(compute_ms_, {}, {}, ms(Clock::now() - start));
+  stats_.record(compute_ms_, {}, {}, ms(Clock::now() - start), start, b.size());
 }
 
 std::optional<BatchOutput> LocalPipeline::do_poll(int) {

@@ -14,8 +14,10 @@
 // several = the same split a cluster would use, for checking that splits change nothing).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -71,6 +73,15 @@ struct PipelineStatus {
   uint64_t batches = 0;  // batches measured
 };
 
+// One batch's times, as PipelineStats::record gets them: for a trace (--trace) of every batch.
+struct BatchTimes {
+  std::chrono::steady_clock::time_point submitted;  // when the batch left the caller
+  int64_t rows = 0;
+  std::vector<double> compute_ms, overhead_ms, hop_ms;  // per stage / per hop, as in StageStatus
+  double batch_ms = 0;
+};
+using BatchObserver = std::function<void(const BatchTimes&)>;
+
 // The bookkeeping behind status(): the layout of the stages and an exponential moving mean of each
 // time, m += 0.1 (x - m) per batch (the first batch sets it), so a status page follows a change of
 // load within ~20 batches and one slow batch moves it by a tenth. Thread-safe: a status page may
@@ -82,13 +93,20 @@ class PipelineStats {
   void reset(std::vector<StageStatus> stages, size_t n_hops);
   // One batch: compute_ms and overhead_ms per stage, hop_ms per hop (each the size reset() gave;
   // overhead_ms may be empty), and its submit -> output time.
+  // submitted/rows: for the observer.
   void record(std::span<const double> compute_ms, std::span<const double> overhead_ms,
-              std::span<const double> hop_ms, double batch_ms);
+              std::span<const double> hop_ms, double batch_ms,
+              std::chrono::steady_clock::time_point submitted = {}, int64_t rows = 0);
   PipelineStatus snapshot() const;
+  // Called with every recorded batch, outside the lock (it may call snapshot()); {} = none.
+  void set_observer(BatchObserver o);
 
  private:
   mutable std::mutex mu_;
   PipelineStatus s_;
+  BatchObserver observer_;
+  void record_locked(std::span<const double> compute_ms, std::span<const double> overhead_ms,
+                     std::span<const double> hop_ms, double batch_ms);
 };
 
 class Pipeline {
@@ -101,6 +119,8 @@ class Pipeline {
   virtual int64_t n_stages() const = 0;
   // Stages, devices and measured times (implementations fill stats_ with what they know).
   virtual PipelineStatus status() const { return stats_.snapshot(); }
+  // Every batch's times as it completes (a trace writer); {} = none. Set before submitting.
+  void set_observer(BatchObserver o) { stats_.set_observer(std::move(o)); }
 
   // Queues `b`; returns its ticket. samplers: empty, or one per output row in row order (the
   // sampler must stay alive until the batch is polled; its RNG advances here). Throws

@@ -4,6 +4,7 @@
 
 #include "coordinator/bench_runner.h"
 #include "coordinator/remote_pipeline.h"
+#include "coordinator/trace_writer.h"
 #include "launch/options.h"
 #include "cluster/protocol.h"
 
@@ -57,7 +58,7 @@ std::string hop_bytes(const model::ModelConfig& c, const std::string& act_dtype)
 }  // namespace
 
 int cmd_bench(const Args& args) {
-  std::string model, threads = "0", split, workers, act_dtype = "f32", parallel, kv_type = "f16";
+  std::string model, threads = "0", split, workers, act_dtype = "f32", parallel, kv_type = "f16", trace_path;
   int64_t micro_batches = 0;
   BenchParams bp;
   int64_t reps = 5;
@@ -76,6 +77,7 @@ int cmd_bench(const Args& args) {
   p.add("--workers", "HOST:PORT,...", "run on `herd worker` processes, one stage each (tg: the last stage samples)",
         &workers);
   p.add("--act-dtype", "f32|f16", "activations between workers", &act_dtype);
+  add_trace_option(p, &trace_path);
   p.add("--parallel", "N,...", "run tg as N sequences decoding together instead (one batch row each per step; "
         "aggregate t/s; every N once per round, so their ratios are paired), e.g. 1,2,4,8", &parallel);
   p.add("--micro-batches", "M", "with --parallel: groups of sequences in flight at once (0 = one per pipeline "
@@ -108,6 +110,8 @@ int cmd_bench(const Args& args) {
   so.kv_type = kv_type;
   for (int n : bp.parallel) so.n_seq = std::max<int64_t>(so.n_seq, n);
   ModelSession s = ModelSession::open(model.empty() ? default_model_path() : model, so);
+  std::unique_ptr<TraceWriter> trace;
+  if (!trace_path.empty()) trace = std::make_unique<TraceWriter>(trace_path, *s.pipeline);
   const BenchModelInfo info = bench_model_info(s);
   std::string backend = s.backend->name();
   bp.n_stages = split.empty() ? 1 : static_cast<int>(parse_split(split, s.config.n_layers).size());

@@ -14,6 +14,7 @@
 
 #include "coordinator/generator.h"
 #include "launch/interrupt.h"
+#include "coordinator/trace_writer.h"
 #include "launch/options.h"
 #include "model/chat_prompt.h"
 
@@ -32,7 +33,7 @@ constexpr const char* kCommandHelp =
 int cmd_chat(const Args& args) {
   ModelOptions mo;
   SamplingOptions so;
-  std::string prompt, system, template_name;
+  std::string prompt, system, template_name, trace_path;
   int64_t n_predict = 1024;
   bool show_speed = false;
   ArgParser p("herd chat [-m MODEL] [-p MESSAGE] [options]",
@@ -41,6 +42,7 @@ int cmd_chat(const Args& args) {
               "from stdin until EOF or /exit; the KV cache is reused across turns. /help lists the commands "
               "(/reset forgets the conversation); Ctrl-C stops an answer, and at the prompt leaves.");
   add_model_options(p, mo);
+  add_trace_option(p, &trace_path);
   p.add("-p,--prompt", "TEXT", "answer this one message and exit", &prompt);
   p.add("--system", "TEXT", "system message (default: the template's own default, if any)", &system);
   p.add("--chat-template", "NAME", "override the template: chatml, llama2, llama3, mistral, zephyr, gemma",
@@ -58,6 +60,8 @@ int cmd_chat(const Args& args) {
   // (herd-cluster's background coordinator), so that it can stop a long load or weight transfer.
   std::signal(SIGINT, SIG_DFL);
   ModelSession s = ModelSession::open(resolve_model(mo), mo.session);
+  std::unique_ptr<TraceWriter> trace;
+  if (!trace_path.empty()) trace = std::make_unique<TraceWriter>(trace_path, *s.pipeline);
   const model::ChatPrompt chat_prompt(*s.file, *s.tokenizer, template_name);
 
   std::vector<model::ChatMessage> messages;

@@ -5,6 +5,7 @@
 
 #include "common/log.h"
 #include "coordinator/generator.h"
+#include "coordinator/trace_writer.h"
 #include "launch/options.h"
 
 namespace herd::cli {
@@ -21,13 +22,14 @@ void print_speed(const GenerationStats& st) {
 int cmd_run(const Args& args) {
   ModelOptions mo;
   SamplingOptions so;
-  std::string prompt, prompt_file;
+  std::string prompt, prompt_file, trace_path;
   int64_t n_predict = 256;
   bool no_echo = false;
   ArgParser p("herd run [-m MODEL] -p PROMPT [options]",
               "Generates a continuation of PROMPT (no chat template; see `herd chat`). Text goes to stdout, "
               "prompt and generation speed to stderr.");
   add_model_options(p, mo);
+  add_trace_option(p, &trace_path);
   p.add("-p,--prompt", "TEXT", "the prompt", &prompt);
   p.add("-f,--file", "FILE", "read the prompt from FILE", &prompt_file);
   p.add("-n,--n-predict", "N", "tokens to generate (-1 = until end of text or a full context)", &n_predict);
@@ -48,6 +50,8 @@ int cmd_run(const Args& args) {
   const SamplerParams sp = finish_sampling(so);
 
   ModelSession s = ModelSession::open(resolve_model(mo), mo.session);
+  std::unique_ptr<TraceWriter> trace;
+  if (!trace_path.empty()) trace = std::make_unique<TraceWriter>(trace_path, *s.pipeline);
   HERD_LOG_INFO("model ", s.config.arch, " ", s.config.n_layers, " layers, seed ", sp.seed);
   const auto tokens = s.tokenizer->encode(prompt, /*add_special=*/true, /*parse_special=*/true);
   Sampler sampler(sp, static_cast<int32_t>(s.config.n_vocab));

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "coordinator/scheduler.h"
+#include "coordinator/trace_writer.h"
 #include "launch/options.h"
 #include "model/chat_prompt.h"
 #include "server/http_server.h"
@@ -19,7 +20,7 @@ int cmd_serve(const Args& args) {
   ModelOptions mo;
   SamplingOptions so;
   server::ServeOptions sv;
-  std::string template_name;
+  std::string template_name, trace_path;
   int64_t parallel = 4, queue = 32, n_batch = 256, max_body = 1 << 20;
   int micro_batches = 0;
   ArgParser p("herd serve [-m MODEL] [--host H] [--port P] [--parallel N] [options]",
@@ -28,6 +29,7 @@ int cmd_serve(const Args& args) {
               "requests generate together in each step (continuous batching); more wait in a queue of --queue, "
               "beyond which requests get 503. With --workers the stages run on `herd worker` processes.");
   add_model_options(p, mo);
+  add_trace_option(p, &trace_path);
   p.add("--host", "ADDR", "address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)", &sv.host);
   p.add("--port", "P", "port to listen on (0 = any free port; the chosen one is printed)", &sv.port);
   p.add("--parallel", "N", "sequence slots: requests that generate together (each has its own -c context)", &parallel);
@@ -98,10 +100,12 @@ int cmd_serve(const Args& args) {
   const std::string path = resolve_model(mo);
   std::unique_ptr<ModelSession> s;
   std::unique_ptr<model::ChatPrompt> chat;
+  std::unique_ptr<TraceWriter> trace;  // after the session: closed before the pipeline goes
   std::unique_ptr<Scheduler> sched;
   try {
     std::fprintf(stderr, "herd serve: loading %s ...\n", path.c_str());
     s = std::make_unique<ModelSession>(ModelSession::open(path, mo.session));
+    if (!trace_path.empty()) trace = std::make_unique<TraceWriter>(trace_path, *s->pipeline);
     chat = std::make_unique<model::ChatPrompt>(*s->file, *s->tokenizer, template_name, "chatml");
     sched = std::make_unique<Scheduler>(*s->pipeline, *s->tokenizer,
                                         SchedulerOptions{n_batch, queue, micro_batches});
@@ -125,6 +129,7 @@ int cmd_serve(const Args& args) {
   http_thread.join();
   shutdown();
   sched.reset();  // before the pipeline it drives
+  trace.reset();
   return 0;
 }
 

@@ -43,6 +43,12 @@ inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_defa
   p.add("--cpu", "ISA", "CPU kernels: auto, avx512, avx2 or scalar (the reference); env HERD_CPU_ISA", &o.session.isa);
 }
 
+// --trace FILE (run, chat, serve, bench): every batch as Chrome trace events (coordinator/trace_writer.h).
+inline void add_trace_option(ArgParser& p, std::string* path) {
+  p.add("--trace", "FILE", "write every batch as Chrome trace events (open in ui.perfetto.dev or chrome://tracing): "
+        "a track per stage (compute) and per link (transfer), per batch", path);
+}
+
 inline std::string resolve_model(const ModelOptions& o) { return o.model.empty() ? default_model_path() : o.model; }
 
 struct SamplingOptions {

@@ -24,3 +24,7 @@ add_dependencies(test_chat herd)
 herd_add_test(test_setup_progress SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_setup_progress.cpp
   LIBS herd_coordinator TIMEOUT 300)
 add_dependencies(test_setup_progress herd)
+# owner: lab. --trace: Chrome trace events from the real binary, in process and over real workers.
+find_package(nlohmann_json 3.10 REQUIRED)
+herd_add_test(test_trace SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_trace.cpp LIBS herd_coordinator nlohmann_json::nlohmann_json TIMEOUT 300)
+add_dependencies(test_trace herd)
