@@ -2,7 +2,9 @@
 """Reference logits for the 2- and 3-bit K-quant test models (tests/tools/tiny_models.h, write_lowbit_model).
 
 Run once with llama-cpp-python (a dev-time tool, not a dependency of herd; built from its sdist,
-`pip install llama_cpp_python-X.tar.gz`):
+`pip install llama_cpp_python-X.tar.gz`; on a CPU that reports AMX, build it with
+CMAKE_ARGS="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF": in this project's VM
+0.3.36's AMX matmul segfaulted on every K-quant file, ../shared's included):
   build/tests/make_tiny_models ../shared/models/stories260K.gguf /tmp/tiny
   python3 scripts/gen-lowbit-reference.py /tmp/tiny tests/data
 For each mix (Q2_K, Q3_K_M) it evaluates the tiny-model token sequence (first 6 as one batch, then one
