@@ -2,21 +2,34 @@
 """Reference logits for the 2- and 3-bit K-quant test models (tests/tools/tiny_models.h, write_lowbit_model).
 
 Run once with llama-cpp-python (a dev-time tool, not a dependency of herd; built from its sdist,
-`pip install llama_cpp_python-X.tar.gz`; on a CPU that reports AMX, build it with
-CMAKE_ARGS="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF": in this project's VM
-0.3.36's AMX matmul segfaulted on every K-quant file, ../shared's included):
+`pip install llama_cpp_python-X.tar.gz`):
   build/tests/make_tiny_models ../shared/models/stories260K.gguf /tmp/tiny
   python3 scripts/gen-lowbit-reference.py /tmp/tiny tests/data
 For each mix (Q2_K, Q3_K_M) it evaluates the tiny-model token sequence (first 6 as one batch, then one
 at a time, F32 KV cache, no flash attention — as ../shared/reference was made) on the quantized file
 (llama.cpp's own 8-bit-activation dot products) and on its -deq twin (the same weights dequantized
 to F32: the exact math), and writes tests/data/lowbit-MIX.log1 and lowbit-MIX-deq.log1.
+llama.cpp's extra CPU buffer types (AMX, repacked weights) are turned off: its plain CPU dot products
+are the reference (and 0.3.36's AMX matmul, picked on a CPU that reports AMX, segfaulted in this
+project's VM on every K-quant file, ../shared's included).
 """
 import struct
 import sys
 
 import numpy as np
+import llama_cpp.llama_cpp as llama_c
 from llama_cpp import Llama
+
+_default_model_params = llama_c.llama_model_default_params
+
+
+def _plain_cpu_model_params():
+    p = _default_model_params()
+    p.use_extra_bufts = False
+    return p
+
+
+llama_c.llama_model_default_params = _plain_cpu_model_params
 
 TOKENS = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426]
 N_PROMPT = 6
