@@ -78,8 +78,8 @@ void BM_matmul(benchmark::State& state, std::string isa, DType t, int64_t rows, 
   state.SetLabel(std::string(backend->name()) + " " + std::string(herd::dtype_name(t)));
 }
 
-const DType kTypes[] = {DType::F32,  DType::F16,  DType::Q4_0, DType::Q4_1, DType::Q5_0,
-                        DType::Q5_1, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+const DType kTypes[] = {DType::F32,  DType::F16,  DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
+                        DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 struct Shape {
   const char* name;

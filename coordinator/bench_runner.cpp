@@ -20,6 +20,10 @@ const char* ftype_name(int64_t ft) {
     case 7: return "Q8_0";
     case 8: return "Q5_0";
     case 9: return "Q5_1";
+    case 10: return "Q2_K";
+    case 11: return "Q3_K_S";
+    case 12: return "Q3_K_M";
+    case 13: return "Q3_K_L";
     case 14: return "Q4_K_S";
     case 15: return "Q4_K_M";
     case 16: return "Q5_K_S";

@@ -4,6 +4,8 @@
 //   Q4_0 {f16 d; u8 qs[16]} 18/32          Q4_1 {f16 d, m; u8 qs[16]} 20/32
 //   Q5_0 {f16 d; u8 qh[4]; u8 qs[16]} 22/32  Q5_1 {f16 d, m; u8 qh[4]; u8 qs[16]} 24/32
 //   Q8_0 {f16 d; i8 qs[32]} 34/32
+//   Q2_K {u8 scales[16]; u8 qs[64]; f16 d, dmin} 84/256
+//   Q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d} 110/256
 //   Q4_K {f16 d, dmin; u8 scales[12]; u8 qs[128]} 144/256
 //   Q5_K {f16 d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]} 176/256
 //   Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d} 210/256
@@ -24,6 +26,8 @@ enum class DType : uint32_t {
   Q5_0 = 6,
   Q5_1 = 7,
   Q8_0 = 8,
+  Q2_K = 10,
+  Q3_K = 11,
   Q4_K = 12,
   Q5_K = 13,
   Q6_K = 14,
@@ -41,8 +45,9 @@ struct DTypeTraits {
 inline constexpr DTypeTraits kDTypes[] = {
     {DType::F32, "f32", 1, 4},       {DType::F16, "f16", 1, 2},       {DType::BF16, "bf16", 1, 2},
     {DType::Q4_0, "q4_0", 32, 18},   {DType::Q4_1, "q4_1", 32, 20},   {DType::Q5_0, "q5_0", 32, 22},
-    {DType::Q5_1, "q5_1", 32, 24},   {DType::Q8_0, "q8_0", 32, 34},   {DType::Q4_K, "q4_K", 256, 144},
-    {DType::Q5_K, "q5_K", 256, 176}, {DType::Q6_K, "q6_K", 256, 210},
+    {DType::Q5_1, "q5_1", 32, 24},   {DType::Q8_0, "q8_0", 32, 34},   {DType::Q2_K, "q2_K", 256, 84},
+    {DType::Q3_K, "q3_K", 256, 110}, {DType::Q4_K, "q4_K", 256, 144}, {DType::Q5_K, "q5_K", 256, 176},
+    {DType::Q6_K, "q6_K", 256, 210},
 };
 
 // Traits for a raw GGUF type id; nullopt when herd does not support it.

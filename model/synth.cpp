@@ -34,6 +34,8 @@ constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
 // Types the fallback rule uses when a row is not a whole number of 256-value super-blocks.
 DType fallback(DType t) {
   switch (t) {
+    case DType::Q2_K: return DType::Q4_0;
+    case DType::Q3_K: return DType::Q4_0;
     case DType::Q4_K: return DType::Q5_0;
     case DType::Q5_K: return DType::Q5_1;
     case DType::Q6_K: return DType::Q8_0;
@@ -116,13 +118,18 @@ int64_t SynthTensor::n_elements() const {
 
 TypeMix parse_type_mix(const std::string& name) {
   const std::string u = upper(name);
-  // llama.cpp ftype ids (general.file_type): 14 Q4_K_S, 15 Q4_K_M, 16 Q5_K_S, 17 Q5_K_M, 18 Q6_K.
+  // llama.cpp ftype ids (general.file_type): 10 Q2_K, 11 Q3_K_S, 12 Q3_K_M, 13 Q3_K_L, 14 Q4_K_S,
+  // 15 Q4_K_M, 16 Q5_K_S, 17 Q5_K_M, 18 Q6_K. Output stays Q6_K in all of them.
+  if (u == "Q2_K") return {u, DType::Q2_K, DType::Q3_K, DType::Q2_K, DType::Q6_K, 10, MixRule::Q2K};
+  if (u == "Q3_K_S") return {u, DType::Q3_K, DType::Q3_K, DType::Q3_K, DType::Q6_K, 11};
+  if (u == "Q3_K_M") return {u, DType::Q3_K, DType::Q4_K, DType::Q3_K, DType::Q6_K, 12, MixRule::Q3KM};
+  if (u == "Q3_K_L") return {u, DType::Q3_K, DType::Q5_K, DType::Q3_K, DType::Q6_K, 13, MixRule::Q3KL};
   if (u == "Q4_K_M") return {u, DType::Q4_K, DType::Q6_K, DType::Q4_K, DType::Q6_K, 15};
   if (u == "Q4_K_S") return {u, DType::Q4_K, DType::Q4_K, DType::Q4_K, DType::Q6_K, 14};
   if (u == "Q5_K_M") return {u, DType::Q5_K, DType::Q6_K, DType::Q5_K, DType::Q6_K, 17};
   if (u == "Q5_K_S") return {u, DType::Q5_K, DType::Q5_K, DType::Q5_K, DType::Q6_K, 16};
   const auto t = parse_dtype(name);
-  if (!t || u == "Q4_K" || u == "Q5_K")  // the bare K types only exist as _S/_M mixes
+  if (!t || u == "Q3_K" || u == "Q4_K" || u == "Q5_K")  // the bare K types only exist as _S/_M mixes
     throw std::invalid_argument("unknown type '" + name + "' (known: " + known_type_mixes() + ")");
   uint32_t ftype = 0;
   switch (*t) {
@@ -142,9 +149,28 @@ TypeMix parse_type_mix(const std::string& name) {
   return {u, *t, *t, *t, wide ? *t : DType::Q6_K, ftype};
 }
 
-std::string known_type_mixes() { return "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K"; }
+std::string known_type_mixes() {
+  return "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, "
+         "Q6_K";
+}
 
 bool more_bits_layer(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+DType layer_matrix_type(const TypeMix& mix, MixRole role, int64_t layer, int64_t n_layers, int64_t n_gqa) {
+  switch (mix.rule) {
+    case MixRule::Plain:
+      if (role == MixRole::AttnOutput) return mix.base;
+      return more_bits_layer(layer, n_layers) ? mix.more_bits : mix.base;
+    case MixRule::Q2K:
+      return role == MixRole::AttnV && n_gqa >= 4 ? DType::Q4_K : DType::Q3_K;
+    case MixRule::Q3KM:
+      if (role == MixRole::AttnV) return layer < 2 ? DType::Q5_K : DType::Q4_K;
+      if (role == MixRole::FfnDown) return layer < n_layers / 16 ? DType::Q5_K : DType::Q4_K;
+      return DType::Q4_K;
+    case MixRule::Q3KL: return DType::Q5_K;
+  }
+  return mix.base;
+}
 
 std::vector<SynthTensor> synth_tensors(const ModelConfig& c, const TypeMix& mix) {
   if (c.n_layers <= 0 || c.n_embd <= 0 || c.n_ff <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.n_vocab <= 0)
@@ -155,16 +181,19 @@ std::vector<SynthTensor> synth_tensors(const ModelConfig& c, const TypeMix& mix)
   std::vector<SynthTensor> out;
   out.push_back(make_tensor("token_embd.weight", {d, c.n_vocab}, mix.embd, false));
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    const DType big = more_bits_layer(l, c.n_layers) ? mix.more_bits : mix.base;
+    const int64_t gqa = c.n_heads / c.n_kv_heads;
+    const DType v_t = layer_matrix_type(mix, MixRole::AttnV, l, c.n_layers, gqa);
+    const DType o_t = layer_matrix_type(mix, MixRole::AttnOutput, l, c.n_layers, gqa);
+    const DType down_t = layer_matrix_type(mix, MixRole::FfnDown, l, c.n_layers, gqa);
     out.push_back(make_tensor(layer_tensor(l, "attn_norm.weight"), {d}, DType::F32, true));
     out.push_back(make_tensor(layer_tensor(l, "attn_q.weight"), {d, q}, mix.base, false));
     out.push_back(make_tensor(layer_tensor(l, "attn_k.weight"), {d, kv}, mix.base, false));
-    out.push_back(make_tensor(layer_tensor(l, "attn_v.weight"), {d, kv}, big, false));
-    out.push_back(make_tensor(layer_tensor(l, "attn_output.weight"), {q, d}, mix.base, false));
+    out.push_back(make_tensor(layer_tensor(l, "attn_v.weight"), {d, kv}, v_t, false));
+    out.push_back(make_tensor(layer_tensor(l, "attn_output.weight"), {q, d}, o_t, false));
     out.push_back(make_tensor(layer_tensor(l, "ffn_norm.weight"), {d}, DType::F32, true));
     out.push_back(make_tensor(layer_tensor(l, "ffn_gate.weight"), {d, ff}, mix.base, false));
     out.push_back(make_tensor(layer_tensor(l, "ffn_up.weight"), {d, ff}, mix.base, false));
-    out.push_back(make_tensor(layer_tensor(l, "ffn_down.weight"), {ff, d}, big, false));
+    out.push_back(make_tensor(layer_tensor(l, "ffn_down.weight"), {ff, d}, down_t, false));
   }
   out.push_back(make_tensor("output_norm.weight", {d}, DType::F32, true));
   if (!c.tied_embeddings) out.push_back(make_tensor("output.weight", {d, c.n_vocab}, mix.output, false));

@@ -16,19 +16,37 @@
 
 namespace herd::model {
 
+// Which matrices of a layer get another type than the mix's base, and in which layers.
+//   Plain: attn_v / ffn_down take more_bits in more_bits_layer() layers (the _M mixes; = base otherwise).
+//   Q2K, Q3KM, Q3KL: llama.cpp's llama_tensor_get_type rules for its Q2_K, Q3_K_M, Q3_K_L files (dense
+//     models): see layer_matrix_type.
+enum class MixRule { Plain, Q2K, Q3KM, Q3KL };
+
 // The storage types of one quantization "mix": a plain type stores every matrix in it; the
 // llama.cpp-style _M mixes give attn_v and ffn_down more bits in some layers.
 struct TypeMix {
   std::string name;   // "Q4_K_M", "Q4_0", ...
   DType base;         // most matrices
-  DType more_bits;    // attn_v / ffn_down in more_bits_layer() layers
+  DType more_bits;    // attn_v / ffn_down in more_bits_layer() layers (MixRule::Plain)
   DType embd;         // token_embd.weight
   DType output;       // output.weight
   uint32_t file_type; // general.file_type (llama.cpp's ftype id)
+  MixRule rule = MixRule::Plain;
 };
 
-// F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K (case-insensitive).
-// Throws std::invalid_argument naming the known ones.
+// The layer matrices whose type a mix may raise.
+enum class MixRole { AttnV, AttnOutput, FfnDown };
+
+// The type of `role` in layer `layer` of n_layers (n_gqa = n_heads / n_kv_heads) under the mix:
+//   Plain: AttnV, FfnDown more_bits in more_bits_layer() layers, else base; AttnOutput base.
+//   Q2K:   AttnV Q4_K when n_gqa >= 4 else Q3_K; AttnOutput, FfnDown Q3_K.
+//   Q3KM:  AttnV Q5_K in layers 0, 1 else Q4_K; FfnDown Q5_K in layers < n_layers / 16 else Q4_K;
+//          AttnOutput Q4_K.
+//   Q3KL:  all three Q5_K.
+DType layer_matrix_type(const TypeMix& mix, MixRole role, int64_t layer, int64_t n_layers, int64_t n_gqa);
+
+// F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S,
+// Q5_K_M, Q6_K (case-insensitive). Throws std::invalid_argument naming the known ones.
 TypeMix parse_type_mix(const std::string& name);
 std::string known_type_mixes();  // "F32, F16, ..." for --help and errors
 
@@ -48,7 +66,8 @@ struct SynthTensor {
 
 // The tensors of a llama model of shape `c` in file order (token_embd, blk.0..., output_norm,
 // output). Matrices whose rows are not a whole number of blocks of the mix's type fall back the way
-// llama.cpp does (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0); throws std::invalid_argument when even
+// llama.cpp does (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; Q2_K, Q3_K -> Q4_0, what llama.cpp used before
+// IQ4_NL, which herd does not read); throws std::invalid_argument when even
 // that does not fit.
 std::vector<SynthTensor> synth_tensors(const ModelConfig& c, const TypeMix& mix);
 

@@ -35,8 +35,8 @@ void add_type_bytes(std::vector<ModelShape::TypeBytes>& v, DType t, uint64_t byt
 // K types (every matrix in that type, output in Q6_K) to size hypothetical files.
 model::TypeMix parse_type(const std::string& type) {
   const std::string u = upper(type);
-  if (u == "Q4_K" || u == "Q5_K") {
-    const DType t = u == "Q4_K" ? DType::Q4_K : DType::Q5_K;
+  if (u == "Q3_K" || u == "Q4_K" || u == "Q5_K") {
+    const DType t = u == "Q3_K" ? DType::Q3_K : u == "Q4_K" ? DType::Q4_K : DType::Q5_K;
     return {u, t, t, t, DType::Q6_K, 0};
   }
   try {
@@ -51,7 +51,7 @@ model::TypeMix parse_type(const std::string& type) {
 std::string known_types() {
   std::string s;
   for (const auto& t : kDTypes) s += (s.empty() ? "" : ", ") + upper(std::string(t.name));
-  return s + ", Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M";
+  return s + ", Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M";
 }
 
 void ModelShape::finish() {
@@ -131,19 +131,24 @@ ModelShape shape_from_config(const model::ModelConfig& c, const std::string& typ
   const int64_t d = c.n_embd, q = c.q_dim(), kv = c.kv_dim(), ff = c.n_ff;
   const uint64_t norm = 4ull * static_cast<uint64_t>(d);
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    const DType big = model::more_bits_layer(l, c.n_layers) ? mix.more_bits : mix.base;
+    const int64_t gqa = c.n_heads / c.n_kv_heads;
+    const DType v_t = model::layer_matrix_type(mix, model::MixRole::AttnV, l, c.n_layers, gqa);
+    const DType o_t = model::layer_matrix_type(mix, model::MixRole::AttnOutput, l, c.n_layers, gqa);
+    const DType down_t = model::layer_matrix_type(mix, model::MixRole::FfnDown, l, c.n_layers, gqa);
     uint64_t b = 2 * norm;                       // attn_norm, ffn_norm (f32)
     b += matrix_bytes(mix.base, q, d);           // attn_q   [q rows, d cols]
     b += matrix_bytes(mix.base, kv, d);          // attn_k
-    b += matrix_bytes(big, kv, d);               // attn_v
-    b += matrix_bytes(mix.base, d, q);           // attn_output
+    b += matrix_bytes(v_t, kv, d);               // attn_v
+    b += matrix_bytes(o_t, d, q);                // attn_output
     b += 2 * matrix_bytes(mix.base, ff, d);      // ffn_gate, ffn_up
-    b += matrix_bytes(big, d, ff);               // ffn_down
+    b += matrix_bytes(down_t, d, ff);            // ffn_down
     if (c.has_qkv_bias) b += 4ull * static_cast<uint64_t>(q + 2 * kv);
     std::vector<ModelShape::TypeBytes> mats;
     add_type_bytes(mats, mix.base, matrix_bytes(mix.base, q, d) + matrix_bytes(mix.base, kv, d) +
-                                       matrix_bytes(mix.base, d, q) + 2 * matrix_bytes(mix.base, ff, d));
-    add_type_bytes(mats, big, matrix_bytes(big, kv, d) + matrix_bytes(big, d, ff));
+                                       2 * matrix_bytes(mix.base, ff, d));
+    add_type_bytes(mats, v_t, matrix_bytes(v_t, kv, d));
+    add_type_bytes(mats, o_t, matrix_bytes(o_t, d, q));
+    add_type_bytes(mats, down_t, matrix_bytes(down_t, d, ff));
     s.layer_matrix_bytes.push_back(std::move(mats));
     s.layer_bytes.push_back(b);
     s.layer_flops.push_back(2.0 * static_cast<double>(2 * q * d + 2 * kv * d + 3 * ff * d));

@@ -47,6 +47,8 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     case DType::Q5_0: return quant::dequantize_q5_0(s, dst, nb);
     case DType::Q5_1: return quant::dequantize_q5_1(s, dst, nb);
     case DType::Q8_0: return quant::dequantize_q8_0(s, dst, nb);
+    case DType::Q2_K: return quant::dequantize_q2_k(s, dst, nb);
+    case DType::Q3_K: return quant::dequantize_q3_k(s, dst, nb);
     case DType::Q4_K: return quant::dequantize_q4_k(s, dst, nb);
     case DType::Q5_K: return quant::dequantize_q5_k(s, dst, nb);
     case DType::Q6_K: return quant::dequantize_q6_k(s, dst, nb);
@@ -71,6 +73,8 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
     case DType::Q5_0: return quant::quantize_q5_0(src, d, nb);
     case DType::Q5_1: return quant::quantize_q5_1(src, d, nb);
     case DType::Q8_0: return quant::quantize_q8_0(src, d, nb);
+    case DType::Q2_K: return quant::quantize_q2_k(src, d, nb);
+    case DType::Q3_K: return quant::quantize_q3_k(src, d, nb);
     case DType::Q4_K: return quant::quantize_q4_k(src, d, nb);
     case DType::Q5_K: return quant::quantize_q5_k(src, d, nb);
     case DType::Q6_K: return quant::quantize_q6_k(src, d, nb);

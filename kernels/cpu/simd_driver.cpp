@@ -39,7 +39,7 @@ void check_matmul(const char* prefix, const WeightMatrix& w, int64_t n_tokens, i
 bool has_q8_kernel(DType t) {
   switch (t) {
     case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0:
-    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return true;
+    case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return true;
     default: return false;
   }
 }
@@ -51,7 +51,7 @@ bool has_q8_kernel(DType t) {
 // reference dumps) up to summation order, rather than landing an independent 0.1-0.3 logits away.
 int act_scale_mode(DType weight_type) {
   switch (weight_type) {
-    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return simd::kActF32x256;
+    case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return simd::kActF32x256;
     default: return simd::kActF16x32;
   }
 }

@@ -21,8 +21,8 @@ namespace herd::simd {
 // Activations quantized to 8 bits, the form the fast matmul path multiplies with. One token row of
 // `cols` values (cols a multiple of 32) is cols/32 blocks: x[i] ≈ d[b] * q[i] with
 // d[b] = max|x in block b| / 127 kept in f32 (rounded to f16 or shared per 256 per ActScale).
-// s[] holds the integer sum of every 16 consecutive q (the Q4_1/Q5_1 offsets and the Q6_K -32 and
-// Q4_K/Q5_K min terms need Σq per 16 or 32 values).
+// s[] holds the integer sum of every 16 consecutive q (the Q4_1/Q5_1 offsets, the Q6_K -32 and
+// Q3_K -4 and the Q2_K/Q4_K/Q5_K min terms need Σq per 16 or 32 values).
 struct Q8Act {
   const int8_t* q = nullptr;   // [n_tokens, ldq]
   const float* d = nullptr;    // [n_tokens, ldd]   one scale per 32 values
@@ -79,7 +79,7 @@ struct Kernels {
   void (*add)(const float* a, const float* b, float* out, int64_t n);
 
   // Optional (the x86 tables; null in the Arm ones, which keep the row layout): the kPackedR16
-  // layout, for the types whose fast path runs on it (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K;
+  // layout, for the types whose fast path runs on it (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q6_K;
   // matmul_q8 no longer has them). Those types always take it, so their bits do not depend on whether a matrix was
   // prepared: the driver repacks a tile on the fly when it was not.
   //   packed_bytes: bytes of the layout for a rows × cols matrix of `type`; 0 = the type has none.

@@ -3,6 +3,7 @@ set(_herd_cpu_reference_sources
   ${CMAKE_CURRENT_LIST_DIR}/quant_row.cpp
   ${CMAKE_CURRENT_LIST_DIR}/quant_legacy.cpp
   ${CMAKE_CURRENT_LIST_DIR}/quant_kquants.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/quant_kquants_low.cpp
   ${CMAKE_CURRENT_LIST_DIR}/thread_pool.cpp
   ${CMAKE_CURRENT_LIST_DIR}/reference_backend.cpp
 )

@@ -4,6 +4,8 @@ herd_add_test(test_reference_replay SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_refer
   LIBS herd_coordinator herd_engine herd_model herd_kernels TIMEOUT 600)
 herd_add_test(test_arch_variants SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_arch_variants.cpp
   LIBS herd_coordinator herd_engine herd_model herd_kernels herd_test_tiny_models)
+herd_add_test(test_lowbit_replay SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_lowbit_replay.cpp
+  LIBS herd_coordinator herd_engine herd_model herd_kernels herd_test_tiny_models)
 herd_add_test(test_stage_prepare SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_stage_prepare.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_stage_support.cpp
   LIBS herd_engine herd_model herd_kernels)

@@ -8,6 +8,9 @@
 #include <sstream>
 
 #include "coordinator/model_session.h"
+#include "coordinator/replay.h"
+#include "engine/pipeline.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "kernels/quant.h"
 #include "model/gguf.h"
 #include "model/synth.h"
@@ -89,8 +92,37 @@ TEST(Synth, TypeMixes) {
   EXPECT_EQ(model::parse_type_mix("Q4_0").output, DType::Q6_K);
   EXPECT_EQ(model::parse_type_mix("Q8_0").output, DType::Q8_0);
   EXPECT_EQ(model::parse_type_mix("Q5_K_M").embd, DType::Q5_K);
-  EXPECT_THROW(model::parse_type_mix("Q3_K_M"), std::invalid_argument);
+  EXPECT_THROW(model::parse_type_mix("Q3_K"), std::invalid_argument);
   EXPECT_THROW(model::parse_type_mix("Q4_K"), std::invalid_argument);
+  // llama.cpp's 2- and 3-bit mixes (llama_tensor_get_type, dense models): output Q6_K, and
+  //   Q2_K:   base and token_embd Q2_K; attn_output, ffn_down Q3_K; attn_v Q3_K (Q4_K with n_gqa >= 4)
+  //   Q3_K_S: everything Q3_K;  Q3_K_L: attn_v, attn_output, ffn_down Q5_K
+  //   Q3_K_M: attn_output Q4_K; attn_v Q5_K in layers 0, 1, else Q4_K; ffn_down Q5_K in layers < n/16
+  using model::MixRole;
+  const auto q2 = model::parse_type_mix("q2_k"), q3s = model::parse_type_mix("Q3_K_S");
+  const auto q3m = model::parse_type_mix("Q3_K_M"), q3l = model::parse_type_mix("Q3_K_L");
+  EXPECT_EQ(q2.base, DType::Q2_K);
+  EXPECT_EQ(q2.embd, DType::Q2_K);
+  EXPECT_EQ(q2.output, DType::Q6_K);
+  EXPECT_EQ(q2.file_type, 10u);
+  EXPECT_EQ(q3s.file_type, 11u);
+  EXPECT_EQ(q3m.file_type, 12u);
+  EXPECT_EQ(q3l.file_type, 13u);
+  EXPECT_EQ(model::layer_matrix_type(q2, MixRole::AttnV, 5, 32, 1), DType::Q3_K);
+  EXPECT_EQ(model::layer_matrix_type(q2, MixRole::AttnV, 5, 32, 4), DType::Q4_K);
+  EXPECT_EQ(model::layer_matrix_type(q2, MixRole::AttnOutput, 5, 32, 4), DType::Q3_K);
+  EXPECT_EQ(model::layer_matrix_type(q2, MixRole::FfnDown, 0, 32, 1), DType::Q3_K);
+  for (MixRole role : {MixRole::AttnV, MixRole::AttnOutput, MixRole::FfnDown}) {
+    EXPECT_EQ(model::layer_matrix_type(q3s, role, 0, 32, 1), DType::Q3_K);
+    EXPECT_EQ(model::layer_matrix_type(q3l, role, 9, 32, 1), DType::Q5_K);
+  }
+  EXPECT_EQ(model::layer_matrix_type(q3m, MixRole::AttnV, 1, 32, 1), DType::Q5_K);
+  EXPECT_EQ(model::layer_matrix_type(q3m, MixRole::AttnV, 2, 32, 1), DType::Q4_K);
+  EXPECT_EQ(model::layer_matrix_type(q3m, MixRole::FfnDown, 1, 32, 1), DType::Q5_K);
+  EXPECT_EQ(model::layer_matrix_type(q3m, MixRole::FfnDown, 2, 32, 1), DType::Q4_K);
+  EXPECT_EQ(model::layer_matrix_type(q3m, MixRole::AttnOutput, 0, 32, 1), DType::Q4_K);
+  // The _M rule is unchanged: attn_output stays at the base type.
+  EXPECT_EQ(model::layer_matrix_type(model::parse_type_mix("Q4_K_M"), MixRole::AttnOutput, 0, 32, 1), DType::Q4_K);
   // llama.cpp's rule over 32 layers: 0-3, 28-31 and every third of 4..27 (6, 9, ...): 16 of 32.
   int n = 0;
   for (int i = 0; i < 32; ++i) n += model::more_bits_layer(i, 32);
@@ -164,6 +196,62 @@ TEST(Synth, GeneratedModelRuns) {
   auto r = herd({"run", "-m", out.path, "-p", "x", "-n", "4", "--temp", "0"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("generation: 4 tokens"), std::string::npos) << r.err;
+}
+
+// The 2- and 3-bit mixes end to end: the file holds the types llama.cpp's mix gives each tensor (2
+// layers: n/16 = 0, so Q3_K_M's ffn_down is Q4_K in both; attn_v Q5_K in both), `herd run` generates,
+// and teacher-forced logits are bit-identical through any split and thread count, on the fast (8-bit)
+// and on the reference backend.
+std::vector<std::vector<float>> forced_logits(const std::string& path, Backend& be, const std::string& split) {
+  auto f = model::GgufFile::open(path);
+  const auto cfg = model::load_config(*f);
+  LocalPipeline pipe(*f, cfg, be, 64, split.empty() ? std::vector<model::LayerRange>{} : parse_split(split, cfg.n_layers));
+  const std::vector<int32_t> tokens = {1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889};
+  const LogitsFile out = replay_logits(pipe, tokens, 5);
+  std::vector<std::vector<float>> rows;
+  for (const auto& r : out.rows) rows.push_back(r.logits);
+  return rows;
+}
+
+TEST(Synth, LowBitMixesHaveLlamaCppTypesRunAndSplitBitIdentically) {
+  struct Case {
+    const char* mix;
+    DType base, v, o, down;
+  };
+  for (const Case c : {Case{"Q3_K_M", DType::Q3_K, DType::Q5_K, DType::Q4_K, DType::Q4_K},
+                       Case{"Q2_K", DType::Q2_K, DType::Q3_K, DType::Q3_K, DType::Q3_K}}) {
+    TempFile out(std::string(c.mix) + ".gguf");
+    auto r = synth(c.mix, out.path);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto f = model::GgufFile::open(out.path);
+    EXPECT_EQ(type_of(*f, "token_embd.weight"), c.base) << c.mix;
+    EXPECT_EQ(type_of(*f, "output.weight"), DType::Q6_K) << c.mix;
+    for (int l = 0; l < 2; ++l) {
+      const std::string b = "blk." + std::to_string(l) + ".";
+      EXPECT_EQ(type_of(*f, b + "attn_q.weight"), c.base) << c.mix;
+      EXPECT_EQ(type_of(*f, b + "ffn_up.weight"), c.base) << c.mix;
+      EXPECT_EQ(type_of(*f, b + "attn_v.weight"), c.v) << c.mix << " layer " << l;
+      EXPECT_EQ(type_of(*f, b + "attn_output.weight"), c.o) << c.mix << " layer " << l;
+      EXPECT_EQ(type_of(*f, b + "ffn_down.weight"), c.down) << c.mix << " layer " << l;
+    }
+    EXPECT_EQ(f->get_int("general.file_type").value_or(-1), std::string(c.mix) == "Q2_K" ? 10 : 12);
+
+    r = herd({"run", "-m", out.path, "-p", "x", "-n", "4", "--temp", "0"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find("generation: 4 tokens"), std::string::npos) << r.err;
+
+    auto fast1 = make_cpu_backend();
+    auto fast2 = make_cpu_backend();
+    fast2->set_threads(2);
+    auto ref = make_cpu_backend(CpuBackendOptions{false, "scalar"});
+    const auto one = forced_logits(out.path, *fast1, "");
+    ASSERT_EQ(one.size(), 12u);
+    EXPECT_TRUE(one == forced_logits(out.path, *fast1, "0-0,1-1")) << c.mix << " split";
+    EXPECT_TRUE(one == forced_logits(out.path, *fast2, "0-0,1-1")) << c.mix << " split, 2 threads";
+    const auto ref_one = forced_logits(out.path, *ref, "");
+    EXPECT_TRUE(ref_one == forced_logits(out.path, *ref, "0-0,1-1")) << c.mix << " reference split";
+    EXPECT_FALSE(one == ref_one) << c.mix << ": the fast backend took the reference path";
+  }
 }
 
 TEST(Synth, SyntheticVocabularyLoadsAndRoundTrips) {

@@ -214,11 +214,105 @@ TEST(Dequantize, Q6_K) {
   EXPECT_EQ(z[128], 96.0f);                      // half 1 all zero: q = -32
 }
 
+// Q2_K {scales[16]; qs[64]; f16 d; f16 dmin}: element i = 128n + 32j + l has its level at bits 2j of
+// qs[32n + l] and belongs to sub-block i / 16, whose byte scales[i / 16] = sc | m << 4:
+// x = (d · sc) · q − dmin · m.
+TEST(Dequantize, Q2_K) {
+  std::vector<uint8_t> b(84);
+  for (int s = 0; s < 16; ++s) b[s] = pattern(s, 5);
+  for (int i = 0; i < 64; ++i) b[16 + i] = pattern(i, 6);
+  put_f16(b, 80, kD);
+  put_f16(b, 82, kDmin);
+  const auto y = dequant(DType::Q2_K, b, 256);
+  const float d = f16_to_f32(kD), dmin = f16_to_f32(kDmin);
+  for (int i = 0; i < 256; ++i) {
+    const int n = i / 128, j = (i % 128) / 32, l = i % 32;
+    const int q = (b[16 + 32 * n + l] >> (2 * j)) & 3;
+    const int sc = b[i / 16] & 0xF, m = b[i / 16] >> 4;
+    const float want = (d * static_cast<float>(sc)) * static_cast<float>(q) - dmin * static_cast<float>(m);
+    ASSERT_EQ(y[i], want) << "element " << i;
+  }
+  // Literal: d = 1, dmin = 0.5; qs[5] = 0b11100100 gives elements 5, 37, 69, 101 levels 0, 1, 2, 3;
+  // qs[32 + 20] = 0x03: element 128 + 20 level 3 (sub-block 9), the rest of that byte's values 0.
+  std::vector<uint8_t> c(84);
+  c[0] = 0x37;   // sub-block 0 (elements 0..15): sc 7, m 3
+  c[2] = 0x0F;   // sub-block 2 (32..47): sc 15, m 0
+  c[4] = 0xF1;   // sub-block 4 (64..79): sc 1, m 15
+  c[6] = 0x22;   // sub-block 6 (96..111): sc 2, m 2
+  c[9] = 0x45;   // sub-block 9 (144..159): sc 5, m 4
+  c[16 + 5] = 0xE4;
+  c[16 + 32 + 20] = 0x03;
+  put_f16(c, 80, 0x3C00);
+  put_f16(c, 82, 0x3800);
+  const auto z = dequant(DType::Q2_K, c, 256);
+  EXPECT_EQ(z[5], 7.0f * 0 - 1.5f);
+  EXPECT_EQ(z[37], 15.0f * 1 - 0.0f);
+  EXPECT_EQ(z[69], 1.0f * 2 - 7.5f);
+  EXPECT_EQ(z[101], 2.0f * 3 - 1.0f);
+  EXPECT_EQ(z[148], 5.0f * 3 - 2.0f);
+  EXPECT_EQ(z[180], 0.0f);  // bits 2..3 of the same byte (sub-block 11: sc = m = 0)
+}
+
+// Q3_K {hmask[32]; qs[64]; scales[12]; f16 d}: the 2 low bits as Q2_K, the third bit of element
+// i = 128n + 32j + l at bit 4n + j of hmask[l]; 16 6-bit scales sc (stored + 32):
+// x = (d · (sc − 32)) · (q − 4 · (1 − hbit)). The test packs its scales the way ggml's
+// dequantizer reads them: 3 little-endian words a0 a1 a2 unpacked to 4 words of 4 bytes
+//   w0 = (a0 & 0x0f0f0f0f) | ((a2 & 0x03030303) << 4)        scales 0..3
+//   w1 = (a1 & 0x0f0f0f0f) | (((a2 >> 2) & 0x03030303) << 4) scales 4..7
+//   w2 = ((a0 >> 4) & 0x0f0f0f0f) | (((a2 >> 4) & 0x03030303) << 4)  scales 8..11
+//   w3 = ((a1 >> 4) & 0x0f0f0f0f) | (((a2 >> 6) & 0x03030303) << 4)  scales 12..15
+TEST(Dequantize, Q3_K) {
+  const int codes[16] = {0, 63, 32, 31, 1, 62, 17, 45, 33, 5, 60, 40, 2, 50, 29, 34};  // sc = code − 32
+  uint32_t a[3] = {0, 0, 0};
+  for (int s = 0; s < 16; ++s) {
+    const int word = s % 8 < 4 ? 0 : 1, byte = s % 4, nib = s < 8 ? 0 : 4;
+    a[word] |= static_cast<uint32_t>(codes[s] & 0xF) << (8 * byte + nib);
+    a[2] |= static_cast<uint32_t>(codes[s] >> 4) << (8 * byte + 2 * (s / 4));
+  }
+  uint32_t w[4] = {(a[0] & 0x0f0f0f0fu) | ((a[2] & 0x03030303u) << 4),
+                   (a[1] & 0x0f0f0f0fu) | (((a[2] >> 2) & 0x03030303u) << 4),
+                   ((a[0] >> 4) & 0x0f0f0f0fu) | (((a[2] >> 4) & 0x03030303u) << 4),
+                   ((a[1] >> 4) & 0x0f0f0f0fu) | (((a[2] >> 6) & 0x03030303u) << 4)};
+  for (int s = 0; s < 16; ++s) ASSERT_EQ(static_cast<int>((w[s / 4] >> (8 * (s % 4))) & 0xFF), codes[s]) << s;
+  std::vector<uint8_t> b(110);
+  for (int i = 0; i < 32; ++i) b[i] = pattern(i, 7);
+  for (int i = 0; i < 64; ++i) b[32 + i] = pattern(i, 8);
+  for (int k = 0; k < 12; ++k) b[96 + k] = static_cast<uint8_t>(a[k / 4] >> (8 * (k % 4)));
+  put_f16(b, 108, kD);
+  const auto y = dequant(DType::Q3_K, b, 256);
+  const float d = f16_to_f32(kD);
+  for (int i = 0; i < 256; ++i) {
+    const int n = i / 128, j = (i % 128) / 32, l = i % 32;
+    const int q = (b[32 + 32 * n + l] >> (2 * j)) & 3;
+    const int hbit = (b[l] >> (4 * n + j)) & 1;
+    const float want = (d * static_cast<float>(codes[i / 16] - 32)) * static_cast<float>(q - (hbit ? 0 : 4));
+    ASSERT_EQ(y[i], want) << "element " << i;
+  }
+  // Literal: d = 0.5, every scale code 34 (sc = 2): step 1. qs[0] = 0b11100100, hmask[0] = 0b00000101:
+  // element 0 (hbit bit 0 set) = 0, 32 (bit 1 clear) = 1 − 4, 64 (bit 2 set) = 2, 96 (clear) = 3 − 4;
+  // element 128 (bit 4 clear, q 0) = −4; element 1 (nothing set) = −4.
+  std::vector<uint8_t> c(110);
+  c[32] = 0xE4;
+  c[0] = 0x05;
+  for (int k = 0; k < 8; ++k) c[96 + k] = 0x22;  // low nibbles 2 for all 16 scales
+  for (int k = 8; k < 12; ++k) c[96 + k] = 0xAA;  // high bits 2 for all 16 (2 << 4 | 2 = 34)
+  put_f16(c, 108, 0x3800);
+  const auto z = dequant(DType::Q3_K, c, 256);
+  EXPECT_EQ(z[0], 0.0f);
+  EXPECT_EQ(z[32], -3.0f);
+  EXPECT_EQ(z[64], 2.0f);
+  EXPECT_EQ(z[96], -1.0f);
+  EXPECT_EQ(z[128], -4.0f);
+  EXPECT_EQ(z[1], -4.0f);
+}
+
 TEST(Dequantize, RejectsPartialBlocks) {
   std::vector<uint8_t> b(1024);
   std::vector<float> y(256);
   EXPECT_THROW(dequantize_row(DType::Q4_0, b.data(), y.data(), 33), std::invalid_argument);
   EXPECT_THROW(dequantize_row(DType::Q6_K, b.data(), y.data(), 128), std::invalid_argument);
+  EXPECT_THROW(dequantize_row(DType::Q2_K, b.data(), y.data(), 128), std::invalid_argument);
+  EXPECT_THROW(dequantize_row(DType::Q3_K, b.data(), y.data(), 32), std::invalid_argument);
   EXPECT_THROW(dequantize_row(static_cast<DType>(99), b.data(), y.data(), 32), std::invalid_argument);
   EXPECT_THROW(quantize_row(DType::Q8_0, y.data(), b.data(), 31), std::invalid_argument);
   EXPECT_NO_THROW(dequantize_row(DType::Q4_K, b.data(), y.data(), 0));

@@ -60,6 +60,17 @@ Grid grid_of(DType t, const uint8_t* blk, int i) {
       return Grid{std::fabs(step), -off, step * top - off};
     }
     case DType::Q6_K: return sym(f16_at(blk + 208) * static_cast<float>(static_cast<int8_t>(blk[192 + i / 16])), 32, 31);
+    case DType::Q2_K: {  // scales[s] = sc | m << 4 per 16 values; x = d·sc·q − dmin·m, q in [0, 3]
+      const float step = f16_at(blk + 80) * static_cast<float>(blk[i / 16] & 15);
+      const float off = f16_at(blk + 82) * static_cast<float>(blk[i / 16] >> 4);
+      return Grid{std::fabs(step), -off, 3 * step - off};
+    }
+    case DType::Q3_K: {  // 6-bit code: low 4 bits in scales[s % 8] (nibble s / 8), high 2 in scales[8 + s % 4]
+      const uint8_t* sc = blk + 96;
+      const int s = i / 16;
+      const int code = ((sc[s % 8] >> (4 * (s / 8))) & 15) | (((sc[8 + s % 4] >> (2 * (s / 4))) & 3) << 4);
+      return sym(f16_at(blk + 108) * static_cast<float>(code - 32), 4, 3);
+    }
     default: return Grid{0, 0, 0};
   }
 }
@@ -167,6 +178,33 @@ void check_step_bounds(DType t, const std::vector<float>& x, const std::vector<u
           EXPECT_LE(grid_of(t, blk, 16 * s).h, (amax_of(xb + 16 * s, 16) / 32 + d) * rel + tiny) << where;
         break;
       }
+      case DType::Q2_K: {
+        // As Q4_K with 4-bit codes and levels [0, 3] per sub-block of 16.
+        const float d = f16_at(blk + 80), dmin = f16_at(blk + 82);
+        float max_off = 0, max_span = 0, span[16];
+        for (int s = 0; s < 16; ++s) {
+          const auto [mn, mx] = std::minmax_element(xb + 16 * s, xb + 16 * s + 16);
+          const float lo = std::min(*mn, 0.0f);
+          max_off = std::max(max_off, -lo);
+          span[s] = *mx - lo;
+          max_span = std::max(max_span, span[s]);
+        }
+        EXPECT_LE(dmin, max_off / 15 * rel + tiny) << where;
+        EXPECT_LE(d, (max_span + dmin) / (15 * 3) * rel * rel + tiny) << where;
+        for (int s = 0; s < 16; ++s)
+          EXPECT_LE(grid_of(t, blk, 16 * s).h, ((span[s] + dmin) / 3 + d) * rel + tiny) << where << " sub " << s;
+        break;
+      }
+      case DType::Q3_K: {
+        // As Q6_K: max |x| on level -4, |sc - 32| <= 31.
+        const float d = f16_at(blk + 108);
+        float max_a = 0;
+        for (int s = 0; s < 16; ++s) max_a = std::max(max_a, amax_of(xb + 16 * s, 16));
+        EXPECT_LE(d, max_a / (4 * 31) * rel + tiny) << where;
+        for (int s = 0; s < 16; ++s)
+          EXPECT_LE(grid_of(t, blk, 16 * s).h, (amax_of(xb + 16 * s, 16) / 4 + d) * rel + tiny) << where;
+        break;
+      }
       default: break;
     }
   }
@@ -229,6 +267,8 @@ TEST_P(QuantRmsError, OnNormalData) {
   // levels across a block's range; worst-case range ~ 2 * 4.5 sigma over the block size used.
   double levels = 0;
   switch (t) {
+    case DType::Q2_K: levels = 3; break;
+    case DType::Q3_K: levels = 7; break;
     case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: levels = 15; break;
     case DType::Q5_0: case DType::Q5_1: case DType::Q5_K: levels = 31; break;
     case DType::Q6_K: levels = 63; break;
@@ -241,10 +281,12 @@ TEST_P(QuantRmsError, OnNormalData) {
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, QuantRoundTrip, ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q4_0,
                                                                       DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
-                                                                      DType::Q4_K, DType::Q5_K, DType::Q6_K),
+                                                                      DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K,
+                                                                      DType::Q6_K),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 INSTANTIATE_TEST_SUITE_P(QuantTypes, QuantRmsError, ::testing::Values(DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
-                                                                      DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K),
+                                                                      DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q4_K,
+                                                                      DType::Q5_K, DType::Q6_K),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 
 }  // namespace

@@ -46,10 +46,11 @@ TEST(SimdMatmulIsa, Avx2AndAvx512Identical) {
   matmul_tables_identical("avx2", "avx512");
 }
 
-// prepare_matmul (what a stage does at load) gives Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K a
+// prepare_matmul (what a stage does at load) gives Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K and Q6_K a
 // copy in the 16-row interleaved layout, sized as the layout says (rows padded to 16; per group of
 // 16 rows 16 × the GGUF block: 288 bytes per Q4_0 block, 320 per Q4_1, 352 per Q5_0, 384 per Q5_1,
-// 544 per Q8_0, 2368 per Q4_K super-block (its scales as bytes), 3360 per Q6_K), owning its memory;
+// 544 per Q8_0, 2368 per Q4_K super-block (its scales as bytes), 3360 per Q6_K, 1344 per Q2_K, 1760
+// per Q3_K), owning its memory;
 // other types, and the exact mode, keep the row layout. The numerics of the packed kernels are
 // checked above (FastPathWithinActivationQuantizationBound and BitIdentical... run them).
 TEST(SimdMatmulPacked, PrepareRepacksTheTypesWithAPackedKernelOnly) {
@@ -68,6 +69,8 @@ TEST(SimdMatmulPacked, PrepareRepacksTheTypesWithAPackedKernelOnly) {
         case DType::Q8_0: group_block = 544; break;
         case DType::Q4_K: group_block = 2368; break;
         case DType::Q6_K: group_block = 3360; break;
+        case DType::Q2_K: group_block = 1344; break;
+        case DType::Q3_K: group_block = 1760; break;
         default: break;
       }
       ASSERT_EQ(w.packed.data != nullptr, group_block != 0) << isa << " " << d.name;
@@ -91,7 +94,7 @@ TEST(SimdMatmulPacked, GetRowsReadsThePackedCopyExactly) {
   for (const char* isa : {"avx2", "avx512"}) {
     if (!cpu_supports_isa(isa)) continue;
     for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4_K, DType::Q6_K,
-                    DType::Q5_K}) {
+                    DType::Q5_K, DType::Q2_K, DType::Q3_K}) {
       const Matrix m = make_matrix(t, 37, cols_for(t), 16);
       const int32_t ids[] = {0, 15, 16, 36, 7};
       std::vector<float> ref(5 * m.cols), got(5 * m.cols, -1.0f);

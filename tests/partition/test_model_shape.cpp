@@ -70,6 +70,8 @@ TEST(ModelShape, NamedShapesMatchPublishedSizes) {
   } cases[] = {
       {"llama3-8b", "Q4_K_M", 4.92},   {"llama3-8b", "Q8_0", 8.54},     {"llama3-70b", "Q4_K_M", 42.52},
       {"llama3.1-405b", "Q4_K_M", 243.1}, {"tinyllama-1.1b", "Q4_K_M", 0.669}, {"llama3-8b", "F16", 16.07},
+      {"llama3-8b", "Q2_K", 3.17},     {"llama3-8b", "Q3_K_S", 3.66},   {"llama3-8b", "Q3_K_M", 4.01},
+      {"llama3-8b", "Q3_K_L", 4.32},
   };
   for (const auto& k : cases) {
     const ModelShape m = shape_from_name(k.shape, k.type);

@@ -1,4 +1,5 @@
-// Writes the tiny architecture-variant models into a directory (for scripts/gen-arch-reference.py).
+// Writes the tiny architecture-variant models and the 2-/3-bit K-quant models into a directory (for
+// scripts/gen-arch-reference.py).
 #include <cstdio>
 #include <exception>
 
@@ -15,6 +16,12 @@ int main(int argc, char** argv) {
       herd::test::write_tiny_model(s, argv[1], path);
       std::printf("%s\n", path.c_str());
     }
+    for (const auto& mix : herd::test::lowbit_model_mixes())
+      for (bool deq : {false, true}) {
+        const std::string path = std::string(argv[2]) + "/lowbit-" + mix + (deq ? "-deq" : "") + ".gguf";
+        herd::test::write_lowbit_model(mix, deq, argv[1], path);
+        std::printf("%s\n", path.c_str());
+      }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "make_tiny_models: %s\n", e.what());
     return 1;

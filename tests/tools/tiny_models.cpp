@@ -3,8 +3,10 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "kernels/quant.h"
 #include "model/gguf.h"
 #include "model/gguf_writer.h"
+#include "model/synth.h"
 
 namespace herd::test {
 namespace {
@@ -34,7 +36,88 @@ void add_f32(model::GgufWriter& w, Rng& rng, const std::string& name, std::vecto
   w.add_tensor(name, std::move(ne), DType::F32, std::move(bytes));
 }
 
+// The donor's llama SentencePiece vocabulary (512 tokens); returns n_vocab.
+int64_t copy_vocab(const model::GgufFile& donor, model::GgufWriter& w) {
+  w.set_string("tokenizer.ggml.model", *donor.get_string("tokenizer.ggml.model"));
+  w.set_string_array("tokenizer.ggml.tokens", *donor.get_string_array("tokenizer.ggml.tokens"));
+  w.set_array("tokenizer.ggml.scores", *donor.get_float_array("tokenizer.ggml.scores"));
+  const std::vector<int64_t> donor_types = donor.get_int_array("tokenizer.ggml.token_type").value();
+  std::vector<int32_t> types(donor_types.begin(), donor_types.end());
+  w.set_array("tokenizer.ggml.token_type", types);
+  w.set_u32("tokenizer.ggml.bos_token_id", 1);
+  w.set_u32("tokenizer.ggml.eos_token_id", 2);
+  w.set_u32("tokenizer.ggml.unknown_token_id", 0);
+  return static_cast<int64_t>(types.size());
+}
+
+// A matrix of uniform values in [lo, hi), rows of ne[0], stored as t (herd's quantizer), or as F32
+// of the dequantized values when deq.
+void add_quantized(model::GgufWriter& w, Rng& rng, const std::string& name, std::vector<int64_t> ne, DType t, bool deq,
+                   float lo, float hi) {
+  const int64_t cols = ne[0], rows = ne.size() > 1 ? ne[1] : 1;
+  std::vector<float> x(static_cast<size_t>(cols));
+  std::vector<uint8_t> q(row_bytes(t, cols));
+  std::vector<uint8_t> bytes(deq ? static_cast<size_t>(rows * cols) * 4 : static_cast<size_t>(rows) * q.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (auto& v : x) v = rng.uniform(lo, hi);
+    if (deq) {
+      quantize_row(t, x.data(), q.data(), cols);
+      dequantize_row(t, q.data(), reinterpret_cast<float*>(bytes.data()) + r * cols, cols);
+    } else {
+      quantize_row(t, x.data(), bytes.data() + r * q.size(), cols);
+    }
+  }
+  w.add_tensor(name, std::move(ne), deq ? DType::F32 : t, std::move(bytes));
+}
+
 }  // namespace
+
+const std::vector<std::string>& lowbit_model_mixes() {
+  static const std::vector<std::string> m = {"Q2_K", "Q3_K_M"};
+  return m;
+}
+
+void write_lowbit_model(const std::string& mix_name, bool deq, const std::string& vocab_donor, const std::string& path) {
+  constexpr int64_t kL = 2, kD = 256, kF = 512, kH = 4, kKvH = 2;
+  const model::TypeMix mix = model::parse_type_mix(mix_name);
+  auto donor = model::GgufFile::open(vocab_donor);
+  model::GgufWriter w;
+  w.set_string("general.architecture", "llama");
+  w.set_string("general.name", "herd-lowbit-" + mix_name + (deq ? "-deq" : ""));
+  w.set_u32("general.file_type", deq ? 0 : mix.file_type);
+  w.set_u32("llama.block_count", kL);
+  w.set_u32("llama.context_length", kCtx);
+  w.set_u32("llama.embedding_length", kD);
+  w.set_u32("llama.feed_forward_length", kF);
+  w.set_u32("llama.attention.head_count", kH);
+  w.set_u32("llama.attention.head_count_kv", kKvH);
+  w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-6f);
+  w.set_f32("llama.rope.freq_base", 10000.0f);
+  w.set_u32("llama.rope.dimension_count", kD / kH);
+  const int64_t n_vocab = copy_vocab(*donor, w);
+  Rng rng{0x10B17ull};
+  const int64_t kv = kKvH * (kD / kH), gqa = kH / kKvH;
+  add_quantized(w, rng, "token_embd.weight", {kD, n_vocab}, mix.embd, deq, -1.0f, 1.0f);
+  for (int64_t l = 0; l < kL; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    using model::MixRole;
+    add_f32(w, rng, b + "attn_norm.weight", {kD}, 0.8f, 1.2f);
+    add_quantized(w, rng, b + "attn_q.weight", {kD, kD}, mix.base, deq, -0.15f, 0.15f);
+    add_quantized(w, rng, b + "attn_k.weight", {kD, kv}, mix.base, deq, -0.15f, 0.15f);
+    add_quantized(w, rng, b + "attn_v.weight", {kD, kv}, model::layer_matrix_type(mix, MixRole::AttnV, l, kL, gqa), deq,
+                  -0.15f, 0.15f);
+    add_quantized(w, rng, b + "attn_output.weight", {kD, kD},
+                  model::layer_matrix_type(mix, MixRole::AttnOutput, l, kL, gqa), deq, -0.15f, 0.15f);
+    add_f32(w, rng, b + "ffn_norm.weight", {kD}, 0.8f, 1.2f);
+    add_quantized(w, rng, b + "ffn_gate.weight", {kD, kF}, mix.base, deq, -0.15f, 0.15f);
+    add_quantized(w, rng, b + "ffn_up.weight", {kD, kF}, mix.base, deq, -0.15f, 0.15f);
+    add_quantized(w, rng, b + "ffn_down.weight", {kF, kD}, model::layer_matrix_type(mix, MixRole::FfnDown, l, kL, gqa),
+                  deq, -0.15f, 0.15f);
+  }
+  add_f32(w, rng, "output_norm.weight", {kD}, 0.8f, 1.2f);
+  add_quantized(w, rng, "output.weight", {kD, n_vocab}, mix.output, deq, -0.15f, 0.15f);
+  w.write(path);
+}
 
 const std::vector<TinyModelSpec>& tiny_model_specs() {
   static const std::vector<TinyModelSpec> specs = {
@@ -68,16 +151,7 @@ void write_tiny_model(const TinyModelSpec& spec, const std::string& vocab_donor,
     w.set_f32(a + "rope.scaling.factor", spec.rope_scale_linear);
   }
   // The vocabulary: copied from the donor (llama SentencePiece, 512 tokens).
-  w.set_string("tokenizer.ggml.model", *donor->get_string("tokenizer.ggml.model"));
-  w.set_string_array("tokenizer.ggml.tokens", *donor->get_string_array("tokenizer.ggml.tokens"));
-  w.set_array("tokenizer.ggml.scores", *donor->get_float_array("tokenizer.ggml.scores"));
-  const std::vector<int64_t> donor_types = donor->get_int_array("tokenizer.ggml.token_type").value();
-  std::vector<int32_t> types(donor_types.begin(), donor_types.end());
-  w.set_array("tokenizer.ggml.token_type", types);
-  w.set_u32("tokenizer.ggml.bos_token_id", 1);
-  w.set_u32("tokenizer.ggml.eos_token_id", 2);
-  w.set_u32("tokenizer.ggml.unknown_token_id", 0);
-  const int64_t n_vocab = static_cast<int64_t>(types.size());
+  const int64_t n_vocab = copy_vocab(*donor, w);
 
   Rng rng{0x5EEDull + spec.name.size()};
   const int64_t hd = kEmbd / kHeads, kv = kKvHeads * hd;

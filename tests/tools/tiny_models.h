@@ -26,4 +26,13 @@ void write_tiny_model(const TinyModelSpec& spec, const std::string& vocab_donor,
 const std::vector<int32_t>& tiny_model_tokens();
 constexpr int kTinyPrompt = 6;
 
+// Randk-style models in llama.cpp's 2- and 3-bit K-quant mixes (lowbit_model_mixes(): "Q2_K", "Q3_K_M";
+// the per-tensor types of model::parse_type_mix / layer_matrix_type): llama, 2 layers, n_embd 256,
+// n_ff 512 (whole 256-value super-blocks), 4 heads, 2 KV heads, the donor's 512-token vocabulary;
+// uniform weights from the same RNG, quantized by herd's quantizer. deq = true writes every matrix
+// as F32 of its dequantized values instead: the exact math of the quantized file. Same bytes on
+// every platform; tests/data/lowbit-*.log1 hold llama.cpp's logits for them (quantized and -deq).
+const std::vector<std::string>& lowbit_model_mixes();
+void write_lowbit_model(const std::string& mix, bool deq, const std::string& vocab_donor, const std::string& path);
+
 }  // namespace herd::test
