@@ -1,7 +1,11 @@
 #include "engine/kv_cache.h"
 
+#include <cstdio>
+#include <new>
 #include <stdexcept>
 #include <string>
+
+#include "engine/host_probe.h"
 
 namespace herd {
 
@@ -19,9 +23,32 @@ KvCache::KvCache(Backend& backend, int64_t n_layers, int64_t n_seq, int64_t n_ct
   if (!backend.supports(Op::Attention, type) || !backend.supports(Op::StoreRows, type))
     throw std::invalid_argument(backend.name() + " has no attention over " + std::string(dtype_name(type)) + " KV");
   row_bytes_ = herd::row_bytes(type, kv_dim);
+  // Sized before allocating: a context far past this host's memory is a clear error, not a
+  // std::bad_alloc (or, with overcommit, the OOM killer while the zeroed pages are touched).
+  // Shapes are bounded by the callers (context <= 2^24, slots <= 4096, model rows validated), so
+  // the double product is exact enough and cannot overflow.
+  const double need = 2.0 * static_cast<double>(n_layers) * static_cast<double>(n_seq) * static_cast<double>(n_ctx) *
+                      static_cast<double>(row_bytes_);
+  auto too_large = [&](const std::string& why) {
+    char gib[64];
+    std::snprintf(gib, sizeof gib, "%.1f GiB", need / (1024.0 * 1024.0 * 1024.0));
+    return std::runtime_error("the KV cache for a context of " + std::to_string(n_ctx) + " tokens x " +
+                              std::to_string(n_seq) + " sequence(s) needs " + gib + " (" + std::to_string(n_layers) +
+                              " layers, " + std::string(dtype_name(type)) + "): " + why + " (lower -c or --parallel)");
+  };
+  const uint64_t mem = meminfo_bytes("MemTotal") + meminfo_bytes("SwapTotal");
+  if (need >= 1.8e19 || (mem > 0 && need > static_cast<double>(mem))) {
+    char have[64];
+    std::snprintf(have, sizeof have, "%.1f GiB", static_cast<double>(mem) / (1024.0 * 1024.0 * 1024.0));
+    throw too_large(std::string("more than this host's memory and swap (") + have + ")");
+  }
   const size_t n = static_cast<size_t>(n_layers) * n_seq * n_ctx * row_bytes_;
-  k_ = backend.alloc(n);
-  v_ = backend.alloc(n);
+  try {
+    k_ = backend.alloc(n);
+    v_ = backend.alloc(n);
+  } catch (const std::bad_alloc&) {
+    throw too_large("cannot allocate that much");
+  }
   len_.assign(static_cast<size_t>(n_seq), 0);
 }
 
