@@ -1,13 +1,32 @@
 #include "engine/kv_cache.h"
 
 #include <cstdio>
+#include <fstream>
 #include <new>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 
-#include "engine/host_probe.h"
-
 namespace herd {
+namespace {
+
+// MemTotal + SwapTotal from /proc/meminfo in bytes; 0 when unknown. (Not host_probe's reader:
+// kv_cache.cpp is also built alone, e.g. into the NEON cross tests.)
+uint64_t memory_and_swap_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string line;
+  uint64_t total = 0;
+  while (std::getline(f, line)) {
+    if (line.rfind("MemTotal:", 0) != 0 && line.rfind("SwapTotal:", 0) != 0) continue;
+    std::istringstream ls(line.substr(line.find(':') + 1));
+    uint64_t kb = 0;
+    ls >> kb;
+    total += kb * 1024;
+  }
+  return total;
+}
+
+}  // namespace
 
 KvCache::KvCache(Backend& backend, int64_t n_layers, int64_t n_seq, int64_t n_ctx, int64_t kv_dim, DType type)
     : n_layers_(n_layers), n_seq_(n_seq), n_ctx_(n_ctx), kv_dim_(kv_dim), type_(type), row_bytes_(0) {
@@ -36,7 +55,7 @@ KvCache::KvCache(Backend& backend, int64_t n_layers, int64_t n_seq, int64_t n_ct
                               std::to_string(n_seq) + " sequence(s) needs " + gib + " (" + std::to_string(n_layers) +
                               " layers, " + std::string(dtype_name(type)) + "): " + why + " (lower -c or --parallel)");
   };
-  const uint64_t mem = meminfo_bytes("MemTotal") + meminfo_bytes("SwapTotal");
+  const uint64_t mem = memory_and_swap_bytes();
   if (need >= 1.8e19 || (mem > 0 && need > static_cast<double>(mem))) {
     char have[64];
     std::snprintf(have, sizeof have, "%.1f GiB", static_cast<double>(mem) / (1024.0 * 1024.0 * 1024.0));
