@@ -2,7 +2,8 @@
 # The two commands of the README:
 #   ./setup.sh run    install what is missing, build, fetch the default model, run the main job
 #                     (a two-worker local cluster answering one question)
-#   ./setup.sh test   install what is missing, build, fetch the default model, run every test
+#   ./setup.sh test   install what is missing, build, fetch the default model, run every test,
+#                     then each fuzzer (fuzz/) for a bounded time under ASan + UBSan
 #   ./setup.sh install  install what is missing, build, and put herd and herd-cluster on PATH
 #                     (cmake --install: /usr/local/bin; PREFIX=DIR for another prefix)
 # Safe to re-run: each step skips what is already done.
@@ -22,6 +23,9 @@ packages=(cmake g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev p
           libcpp-httplib-dev nlohmann-json3-dev libsodium-dev)  # herd serve: HTTP, JSON, constant-time key check
 # `./setup.sh test` also drives the server with a real browser (tests/server/test_page.py).
 [ "$mode" = test ] && packages+=(chromium chromium-driver)
+# `./setup.sh test` also runs the libFuzzer harnesses (fuzz/) under ASan + UBSan: clang and its
+# runtime libraries (libFuzzer, the sanitizers).
+[ "$mode" = test ] && packages+=(clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -62,4 +66,9 @@ elif [ "$mode" = run ]; then
     chat -p "Why is the sky blue? Answer in two sentences." --plan-strategy even --speed
 else
   ctest --test-dir build --output-on-failure -j"$jobs"
+  # Each fuzzer for a bounded time (HERD_FUZZ_SECONDS, default 20) from its seed corpus, in its own
+  # clang build (build-fuzz/, every object under ASan + UBSan). fuzz/run.sh N NAME runs one longer.
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -DHERD_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build-fuzz -j"$jobs" --target herd_fuzzers
+  fuzz/run.sh "${HERD_FUZZ_SECONDS:-20}"
 fi

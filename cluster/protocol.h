@@ -96,14 +96,17 @@ struct Assign {
     detail::bounded_string(ar, model_hash, 128, "Assign.model_hash");
     detail::bounded_string(ar, model_path, 4096, "Assign.model_path");
     uint8_t dt = static_cast<uint8_t>(act_dtype);
-    ar(layers.first, layers.end, layers.embedding, layers.output, n_ctx, dt);
+    ar(layers.first, layers.end);
+    detail::boolean(ar, layers.embedding, "Assign.embedding");
+    detail::boolean(ar, layers.output, "Assign.output");
+    ar(n_ctx, dt);
     if constexpr (A::is_loading::value) check_layer_range(layers);
     if (dt != static_cast<uint8_t>(WireDType::F32) && dt != static_cast<uint8_t>(WireDType::F16))
       throw ProtocolError("Assign: activation dtype " + std::to_string(dt) + " (must be f32 or f16)");
     act_dtype = static_cast<WireDType>(dt);
     detail::bounded_string(ar, next_address, 1024, "Assign.next_address");
     detail::bounded_string(ar, backend_isa, 32, "Assign.backend_isa");
-    ar(exact);
+    detail::boolean(ar, exact, "Assign.exact");
     if (v >= 2) ar(file_size, header_bytes);
     if (v >= 3) {
       auto kv = static_cast<uint32_t>(kv_type);
@@ -146,7 +149,7 @@ struct Ready {
     detail::check_version<A>(v, 3, "Ready");
     detail::bounded_string(ar, info, 4096, "Ready.info");
     if (v >= 2) {
-      ar(has_next_link);
+      detail::boolean(ar, has_next_link, "Ready.has_next_link");
       if (has_next_link) ar(next_link);
     }
     if (v >= 3) {
@@ -186,7 +189,8 @@ struct SampleSpec {
   template <class A> void serialize(A& ar, uint32_t v) {
     detail::check_version<A>(v, 3, "SampleSpec");
     if (v < 3) throw ProtocolError("SampleSpec v" + std::to_string(v) + " predates protocol 6");
-    ar(draw, reset);
+    ar(draw);
+    detail::boolean(ar, reset, "SampleSpec.reset");
     if (!reset) return;
     // Field by field, each with its wire width (SamplerParams' ints are i32 on the wire).
     int32_t top_k = params.top_k, repeat_last_n = params.repeat_last_n;
@@ -265,7 +269,7 @@ struct Forward {
       logits.resize(n);
     }
     ar(cereal::binary_data(logits.data(), logits.size()));
-    ar(sample);
+    detail::boolean(ar, sample, "Forward.sample");
     uint64_t ns = samples.size();
     ar(ns);
     if constexpr (A::is_loading::value) {

@@ -53,6 +53,17 @@ void bounded_i32s(Archive& ar, std::vector<int32_t>& v, size_t max, const char* 
   }
   for (auto& x : v) ar(x);
 }
+// A bool travels as one byte; loading it straight into a bool is undefined behaviour for any byte
+// but 0 and 1 (UBSan: "not a valid value for type 'bool'"), so it is read as a u8 and checked.
+template <class Archive>
+void boolean(Archive& ar, bool& b, const char* field) {
+  uint8_t x = b ? 1 : 0;
+  ar(x);
+  if constexpr (Archive::is_loading::value) {
+    if (x > 1) throw ProtocolError(std::string(field) + " is " + std::to_string(x) + " (a bool is 0 or 1)");
+    b = x == 1;
+  }
+}
 template <class Archive>
 void check_version(uint32_t version, uint32_t current, const char* type) {
   if constexpr (Archive::is_loading::value)

@@ -40,6 +40,11 @@ std::vector<std::string> parse_worker_list(const std::string& spec) {
   std::string part;
   while (std::getline(ss, part, ',')) {
     if (part.empty()) throw std::invalid_argument("--workers '" + spec + "' has an empty entry");
+    try {
+      transport::check_address(part, /*listening=*/false);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("--workers: ") + e.what());
+    }
     out.push_back(part);
   }
   if (out.empty()) throw std::invalid_argument("--workers is empty");

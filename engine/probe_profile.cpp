@@ -19,10 +19,12 @@ struct Json {
   double num = 0;
   std::string str;
   std::vector<Json> items;
-  std::vector<std::pair<std::string, Json>> fields;
+  // An object's members, in order: field_names[i] -> items[i]. (Not a vector of pair<string, Json>:
+  // that needs Json complete inside Json, which GCC tolerates and clang, the fuzz build, rejects.)
+  std::vector<std::string> field_names;
   const Json* get(const std::string& k) const {
-    for (const auto& [name, v] : fields)
-      if (name == k) return &v;
+    for (size_t i = 0; i < field_names.size(); ++i)
+      if (field_names[i] == k) return &items[i];
     return nullptr;
   }
 };
@@ -85,7 +87,9 @@ class Parser {
       do {
         std::string k = string();
         if (!eat(':')) fail("expected ':'");
-        v.fields.emplace_back(std::move(k), value(depth + 1));
+        Json member = value(depth + 1);
+        v.field_names.push_back(std::move(k));
+        v.items.push_back(std::move(member));
       } while (eat(','));
       if (!eat('}')) fail("expected '}'");
     } else if (c == '[') {
@@ -213,7 +217,9 @@ ProbeResult probe_from_json(const std::string& text, const std::string& source) 
   p.loopback_latency_s = number("loopback_latency_s", false);
   if (const Json* mv = root.get("matvec_Bps")) {
     if (mv->kind != Json::Object) fail("\"matvec_Bps\" must be an object");
-    for (const auto& [name, v] : mv->fields) {
+    for (size_t i = 0; i < mv->field_names.size(); ++i) {
+      const std::string& name = mv->field_names[i];
+      const Json& v = mv->items[i];
       const auto t = parse_dtype(name);
       if (!t) fail("\"matvec_Bps\": unknown tensor type '" + name + "'");
       if (v.kind != Json::Number || !(v.num > 0) || !std::isfinite(v.num))

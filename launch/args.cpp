@@ -46,6 +46,14 @@ void ArgParser::add(const std::string& names, const std::string& metavar, const 
   opts_.push_back(std::move(o));
 }
 
+void ArgParser::add(const std::string& names, const std::string& metavar, const std::string& help, Target target,
+                    int64_t lo, int64_t hi) {
+  add(names, metavar, help, target);
+  opts_.back().bounded = true;
+  opts_.back().lo = lo;
+  opts_.back().hi = hi;
+}
+
 void ArgParser::positional(const std::string& metavar, const std::string& help, std::vector<std::string>* out) {
   pos_metavar_ = metavar;
   pos_help_ = help;
@@ -104,7 +112,20 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
               throw UsageError("invalid number '" + v + "' for " + a);
             }
           } else {
-            *p = parse_number<T>(a, v);
+            if (!opt->bounded) {
+              *p = parse_number<T>(a, v);
+              return;
+            }
+            // Parse wide so that a huge value reads "out of range", not "invalid".
+            const char* end = v.data() + v.size();
+            int64_t wide = 0;
+            auto [q, ec] = std::from_chars(v.data(), end, wide);
+            if (q != end || (ec != std::errc() && ec != std::errc::result_out_of_range))
+              throw UsageError("invalid value '" + v + "' for " + a);
+            if (ec == std::errc::result_out_of_range || wide < opt->lo || wide > opt->hi)
+              throw UsageError(a + " " + v + " is out of range: it must be in " + std::to_string(opt->lo) + ".." +
+                               std::to_string(opt->hi));
+            *p = static_cast<T>(wide);
           }
         },
         opt->target);

@@ -10,6 +10,11 @@
 
 namespace herd::cli {
 
+// Bounds of the numeric options (checked when parsing: a value outside is a usage error naming the
+// option). 16M tokens of context is far past any model's training context; 1024 threads past any host.
+inline constexpr int64_t kMaxCtx = int64_t{1} << 24;
+inline constexpr int64_t kMaxThreads = 1024;
+
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -21,6 +26,10 @@ class ArgParser {
   // names: "-m,--model". A bool target is a flag (no value).
   using Target = std::variant<std::string*, int64_t*, int*, double*, float*, uint64_t*, bool*>;
   void add(const std::string& names, const std::string& metavar, const std::string& help, Target target);
+  // An integer option whose value must lie in [lo, hi] (checked at parse time, UsageError naming the
+  // option and the range otherwise).
+  void add(const std::string& names, const std::string& metavar, const std::string& help, Target target, int64_t lo,
+           int64_t hi);
   // Positional arguments (in order) collected here.
   void positional(const std::string& metavar, const std::string& help, std::vector<std::string>* out);
 
@@ -34,6 +43,8 @@ class ArgParser {
     std::string metavar, help;
     Target target;
     std::string default_text;
+    bool bounded = false;
+    int64_t lo = 0, hi = 0;
   };
   std::string usage_, summary_;
   std::vector<Opt> opts_;

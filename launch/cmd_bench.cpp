@@ -70,9 +70,9 @@ int cmd_bench(const Args& args) {
               "stdout instead (the table then goes to stderr).");
   p.add("-m,--model", "FILE", "GGUF model (default: $HERD_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf)", &model);
   p.add("-t,--threads", "N,...", "thread counts to test, comma-separated (0 = all cores)", &threads);
-  p.add("-p,--n-prompt", "N", "prompt tokens of the pp test (0 = skip it)", &bp.n_prompt);
-  p.add("-n,--n-gen", "N", "generated tokens of the tg test (0 = skip it)", &bp.n_gen);
-  p.add("-r,--repetitions", "N", "timed repetitions of each test", &reps);
+  p.add("-p,--n-prompt", "N", "prompt tokens of the pp test (0 = skip it)", &bp.n_prompt, 0, kMaxCtx);
+  p.add("-n,--n-gen", "N", "generated tokens of the tg test (0 = skip it)", &bp.n_gen, 0, kMaxCtx);
+  p.add("-r,--repetitions", "N", "timed repetitions of each test", &reps, 1, 100000);
   p.add("--split", "A-B,C-D", "run the layers as in-process stages (same math as a cluster split)", &split);
   p.add("--workers", "HOST:PORT,...", "run on `herd worker` processes, one stage each (tg: the last stage samples)",
         &workers);

@@ -48,7 +48,7 @@ int cmd_chat(const Args& args) {
   p.add("--chat-template", "NAME", "override the template: chatml, llama2, llama3, mistral, zephyr, gemma",
         &template_name);
   p.add("-n,--n-predict", "N", "max tokens per answer (-1 = no cap: until end of turn or a full context)",
-        &n_predict);
+        &n_predict, -1, kMaxCtx);
   p.add("--speed", "", "print prompt/generation speed after each answer", &show_speed);
   add_sampling_options(p, so);
   if (!p.parse(args)) {

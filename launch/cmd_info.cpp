@@ -25,8 +25,8 @@ int cmd_info(const Args& args) {
               "Prints the model's architecture, shapes, tensor types and sizes, and the memory a single-host run "
               "needs at the given context.");
   p.positional("MODEL.gguf", "the model file", &files);
-  p.add("-c,--ctx-size", "N", "context size for the memory estimate (0 = min(training context, 4096))", &n_ctx);
-  p.add("-b,--batch", "N", "prompt batch size for the scratch estimate", &n_batch);
+  p.add("-c,--ctx-size", "N", "context size for the memory estimate (0 = min(training context, 4096))", &n_ctx, 0, kMaxCtx);
+  p.add("-b,--batch", "N", "prompt batch size for the scratch estimate", &n_batch, 1, 65536);
   p.add("--tensors", "", "list every tensor", &tensors);
   p.add("--metadata", "", "list every metadata key", &metadata);
   if (!p.parse(args)) {

@@ -44,7 +44,7 @@ int cmd_probe(const Args& args) {
               "--out writes a JSON profile a cluster file uses as `device name=X probe=FILE.json` (docs/planner.md). "
               "Measure with the thread count each worker will run with (-t).");
   p.add("--out", "FILE", "write the profile as JSON", &out_path);
-  p.add("-t,--threads", "N", "threads per kernel (0 = all hardware threads)", &threads);
+  p.add("-t,--threads", "N", "threads per kernel (0 = all hardware threads)", &threads, 0, kMaxThreads);
   p.add("--quick", "", "smaller buffers, fewer repetitions (~2 s instead of ~10 s)", &quick);
   p.add("--cpu", "ISA", "CPU kernels: auto, avx512, avx2, scalar", &isa);
   if (!p.parse(args)) {

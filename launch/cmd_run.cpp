@@ -32,7 +32,7 @@ int cmd_run(const Args& args) {
   add_trace_option(p, &trace_path);
   p.add("-p,--prompt", "TEXT", "the prompt", &prompt);
   p.add("-f,--file", "FILE", "read the prompt from FILE", &prompt_file);
-  p.add("-n,--n-predict", "N", "tokens to generate (-1 = until end of text or a full context)", &n_predict);
+  p.add("-n,--n-predict", "N", "tokens to generate (-1 = until end of text or a full context)", &n_predict, -1, kMaxCtx);
   p.add("--no-echo", "", "do not print the prompt before the generated text", &no_echo);
   add_sampling_options(p, so);
   if (!p.parse(args)) {

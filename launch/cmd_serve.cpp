@@ -31,17 +31,17 @@ int cmd_serve(const Args& args) {
   add_model_options(p, mo);
   add_trace_option(p, &trace_path);
   p.add("--host", "ADDR", "address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)", &sv.host);
-  p.add("--port", "P", "port to listen on (0 = any free port; the chosen one is printed)", &sv.port);
-  p.add("--parallel", "N", "sequence slots: requests that generate together (each has its own -c context)", &parallel);
-  p.add("--queue", "N", "requests that may wait for a slot; more are answered 503", &queue);
+  p.add("--port", "P", "port to listen on (0 = any free port; the chosen one is printed)", &sv.port, 0, 65535);
+  p.add("--parallel", "N", "sequence slots: requests that generate together (each has its own -c context)", &parallel, 1, 256);
+  p.add("--queue", "N", "requests that may wait for a slot; more are answered 503", &queue, 0, 100000);
   p.add("--api-key", "KEY", "require 'Authorization: Bearer KEY' (default: $HERD_API_KEY; none when unset)",
         &sv.api_key);
-  p.add("-n,--n-predict", "N", "max_tokens when a request gives none", &sv.default_max_tokens);
+  p.add("-n,--n-predict", "N", "max_tokens when a request gives none", &sv.default_max_tokens, 0, kMaxCtx);
   p.add("-b,--batch-size", "N", "rows per step: decode rows plus prompt chunks (long prompts are evaluated a "
-        "chunk per step, so running streams keep going)", &n_batch);
+        "chunk per step, so running streams keep going)", &n_batch, 1, 65536);
   p.add("--micro-batches", "M", "batches in flight (0 = one per pipeline stage, so every stage stays busy)",
-        &micro_batches);
-  p.add("--max-body", "BYTES", "largest request body; larger ones get 413", &max_body);
+        &micro_batches, 0, 4096);
+  p.add("--max-body", "BYTES", "largest request body; larger ones get 413", &max_body, 1024, int64_t{1} << 32);
   p.add("--chat-template", "NAME", "override the model's chat template: chatml, llama2, llama3, mistral, zephyr, "
         "gemma (a model without one gets chatml)", &template_name);
   add_sampling_options(p, so);

@@ -57,7 +57,7 @@ int cmd_synth(const Args& args) {
   p.add("--layers", "N", "override the number of layers (0 = the shape's)", &layers);
   p.add("--vocab-from", "FILE", "copy the tokenizer from this GGUF (its token count must match the shape); "
         "'synthetic' forces the synthetic vocabulary", &vocab_from);
-  p.add("-t,--threads", "N", "generation threads (0 = all cores; the bytes do not depend on it)", &threads);
+  p.add("-t,--threads", "N", "generation threads (0 = all cores; the bytes do not depend on it)", &threads, 0, kMaxThreads);
   p.add("--dry-run", "", "print the tensor count, parameters and size, write nothing", &dry_run);
   p.add("-q,--quiet", "", "no progress on stderr", &quiet);
   if (!p.parse(args)) {

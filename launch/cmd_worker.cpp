@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <memory>
 #include <optional>
+#include <stdexcept>
 #include <cstdio>
 
 #include "common/log.h"
@@ -98,12 +100,12 @@ int cmd_worker(const Args& args) {
               "without ZeroMQ's I/O threads); peers that cannot reach it stay on ZeroMQ. HERD_LANES=0 turns lanes off.");
   p.add("-l,--listen", "ADDR", "where to listen: tcp://HOST:PORT or HOST:PORT (port * = any free port)", &listen_addr);
   p.add("-m,--model", "FILE", "this host's copy of the GGUF model", &model);
-  p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &threads);
+  p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &threads, 0, kMaxThreads);
   p.add("--cache-dir", "DIR", "where received model shards are kept (default: $HERD_CACHE_DIR, else "
         "~/.cache/herd)", &cache_dir);
   p.add("--profile", "FILE.json", "send this `herd probe --out` profile in the handshake instead of measuring "
         "this host at startup (~1 s; free memory is always read live)", &profile);
-  p.add("--debug-delay-ms", "MS", "testing: sleep before each forward pass", &delay_ms);
+  p.add("--debug-delay-ms", "MS", "testing: sleep before each forward pass", &delay_ms, 0, 3600000);
   p.add("--report-free-mem", "BYTES", "testing: report this much free memory to the coordinator's planner "
         "instead of MemAvailable", &report_free_mem);
   if (!p.parse(args)) {
@@ -111,6 +113,21 @@ int cmd_worker(const Args& args) {
     return 0;
   }
   if (listen_addr.empty()) throw UsageError("--listen is required");
+  try {
+    transport::check_address(listen_addr, /*listening=*/true);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--listen: ") + e.what());
+  }
+  // -m is checked now, not at the first Assign: a worker that cannot read its model says so and
+  // exits instead of serving a coordinator that would only learn it later.
+  std::unique_ptr<model::GgufFile> model_file;
+  if (!model.empty()) {
+    try {
+      model_file = model::GgufFile::open(model, {.map_all = false});
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string("-m: ") + e.what());
+    }
+  }
   WorkerServerOptions o;
   o.model_path = model;
   o.threads = threads;
@@ -127,16 +144,12 @@ int cmd_worker(const Args& args) {
     o.profile_source = "file " + profile;
   } else if (!model.empty()) {
     // Measure the matvec rates of this model's matrix types only.
-    try {
-      auto f = model::GgufFile::open(model, {.map_all = false});
-      for (const auto& t : f->tensors())
-        if (t.ne.size() >= 2 && std::find(o.profile_types.begin(), o.profile_types.end(), static_cast<uint32_t>(t.type)) ==
-                                    o.profile_types.end())
-          o.profile_types.push_back(static_cast<uint32_t>(t.type));
-    } catch (const std::exception&) {
-      o.profile_types.clear();  // the Assign reports an unreadable model; measure the common types
-    }
+    for (const auto& t : model_file->tensors())
+      if (t.ne.size() >= 2 && std::find(o.profile_types.begin(), o.profile_types.end(), static_cast<uint32_t>(t.type)) ==
+                                  o.profile_types.end())
+        o.profile_types.push_back(static_cast<uint32_t>(t.type));
   }
+  model_file.reset();  // the worker opens its shard when assigned
   if (!o.profile) {
     Timer t;
     o.profile = measure_in_child(threads, o.profile_types);

@@ -1,6 +1,7 @@
 // Options shared by the subcommands that load a model and sample from it.
 #pragma once
 
+#include <cstdint>
 #include <random>
 #include <string>
 
@@ -21,8 +22,9 @@ inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_defa
   o.session.kv_type = kv_default;
   p.add("-m,--model", "FILE", "GGUF model (default: $HERD_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf)",
         &o.model);
-  p.add("-c,--ctx-size", "N", "context size in tokens (0 = min(training context, 4096))", &o.session.n_ctx);
-  p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &o.session.n_threads);
+  p.add("-c,--ctx-size", "N", "context size in tokens (0 = min(training context, 4096))", &o.session.n_ctx,
+        0, kMaxCtx);
+  p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &o.session.n_threads, 0, kMaxThreads);
   p.add("--kv-type", "f32|f16|q8_0",
         std::string(kv_default) == "f32"
             ? "KV cache storage (f32 here: llama.cpp's reference dumps were made with an f32 cache; f16 halves "
@@ -58,12 +60,12 @@ struct SamplingOptions {
 
 inline void add_sampling_options(ArgParser& p, SamplingOptions& s) {
   p.add("--temp", "T", "temperature; 0 = greedy", &s.params.temperature);
-  p.add("--top-k", "K", "keep the K most likely tokens (0 = off)", &s.params.top_k);
+  p.add("--top-k", "K", "keep the K most likely tokens (0 = off)", &s.params.top_k, 0, int64_t{1} << 30);
   p.add("--top-p", "P", "keep the smallest set with cumulative probability >= P (1 = off)", &s.params.top_p);
   p.add("--min-p", "P", "drop tokens less likely than P x the most likely (0 = off)", &s.params.min_p);
   p.add("--repeat-penalty", "X", "penalise the last --repeat-last-n tokens (1 = off)", &s.params.repeat_penalty);
-  p.add("--repeat-last-n", "N", "window of the repeat penalty", &s.params.repeat_last_n);
-  p.add("-s,--seed", "S", "random seed; the same seed gives the same text (-1 = random)", &s.seed);
+  p.add("--repeat-last-n", "N", "window of the repeat penalty", &s.params.repeat_last_n, 0, kMaxCtx);
+  p.add("-s,--seed", "S", "random seed; the same seed gives the same text (-1 = random)", &s.seed, -1, INT64_MAX);
 }
 
 inline SamplerParams finish_sampling(const SamplingOptions& s) {

@@ -137,11 +137,18 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, const GgufOpen
   std::unique_ptr<GgufFile> f(new GgufFile());
   Impl& m = *f->impl_;
   m.path = path;
-  m.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. It changes nothing for
+  // a regular file, and anything else is refused before a byte is read.
+  m.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (m.fd < 0) throw GgufError(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
   if (::fstat(m.fd, &st) != 0) throw GgufError(path + ": cannot stat: " + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) throw GgufError(path + ": not a regular file");
+  if (!S_ISREG(st.st_mode)) {
+    const char* what = S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a directory"
+                       : S_ISCHR(st.st_mode) ? "a character device" : S_ISBLK(st.st_mode) ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket" : "a special file";
+    throw GgufError(path + ": is " + std::string(what) + ", not a regular GGUF file");
+  }
   m.file_size = static_cast<uint64_t>(st.st_size);
   try {
     m.parse();
@@ -308,8 +315,20 @@ void GgufFile::map_tensors(const std::vector<std::string>& names) {
       throw GgufError(m.path + ": mmap of bytes [" + std::to_string(lo) + ", " + std::to_string(hi) +
                       ") failed: " + std::strerror(errno));
     m.mappings.push_back({addr, len});
-    for (size_t k = i; k < j; ++k)
-      m.tensor_ptr[todo[k]] = static_cast<const uint8_t*>(addr) + (m.data_offset + m.tensors[todo[k]].offset - lo);
+    for (size_t k = i; k < j; ++k) {
+      const GgufTensorInfo& t = m.tensors[todo[k]];
+      const uint8_t* p = static_cast<const uint8_t*>(addr) + (m.data_offset + t.offset - lo);
+      if (reinterpret_cast<uintptr_t>(p) % kTensorAlign != 0 && t.n_bytes > 0) {
+        // general.alignment < 4 put this tensor at an odd address: read it once into aligned memory.
+        std::unique_ptr<uint8_t[], Impl::AlignedFree> copy(
+            static_cast<uint8_t*>(::operator new[](static_cast<size_t>(t.n_bytes), std::align_val_t{64})));
+        std::memcpy(copy.get(), p, static_cast<size_t>(t.n_bytes));
+        p = copy.get();
+        m.copies.push_back(std::move(copy));
+        m.copied_bytes += t.n_bytes;
+      }
+      m.tensor_ptr[todo[k]] = p;
+    }
     i = j;
   }
 }
@@ -333,7 +352,7 @@ const void* GgufFile::tensor_data(std::string_view name) const {
 uint64_t GgufFile::mapped_bytes() const {
   uint64_t n = 0;
   for (const auto& m : impl_->mappings) n += m.len;
-  return n;
+  return n + impl_->copied_bytes;
 }
 
 }  // namespace herd::model

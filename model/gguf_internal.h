@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <new>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -39,6 +41,10 @@ struct GgufStringHash {
 };
 using GgufIndex = std::unordered_map<std::string, size_t, GgufStringHash, std::equal_to<>>;
 
+// Kernels read tensor data as float / uint16_t arrays (quantized blocks byte by byte), so 4 bytes is
+// the alignment they need.
+inline constexpr uint64_t kTensorAlign = 4;
+
 struct GgufMapping {
   void* addr = nullptr;
   size_t len = 0;
@@ -57,6 +63,13 @@ struct GgufFile::Impl {
   GgufIndex tensor_index;    // name -> index in tensors
   std::vector<const uint8_t*> tensor_ptr;  // [n_tensors] start of each tensor's bytes, null when unmapped
   std::vector<GgufMapping> mappings;
+  // Tensors whose mapped bytes are not kTensorAlign-aligned (possible only when general.alignment is
+  // under 4) are copied here, so kernels never read a misaligned float. Normal files copy nothing.
+  struct AlignedFree {
+    void operator()(uint8_t* p) const { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  std::vector<std::unique_ptr<uint8_t[], AlignedFree>> copies;
+  uint64_t copied_bytes = 0;
 
   // Reads and validates header, metadata and tensor directory from `fd` (gguf_parse.cpp).
   void parse();

@@ -103,7 +103,7 @@ class Reader {
 
  private:
   void fill(const std::string& field) {
-    if (buf_.empty()) buf_.resize(1 << 20);
+    if (buf_.empty()) buf_.resize(static_cast<size_t>(std::min<uint64_t>(uint64_t{1} << 20, size_)));  // small files: small buffer
     uint64_t want = std::min<uint64_t>(buf_.size(), size_ - pos_);
     uint64_t got = 0;
     while (got < want) {

@@ -73,7 +73,53 @@ std::string normalize_address(const std::string& address) {
   return "tcp://" + address;
 }
 
+void check_address(const std::string& address, bool listening) {
+  auto bad = [&](const std::string& why) {
+    return std::invalid_argument("bad address '" + address + "': " + why);
+  };
+  const std::string a = normalize_address(address);
+  if (a.rfind("inproc://", 0) == 0 || a.rfind("ipc://", 0) == 0) {
+    if (a.size() == a.find("://") + 3) throw bad("no name after the scheme");
+    return;
+  }
+  if (a.rfind("tcp://", 0) != 0) throw bad("unsupported scheme (use HOST:PORT, tcp://, ipc:// or inproc://)");
+  const std::string hp = a.substr(6);
+  std::string host, port;
+  if (!hp.empty() && hp[0] == '[') {
+    const size_t close = hp.find(']');
+    if (close == std::string::npos) throw bad("'[' without a closing ']' around the IPv6 address");
+    host = hp.substr(1, close - 1);
+    if (close + 1 >= hp.size() || hp[close + 1] != ':') throw bad("no :PORT after the IPv6 address");
+    port = hp.substr(close + 2);
+    if (host.empty() || host.find_first_not_of("0123456789abcdefABCDEF:.%") != std::string::npos)
+      throw bad("'" + host + "' is not an IPv6 address");
+  } else {
+    const size_t colon = hp.rfind(':');
+    if (colon == std::string::npos) throw bad("no :PORT");
+    host = hp.substr(0, colon);
+    port = hp.substr(colon + 1);
+    if (host.empty()) throw bad("no host before the port");
+    if (host.find(':') != std::string::npos) throw bad("an IPv6 address needs brackets: [ADDR]:PORT");
+    const bool wildcard = listening && host == "*";
+    if (!wildcard && host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") !=
+                         std::string::npos)
+      throw bad("'" + host + "' is not a host name or address");
+  }
+  if (listening && port == "*") return;
+  unsigned long v = 0;
+  const bool digits = !port.empty() && port.size() <= 5 && port.find_first_not_of("0123456789") == std::string::npos;
+  if (digits) v = std::stoul(port);
+  if (!digits || v > 65535 || (v == 0 && !listening))
+    throw bad("port '" + port + "' is not a number in " + (listening ? "0" : "1") + "..65535" +
+              (listening ? " (or *)" : ""));
+}
+
 std::unique_ptr<Link> connect(const std::string& address) {
+  try {
+    check_address(address, false);
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(e.what());  // connect()'s contract: std::runtime_error
+  }
   const std::string a = normalize_address(address);
   if (a.rfind("inproc://", 0) == 0) return std::make_unique<InprocLink>(a);
   if (a.rfind("tcp://", 0) == 0 || a.rfind("ipc://", 0) == 0) return std::make_unique<ZmqLink>(a);
@@ -81,6 +127,11 @@ std::unique_ptr<Link> connect(const std::string& address) {
 }
 
 std::unique_ptr<Listener> listen(const std::string& address) {
+  try {
+    check_address(address, true);
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(e.what());
+  }
   const std::string a = normalize_address(address);
   if (a.rfind("inproc://", 0) == 0) return std::make_unique<InprocListener>(a);
   if (a.rfind("tcp://", 0) == 0 || a.rfind("ipc://", 0) == 0) return std::make_unique<ZmqListener>(a);

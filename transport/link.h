@@ -85,6 +85,11 @@ class Listener {
 std::unique_ptr<Link> connect(const std::string& address);
 std::unique_ptr<Listener> listen(const std::string& address);
 std::string normalize_address(const std::string& address);
+// Checks an address's syntax without touching the network: a known scheme; for tcp:// a host (a
+// name, an IPv4 address, or an IPv6 address in brackets) and a port in 1..65535 (also "*" or 0 =
+// any free port when `listening`). Throws std::invalid_argument naming the address and what is
+// wrong. connect() and listen() call it first.
+void check_address(const std::string& address, bool listening);
 
 // Busy polling, for the waits on a pipeline's hot path (a worker between Forwards, the coordinator
 // for a Result). A blocked receiver costs a thread wake-up per message — three per ZeroMQ hop

@@ -210,6 +210,36 @@ TEST(Protocol, MalformedPayloadsAreRejected) {
   }
 }
 
+// Every bool on the wire is one byte that must be 0 or 1: loading another value straight into a
+// bool was undefined behaviour (found by fuzz/fuzz_protocol under UBSan: a Ready whose
+// has_next_link byte was 64). Each is now a named ProtocolError.
+TEST(Protocol, BoolBytesOtherThanZeroOrOneAreRejected) {
+  auto flip_last_bool = [](Message m, size_t at, uint8_t value) {
+    EXPECT_LE(static_cast<uint8_t>(m.payload.at(at)), 1) << "offset " << at << " is not a bool";
+    m.payload[at] = static_cast<char>(value);
+    return m;
+  };
+  // Ready{""}: portable-binary flag (1) + class version (4) + info length (8), then has_next_link.
+  const Message ready = pack(Ready{""});
+  EXPECT_NO_THROW(unpack<Ready>(ready));
+  for (uint8_t v : {2, 64, 255}) {
+    try {
+      unpack<Ready>(flip_last_bool(ready, 13, v));
+      ADD_FAILURE() << "a bool byte of " << int(v) << " was accepted";
+    } catch (const ProtocolError& e) {
+      EXPECT_NE(std::string(e.what()).find("Ready.has_next_link is " + std::to_string(v)), std::string::npos) << e.what();
+    }
+  }
+  // Assign: session (8) + two empty strings (16) + first, end (16) after flag and version (5),
+  // then embedding and output.
+  Assign a;
+  a.layers = {0, 2, true, false};
+  const Message assign = pack(a);
+  EXPECT_NO_THROW(unpack<Assign>(assign));
+  EXPECT_THROW(unpack<Assign>(flip_last_bool(assign, 5 + 8 + 16 + 16, 3)), ProtocolError);
+  EXPECT_THROW(unpack<Assign>(flip_last_bool(assign, 5 + 8 + 16 + 16 + 1, 3)), ProtocolError);
+}
+
 TEST(Protocol, RandomGarbageNeverCrashes) {
   std::mt19937 rng(1234);
   int rejected = 0;

@@ -103,6 +103,22 @@ TEST(KvRows, StoreLoadAndAttentionMatchTheFormatDefinition) {
   }
 }
 
+// A context far past the host's memory (`-c 16777216` with many slots) is refused before any
+// allocation, with the size it would need, instead of std::bad_alloc or the OOM killer.
+TEST(KvCacheShape, TooLargeForThisHostSaysHowMuchItNeeds) {
+  auto be = make_cpu_backend();
+  try {
+    KvCache cache(*be, 80, 4096, int64_t{1} << 24, 1024, DType::F16);
+    ADD_FAILURE() << "a 40 PiB KV cache was allocated";
+  } catch (const std::runtime_error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("needs"), std::string::npos) << m;
+    EXPECT_NE(m.find("GiB"), std::string::npos) << m;
+    EXPECT_NE(m.find("16777216 tokens"), std::string::npos) << m;
+    EXPECT_NE(m.find("lower -c"), std::string::npos) << m;
+  }
+}
+
 TEST(KvCacheShape, RefusesWhatCannotWork) {
   auto be = make_cpu_backend();
   EXPECT_THROW(KvCache(*be, 2, 0, 16, 64, DType::F16), std::invalid_argument);

@@ -1,6 +1,8 @@
 // The herd binary as a user runs it: real processes, real files, exit codes and messages.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -112,6 +114,78 @@ TEST(Cli, MissingModelFileIsAClearError) {
   auto r = herd({"run", "-m", "/nonexistent/model.gguf", "-p", "hi"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("/nonexistent/model.gguf"), std::string::npos) << r.err;
+}
+
+// Numeric options outside what they can mean are usage errors (exit 2) naming the option, before
+// any model is read: no std::bad_alloc for -c 99999999999, no 100000 threads.
+TEST(Cli, OutOfRangeNumericOptionsAreUsageErrors) {
+  const std::string m = model_path("stories260K.gguf");
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"run", "-m", m, "-p", "x", "-c", "99999999999"}, "-c 99999999999 is out of range"},
+      {{"run", "-m", m, "-p", "x", "-c", "-3"}, "-c -3 is out of range"},
+      {{"run", "-m", m, "-p", "x", "-n", "-5"}, "-n -5 is out of range"},
+      {{"chat", "-m", m, "-p", "x", "-n", "-2"}, "-n -2 is out of range"},
+      {{"run", "-m", m, "-p", "x", "-t", "100000"}, "-t 100000 is out of range"},
+      {{"run", "-m", m, "-p", "x", "--threads", "-1"}, "--threads -1 is out of range"},
+      {{"serve", "-m", m, "--parallel", "0"}, "--parallel 0 is out of range"},
+      {{"serve", "-m", m, "--port", "70000"}, "--port 70000 is out of range"},
+      {{"serve", "-m", m, "--port", "-1"}, "--port -1 is out of range"},
+      {{"worker", "--listen", "127.0.0.1:*", "-t", "100000"}, "-t 100000 is out of range"},
+      {{"info", m, "-c", "99999999999999999999999"}, "-c 99999999999999999999999 is out of range"},
+      {{"bench", "-m", m, "-r", "0"}, "-r 0 is out of range"},
+      {{"run", "-m", m, "-p", "x", "-c", "12abc"}, "invalid value '12abc' for -c"},
+  };
+  for (const auto& [args, want] : cases) {
+    auto r = herd(args, 30);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << " " << want << ": " << r.err;
+    EXPECT_NE(r.err.find(want), std::string::npos) << r.err;
+  }
+  // -1 keeps its documented meaning for run (until end of text or a full context).
+  auto ok = herd({"run", "-m", m, "-p", "Once", "-n", "-1", "-c", "16", "--no-echo"}, 60);
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
+// A FIFO (or any non-regular file) named as the model fails at once: opening a FIFO for reading
+// would otherwise wait forever for a writer.
+TEST(Cli, FifoAsModelIsRefusedAtOnce) {
+  const std::string fifo = temp_path("model.fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"run", "-m", fifo, "-p", "x"}, {"info", fifo}, {"worker", "--listen", "127.0.0.1:*", "-m", fifo}}) {
+    auto r = herd(args, 20);
+    EXPECT_FALSE(r.timed_out) << args[0] << " blocked on the FIFO";
+    EXPECT_EQ(r.exit_code, 1) << args[0] << ": " << r.err;
+    EXPECT_NE(r.err.find("is a FIFO, not a regular GGUF file"), std::string::npos) << r.err;
+  }
+  std::remove(fifo.c_str());
+}
+
+// `herd worker -m FILE` reads FILE's header at startup: a missing or malformed model is an error
+// and a non-zero exit, not a worker that fails its first Assign.
+TEST(Cli, WorkerChecksItsModelAtStartup) {
+  auto r = herd({"worker", "--listen", "127.0.0.1:*", "-m", "/nonexistent/model.gguf"}, 20);
+  EXPECT_FALSE(r.timed_out) << "the worker started serving";
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("-m: /nonexistent/model.gguf: cannot open"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("listening on"), std::string::npos) << r.err;
+}
+
+// Malformed addresses are refused at once, before any connection is tried.
+TEST(Cli, MalformedAddressesAreRefusedAtOnce) {
+  const std::string m = model_path("stories260K.gguf");
+  auto r = herd({"run", "-m", m, "-p", "x", "--workers", "nonsense:xx"}, 20);
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("bad address 'nonsense:xx': port 'xx' is not a number in 1..65535"), std::string::npos) << r.err;
+  r = herd({"run", "-m", m, "-p", "x", "--workers", "127.0.0.1:7101,[::1"}, 20);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("without a closing ']'"), std::string::npos) << r.err;
+  for (const char* bad : {"tcp://[::1", "127.0.0.1", "127.0.0.1:99999", "tcp://:5", "udp://127.0.0.1:5"}) {
+    r = herd({"worker", "--listen", bad}, 20);
+    EXPECT_FALSE(r.timed_out) << bad;
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find("--listen: bad address '" + std::string(bad) + "'"), std::string::npos) << r.err;
+  }
 }
 
 // The default real model: a simple question gets a coherent answer through the ChatML template.

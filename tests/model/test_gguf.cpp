@@ -2,6 +2,7 @@
 // typed getters, partial mapping, and known facts of the shared model files (values checked
 // independently with the gguf Python package when these tests were written).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -196,6 +197,38 @@ TEST(GgufRoundTrip, AlignmentIsHonoured) {
   EXPECT_THROW(GgufWriter().set_alignment(48), GgufError);
 }
 
+// general.alignment = 1 lets a tensor start at any byte; kernels read F32/F16 tensors as float and
+// uint16_t arrays, so tensor_data() must hand out 4-byte-aligned bytes (a copy when the file has
+// them misaligned) with the file's exact contents. UBSan flagged the misaligned float loads before.
+TEST(GgufRoundTrip, MisalignedTensorsAreReadAligned) {
+  for (int pad = 0; pad < 4; ++pad) {
+    GgufWriter w;
+    w.set_alignment(1);
+    w.set_string("general.architecture", "llama");
+    w.set_string("x.pad", std::string(static_cast<size_t>(pad), 'p'));  // shifts the data section
+    const auto a = random_bytes(2, 7), b = random_bytes(40, 8), c = random_bytes(10, 9);
+    w.add_tensor("h", {1}, DType::F16, a);  // 2 bytes: "f32" starts 2 bytes into the data section
+    w.add_tensor("f32", {10}, DType::F32, b);
+    w.add_tensor("f16", {5}, DType::F16, c);
+    const std::string path = tmp().file("align1.gguf");
+    w.write(path);
+    for (bool all : {true, false}) {
+      auto f = GgufFile::open(path, {.map_all = all});
+      if (!all) f->map_tensors({"f32", "f16"});
+      const void* pf = f->tensor_data("f32");
+      const void* ph = f->tensor_data("f16");
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(pf) % alignof(float), 0u) << "pad " << pad;
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(ph) % alignof(uint16_t), 0u) << "pad " << pad;
+      EXPECT_EQ(std::memcmp(pf, b.data(), b.size()), 0);
+      EXPECT_EQ(std::memcmp(ph, c.data(), c.size()), 0);
+      float x;
+      std::memcpy(&x, b.data() + 4, 4);
+      const float y = static_cast<const float*>(pf)[1];  // a typed load, as the kernels do
+      EXPECT_EQ(std::memcmp(&x, &y, 4), 0);
+    }
+  }
+}
+
 TEST(GgufRoundTrip, Version2AndNoTensors) {
   GgufWriter w;
   w.set_version(2);
@@ -294,6 +327,27 @@ TEST(GgufOpen, MissingFileThrows) {
 }
 
 // ---- the shared model files ----
+
+// A FIFO named as a model must fail at once: a plain open() for reading would wait for a writer
+// forever. Directories and devices are refused the same way, naming what the path is.
+TEST(GgufOpen, NonRegularFilesAreRefusedWithoutBlocking) {
+  const std::string fifo = tmp().file("model.fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  try {
+    GgufFile::open(fifo);
+    ADD_FAILURE() << "a FIFO opened";
+  } catch (const GgufError& e) {
+    EXPECT_NE(std::string(e.what()).find("is a FIFO, not a regular GGUF file"), std::string::npos) << e.what();
+  }
+  try {
+    GgufFile::open(tmp().dir.string());
+    ADD_FAILURE() << "a directory opened";
+  } catch (const GgufError& e) {
+    EXPECT_NE(std::string(e.what()).find("is a directory"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(GgufFile::open("/dev/null"), GgufError);
+  ::unlink(fifo.c_str());
+}
 
 TEST(GgufRealFiles, EveryModelOpensAndTensorsFitTheFile) {
   const std::string dir = test::shared_path("models");
