@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -49,17 +50,14 @@ int cmd_serve(const Args& args) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
   }
-  if (parallel < 1 || parallel > 256) throw UsageError("--parallel " + std::to_string(parallel) + " must be in 1..256");
-  if (queue < 0 || queue > 100000) throw UsageError("--queue " + std::to_string(queue) + " must be in 0..100000");
-  if (n_batch < 1 || n_batch > 65536) throw UsageError("--batch-size " + std::to_string(n_batch) + " must be in 1..65536");
-  if (max_body < 1024) throw UsageError("--max-body " + std::to_string(max_body) + " is under 1024 bytes");
-  if (sv.default_max_tokens < 0) throw UsageError("-n must be >= 0 (a request's max_tokens when it gives none)");
   if (sv.api_key.empty())
     if (const char* k = std::getenv("HERD_API_KEY"); k && *k) sv.api_key = k;
   sv.sampling = finish_sampling(so);
   sv.fixed_seed = so.seed >= 0;
   sv.max_body = static_cast<size_t>(max_body);
-  sv.http_threads = static_cast<int>(parallel + queue + 32);
+  // Every streaming request holds a thread: the slots and the queue, plus room for /health,
+  // /metrics and the page (at most 1024 threads; beyond, connections wait for one).
+  sv.http_threads = static_cast<int>(std::min<int64_t>(parallel + queue + 32, 1024));
   mo.session.n_seq = parallel;
   validate(sv.sampling);
 
