@@ -20,17 +20,9 @@ The README's screenshot (docs/img/serve-page.png) is this test's, taken with
   HERD_ARTEFACTS=docs/img python3 -m pytest tests/server/test_page.py -k chat
 """
 
-import json
 import os
-import queue
-import re
-import signal
 import struct
-import subprocess
-import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -46,6 +38,8 @@ try:
 except ImportError as e:  # reported by the browser fixture, as a failure
     SELENIUM_ERROR = e
 
+from utils import ServerProcess  # noqa: E402  (tests/server is on pytest's path: conftest.py)
+
 ROOT = Path(__file__).resolve().parents[2]
 HERD_BIN = Path(os.environ.get("HERD_BIN") or ROOT / "build" / "bin" / "herd")
 SHARED = Path(os.environ.get("HERD_SHARED_DIR") or ROOT.parent / "shared")
@@ -57,9 +51,7 @@ ARTEFACTS = Path(os.environ.get("HERD_ARTEFACTS") or ROOT / "build" / "test-arte
 CHROMIUM = os.environ.get("HERD_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("HERD_CHROMEDRIVER", "/usr/bin/chromedriver")
 
-LISTENING = re.compile(r"listening on http://([^\s/]+):(\d+)")
-START_TIMEOUT_S = 60     # until the socket is bound
-READY_TIMEOUT_S = 180    # until /health says the model is loaded
+READY_TIMEOUT_S = 180    # until the socket is bound and /health says the model is loaded
 ANSWER_TIMEOUT_S = 30    # one streamed answer (max_tokens is set on the page)
 API_KEY = "page-test-key-7f3a"
 
@@ -101,110 +93,26 @@ def gguf_block_count(path):
     raise ValueError(f"{path}: no block_count in the metadata")
 
 
-class Server:
-    """One `herd serve` (or herd-cluster ... -- serve) process in its own process group."""
+class PageServer(ServerProcess):
+    """The `herd serve` the page is tested against (tests/server/utils.py), as the environment says."""
 
-    def __init__(self, extra_args=()):
-        if not HERD_BIN.is_file():
-            pytest.fail(f"no herd binary at {HERD_BIN}: build it (cmake --build build --target herd) or set HERD_BIN")
-        if not MODEL.is_file():
-            pytest.fail(f"no model at {MODEL}: set HERD_MODEL or HERD_SHARED_DIR")
-        self.model_id = MODEL.name[:-5] if MODEL.name.endswith(".gguf") else MODEL.name
-        args = ["serve", "-m", str(MODEL), "--host", "127.0.0.1", "--port", "0"]
-        if CHAT_TEMPLATE:
-            args += ["--chat-template", CHAT_TEMPLATE]
-        args += EXTRA_ARGS + list(extra_args)
-        env = dict(os.environ)
-        if CLUSTER:
-            cmd = [str(ROOT / "launch" / "herd-cluster"), str(resolve(CLUSTER)), "--"] + args
-            env["HERD"] = str(HERD_BIN)
-        else:
-            cmd = [str(HERD_BIN)] + args
-        self.cmd = cmd
-        self.lines = []
-        self._lines = queue.Queue()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-        self.key = None
-
-    def _read_stderr(self):
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def log(self):
-        return "\n".join(self.lines[-40:])
-
-    def wait_listening(self):
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                line = self._lines.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            m = LISTENING.search(line)
-            if m:
-                self.url = f"http://{m.group(1)}:{m.group(2)}"
-                return
-        pytest.fail(f"`{' '.join(self.cmd)}` printed no 'listening on http://HOST:PORT' line "
-                    f"(exit code {self.proc.poll()}); its stderr:\n{self.log()}")
-
-    def wait_ready(self):
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"herd serve exited with code {self.proc.returncode} while loading; stderr:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except urllib.error.HTTPError as e:
-                last = f"{e.code} {e.read()[:200]!r}"
-            except OSError as e:
-                last = repr(e)
-            time.sleep(0.25)
-        pytest.fail(f"GET /health never answered 200 in {READY_TIMEOUT_S} s (last: {last}); stderr:\n{self.log()}")
+    @property
+    def model_id(self):
+        return Path(self.model).name.removesuffix(".gguf")
 
     def get_json(self, path):
-        req = urllib.request.Request(self.url + path)
-        if self.key:
-            req.add_header("Authorization", "Bearer " + self.key)
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.load(r)
-
-    def stop(self):
-        """SIGTERM to the whole process group, SIGKILL if it has not gone in 15 s."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=10)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        r = self.get(path, timeout=10)
+        r.raise_for_status()
+        return r.json()
 
 
-def start_server(extra_args=()):
-    server = Server(extra_args)
-    try:
-        server.wait_listening()
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+def start_server(api_key=None):
+    if not Path(HERD_BIN).is_file():
+        pytest.fail(f"no herd binary at {HERD_BIN}: build it (cmake --build build --target herd) or set HERD_BIN")
+    if not MODEL.is_file():
+        pytest.fail(f"no model at {MODEL}: set HERD_MODEL or HERD_SHARED_DIR")
+    args = (["--chat-template", CHAT_TEMPLATE] if CHAT_TEMPLATE else []) + EXTRA_ARGS
+    return PageServer(str(MODEL), args, api_key=api_key, cluster_file=str(resolve(CLUSTER)) if CLUSTER else None).start(timeout_s=READY_TIMEOUT_S)
 
 
 @pytest.fixture
@@ -218,8 +126,7 @@ def server():
 
 @pytest.fixture
 def key_server():
-    s = start_server(["--api-key", API_KEY])
-    s.key = API_KEY
+    s = start_server(api_key=API_KEY)
     try:
         yield s
     finally:
@@ -300,7 +207,7 @@ def screenshot(driver, name):
 
 def test_chat_streams_and_cluster_is_shown(server, browser):
     d = browser
-    d.get(server.url + "/")
+    d.get(server.url("/"))
     wait_for(d, "#status to say ready", lambda d: d.find_element(By.ID, "status").get_attribute("data-state") == "ready", 15)
     assert d.find_element(By.ID, "model").text == server.model_id
 
@@ -351,7 +258,7 @@ def test_chat_streams_and_cluster_is_shown(server, browser):
 
 def test_api_key_is_asked_for_and_used(key_server, browser):
     d = browser
-    d.get(key_server.url + "/")
+    d.get(key_server.url("/"))
     key_box = d.find_element(By.ID, "key-box")
     wait_for(d, "the page to ask for the API key", lambda d: key_box.is_displayed(), 10)
     assert d.find_element(By.ID, "status").get_attribute("data-state") == "auth"

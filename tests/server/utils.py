@@ -149,8 +149,11 @@ class ServerProcess:
     """`herd serve -m MODEL --host 127.0.0.1 --port 0 ARGS...`, started and waited for (/health 200)."""
 
     def __init__(self, model: str, args: list[str] | None = None, api_key: str | None = None,
-                 workers: list[WorkerProcess] | None = None, env: dict[str, str] | None = None):
+                 workers: list[WorkerProcess] | None = None, env: dict[str, str] | None = None,
+                 cluster_file: str | None = None):
+        """cluster_file: run as `herd-cluster FILE -- serve ...` (its workers, its teardown)."""
         self.model = model
+        self.cluster_file = cluster_file
         self.args = list(args or [])
         self.api_key = api_key
         self.workers = workers or []
@@ -167,7 +170,11 @@ class ServerProcess:
             argv += ["--api-key", self.api_key]
         if self.workers:
             argv += ["--workers", ",".join(w.address for w in self.workers)]
-        self.child = Child(argv, self.env)
+        env = dict(self.env or {})
+        if self.cluster_file:
+            argv = [str(REPO_ROOT / "launch" / "herd-cluster"), self.cluster_file, "--", *argv[1:]]
+            env["HERD"] = herd_bin()
+        self.child = Child(argv, env)
         try:
             m = self.child.wait_for_line(r"listening on http://([0-9.]+):(\d+)", timeout_s)
             self.host, self.port = m.group(1), int(m.group(2))
