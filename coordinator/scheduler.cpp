@@ -13,6 +13,20 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr size_t kRateWindow = 60;  // seconds of tokens_per_second history
 
+// Moves a per-second window on from second `from` to second `to`: the entries of the seconds that
+// passed leave at the front, zeros come in at the back.
+void advance_window(std::vector<double>& w, int64_t from, int64_t to) {
+  if (from < 0 || to <= from) return;
+  const auto shift = static_cast<size_t>(std::min<int64_t>(to - from, kRateWindow));
+  w.erase(w.begin(), w.begin() + static_cast<long>(shift));
+  w.resize(kRateWindow, 0.0);
+}
+
+// Whole seconds of the steady clock.
+int64_t clock_second() {
+  return std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
+}
+
 }  // namespace
 
 // ---- RequestStream ----
@@ -186,27 +200,17 @@ std::shared_ptr<RequestStream> Scheduler::submit(GenerationRequest req) {
 SchedulerStats Scheduler::stats() const {
   std::lock_guard lk(mu_);
   SchedulerStats s = stats_;
-  // Rotate the rate window so the last entry is the current second.
-  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
-  if (second_ >= 0 && now > second_) {
-    const auto shift = static_cast<size_t>(std::min<int64_t>(now - second_, kRateWindow));
-    s.tokens_per_second.erase(s.tokens_per_second.begin(), s.tokens_per_second.begin() + static_cast<long>(shift));
-    s.tokens_per_second.resize(kRateWindow, 0.0);
-  }
+  advance_window(s.tokens_per_second, second_, clock_second());  // the last entry is the current second
   return s;
 }
 
 void Scheduler::count_tokens(int64_t n) {
-  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
+  const int64_t now = clock_second();
   std::lock_guard lk(mu_);
   auto& r = stats_.tokens_per_second;
   if (second_ < 0) second_ = now;
-  if (now > second_) {
-    const auto shift = static_cast<size_t>(std::min<int64_t>(now - second_, kRateWindow));
-    r.erase(r.begin(), r.begin() + static_cast<long>(shift));
-    r.resize(kRateWindow, 0.0);
-    second_ = now;
-  }
+  advance_window(r, second_, now);
+  second_ = std::max(second_, now);
   r.back() += static_cast<double>(n);
   stats_.generated_tokens_total += static_cast<uint64_t>(n);
 }
