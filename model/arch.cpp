@@ -22,7 +22,7 @@ void check_positive(const GgufFile& f, const std::string& key, int64_t v, int64_
 }  // namespace
 
 const std::vector<std::string>& supported_architectures() {
-  static const std::vector<std::string> archs = {"llama", "qwen2"};
+  static const std::vector<std::string> archs = {"llama", "qwen2", "qwen3", "qwen3moe"};
   return archs;
 }
 
@@ -69,7 +69,7 @@ ModelConfig load_config(const GgufFile& f) {
   if (!(c.rms_eps > 0.0f && c.rms_eps < 1.0f))
     throw std::runtime_error(f.path() + ": attention.layer_norm_rms_epsilon out of range");
 
-  c.rope_mode = c.arch == "qwen2" ? RopeMode::Neox : RopeMode::Normal;
+  c.rope_mode = c.arch == "llama" ? RopeMode::Normal : RopeMode::Neox;
   c.n_rot = f.get_int(p + "rope.dimension_count").value_or(c.head_dim);
   if (c.n_rot <= 0 || c.n_rot > c.head_dim || c.n_rot % 2 != 0)
     throw std::runtime_error(f.path() + ": rope.dimension_count " + std::to_string(c.n_rot) + " is invalid");
@@ -85,6 +85,23 @@ ModelConfig load_config(const GgufFile& f) {
   }
 
   c.has_qkv_bias = c.arch == "qwen2";
+  c.has_qk_norm = c.arch == "qwen3" || c.arch == "qwen3moe";
+
+  c.n_expert = f.get_int(p + "expert_count").value_or(0);
+  if (c.arch == "qwen3moe" && c.n_expert == 0)
+    throw std::runtime_error(f.path() + ": missing metadata key " + p + "expert_count");
+  if (c.n_expert != 0) {
+    check_positive(f, p + "expert_count", c.n_expert, 4096);
+    c.n_expert_used = require_int(f, p + "expert_used_count");
+    check_positive(f, p + "expert_used_count", c.n_expert_used, c.n_expert);
+    c.n_ff_exp = f.get_int(p + "expert_feed_forward_length").value_or(c.n_ff);
+    check_positive(f, p + "expert_feed_forward_length", c.n_ff_exp, 1 << 22);
+    if (auto g = f.get_int(p + "expert_gating_func"); g && *g != 1)  // llama.cpp: 1 softmax, 2 sigmoid
+      throw std::runtime_error(f.path() + ": " + p + "expert_gating_func " + std::to_string(*g) +
+                               " is not supported (supported: 1, softmax)");
+    if (auto s = f.get_int(p + "expert_shared_count"); s && *s != 0)
+      throw std::runtime_error(f.path() + ": shared experts (" + p + "expert_shared_count) are not supported");
+  }
 
   const GgufTensorInfo* embd = f.find_tensor("token_embd.weight");
   if (!embd) throw std::runtime_error(f.path() + ": missing tensor token_embd.weight");

@@ -1,6 +1,8 @@
 // Hyper-parameters of a supported architecture, read from GGUF metadata, and the tensor
 // names of its per-layer recipe. Supported: llama family (Llama 2/3, Mistral, TinyLlama,
-// SmolLM/SmolLM2 — tied embeddings, GQA, rope base/scaling from metadata) and qwen2 (QKV bias).
+// SmolLM/SmolLM2 — tied embeddings, GQA, rope base/scaling from metadata; with expert_count > 0 a
+// Mixtral-style mixture of experts), qwen2 (QKV bias), qwen3 (per-head q/k RMS norms) and qwen3moe
+// (qwen3's attention, every layer's feed-forward a mixture of routed experts).
 #pragma once
 
 #include <cstdint>
@@ -14,7 +16,7 @@ namespace herd::model {
 class GgufFile;
 
 struct ModelConfig {
-  std::string arch;         // general.architecture: "llama" | "qwen2"
+  std::string arch;         // general.architecture: "llama" | "qwen2" | "qwen3" | "qwen3moe"
   std::string name;         // general.name (may be empty)
   int64_t n_layers = 0;
   int64_t n_embd = 0;
@@ -30,10 +32,19 @@ struct ModelConfig {
   float rope_freq_base = 10000.0f;
   float rope_freq_scale = 1.0f;  // 1 / rope.scaling.factor for linear scaling
   bool has_qkv_bias = false;     // qwen2
+  bool has_qk_norm = false;      // qwen3, qwen3moe: RMS norm of each q and k head before rope
+  // Mixture of experts (0 experts: a dense feed-forward of n_ff). Each layer's FFN is n_expert
+  // SwiGLU experts of n_ff_exp rows; a router (ffn_gate_inp) picks n_expert_used per token, their
+  // outputs weighted by the softmax of the router logits over all experts, renormalised over the
+  // chosen ones (both Mixtral and Qwen3-MoE GGUFs ask for this).
+  int64_t n_expert = 0;
+  int64_t n_expert_used = 0;
+  int64_t n_ff_exp = 0;          // expert_feed_forward_length (n_ff when the file has none)
   bool tied_embeddings = false;  // no output.weight: the output projection reuses token_embd
 
   int64_t q_dim() const { return n_heads * head_dim; }
   int64_t kv_dim() const { return n_kv_heads * head_dim; }
+  bool is_moe() const { return n_expert > 0; }
 };
 
 // Throws std::runtime_error with a clear message: "unsupported architecture X (supported: llama, qwen2)",
