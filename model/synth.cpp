@@ -202,6 +202,7 @@ std::vector<SynthTensor> synth_tensors(const ModelConfig& c, const TypeMix& mix)
   const int64_t hd = c.head_dim > 0 ? c.head_dim : c.n_embd / c.n_heads;
   const int64_t d = c.n_embd, ff = c.n_ff, q = c.n_heads * hd, kv = c.n_kv_heads * hd;
   const int64_t E = c.n_expert, ffe = c.n_ff_exp;
+  const bool qk_norm = c.has_qk_norm || c.arch == "qwen3" || c.arch == "qwen3moe";  // as load_config decides
   std::vector<SynthTensor> out;
   out.push_back(make_tensor("token_embd.weight", {d, c.n_vocab}, mix.embd, false));
   for (int64_t l = 0; l < c.n_layers; ++l) {
@@ -215,7 +216,7 @@ std::vector<SynthTensor> synth_tensors(const ModelConfig& c, const TypeMix& mix)
     out.push_back(make_tensor(layer_tensor(l, "attn_k.weight"), {d, kv}, k_t, false));
     out.push_back(make_tensor(layer_tensor(l, "attn_v.weight"), {d, kv}, v_t, false));
     out.push_back(make_tensor(layer_tensor(l, "attn_output.weight"), {q, d}, o_t, false));
-    if (c.has_qk_norm) {
+    if (qk_norm) {
       out.push_back(make_tensor(layer_tensor(l, "attn_q_norm.weight"), {hd}, DType::F32, true));
       out.push_back(make_tensor(layer_tensor(l, "attn_k_norm.weight"), {hd}, DType::F32, true));
     }

@@ -176,6 +176,7 @@ ModelShape shape_from_config(const model::ModelConfig& c, const std::string& typ
   if (c.is_moe() && (k <= 0 || k > E || ffe <= 0))
     throw std::invalid_argument(c.name + ": a mixture of experts needs 0 < experts per token <= experts and an expert FFN size");
   const uint64_t norm = 4ull * static_cast<uint64_t>(d);
+  const bool qk_norm = c.has_qk_norm || c.arch == "qwen3" || c.arch == "qwen3moe";  // as model::synth_tensors
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const int64_t gqa = c.n_heads / c.n_kv_heads;
     const DType k_t = model::layer_matrix_type(mix, model::MixRole::AttnK, l, c.n_layers, gqa, E);
@@ -184,7 +185,7 @@ ModelShape shape_from_config(const model::ModelConfig& c, const std::string& typ
     const DType down_t = model::layer_matrix_type(mix, model::MixRole::FfnDown, l, c.n_layers, gqa, E);
     std::vector<ModelShape::TypeBytes> mats;  // what one decode token reads
     uint64_t b = 2 * norm;                       // attn_norm, ffn_norm (f32)
-    if (c.has_qk_norm) b += 2ull * 4 * static_cast<uint64_t>(c.head_dim);  // attn_q_norm, attn_k_norm
+    if (qk_norm) b += 2ull * 4 * static_cast<uint64_t>(c.head_dim);  // attn_q_norm, attn_k_norm
     if (c.has_qkv_bias) b += 4ull * static_cast<uint64_t>(q + 2 * kv);
     auto matrix = [&](DType t, int64_t rows, int64_t cols) {
       const uint64_t mb = matrix_bytes(t, rows, cols);

@@ -293,6 +293,7 @@ TEST(MoeCost, PrefillReadsTheExpectedDistinctExperts) {
 TEST(MoeCost, OpCounts) {
   const ModelShape q = shape_from_name("qwen3-235b-a22b", "Q2_K");
   EXPECT_DOUBLE_EQ(layer_ops(q, 1), kOpsPerLayer + kOpsQkNorm - kOpsDenseFfn + kOpsMoeRouter + 8 * kOpsPerExpert);
+  EXPECT_DOUBLE_EQ(layer_ops(q, 1), 55);  // the figure docs/planner.md quotes
   const ModelShape mx = shape_from_name("mixtral-8x7b", "Q4_K_M");
   EXPECT_DOUBLE_EQ(layer_ops(mx, 1), kOpsPerLayer - kOpsDenseFfn + kOpsMoeRouter + 2 * kOpsPerExpert);
   EXPECT_NEAR(layer_ops(mx, 512), kOpsPerLayer - kOpsDenseFfn + kOpsMoeRouter + 8 * kOpsPerExpert, 1e-9);
