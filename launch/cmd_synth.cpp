@@ -1,4 +1,5 @@
-// herd synth: write a llama GGUF of a named shape with seeded random weights (see model/synth.h).
+// herd synth: write a GGUF of a named shape (llama, qwen3, or a Mixtral / Qwen3-MoE mixture of experts)
+// with seeded random weights (see model/synth.h).
 #include <unistd.h>
 
 #include <chrono>
@@ -17,7 +18,6 @@ namespace {
 model::ModelConfig find_shape(const std::string& name) {
   const auto s = partition::find_shape(name);
   if (!s) throw UsageError("unknown shape '" + name + "' (known: " + partition::known_shape_names() + ")");
-  if (s->arch != "llama") throw UsageError("shape " + s->name + " is " + s->arch + "; synth writes llama only");
   return partition::shape_config(*s);
 }
 
@@ -45,7 +45,8 @@ int cmd_synth(const Args& args) {
   int threads = 0;
   bool quiet = false, dry_run = false;
   ArgParser p("herd synth --shape NAME --type TYPE --out FILE.gguf [options]",
-              "Writes a llama-architecture GGUF with seeded random weights (N(0, 0.02^2), norms near 1) for a named "
+              "Writes a GGUF of the shape's architecture (llama, qwen3, qwen3moe; Mixtral is llama with experts) with "
+              "seeded random weights (N(0, 0.02^2), norms near 1) for a named "
               "shape, streaming one tensor at a time. The same seed gives the same bytes. Tokenizer: copied from "
               "--vocab-from; by default the Llama-2 SentencePiece vocabulary (shared/models/ggml-vocab-llama-spm.gguf) "
               "for 32000-token shapes, else a synthetic SentencePiece vocabulary (<unk> <s> </s>, 256 byte tokens, "
@@ -93,9 +94,13 @@ int cmd_synth(const Args& args) {
   uint64_t params = 0, bytes = 0;
   for (const auto& t : tensors) params += static_cast<uint64_t>(t.n_elements()), bytes += t.n_bytes;
   if (dry_run) {
-    std::printf("%s: %zu tensors, %.3f B parameters, %s of weights (%.2f bits per weight), file ~%s\n",
-                o.config.name.c_str(), tensors.size(), params / 1e9, gib(bytes).c_str(), 8.0 * bytes / params,
-                gib(model::synth_size_estimate(o.config, o.mix)).c_str());
+    std::string experts;
+    if (o.config.is_moe())
+      experts = ", " + std::to_string(o.config.n_expert) + " experts per layer (" +
+                std::to_string(o.config.n_expert_used) + " per token)";
+    std::printf("%s: %zu tensors, %.3f B parameters%s, %s of weights (%.2f bits per weight), file ~%s\n",
+                o.config.name.c_str(), tensors.size(), params / 1e9, experts.c_str(), gib(bytes).c_str(),
+                8.0 * bytes / params, gib(model::synth_size_estimate(o.config, o.mix)).c_str());
     return 0;
   }
 

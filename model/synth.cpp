@@ -156,7 +156,10 @@ std::string known_type_mixes() {
 
 bool more_bits_layer(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
 
-DType layer_matrix_type(const TypeMix& mix, MixRole role, int64_t layer, int64_t n_layers, int64_t n_gqa) {
+namespace {
+
+DType base_layer_matrix_type(const TypeMix& mix, MixRole role, int64_t layer, int64_t n_layers, int64_t n_gqa) {
+  if (role == MixRole::AttnK) return mix.base;
   switch (mix.rule) {
     case MixRule::Plain:
       if (role == MixRole::AttnOutput) return mix.base;
@@ -172,28 +175,62 @@ DType layer_matrix_type(const TypeMix& mix, MixRole role, int64_t layer, int64_t
   return mix.base;
 }
 
+}  // namespace
+
+DType layer_matrix_type(const TypeMix& mix, MixRole role, int64_t layer, int64_t n_layers, int64_t n_gqa,
+                        int64_t n_expert) {
+  // llama.cpp ftypes 10..18 are the K mixes (Q2_K ... Q6_K).
+  const bool k_mix = mix.file_type >= 10 && mix.file_type <= 18;
+  if (n_expert == 8 && k_mix) {
+    if (role == MixRole::AttnK || role == MixRole::AttnV) return DType::Q8_0;
+    // Q2_K, Q3_K_S, Q3_K_M, Q4_K_S, Q4_K_M (not Q3_K_L, Q5_K_*, Q6_K).
+    if (role == MixRole::AttnOutput && (mix.file_type <= 12 || mix.file_type == 14 || mix.file_type == 15))
+      return DType::Q5_K;
+  }
+  return base_layer_matrix_type(mix, role, layer, n_layers, n_gqa);
+}
+
 std::vector<SynthTensor> synth_tensors(const ModelConfig& c, const TypeMix& mix) {
   if (c.n_layers <= 0 || c.n_embd <= 0 || c.n_ff <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.n_vocab <= 0)
     throw std::invalid_argument("synth: every dimension of the shape must be positive");
-  if (c.n_embd % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0)
-    throw std::invalid_argument("synth: n_embd must be a multiple of n_heads, n_heads of n_kv_heads");
-  const int64_t d = c.n_embd, ff = c.n_ff, q = c.q_dim(), kv = c.kv_dim();
+  if (c.n_heads % c.n_kv_heads != 0) throw std::invalid_argument("synth: n_heads must be a multiple of n_kv_heads");
+  if (c.head_dim <= 0 && c.n_embd % c.n_heads != 0)
+    throw std::invalid_argument("synth: n_embd must be a multiple of n_heads (or head_dim given)");
+  const bool moe = c.n_expert > 0;
+  if (moe && (c.n_expert_used <= 0 || c.n_expert_used > c.n_expert || c.n_ff_exp <= 0))
+    throw std::invalid_argument("synth: a mixture of experts needs 0 < experts per token <= experts and an expert FFN size");
+  const int64_t hd = c.head_dim > 0 ? c.head_dim : c.n_embd / c.n_heads;
+  const int64_t d = c.n_embd, ff = c.n_ff, q = c.n_heads * hd, kv = c.n_kv_heads * hd;
+  const int64_t E = c.n_expert, ffe = c.n_ff_exp;
+  const bool qk_norm = c.has_qk_norm || c.arch == "qwen3" || c.arch == "qwen3moe";  // as load_config decides
   std::vector<SynthTensor> out;
   out.push_back(make_tensor("token_embd.weight", {d, c.n_vocab}, mix.embd, false));
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const int64_t gqa = c.n_heads / c.n_kv_heads;
-    const DType v_t = layer_matrix_type(mix, MixRole::AttnV, l, c.n_layers, gqa);
-    const DType o_t = layer_matrix_type(mix, MixRole::AttnOutput, l, c.n_layers, gqa);
-    const DType down_t = layer_matrix_type(mix, MixRole::FfnDown, l, c.n_layers, gqa);
+    const DType k_t = layer_matrix_type(mix, MixRole::AttnK, l, c.n_layers, gqa, E);
+    const DType v_t = layer_matrix_type(mix, MixRole::AttnV, l, c.n_layers, gqa, E);
+    const DType o_t = layer_matrix_type(mix, MixRole::AttnOutput, l, c.n_layers, gqa, E);
+    const DType down_t = layer_matrix_type(mix, MixRole::FfnDown, l, c.n_layers, gqa, E);
     out.push_back(make_tensor(layer_tensor(l, "attn_norm.weight"), {d}, DType::F32, true));
     out.push_back(make_tensor(layer_tensor(l, "attn_q.weight"), {d, q}, mix.base, false));
-    out.push_back(make_tensor(layer_tensor(l, "attn_k.weight"), {d, kv}, mix.base, false));
+    out.push_back(make_tensor(layer_tensor(l, "attn_k.weight"), {d, kv}, k_t, false));
     out.push_back(make_tensor(layer_tensor(l, "attn_v.weight"), {d, kv}, v_t, false));
     out.push_back(make_tensor(layer_tensor(l, "attn_output.weight"), {q, d}, o_t, false));
+    if (qk_norm) {
+      out.push_back(make_tensor(layer_tensor(l, "attn_q_norm.weight"), {hd}, DType::F32, true));
+      out.push_back(make_tensor(layer_tensor(l, "attn_k_norm.weight"), {hd}, DType::F32, true));
+    }
     out.push_back(make_tensor(layer_tensor(l, "ffn_norm.weight"), {d}, DType::F32, true));
-    out.push_back(make_tensor(layer_tensor(l, "ffn_gate.weight"), {d, ff}, mix.base, false));
-    out.push_back(make_tensor(layer_tensor(l, "ffn_up.weight"), {d, ff}, mix.base, false));
-    out.push_back(make_tensor(layer_tensor(l, "ffn_down.weight"), {ff, d}, down_t, false));
+    if (moe) {
+      out.push_back(make_tensor(layer_tensor(l, "ffn_gate_inp.weight"), {d, E}, DType::F32, false));
+      out.push_back(make_tensor(layer_tensor(l, "ffn_gate_exps.weight"), {d, ffe, E}, mix.base, false));
+      out.push_back(make_tensor(layer_tensor(l, "ffn_up_exps.weight"), {d, ffe, E}, mix.base, false));
+      out.push_back(make_tensor(layer_tensor(l, "ffn_down_exps.weight"), {ffe, d, E}, down_t, false));
+    } else {
+      out.push_back(make_tensor(layer_tensor(l, "ffn_gate.weight"), {d, ff}, mix.base, false));
+      out.push_back(make_tensor(layer_tensor(l, "ffn_up.weight"), {d, ff}, mix.base, false));
+      out.push_back(make_tensor(layer_tensor(l, "ffn_down.weight"), {ff, d}, down_t, false));
+    }
   }
   out.push_back(make_tensor("output_norm.weight", {d}, DType::F32, true));
   if (!c.tied_embeddings) out.push_back(make_tensor("output.weight", {d, c.n_vocab}, mix.output, false));
@@ -257,7 +294,10 @@ SynthVocab synthetic_vocab(int64_t n_vocab) {
 
 SynthSummary write_synth_model(const SynthOptions& o, const std::string& path) {
   const ModelConfig& c = o.config;
-  if (c.arch != "llama") throw std::invalid_argument("synth: only the llama architecture is supported");
+  if (c.arch != "llama" && c.arch != "qwen3" && c.arch != "qwen3moe")
+    throw std::invalid_argument("synth: architecture " + c.arch + " is not supported (llama, qwen3, qwen3moe)");
+  if (c.arch == "qwen3moe" && c.n_expert == 0) throw std::invalid_argument("synth: qwen3moe needs experts");
+  if (c.arch == "qwen3" && c.n_expert != 0) throw std::invalid_argument("synth: qwen3 is dense (use qwen3moe)");
   SynthSummary sum;
   sum.tensors = synth_tensors(c, o.mix);
   for (const auto& t : sum.tensors) {
@@ -265,21 +305,35 @@ SynthSummary write_synth_model(const SynthOptions& o, const std::string& path) {
     sum.data_bytes += t.n_bytes;
   }
 
+  const std::string p = c.arch + ".";
+  const int64_t hd = c.head_dim > 0 ? c.head_dim : c.n_embd / c.n_heads;
   GgufWriter w;
-  w.set_string("general.architecture", "llama");
+  w.set_string("general.architecture", c.arch);
   w.set_string("general.name", c.name.empty() ? "herd-synth" : c.name);
   w.set_u32("general.file_type", o.mix.file_type);
   w.set_u32("general.quantization_version", 2);
-  w.set_u32("llama.block_count", static_cast<uint32_t>(c.n_layers));
-  w.set_u32("llama.context_length", static_cast<uint32_t>(c.n_ctx_train > 0 ? c.n_ctx_train : 2048));
-  w.set_u32("llama.embedding_length", static_cast<uint32_t>(c.n_embd));
-  w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(c.n_ff));
-  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(c.n_heads));
-  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(c.n_kv_heads));
-  w.set_f32("llama.attention.layer_norm_rms_epsilon", c.rms_eps);
-  w.set_f32("llama.rope.freq_base", c.rope_freq_base);
-  w.set_u32("llama.rope.dimension_count", static_cast<uint32_t>(c.q_dim() / c.n_heads));
-  w.set_u32("llama.vocab_size", static_cast<uint32_t>(c.n_vocab));
+  w.set_u32(p + "block_count", static_cast<uint32_t>(c.n_layers));
+  w.set_u32(p + "context_length", static_cast<uint32_t>(c.n_ctx_train > 0 ? c.n_ctx_train : 2048));
+  w.set_u32(p + "embedding_length", static_cast<uint32_t>(c.n_embd));
+  w.set_u32(p + "feed_forward_length", static_cast<uint32_t>(c.n_ff));
+  w.set_u32(p + "attention.head_count", static_cast<uint32_t>(c.n_heads));
+  w.set_u32(p + "attention.head_count_kv", static_cast<uint32_t>(c.n_kv_heads));
+  // Written wherever head_dim is not n_embd / n_heads, and always for qwen3 (as llama.cpp's converter does).
+  if (c.arch != "llama" || hd * c.n_heads != c.n_embd) {
+    w.set_u32(p + "attention.key_length", static_cast<uint32_t>(hd));
+    w.set_u32(p + "attention.value_length", static_cast<uint32_t>(hd));
+  }
+  w.set_f32(p + "attention.layer_norm_rms_epsilon", c.rms_eps);
+  w.set_f32(p + "rope.freq_base", c.rope_freq_base);
+  w.set_u32(p + "rope.dimension_count", static_cast<uint32_t>(hd));
+  w.set_u32(p + "vocab_size", static_cast<uint32_t>(c.n_vocab));
+  if (c.n_expert > 0) {
+    w.set_u32(p + "expert_count", static_cast<uint32_t>(c.n_expert));
+    w.set_u32(p + "expert_used_count", static_cast<uint32_t>(c.n_expert_used));
+    // Mixtral GGUFs have none (the experts are n_ff wide); qwen3moe files always do.
+    if (c.arch != "llama" || c.n_ff_exp != c.n_ff)
+      w.set_u32(p + "expert_feed_forward_length", static_cast<uint32_t>(c.n_ff_exp));
+  }
   w.set_string("herd.synth.type", o.mix.name);
   w.set_u64("herd.synth.seed", o.seed);
 

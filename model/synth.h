@@ -1,4 +1,5 @@
-// Synthetic models: a valid llama-architecture GGUF with seeded random weights for any shape, so
+// Synthetic models: a valid llama / qwen3 / qwen3moe GGUF (dense, or Mixtral / Qwen3-MoE style
+// mixture of experts) with seeded random weights for any shape, so
 // speed and memory can be measured on a 70B or 405B layout nobody has downloaded. Weights are
 // N(0, 0.02^2) like trained matrices, norm weights near 1; the generator is our own (splitmix64
 // and a sum of uniforms), so a seed gives the same bytes on every platform and thread count.
@@ -34,8 +35,8 @@ struct TypeMix {
   MixRule rule = MixRule::Plain;
 };
 
-// The layer matrices whose type a mix may raise.
-enum class MixRole { AttnV, AttnOutput, FfnDown };
+// The layer matrices whose type a mix may raise. FfnDown is also the type of ffn_down_exps.
+enum class MixRole { AttnV, AttnOutput, FfnDown, AttnK };
 
 // The type of `role` in layer `layer` of n_layers (n_gqa = n_heads / n_kv_heads) under the mix:
 //   Plain: AttnV, FfnDown more_bits in more_bits_layer() layers, else base; AttnOutput base.
@@ -43,7 +44,15 @@ enum class MixRole { AttnV, AttnOutput, FfnDown };
 //   Q3KM:  AttnV Q5_K in layers 0, 1 else Q4_K; FfnDown Q5_K in layers < n_layers / 16 else Q4_K;
 //          AttnOutput Q4_K.
 //   Q3KL:  all three Q5_K.
-DType layer_matrix_type(const TypeMix& mix, MixRole role, int64_t layer, int64_t n_layers, int64_t n_gqa);
+//   AttnK is the base type in every rule.
+// With n_expert == 8 (Mixtral) and a K mix (Q2_K ... Q6_K), llama.cpp's 8-expert rule wins: attn_k and
+// attn_v Q8_0; attn_output Q5_K in Q2_K, Q3_K_S, Q3_K_M, Q4_K_S, Q4_K_M.
+// Experts: ffn_gate_exps / ffn_up_exps take the base type and ffn_down_exps the FfnDown type, the way
+// llama.cpp treats them (its ffn_down counter counts one ffn_down_exps per layer); ffn_gate_inp (the
+// router) stays F32, as llama.cpp's quantizer leaves it. llama.cpp has further per-model exceptions
+// (IQ types, Falcon, 70B attn_v) that herd's mixes do not need; sizes land within ~2% of published files.
+DType layer_matrix_type(const TypeMix& mix, MixRole role, int64_t layer, int64_t n_layers, int64_t n_gqa,
+                        int64_t n_expert = 0);
 
 // F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S,
 // Q5_K_M, Q6_K (case-insensitive). Throws std::invalid_argument naming the known ones.
@@ -64,15 +73,18 @@ struct SynthTensor {
   int64_t n_elements() const;
 };
 
-// The tensors of a llama model of shape `c` in file order (token_embd, blk.0..., output_norm,
-// output). Matrices whose rows are not a whole number of blocks of the mix's type fall back the way
+// The tensors of a model of shape `c` in file order (token_embd, blk.0..., output_norm, output).
+// Per layer: attn_norm, attn_q, attn_k, attn_v, attn_output (q is n_heads x head_dim wide), for
+// qwen3/qwen3moe attn_q_norm and attn_k_norm ([head_dim], F32), ffn_norm, then either ffn_gate,
+// ffn_up, ffn_down or, with c.n_expert > 0, ffn_gate_inp [n_embd, n_expert] (F32), ffn_gate_exps and
+// ffn_up_exps [n_embd, n_ff_exp, n_expert], ffn_down_exps [n_ff_exp, n_embd, n_expert] (GGUF ne order). Matrices whose rows are not a whole number of blocks of the mix's type fall back the way
 // llama.cpp does (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; Q2_K, Q3_K -> Q4_0, what llama.cpp used before
 // IQ4_NL, which herd does not read); throws std::invalid_argument when even
 // that does not fit.
 std::vector<SynthTensor> synth_tensors(const ModelConfig& c, const TypeMix& mix);
 
 struct SynthOptions {
-  ModelConfig config;         // arch must be "llama"; head_dim = n_embd / n_heads
+  ModelConfig config;         // arch "llama" (dense or MoE), "qwen3" or "qwen3moe"; head_dim as set
   TypeMix mix;
   uint64_t seed = 1;
   float weight_std = 0.02f;

@@ -5,6 +5,15 @@
 
 namespace herd::partition {
 
+double layer_ops(const ModelShape& m, double n_tokens) {
+  const auto& c = m.config;
+  double ops = kOpsPerLayer + (c.has_qkv_bias ? kOpsBiasQkv : 0) + (c.has_qk_norm ? kOpsQkNorm : 0);
+  if (c.is_moe())
+    ops += kOpsMoeRouter - kOpsDenseFfn +
+           kOpsPerExpert * static_cast<double>(c.n_expert) * m.expert_fraction(n_tokens);
+  return ops;
+}
+
 double layer_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t l, const PlanOptions& o) {
   const size_t i = static_cast<size_t>(l);
   const double pos = static_cast<double>(o.n_ctx) / 2.0;
@@ -15,12 +24,12 @@ double layer_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t l, co
       weight_s += static_cast<double>(tb.bytes) / d.matvec_rate(tb.type);
       matrix_bytes += tb.bytes;
     }
-  const uint64_t other = m.layer_bytes[i] > matrix_bytes ? m.layer_bytes[i] - matrix_bytes : 0;
-  weight_s += static_cast<double>(other) / d.bandwidth_Bps;
+  // Norms, biases, and anything a hand-made shape left out of the breakdown: at bw.
+  const double other = std::max(0.0, m.layer_read_bytes(l, 1) - static_cast<double>(matrix_bytes));
+  weight_s += other / d.bandwidth_Bps;
   const double kv_s = pos * static_cast<double>(m.kv_bytes_per_token_layer(o.kv_elem_bytes)) / d.attention_rate();
   const double flops = m.layer_flops[i] + m.attention_flops(pos);
-  const int ops = kOpsPerLayer + (m.config.has_qkv_bias ? kOpsBiasQkv : 0);
-  return std::max(weight_s + kv_s, flops / d.flops) + ops * d.op_overhead_s;
+  return std::max(weight_s + kv_s, flops / d.flops) + layer_ops(m, 1) * d.op_overhead_s;
 }
 
 double output_decode_s(const ModelShape& m, const DeviceProfile& d) {
@@ -57,17 +66,32 @@ double stage_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t first
 
 double stage_prefill_s(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, const PlanOptions& o) {
   const double n = static_cast<double>(o.n_prompt);
-  const double chunks = std::max(1.0, std::ceil(n / static_cast<double>(std::max<int64_t>(o.n_batch, 1))));
-  double flops = 0, bytes = static_cast<double>(m.prefix_bytes[static_cast<size_t>(end)] - m.prefix_bytes[static_cast<size_t>(first)]);
-  for (int64_t l = first; l < end; ++l)
+  const double nb = static_cast<double>(std::max<int64_t>(o.n_batch, 1));
+  const double chunks = std::max(1.0, std::ceil(n / nb));
+  // Chunks of nb tokens and a last one of the rest: a chunk reads the experts its tokens route to.
+  const double full = std::floor(n / nb), rest = n - full * nb;
+  const double chunk_tokens = n <= nb ? std::max(n, 1.0) : nb;
+  double flops = 0, bytes = 0, ops = 0;
+  for (int64_t l = first; l < end; ++l) {
     flops += n * m.layer_flops[static_cast<size_t>(l)] + m.attention_flops(n / 2.0) * n;  // causal: mean n/2 keys
+    if (n <= nb) {
+      bytes += m.layer_read_bytes(l, chunk_tokens);
+    } else {
+      bytes += full * m.layer_read_bytes(l, nb) + (rest > 0 ? m.layer_read_bytes(l, rest) : 0.0);
+    }
+  }
+  if (n <= nb) {
+    ops = layer_ops(m, chunk_tokens) * static_cast<double>(end - first);
+  } else {
+    ops = (full * layer_ops(m, nb) + (rest > 0 ? layer_ops(m, rest) : 0.0)) * static_cast<double>(end - first);
+  }
   if (end == m.n_layers()) {
     flops += m.output_flops;  // logits of the last prompt token only
-    bytes += static_cast<double>(m.output_bytes);
+    bytes += chunks * static_cast<double>(m.output_bytes);
+    ops += chunks * kOpsOutput;
   }
-  const int ops = (kOpsPerLayer + (m.config.has_qkv_bias ? kOpsBiasQkv : 0)) * static_cast<int>(end - first) +
-                  (end == m.n_layers() ? kOpsOutput : 0) + (first == 0 ? kOpsInput : 0);
-  return std::max(flops / d.flops, chunks * bytes / d.bandwidth_Bps) + chunks * ops * d.op_overhead_s;
+  if (first == 0) ops += chunks * kOpsInput;
+  return std::max(flops / d.flops, bytes / d.bandwidth_Bps) + ops * d.op_overhead_s;
 }
 
 double hop_bytes_per_token(const ModelShape& m, const PlanOptions& o) {

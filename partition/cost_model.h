@@ -1,4 +1,6 @@
-// Predicted times. Decode is memory-bound: a stage reads all its weights once per token, plus
+// Predicted times. Decode is memory-bound: a stage reads its weights once per token (a mixture of
+// experts: all but the experts, plus n_expert_used of n_expert of them: layer_matrix_bytes and
+// ModelShape::layer_read_bytes(l, 1)), plus
 // its KV cache up to the current position; if its FLOPs at the device's matmul rate take longer,
 // that counts instead (per layer: max of the two), plus a fixed cost per kernel call:
 //   layer = max(sum over the layer's matrices of bytes / matvec rate of their type
@@ -8,7 +10,8 @@
 // (a hand-written profile without them uses bw for both rates and no overhead).
 // Decode predictions are at the mean position of a full context (n_ctx / 2).
 // Prefill is compute-bound: FLOPs of n_prompt tokens (matmuls + causal attention) at the
-// device's rate, but never faster than reading the weights once per n_batch chunk.
+// device's rate, but never faster than reading the weights once per n_batch chunk (with experts:
+// the expected share of them a chunk's tokens route to, ModelShape::layer_read_bytes).
 // A hop moves one hidden state [n_tokens, n_embd] (act_bytes each) over the link: latency +
 // bytes / bandwidth. The coordinator sends token ids to stage 0 and gets the sampled token back
 // from the last stage (latency only, a few bytes).
@@ -29,6 +32,17 @@ inline constexpr int kOpsBiasQkv = 3;
 // Output: final rmsnorm + output matmul; input: one get_rows of the embedding.
 inline constexpr int kOpsOutput = 2;
 inline constexpr int kOpsInput = 1;
+// qwen3's per-head q and k RMS norms.
+inline constexpr int kOpsQkNorm = 2;
+// A mixture-of-experts FFN replaces the dense one's 4 calls (gate, up, down, silu_mul) by the router
+// (matmul + top-k softmax) and, per expert used, gate, up, down, silu_mul and its weighted add.
+inline constexpr int kOpsDenseFfn = 4;
+inline constexpr int kOpsMoeRouter = 2;
+inline constexpr int kOpsPerExpert = 5;
+
+// Kernel calls of one layer for a batch of n_tokens (experts: the expected number of distinct
+// experts the batch routes to, ModelShape::expert_fraction; one token: n_expert_used).
+double layer_ops(const ModelShape& m, double n_tokens);
 
 // Decode seconds of layer l alone on device d (the terms above), and of the output projection.
 double layer_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t l, const PlanOptions& o);

@@ -28,8 +28,11 @@ StageMemory stage_memory(const ModelShape& m, const DeviceProfile& d, int64_t fi
   s.weights = m.stage_bytes(first, end);
   s.kv = kv_bytes(m, end - first, o);
   const uint64_t nb = static_cast<uint64_t>(std::min(o.n_batch, std::max<int64_t>(o.n_ctx, 1)));
+  // A mixture of experts: each token's gate/up activations for its n_expert_used experts and the router's
+  // n_expert logits instead of the dense FFN's 2 x n_ff.
+  const int64_t ffn = c.is_moe() ? 2 * c.n_expert_used * c.n_ff_exp + c.n_expert : 2 * c.n_ff;
   if (end > first)
-    s.scratch = 4ull * nb * static_cast<uint64_t>(2 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * c.n_ff);
+    s.scratch = 4ull * nb * static_cast<uint64_t>(2 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + ffn);
   if (end == m.n_layers()) s.scratch += 4ull * static_cast<uint64_t>(c.n_vocab) * static_cast<uint64_t>(o.n_parallel);
   s.overhead = d.overhead_bytes;
   s.margin = std::max<uint64_t>(64ull << 20,

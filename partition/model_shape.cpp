@@ -2,12 +2,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <stdexcept>
 
 #include "kernels/dtype.h"
 #include "model/gguf.h"
 #include "model/synth.h"
-#include "model/weights.h"
 #include "partition/shapes.h"
 
 namespace herd::partition {
@@ -78,6 +78,40 @@ uint64_t ModelShape::kv_bytes_per_token_layer(double elem_bytes) const {
   return static_cast<uint64_t>(2.0 * elem_bytes * static_cast<double>(config.kv_dim()));
 }
 
+double ModelShape::expert_fraction(double n_tokens) const {
+  if (config.n_expert <= 0) return 1.0;
+  const double p = static_cast<double>(config.n_expert_used) / static_cast<double>(config.n_expert);
+  // Each token leaves a given expert out with probability 1 - k/E; n tokens independently.
+  return 1.0 - std::pow(1.0 - p, std::max(n_tokens, 1.0));
+}
+
+double ModelShape::layer_read_bytes(int64_t l, double n_tokens) const {
+  const size_t i = static_cast<size_t>(l);
+  const double all = static_cast<double>(layer_bytes[i]);
+  const double exps = i < layer_expert_bytes.size() ? static_cast<double>(layer_expert_bytes[i]) : 0.0;
+  return all - exps + exps * expert_fraction(n_tokens);
+}
+
+double ModelShape::decode_read_bytes() const {
+  double b = static_cast<double>(output_bytes) + (config.tied_embeddings ? static_cast<double>(embd_bytes) : 0.0);
+  for (int64_t l = 0; l < n_layers(); ++l) b += layer_read_bytes(l, 1);
+  return b;
+}
+
+namespace {
+
+// "blk.<n>.<rest>": n, or -1 for a tensor outside the layers.
+int64_t layer_of(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return -1;
+  size_t i = 4;
+  int64_t n = 0;
+  if (i >= name.size() || !std::isdigit(static_cast<unsigned char>(name[i]))) return -1;
+  while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i]))) n = n * 10 + (name[i++] - '0');
+  return i < name.size() && name[i] == '.' ? n : -1;
+}
+
+}  // namespace
+
 ModelShape shape_from_gguf(const model::GgufFile& f, const model::ModelConfig& c) {
   ModelShape s;
   s.config = c;
@@ -88,30 +122,39 @@ ModelShape shape_from_gguf(const model::GgufFile& f, const model::ModelConfig& c
     if (!t) throw std::runtime_error(f.path() + ": missing tensor " + n);
     return t->n_bytes;
   };
-  auto elems_of = [&](const std::string& n) -> double {
-    const auto* t = f.find_tensor(n);
-    return t ? static_cast<double>(t->n_elements()) : 0.0;
-  };
   s.per_stage_bytes = 0;
   if (f.find_tensor("rope_freqs.weight")) s.per_stage_bytes = bytes_of("rope_freqs.weight");
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    // Every tensor of the one-layer stage, minus what every stage holds: exactly weights.cpp's list.
-    const model::LayerRange r{l, l + 1, false, false};
-    uint64_t b = 0;
-    double flops = 0;
-    std::vector<ModelShape::TypeBytes> mats;
-    for (const auto& n : model::stage_tensor_names(f, c, r)) {
-      if (n == "rope_freqs.weight") continue;
-      b += bytes_of(n);
-      const auto* t = f.find_tensor(n);
-      if (t->ne.size() == 2) {
-        flops += 2.0 * elems_of(n);
-        add_type_bytes(mats, t->type, t->n_bytes);
-      }
+  const size_t L = static_cast<size_t>(c.n_layers);
+  s.layer_bytes.assign(L, 0);
+  s.layer_flops.assign(L, 0.0);
+  s.layer_expert_bytes.assign(L, 0);
+  s.layer_matrix_bytes.assign(L, {});
+  // Every blk.<i>.* tensor is layer i's (what model::stage_tensor_names lists for the architecture,
+  // whichever it is); a tensor of a layer past n_layers is nobody's and an error.
+  for (const auto& t : f.tensors()) {
+    const int64_t l = layer_of(t.name);
+    if (l < 0) continue;
+    if (l >= c.n_layers)
+      throw std::runtime_error(f.path() + ": tensor " + t.name + " is beyond the model's " +
+                               std::to_string(c.n_layers) + " layers");
+    const size_t i = static_cast<size_t>(l);
+    s.layer_bytes[i] += t.n_bytes;
+    const double elems = static_cast<double>(t.n_elements());
+    if (t.ne.size() == 2) {
+      s.layer_flops[i] += 2.0 * elems;
+      add_type_bytes(s.layer_matrix_bytes[i], t.type, t.n_bytes);
+    } else if (t.ne.size() == 3) {
+      // An expert tensor: ne[2] experts of one [ne[0], ne[1]] matrix each; a token uses k of them.
+      if (!c.is_moe() || t.ne[2] != c.n_expert)
+        throw std::runtime_error(f.path() + ": tensor " + t.name + " has " + std::to_string(t.ne[2]) +
+                                 " experts but the model has " + std::to_string(c.n_expert));
+      const uint64_t k = static_cast<uint64_t>(c.n_expert_used), E = static_cast<uint64_t>(c.n_expert);
+      s.layer_expert_bytes[i] += t.n_bytes;
+      s.layer_flops[i] += 2.0 * elems * static_cast<double>(k) / static_cast<double>(E);
+      add_type_bytes(s.layer_matrix_bytes[i], t.type, t.n_bytes / E * k);  // n_bytes is E whole experts
+    } else if (t.ne.size() > 3) {
+      throw std::runtime_error(f.path() + ": tensor " + t.name + " has " + std::to_string(t.ne.size()) + " dimensions");
     }
-    s.layer_matrix_bytes.push_back(std::move(mats));
-    s.layer_bytes.push_back(b);
-    s.layer_flops.push_back(flops);
   }
   s.embd_bytes = bytes_of("token_embd.weight");
   s.output_bytes = bytes_of("output_norm.weight") + (c.tied_embeddings ? 0 : bytes_of("output.weight"));
@@ -129,29 +172,51 @@ ModelShape shape_from_config(const model::ModelConfig& c, const std::string& typ
   s.type = upper(type);
   s.name = c.name + " " + s.type;
   const int64_t d = c.n_embd, q = c.q_dim(), kv = c.kv_dim(), ff = c.n_ff;
+  const int64_t E = c.n_expert, k = c.n_expert_used, ffe = c.n_ff_exp;
+  if (c.is_moe() && (k <= 0 || k > E || ffe <= 0))
+    throw std::invalid_argument(c.name + ": a mixture of experts needs 0 < experts per token <= experts and an expert FFN size");
   const uint64_t norm = 4ull * static_cast<uint64_t>(d);
+  const bool qk_norm = c.has_qk_norm || c.arch == "qwen3" || c.arch == "qwen3moe";  // as model::synth_tensors
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const int64_t gqa = c.n_heads / c.n_kv_heads;
-    const DType v_t = model::layer_matrix_type(mix, model::MixRole::AttnV, l, c.n_layers, gqa);
-    const DType o_t = model::layer_matrix_type(mix, model::MixRole::AttnOutput, l, c.n_layers, gqa);
-    const DType down_t = model::layer_matrix_type(mix, model::MixRole::FfnDown, l, c.n_layers, gqa);
+    const DType k_t = model::layer_matrix_type(mix, model::MixRole::AttnK, l, c.n_layers, gqa, E);
+    const DType v_t = model::layer_matrix_type(mix, model::MixRole::AttnV, l, c.n_layers, gqa, E);
+    const DType o_t = model::layer_matrix_type(mix, model::MixRole::AttnOutput, l, c.n_layers, gqa, E);
+    const DType down_t = model::layer_matrix_type(mix, model::MixRole::FfnDown, l, c.n_layers, gqa, E);
+    std::vector<ModelShape::TypeBytes> mats;  // what one decode token reads
     uint64_t b = 2 * norm;                       // attn_norm, ffn_norm (f32)
-    b += matrix_bytes(mix.base, q, d);           // attn_q   [q rows, d cols]
-    b += matrix_bytes(mix.base, kv, d);          // attn_k
-    b += matrix_bytes(v_t, kv, d);               // attn_v
-    b += matrix_bytes(o_t, d, q);                // attn_output
-    b += 2 * matrix_bytes(mix.base, ff, d);      // ffn_gate, ffn_up
-    b += matrix_bytes(down_t, d, ff);            // ffn_down
+    if (qk_norm) b += 2ull * 4 * static_cast<uint64_t>(c.head_dim);  // attn_q_norm, attn_k_norm
     if (c.has_qkv_bias) b += 4ull * static_cast<uint64_t>(q + 2 * kv);
-    std::vector<ModelShape::TypeBytes> mats;
-    add_type_bytes(mats, mix.base, matrix_bytes(mix.base, q, d) + matrix_bytes(mix.base, kv, d) +
-                                       2 * matrix_bytes(mix.base, ff, d));
-    add_type_bytes(mats, v_t, matrix_bytes(v_t, kv, d));
-    add_type_bytes(mats, o_t, matrix_bytes(o_t, d, q));
-    add_type_bytes(mats, down_t, matrix_bytes(down_t, d, ff));
+    auto matrix = [&](DType t, int64_t rows, int64_t cols) {
+      const uint64_t mb = matrix_bytes(t, rows, cols);
+      add_type_bytes(mats, t, mb);
+      b += mb;
+    };
+    matrix(mix.base, q, d);   // attn_q   [q rows, d cols]
+    matrix(k_t, kv, d);       // attn_k
+    matrix(v_t, kv, d);       // attn_v
+    matrix(o_t, d, q);        // attn_output
+    double flops = 2.0 * static_cast<double>(2 * q * d + 2 * kv * d);
+    uint64_t experts = 0;
+    if (c.is_moe()) {
+      matrix(DType::F32, E, d);  // ffn_gate_inp, the router (never quantized)
+      flops += 2.0 * static_cast<double>(E * d) + 2.0 * static_cast<double>(k * 3 * ffe * d);
+      // ffn_gate_exps, ffn_up_exps [d, ffe, E]; ffn_down_exps [ffe, d, E]: E matrices each.
+      const uint64_t gate = matrix_bytes(mix.base, ffe, d), down = matrix_bytes(down_t, d, ffe);
+      experts = static_cast<uint64_t>(E) * (2 * gate + down);
+      b += experts;
+      add_type_bytes(mats, mix.base, static_cast<uint64_t>(k) * 2 * gate);
+      add_type_bytes(mats, down_t, static_cast<uint64_t>(k) * down);
+    } else {
+      matrix(mix.base, ff, d);  // ffn_gate
+      matrix(mix.base, ff, d);  // ffn_up
+      matrix(down_t, d, ff);    // ffn_down
+      flops += 2.0 * static_cast<double>(3 * ff * d);
+    }
     s.layer_matrix_bytes.push_back(std::move(mats));
     s.layer_bytes.push_back(b);
-    s.layer_flops.push_back(2.0 * static_cast<double>(2 * q * d + 2 * kv * d + 3 * ff * d));
+    s.layer_expert_bytes.push_back(experts);
+    s.layer_flops.push_back(flops);
   }
   s.embd_bytes = matrix_bytes(mix.embd, c.n_vocab, d);
   s.output_bytes = norm + (c.tied_embeddings ? 0 : matrix_bytes(mix.output, c.n_vocab, d));

@@ -49,10 +49,22 @@ const char* kColors[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", 
                          "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#17becf"};
 const char* color(int i) { return kColors[static_cast<size_t>(i) % (sizeof kColors / sizeof kColors[0])]; }
 
-std::string header(const ModelShape& m, const Cluster& c, const PlanOptions& o) {
+// A mixture of experts: what a decode token reads of the weights (the cost model's bytes).
+std::string experts_line(const ModelShape& m) {
+  const auto& k = m.config;
+  if (!k.is_moe()) return "";
+  return fmt("experts: %lld per layer, %lld per token: a decode token reads %.2f GB of the %.2f GB of weights\n",
+             (long long)k.n_expert, (long long)k.n_expert_used, m.decode_read_bytes() / 1e9, gbf(m.total_bytes()));
+}
+
+std::string header_line(const ModelShape& m, const Cluster& c, const PlanOptions& o) {
   return fmt("model: %s (%lld layers, %.2f GB of weights), %zu devices, context %lld x %lld sequence%s, KV %s, prompt %lld\n",
              m.name.c_str(), (long long)m.n_layers(), gbf(m.total_bytes()), c.devices.size(), (long long)o.n_ctx,
              (long long)o.n_parallel, o.n_parallel == 1 ? "" : "s", o.kv_type.c_str(), (long long)o.n_prompt);
+}
+
+std::string header(const ModelShape& m, const Cluster& c, const PlanOptions& o) {
+  return header_line(m, c, o) + experts_line(m);
 }
 
 }  // namespace
@@ -115,8 +127,11 @@ std::string format_compare(const std::vector<StrategyOutcome>& rs, const ModelSh
 
 std::string plan_json(const std::vector<StrategyOutcome>& rs, const ModelShape& m, const Cluster& c, const PlanOptions& o) {
   std::string j = "{\n";
-  j += "  \"model\": {\"name\": " + json_str(m.name) + fmt(", \"layers\": %lld, \"weight_bytes\": %llu},\n",
-                                                            (long long)m.n_layers(), (unsigned long long)m.total_bytes());
+  j += "  \"model\": {\"name\": " + json_str(m.name) +
+       fmt(", \"layers\": %lld, \"weight_bytes\": %llu, \"experts\": %lld, \"experts_used\": %lld, "
+           "\"decode_read_bytes\": %.0f},\n",
+           (long long)m.n_layers(), (unsigned long long)m.total_bytes(), (long long)m.config.n_expert,
+           (long long)m.config.n_expert_used, m.decode_read_bytes());
   j += fmt("  \"options\": {\"ctx\": %lld, \"parallel\": %lld, \"kv_type\": %s, \"prompt\": %lld},\n", (long long)o.n_ctx,
            (long long)o.n_parallel, json_str(o.kv_type).c_str(), (long long)o.n_prompt);
   j += "  \"devices\": [";

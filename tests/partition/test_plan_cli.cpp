@@ -63,6 +63,26 @@ TEST(PlanCli, Llama405BOnTheDocsCluster) {
   EXPECT_NE(r.out.find("optimal"), std::string::npos);
 }
 
+// docs/planner.md's mixture-of-experts scenario: the numbers the doc quotes come from this run.
+TEST(PlanCli, Qwen3MoeOnTheHomeCluster) {
+  const std::string cl = std::string(HERD_SOURCE_DIR) + "/docs/clusters/235b-home-4-boxes.txt";
+  HERD_REQUIRE_FILE(cl);
+  auto r = run_process({herd_bin(), "plan", "--shape", "qwen3-235b-a22b", "--type", "Q2_K", "--cluster", cl}, 30);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("94 layers"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("experts: 128 per layer, 8 per token"), std::string::npos) << r.out;
+  // Decode is bounded by the ~8.4 GB a token reads at the 60 GB/s of the desktops: 140 ms + KV + hops;
+  // reading all 86 GB would be ~1.4 s per token.
+  const auto at = r.out.find("predicted decode:");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const double tok_s = std::stod(r.out.substr(at + 17));
+  EXPECT_GT(tok_s, 5.0) << r.out;
+  EXPECT_LT(tok_s, 60.0 / 8.0) << r.out;
+  r = run_process({herd_bin(), "plan", "--shape", "mixtral-8x7b", "--type", "Q4_K_M", "--cluster", cl, "--json"}, 30);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"experts\": 8, \"experts_used\": 2"), std::string::npos) << r.out;
+}
+
 TEST(PlanCli, ErrorsAreClear) {
   const auto cl = write_temp("small3.txt", kSmallCluster);
   auto r = run_process({herd_bin(), "plan", "--shape", "llama3.1-405b", "--cluster", cl}, 30);

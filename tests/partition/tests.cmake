@@ -2,6 +2,7 @@
 herd_add_test(test_partition SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/test_profile.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_model_shape.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_moe_shape.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_strategies.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_plan_cli.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_cost_model.cpp
