@@ -54,7 +54,8 @@ class Stage {
   void reset_cache();
 
   // Blocks of a layer recipe (recipe.h), over the current batch; il is the stage-local layer.
-  // x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)), per sequence.
+  // x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)), per sequence; options:
+  // q/k/v biases after the projections, an RMS norm of each q and k head before rope.
   void self_attention(int64_t il, const AttentionOptions& o);
   // x += Wdown · (silu(Wgate·norm(x)) * Wup·norm(x)).
   void swiglu_ffn(int64_t il);
