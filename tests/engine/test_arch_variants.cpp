@@ -19,6 +19,7 @@
 #include "coordinator/replay.h"
 #include "engine/pipeline.h"
 #include "engine/sampler.h"
+#include "engine/stage.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "model/tokenizer.h"
@@ -244,6 +245,33 @@ TEST(MoeSplit, BitIdenticalToOneStage) {
     }
     std::filesystem::remove(path);
   }
+}
+
+// Routing ties go to the lower expert index: with a router of zeros every expert has p = 1/n, so
+// experts 0 and 1 must be the ones chosen. The others are pointed at NaNs: choosing any of them
+// would poison the logits.
+TEST(MoeRouting, TiesGoToTheLowerExpertIndex) {
+  const std::string path = temp_file("ties.gguf");
+  test::write_tiny_model(spec_named("qwen3moe"), test::model_path("stories260K.gguf"), path);
+  auto f = model::GgufFile::open(path);
+  const auto cfg = model::load_config(*f);
+  ASSERT_EQ(cfg.n_expert_used, 2);
+  model::StageWeights w = model::load_stage_weights(*f, cfg, {0, cfg.n_layers, true, true});
+  w.file_mapped = false;  // some matrices now point at our buffers
+  const std::vector<float> zeros(static_cast<size_t>(cfg.n_expert * cfg.n_embd), 0.0f);
+  const std::vector<float> nans(static_cast<size_t>(cfg.n_ff_exp * cfg.n_embd), std::nanf(""));
+  for (auto& l : w.layers) {
+    l.w_router.data = zeros.data();
+    for (int64_t e = cfg.n_expert_used; e < cfg.n_expert; ++e)
+      for (auto* m : {&l.e_gate[e], &l.e_up[e], &l.e_down[e]}) m->data = nans.data();
+  }
+  auto be = make_reference_backend();
+  Stage stage(cfg, std::move(w), *be, KvOptions{16});
+  std::vector<float> logits;
+  const auto& toks = test::tiny_model_tokens();
+  stage.forward(toks.data(), nullptr, 6, 0, true, logits);
+  for (float v : logits) ASSERT_TRUE(std::isfinite(v)) << "an expert past the first two was chosen";
+  std::filesystem::remove(path);
 }
 
 // What a malformed mixture of experts is refused with: the key or the tensor, named.
