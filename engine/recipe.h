@@ -13,6 +13,7 @@ class Stage;
 
 struct AttentionOptions {
   bool qkv_bias = false;  // add bq/bk/bv after the projections (qwen2)
+  bool qk_norm = false;   // RMS-norm every q and k head (weights q_norm/k_norm) before rope (qwen3)
 };
 
 // One layer (stage-local index il) over the stage's current batch.

@@ -22,8 +22,16 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
   // backend's get_rows then reads, so the dropped pages are not faulted back in (as whole large
   // page-cache folios: the table would be held twice).
   std::vector<WeightMatrix*> ms;
-  for (auto& l : w_.layers)
-    for (WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) ms.push_back(m);
+  for (auto& l : w_.layers) {
+    for (WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo}) ms.push_back(m);
+    if (config_.is_moe()) {
+      ms.push_back(&l.w_router);
+      for (auto* experts : {&l.e_gate, &l.e_up, &l.e_down})
+        for (WeightMatrix& m : *experts) ms.push_back(&m);
+    } else {
+      for (WeightMatrix* m : {&l.w_gate, &l.w_up, &l.w_down}) ms.push_back(m);
+    }
+  }
   if (w_.range.output) ms.push_back(&w_.output);
   // Every matrix is asked for before the first batch: a type the backend lacks falls back to the
   // host reference (backend_for), or is a clear error on a device backend, now and not mid-request.
@@ -153,6 +161,17 @@ void Stage::self_attention(int64_t il, const AttentionOptions& o) {
     be_.add_bias(k, n, kvd, w.bk.data(), kvd);
     be_.add_bias(v, n, kvd, w.bv.data(), kvd);
   }
+  if (o.qk_norm) {
+    if (w.q_norm.empty()) throw std::logic_error("Stage::self_attention: the stage's weights have no q/k norms");
+    // [n, heads * head_dim] is [n * heads, head_dim]: one norm per head, into a buffer of its own
+    // (Backend::rmsnorm does not promise that out may alias x).
+    float* qn = scratch(qk_normed_, n * (qd + kvd));
+    float* kn = qn + n * qd;
+    be_.rmsnorm(q, c.head_dim, w.q_norm.data(), n * c.n_heads, c.head_dim, c.rms_eps, qn, c.head_dim);
+    be_.rmsnorm(k, c.head_dim, w.k_norm.data(), n * c.n_kv_heads, c.head_dim, c.rms_eps, kn, c.head_dim);
+    q = qn;
+    k = kn;
+  }
   RopeParams rp;
   rp.mode = c.rope_mode;
   rp.n_rot = c.n_rot;
@@ -180,6 +199,7 @@ void Stage::self_attention(int64_t il, const AttentionOptions& o) {
 void Stage::swiglu_ffn(int64_t il) {
   const auto& c = config_;
   const auto& w = w_.layers[static_cast<size_t>(il)];
+  if (!w.w_gate.data) throw std::logic_error("Stage::swiglu_ffn: the stage's weights have no dense feed-forward");
   const int64_t n = n_, d = c.n_embd;
   float* x = x_.as<float>();
   float* cur = scratch(cur_, n * d);

@@ -54,10 +54,16 @@ class Stage {
   void reset_cache();
 
   // Blocks of a layer recipe (recipe.h), over the current batch; il is the stage-local layer.
-  // x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)), per sequence.
+  // x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)), per sequence; options:
+  // q/k/v biases after the projections, an RMS norm of each q and k head before rope.
   void self_attention(int64_t il, const AttentionOptions& o);
   // x += Wdown · (silu(Wgate·norm(x)) * Wup·norm(x)).
   void swiglu_ffn(int64_t il);
+  // Mixture of SwiGLU experts (engine/moe_ffn.cpp): per token, p = softmax(Wrouter·norm(x)) over
+  // all experts, the n_expert_used largest p chosen (ties: the lower expert index first), and
+  // x += sum over the chosen, in that rank order, of (p_e / sum of chosen p) · expert_e(norm(x)).
+  // The rows that chose an expert run through its matrices in one call.
+  void moe_ffn(int64_t il);
 
  private:
   float* scratch(Buffer& b, int64_t floats);
@@ -79,6 +85,15 @@ class Stage {
   int64_t n_ = 0;
   // Activations in the backend's memory, grown on demand: [n, dim] row-major.
   Buffer x_, cur_, q_, k_, v_, attn_, gate_, up_;
+  Buffer qk_normed_;         // self_attention with qk_norm: normed q [n, q_dim] then k [n, kv_dim]
+  Buffer moe_in_, moe_out_;  // moe_ffn: one expert's gathered rows [m, n_embd]; outputs [n, n_expert_used, n_embd]
+  Buffer router_logits_;     // moe_ffn: [n, n_expert]
+  // moe_ffn's routing on the host: per (token, rank) the expert and its weight [n, n_expert_used];
+  // one token's probabilities [n_expert]; per expert the (token, rank) slots that chose it.
+  std::vector<float> route_w_, probs_;
+  std::vector<int32_t> route_e_;
+  std::vector<uint8_t> taken_;
+  std::vector<std::vector<int64_t>> expert_slots_;
   std::vector<int32_t> one_seq_;  // forward(tokens, ...)'s token copy
   Batch one_batch_;
 };

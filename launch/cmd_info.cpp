@@ -1,4 +1,5 @@
 // herd info: what a GGUF file holds and what it needs to run.
+#include <algorithm>
 #include <cstdio>
 #include <map>
 
@@ -68,7 +69,7 @@ int cmd_info(const Args& args) {
   std::printf("rope:         %s, base %g, scale %g, %lld dims; rms eps %g; %s embeddings%s\n",
               c.rope_mode == RopeMode::Neox ? "neox" : "normal", c.rope_freq_base, c.rope_freq_scale,
               (long long)c.n_rot, c.rms_eps, c.tied_embeddings ? "tied" : "separate output",
-              c.has_qkv_bias ? ", qkv bias" : "");
+              c.has_qkv_bias ? ", qkv bias" : c.has_qk_norm ? ", q/k norms" : "");
   std::printf("tokenizer:    %s (pre: %s)", f->get_string("tokenizer.ggml.model").value_or("?").c_str(),
               f->get_string("tokenizer.ggml.pre").value_or("default").c_str());
   if (auto tmpl = f->get_string("tokenizer.chat_template")) {
@@ -81,12 +82,30 @@ int cmd_info(const Args& args) {
   for (const auto& [name, e] : by_type) std::printf("  %s: %d (%.1f MiB)", name.c_str(), e.first, mib(e.second));
   std::printf("\n");
 
-  if (n_ctx <= 0) n_ctx = default_context(c);
   const uint64_t run_weights = model::stage_weight_bytes(*f, c, {0, c.n_layers, true, true});
+  if (c.is_moe()) {
+    // A token reads every shared weight and, per layer, the n_expert_used experts it was routed
+    // to: that share of the expert tensors (all experts are equally large).
+    uint64_t expert_bytes = 0;
+    for (int64_t l = 0; l < c.n_layers; ++l)
+      for (const char* t : {"ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"})
+        if (const auto* info = f->find_tensor(model::layer_tensor(l, t))) expert_bytes += info->n_bytes;
+    const uint64_t active = run_weights - expert_bytes + expert_bytes / c.n_expert * c.n_expert_used;
+    std::printf("experts:      %lld (%lld active per token), expert FFN %lld; weights read per token %.1f MiB of "
+                "%.1f MiB (shared %.1f MiB + %lld of %lld experts per layer)\n",
+                (long long)c.n_expert, (long long)c.n_expert_used, (long long)c.n_ff_exp, mib(active),
+                mib(run_weights), mib(run_weights - expert_bytes), (long long)c.n_expert_used, (long long)c.n_expert);
+  }
+
+  if (n_ctx <= 0) n_ctx = default_context(c);
   const uint64_t kv = 2ull * sizeof(float) * c.n_layers * n_ctx * c.kv_dim();
-  // Scratch: per batch token x, cur, q, k, v, attn, gate, up rows; plus one row of logits.
-  const uint64_t scratch =
-      4ull * n_batch * (2 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * c.n_ff) + 4ull * c.n_vocab;
+  // Scratch: per batch token x, cur, q, k, v, attn, gate, up rows (q/k norms: normed q and k;
+  // experts: router logits, a gathered row and n_expert_used outputs); plus one row of logits.
+  const int64_t ff = std::max(c.n_ff, c.is_moe() ? c.n_ff_exp : 0);
+  const int64_t per_token = 2 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * ff +
+                            (c.has_qk_norm ? c.q_dim() + c.kv_dim() : 0) +
+                            (c.is_moe() ? c.n_expert + (1 + c.n_expert_used) * c.n_embd : 0);
+  const uint64_t scratch = 4ull * n_batch * static_cast<uint64_t>(per_token) + 4ull * c.n_vocab;
   std::printf("memory at context %lld: weights %.1f MiB + KV cache %.1f MiB (f32) + scratch %.1f MiB = %.1f MiB\n",
               (long long)n_ctx, mib(run_weights), mib(kv), mib(scratch), mib(run_weights + kv + scratch));
   return 0;

@@ -94,7 +94,10 @@ ModelConfig load_config(const GgufFile& f) {
     check_positive(f, p + "expert_count", c.n_expert, 4096);
     c.n_expert_used = require_int(f, p + "expert_used_count");
     check_positive(f, p + "expert_used_count", c.n_expert_used, c.n_expert);
-    c.n_ff_exp = f.get_int(p + "expert_feed_forward_length").value_or(c.n_ff);
+    // Without the key, llama.cpp's experts are feed_forward_length wide for llama (Mixtral) and
+    // feed_forward_length / expert_used_count for qwen3moe; the tensors' shapes are then checked.
+    c.n_ff_exp = f.get_int(p + "expert_feed_forward_length")
+                     .value_or(c.arch == "qwen3moe" ? c.n_ff / c.n_expert_used : c.n_ff);
     check_positive(f, p + "expert_feed_forward_length", c.n_ff_exp, 1 << 22);
     if (auto g = f.get_int(p + "expert_gating_func"); g && *g != 1)  // llama.cpp: 1 softmax, 2 sigmoid
       throw std::runtime_error(f.path() + ": " + p + "expert_gating_func " + std::to_string(*g) +

@@ -39,7 +39,7 @@ struct ModelConfig {
   // chosen ones (both Mixtral and Qwen3-MoE GGUFs ask for this).
   int64_t n_expert = 0;
   int64_t n_expert_used = 0;
-  int64_t n_ff_exp = 0;          // expert_feed_forward_length (n_ff when the file has none)
+  int64_t n_ff_exp = 0;          // expert_feed_forward_length (without it: as llama.cpp, arch.cpp)
   bool tied_embeddings = false;  // no output.weight: the output projection reuses token_embd
 
   int64_t q_dim() const { return n_heads * head_dim; }

@@ -40,6 +40,31 @@ WeightMatrix matrix(const GgufFile& f, const std::string& name, int64_t cols, in
   return w;
 }
 
+// The n_expert matrices of a 3-D expert tensor (GGUF ne [cols, rows, n_expert]): expert e's rows
+// are the contiguous bytes [e * rows * row_bytes, (e + 1) * rows * row_bytes) of the tensor.
+std::vector<WeightMatrix> expert_matrices(const GgufFile& f, const std::string& name, int64_t cols, int64_t rows,
+                                          int64_t n_expert) {
+  const GgufTensorInfo& t = require(f, name);
+  if (t.ne.size() != 3 || t.ne[0] != cols || t.ne[1] != rows || t.ne[2] != n_expert)
+    throw std::runtime_error(f.path() + ": tensor " + name + " has shape " + shape_str(t.ne) + ", expected [" +
+                             std::to_string(cols) + ", " + std::to_string(rows) + ", " + std::to_string(n_expert) + "]");
+  const size_t stride = row_bytes(t.type, cols), expert_bytes = stride * static_cast<size_t>(rows);
+  if (t.n_bytes != expert_bytes * static_cast<size_t>(n_expert))
+    throw std::runtime_error(f.path() + ": tensor " + name + " holds " + std::to_string(t.n_bytes) + " bytes, expected " +
+                             std::to_string(expert_bytes * static_cast<size_t>(n_expert)));
+  const auto* base = static_cast<const uint8_t*>(f.tensor_data(t));
+  std::vector<WeightMatrix> out(static_cast<size_t>(n_expert));
+  for (int64_t e = 0; e < n_expert; ++e) {
+    WeightMatrix& w = out[static_cast<size_t>(e)];
+    w.type = t.type;
+    w.data = base + static_cast<size_t>(e) * expert_bytes;
+    w.rows = rows;
+    w.cols = cols;
+    w.row_stride = stride;
+  }
+  return out;
+}
+
 // A 1-D tensor of n values, converted to f32 (norm weights and biases are tiny).
 std::vector<float> vector_f32(const GgufFile& f, const std::string& name, int64_t n) {
   const GgufTensorInfo& t = require(f, name);
@@ -59,14 +84,24 @@ void for_each_stage_tensor(const GgufFile& f, const ModelConfig& c, const LayerR
     if (!c.tied_embeddings) fn("output.weight");
   }
   if (r.size() > 0 && f.find_tensor("rope_freqs.weight")) fn("rope_freqs.weight");
-  static const char* kLayer[] = {"attn_norm.weight", "attn_q.weight",   "attn_k.weight", "attn_v.weight",
-                                 "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight",
-                                 "ffn_down.weight"};
+  static const char* kLayer[] = {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+                                 "attn_output.weight", "ffn_norm.weight"};
   static const char* kBias[] = {"attn_q.bias", "attn_k.bias", "attn_v.bias"};
+  static const char* kQkNorm[] = {"attn_q_norm.weight", "attn_k_norm.weight"};
+  static const char* kDense[] = {"ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+  // Each 3-D expert tensor is one name: a stage maps (and a worker is sent) all experts of its layers.
+  static const char* kMoe[] = {"ffn_gate_inp.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight",
+                               "ffn_down_exps.weight"};
   for (int64_t l = r.first; l < r.end; ++l) {
     for (const char* w : kLayer) fn(layer_tensor(l, w));
     if (c.has_qkv_bias)
       for (const char* b : kBias) fn(layer_tensor(l, b));
+    if (c.has_qk_norm)
+      for (const char* n : kQkNorm) fn(layer_tensor(l, n));
+    if (c.is_moe())
+      for (const char* m : kMoe) fn(layer_tensor(l, m));
+    else
+      for (const char* m : kDense) fn(layer_tensor(l, m));
   }
 }
 
@@ -114,10 +149,21 @@ StageWeights load_stage_weights(const GgufFile& f, const ModelConfig& c, const L
       w.bk = vector_f32(f, layer_tensor(l, "attn_k.bias"), c.kv_dim());
       w.bv = vector_f32(f, layer_tensor(l, "attn_v.bias"), c.kv_dim());
     }
+    if (c.has_qk_norm) {
+      w.q_norm = vector_f32(f, layer_tensor(l, "attn_q_norm.weight"), c.head_dim);
+      w.k_norm = vector_f32(f, layer_tensor(l, "attn_k_norm.weight"), c.head_dim);
+    }
     w.ffn_norm = vector_f32(f, layer_tensor(l, "ffn_norm.weight"), c.n_embd);
-    w.w_gate = matrix(f, layer_tensor(l, "ffn_gate.weight"), c.n_embd, c.n_ff);
-    w.w_up = matrix(f, layer_tensor(l, "ffn_up.weight"), c.n_embd, c.n_ff);
-    w.w_down = matrix(f, layer_tensor(l, "ffn_down.weight"), c.n_ff, c.n_embd);
+    if (c.is_moe()) {
+      w.w_router = matrix(f, layer_tensor(l, "ffn_gate_inp.weight"), c.n_embd, c.n_expert);
+      w.e_gate = expert_matrices(f, layer_tensor(l, "ffn_gate_exps.weight"), c.n_embd, c.n_ff_exp, c.n_expert);
+      w.e_up = expert_matrices(f, layer_tensor(l, "ffn_up_exps.weight"), c.n_embd, c.n_ff_exp, c.n_expert);
+      w.e_down = expert_matrices(f, layer_tensor(l, "ffn_down_exps.weight"), c.n_ff_exp, c.n_embd, c.n_expert);
+    } else {
+      w.w_gate = matrix(f, layer_tensor(l, "ffn_gate.weight"), c.n_embd, c.n_ff);
+      w.w_up = matrix(f, layer_tensor(l, "ffn_up.weight"), c.n_embd, c.n_ff);
+      w.w_down = matrix(f, layer_tensor(l, "ffn_down.weight"), c.n_ff, c.n_embd);
+    }
     s.layers.push_back(std::move(w));
   }
   return s;

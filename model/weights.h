@@ -28,11 +28,20 @@ struct LayerWeights {
   WeightMatrix wk;               // [kv_dim, n_embd]
   WeightMatrix wv;               // [kv_dim, n_embd]
   WeightMatrix wo;               // [n_embd, q_dim]
-  std::vector<float> bq, bk, bv; // qwen2 only: [q_dim], [kv_dim], [kv_dim]
+  std::vector<float> bq, bk, bv; // has_qkv_bias only: [q_dim], [kv_dim], [kv_dim]
+  std::vector<float> q_norm, k_norm;  // has_qk_norm only: [head_dim] each, shared by every head
   std::vector<float> ffn_norm;   // [n_embd]
+  // Dense feed-forward (config.is_moe() false):
   WeightMatrix w_gate;           // [n_ff, n_embd]
   WeightMatrix w_up;             // [n_ff, n_embd]
   WeightMatrix w_down;           // [n_embd, n_ff]
+  // Mixture of experts (config.is_moe()): the router and, per expert, a view of its contiguous
+  // 2-D slice of the file's 3-D tensor (GGUF ne [cols, rows, n_expert]), so a backend prepares and
+  // multiplies each expert like any other matrix.
+  WeightMatrix w_router;             // ffn_gate_inp: [n_expert, n_embd]
+  std::vector<WeightMatrix> e_gate;  // ffn_gate_exps: n_expert x [n_ff_exp, n_embd]
+  std::vector<WeightMatrix> e_up;    // ffn_up_exps:   n_expert x [n_ff_exp, n_embd]
+  std::vector<WeightMatrix> e_down;  // ffn_down_exps: n_expert x [n_embd, n_ff_exp]
 };
 
 struct StageWeights {

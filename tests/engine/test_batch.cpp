@@ -129,18 +129,21 @@ TEST(KvCacheShape, RefusesWhatCannotWork) {
 }
 
 struct InvarianceCase {
-  std::string name;  // model file in shared/models, or "tiny-qwen2"
+  std::string name;  // model file in shared/models, or "tiny-NAME" (tests/tools/tiny_models.h)
   std::string isa;
   DType kv;
   std::string split;  // "" = one stage
 };
 
+bool is_tiny(const InvarianceCase& c) { return c.name.rfind("tiny-", 0) == 0; }
+
 std::string model_file(const InvarianceCase& c) {
-  if (c.name != "tiny-qwen2") return test::model_path(c.name);
+  if (!is_tiny(c)) return test::model_path(c.name);
+  const std::string tiny = c.name.substr(5);
   const std::string path = (std::filesystem::temp_directory_path() / ("herd-batch-" + std::to_string(getpid()) +
-                                                                       "-qwen2.gguf")).string();
+                                                                       "-" + tiny + ".gguf")).string();
   for (const auto& spec : test::tiny_model_specs())
-    if (spec.arch == "qwen2") test::write_tiny_model(spec, test::model_path("stories260K.gguf"), path);
+    if (spec.name == tiny) test::write_tiny_model(spec, test::model_path("stories260K.gguf"), path);
   return path;
 }
 
@@ -168,7 +171,7 @@ TEST_P(BatchInvariance, EachSequenceGetsTheLogitsItGetsAlone) {
   EXPECT_EQ("", test::compare_bits(test::run_in_flight(many, scripts, 2), alone)) << "two batches in flight";
   // Slot reuse: sequence 0's slot takes a new sequence from position 0 (a rewind), same bits.
   EXPECT_EQ("", test::compare_bits({test::run_alone(many, scripts[3], 0)}, {alone[3]}));
-  if (c.name == "tiny-qwen2") std::filesystem::remove(path);
+  if (is_tiny(c)) std::filesystem::remove(path);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -179,7 +182,13 @@ INSTANTIATE_TEST_SUITE_P(
                       InvarianceCase{"randk-Q4_0.gguf", "auto", DType::F16, ""},
                       InvarianceCase{"randk-Q4_K_M.gguf", "auto", DType::Q8_0, "0-2,3-3"},
                       InvarianceCase{"randk-Q6_K.gguf", "auto", DType::F32, ""},
-                      InvarianceCase{"tiny-qwen2", "auto", DType::F16, ""}),
+                      InvarianceCase{"tiny-qwen2", "auto", DType::F16, ""},
+                      // Mixtures of experts: tokens of several sequences share expert calls.
+                      InvarianceCase{"tiny-qwen3moe", "scalar", DType::F32, ""},
+                      InvarianceCase{"tiny-qwen3moe", "auto", DType::F16, "0-0,1-1,2-2"},
+                      InvarianceCase{"tiny-qwen3moe-q8", "auto", DType::F16, ""},
+                      InvarianceCase{"tiny-qwen3moe-q8", "auto", DType::Q8_0, "0-1,2-2"},
+                      InvarianceCase{"tiny-mixtral", "auto", DType::F32, ""}),
     [](const auto& info) {
       std::string n = info.param.name + "_" + info.param.isa + "_" + std::string(dtype_name(info.param.kv)) +
                       (info.param.split.empty() ? "" : "_split");

@@ -17,6 +17,7 @@
 #include "model/weights.h"
 #include "tests/engine/batch_schedule.h"
 #include "tests/integration/cluster_util.h"
+#include "tests/tools/tiny_models.h"
 #include "cluster/protocol.h"
 #include "transport/zmq_link.h"
 
@@ -427,6 +428,54 @@ TEST_F(Cluster, WorkerProcessesWithoutTheModelFetchItOnceThenStartFromTheirCache
   }
   std::filesystem::remove_all(d0);
   std::filesystem::remove_all(d1);
+}
+
+// A mixture of experts (tiny-qwen3moe-q8: 3 layers of 8 Q8_0 experts, 2 used per token) on worker
+// processes that do not have the file: each is sent exactly its layers' tensors, experts included,
+// and 2 or 3 workers give the bits of one process, alone and with four sequences batched.
+TEST_F(Cluster, MixtureOfExpertsOnWorkersWithoutTheModelBitIdenticalToLocal) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("herd-cluster-moe-" + std::to_string(getpid()) + ".gguf")).string();
+  for (const auto& spec : tiny_model_specs())
+    if (spec.name == "qwen3moe-q8") write_tiny_model(spec, model_path("stories260K.gguf"), path);
+  auto file = model::GgufFile::open(path);
+  const auto config = model::load_config(*file);
+  ASSERT_TRUE(config.is_moe());
+  auto backend = make_cpu_backend();
+  backend->set_threads(1);
+  LocalPipeline local(*file, config, *backend, 256);
+  const auto scripts = make_scripts(4, static_cast<int32_t>(config.n_vocab));
+  std::vector<SeqLogits> alone;
+  LocalPipeline one(*file, config, *backend, KvOptions{256, 1, DType::F16});
+  for (const auto& sc : scripts) alone.push_back(run_alone(one, sc));
+  for (const std::string split : {"0-1,2-2", "0-0,1-1,2-2"}) {
+    std::vector<std::unique_ptr<WorkerProcess>> workers;
+    std::vector<std::string> dirs;
+    RemotePipelineOptions o;
+    o.split = split;
+    o.n_ctx = 256;
+    o.model_path = "/nonexistent/herd-test/tiny-qwen3moe-q8.gguf";
+    o.connect_timeout_ms = 3000;
+    uint64_t expected = 0;
+    for (const auto& r : parse_split(split, config.n_layers)) {
+      char t[] = "/tmp/herd-cache-moe-XXXXXX";
+      dirs.push_back(mkdtemp(t));
+      workers.push_back(std::make_unique<WorkerProcess>("*", std::vector<std::string>{"--cache-dir", dirs.back()}));
+      o.workers.push_back(workers.back()->address());
+      expected += file->data_offset() + model::stage_weight_bytes(*file, config, r);
+    }
+    {
+      RemotePipeline remote(*file, config, o);
+      EXPECT_EQ(remote.weight_bytes_sent(), expected) << split;
+      expect_same_logits(local, remote, "tiny-qwen3moe-q8 split " + split);
+    }
+    o.n_seq = 4;
+    o.kv_type = DType::F16;
+    RemotePipeline four(*file, config, o);
+    EXPECT_EQ("", compare_bits(run_together(four, scripts), alone)) << split;
+    for (const auto& d : dirs) std::filesystem::remove_all(d);
+  }
+  std::filesystem::remove(path);
 }
 
 }  // namespace

@@ -2,7 +2,7 @@ herd_add_test(test_cli SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli.cpp LIBS herd_
 add_dependencies(test_cli herd)
 # owner: pipeline. Real `herd worker` processes on 127.0.0.1, and the same paths over inproc links.
 herd_add_test(test_cluster SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cluster.cpp
-  LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 600)
+  LIBS herd_coordinator herd_worker herd_cluster herd_test_tiny_models TIMEOUT 600)
 add_dependencies(test_cluster herd)
 herd_add_test(test_cluster_inproc SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cluster_inproc.cpp
   LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 600)

@@ -23,7 +23,7 @@ struct Rng {
   float uniform(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(next() >> 40) / 16777216.0f; }
 };
 
-constexpr int64_t kLayers = 2, kEmbd = 64, kFf = 96, kHeads = 4, kKvHeads = 2, kCtx = 256;
+constexpr int64_t kEmbd = 64, kFf = 96, kHeads = 4, kKvHeads = 2, kCtx = 256;
 
 void add_f32(model::GgufWriter& w, Rng& rng, const std::string& name, std::vector<int64_t> ne, float lo, float hi) {
   int64_t n = 1;
@@ -54,7 +54,9 @@ int64_t copy_vocab(const model::GgufFile& donor, model::GgufWriter& w) {
 // of the dequantized values when deq.
 void add_quantized(model::GgufWriter& w, Rng& rng, const std::string& name, std::vector<int64_t> ne, DType t, bool deq,
                    float lo, float hi) {
-  const int64_t cols = ne[0], rows = ne.size() > 1 ? ne[1] : 1;
+  int64_t rows = 1;  // every dimension past the first: rows of ne[0] values
+  for (size_t i = 1; i < ne.size(); ++i) rows *= ne[i];
+  const int64_t cols = ne[0];
   std::vector<float> x(static_cast<size_t>(cols));
   std::vector<uint8_t> q(row_bytes(t, cols));
   std::vector<uint8_t> bytes(deq ? static_cast<size_t>(rows * cols) * 4 : static_cast<size_t>(rows) * q.size());
@@ -123,6 +125,12 @@ const std::vector<TinyModelSpec>& tiny_model_specs() {
   static const std::vector<TinyModelSpec> specs = {
       {"qwen2", "qwen2", /*tied=*/false, /*qkv_bias=*/true, 0},
       {"llama-tied", "llama", /*tied=*/true, /*qkv_bias=*/false, 2.0f},
+      // q_dim 4 x 32 = 128 != n_embd 64 (as Qwen3-32B: 5120 vs 64 x 128).
+      {"qwen3", "qwen3", false, false, 0, /*head_dim=*/32, /*qk_norm=*/true},
+      {"qwen3moe", "qwen3moe", false, false, 0, 32, true, /*n_expert=*/6, /*used=*/2, /*n_ff_exp=*/48, DType::F32, 3},
+      {"mixtral", "llama", false, false, 0, 0, false, 4, 2, 0},
+      // Q8_0 matrices (whole 32-value blocks: n_ff_exp 64): the 8-bit path, packed expert views.
+      {"qwen3moe-q8", "qwen3moe", false, false, 0, 32, true, 8, 2, 64, DType::Q8_0, 3},
   };
   return specs;
 }
@@ -138,14 +146,23 @@ void write_tiny_model(const TinyModelSpec& spec, const std::string& vocab_donor,
   const std::string a = spec.arch + ".";
   w.set_string("general.architecture", spec.arch);
   w.set_string("general.name", "herd-tiny-" + spec.name);
-  w.set_u32(a + "block_count", kLayers);
+  w.set_u32(a + "block_count", static_cast<uint32_t>(spec.n_layers));
   w.set_u32(a + "context_length", kCtx);
   w.set_u32(a + "embedding_length", kEmbd);
   w.set_u32(a + "feed_forward_length", kFf);
   w.set_u32(a + "attention.head_count", kHeads);
   w.set_u32(a + "attention.head_count_kv", kKvHeads);
   w.set_f32(a + "attention.layer_norm_rms_epsilon", 1e-6f);
-  w.set_f32(a + "rope.freq_base", spec.arch == "qwen2" ? 1000000.0f : 10000.0f);
+  w.set_f32(a + "rope.freq_base", spec.arch == "llama" ? 10000.0f : 1000000.0f);
+  if (spec.head_dim > 0) {
+    w.set_u32(a + "attention.key_length", static_cast<uint32_t>(spec.head_dim));
+    w.set_u32(a + "attention.value_length", static_cast<uint32_t>(spec.head_dim));
+  }
+  if (spec.n_expert > 0) {
+    w.set_u32(a + "expert_count", static_cast<uint32_t>(spec.n_expert));
+    w.set_u32(a + "expert_used_count", static_cast<uint32_t>(spec.n_expert_used));
+    if (spec.n_ff_exp > 0) w.set_u32(a + "expert_feed_forward_length", static_cast<uint32_t>(spec.n_ff_exp));
+  }
   if (spec.rope_scale_linear > 0) {
     w.set_string(a + "rope.scaling.type", "linear");
     w.set_f32(a + "rope.scaling.factor", spec.rope_scale_linear);
@@ -154,27 +171,46 @@ void write_tiny_model(const TinyModelSpec& spec, const std::string& vocab_donor,
   const int64_t n_vocab = copy_vocab(*donor, w);
 
   Rng rng{0x5EEDull + spec.name.size()};
-  const int64_t hd = kEmbd / kHeads, kv = kKvHeads * hd;
-  add_f32(w, rng, "token_embd.weight", {kEmbd, n_vocab}, -1.0f, 1.0f);
-  for (int64_t l = 0; l < kLayers; ++l) {
+  const int64_t hd = spec.head_dim > 0 ? spec.head_dim : kEmbd / kHeads, qd = kHeads * hd, kv = kKvHeads * hd;
+  // Matrices: F32 (add_f32's stream, which the older models' bytes depend on) or quantized.
+  auto mat = [&](const std::string& name, std::vector<int64_t> ne, float lo, float hi) {
+    if (spec.matrices == DType::F32) add_f32(w, rng, name, std::move(ne), lo, hi);
+    else add_quantized(w, rng, name, std::move(ne), spec.matrices, false, lo, hi);
+  };
+  mat("token_embd.weight", {kEmbd, n_vocab}, -1.0f, 1.0f);
+  for (int64_t l = 0; l < spec.n_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     add_f32(w, rng, b + "attn_norm.weight", {kEmbd}, 0.8f, 1.2f);
-    add_f32(w, rng, b + "attn_q.weight", {kEmbd, kEmbd}, -0.25f, 0.25f);
-    add_f32(w, rng, b + "attn_k.weight", {kEmbd, kv}, -0.25f, 0.25f);
-    add_f32(w, rng, b + "attn_v.weight", {kEmbd, kv}, -0.25f, 0.25f);
+    mat(b + "attn_q.weight", {kEmbd, qd}, -0.25f, 0.25f);
+    mat(b + "attn_k.weight", {kEmbd, kv}, -0.25f, 0.25f);
+    mat(b + "attn_v.weight", {kEmbd, kv}, -0.25f, 0.25f);
     if (spec.qkv_bias) {
-      add_f32(w, rng, b + "attn_q.bias", {kEmbd}, -0.5f, 0.5f);
+      add_f32(w, rng, b + "attn_q.bias", {qd}, -0.5f, 0.5f);
       add_f32(w, rng, b + "attn_k.bias", {kv}, -0.5f, 0.5f);
       add_f32(w, rng, b + "attn_v.bias", {kv}, -0.5f, 0.5f);
     }
-    add_f32(w, rng, b + "attn_output.weight", {kEmbd, kEmbd}, -0.25f, 0.25f);
+    if (spec.qk_norm) {
+      add_f32(w, rng, b + "attn_q_norm.weight", {hd}, 0.5f, 1.5f);
+      add_f32(w, rng, b + "attn_k_norm.weight", {hd}, 0.5f, 1.5f);
+    }
+    mat(b + "attn_output.weight", {qd, kEmbd}, -0.25f, 0.25f);
     add_f32(w, rng, b + "ffn_norm.weight", {kEmbd}, 0.8f, 1.2f);
-    add_f32(w, rng, b + "ffn_gate.weight", {kEmbd, kFf}, -0.25f, 0.25f);
-    add_f32(w, rng, b + "ffn_up.weight", {kEmbd, kFf}, -0.25f, 0.25f);
-    add_f32(w, rng, b + "ffn_down.weight", {kFf, kEmbd}, -0.25f, 0.25f);
+    if (spec.n_expert > 0) {
+      const int64_t ffe = spec.n_ff_exp > 0 ? spec.n_ff_exp : kFf, ne = spec.n_expert;
+      // A wide router range keeps the top-k choices clear of near-ties (a tie within rounding
+      // would let summation order pick a different expert than llama.cpp).
+      mat(b + "ffn_gate_inp.weight", {kEmbd, ne}, -1.0f, 1.0f);
+      mat(b + "ffn_gate_exps.weight", {kEmbd, ffe, ne}, -0.25f, 0.25f);
+      mat(b + "ffn_up_exps.weight", {kEmbd, ffe, ne}, -0.25f, 0.25f);
+      mat(b + "ffn_down_exps.weight", {ffe, kEmbd, ne}, -0.25f, 0.25f);
+    } else {
+      mat(b + "ffn_gate.weight", {kEmbd, kFf}, -0.25f, 0.25f);
+      mat(b + "ffn_up.weight", {kEmbd, kFf}, -0.25f, 0.25f);
+      mat(b + "ffn_down.weight", {kFf, kEmbd}, -0.25f, 0.25f);
+    }
   }
   add_f32(w, rng, "output_norm.weight", {kEmbd}, 0.8f, 1.2f);
-  if (!spec.tied) add_f32(w, rng, "output.weight", {kEmbd, n_vocab}, -0.25f, 0.25f);
+  if (!spec.tied) mat("output.weight", {kEmbd, n_vocab}, -0.25f, 0.25f);
   w.write(path);
 }
 

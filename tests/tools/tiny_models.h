@@ -1,5 +1,6 @@
 // Tiny seeded models of architecture variants that ../shared has no dump for (qwen2: QKV bias and
-// NEOX rope; llama with tied embeddings, GQA and linear rope scaling). The same bytes are written
+// NEOX rope; llama with tied embeddings, GQA and linear rope scaling; qwen3: per-head q/k norms and
+// a head_dim of its own; qwen3moe and a Mixtral-style llama: routed experts). The same bytes are written
 // on every platform (own RNG, F32 weights), so logits that llama.cpp computed once for these files
 // (tests/data/tiny-*.log1, made by scripts/gen-arch-reference.py) stay valid references.
 #pragma once
@@ -7,14 +8,23 @@
 #include <string>
 #include <vector>
 
+#include "kernels/dtype.h"
+
 namespace herd::test {
 
 struct TinyModelSpec {
-  std::string name;  // "qwen2", "llama-tied"
+  std::string name;  // "qwen2", "llama-tied", "qwen3", "qwen3moe", "mixtral", "qwen3moe-q8"
   std::string arch;
   bool tied = false;
   bool qkv_bias = false;
   float rope_scale_linear = 0;  // 0: none
+  int64_t head_dim = 0;         // 0: n_embd / n_heads; else written as attention.key_length/value_length
+  bool qk_norm = false;         // attn_q_norm / attn_k_norm (random, not all ones)
+  int64_t n_expert = 0;         // 0: dense feed-forward; else expert_count (and the 3-D expert tensors)
+  int64_t n_expert_used = 0;
+  int64_t n_ff_exp = 0;         // 0: no expert_feed_forward_length key (experts of feed_forward_length)
+  DType matrices = DType::F32;  // the 2-D/3-D weight type (Q8_0: herd's quantizer); norms stay F32
+  int64_t n_layers = 2;         // 3 for the MoE models: a 3-stage split has a layer per stage
 };
 
 const std::vector<TinyModelSpec>& tiny_model_specs();
