@@ -13,7 +13,7 @@
 //     weights, as llama.cpp does. Used for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K;
 //     F32/F16/BF16 always take the exact path (F16/BF16 with activations rounded to f16/bf16, per
 //     backend.h).
-//     Tables with a packed layout (x86: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q6_K in kPackedR16,
+//     Tables with a packed layout (x86: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K in kPackedR16,
 //     simd_table.h) run those types on
 //     it: from the copy prepare_matmul made at load, or from a 16-row tile repacked on the fly into
 //     per-thread scratch when the matrix was not prepared (same kernel, same bits).

@@ -79,8 +79,8 @@ struct Kernels {
   void (*add)(const float* a, const float* b, float* out, int64_t n);
 
   // Optional (the x86 tables; null in the Arm ones, which keep the row layout): the kPackedR16
-  // layout, for the types whose fast path runs on it (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q6_K;
-  // matmul_q8 no longer has them). Those types always take it, so their bits do not depend on whether a matrix was
+  // layout, for the types whose fast path runs on it (x86: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K,
+  // Q5_K, Q6_K; matmul_q8 no longer has them). Those types always take it, so their bits do not depend on whether a matrix was
   // prepared: the driver repacks a tile on the fly when it was not.
   //   packed_bytes: bytes of the layout for a rows × cols matrix of `type`; 0 = the type has none.
   //   repack: rows [0, rows) of the row-major matrix w -> ceil(rows / 16) groups at dst (the last

@@ -1,5 +1,5 @@
 // A stage's prepared weights (Backend::prepare_matmul: on x86 the 16-row packed copies of Q4_0,
-// Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K, after which the file pages they were copied from are dropped) change nothing
+// Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K, after which the file pages they were copied from are dropped) change nothing
 // observable: the mapping still reads the file's bytes, and the logits of a prompt and of a decode
 // step are bit-identical to a stage whose backend prepares nothing (the kernels then repack each
 // 16-row tile on the fly, the same arithmetic; the embedding rows come from the file).
@@ -93,7 +93,8 @@ TEST_P(StagePrepare, SameBitsAndFileBytesAfterPageRelease) {
 INSTANTIATE_TEST_SUITE_P(Models, StagePrepare,
                          ::testing::Values(test::model_path("randk-Q4_0.gguf"), test::model_path("randk-Q4_1.gguf"),
                                            test::model_path("randk-Q8_0.gguf"),
-                                           test::model_path("randk-Q4_K_M.gguf"), test::smollm2_path()),
+                                           test::model_path("randk-Q4_K_M.gguf"), test::model_path("randk-Q5_K_M.gguf"),
+                                           test::smollm2_path()),
                          [](const auto& info) {
                            std::string n = std::filesystem::path(info.param).filename().string();
                            for (auto& c : n)

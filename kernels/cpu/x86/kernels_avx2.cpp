@@ -14,7 +14,6 @@ namespace herd::x86 {
 namespace {
 #include "kernels/cpu/x86/simd_util.inc"
 #include "kernels/cpu/x86/act_quant.inc"
-#include "kernels/cpu/x86/matmul_kquants.inc"
 #include "kernels/cpu/x86/matmul_driver.inc"
 #include "kernels/cpu/x86/matmul_packed.inc"
 #include "kernels/cpu/x86/float_ops.inc"

@@ -2,7 +2,8 @@
 // compiled with its own -m flags and filling one simd::Kernels (kernels/cpu/simd_table.h, which
 // also says why the ISA units use plain C-like types only). Both have the 16-row packed layout
 // (packed_bytes, repack, matmul_packed: matmul_packed.inc, matmul_packed_low.inc) for Q4_0, Q4_1,
-// Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K and Q6_K; matmul_q8 (row kernels, matmul_kquants.inc) runs Q5_K.
+// Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K, every type with an 8-bit kernel; their matmul_q8
+// (the row layout, matmul_driver.inc) has no type left.
 #pragma once
 
 #include "kernels/cpu/simd_table.h"
