@@ -21,6 +21,7 @@ void Stage::moe_ffn(int64_t il) {
   const auto& c = config_;
   const auto& w = w_.layers[static_cast<size_t>(il)];
   if (w.e_gate.empty()) throw std::logic_error("Stage::moe_ffn: the stage's weights have no experts");
+  if (!begin_feed_forward(il)) return;
   const int64_t n = n_, d = c.n_embd, n_exp = c.n_expert, k = c.n_expert_used, ff = c.n_ff_exp;
   float* x = x_.as<float>();
   float* cur = scratch(cur_, n * d);

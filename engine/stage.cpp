@@ -120,6 +120,7 @@ void Stage::forward(const Batch& b, const float* hidden, float* out) {
   for (const SeqRun& r : runs_) cache_.set_seq_len(r.seq, r.pos0);
   batch_ = &b;
   n_ = n;
+  outputs_only_ = false;
   for (int64_t il = 0; il < w_.range.size(); ++il) recipe_(*this, il);
   batch_ = nullptr;
   for (const SeqRun& r : runs_) cache_.set_seq_len(r.seq, r.pos0 + r.size());
@@ -128,17 +129,38 @@ void Stage::forward(const Batch& b, const float* hidden, float* out) {
     std::memcpy(out, x, sizeof(float) * n * d);
     return;
   }
-  // Only the rows that want logits go through the output projection.
-  float* rows = scratch(cur_, n * d);
-  int64_t n_out = 0;
-  for (int64_t t = 0; t < n; ++t)
-    if (b.logits[t]) {
-      if (n_out != t) std::memcpy(x + n_out * d, x + t * d, sizeof(float) * d);
-      ++n_out;
-    }
+  // Only the rows that want logits go through the output projection (the last layer's
+  // feed-forward may have kept only them already: keep_output_rows).
+  keep_output_rows();
+  const int64_t n_out = n_;
+  x = x_.as<float>();
+  float* rows = scratch(cur_, n_out * d);
   if (n_out == 0) return;
   be_.rmsnorm(x, d, w_.output_norm.data(), n_out, d, c.rms_eps, rows, d);
   matmul(w_.output, rows, n_out, d, out, c.n_vocab);
+}
+
+void Stage::keep_output_rows() {
+  if (outputs_only_) return;
+  const int64_t d = config_.n_embd;
+  float* x = x_.as<float>();
+  int64_t n_out = 0;
+  for (int64_t t = 0; t < n_; ++t)
+    if (batch_->logits[t]) {
+      if (n_out != t) std::memcpy(x + n_out * d, x + t * d, sizeof(float) * d);
+      ++n_out;
+    }
+  n_ = n_out;
+  outputs_only_ = true;
+}
+
+bool Stage::begin_feed_forward(int64_t il) {
+  // The last layer of the last stage: what its feed-forward computes for a row is read only by
+  // that row's logits (it mixes nothing across rows, and the KV cache was written by the
+  // attention before it), so rows that want no logits skip it, as llama.cpp's graphs skip them.
+  // Each kept row gets the same bits (matmuls are row-independent: docs/architecture.md).
+  if (w_.range.output && il == w_.range.size() - 1) keep_output_rows();
+  return n_ > 0;
 }
 
 void Stage::self_attention(int64_t il, const AttentionOptions& o) {
@@ -200,6 +222,7 @@ void Stage::swiglu_ffn(int64_t il) {
   const auto& c = config_;
   const auto& w = w_.layers[static_cast<size_t>(il)];
   if (!w.w_gate.data) throw std::logic_error("Stage::swiglu_ffn: the stage's weights have no dense feed-forward");
+  if (!begin_feed_forward(il)) return;
   const int64_t n = n_, d = c.n_embd;
   float* x = x_.as<float>();
   float* cur = scratch(cur_, n * d);

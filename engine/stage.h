@@ -67,6 +67,11 @@ class Stage {
 
  private:
   float* scratch(Buffer& b, int64_t floats);
+  // Compacts the batch's rows to those that want logits (once per forward; n_ becomes their count).
+  void keep_output_rows();
+  // Called first by every feed-forward block: in the last layer of the last stage only the rows
+  // that want logits go on. Returns false when no row is left.
+  bool begin_feed_forward(int64_t il);
   // The backend that runs `op` on w: ours when it supports(op, w.type), else the host reference
   // (made once); throws std::invalid_argument when ours is a device backend that lacks it.
   Backend& backend_for(Op op, const WeightMatrix& w);
@@ -83,6 +88,7 @@ class Stage {
   const Batch* batch_ = nullptr;
   std::vector<SeqRun> runs_;
   int64_t n_ = 0;
+  bool outputs_only_ = false;  // x_ holds only the rows that want logits (keep_output_rows)
   // Activations in the backend's memory, grown on demand: [n, dim] row-major.
   Buffer x_, cur_, q_, k_, v_, attn_, gate_, up_;
   Buffer qk_normed_;         // self_attention with qk_norm: normed q [n, q_dim] then k [n, kv_dim]

@@ -4,6 +4,7 @@
 // the pipeline's per-sequence record follows rewinds and failures.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <unistd.h>
 
@@ -171,6 +172,43 @@ TEST_P(BatchInvariance, EachSequenceGetsTheLogitsItGetsAlone) {
   EXPECT_EQ("", test::compare_bits(test::run_in_flight(many, scripts, 2), alone)) << "two batches in flight";
   // Slot reuse: sequence 0's slot takes a new sequence from position 0 (a rewind), same bits.
   EXPECT_EQ("", test::compare_bits({test::run_alone(many, scripts[3], 0)}, {alone[3]}));
+  if (is_tiny(c)) std::filesystem::remove(path);
+}
+
+// The last layer's feed-forward runs only on the rows that want logits (Stage::begin_feed_forward):
+// a prompt with logits on its last row only gives that row the bits it gets when every row wants
+// logits, a prompt with no logits row still fills the cache (the next token's logits are the
+// same bits), on one stage and split.
+TEST_P(BatchInvariance, RowsWithoutLogitsSkipTheLastFeedForwardWithoutChangingAnyBits) {
+  const InvarianceCase& c = GetParam();
+  const std::string path = model_file(c);
+  HERD_REQUIRE_FILE(path);
+  auto f = model::GgufFile::open(path);
+  const auto cfg = model::load_config(*f);
+  CpuBackendOptions o;
+  o.isa = c.isa;
+  auto be = make_cpu_backend(o);
+  const auto ranges = c.split.empty() ? std::vector<model::LayerRange>{} : parse_split(c.split, cfg.n_layers);
+  std::vector<int32_t> prompt;
+  for (int32_t i = 0; i < 9; ++i) prompt.push_back((11 * i + 5) % static_cast<int32_t>(cfg.n_vocab));
+  const int32_t next = 3 % static_cast<int32_t>(cfg.n_vocab);
+  const int64_t nv = cfg.n_vocab, np = static_cast<int64_t>(prompt.size());
+  // mode 0: every row wants logits; 1: only the last; 2: none (then the next token's logits).
+  std::vector<float> last_row[3], next_row[3];
+  for (int mode = 0; mode < 3; ++mode) {
+    LocalPipeline p(*f, cfg, *be, KvOptions{32, 1, c.kv}, ranges);
+    Batch b;
+    for (int64_t i = 0; i < np; ++i) b.add(prompt[i], static_cast<int32_t>(i), 0, mode == 0 || (mode == 1 && i == np - 1));
+    const std::vector<float> out = p.eval(b).logits;
+    ASSERT_EQ(static_cast<int64_t>(out.size()), (mode == 0 ? np : mode == 1 ? 1 : 0) * nv);
+    if (mode < 2) last_row[mode].assign(out.end() - nv, out.end());
+    Batch b2;
+    b2.add(next, static_cast<int32_t>(np), 0, true);
+    next_row[mode] = p.eval(b2).logits;
+  }
+  EXPECT_EQ(0, std::memcmp(last_row[0].data(), last_row[1].data(), sizeof(float) * nv)) << "last prompt row";
+  for (int mode = 1; mode < 3; ++mode)
+    EXPECT_EQ(0, std::memcmp(next_row[0].data(), next_row[mode].data(), sizeof(float) * nv)) << "next token, mode " << mode;
   if (is_tiny(c)) std::filesystem::remove(path);
 }
 
