@@ -3,7 +3,9 @@
 // complete message through the frame decoder (transport/codec.h decode_frames). A hostile length
 // must never allocate ahead of the bytes received; only protocol errors may come out.
 //
-// Input: byte 0 = chunk size selector, byte 1 = first-message bound selector, the rest = the stream.
+// Input: byte 0 = chunk size selector, byte 1 = first-message bound selector (bit 1 set: the lane is
+// sealed with fixed keys instead, transport/tcp_lane.h, so the sealed record parser and the AEAD
+// check see the stream), the rest = the stream.
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -26,7 +28,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ::fcntl(sv[1], F_SETFL, ::fcntl(sv[1], F_GETFL, 0) | O_NONBLOCK);
   {
     LaneSocket lane(sv[0], uint64_t{1} << 20);  // owns sv[0]
-    if (first & 1) lane.limit_first_message(first * 4u);
+    if (first & 2) {
+      uint8_t k1[kLaneKeyBytes] = {1}, k2[kLaneKeyBytes] = {2};
+      lane.seal(k1, k2, "fuzz");
+    } else if (first & 1) {
+      lane.limit_first_message(first * 4u);
+    }
     size_t off = 0;
     bool alive = true;
     auto drain = [&] {
