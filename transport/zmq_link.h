@@ -7,8 +7,9 @@
 // Over tcp:// both ends also open a data lane (transport/tcp_lane.h: plain TCP, no I/O thread, one
 // wake-up per hop instead of three), and once it is up every message between them takes it:
 //   1. ZmqLink's constructor sends LaneRequest over ZeroMQ.
-//   2. The listener answers LaneOffer{port, 16-byte random ticket} (its lane socket listens on the
-//      interface its ZeroMQ endpoint is bound to, on an ephemeral port).
+//   2. The listener answers LaneOffer{port, 16-byte random ticket, and when secure a 32-byte session
+//      secret} (its lane socket listens on the interface its ZeroMQ endpoint is bound to, on an
+//      ephemeral port).
 //   3. The link (inside its next recv) connects, sends LaneAttach{ticket} as the lane's first
 //      message, then LaneSwitch over ZeroMQ, and from then on sends on the lane.
 //   4. The listener binds the lane to that peer's routing id once it has both the ticket and the

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <sys/inotify.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -156,6 +157,29 @@ TEST_F(Security, TheSameAttackWorksOnAnInsecureWorker) {
   ::close(ino);
   send_raw(s, cluster::pack(cluster::Stop{}));
   EXPECT_GE(w.child().wait_exit(5), 0) << "an unauthenticated Stop did not end the insecure worker";
+}
+
+// herd keygen: a 0600 file, never overwritten without --force; --key and --insecure together are a
+// usage error.
+TEST_F(Security, KeygenCommand) {
+  const std::string k = dir_ + "/keygen.key";
+  ProcessResult r = run_process({herd_bin(), "keygen", "--out", k}, 30);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("wrote " + k), std::string::npos) << r.out;
+  const transport::ClusterKey first = transport::read_cluster_key(k);
+  struct stat st{};
+  ASSERT_EQ(::stat(k.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  r = run_process({herd_bin(), "keygen", "--out", k}, 30);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("exists"), std::string::npos) << r.err;
+  EXPECT_EQ(transport::read_cluster_key(k).secret_z85, first.secret_z85);
+  r = run_process({herd_bin(), "keygen", "--out", k, "--force"}, 30);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(transport::read_cluster_key(k).secret_z85, first.secret_z85);
+  r = run_process({herd_bin(), "worker", "--listen", "tcp://127.0.0.1:*", "--insecure", "--key", k}, 30);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("contradict"), std::string::npos) << r.err;
 }
 
 // A TCP proxy for one lane connection: relays both ways; when armed, alters or replays the next
