@@ -27,6 +27,7 @@
 #include "transport/codec.h"
 #include "transport/security.h"
 #include "transport/zmq_link.h"
+#include "worker/worker_server.h"
 
 namespace herd::test {
 namespace {
@@ -312,6 +313,61 @@ TEST_F(Security, ReplayedLaneFramesAreDetectedBothWays) {
   WorkerProcess w;
   attack_lane(w, /*to_worker=*/true, LaneProxy::Attack::replay_previous);
   attack_lane(w, /*to_worker=*/false, LaneProxy::Attack::replay_previous);
+}
+
+// Between two stages: the upstream stage never reads its link to the next one, so the stage that
+// detects the altered frame tells the coordinator. The workers run in this process (over tcp, with
+// lanes) so that the lane redirect reaches the upstream stage's link.
+TEST_F(Security, TamperedLaneBetweenStagesIsNamedNotAHang) {
+  struct ThreadWorker {
+    std::atomic<bool> stop{false};
+    std::unique_ptr<WorkerServer> server;
+    std::thread thread;
+    uint16_t lane_port = 0;
+    explicit ThreadWorker(const std::string& name) {
+      auto l = std::make_unique<transport::ZmqListener>("tcp://127.0.0.1:*");
+      lane_port = l->lane_port();
+      WorkerServerOptions o;
+      o.threads = 1;
+      o.name = name;
+      server = std::make_unique<WorkerServer>(std::move(l), o);
+      thread = std::thread([this] { server->serve(&stop); });
+    }
+    ~ThreadWorker() {
+      stop = true;
+      thread.join();
+    }
+  };
+  ThreadWorker a("stage 0"), b("stage 1");
+  LocalReference m("stories260K.gguf");
+  const auto want = greedy(*m.local, kPrompt, 6);
+  LaneProxy proxy;
+  // Only the lane to stage 1 goes through the proxy: stage 0's link to it (the coordinator's link
+  // to stage 1 carries only Results back).
+  std::atomic<int> offers{0};
+  transport::set_lane_redirect_for_tests([&](uint16_t port) {
+    return port == b.lane_port && offers++ == 1 ? proxy.redirect(port) : port;
+  });
+  RemotePipelineOptions o;
+  o.workers = {a.server->address(), b.server->address()};
+  o.split = "0-2,3-4";
+  o.n_ctx = 256;
+  o.connect_timeout_ms = 3000;
+  RemotePipeline r(*m.file, m.config, o);
+  ASSERT_EQ(greedy(r, kPrompt, 6), want);
+  ASSERT_EQ(offers.load(), 2) << "expected the coordinator's and stage 0's lanes to stage 1";
+  proxy.arm(/*to_worker=*/true, LaneProxy::Attack::flip_last_byte);
+  const auto t = Clock::now();
+  try {
+    greedy(r, kPrompt, 6);
+    FAIL() << "the altered lane between stages went unnoticed";
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    EXPECT_TRUE(proxy.fired());
+    EXPECT_NE(msg.find("dropped the previous stage's connection"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("failed authentication"), std::string::npos) << msg;
+  }
+  EXPECT_LT(Clock::now() - t, std::chrono::seconds(5));
 }
 
 TEST_F(Security, InsecureOnOneSideOnlyIsAClearError) {
