@@ -40,8 +40,10 @@ namespace herd::cluster {
 // which a link opens with before its Hello; 5: batches of several sequences (Forward/Result v3,
 // Assign v3: sequence slots and KV type), the last stage keeps each sequence's sampler; 6: stage
 // times (Forward/Result v4), Ready v3 (the stage's device and memory), SampleSpec v3 (frequency and
-// presence penalties)
-constexpr uint32_t kProtocolVersion = 6;
+// presence penalties); 7: links authenticated and encrypted by default (transport/security.h:
+// CURVE + ZAP on ZeroMQ; the LaneOffer carries a session secret and lanes are sealed with
+// ChaCha20-Poly1305 per message); --insecure keeps version 6's wire format on both channels
+constexpr uint32_t kProtocolVersion = 7;
 
 enum class Role : uint8_t { Coordinator = 0, Worker = 1, Upstream = 2 };
 

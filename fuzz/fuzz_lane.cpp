@@ -3,12 +3,15 @@
 // complete message through the frame decoder (transport/codec.h decode_frames). A hostile length
 // must never allocate ahead of the bytes received; only protocol errors may come out.
 //
-// Input: byte 0 = chunk size selector, byte 1 = first-message bound selector, the rest = the stream.
+// Input: byte 0 = chunk size selector, byte 1 = first-message bound selector (bit 7 set: the lane is
+// sealed instead, with fuzz_util.h's fixed keys, so the sealed record parser and the AEAD check see
+// the stream; make_seeds writes authentic sealed seeds), the rest = the stream.
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 
 #include "fuzz/fuzz_util.h"
 #include "transport/codec.h"
@@ -26,7 +29,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ::fcntl(sv[1], F_SETFL, ::fcntl(sv[1], F_GETFL, 0) | O_NONBLOCK);
   {
     LaneSocket lane(sv[0], uint64_t{1} << 20);  // owns sv[0]
-    if (first & 1) lane.limit_first_message(first * 4u);
+    if (first & 0x80) {
+      uint8_t out[kLaneKeyBytes], in[kLaneKeyBytes];
+      std::memcpy(out, herd::fuzz::kLaneKeyOut, sizeof out);
+      std::memcpy(in, herd::fuzz::kLaneKeyIn, sizeof in);
+      lane.seal(out, in, "fuzz");
+    } else if (first & 1) {
+      lane.limit_first_message(first * 4u);
+    }
     size_t off = 0;
     bool alive = true;
     auto drain = [&] {

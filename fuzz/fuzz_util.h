@@ -31,6 +31,11 @@ struct Input {
   bool empty() const { return n == 0; }
 };
 
+// fuzz_lane's sealed mode (transport/tcp_lane.h): the harness's lane receives with kLaneKeyIn;
+// make_seeds seals its sealed seeds with that key as the sender's.
+inline constexpr uint8_t kLaneKeyIn[32] = {2};
+inline constexpr uint8_t kLaneKeyOut[32] = {1};
+
 // A path under the shared test material or the source tree (compile definitions from fuzz/CMakeLists.txt).
 inline std::string shared_path(const char* rel) { return std::string(HERD_SHARED_DIR) + "/" + rel; }
 inline std::string source_path(const char* rel) { return std::string(HERD_SOURCE_DIR) + "/" + rel; }

@@ -2,7 +2,12 @@
 // writers: GgufWriter for GGUF, pack()/encode_frames() for the protocol and the lane, real chat
 // templates and tokenizer texts. Run by fuzz/gen-corpus.sh; its output is committed.
 //   make_seeds OUT_DIR [SMOLLM2.gguf]
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstring>
+#include <stdexcept>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -14,6 +19,7 @@
 #include "model/gguf_writer.h"
 #include "transport/codec.h"
 #include "transport/tcp_lane.h"
+#include "fuzz/fuzz_util.h"
 
 using namespace herd;
 using namespace herd::cluster;
@@ -133,6 +139,23 @@ void protocol_and_lane_seeds() {
     write("fuzz_lane", name, lane);
     ++i;
   }
+  // Sealed lanes (fuzz_lane's mode bit 0x80): every message as authentic records, in one stream.
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) throw std::runtime_error("socketpair");
+  transport::LaneSocket sender(sv[0], uint64_t{1} << 20);
+  uint8_t out[transport::kLaneKeyBytes], in[transport::kLaneKeyBytes];
+  std::memcpy(out, fuzz::kLaneKeyIn, sizeof out);  // the harness receives with kLaneKeyIn
+  std::memcpy(in, fuzz::kLaneKeyOut, sizeof in);
+  sender.seal(out, in, "seed");
+  std::string sealed{static_cast<char>(3), static_cast<char>(0x80)};
+  for (const Message& m : messages()) {
+    if (!sender.send(transport::encode_frames(m), 1000).empty()) throw std::runtime_error("sealed seed");
+    char buf[65536];
+    const ssize_t n = ::recv(sv[1], buf, sizeof buf, 0);
+    if (n > 0) sealed.append(buf, static_cast<size_t>(n));
+  }
+  ::close(sv[1]);
+  write("fuzz_lane", "sealed_all", sealed);
 }
 
 void chat_seeds(const std::string& smollm) {

@@ -83,6 +83,8 @@ int cmd_bench(const Args& args) {
   p.add("--micro-batches", "M", "with --parallel: groups of sequences in flight at once (0 = one per pipeline "
         "stage, so every stage has work)", &micro_batches);
   p.add("--kv-type", "f32|f16|q8_0", "KV cache storage", &kv_type);
+  SecurityOptions security;
+  add_security_options(p, security);
   p.add("--no-warmup", "", "skip the untimed warm-up run of each test", &no_warmup);
   p.add("--json", "", "JSON lines on stdout (keys: model, model_size, model_n_params, backend, n_threads, test, "
         "n_prompt, n_gen, samples_ns, samples_ts, median_ts, spread_ts, ...)", &json);
@@ -90,6 +92,7 @@ int cmd_bench(const Args& args) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
   }
+  apply_security_options(security);
   if (reps <= 0 || reps > 1000) throw UsageError("-r must be in 1..1000");
   if (bp.n_prompt < 0 || bp.n_gen < 0) throw UsageError("-p and -n must be >= 0");
   if (bp.n_prompt == 0 && bp.n_gen == 0) throw UsageError("nothing to measure: -p and -n are both 0");

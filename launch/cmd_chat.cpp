@@ -55,6 +55,7 @@ int cmd_chat(const Args& args) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
   }
+  apply_security_options(mo.security);
   const SamplerParams sp = finish_sampling(so);
   // Until the conversation starts, Ctrl-C ends the process — even where SIGINT came in ignored
   // (herd-cluster's background coordinator), so that it can stop a long load or weight transfer.

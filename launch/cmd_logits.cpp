@@ -23,6 +23,7 @@ int cmd_logits(const Args& args) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
   }
+  apply_security_options(mo.security);
   if (out.empty()) throw UsageError("--out is required");
   if (replay.empty() == prompt.empty()) throw UsageError("give exactly one of --replay and -p");
 

@@ -39,6 +39,7 @@ int cmd_run(const Args& args) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
   }
+  apply_security_options(mo.security);
   if (!prompt_file.empty()) {
     std::ifstream in(prompt_file, std::ios::binary);
     if (!in) throw UsageError("cannot read prompt file " + prompt_file);

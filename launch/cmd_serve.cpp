@@ -50,6 +50,7 @@ int cmd_serve(const Args& args) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
   }
+  apply_security_options(mo.security);
   if (sv.api_key.empty())
     if (const char* k = std::getenv("HERD_API_KEY"); k && *k) sv.api_key = k;
   sv.sampling = finish_sampling(so);

@@ -16,6 +16,7 @@
 #include "common/timer.h"
 #include "launch/commands.h"
 #include "launch/args.h"
+#include "launch/security_options.h"
 #include "model/gguf.h"
 #include "engine/host_probe.h"
 #include "engine/probe_profile.h"
@@ -91,6 +92,7 @@ int cmd_worker(const Args& args) {
   std::string listen_addr, model, cache_dir, profile;
   int threads = 0, delay_ms = 0;
   int64_t report_free_mem = 0;
+  SecurityOptions security;
   ArgParser p("herd worker --listen tcp://ADDR:PORT [-m MODEL] [-t THREADS]",
               "Serves pipeline stages for a coordinator (`herd run --workers HOST:PORT,...`). The model file is "
               "-m, else the path the coordinator sends when it holds the same model here (the handshake checks its "
@@ -108,11 +110,13 @@ int cmd_worker(const Args& args) {
   p.add("--debug-delay-ms", "MS", "testing: sleep before each forward pass", &delay_ms, 0, 3600000);
   p.add("--report-free-mem", "BYTES", "testing: report this much free memory to the coordinator's planner "
         "instead of MemAvailable", &report_free_mem);
+  add_security_options(p, security);
   if (!p.parse(args)) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
   }
   if (listen_addr.empty()) throw UsageError("--listen is required");
+  apply_security_options(security, /*load_now=*/true);
   try {
     transport::check_address(listen_addr, /*listening=*/true);
   } catch (const std::invalid_argument& e) {

@@ -23,6 +23,7 @@
 
 #include "launch/args.h"
 #include "launch/commands.h"
+#include "launch/security_options.h"
 
 #ifdef HERD_HAVE_MPI
 #define OMPI_SKIP_MPICXX 1  // the C API only (no deprecated C++ bindings)
@@ -176,6 +177,21 @@ int cmd_mpi(const Args& in) {
                            "mpirun -np N herd mpi ...\n");
     MPI_Finalize();
     return rank == 0 ? 2 : 0;
+  }
+
+  // --insecure / --key apply to the worker ranks too (rank 0's subcommand parses them again).
+  {
+    SecurityOptions sec;
+    for (size_t i = 0; i < args.size(); ++i) {
+      if (args[i] == "--insecure") sec.insecure = true;
+      else if (args[i] == "--key" && i + 1 < args.size()) sec.key = args[i + 1];
+      else if (args[i].rfind("--key=", 0) == 0) sec.key = args[i].substr(6);
+    }
+    try {
+      apply_security_options(sec);
+    } catch (const std::exception&) {
+      // rank 0's subcommand reports the usage error
+    }
   }
 
   // Where everyone runs: one host -> loopback only; several -> bind all interfaces, advertise a name.

@@ -9,12 +9,14 @@
 #include "engine/sampler.h"
 #include "launch/args.h"
 #include "launch/commands.h"
+#include "launch/security_options.h"
 
 namespace herd::cli {
 
 struct ModelOptions {
   std::string model;
   SessionOptions session;
+  SecurityOptions security;  // for --workers
 };
 
 // kv_default: the --kv-type this command starts from ("f16"; `herd logits` "f32").
@@ -43,6 +45,7 @@ inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_defa
   p.add("--exact", "", "exact f32 dot products (default: 8-bit activations inside quantized dot products, "
         "as llama.cpp does; faster)", &o.session.exact);
   p.add("--cpu", "ISA", "CPU kernels: auto, avx512, avx2 or scalar (the reference); env HERD_CPU_ISA", &o.session.isa);
+  add_security_options(p, o.security);
 }
 
 // --trace FILE (run, chat, serve, bench): every batch as Chrome trace events (coordinator/trace_writer.h).

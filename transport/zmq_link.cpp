@@ -7,11 +7,14 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <random>
+#include <mutex>
 #include <stdexcept>
+
+#include <sodium.h>
 
 #include "common/log.h"
 #include "transport/codec.h"
+#include "transport/security.h"
 
 namespace herd::transport {
 
@@ -83,14 +86,25 @@ std::vector<std::string> control(uint16_t type, std::string payload = {}) {
   return encode_frames(m);
 }
 
-std::string new_ticket() {
-  static std::random_device rd;
-  std::string t(kLaneTicketBytes, '\0');
-  for (size_t i = 0; i < t.size(); i += 4) {
-    const uint32_t v = rd();
-    std::memcpy(t.data() + i, &v, 4);
-  }
+// Random bytes from the system's CSPRNG (libsodium: getrandom).
+std::string random_bytes(size_t n) {
+  if (sodium_init() < 0) throw std::runtime_error("libsodium cannot initialise");
+  std::string t(n, '\0');
+  randombytes_buf(t.data(), t.size());
   return t;
+}
+
+// The two directions' lane keys from a session secret: subkey 1 dialer -> listener, 2 back.
+void lane_keys(const std::string& session, bool listener, uint8_t (&send)[kLaneKeyBytes], uint8_t (&recv)[kLaneKeyBytes]) {
+  static_assert(crypto_kdf_KEYBYTES == kLaneSessionBytes && kLaneKeyBytes >= crypto_kdf_BYTES_MIN);
+  const auto* k = reinterpret_cast<const unsigned char*>(session.data());
+  uint8_t up[kLaneKeyBytes], down[kLaneKeyBytes];
+  crypto_kdf_derive_from_key(up, sizeof up, 1, "herdlane", k);
+  crypto_kdf_derive_from_key(down, sizeof down, 2, "herdlane", k);
+  std::memcpy(send, listener ? down : up, kLaneKeyBytes);
+  std::memcpy(recv, listener ? up : down, kLaneKeyBytes);
+  sodium_memzero(up, sizeof up);
+  sodium_memzero(down, sizeof down);
 }
 
 void poll_items(std::vector<zmq::pollitem_t>& items, int timeout_ms) {
@@ -104,13 +118,25 @@ void poll_items(std::vector<zmq::pollitem_t>& items, int timeout_ms) {
 
 }  // namespace
 
+namespace {
+std::mutex g_redirect_mu;
+std::function<uint16_t(uint16_t)> g_redirect;
+}  // namespace
+
+void set_lane_redirect_for_tests(std::function<uint16_t(uint16_t)> redirect) {
+  std::lock_guard<std::mutex> lock(g_redirect_mu);
+  g_redirect = std::move(redirect);
+}
+
 bool lanes_enabled() {
   const char* e = std::getenv("HERD_LANES");
   return !(e && std::string(e) == "0");
 }
 
-ZmqListener::ZmqListener(const std::string& address, bool lanes) : sock_(zmq_context(), zmq::socket_type::router) {
+ZmqListener::ZmqListener(const std::string& address, bool lanes)
+    : sock_(zmq_context(), zmq::socket_type::router), secure_(security_enabled()) {
   sock_.set(zmq::sockopt::linger, 0);
+  secure_server_socket(sock_);
   sock_.set(zmq::sockopt::router_mandatory, 1);  // sending to a vanished peer is an error, not a silent drop
   sock_.set(zmq::sockopt::sndtimeo, 2000);
   sock_.set(zmq::sockopt::maxmsgsize, kMaxZmqMessageBytes);
@@ -149,11 +175,12 @@ bool ZmqListener::lane_control(const std::string& peer, const std::vector<std::s
   if (frames.size() != 2) return false;  // let the decoder report it
   if (type == kLaneRequest && lane_fd_ >= 0) {
     if (tickets_.size() >= kMaxTickets) tickets_.erase(tickets_.begin());
-    std::string t = new_ticket();
-    tickets_[t] = peer;
+    std::string t = random_bytes(kLaneTicketBytes);
+    std::string session = secure_ ? random_bytes(kLaneSessionBytes) : std::string();
+    tickets_[t] = {peer, session};
     std::string payload(2, '\0');
     std::memcpy(payload.data(), &lane_port_, 2);
-    auto offer = control(kLaneOffer, payload + t);
+    auto offer = control(kLaneOffer, payload + t + session);
     send_multipart(sock_, &peer, offer);
   } else if (type == kLaneSwitch) {
     if (switched_.size() >= kMaxTickets) switched_.erase(switched_.begin());
@@ -175,6 +202,7 @@ void ZmqListener::accept_lanes() {
     if (pending_.size() >= kMaxPendingLanes) pending_.erase(pending_.begin());
     auto sock = std::make_unique<LaneSocket>(fd, static_cast<uint64_t>(kMaxZmqMessageBytes));
     sock->limit_first_message(kMaxPendingLaneMessage);
+    if (secure_) sock->hold_after_first();  // what follows the clear LaneAttach is sealed
     pending_.push_back({std::move(sock), Clock::now(), {}});
   }
 }
@@ -197,7 +225,14 @@ void ZmqListener::service_pending() {
           HERD_LOG_WARN(address_, ": closing a data lane connection that did not present a valid ticket");
           keep = false;
         } else {
-          p.peer = it->second;
+          p.peer = it->second.peer;
+          if (secure_) {
+            uint8_t send[kLaneKeyBytes], recv[kLaneKeyBytes];
+            lane_keys(it->second.session, /*listener=*/true, send, recv);
+            p.sock->seal(send, recv);
+            sodium_memzero(send, sizeof send);
+            sodium_memzero(recv, sizeof recv);
+          }
           tickets_.erase(it);
           attached.push_back(p.peer);
         }
@@ -277,7 +312,10 @@ Received ZmqListener::recv(int timeout_ms) {
 }
 
 ZmqLink::ZmqLink(const std::string& address, bool lanes)
-    : sock_(zmq_context(), zmq::socket_type::dealer), mon_(zmq_context(), zmq::socket_type::pair), address_(address) {
+    : sock_(zmq_context(), zmq::socket_type::dealer),
+      mon_(zmq_context(), zmq::socket_type::pair),
+      address_(address),
+      secure_(security_enabled()) {
   static std::atomic<uint64_t> next_monitor{0};
   sock_.set(zmq::sockopt::linger, 0);
   sock_.set(zmq::sockopt::sndtimeo, 2000);
@@ -285,8 +323,12 @@ ZmqLink::ZmqLink(const std::string& address, bool lanes)
   sock_.set(zmq::sockopt::heartbeat_ivl, kHeartbeatIntervalMs);
   sock_.set(zmq::sockopt::heartbeat_timeout, kHeartbeatTimeoutMs);
   sock_.set(zmq::sockopt::reconnect_ivl, 100);
+  secure_client_socket(sock_);
   const std::string mon_addr = "inproc://herd-zmq-monitor-" + std::to_string(next_monitor++);
-  if (zmq_socket_monitor(sock_.handle(), mon_addr.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
+  constexpr int kEvents = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                          ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                          ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+  if (zmq_socket_monitor(sock_.handle(), mon_addr.c_str(), kEvents) != 0)
     throw std::runtime_error("cannot monitor the ZeroMQ socket for " + address);
   mon_.set(zmq::sockopt::linger, 0);
   mon_.connect(mon_addr);
@@ -308,24 +350,62 @@ void ZmqLink::drain_monitor() {
     zmq::message_t ev;
     if (!mon_.recv(ev, zmq::recv_flags::dontwait)) return;
     uint16_t event = 0;
+    uint32_t value = 0;
     if (ev.size() >= 2) std::memcpy(&event, ev.data(), 2);
+    if (ev.size() >= 6) std::memcpy(&value, static_cast<const char*>(ev.data()) + 2, 4);
     while (ev.more()) {
       if (!mon_.recv(ev, zmq::recv_flags::dontwait)) break;
     }
+    const std::string mine = secure_ ? "this side is secure (key " + cluster_key_path() + ")" : "this side runs --insecure";
     if (event == ZMQ_EVENT_CONNECTED) connected_ = true;
-    if (event == ZMQ_EVENT_DISCONNECTED && connected_) alive_ = false;
+    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) handshaken_ = true;
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+      alive_ = false;
+      why_closed_ = "authentication refused (ZAP status " + std::to_string(value) +
+                    "): the peer does not hold this cluster key; copy one key file to every host (" + mine + ")";
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+      alive_ = false;
+      why_closed_ = value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                        ? "security mismatch: one side runs --insecure and the other does not; both ends must "
+                          "agree (" + mine + ")"
+                        : "handshake failed (ZeroMQ protocol error " + std::to_string(value) + "; " + mine + ")";
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {  // value: an errno (the peer hung up)
+      alive_ = false;
+      why_closed_ = secure_ ? "the peer closed the connection during the handshake: a different cluster key, or it "
+                              "runs --insecure (" + mine + ")"
+                            : "the peer closed the connection during the handshake: it may be secure (" + mine + ")";
+    } else if (event == ZMQ_EVENT_DISCONNECTED && connected_) {
+      alive_ = false;
+      if (!handshaken_ && why_closed_.empty())
+        why_closed_ = secure_ ? "the peer dropped the connection during the handshake: a different cluster key, or "
+                                "it runs --insecure (" + mine + ")"
+                              : "the peer dropped the connection during the handshake: it may be secure (" + mine + ")";
+    }
   }
 }
 
 void ZmqLink::on_offer(const std::vector<std::string>& frames) {
-  if (lane_ || frames.size() != 2 || frames[1].size() != 2 + kLaneTicketBytes) return;
+  const size_t want = 2 + kLaneTicketBytes + (secure_ ? kLaneSessionBytes : 0);
+  if (lane_ || frames.size() != 2 || frames[1].size() != want) return;
   uint16_t port;
   std::memcpy(&port, frames[1].data(), 2);
+  {
+    std::lock_guard<std::mutex> lock(g_redirect_mu);
+    if (g_redirect) port = g_redirect(port);
+  }
   try {
     lane_ = std::make_unique<LaneSocket>(lane_connect(tcp_host_of(address_), port, kLaneConnectTimeoutMs),
                                          static_cast<uint64_t>(kMaxZmqMessageBytes));
-    if (auto err = lane_->send(control(kLaneAttach, frames[1].substr(2)), kLaneConnectTimeoutMs); !err.empty())
+    if (auto err = lane_->send(control(kLaneAttach, frames[1].substr(2, kLaneTicketBytes)), kLaneConnectTimeoutMs);
+        !err.empty())
       throw std::runtime_error(err);
+    if (secure_) {
+      uint8_t send[kLaneKeyBytes], recv[kLaneKeyBytes];
+      lane_keys(frames[1].substr(2 + kLaneTicketBytes), /*listener=*/false, send, recv);
+      lane_->seal(send, recv, address_);
+      sodium_memzero(send, sizeof send);
+      sodium_memzero(recv, sizeof recv);
+    }
     // Our last ZeroMQ message: the listener reads the lane only after it.
     auto sw = control(kLaneSwitch);
     if (auto err = send_multipart(sock_, nullptr, sw); !err.empty()) throw std::runtime_error(err);
@@ -340,8 +420,32 @@ Received ZmqLink::closed(const std::string& why) {
   alive_ = false;
   Received r;
   r.status = RecvStatus::closed;
-  r.error = "connection to " + address_ + " lost" + (why.empty() ? "" : " (" + why + ")");
+  const std::string reason = why.empty() ? why_closed_ : why;
+  r.error = "connection to " + address_ + " lost" + (reason.empty() ? "" : " (" + reason + ")");
   return r;
+}
+
+Received ZmqLink::lane_failed() {
+  // The listener closes a lane whose bytes failed its checks and then tells us why over ZeroMQ
+  // (a worker's Error "dropped: lane from ...: frame N failed authentication"); the close reaches us
+  // first, so give that message a moment to arrive before reporting a bare closed connection.
+  const std::string why = lane_->error();
+  lane_read_ = lane_send_ = false;
+  alive_ = false;
+  pending_close_ = why.empty() ? "data lane closed" : why;
+  std::vector<zmq::pollitem_t> item{{sock_.handle(), 0, ZMQ_POLLIN, 0}};
+  const auto deadline = Clock::now() + std::chrono::milliseconds(300);
+  while (remaining_ms(deadline) > 0) {
+    poll_items(item, remaining_ms(deadline));
+    auto frames = recv_multipart(sock_);
+    if (frames.empty()) continue;
+    const uint16_t type = envelope_type(frames);
+    if (type == kLaneOffer || type == kLaneSwitch) continue;
+    return decode_received(std::move(frames), {});
+  }
+  std::string reason = std::move(pending_close_);
+  pending_close_.clear();
+  return closed(reason);
 }
 
 SendError ZmqLink::send_frames(std::vector<std::string> frames) {
@@ -358,6 +462,11 @@ SendError ZmqLink::send_frames(std::vector<std::string> frames) {
 
 Received ZmqLink::recv(int timeout_ms) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  if (!pending_close_.empty()) {
+    std::string reason = std::move(pending_close_);
+    pending_close_.clear();
+    return closed(reason);
+  }
   while (true) {
     if (lane_read_ && lane_->has_message()) return decode_received(lane_->pop(), {});
     // Read the lane when the poll saw it readable, or did not watch it (not polled, or switched
@@ -393,7 +502,7 @@ Received ZmqLink::recv(int timeout_ms) {
           alive_ = false;
           return r;
         }
-        return closed(lane_->error());
+        return lane_failed();
       }
     }
     drain_monitor();

@@ -7,8 +7,9 @@
 // Over tcp:// both ends also open a data lane (transport/tcp_lane.h: plain TCP, no I/O thread, one
 // wake-up per hop instead of three), and once it is up every message between them takes it:
 //   1. ZmqLink's constructor sends LaneRequest over ZeroMQ.
-//   2. The listener answers LaneOffer{port, 16-byte random ticket} (its lane socket listens on the
-//      interface its ZeroMQ endpoint is bound to, on an ephemeral port).
+//   2. The listener answers LaneOffer{port, 16-byte random ticket, and when secure a 32-byte session
+//      secret} (its lane socket listens on the interface its ZeroMQ endpoint is bound to, on an
+//      ephemeral port).
 //   3. The link (inside its next recv) connects, sends LaneAttach{ticket} as the lane's first
 //      message, then LaneSwitch over ZeroMQ, and from then on sends on the lane.
 //   4. The listener binds the lane to that peer's routing id once it has both the ticket and the
@@ -17,9 +18,19 @@
 // message sent before the switch is delivered before any sent after it: order is kept. A lane that
 // cannot be reached (a firewall that lets only the ZeroMQ port through) leaves the pair on ZeroMQ,
 // as does HERD_LANES=0. These four message types never reach the caller of recv.
+//
+// Security (transport/security.h): both sockets use CURVE with the cluster key unless the process
+// runs --insecure. Then the LaneOffer also carries a 32-byte session secret (random per offer,
+// confidential on the CURVE channel); the LaneAttach stays clear (a one-time ticket), and every
+// later lane message is sealed with keys derived from that secret, one per direction (tcp_lane.h).
+// A stranger on the lane port never had a ticket; a proxy that alters, replays or reorders lane
+// bytes fails the receiver's tag check, which reports it like a dead peer, with its name. A peer
+// whose key is not the cluster's, or that disagrees about --insecure, fails the ZeroMQ handshake:
+// the link reports `closed` with the reason (the monitor's handshake events) instead of waiting.
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -41,9 +52,14 @@ constexpr int kHeartbeatTimeoutMs = 1200;
 // Message types of the lane handshake (outside cluster/protocol.h's MsgType range; never surfaced).
 constexpr uint16_t kLaneRequest = 0xFF01, kLaneOffer = 0xFF02, kLaneAttach = 0xFF03, kLaneSwitch = 0xFF04;
 constexpr size_t kLaneTicketBytes = 16;
+constexpr size_t kLaneSessionBytes = 32;  // in a LaneOffer, secure mode only
 
 // False when $HERD_LANES is "0": links and listeners made after that stay on ZeroMQ.
 bool lanes_enabled();
+
+// Tests only: links made after this connect their lane to redirect(offered port) on the same host
+// instead (a tampering proxy in between). An empty function restores direct connections.
+void set_lane_redirect_for_tests(std::function<uint16_t(uint16_t)> redirect);
 
 class ZmqListener : public Listener {
  public:
@@ -73,11 +89,16 @@ class ZmqListener : public Listener {
   // busy-polling hot path from a read/accept syscall per idle socket per pass.
   bool ready(int fd) const;
 
+  struct Ticket {
+    std::string peer;     // the peer it was issued to
+    std::string session;  // the lane's session secret ("" when insecure)
+  };
   zmq::socket_t sock_;
   std::string address_;
+  bool secure_ = true;
   int lane_fd_ = -1;
   uint16_t lane_port_ = 0;
-  std::map<std::string, std::string> tickets_;  // ticket -> the peer it was issued to
+  std::map<std::string, Ticket> tickets_;
   std::vector<Pending> pending_;
   std::map<std::string, bool> switched_;  // peers whose LaneSwitch came over ZeroMQ
   std::map<std::string, std::unique_ptr<LaneSocket>> bound_;
@@ -94,14 +115,19 @@ class ZmqLink : public Link {
   std::string address() const override { return address_; }
   bool lane_sending() const { return lane_ && lane_send_; }  // tests
   bool lane_reading() const { return lane_ && lane_read_; }
+  bool lane_sealed() const { return lane_ && lane_->sealed(); }
 
  private:
   void drain_monitor();
   void on_offer(const std::vector<std::string>& frames);
   Received closed(const std::string& why);
+  Received lane_failed();  // the lane broke: deliver what ZeroMQ still brings (the reason), then closed
   zmq::socket_t sock_, mon_;
   std::string address_;
-  bool connected_ = false, alive_ = true;
+  bool secure_ = true;
+  bool connected_ = false, handshaken_ = false, alive_ = true;
+  std::string why_closed_;     // a handshake failure the monitor reported
+  std::string pending_close_;  // lane_failed() delivered a last message; closed comes next
   std::unique_ptr<LaneSocket> lane_;
   bool lane_send_ = false, lane_read_ = false;
   std::vector<zmq::pollitem_t> items_;  // reused across recv calls

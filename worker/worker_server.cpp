@@ -149,8 +149,15 @@ bool WorkerServer::handle(Received& r) {
 
 void WorkerServer::drop(const std::string& peer, const std::string& reason) {
   HERD_LOG_WARN("worker: dropping peer ", printable_peer(peer), ": ", reason);
+  const auto it = peers_.find(peer);
+  const bool upstream = it != peers_.end() && it->second.role == Role::Upstream;
   peers_.erase(peer);
   listener_->send(peer, pack(ErrorMsg{0, "dropped: " + reason}));  // best effort
+  // The upstream stage never reads its link to us, and the Forward it sent is lost: tell the
+  // coordinator, which would otherwise wait for that Result (e.g. a lane frame that failed
+  // authentication: "lane from HOST: frame N failed authentication").
+  if (upstream && peer != coordinator_)
+    send_to_coordinator(pack(ErrorMsg{0, stage_name() + ": dropped the previous stage's connection: " + reason}));
 }
 
 void WorkerServer::reply_error(const std::string& peer, uint64_t request_id, const std::string& message) {

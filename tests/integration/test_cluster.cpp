@@ -19,6 +19,7 @@
 #include "tests/integration/cluster_util.h"
 #include "tests/tools/tiny_models.h"
 #include "cluster/protocol.h"
+#include "transport/security.h"
 #include "transport/zmq_link.h"
 
 namespace herd::test {
@@ -176,8 +177,10 @@ TEST_F(Cluster, F16ActivationsStayClose) {
 }
 
 TEST_F(Cluster, WorkerSurvivesGarbageAndServesAGoodCoordinator) {
+  // A member of the cluster (it holds the key) sending garbage; strangers: test_security.cpp.
   zmq::socket_t raw(transport::zmq_context(), zmq::socket_type::dealer);
   raw.set(zmq::sockopt::linger, 0);
+  transport::secure_client_socket(raw);
   raw.connect(pool_[0]->address());
   auto send_all = [&](const std::vector<std::string>& frames) {
     for (size_t i = 0; i < frames.size(); ++i)

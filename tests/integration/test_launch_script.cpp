@@ -128,6 +128,34 @@ TEST_F(LaunchScript, OutputIdenticalToOneProcessOn2And3Workers) {
   EXPECT_TRUE(wait_gone(ports_, 5).empty());
 }
 
+// --insecure and --key among the herd args reach the workers too: a coordinator alone in its mode
+// would fail the handshake ("security mismatch" / another cluster key).
+TEST_F(LaunchScript, InsecureAndKeyReachTheWorkers) {
+  auto local = greedy_args();
+  local.insert(local.begin(), herd_bin());
+  const ProcessResult want = run_process(local, 60);
+  ASSERT_EQ(want.exit_code, 0) << want.err;
+  write_cluster(2);
+  auto insecure = greedy_args();
+  insecure.push_back("--insecure");
+  ProcessResult got = run_script(insecure);
+  EXPECT_EQ(got.exit_code, 0) << got.err;
+  EXPECT_EQ(got.out, want.out);
+  EXPECT_NE(got.err.find("WARNING: --insecure"), std::string::npos) << got.err;
+  EXPECT_TRUE(wait_gone(ports_, 5).empty());
+  const std::string key = file_ + ".key";
+  std::remove(key.c_str());
+  ASSERT_EQ(run_process({herd_bin(), "keygen", "--out", key}, 30).exit_code, 0);
+  write_cluster(2);
+  auto keyed = greedy_args();
+  keyed.insert(keyed.end(), {"--key", key});
+  got = run_script(keyed);
+  EXPECT_EQ(got.exit_code, 0) << got.err;
+  EXPECT_EQ(got.out, want.out);
+  EXPECT_TRUE(wait_gone(ports_, 5).empty());
+  std::remove(key.c_str());
+}
+
 TEST_F(LaunchScript, SshWorkersStartAndAreKilledByRemotePid) {
   // A stand-in for ssh that runs the remote command here: `fake-ssh BOX CMD`.
   const std::string fake = file_ + ".ssh";

@@ -28,3 +28,7 @@ add_dependencies(test_setup_progress herd)
 find_package(nlohmann_json 3.10 REQUIRED)
 herd_add_test(test_trace SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_trace.cpp LIBS herd_coordinator nlohmann_json::nlohmann_json TIMEOUT 300)
 add_dependencies(test_trace herd)
+# owner: trust. Authentication, lane integrity and --insecure against real workers.
+herd_add_test(test_security SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_security.cpp
+  LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
+add_dependencies(test_security herd)

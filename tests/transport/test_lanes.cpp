@@ -19,6 +19,7 @@
 #include "transport/codec.h"
 #include "cluster/protocol.h"
 #include "transport/tcp_lane.h"
+#include "transport/security.h"
 #include "transport/zmq_link.h"
 
 namespace herd::transport {
@@ -198,12 +199,24 @@ TEST(Lane, StrangersOnTheLanePortCostOnlyTheirConnection) {
   EXPECT_EQ(server.lanes_bound(), 1u);
 }
 
-// A peer that holds a real ticket and then lies on its bound lane: the listener does not allocate
-// what the header claims, reports a bad stream as malformed for that peer, and keeps serving.
+// A sealed record header (transport/tcp_lane.h) announcing `body` bytes.
+std::string sealed_header(uint32_t n_frames, uint64_t body) {
+  std::string h(kLaneSealedHeaderBytes, '\0');
+  const uint32_t magic = kLaneSealedMagic;
+  std::memcpy(h.data(), &magic, 4);
+  std::memcpy(h.data() + 4, &n_frames, 4);
+  std::memcpy(h.data() + 8, &body, 8);
+  return h;
+}
+
+// A member of the cluster (it holds the key) that gets a real ticket and then lies on its bound
+// lane: the listener does not allocate what the header claims, reports a bad stream as malformed
+// for that peer, and keeps serving.
 TEST(Lane, HostileBoundLaneIsMalformedAndNothingIsAllocatedOnItsWord) {
   ZmqListener server("tcp://127.0.0.1:*", true);
   auto handshake = [&](zmq::socket_t& z) {
     z.set(zmq::sockopt::linger, 0);
+    secure_client_socket(z);
     z.connect(server.address());
     auto req = encode_frames(Message{kLaneRequest, {}, {}});
     z.send(zmq::buffer(req[0]), zmq::send_flags::sndmore);
@@ -212,7 +225,7 @@ TEST(Lane, HostileBoundLaneIsMalformedAndNothingIsAllocatedOnItsWord) {
     zmq::message_t env, payload;
     EXPECT_TRUE(z.recv(env));
     EXPECT_TRUE(z.recv(payload));
-    EXPECT_EQ(payload.size(), 2 + kLaneTicketBytes);
+    EXPECT_EQ(payload.size(), 2 + kLaneTicketBytes + kLaneSessionBytes);  // + the lane's session secret
     uint16_t port;
     std::memcpy(&port, payload.data(), 2);
     const std::string ticket(static_cast<const char*>(payload.data()) + 2, kLaneTicketBytes);
@@ -228,14 +241,14 @@ TEST(Lane, HostileBoundLaneIsMalformedAndNothingIsAllocatedOnItsWord) {
   const int liar = handshake(z1);
   // Claims a 7 GiB frame and sends 3 bytes, then goes quiet: nothing is allocated on its word.
   const uint64_t rss0 = rss_bytes();
-  write_all(liar, lane_header(2) + u64(uint64_t{7} << 30) + "abc");
+  write_all(liar, sealed_header(2, uint64_t{7} << 30) + "abc");
   EXPECT_EQ(server.recv(500).status, RecvStatus::timeout);
   EXPECT_EQ(server.lanes_bound(), 1u);
   EXPECT_LT(rss_bytes(), rss0 + (uint64_t{64} << 20)) << "the listener allocated what the header claimed";
   const int bad = handshake(z2);
   EXPECT_EQ(server.recv(500).status, RecvStatus::timeout);
   EXPECT_EQ(server.lanes_bound(), 2u);
-  write_all(bad, "\x01\x02\x03\x04\x05\x06\x07\x08");  // not a lane header
+  write_all(bad, std::string("\x01\x02\x03\x04\x05\x06\x07\x08", 8) + std::string(8, '\0'));  // not a lane header
   Received r = server.recv(2000);
   EXPECT_EQ(r.status, RecvStatus::malformed);
   EXPECT_NE(r.error.find("magic"), std::string::npos) << r.error;

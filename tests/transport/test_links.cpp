@@ -10,6 +10,7 @@
 
 #include "transport/inproc_link.h"
 #include "cluster/protocol.h"
+#include "transport/security.h"
 #include "transport/zmq_link.h"
 
 namespace herd::transport {
@@ -118,6 +119,7 @@ TEST_P(ZmqLinks, RawSocketGarbageIsMalformedAndListenerKeepsServing) {
   ZmqListener server("tcp://127.0.0.1:*", GetParam());
   zmq::socket_t raw(zmq_context(), zmq::socket_type::dealer);
   raw.set(zmq::sockopt::linger, 0);
+  secure_client_socket(raw);  // a member of the cluster sending garbage (strangers: test_security.cpp)
   raw.connect(server.address());
   raw.send(zmq::buffer(std::string("\xde\xad\xbe\xef", 4)), zmq::send_flags::sndmore);
   raw.send(zmq::buffer(std::string("more garbage")), zmq::send_flags::none);

@@ -1,0 +1,32 @@
+// --insecure and --key FILE, shared by the commands that open cluster links (worker, run, chat,
+// serve, logits, bench, mpi). transport/security.h does the work; this only parses and applies.
+#pragma once
+
+#include <string>
+
+#include "launch/args.h"
+#include "transport/security.h"
+
+namespace herd::cli {
+
+struct SecurityOptions {
+  bool insecure = false;
+  std::string key;  // "" = $HERD_KEY, else ~/.config/herd/cluster.key
+};
+
+inline void add_security_options(ArgParser& p, SecurityOptions& s) {
+  p.add("--key", "FILE", "the cluster key (default: $HERD_KEY, else ~/.config/herd/cluster.key, created on first "
+        "use; `herd keygen` makes one; copy the same file to every host)", &s.key);
+  p.add("--insecure", "", "no authentication or encryption on the cluster's links (every peer must agree; anyone "
+        "who reaches the ports can then control the worker and read or change the text)", &s.insecure);
+}
+
+// Configures this process's links. `load_now`: read (or create) the key at once, so a worker with
+// an unreadable key says so at startup instead of at its first connection.
+inline void apply_security_options(const SecurityOptions& s, bool load_now = false) {
+  if (s.insecure && !s.key.empty()) throw UsageError("--key and --insecure contradict each other");
+  transport::configure_security({s.insecure, s.key});
+  if (load_now && !s.insecure) (void)transport::cluster_key();
+}
+
+}  // namespace herd::cli
