@@ -153,9 +153,23 @@ def test_dropped_unstreamed_request_frees_slot(smol_server):
     slot generating up to max_tokens for nobody."""
     s = smol_server
     wait_idle(s, 10)
+    # The slot must be seen generating while the client waits: once the client gives up, the server
+    # may free it before any later look at the metrics (that is the point), so look from beside it.
+    seen_busy = threading.Event()
+
+    def watch():
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10 and not seen_busy.is_set():
+            if s.metric("herd_slots_busy") == 1:
+                seen_busy.set()
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     with pytest.raises(requests.exceptions.ReadTimeout):
-        requests.post(s.url("/v1/completions"), json=LONG, timeout=(5, 1.0))
-    assert s.metric("herd_slots_busy") == 1
+        requests.post(s.url("/v1/completions"), json=LONG, timeout=(5, 2.0))
+    watcher.join()
+    assert seen_busy.is_set(), "the request never occupied a slot"
     wait_idle(s, 3.0)
     assert_stopped_generating(s)
 
