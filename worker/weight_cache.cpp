@@ -219,6 +219,9 @@ WeightCache::WeightCache(std::string cache_dir, std::string model_hash, uint64_t
   if (lock_fd_ < 0) throw std::runtime_error(sys_error("cannot open " + lock));
   while (::flock(lock_fd_, LOCK_EX) != 0)
     if (errno != EINTR) throw std::runtime_error(sys_error("cannot lock " + lock));
+}
+
+void WeightCache::mark_used() {
   const int used = ::open((dir_ + "/used").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   if (used >= 0) {
     ::futimens(used, nullptr);  // now: this model is the most recently used
@@ -240,8 +243,10 @@ void WeightCache::ensure_header(uint64_t file_size, uint64_t header_bytes, Weigh
   struct stat sb{};
   if (::stat(model_path_.c_str(), &sb) == 0) {
     if (static_cast<uint64_t>(sb.st_size) == file_size &&
-        cluster::model_fingerprint(model_path_, header_bytes) == hash_)
+        cluster::model_fingerprint(model_path_, header_bytes) == hash_) {
+      mark_used();
       return;
+    }
     std::fprintf(stderr, "herd worker: %s does not match the model hash; fetching it again\n", model_path_.c_str());
     std::remove(model_path_.c_str());
   }
@@ -267,6 +272,7 @@ void WeightCache::ensure_header(uint64_t file_size, uint64_t header_bytes, Weigh
   }
   ::close(fd);
   if (std::rename(tmp.c_str(), model_path_.c_str()) != 0) throw std::runtime_error(sys_error("cannot rename " + tmp));
+  mark_used();
 }
 
 void WeightCache::ensure_tensors(const model::GgufFile& f, const std::vector<std::string>& names, WeightSource& src,

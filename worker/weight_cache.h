@@ -13,7 +13,7 @@
 //                             in place. A tensor not in the manifest is fetched again.
 //   CACHE/<hash>/lock         flock'ed while a worker fills the cache (workers on one host share it).
 //
-//   CACHE/<hash>/used         touched at every use: the least recently used model is evicted first.
+//   CACHE/<hash>/used         touched at every use (once model.gguf is there): the least recently used model is evicted first.
 //
 // CACHE is --cache-dir, else $HERD_CACHE_DIR, else $XDG_CACHE_HOME/herd, else ~/.cache/herd.
 //
@@ -94,6 +94,7 @@ class WeightCache {
   // Makes room for `need` more bytes under the quota (evicting other models, least recently used
   // first, unless locked), else throws std::runtime_error naming the sizes.
   void make_room(uint64_t need);
+  void mark_used();  // touches CACHE/<hash>/used (once model.gguf holds the header)
 
   std::string root_, dir_, hash_, model_path_;
   uint64_t max_bytes_ = 0;

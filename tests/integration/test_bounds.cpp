@@ -151,6 +151,7 @@ TEST_F(Bounds, OneGiBFrameOverZeroMQAllocatesNothing) {
   k.send(cluster::pack(cluster::Forward{1, 0, 1, false}, std::move(ts)));
   std::this_thread::sleep_for(std::chrono::seconds(3));  // the CURVE-sealed GiB is on its way
   const uint64_t peak1 = proc_bytes(w.child().pid(), "VmHWM");
+  std::printf("zeromq: peak RSS %.1f -> %.1f MiB\n", peak0 / 1048576.0, peak1 / 1048576.0);
   // A few MiB: the worker's own allocator noise and ZeroMQ's 8 KiB batches, nothing of the frame.
   EXPECT_LT(peak1, peak0 + (uint64_t{8} << 20)) << "peak RSS " << (peak0 >> 20) << " -> " << (peak1 >> 20) << " MiB";
   EXPECT_TRUE(w.child().running());
@@ -186,6 +187,7 @@ TEST_F(Bounds, OneGiBFrameOnTheDataLaneIsRefusedByItsHeader) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_NE(w.child().err().find("more than 268435456"), std::string::npos) << w.child().err();
   const uint64_t peak1 = proc_bytes(w.child().pid(), "VmHWM");
+  std::printf("lane: peak RSS %.1f -> %.1f MiB\n", peak0 / 1048576.0, peak1 / 1048576.0);
   EXPECT_LT(peak1, peak0 + (uint64_t{8} << 20)) << "peak RSS " << (peak0 >> 20) << " -> " << (peak1 >> 20) << " MiB";
   expect_served(w, "after a 1 GiB lane frame");
 }
@@ -219,6 +221,7 @@ TEST_F(Bounds, PingsNeverReadKeepTheWorkersMemoryBounded) {
   peak = std::max(peak, proc_bytes(w.child().pid(), "VmRSS"));
   // Bound: 16 queued Pongs out + 16 Pings in (kListenerHwm each way) of 4 MiB = 128 MiB, plus
   // socket buffers; the unread total is 800 MiB.
+  std::printf("unread Pings: RSS %.1f -> peak %.1f MiB\n", rss0 / 1048576.0, peak / 1048576.0);
   EXPECT_LT(peak, rss0 + (uint64_t{192} << 20)) << "RSS " << (rss0 >> 20) << " -> peak " << (peak >> 20) << " MiB";
   expect_served(w, "after unread Pings");
 }
@@ -255,6 +258,7 @@ TEST_F(Bounds, HugeContextAndOversizedForwardsAreRefusedWithTheReason) {
   const auto t0 = Clock::now();
   ASSERT_TRUE(k.send(cluster::pack(huge)));
   const std::string e = error_text(k.expect(cluster::MsgType::Error, 10000));
+  std::printf("refused: %s\n", e.c_str());
   EXPECT_NE(e.find("needs"), std::string::npos) << e;
   EXPECT_NE(e.find("GiB"), std::string::npos) << e;
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 5.0);
@@ -309,6 +313,7 @@ TEST_F(Bounds, WeightCacheQuotaHoldsByEvictingTheLeastRecentlyUsedModel) {
     EXPECT_LE(disk_usage(cache), uint64_t{30} << 20);
     EXPECT_GT(run(w, "rand15M-q8_0.gguf"), uint64_t{24} << 20);
     const uint64_t du = disk_usage(cache);
+    std::printf("cache: du %.1f MiB under --cache-max 30M\n", du / 1048576.0);
     EXPECT_LE(du, uint64_t{30} << 20) << "du " << (du >> 20) << " MiB";
     EXPECT_GT(du, uint64_t{24} << 20) << "the second model is not in the cache";
     EXPECT_NE(w.child().err().find("evicted"), std::string::npos) << w.child().err();
