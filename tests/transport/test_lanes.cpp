@@ -239,9 +239,10 @@ TEST(Lane, HostileBoundLaneIsMalformedAndNothingIsAllocatedOnItsWord) {
   };
   zmq::socket_t z1(zmq_context(), zmq::socket_type::dealer), z2(zmq_context(), zmq::socket_type::dealer);
   const int liar = handshake(z1);
-  // Claims a 7 GiB frame and sends 3 bytes, then goes quiet: nothing is allocated on its word.
+  // Claims a 200 MiB frame (under the listener's 256 MiB cap, kMaxListenerMessageBytes; a larger
+  // claim is refused at once) and sends 3 bytes, then goes quiet: nothing is allocated on its word.
   const uint64_t rss0 = rss_bytes();
-  write_all(liar, sealed_header(2, uint64_t{7} << 30) + "abc");
+  write_all(liar, sealed_header(2, uint64_t{200} << 20) + "abc");
   EXPECT_EQ(server.recv(500).status, RecvStatus::timeout);
   EXPECT_EQ(server.lanes_bound(), 1u);
   EXPECT_LT(rss_bytes(), rss0 + (uint64_t{64} << 20)) << "the listener allocated what the header claimed";
