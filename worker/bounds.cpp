@@ -35,7 +35,7 @@ std::string check_message_bytes(const transport::Message& m, uint64_t forward_by
 }
 
 std::string check_forward_scratch(const model::ModelConfig& c, bool last_stage, int64_t rows, int64_t outputs,
-                                  uint64_t available) {
+                                  const std::function<uint64_t()>& available) {
   const int64_t ff = std::max(c.n_ff, c.is_moe() ? c.n_ff_exp : 0);
   const int64_t per_token = 2 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * ff +
                             (c.has_qk_norm ? c.q_dim() + c.kv_dim() : 0) +
@@ -43,9 +43,11 @@ std::string check_forward_scratch(const model::ModelConfig& c, bool last_stage, 
   // Doubles: rows <= 2^16 and widths of a validated model; no overflow.
   const double need = 4.0 * static_cast<double>(rows) * static_cast<double>(per_token) +
                       (last_stage ? 4.0 * static_cast<double>(outputs) * static_cast<double>(c.n_vocab) : 0.0);
-  if (available == 0 || need <= static_cast<double>(available)) return "";
+  if (need <= kScratchWithoutAsking) return "";  // a decode step: no /proc read on the hot path
+  const uint64_t avail = available();
+  if (avail == 0 || need <= static_cast<double>(avail)) return "";
   return "Forward of " + std::to_string(rows) + " rows needs " + gib(need) + " of scratch, this worker has " +
-         gib(static_cast<double>(available)) + " available";
+         gib(static_cast<double>(avail)) + " available";
 }
 
 }  // namespace herd

@@ -242,7 +242,7 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   if (std::string err = batch_runs(batch_, stage_->n_seq(), stage_->n_ctx(), runs); !err.empty())
     throw ProtocolError("Forward: " + err);
   if (std::string err = check_forward_scratch(config_, assign_.layers.output, n, batch_.n_outputs(),
-                                             meminfo_bytes("MemAvailable"));
+                                             [] { return meminfo_bytes("MemAvailable"); });
       !err.empty()) {
     reply_error(peer, f.request_id, stage_name() + ": " + err);
     return;

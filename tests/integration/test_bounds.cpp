@@ -26,6 +26,7 @@
 #include "transport/codec.h"
 #include "transport/security.h"
 #include "transport/zmq_link.h"
+#include "worker/bounds.h"
 #include "worker/weight_cache.h"
 
 namespace herd::test {
@@ -117,7 +118,7 @@ void expect_served(WorkerProcess& w, const std::string& what) {
   RemotePipelineOptions o;
   o.workers = {w.address()};
   o.n_ctx = 256;
-  o.connect_timeout_ms = 3000;
+  o.connect_timeout_ms = 10000;  // this process's ZeroMQ I/O thread may still be busy with an attack
   RemotePipeline r(*m.file, m.config, o);
   EXPECT_EQ(greedy(r, kPrompt, 8), greedy(*m.local, kPrompt, 8)) << what;
 }
@@ -138,19 +139,24 @@ cluster::Assign assign_for(const model::GgufFile& f, int64_t n_ctx, int64_t n_la
 // peak resident size does not move (before the bound: 2 GiB of RSS, ZeroMQ's limit was 8 GiB).
 TEST_F(Bounds, OneGiBFrameOverZeroMQAllocatesNothing) {
   WorkerProcess w;
-  KeyHolder k(w.address());
-  k.hello();
-  const uint64_t peak0 = proc_bytes(w.child().pid(), "VmHWM");
-  ASSERT_GT(peak0, 0u);
-  transport::Tensor t;
-  t.dtype = transport::WireDType::U8;
-  t.shape = {int64_t{1} << 30};
-  t.data.assign(size_t{1} << 30, '\0');
-  std::vector<transport::Tensor> ts;
-  ts.push_back(std::move(t));
-  k.send(cluster::pack(cluster::Forward{1, 0, 1, false}, std::move(ts)));
-  std::this_thread::sleep_for(std::chrono::seconds(3));  // the CURVE-sealed GiB is on its way
-  const uint64_t peak1 = proc_bytes(w.child().pid(), "VmHWM");
+  uint64_t peak0 = 0, peak1 = 0;
+  {
+    KeyHolder k(w.address());
+    k.hello();
+    peak0 = proc_bytes(w.child().pid(), "VmHWM");
+    ASSERT_GT(peak0, 0u);
+    transport::Tensor t;
+    t.dtype = transport::WireDType::U8;
+    t.shape = {int64_t{1} << 30};
+    t.data.assign(size_t{1} << 30, '\0');
+    std::vector<transport::Tensor> ts;
+    ts.push_back(std::move(t));
+    k.send(cluster::pack(cluster::Forward{1, 0, 1, false}, std::move(ts)));
+    // This process's ZeroMQ I/O thread seals the GiB with CURVE (seconds on a loaded machine)
+    // before its first bytes leave; the worker drops the connection at the frame's length header.
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    peak1 = proc_bytes(w.child().pid(), "VmHWM");
+  }  // the attacker's socket closes
   std::printf("zeromq: peak RSS %.1f -> %.1f MiB\n", peak0 / 1048576.0, peak1 / 1048576.0);
   // A few MiB: the worker's own allocator noise and ZeroMQ's 8 KiB batches, nothing of the frame.
   EXPECT_LT(peak1, peak0 + (uint64_t{8} << 20)) << "peak RSS " << (peak0 >> 20) << " -> " << (peak1 >> 20) << " MiB";
@@ -289,6 +295,25 @@ TEST_F(Bounds, HugeContextAndOversizedForwardsAreRefusedWithTheReason) {
   EXPECT_NE(big.find("dropped"), std::string::npos) << big;
   EXPECT_TRUE(w.child().running());
   expect_served(w, "after refused Assign and Forwards");
+}
+
+// The Forward scratch check behind on_forward (its memory figure injected): a batch whose scratch
+// exceeds what is available is refused with both sizes; a decode step never reads /proc/meminfo.
+TEST(BoundsUnit, ForwardScratchIsCheckedAgainstAvailableMemoryOnlyForLargeBatches) {
+  auto f = model::GgufFile::open(model_path("stories260K.gguf"));
+  const auto c = model::load_config(*f);
+  int asked = 0;
+  auto one_mib = [&] {
+    ++asked;
+    return uint64_t{1} << 20;
+  };
+  EXPECT_EQ(check_forward_scratch(c, true, 1, 1, one_mib), "");
+  EXPECT_EQ(asked, 0) << "a one-row Forward read MemAvailable";
+  const std::string e = check_forward_scratch(c, true, 65536, 65536, one_mib);
+  EXPECT_EQ(asked, 1);
+  EXPECT_NE(e.find("Forward of 65536 rows needs"), std::string::npos) << e;
+  EXPECT_NE(e.find("this worker has 0.0 GiB available"), std::string::npos) << e;
+  EXPECT_EQ(check_forward_scratch(c, true, 65536, 65536, [] { return uint64_t{64} << 30; }), "");
 }
 
 // --cache-max: a worker sent two models whose shards do not fit together keeps its cache under the
