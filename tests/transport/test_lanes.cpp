@@ -1,3 +1,4 @@
+#include <atomic>
 // The data lane beside a ZeroMQ link (transport/tcp_lane.h, zmq_link.h): it engages by itself,
 // keeps message order across the switch from ZeroMQ, carries large messages both ways at once
 // without deadlock, and a stranger on the lane port (garbage, a forged ticket, a lying length)
@@ -166,6 +167,41 @@ TEST(Lane, LargeMessagesBothWaysAtOnceDoNotDeadlock) {
   ASSERT_EQ(at_client.msg.tensors.size(), 1u);
   EXPECT_EQ(at_server.msg.tensors[0].data, big('c').data);
   EXPECT_EQ(at_client.msg.tensors[0].data, big('s').data);
+}
+
+// A peer that floods us and never reads: our send reads meanwhile only up to kLaneMaxBufferedBytes,
+// then times out (before: it buffered everything the peer wrote while it waited).
+TEST(Lane, APeerThatNeverReadsCannotGrowOurBufferWhileWeSend) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  LaneSocket a(sv[0], uint64_t{1} << 30);
+  std::atomic<bool> done{false};
+  std::thread flood([&] {
+    std::string msg(16, '\0');
+    const uint32_t magic = kLaneMagic, n = 1;
+    const uint64_t len = 1 << 20;
+    std::memcpy(msg.data(), &magic, 4);
+    std::memcpy(msg.data() + 4, &n, 4);
+    std::memcpy(msg.data() + 8, &len, 8);
+    msg += std::string(len, 'x');
+    while (!done) {
+      size_t at = 0;
+      while (at < msg.size() && !done) {
+        pollfd p{sv[1], POLLOUT, 0};
+        if (::poll(&p, 1, 50) <= 0) continue;
+        const ssize_t w = ::send(sv[1], msg.data() + at, msg.size() - at, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) at += static_cast<size_t>(w);
+      }
+    }
+  });
+  const std::string err = a.send({std::string(size_t{64} << 20, 'y')}, 2000);
+  done = true;
+  flood.join();
+  ::close(sv[1]);
+  EXPECT_NE(err.find("took nothing"), std::string::npos) << err;
+  EXPECT_GT(a.buffered_bytes(), 0u) << "it did not read while it waited";
+  // 64 MiB (kLaneMaxBufferedBytes) plus the one 1 MiB message that crossed it.
+  EXPECT_LE(a.buffered_bytes(), uint64_t{65} << 20) << (a.buffered_bytes() >> 20) << " MiB buffered";
 }
 
 TEST(Lane, StrangersOnTheLanePortCostOnlyTheirConnection) {
