@@ -133,13 +133,12 @@ int cmd_worker(const Args& args) {
   p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &threads, 0, kMaxThreads);
   p.add("--cache-dir", "DIR", "where received model shards are kept (default: $HERD_CACHE_DIR, else "
         "~/.cache/herd)", &cache_dir);
-  p.add("--cache-max", "SIZE", "quota of --cache-dir, e.g. 300M, 64G (binary units; 0 = none; default 64G): "
+  p.add("--cache-max", "SIZE", "quota of --cache-dir, e.g. 300M, 64G (binary units; 0 = none): "
         "a transfer that would exceed it evicts the least recently used models not in use, or is refused",
         &cache_max);
   p.add("--models-dir", "DIR", "open a model path the coordinator names only when it lies inside DIR (default: "
         "never; the coordinator sends the weights instead)", &models_dir);
-  p.add("--weight-timeout", "S", "seconds to wait for each answer of a weight transfer before the Assign fails "
-        "(default 20)", &weight_timeout_s);
+  p.add("--weight-timeout", "S", "seconds to wait for each answer of a weight transfer before the Assign fails", &weight_timeout_s);
   p.add("--profile", "FILE.json", "send this `herd probe --out` profile in the handshake instead of measuring "
         "this host at startup (~1 s; free memory is always read live)", &profile);
   p.add("--debug-delay-ms", "MS", "testing: sleep before each forward pass", &delay_ms, 0, 3600000);
