@@ -11,6 +11,8 @@
 #include <optional>
 #include <stdexcept>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 
 #include "common/log.h"
 #include "common/timer.h"
@@ -86,18 +88,44 @@ std::optional<ProbeResult> measure_in_child(int threads, const std::vector<uint3
   }
 }
 
+// "300M", "64G", "1.5T", "512MiB", "0": binary units (K/M/G/T, optional "i" and "B").
+uint64_t parse_cache_size(const std::string& v) {
+  size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &used);
+  } catch (const std::exception&) {
+    throw UsageError("--cache-max '" + v + "': not a size (e.g. 300M, 64G)");
+  }
+  std::string u = v.substr(used);
+  for (const char* suffix : {"iB", "B", "i"})
+    if (u.size() > 1 && u.size() >= std::strlen(suffix) && u.compare(u.size() - std::strlen(suffix), std::string::npos, suffix) == 0) {
+      u.resize(u.size() - std::strlen(suffix));
+      break;
+    }
+  double m = 0;
+  if (u.empty() || u == "B") m = 1;
+  else if (u == "K" || u == "k") m = 1024.0;
+  else if (u == "M") m = 1024.0 * 1024;
+  else if (u == "G") m = 1024.0 * 1024 * 1024;
+  else if (u == "T") m = 1024.0 * 1024 * 1024 * 1024;
+  if (m == 0 || !(x >= 0) || x * m > 1.8e19) throw UsageError("--cache-max '" + v + "': not a size (e.g. 300M, 64G)");
+  return static_cast<uint64_t>(x * m);
+}
+
 }  // namespace
 
 int cmd_worker(const Args& args) {
-  std::string listen_addr, model, cache_dir, profile;
+  std::string listen_addr, model, cache_dir, profile, cache_max = "64G", models_dir;
   int threads = 0, delay_ms = 0;
+  double weight_timeout_s = kDefaultChunkTimeoutMs / 1000.0;
   int64_t report_free_mem = 0;
   SecurityOptions security;
   ArgParser p("herd worker --listen tcp://ADDR:PORT [-m MODEL] [-t THREADS]",
               "Serves pipeline stages for a coordinator (`herd run --workers HOST:PORT,...`). The model file is "
-              "-m, else the path the coordinator sends when it holds the same model here (the handshake checks its "
-              "hash), else the coordinator sends exactly the assigned tensors, which are cached under --cache-dir "
-              "for the next start. Only the assigned layers are mapped. Runs until a coordinator sends Stop, or SIGINT/SIGTERM. "
+              "-m, else the path the coordinator sends when it lies inside --models-dir and holds the same model (the "
+              "handshake checks its hash), else the coordinator sends exactly the assigned tensors, which are cached "
+              "under --cache-dir (at most --cache-max) for the next start. Only the assigned layers are mapped. Runs until a coordinator sends Stop, or SIGINT/SIGTERM. "
               "Over tcp:// it also listens on one ephemeral TCP port of the same interface for data lanes (activations "
               "without ZeroMQ's I/O threads); peers that cannot reach it stay on ZeroMQ. HERD_LANES=0 turns lanes off.");
   p.add("-l,--listen", "ADDR", "where to listen: tcp://HOST:PORT or HOST:PORT (port * = any free port)", &listen_addr);
@@ -105,6 +133,12 @@ int cmd_worker(const Args& args) {
   p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &threads, 0, kMaxThreads);
   p.add("--cache-dir", "DIR", "where received model shards are kept (default: $HERD_CACHE_DIR, else "
         "~/.cache/herd)", &cache_dir);
+  p.add("--cache-max", "SIZE", "quota of --cache-dir, e.g. 300M, 64G (binary units; 0 = none): "
+        "a transfer that would exceed it evicts the least recently used models not in use, or is refused",
+        &cache_max);
+  p.add("--models-dir", "DIR", "open a model path the coordinator names only when it lies inside DIR (default: "
+        "never; the coordinator sends the weights instead)", &models_dir);
+  p.add("--weight-timeout", "S", "seconds to wait for each answer of a weight transfer before the Assign fails", &weight_timeout_s);
   p.add("--profile", "FILE.json", "send this `herd probe --out` profile in the handshake instead of measuring "
         "this host at startup (~1 s; free memory is always read live)", &profile);
   p.add("--debug-delay-ms", "MS", "testing: sleep before each forward pass", &delay_ms, 0, 3600000);
@@ -137,6 +171,14 @@ int cmd_worker(const Args& args) {
   o.threads = threads;
   o.debug_delay_ms = delay_ms;
   o.cache_dir = cache_dir;
+  o.cache_max = parse_cache_size(cache_max);
+  if (!(weight_timeout_s > 0 && weight_timeout_s <= 3600)) throw UsageError("--weight-timeout must be in (0, 3600] s");
+  o.weight_timeout_ms = static_cast<int>(weight_timeout_s * 1000);
+  if (!models_dir.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(models_dir, ec)) throw UsageError("--models-dir " + models_dir + ": not a directory");
+    o.models_dir = models_dir;
+  }
   if (report_free_mem < 0) throw UsageError("--report-free-mem must be positive");
   o.report_free_mem = static_cast<uint64_t>(report_free_mem);
   if (!profile.empty()) {

@@ -8,6 +8,7 @@
 // Activations go over ZeroMQ, not MPI: see bench/mpi_vs_zmq.cpp for the measurement. MPI has no
 // failure detection (a dead peer hangs or aborts the job), and the ZeroMQ path is the one every
 // other launch uses.
+#include <filesystem>
 #include <unistd.h>
 
 #include <atomic>
@@ -97,7 +98,22 @@ int run_coordinator(const std::string& sub, const Args& args) {
 
 // A worker rank: serve in a thread while the main thread (the only one calling MPI) waits for
 // rank 0's stop broadcast. A server that dies unexpectedly aborts the job (never a silent hang).
-int run_worker(std::unique_ptr<transport::Listener> listener, int threads, int rank) {
+// The directory of the model on this job's command line (-m, else herd's default), symlinks
+// resolved: a worker rank opens the coordinator's path only inside it (--models-dir), as
+// herd-cluster's workers do; "" (then the coordinator sends the weights) when it is not here.
+std::string models_dir_from(const Args& a) {
+  std::string m;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if ((a[i] == "-m" || a[i] == "--model") && i + 1 < a.size()) m = a[i + 1];
+    else if (a[i].rfind("--model=", 0) == 0) m = a[i].substr(8);
+  }
+  if (m.empty()) m = default_model_path();
+  std::error_code ec;
+  const auto p = std::filesystem::canonical(m, ec);
+  return ec ? std::string() : p.parent_path().string();
+}
+
+int run_worker(std::unique_ptr<transport::Listener> listener, int threads, int rank, const std::string& models_dir) {
   std::atomic<bool> stop{false}, failed{false};
   std::string failure;
   char host[kHostBytes] = {};
@@ -105,6 +121,7 @@ int run_worker(std::unique_ptr<transport::Listener> listener, int threads, int r
   WorkerServerOptions o;
   o.threads = threads;
   o.name = "rank " + std::to_string(rank) + " on " + host;
+  o.models_dir = models_dir;
   std::thread server_thread;
   if (listener) {
     server_thread = std::thread([&, l = std::move(listener)]() mutable {
@@ -251,7 +268,7 @@ int cmd_mpi(const Args& in) {
     MPI_Ibcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD, &req);
     MPI_Wait(&req, MPI_STATUS_IGNORE);
   } else {
-    code = run_worker(std::move(listener), threads_from(args), rank);
+    code = run_worker(std::move(listener), threads_from(args), rank, models_dir_from(args));
   }
   MPI_Finalize();
   return rank == 0 ? code : 0;

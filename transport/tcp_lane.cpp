@@ -172,6 +172,7 @@ bool LaneSocket::open_record() {
   if (at != body) return fail("lane from " + peer_ + ": frame " + std::to_string(seq) + ": trailing bytes", true);
   if (sbody_.capacity() > (size_t{1} << 24)) std::string().swap(sbody_);  // do not pin a huge buffer
   first_ = false;
+  for (const auto& f : frames) ready_bytes_ += f.size();
   ready_.push_back(std::move(frames));
   return true;
 }
@@ -240,6 +241,7 @@ void LaneSocket::finish_frame() {
   if (--frames_left_ == 0) {
     if (first_ && hold_) held_ = true;
     first_ = false;
+    for (const auto& f : cur_) ready_bytes_ += f.size();
     ready_.push_back(std::move(cur_));
     cur_.clear();
     state_ = State::MsgHeader;
@@ -252,6 +254,7 @@ bool LaneSocket::pump() {
   if (!ok()) return false;
   if (held_) return true;  // nothing more is read until seal()
   while (true) {
+    if (ready_bytes_ >= kLaneMaxBufferedBytes) return true;  // the caller pops first (see send)
     // Large sealed records and frame bodies are read straight into their buffer; everything else
     // through a small one.
     if (sealed_ && in_body_ && sbody_len_ - sbody_have_ >= 65536) {
@@ -300,6 +303,7 @@ bool LaneSocket::pump() {
 std::vector<std::string> LaneSocket::pop() {
   std::vector<std::string> m = std::move(ready_.front());
   ready_.pop_front();
+  for (const auto& f : m) ready_bytes_ -= f.size();
   return m;
 }
 
@@ -374,7 +378,9 @@ std::string LaneSocket::write_all(std::vector<iovec>& iov, int timeout_ms) {
       fail(std::string("data lane: ") + std::strerror(errno), false);
       return error_;
     }
-    pollfd p{fd_, POLLOUT | POLLIN, 0};
+    // Reading meanwhile, unless a peer that does not read us has already filled our buffer.
+    const bool read_too = ready_bytes_ < kLaneMaxBufferedBytes;
+    pollfd p{fd_, static_cast<short>(read_too ? POLLOUT | POLLIN : POLLOUT), 0};
     const int left_ms = remaining_ms(deadline);
     if (left_ms <= 0) {
       // The stream now ends inside a message: nothing more can be sent on it.

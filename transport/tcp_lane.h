@@ -40,6 +40,7 @@ constexpr uint32_t kLaneSealedMagic = 0x53445248;  // "HRDS"
 constexpr size_t kLaneKeyBytes = 32;               // a ChaCha20-Poly1305 key
 constexpr size_t kLaneTagBytes = 16;
 constexpr size_t kLaneSealedHeaderBytes = 16;
+constexpr uint64_t kLaneMaxBufferedBytes = uint64_t{64} << 20;
 
 class LaneSocket {
  public:
@@ -55,13 +56,17 @@ class LaneSocket {
   // connection is closed or the stream is invalid (error() says which; nothing more is read).
   bool pump();
   bool has_message() const { return !ready_.empty(); }
+  uint64_t buffered_bytes() const { return ready_bytes_; }  // complete messages not yet popped
   std::vector<std::string> pop();  // the oldest complete message; has_message() must be true
   bool ok() const { return error_.empty(); }
   const std::string& error() const { return error_; }
   bool protocol_error() const { return protocol_error_; }  // the peer sent bytes that are not a lane stream
 
   // Writes one message, waiting at most timeout_ms for the peer to take it; while it waits it
-  // keeps reading (a peer sending to us at the same time cannot deadlock us). "" or the reason.
+  // keeps reading (a peer sending to us at the same time cannot deadlock us), up to
+  // kLaneMaxBufferedBytes of complete messages not yet popped: a peer that sends without ever
+  // reading what we send cannot grow our memory while we wait (the send then times out). "" or
+  // the reason.
   std::string send(const std::vector<std::string>& frames, int timeout_ms);
   // A lower bound for the first message only (a listener's pending lane expects a small LaneAttach
   // and keeps reading what follows it under the full bound).
@@ -98,6 +103,7 @@ class LaneSocket {
   uint64_t body_len_ = 0, body_have_ = 0, msg_bytes_ = 0;
   std::vector<std::string> cur_;
   std::deque<std::vector<std::string>> ready_;
+  uint64_t ready_bytes_ = 0;
   // Sealed mode.
   bool hold_ = false, held_ = false, sealed_ = false;
   std::string stash_;  // bytes read past the first message while held

@@ -27,8 +27,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Frames larger than this are refused by ZeroMQ before they are allocated.
-constexpr int64_t kMaxZmqMessageBytes = int64_t{1} << 33;
 
 // Reads the rest of a multipart message that has started arriving.
 std::vector<std::string> recv_multipart(zmq::socket_t& s) {
@@ -138,8 +136,10 @@ ZmqListener::ZmqListener(const std::string& address, bool lanes)
   sock_.set(zmq::sockopt::linger, 0);
   secure_server_socket(sock_);
   sock_.set(zmq::sockopt::router_mandatory, 1);  // sending to a vanished peer is an error, not a silent drop
-  sock_.set(zmq::sockopt::sndtimeo, 2000);
-  sock_.set(zmq::sockopt::maxmsgsize, kMaxZmqMessageBytes);
+  sock_.set(zmq::sockopt::sndtimeo, kListenerSendTimeoutMs);
+  sock_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxListenerMessageBytes));
+  sock_.set(zmq::sockopt::sndhwm, kListenerHwm);
+  sock_.set(zmq::sockopt::rcvhwm, kListenerHwm);
   try {
     sock_.bind(address);
   } catch (const zmq::error_t& e) {
@@ -200,7 +200,7 @@ void ZmqListener::accept_lanes() {
   if (lane_fd_ < 0 || !ready(lane_fd_)) return;
   for (int fd; (fd = lane_accept(lane_fd_)) >= 0;) {
     if (pending_.size() >= kMaxPendingLanes) pending_.erase(pending_.begin());
-    auto sock = std::make_unique<LaneSocket>(fd, static_cast<uint64_t>(kMaxZmqMessageBytes));
+    auto sock = std::make_unique<LaneSocket>(fd, kMaxListenerMessageBytes);
     sock->limit_first_message(kMaxPendingLaneMessage);
     if (secure_) sock->hold_after_first();  // what follows the clear LaneAttach is sealed
     pending_.push_back({std::move(sock), Clock::now(), {}});
@@ -319,7 +319,7 @@ ZmqLink::ZmqLink(const std::string& address, bool lanes)
   static std::atomic<uint64_t> next_monitor{0};
   sock_.set(zmq::sockopt::linger, 0);
   sock_.set(zmq::sockopt::sndtimeo, 2000);
-  sock_.set(zmq::sockopt::maxmsgsize, kMaxZmqMessageBytes);
+  sock_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxLinkMessageBytes));
   sock_.set(zmq::sockopt::heartbeat_ivl, kHeartbeatIntervalMs);
   sock_.set(zmq::sockopt::heartbeat_timeout, kHeartbeatTimeoutMs);
   sock_.set(zmq::sockopt::reconnect_ivl, 100);
@@ -395,7 +395,7 @@ void ZmqLink::on_offer(const std::vector<std::string>& frames) {
   }
   try {
     lane_ = std::make_unique<LaneSocket>(lane_connect(tcp_host_of(address_), port, kLaneConnectTimeoutMs),
-                                         static_cast<uint64_t>(kMaxZmqMessageBytes));
+                                         kMaxLinkMessageBytes);
     if (auto err = lane_->send(control(kLaneAttach, frames[1].substr(2, kLaneTicketBytes)), kLaneConnectTimeoutMs);
         !err.empty())
       throw std::runtime_error(err);

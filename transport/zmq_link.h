@@ -54,6 +54,22 @@ constexpr uint16_t kLaneRequest = 0xFF01, kLaneOffer = 0xFF02, kLaneAttach = 0xF
 constexpr size_t kLaneTicketBytes = 16;
 constexpr size_t kLaneSessionBytes = 32;  // in a LaneOffer, secure mode only
 
+// Bounds before allocation (issue [trust] item 4). A listener (a worker's --listen socket) refuses
+// any inbound frame (ZMQ_MAXMSGSIZE, checked by ZeroMQ against the frame's length header before it
+// allocates) or lane message (its length header, before a buffer grows) above this. The largest
+// legal message a worker receives is a Forward: rows x n_embd x 4 bytes; the coordinator sends at
+// most n_batch = 512 rows per Forward, and the widest models today have n_embd = 16384, so 32 MiB;
+// 256 MiB leaves room for 4096-row batches at that width. Everything else is <= 4 MiB (a
+// WeightChunk or Ping tensor) plus a payload of <= 1 MiB. Links (a coordinator receiving logits:
+// rows x n_vocab x 4) keep the codec's own per-tensor bound.
+constexpr uint64_t kMaxListenerMessageBytes = uint64_t{256} << 20;
+constexpr uint64_t kMaxLinkMessageBytes = uint64_t{1} << 33;
+// Messages queued per peer in each direction inside ZeroMQ (ZMQ_SNDHWM / ZMQ_RCVHWM). A worker's
+// replies are <= 4 MiB except a last stage's logits, so a peer that never reads pins at most
+// kListenerHwm messages (plus the kernel's socket buffers) before sends to it time out.
+constexpr int kListenerHwm = 16;
+constexpr int kListenerSendTimeoutMs = 2000;
+
 // False when $HERD_LANES is "0": links and listeners made after that stay on ZeroMQ.
 bool lanes_enabled();
 

@@ -95,18 +95,49 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
   listener_->send(peer, pack(ready));
 }
 
+namespace {
+
+// The coordinator's path, canonical, when it names a regular file inside models_dir; else "".
+// Nothing outside models_dir is opened, stat'ed or named back to the peer.
+std::string inside_models_dir(const std::string& models_dir, const std::string& path) {
+  if (models_dir.empty() || path.empty()) return "";
+  std::error_code ec;
+  const auto root = std::filesystem::canonical(models_dir, ec);
+  if (ec) return "";
+  const auto p = std::filesystem::weakly_canonical(path, ec);  // symlinks resolved: no way out through one
+  if (ec) return "";
+  const std::string r = root.string(), c = p.string();
+  if (c.size() <= r.size() || c.compare(0, r.size(), r) != 0 || (r != "/" && c[r.size()] != '/')) {
+    HERD_LOG_WARN("worker: the coordinator's model path is outside --models-dir ", r, "; not opened");
+    return "";
+  }
+  if (!std::filesystem::is_regular_file(p, ec)) return "";
+  return c;
+}
+
+}  // namespace
+
 std::string WorkerServer::resolve_model_file(const std::string& peer, const Assign& a, ShardFetch& fetch) {
   if (!opts_.model_path.empty()) return opts_.model_path;
+  // The coordinator's path is only a hint, and only inside --models-dir (default: none, so the
+  // coordinator sends the weights): a peer must not make this worker open files it names.
+  const std::string here = inside_models_dir(opts_.models_dir, a.model_path);
   std::error_code ec;
-  const bool hint_here = !a.model_path.empty() && std::filesystem::is_regular_file(a.model_path, ec);
-  if (hint_here && a.header_bytes == 0) return a.model_path;  // a coordinator that cannot send weights
-  if (hint_here && ((file_ && file_->path() == a.model_path && file_hash_ == a.model_hash) ||
-                    (std::filesystem::file_size(a.model_path, ec) == a.file_size &&
-                     model_fingerprint(a.model_path, a.header_bytes) == a.model_hash)))
-    return a.model_path;
-  if (a.header_bytes == 0) throw std::runtime_error("no model file: start the worker with -m FILE");
+  if (!here.empty() && a.header_bytes == 0) return here;  // a coordinator that cannot send weights
+  if (!here.empty() && ((file_ && file_->path() == here && file_hash_ == a.model_hash) ||
+                        (std::filesystem::file_size(here, ec) == a.file_size &&
+                         model_fingerprint(here, a.header_bytes) == a.model_hash)))
+    return here;
+  if (a.header_bytes == 0)
+    throw std::runtime_error("no model file: start the worker with -m FILE, or --models-dir DIR holding the "
+                             "coordinator's model");
+  if (file_ && file_hash_ != a.model_hash) {  // another model: unmapped now, so the cache may evict it
+    stage_.reset();
+    file_.reset();
+  }
   fetch.cache = std::make_unique<WeightCache>(opts_.cache_dir.empty() ? default_cache_dir() : opts_.cache_dir,
-                                              a.model_hash);
+                                              a.model_hash, opts_.cache_max);
+  fetch.cache->set_chunk_timeout_ms(opts_.weight_timeout_ms);
   fetch.source = weight_source(peer, a.session);
   fetch.cache->ensure_header(a.file_size, a.header_bytes, *fetch.source, fetch.stats);
   return fetch.cache->model_path();

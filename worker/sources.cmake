@@ -3,4 +3,5 @@ target_sources(herd_worker PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/worker_server.cpp
   ${CMAKE_CURRENT_LIST_DIR}/shard_loader.cpp
   ${CMAKE_CURRENT_LIST_DIR}/weight_cache.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/bounds.cpp
 )

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -26,7 +27,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr size_t kWindow = 4;            // chunks in flight (hides the round trip on a slow link)
-constexpr int kChunkTimeoutMs = 60000;   // the coordinator answers every request or errors
 constexpr int kMaxTries = 4;             // a chunk that fails its crc32 this often fails the assignment
 
 std::string sys_error(const std::string& what) { return what + ": " + std::strerror(errno); }
@@ -74,7 +74,7 @@ class Progress {
 
 // Fetches every span into fd at its offset, kWindow requests in flight, each chunk crc32-checked.
 void fetch(const std::vector<Span>& todo, WeightSource& src, FetchStats& st, int fd, const std::string& path,
-           const std::string& what) {
+           const std::string& what, int timeout_ms) {
   uint64_t total = 0;
   for (const Span& s : todo) total += s.length;
   Progress progress(what, total);
@@ -89,9 +89,9 @@ void fetch(const std::vector<Span>& todo, WeightSource& src, FetchStats& st, int
   };
   fill();
   while (!outstanding.empty()) {
-    std::optional<WeightChunkData> c = src.receive(kChunkTimeoutMs);
+    std::optional<WeightChunkData> c = src.receive(timeout_ms);
     if (!c) throw std::runtime_error("no weight chunk from the coordinator within " +
-                                     std::to_string(kChunkTimeoutMs / 1000) + " s");
+                                     std::to_string(timeout_ms / 1000.0).substr(0, 4) + " s (--weight-timeout)");
     auto it = outstanding.find(c->offset);
     if (it == outstanding.end() || c->bytes.size() != it->second.first.length)
       throw std::runtime_error("the coordinator sent " + std::to_string(c->bytes.size()) + " bytes at offset " +
@@ -146,8 +146,67 @@ std::string default_cache_dir() {
   return "/tmp/herd-cache";
 }
 
-WeightCache::WeightCache(std::string cache_dir, std::string model_hash)
-    : dir_(std::move(cache_dir)), hash_(std::move(model_hash)) {
+uint64_t disk_usage(const std::string& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    struct stat sb{};
+    if (::lstat(it->path().c_str(), &sb) == 0 && S_ISREG(sb.st_mode)) total += static_cast<uint64_t>(sb.st_blocks) * 512;
+  }
+  return total;
+}
+
+namespace {
+
+std::string mib(uint64_t b) {
+  char s[32];
+  std::snprintf(s, sizeof s, "%.1f MiB", static_cast<double>(b) / 1048576.0);
+  return s;
+}
+
+// Disk bytes a write of n bytes at arbitrary offsets can take: whole 4 KiB blocks, plus one for a
+// partial block at each end.
+uint64_t blocks_for(uint64_t n) { return (n + 4095) / 4096 * 4096 + 4096; }
+
+}  // namespace
+
+void WeightCache::make_room(uint64_t need) {
+  if (max_bytes_ == 0) return;
+  uint64_t used = disk_usage(root_);
+  if (used + need <= max_bytes_) return;
+  // Other models, least recently used first (the mtime of their `used` file, else of the directory).
+  std::vector<std::pair<fs::file_time_type, fs::path>> others;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root_, ec)) {
+    if (!e.is_directory(ec) || e.path().filename() == hash_) continue;
+    auto t = fs::last_write_time(e.path() / "used", ec);
+    if (ec) t = fs::last_write_time(e.path(), ec);
+    others.push_back({t, e.path()});
+  }
+  std::sort(others.begin(), others.end());
+  for (const auto& [t, dir] : others) {
+    const std::string lock = (dir / "lock").string();
+    const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {  // another worker is filling or using it
+      ::close(fd);
+      continue;
+    }
+    const uint64_t freed = disk_usage(dir.string());
+    fs::remove_all(dir, ec);
+    ::close(fd);
+    std::fprintf(stderr, "herd worker: weight cache over --cache-max %s: evicted %s (%s, least recently used)\n",
+                 mib(max_bytes_).c_str(), dir.filename().string().substr(0, 16).c_str(), mib(freed).c_str());
+    used = disk_usage(root_);
+    if (used + need <= max_bytes_) return;
+  }
+  throw std::runtime_error("weight cache " + root_ + " is full: this shard needs " + mib(need) + ", the cache holds " +
+                           mib(used) + " that cannot be evicted (in use), and --cache-max is " + mib(max_bytes_));
+}
+
+WeightCache::WeightCache(std::string cache_dir, std::string model_hash, uint64_t max_bytes)
+    : root_(cache_dir), dir_(std::move(cache_dir)), hash_(std::move(model_hash)), max_bytes_(max_bytes) {
   if (hash_.empty() || hash_.find_first_not_of("0123456789abcdef") != std::string::npos)
     throw std::runtime_error("model hash '" + hash_ + "' is not lowercase hex");
   dir_ += "/" + hash_;
@@ -162,6 +221,14 @@ WeightCache::WeightCache(std::string cache_dir, std::string model_hash)
     if (errno != EINTR) throw std::runtime_error(sys_error("cannot lock " + lock));
 }
 
+void WeightCache::mark_used() {
+  const int used = ::open((dir_ + "/used").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (used >= 0) {
+    ::futimens(used, nullptr);  // now: this model is the most recently used
+    ::close(used);
+  }
+}
+
 WeightCache::~WeightCache() { unlock(); }
 
 void WeightCache::unlock() {
@@ -170,18 +237,21 @@ void WeightCache::unlock() {
 }
 
 void WeightCache::ensure_header(uint64_t file_size, uint64_t header_bytes, WeightSource& src, FetchStats& st) {
-  if (header_bytes == 0 || header_bytes > file_size)
+  if (header_bytes == 0 || header_bytes > file_size || file_size > kMaxDeclaredFileBytes)
     throw std::runtime_error("the coordinator announced a header of " + std::to_string(header_bytes) +
                              " bytes in a file of " + std::to_string(file_size));
   struct stat sb{};
   if (::stat(model_path_.c_str(), &sb) == 0) {
     if (static_cast<uint64_t>(sb.st_size) == file_size &&
-        cluster::model_fingerprint(model_path_, header_bytes) == hash_)
+        cluster::model_fingerprint(model_path_, header_bytes) == hash_) {
+      mark_used();
       return;
+    }
     std::fprintf(stderr, "herd worker: %s does not match the model hash; fetching it again\n", model_path_.c_str());
     std::remove(model_path_.c_str());
   }
   std::remove((dir_ + "/tensors.txt").c_str());  // nothing of an old file is trusted
+  make_room(blocks_for(header_bytes));             // before the (sparse) file exists
   const std::string tmp = model_path_ + ".tmp." + std::to_string(getpid());
   const int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw std::runtime_error(sys_error("cannot create " + tmp));
@@ -189,7 +259,7 @@ void WeightCache::ensure_header(uint64_t file_size, uint64_t header_bytes, Weigh
     if (::ftruncate(fd, static_cast<off_t>(file_size)) != 0) throw std::runtime_error(sys_error("cannot size " + tmp));
     std::vector<Span> spans;
     split(spans, 0, header_bytes, cluster::kMaxWeightChunk);
-    fetch(spans, src, st, fd, tmp, "receiving the model header");
+    fetch(spans, src, st, fd, tmp, "receiving the model header", chunk_timeout_ms_);
     if (::fsync(fd) != 0) throw std::runtime_error(sys_error("cannot sync " + tmp));
     const std::string got = cluster::model_fingerprint(tmp, header_bytes);
     if (got != hash_)
@@ -202,6 +272,7 @@ void WeightCache::ensure_header(uint64_t file_size, uint64_t header_bytes, Weigh
   }
   ::close(fd);
   if (std::rename(tmp.c_str(), model_path_.c_str()) != 0) throw std::runtime_error(sys_error("cannot rename " + tmp));
+  mark_used();
 }
 
 void WeightCache::ensure_tensors(const model::GgufFile& f, const std::vector<std::string>& names, WeightSource& src,
@@ -218,10 +289,13 @@ void WeightCache::ensure_tensors(const model::GgufFile& f, const std::vector<std
     split(spans, f.data_offset() + t->offset, t->n_bytes, std::max<uint64_t>(1, std::min(chunk_bytes, cluster::kMaxWeightChunk)));
   }
   if (missing.empty()) return;
+  uint64_t need = 0;
+  for (const Span& sp : spans) need += sp.length;
+  make_room(blocks_for(need) + 4096 * missing.size());  // before any byte is fetched
   const int fd = ::open(model_path_.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) throw std::runtime_error(sys_error("cannot open " + model_path_));
   try {
-    fetch(spans, src, st, fd, model_path_, "receiving weights");
+    fetch(spans, src, st, fd, model_path_, "receiving weights", chunk_timeout_ms_);
     if (::fsync(fd) != 0) throw std::runtime_error(sys_error("cannot sync " + model_path_));
   } catch (...) {
     ::close(fd);

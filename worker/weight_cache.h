@@ -13,7 +13,15 @@
 //                             in place. A tensor not in the manifest is fetched again.
 //   CACHE/<hash>/lock         flock'ed while a worker fills the cache (workers on one host share it).
 //
+//   CACHE/<hash>/used         touched at every use (once model.gguf is there): the least recently used model is evicted first.
+//
 // CACHE is --cache-dir, else $HERD_CACHE_DIR, else $XDG_CACHE_HOME/herd, else ~/.cache/herd.
+//
+// Quota (--cache-max, default kDefaultCacheMax): the disk blocks of everything under CACHE (du,
+// not the sparse files' apparent sizes) are checked before any byte is written: the header before
+// model.gguf is created, the missing tensors' bytes before they are fetched. When they would not
+// fit, other models' directories are evicted, least recently used first, skipping any whose lock
+// another worker holds (in use); if that is not enough the transfer is refused with the sizes.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +37,17 @@ class GgufFile;
 namespace herd {
 
 std::string default_cache_dir();
+
+// A coordinator answers each weight request from its file at once: 4 chunks of 4 MiB in flight
+// take 1.3 s even over 100 Mbit/s. Longer means it stopped answering (the Assign then fails and the
+// worker serves others again).
+constexpr int kDefaultChunkTimeoutMs = 20000;
+constexpr uint64_t kDefaultCacheMax = uint64_t{64} << 30;  // 64 GiB
+// A declared model file larger than this (1 PiB) is refused before anything is created.
+constexpr uint64_t kMaxDeclaredFileBytes = uint64_t{1} << 50;
+
+// Disk bytes (allocated blocks, as du counts them) of every regular file under dir.
+uint64_t disk_usage(const std::string& dir);
 
 // Where the bytes come from: the coordinator, over the worker's link. request() asks for file
 // bytes [offset, offset + length); receive() returns the next answer (nullopt on timeout) and
@@ -50,7 +69,8 @@ struct FetchStats {
 
 class WeightCache {
  public:
-  WeightCache(std::string cache_dir, std::string model_hash);
+  // max_bytes: the quota for everything under cache_dir (0 = none).
+  WeightCache(std::string cache_dir, std::string model_hash, uint64_t max_bytes = kDefaultCacheMax);
   ~WeightCache();
   WeightCache(const WeightCache&) = delete;
   WeightCache& operator=(const WeightCache&) = delete;
@@ -65,11 +85,20 @@ class WeightCache {
   // std::runtime_error); writes, fsyncs, commits the manifest. Prints progress to stderr.
   void ensure_tensors(const model::GgufFile& f, const std::vector<std::string>& names, WeightSource& src,
                       FetchStats& st, uint64_t chunk_bytes);
+  // How long to wait for each answer of the coordinator (default kDefaultChunkTimeoutMs).
+  void set_chunk_timeout_ms(int ms) { chunk_timeout_ms_ = ms; }
   // Releases the lock (also done by the destructor).
   void unlock();
 
  private:
-  std::string dir_, hash_, model_path_;
+  // Makes room for `need` more bytes under the quota (evicting other models, least recently used
+  // first, unless locked), else throws std::runtime_error naming the sizes.
+  void make_room(uint64_t need);
+  void mark_used();  // touches CACHE/<hash>/used (once model.gguf holds the header)
+
+  std::string root_, dir_, hash_, model_path_;
+  uint64_t max_bytes_ = 0;
+  int chunk_timeout_ms_ = kDefaultChunkTimeoutMs;
   int lock_fd_ = -1;
 };
 

@@ -16,7 +16,9 @@
 #include "kernels/fp16.h"
 #include "model/weights.h"
 #include "engine/host_probe.h"
+#include "worker/bounds.h"
 #include "worker/weight_cache.h"
+#include "transport/zmq_link.h"
 
 namespace herd {
 
@@ -99,9 +101,11 @@ bool WorkerServer::handle(Received& r) {
     return true;
   }
   if (r.status != RecvStatus::ok) return true;
+  if (silenced_.count(r.peer)) return true;  // a peer that stopped reading: not even an Error back
   const Message& m = r.msg;
   try {
     const auto type = static_cast<MsgType>(m.type);
+    if (std::string err = check_message_bytes(m, forward_bytes_limit()); !err.empty()) throw ProtocolError(err);
     if (type == MsgType::Hello) {
       on_hello(r.peer, m);
       return true;
@@ -128,7 +132,8 @@ bool WorkerServer::handle(Received& r) {
       case MsgType::Ping: {  // link measurement (cluster/link_measure.h): echo the bytes back
         const Ping p = unpack<Ping>(m);
         check_echo_payload(m, p.bytes);
-        listener_->send(r.peer, pack(Pong{p.seq, p.bytes}, std::move(r.msg.tensors)));
+        if (auto err = listener_->send(r.peer, pack(Pong{p.seq, p.bytes}, std::move(r.msg.tensors))); !err.empty())
+          silence(r.peer, "it does not read its Pongs (" + err + ")");
         return true;
       }
       case MsgType::WeightChunk:
@@ -158,6 +163,28 @@ void WorkerServer::drop(const std::string& peer, const std::string& reason) {
   // authentication: "lane from HOST: frame N failed authentication").
   if (upstream && peer != coordinator_)
     send_to_coordinator(pack(ErrorMsg{0, stage_name() + ": dropped the previous stage's connection: " + reason}));
+}
+
+// A peer whose replies cannot be delivered (its queue of kListenerHwm messages is full and a send
+// timed out): forgotten, and its further messages ignored without an answer, so that it costs
+// neither memory nor another send timeout per message.
+void WorkerServer::silence(const std::string& peer, const std::string& reason) {
+  HERD_LOG_WARN("worker: dropping peer ", printable_peer(peer), ": ", reason);
+  note("herd worker: dropped a peer: " + reason);
+  peers_.erase(peer);
+  if (silenced_.size() >= 4096) silenced_.erase(silenced_.begin());
+  silenced_.insert(peer);
+  if (peer == coordinator_) coordinator_.clear();
+}
+
+// The most tensor bytes a Forward may carry here: the assigned stage's widest legal batch
+// (rows <= n_ctx x n_seq and kMaxBatchRows; i32 tokens on the first stage, f32 or f16 hidden rows
+// on the others); before an Assign, the listener's cap.
+uint64_t WorkerServer::forward_bytes_limit() const {
+  if (!stage_) return transport::kMaxListenerMessageBytes;
+  const uint64_t rows = std::min<uint64_t>(kMaxBatchRows, static_cast<uint64_t>(assign_.n_ctx * assign_.n_seq));
+  if (assign_.layers.embedding) return rows * sizeof(int32_t);
+  return rows * static_cast<uint64_t>(config_.n_embd) * wire_dtype_size(assign_.act_dtype);
 }
 
 void WorkerServer::reply_error(const std::string& peer, uint64_t request_id, const std::string& message) {
@@ -214,6 +241,12 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   std::vector<SeqRun> runs;
   if (std::string err = batch_runs(batch_, stage_->n_seq(), stage_->n_ctx(), runs); !err.empty())
     throw ProtocolError("Forward: " + err);
+  if (std::string err = check_forward_scratch(config_, assign_.layers.output, n, batch_.n_outputs(),
+                                             [] { return meminfo_bytes("MemAvailable"); });
+      !err.empty()) {
+    reply_error(peer, f.request_id, stage_name() + ": " + err);
+    return;
+  }
   for (const SeqRun& r : runs)
     require(r.pos0 <= stage_->cache().seq_len(r.seq),
             "Forward: sequence " + std::to_string(r.seq) + " at position " + std::to_string(r.pos0) + " (cache holds " +
@@ -350,7 +383,11 @@ WeightSource WorkerServer::weight_source(const std::string& peer, uint64_t sessi
       Received r = listener_->recv(static_cast<int>(left));
       if (r.status == RecvStatus::timeout) continue;
       if (r.peer != peer) {
-        pending_.push_back(std::move(r));  // served after the assignment
+        if (pending_.size() < kMaxPendingMessages)
+          pending_.push_back(std::move(r));  // served after the assignment
+        else
+          HERD_LOG_WARN("worker: a message from ", printable_peer(r.peer), " dropped: ", kMaxPendingMessages,
+                        " already wait for the weight transfer to end");
         continue;
       }
       if (r.status != RecvStatus::ok) throw std::runtime_error("coordinator link: " + r.error);

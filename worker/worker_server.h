@@ -3,7 +3,7 @@
 // from the coordinator; every other stage takes the hidden state straight from the previous stage;
 // non-last stages send theirs straight to the next stage; the last returns logits to the
 // coordinator, or samples them and returns the token id (Forward.sample). A worker without its own
-// copy of the model (no -m, and the coordinator's path does not exist here or holds another file)
+// copy of the model (no -m, and no --models-dir holding the coordinator's path with the same file)
 // is sent exactly its shard by the coordinator and caches it (worker/weight_cache.h). Nothing a peer sends can crash it: a malformed message drops that peer (logged) and
 // the worker keeps serving others; a failing Forward becomes an Error message to the coordinator.
 #pragma once
@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,11 @@ struct WorkerServerOptions {
   std::string name;        // for logs and the Hello
   int debug_delay_ms = 0;  // test hook: sleep this long before each Forward (to kill a worker mid-run)
   std::string cache_dir;   // where received shards are kept; "" = default_cache_dir()
+  uint64_t cache_max = kDefaultCacheMax;           // --cache-max: quota of cache_dir (0 = none)
+  int weight_timeout_ms = kDefaultChunkTimeoutMs;  // --weight-timeout: per answer of a weight transfer
+  // --models-dir: the coordinator's model path is opened only when its canonical form is inside this
+  // directory; "" = never (the coordinator sends the weights instead).
+  std::string models_dir;
   uint64_t chunk_bytes = cluster::kMaxWeightChunk;  // weight transfer chunk size
   // The profile sent in every Hello (engine/host_probe.h; cluster/worker_profile.h on the wire). Unset: measured once when the server
   // is constructed (cached_startup_profile: quick figures, < ~1 s, shared by the process).
@@ -91,6 +97,8 @@ class WorkerServer {
   // when the spec says reset) and accepts the token into the sampler's window.
   int32_t sample(int32_t seq, const cluster::SampleSpec& s, const float* logits);
   void reply_error(const std::string& peer, uint64_t request_id, const std::string& message);
+  void silence(const std::string& peer, const std::string& reason);
+  uint64_t forward_bytes_limit() const;
   void send_to_coordinator(transport::Message m);
   std::string stage_name() const;
 
@@ -99,6 +107,7 @@ class WorkerServer {
   std::map<std::string, Peer> peers_;  // peers that completed a Hello
   std::deque<transport::Received> pending_;  // other peers' messages that arrived during a weight fetch
   std::string coordinator_;            // the peer whose Assign we serve
+  std::set<std::string> silenced_;     // peers that stopped reading (bounded; see silence())
 
   std::unique_ptr<model::GgufFile> file_;
   std::string file_hash_;

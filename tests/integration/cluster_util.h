@@ -146,8 +146,11 @@ class Child {
 // `herd worker --listen tcp://127.0.0.1:PORT` (PORT "*" = a free one); address() is what it bound.
 class WorkerProcess {
  public:
-  explicit WorkerProcess(const std::string& port = "*", std::vector<std::string> extra = {}) {
+  // any_model_path: --models-dir / (the worker opens the coordinator's model path wherever it is, as
+  // every worker did before [trust] item 4; the tests of that default pass false).
+  explicit WorkerProcess(const std::string& port = "*", std::vector<std::string> extra = {}, bool any_model_path = true) {
     std::vector<std::string> argv = {herd_bin(), "worker", "--listen", "tcp://127.0.0.1:" + port, "-t", "1"};
+    if (any_model_path) argv.insert(argv.end(), {"--models-dir", "/"});
     argv.insert(argv.end(), extra.begin(), extra.end());
     child_ = std::make_unique<Child>(argv);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);

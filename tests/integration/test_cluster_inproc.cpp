@@ -35,6 +35,7 @@ class InprocWorker {
     o.threads = 1;
     o.name = name;
     o.cache_dir = cache_dir;
+    o.models_dir = "/";  // the coordinator's path hint is opened wherever it is (these tests use hints)
     if (chunk_bytes) o.chunk_bytes = chunk_bytes;
     server_ = std::make_unique<WorkerServer>(transport::listen("inproc://" + name), o);
     thread_ = std::thread([this] { server_->serve(&stop_); });

@@ -330,6 +330,7 @@ TEST_F(Security, TamperedLaneBetweenStagesIsNamedNotAHang) {
       WorkerServerOptions o;
       o.threads = 1;
       o.name = name;
+      o.models_dir = "/";
       server = std::make_unique<WorkerServer>(std::move(l), o);
       thread = std::thread([this] { server->serve(&stop); });
     }

@@ -32,3 +32,8 @@ add_dependencies(test_trace herd)
 herd_add_test(test_security SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_security.cpp
   LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
 add_dependencies(test_security herd)
+# owner: trust (item 4). Bounds before allocation against real workers: huge frames, unread Pongs,
+# unanswered weight requests, n_ctx/Forward caps, --cache-max, --models-dir.
+herd_add_test(test_bounds SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_bounds.cpp
+  LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
+add_dependencies(test_bounds herd)

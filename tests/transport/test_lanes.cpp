@@ -1,3 +1,4 @@
+#include <atomic>
 // The data lane beside a ZeroMQ link (transport/tcp_lane.h, zmq_link.h): it engages by itself,
 // keeps message order across the switch from ZeroMQ, carries large messages both ways at once
 // without deadlock, and a stranger on the lane port (garbage, a forged ticket, a lying length)
@@ -168,6 +169,41 @@ TEST(Lane, LargeMessagesBothWaysAtOnceDoNotDeadlock) {
   EXPECT_EQ(at_client.msg.tensors[0].data, big('s').data);
 }
 
+// A peer that floods us and never reads: our send reads meanwhile only up to kLaneMaxBufferedBytes,
+// then times out (before: it buffered everything the peer wrote while it waited).
+TEST(Lane, APeerThatNeverReadsCannotGrowOurBufferWhileWeSend) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  LaneSocket a(sv[0], uint64_t{1} << 30);
+  std::atomic<bool> done{false};
+  std::thread flood([&] {
+    std::string msg(16, '\0');
+    const uint32_t magic = kLaneMagic, n = 1;
+    const uint64_t len = 1 << 20;
+    std::memcpy(msg.data(), &magic, 4);
+    std::memcpy(msg.data() + 4, &n, 4);
+    std::memcpy(msg.data() + 8, &len, 8);
+    msg += std::string(len, 'x');
+    while (!done) {
+      size_t at = 0;
+      while (at < msg.size() && !done) {
+        pollfd p{sv[1], POLLOUT, 0};
+        if (::poll(&p, 1, 50) <= 0) continue;
+        const ssize_t w = ::send(sv[1], msg.data() + at, msg.size() - at, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) at += static_cast<size_t>(w);
+      }
+    }
+  });
+  const std::string err = a.send({std::string(size_t{64} << 20, 'y')}, 2000);
+  done = true;
+  flood.join();
+  ::close(sv[1]);
+  EXPECT_NE(err.find("took nothing"), std::string::npos) << err;
+  EXPECT_GT(a.buffered_bytes(), 0u) << "it did not read while it waited";
+  // 64 MiB (kLaneMaxBufferedBytes) plus the one 1 MiB message that crossed it.
+  EXPECT_LE(a.buffered_bytes(), uint64_t{65} << 20) << (a.buffered_bytes() >> 20) << " MiB buffered";
+}
+
 TEST(Lane, StrangersOnTheLanePortCostOnlyTheirConnection) {
   ZmqListener server("tcp://127.0.0.1:*", true);
   const uint16_t port = server.lane_port();
@@ -239,9 +275,10 @@ TEST(Lane, HostileBoundLaneIsMalformedAndNothingIsAllocatedOnItsWord) {
   };
   zmq::socket_t z1(zmq_context(), zmq::socket_type::dealer), z2(zmq_context(), zmq::socket_type::dealer);
   const int liar = handshake(z1);
-  // Claims a 7 GiB frame and sends 3 bytes, then goes quiet: nothing is allocated on its word.
+  // Claims a 200 MiB frame (under the listener's 256 MiB cap, kMaxListenerMessageBytes; a larger
+  // claim is refused at once) and sends 3 bytes, then goes quiet: nothing is allocated on its word.
   const uint64_t rss0 = rss_bytes();
-  write_all(liar, sealed_header(2, uint64_t{7} << 30) + "abc");
+  write_all(liar, sealed_header(2, uint64_t{200} << 20) + "abc");
   EXPECT_EQ(server.recv(500).status, RecvStatus::timeout);
   EXPECT_EQ(server.lanes_bound(), 1u);
   EXPECT_LT(rss_bytes(), rss0 + (uint64_t{64} << 20)) << "the listener allocated what the header claimed";

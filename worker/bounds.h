@@ -1,0 +1,32 @@
+// What one worker accepts from a peer, sized before anything is allocated (issue [trust] item 4).
+// The transport already refuses frames above transport::kMaxListenerMessageBytes; these are the
+// per-message-type bounds a worker checks once a message is decoded, before it acts on it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "model/arch.h"
+#include "model/gguf.h"
+#include "transport/link.h"
+
+namespace herd {
+
+// Tensor bytes a message of this type may carry into a worker (Ping/WeightChunk: 4 MiB; Forward:
+// `forward_bytes`, the assigned stage's widest batch; control messages: none). "" or the reason.
+std::string check_message_bytes(const transport::Message& m, uint64_t forward_bytes);
+
+// The scratch a Stage needs for a Forward of `rows` rows of which `outputs` want logits (the same
+// per-token estimate as `herd info`: x, cur, q, k, v, attention, gate and up rows, plus the logits
+// rows on the last stage), against available() bytes (MemAvailable), asked only when the need is
+// over kScratchWithoutAsking (reading /proc/meminfo costs tens of microseconds: not per decode
+// step). "" or "Forward of N rows needs X GiB of scratch, this worker has Y GiB available".
+constexpr double kScratchWithoutAsking = 64.0 * 1024 * 1024;
+std::string check_forward_scratch(const model::ModelConfig& c, bool last_stage, int64_t rows, int64_t outputs,
+                                  const std::function<uint64_t()>& available);
+
+// Messages from other peers held while a weight transfer runs; more are dropped (with their peer).
+constexpr size_t kMaxPendingMessages = 64;
+
+}  // namespace herd
