@@ -147,7 +147,9 @@ class Child {
 class WorkerProcess {
  public:
   explicit WorkerProcess(const std::string& port = "*", std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {herd_bin(), "worker", "--listen", "tcp://127.0.0.1:" + port, "-t", "1"};
+    // --exit-with-parent: a test process that dies (a crash, ctest's timeout) leaves no worker behind.
+    std::vector<std::string> argv = {herd_bin(), "worker", "--listen", "tcp://127.0.0.1:" + port, "-t", "1",
+                                     "--exit-with-parent", std::to_string(getpid())};
     argv.insert(argv.end(), extra.begin(), extra.end());
     child_ = std::make_unique<Child>(argv);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
