@@ -254,7 +254,7 @@ std::string WorkerServer::claim(const std::string& peer, const Hello& h) {
       std::erase_if(owner_->peers, [&](const std::string& p) { return !listener_->reachable(p); });
     owner_->peers.insert(peer);  // the same coordinator on another connection: still the owner
   } else {
-    owner_ = Owner{{peer}, h.session, printable_name(h.name), utc_now()};
+    owner_ = Owner{{peer}, h.session, h.name.empty() ? "an unnamed coordinator" : printable_name(h.name), utc_now()};
     coordinator_ = peer;
   }
   return {};
