@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 
+#include "cluster/model_fingerprint.h"
 #include "cluster/protocol.h"
 #include "coordinator/remote_pipeline.h"
 #include "coordinator/worker_set.h"
@@ -250,6 +251,46 @@ TEST_F(Roles, AnErrorInAMiddleStageReachesTheCoordinator) {
     EXPECT_NE(msg.find("position 8"), std::string::npos) << msg;
     EXPECT_LT(Clock::now() - t, std::chrono::seconds(5));
   }
+}
+
+// The owner re-assigns a middle stage mid-generation (from another connection of its session): the
+// stage now refuses the old upstream's Forward and tells the coordinator that assigned it, instead
+// of answering the upstream stage, which never reads its link.
+TEST_F(Roles, AMiddleStageReassignedMidGenerationTellsTheCoordinator) {
+  WorkerProcess w0, w1, w2;
+  LocalReference m("stories260K.gguf");
+  RemotePipelineOptions o;
+  o.workers = {w0.address(), w1.address(), w2.address()};
+  o.split = "0-1,2-2,3-4";
+  o.n_ctx = 256;
+  o.request_timeout_ms = 3000;  // the old pipeline's Forward goes nowhere now: this coordinator gives up
+  RemotePipeline a(*m.file, m.config, o);
+  std::unique_ptr<Peer> owner;
+  EXPECT_THROW(greedy_with(a, kPrompt, 10,
+                           [&](int step) {
+                             if (step != 3) return;
+                             owner = std::make_unique<Peer>(w1.address(), cluster::Role::Coordinator,
+                                                            coordinator_session());
+                             ASSERT_TRUE(owner->accepted()) << owner->hello_error();
+                             cluster::Assign as;  // the same layers, without the running pipeline's link token
+                             as.model_path = model_path("stories260K.gguf");
+                             as.model_hash = cluster::model_fingerprint(*m.file);
+                             as.file_size = m.file->file_size();
+                             as.header_bytes = m.file->data_offset();
+                             as.layers = {2, 3, false, false};
+                             as.n_ctx = 256;
+                             as.next_address = w2.address();
+                             ASSERT_EQ(owner->link->send(cluster::pack(as)), "");
+                             const auto r = owner->link->recv(10000);
+                             ASSERT_EQ(r.status, transport::RecvStatus::ok);
+                             ASSERT_EQ(r.msg.type, static_cast<uint16_t>(cluster::MsgType::Ready)) << owner->error(r);
+                           }),
+               std::runtime_error);
+  ASSERT_TRUE(owner);
+  const std::string msg = owner->error();
+  EXPECT_NE(msg.find("layers 2-2: refused a Forward from the upstream stage of an earlier assignment"),
+            std::string::npos)
+      << msg;
 }
 
 TEST_F(Roles, ExitWithParentRefusesAParentThatIsAlreadyGone) {
