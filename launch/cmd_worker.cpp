@@ -47,7 +47,8 @@ void bind_to_parent(pid_t parent) {
   }).detach();
 #endif
   if (getppid() != parent) {
-    std::fprintf(stderr, "herd worker: --exit-with-parent %d: that process has already ended\n", static_cast<int>(parent));
+    std::fprintf(stderr, "herd worker: --exit-with-parent %d: that process is not (or no longer) this worker's parent\n",
+                 static_cast<int>(parent));
     std::_Exit(1);
   }
 }
