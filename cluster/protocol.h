@@ -20,6 +20,13 @@
 //   any stage -> coordinator Error{request_id, message} when a Forward fails
 //   coordinator -> worker   Reset (forget the KV cache) -> Ready;  Stop -> Ready, then the worker exits
 //
+// Roles (protocol 8): a worker belongs to the first coordinator whose Hello it accepted (by its
+// connection and session id) until that coordinator's connection is gone; only the owner's Assign,
+// Reset and Stop are served, Forward only from the assigned upstream (Assign::upstream_token).
+// Another coordinator's Hello is answered Error "busy: owned by NAME since TIME" unless it sets
+// take_over: then the old owner gets Error "worker W was taken over by NAME". Anything else from a
+// peer that may not send it is answered Error "refused: ..." and changes nothing.
+//
 // Every peer must open with a Hello whose protocol_version equals kProtocolVersion. Strings are
 // bounded on load (a garbage length never allocates), and unpack() rejects trailing bytes.
 #pragma once
@@ -42,8 +49,11 @@ namespace herd::cluster {
 // times (Forward/Result v4), Ready v3 (the stage's device and memory), SampleSpec v3 (frequency and
 // presence penalties); 7: links authenticated and encrypted by default (transport/security.h:
 // CURVE + ZAP on ZeroMQ; the LaneOffer carries a session secret and lanes are sealed with
-// ChaCha20-Poly1305 per message); --insecure keeps version 6's wire format on both channels
-constexpr uint32_t kProtocolVersion = 7;
+// ChaCha20-Poly1305 per message); --insecure keeps version 6's wire format on both channels;
+// 8: authorisation by role (Hello v2: session and take_over; Assign v4: the link tokens that bind a
+// stage to its upstream): a worker takes Assign/Reset/Stop only from the coordinator that owns it,
+// Forward only from its assigned upstream, and a second coordinator is told "busy"
+constexpr uint32_t kProtocolVersion = 8;
 
 enum class Role : uint8_t { Coordinator = 0, Worker = 1, Upstream = 2 };
 
@@ -53,13 +63,22 @@ struct Hello {
   Role role = Role::Coordinator;
   WorkerProfile profile;  // meaningful when role == Worker
   std::string name;       // free text for logs (host name, "stage 1")
+  // v2. Coordinator: its session id (random per process, secret: it travels only inside CURVE), by
+  // which a worker recognises its owner when it reconnects. Upstream: the link token of the Assign
+  // (Assign::next_token) that makes this peer the next stage's upstream. Empty from a worker.
+  std::string session;
+  bool take_over = false;  // coordinator: take the worker from its current owner (--take-over)
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 1, "Hello");
+    detail::check_version<A>(v, 2, "Hello");
     uint8_t r = static_cast<uint8_t>(role);
     ar(protocol_version, r, profile);
     if (r > static_cast<uint8_t>(Role::Upstream)) throw ProtocolError("Hello: unknown role " + std::to_string(r));
     role = static_cast<Role>(r);
     detail::bounded_string(ar, name, 256, "Hello.name");
+    if (v >= 2) {
+      detail::bounded_string(ar, session, 64, "Hello.session");
+      detail::boolean(ar, take_over, "Hello.take_over");
+    }
   }
 };
 
@@ -92,8 +111,13 @@ struct Assign {
   // that model_hash covers (the worker fetches them, checks the hash, then fetches its tensors).
   uint64_t file_size = 0;
   uint64_t header_bytes = 0;
+  // v4: link tokens (random per assignment, secret). The stage takes Forward messages only from a
+  // peer whose Upstream Hello carried upstream_token (the first stage: only from its owner), and
+  // says next_token in its own Hello to the next stage.
+  std::string upstream_token;
+  std::string next_token;
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 3, "Assign");
+    detail::check_version<A>(v, 4, "Assign");
     ar(session);
     detail::bounded_string(ar, model_hash, 128, "Assign.model_hash");
     detail::bounded_string(ar, model_path, 4096, "Assign.model_path");
@@ -119,6 +143,10 @@ struct Assign {
           kv != static_cast<uint32_t>(DType::Q8_0))
         throw ProtocolError("Assign: KV type " + std::to_string(kv) + " (must be f32, f16 or q8_0)");
       kv_type = static_cast<DType>(kv);
+    }
+    if (v >= 4) {
+      detail::bounded_string(ar, upstream_token, 64, "Assign.upstream_token");
+      detail::bounded_string(ar, next_token, 64, "Assign.next_token");
     }
   }
 };
@@ -378,8 +406,8 @@ struct Stop {
 }  // namespace herd::cluster
 
 
-CEREAL_CLASS_VERSION(herd::cluster::Hello, 1)
-CEREAL_CLASS_VERSION(herd::cluster::Assign, 3)
+CEREAL_CLASS_VERSION(herd::cluster::Hello, 2)
+CEREAL_CLASS_VERSION(herd::cluster::Assign, 4)
 CEREAL_CLASS_VERSION(herd::cluster::Ready, 3)
 CEREAL_CLASS_VERSION(herd::cluster::LinkStats, 1)
 CEREAL_CLASS_VERSION(herd::cluster::Ping, 1)

@@ -38,6 +38,7 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
     ro.n_ctx = n_ctx;
     ro.n_seq = kv.n_seq;
     ro.kv_type = kv.type;
+    ro.take_over = opts.take_over;
     if (opts.act_dtype != "f32" && opts.act_dtype != "f16")
       throw std::invalid_argument("--act-dtype must be f32 or f16, not '" + opts.act_dtype + "'");
     ro.act_dtype = opts.act_dtype == "f16" ? transport::WireDType::F16 : transport::WireDType::F32;

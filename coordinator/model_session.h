@@ -25,6 +25,7 @@ struct SessionOptions {
   std::string isa = "auto";       // CPU kernels: auto | avx512 | avx2 | scalar (the reference)
   int64_t n_seq = 1;              // sequence slots (--parallel): sequences that decode together
   std::string kv_type = "f16";    // KV cache storage: f32 | f16 | q8_0 (`herd logits`: f32)
+  bool take_over = false;         // --take-over: workers owned by another coordinator are taken from it
 };
 
 struct ModelSession {

@@ -49,7 +49,7 @@ void RemotePipeline::setup() {
   const auto t0 = std::chrono::steady_clock::now();
   const uint64_t sent0 = weights_.bytes_sent();
   ++session_;
-  workers_.connect(opts_.workers, opts_.connect_timeout_ms);
+  workers_.connect(opts_.workers, opts_.connect_timeout_ms, opts_.take_over);
   worker_links_ = workers_.links();
 
   if (!opts_.split.empty()) {
@@ -128,6 +128,12 @@ void RemotePipeline::assign(size_t k) {
   a.file_size = file_.file_size();
   a.header_bytes = file_.data_offset();
   if (!a.layers.output) a.next_address = workers_[k + 1].address;
+  // Link tokens: stage k takes Forward messages only from the peer that says upstream_token (stage
+  // k-1, told it as its next_token); stage 0 only from us. Fresh for every assignment.
+  if (k + 1 == workers_.size()) link_tokens_.assign(workers_.size(), {});
+  if (k > 0) link_tokens_[k - 1] = random_token();
+  if (k > 0) a.upstream_token = link_tokens_[k - 1];
+  if (!a.layers.output) a.next_token = link_tokens_[k];
   if (auto err = workers_[k].link->send(pack(a)); !err.empty()) fail(k, err);
   // A worker without the model fetches its shard first: each request restarts the clock.
   const std::string who = workers_[k].address;

@@ -73,6 +73,7 @@ struct RemotePipelineOptions {
   int connect_timeout_ms = 5000;     // Hello answer
   int assign_timeout_ms = 120000;    // mapping + loading a shard
   int request_timeout_ms = 0;        // 0 = no limit on one eval (dead workers are still noticed at once)
+  bool take_over = false;            // workers owned by another coordinator are taken from it (else: "busy")
   int debug_corrupt_chunks = 0;      // test hook: flip a byte in the first N weight chunks sent (-1: all)
 };
 
@@ -170,6 +171,7 @@ class RemotePipeline : public Pipeline {
   void record_times(const Pending& p, const std::vector<cluster::StageTime>& stage_times);
   bool healthy_ = false;
   uint64_t next_request_ = 1, session_ = 0;
+  std::vector<std::string> link_tokens_;  // the last assignment's: stage k -> k+1 (RemotePipeline::assign)
 };
 
 }  // namespace herd

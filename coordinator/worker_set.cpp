@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <iomanip>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 
@@ -28,6 +30,18 @@ std::string coordinator_name() {
 }
 
 }  // namespace
+
+std::string random_token() {
+  std::random_device rd;  // getrandom(2) on Linux
+  std::ostringstream os;
+  for (int i = 0; i < 4; ++i) os << std::hex << std::setw(8) << std::setfill('0') << rd();
+  return os.str();
+}
+
+const std::string& coordinator_session() {
+  static const std::string s = random_token();
+  return s;
+}
 
 std::string layers_text(const model::LayerRange& r) {
   return r.size() == 1 ? "layer " + std::to_string(r.first)
@@ -88,13 +102,15 @@ void WorkerSet::keep(const std::vector<size_t>& positions) {
   workers_ = std::move(active);  // the left-out workers' links close here
 }
 
-void WorkerSet::connect(const std::vector<std::string>& addresses, int timeout_ms) {
+void WorkerSet::connect(const std::vector<std::string>& addresses, int timeout_ms, bool take_over) {
   workers_.clear();
   for (size_t i = 0; i < addresses.size(); ++i) workers_.push_back({normalize_address(addresses[i]), nullptr, {}, i});
   // Hello to everyone first, then collect the answers (in parallel: one timeout in all).
   Hello h;
   h.role = Role::Coordinator;
   h.name = coordinator_name();  // a worker logs it when we connect
+  h.session = coordinator_session();
+  h.take_over = take_over;
   for (size_t i = 0; i < workers_.size(); ++i) {
     try {
       workers_[i].link = transport::connect(workers_[i].address);
@@ -115,6 +131,7 @@ void WorkerSet::connect(const std::vector<std::string>& addresses, int timeout_m
       if (r.msg.type == static_cast<uint16_t>(MsgType::Error)) {
         const std::string why = unpack<ErrorMsg>(r.msg).message;
         // A worker older than protocol 4 drops us for the lane request that precedes our Hello.
+        if (why.rfind("busy: ", 0) == 0) fail(i, why);  // another coordinator owns it
         fail(i, "refused: " + why +
                     (why.find("before Hello") != std::string::npos
                          ? " (an older herd worker? this coordinator speaks protocol " +

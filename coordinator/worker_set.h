@@ -15,6 +15,12 @@
 
 namespace herd {
 
+// This process's coordinator session id (32 random hex digits, made once): a worker recognises its
+// owner by it when the owner reconnects (cluster/protocol.h "Roles").
+const std::string& coordinator_session();
+// 32 random hex digits (link tokens).
+std::string random_token();
+
 class WorkerSet {
  public:
   struct Worker {
@@ -29,7 +35,9 @@ class WorkerSet {
 
   // Connects to every address (normalized: "HOST:PORT" is tcp://), sends all Hellos, then collects
   // the answers within one timeout, and measures each link. Throws via fail() naming the worker.
-  void connect(const std::vector<std::string>& addresses, int timeout_ms);
+  // With take_over, workers owned by another coordinator are taken from it; without, such a worker
+  // answers "busy: owned by HOST (pid P) since T", which fail() reports.
+  void connect(const std::vector<std::string>& addresses, int timeout_ms, bool take_over = false);
 
   size_t size() const { return workers_.size(); }
   Worker& operator[](size_t i) { return workers_[i]; }

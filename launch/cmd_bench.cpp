@@ -62,7 +62,7 @@ int cmd_bench(const Args& args) {
   int64_t micro_batches = 0;
   BenchParams bp;
   int64_t reps = 5;
-  bool json = false, no_warmup = false;
+  bool json = false, no_warmup = false, so_take_over = false;
   ArgParser p("herd bench [-m MODEL] [-t N[,N...]] [-p N] [-n N] [-r N] [--parallel N,...] [--json]",
               "Measures prompt processing (pp: N tokens in one batch) and generation (tg: N tokens one at a time), "
               "each from an empty KV cache, like llama-bench. Prints a markdown table of the median rate and half "
@@ -84,6 +84,7 @@ int cmd_bench(const Args& args) {
         "stage, so every stage has work)", &micro_batches);
   p.add("--kv-type", "f32|f16|q8_0", "KV cache storage", &kv_type);
   SecurityOptions security;
+  p.add("--take-over", "", "with --workers: take workers that another coordinator is using", &so_take_over);
   add_security_options(p, security);
   p.add("--no-warmup", "", "skip the untimed warm-up run of each test", &no_warmup);
   p.add("--json", "", "JSON lines on stdout (keys: model, model_size, model_n_params, backend, n_threads, test, "
@@ -109,6 +110,7 @@ int cmd_bench(const Args& args) {
   so.n_ctx = std::max<int64_t>({bp.n_prompt, bp.n_gen, 1});
   so.split = split;
   so.workers = workers;
+  so.take_over = so_take_over;
   so.act_dtype = act_dtype;
   so.kv_type = kv_type;
   for (int n : bp.parallel) so.n_seq = std::max<int64_t>(so.n_seq, n);

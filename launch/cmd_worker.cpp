@@ -2,13 +2,18 @@
 // connects, checks versions and the model, assigns a layer range; the worker maps only that shard
 // of its own copy of the GGUF and serves until told to stop (or killed).
 #include <sys/wait.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <stdexcept>
 #include <cstdio>
 #include <cstring>
@@ -30,6 +35,25 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
+
+// --exit-with-parent PID: the kernel sends SIGKILL when the parent dies (Linux; elsewhere a thread
+// polls getppid()). Checked after arming: a parent that died before that has made us an orphan
+// (getppid() is then init or a subreaper), and we leave at once.
+void bind_to_parent(pid_t parent) {
+#ifdef __linux__
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) throw std::runtime_error("--exit-with-parent: prctl failed");
+#else
+  std::thread([parent] {
+    while (getppid() == parent) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::_Exit(1);
+  }).detach();
+#endif
+  if (getppid() != parent) {
+    std::fprintf(stderr, "herd worker: --exit-with-parent %d: that process is not (or no longer) this worker's parent\n",
+                 static_cast<int>(parent));
+    std::_Exit(1);
+  }
+}
 
 // The startup profile, measured in a child process so that its buffers (~100 MiB) never count in
 // this worker's peak RSS. Empty when the child fails (the server then measures in-process).
@@ -117,7 +141,7 @@ uint64_t parse_cache_size(const std::string& v) {
 
 int cmd_worker(const Args& args) {
   std::string listen_addr, model, cache_dir, profile, cache_max = "64G", models_dir;
-  int threads = 0, delay_ms = 0;
+  int threads = 0, delay_ms = 0, exit_with_parent = 0;
   double weight_timeout_s = kDefaultChunkTimeoutMs / 1000.0;
   int64_t report_free_mem = 0;
   SecurityOptions security;
@@ -144,11 +168,14 @@ int cmd_worker(const Args& args) {
   p.add("--debug-delay-ms", "MS", "testing: sleep before each forward pass", &delay_ms, 0, 3600000);
   p.add("--report-free-mem", "BYTES", "testing: report this much free memory to the coordinator's planner "
         "instead of MemAvailable", &report_free_mem);
+  p.add("--exit-with-parent", "PID", "end when process PID (this worker's parent: herd-cluster, a test) ends, "
+        "even by SIGKILL; exits at once if PID is not the parent any more", &exit_with_parent, 0, INT32_MAX);
   add_security_options(p, security);
   if (!p.parse(args)) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
   }
+  if (exit_with_parent > 0) bind_to_parent(static_cast<pid_t>(exit_with_parent));
   if (listen_addr.empty()) throw UsageError("--listen is required");
   apply_security_options(security, /*load_now=*/true);
   try {

@@ -45,6 +45,8 @@ inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_defa
   p.add("--exact", "", "exact f32 dot products (default: 8-bit activations inside quantized dot products, "
         "as llama.cpp does; faster)", &o.session.exact);
   p.add("--cpu", "ISA", "CPU kernels: auto, avx512, avx2 or scalar (the reference); env HERD_CPU_ISA", &o.session.isa);
+  p.add("--take-over", "", "with --workers: take workers that another coordinator is using (it gets an error "
+        "naming us); without it such a worker answers \"busy: owned by HOST (pid P) since T\"", &o.session.take_over);
   add_security_options(p, o.security);
 }
 

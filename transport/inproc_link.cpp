@@ -77,6 +77,12 @@ SendError InprocListener::send_frames(const std::string& peer, std::vector<std::
   return {};
 }
 
+bool InprocListener::reachable(const std::string& peer) {
+  std::lock_guard lock(hub_->mu);
+  auto it = hub_->conns.find(peer);
+  return it != hub_->conns.end() && it->second.lock() != nullptr;
+}
+
 Received InprocListener::recv(int timeout_ms) {
   std::unique_lock lock(hub_->mu);
   hub_->cv.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return !hub_->inbox.empty(); });

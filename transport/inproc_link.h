@@ -22,6 +22,7 @@ class InprocListener : public Listener {
   SendError send_frames(const std::string& peer, std::vector<std::string> frames) override;
   Received recv(int timeout_ms) override;
   std::string address() const override { return address_; }
+  bool reachable(const std::string& peer) override;
 
  private:
   std::string address_;

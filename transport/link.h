@@ -77,6 +77,9 @@ class Listener {
   virtual SendError send_frames(const std::string& peer, std::vector<std::string> frames) = 0;
   virtual Received recv(int timeout_ms) = 0;
   virtual std::string address() const = 0;
+  // Whether `peer`'s connection is still up (a worker asks before it lets another coordinator
+  // have it). Costs the peer one ignored control message on ZeroMQ.
+  virtual bool reachable(const std::string& peer) = 0;
 };
 
 // By scheme: "inproc://NAME" -> in-memory (transport/inproc_link.h); "tcp://..." / "ipc://..." ->

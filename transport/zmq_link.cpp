@@ -169,6 +169,12 @@ SendError ZmqListener::send_frames(const std::string& peer, std::vector<std::str
   return send_multipart(sock_, &peer, frames);
 }
 
+bool ZmqListener::reachable(const std::string& peer) {
+  // ROUTER_MANDATORY: a routing id whose connection has closed fails the send (EHOSTUNREACH).
+  auto probe = control(kLinkProbe);
+  return send_multipart(sock_, &peer, probe).empty();
+}
+
 bool ZmqListener::lane_control(const std::string& peer, const std::vector<std::string>& frames) {
   const uint16_t type = envelope_type(frames);
   if (type != kLaneRequest && type != kLaneSwitch && type != kLaneOffer && type != kLaneAttach) return false;
@@ -440,7 +446,7 @@ Received ZmqLink::lane_failed() {
     auto frames = recv_multipart(sock_);
     if (frames.empty()) continue;
     const uint16_t type = envelope_type(frames);
-    if (type == kLaneOffer || type == kLaneSwitch) continue;
+    if (type == kLaneOffer || type == kLaneSwitch || type == kLinkProbe) continue;
     return decode_received(std::move(frames), {});
   }
   std::string reason = std::move(pending_close_);
@@ -487,6 +493,8 @@ Received ZmqLink::recv(int timeout_ms) {
         on_offer(frames);
       } else if (type == kLaneSwitch) {
         lane_read_ = lane_ != nullptr;  // everything after this comes on the lane
+      } else if (type == kLinkProbe) {
+        // a listener checking that we are still here: nothing to do
       } else {
         return decode_received(std::move(frames), {});
       }

@@ -51,6 +51,8 @@ constexpr int kHeartbeatIntervalMs = 300;
 constexpr int kHeartbeatTimeoutMs = 1200;
 // Message types of the lane handshake (outside cluster/protocol.h's MsgType range; never surfaced).
 constexpr uint16_t kLaneRequest = 0xFF01, kLaneOffer = 0xFF02, kLaneAttach = 0xFF03, kLaneSwitch = 0xFF04;
+// Sent by ZmqListener::reachable over ZeroMQ (a routing id that is gone fails the send); ignored by ZmqLink.
+constexpr uint16_t kLinkProbe = 0xFF05;
 constexpr size_t kLaneTicketBytes = 16;
 constexpr size_t kLaneSessionBytes = 32;  // in a LaneOffer, secure mode only
 
@@ -86,6 +88,7 @@ class ZmqListener : public Listener {
   SendError send_frames(const std::string& peer, std::vector<std::string> frames) override;
   Received recv(int timeout_ms) override;
   std::string address() const override { return address_; }
+  bool reachable(const std::string& peer) override;
   size_t lanes_bound() const { return bound_.size(); }  // peers served over a data lane (tests)
   uint16_t lane_port() const { return lane_port_; }     // 0 without lanes
 

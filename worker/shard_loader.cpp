@@ -197,6 +197,7 @@ LinkStats WorkerServer::dial_next_stage(const Assign& a) {
   Hello h;
   h.role = Role::Upstream;
   h.name = opts_.name + " (" + stage_name() + ")";
+  h.session = a.next_token;  // makes us the next stage's upstream (cluster/protocol.h "Roles")
   if (auto err = next_->send(pack(h)); !err.empty()) throw std::runtime_error(err);
   Received r = next_->recv(kNextStageHelloTimeoutMs);
   if (r.status != RecvStatus::ok) throw std::runtime_error("no Hello from the next stage " + a.next_address + ": " +

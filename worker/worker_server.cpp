@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -111,15 +112,30 @@ bool WorkerServer::handle(Received& r) {
       return true;
     }
     require(peers_.count(r.peer) > 0, std::string(msg_type_name(m.type)) + " before Hello");
+    if (const std::string why = refusal(r.peer, type); !why.empty()) {
+      reply_error(r.peer, 0, "refused: " + why);  // changes nothing
+      const Peer& p = peers_[r.peer];
+      if (type == MsgType::Forward && p.role == Role::Upstream && !p.session.empty() && p.session == stale_upstream_token_)
+        send_to_coordinator(pack(ErrorMsg{0, stage_name() + ": refused a Forward from the upstream stage of an earlier "
+                                                             "assignment (re-assigned mid-generation?)"}));
+      return true;
+    }
     switch (type) {
-      case MsgType::Assign:
+      case MsgType::Assign: {
+        const std::string old_token = assign_.upstream_token;
         on_assign(r.peer, m);
+        if (assign_.upstream_token != old_token) stale_upstream_token_ = old_token;
         return true;
+      }
       case MsgType::Forward:
         on_forward(r.peer, m);
         return true;
       case MsgType::Reset:
         unpack<Reset>(m);
+        if (!stage_) {
+          reply_error(r.peer, 0, "Reset before a successful Assign");
+          return true;
+        }
         stage_->reset_cache();
         samplers_.assign(samplers_.size(), std::nullopt);
         listener_->send(r.peer, pack(Ready{"reset"}));
@@ -154,6 +170,7 @@ bool WorkerServer::handle(Received& r) {
 
 void WorkerServer::drop(const std::string& peer, const std::string& reason) {
   HERD_LOG_WARN("worker: dropping peer ", printable_peer(peer), ": ", reason);
+  if (owner_ && owner_->peers.erase(peer) && owner_->peers.empty()) owner_.reset();  // a dropped coordinator owns nothing
   const auto it = peers_.find(peer);
   const bool upstream = it != peers_.end() && it->second.role == Role::Upstream;
   peers_.erase(peer);
@@ -204,7 +221,15 @@ void WorkerServer::on_hello(const std::string& peer, const Message& m) {
     throw ProtocolError("protocol version " + std::to_string(h.protocol_version) + ", this worker speaks " +
                         std::to_string(kProtocolVersion));
   require(h.role != Role::Worker, "Hello from a peer claiming to be a worker");
-  peers_[peer] = Peer{h.role};
+  if (h.role == Role::Coordinator) {
+    if (const std::string busy = claim(peer, h); !busy.empty()) {
+      HERD_LOG_WARN("worker: refused coordinator ", printable_name(h.name), ": ", busy);
+      listener_->send(peer, pack(ErrorMsg{0, busy}));
+      peers_.erase(peer);  // not a peer: whatever else it sends comes "before Hello"
+      return;
+    }
+  }
+  peers_[peer] = Peer{h.role, h.session};
   Hello reply;
   reply.role = Role::Worker;
   reply.profile = worker_profile(*opts_.profile,
@@ -216,6 +241,75 @@ void WorkerServer::on_hello(const std::string& peer, const Message& m) {
   HERD_LOG_INFO("worker: hello from ", printable_peer(peer), " (", h.name, ")");
   // Who drives this worker is worth a line by default; the previous stage's hello is not.
   if (h.role == Role::Coordinator) note("herd worker: coordinator " + printable_name(h.name) + " connected");
+}
+
+namespace {
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
+}
+
+}  // namespace
+
+std::string WorkerServer::claim(const std::string& peer, const Hello& h) {
+  const bool same = owner_ && (owner_->peers.count(peer) || (!h.session.empty() && owner_->session == h.session));
+  if (owner_ && !same) {
+    std::erase_if(owner_->peers, [&](const std::string& p) { return !listener_->reachable(p); });
+    if (!owner_->peers.empty()) {
+      if (!h.take_over)
+        return "busy: owned by " + owner_->name + " since " + owner_->since +
+               " (another coordinator is using this worker; --take-over takes it from that one)";
+      const std::string me = opts_.name.empty() ? listener_->address() : printable_name(opts_.name);
+      for (const auto& p : owner_->peers) {
+        listener_->send(p, pack(ErrorMsg{0, "worker " + me + " was taken over by " + printable_name(h.name)}));
+        peers_.erase(p);  // the old owner's further messages come "before Hello"
+      }
+      note("herd worker: taken over by " + printable_name(h.name) + " from " + owner_->name);
+      assign_.upstream_token.clear();  // and its pipeline's upstream stage no longer feeds this one
+      next_.reset();
+    } else {
+      HERD_LOG_INFO("worker: the previous owner ", owner_->name, " is gone");
+    }
+  }
+  if (same) {
+    if (owner_->peers.size() >= 8)  // its earlier connections, once closed, are forgotten
+      std::erase_if(owner_->peers, [&](const std::string& p) { return !listener_->reachable(p); });
+    owner_->peers.insert(peer);  // the same coordinator on another connection: still the owner
+  } else {
+    owner_ = Owner{{peer}, h.session, h.name.empty() ? "an unnamed coordinator" : printable_name(h.name), utc_now()};
+    coordinator_ = peer;
+  }
+  return {};
+}
+
+std::string WorkerServer::refusal(const std::string& peer, MsgType type) const {
+  const bool owner = owner_ && owner_->peers.count(peer) > 0;
+  switch (type) {
+    case MsgType::Assign:
+    case MsgType::Reset:
+    case MsgType::Stop:
+      if (owner) return {};
+      return std::string(msg_type_name(static_cast<uint16_t>(type))) + " from a peer that does not own this worker" +
+             (owner_ ? " (owned by " + owner_->name + " since " + owner_->since + ")" : " (no coordinator owns it)");
+    case MsgType::Forward: {
+      if (assign_.layers.embedding) {
+        if (owner) return {};
+        return "Forward to the first stage from a peer that is not its coordinator";
+      }
+      const auto it = peers_.find(peer);
+      if (it != peers_.end() && it->second.role == Role::Upstream && !assign_.upstream_token.empty() &&
+          it->second.session == assign_.upstream_token)
+        return {};
+      return "Forward from a peer that is not this stage's upstream stage";
+    }
+    default:
+      return {};
+  }
 }
 
 // One batch: checked against this stage's slots and context before any work, computed, then sent
@@ -230,7 +324,9 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   const auto picked = Clock::now();
   Forward f = unpack<Forward>(m);
   if (!stage_) {
-    reply_error(peer, f.request_id, "Forward before a successful Assign");
+    // The upstream stage never reads its link to us: the coordinator must hear it.
+    if (peer == coordinator_) reply_error(peer, f.request_id, "Forward before a successful Assign");
+    else send_to_coordinator(pack(ErrorMsg{f.request_id, "Forward before a successful Assign (a stage whose assignment failed)"}));
     return;
   }
   const int64_t n = f.n_rows();

@@ -63,7 +63,21 @@ class WorkerServer {
  private:
   struct Peer {
     cluster::Role role = cluster::Role::Coordinator;
+    std::string session;  // its Hello's session (coordinator) or link token (upstream)
   };
+  // The coordinator that owns this worker (cluster/protocol.h "Roles"): the first whose Hello was
+  // accepted, by its connections (peer ids: one, or more when the same session connects again) and
+  // its session id, until every one of those connections is gone.
+  struct Owner {
+    std::set<std::string> peers;
+    std::string session, name, since;  // name: its Hello's (printable); since: UTC time
+  };
+  // A coordinator's Hello: "" when it owns this worker now (first, the same session again, the old
+  // owner gone, or --take-over: the old owner is told), else the "busy: ..." answer.
+  std::string claim(const std::string& peer, const cluster::Hello& h);
+  // Why `peer` may not send a message of this type ("" when it may): Assign/Reset/Stop only from
+  // the owner, Forward only from the upstream stage (the first stage: from the owner).
+  std::string refusal(const std::string& peer, cluster::MsgType type) const;
   // Returns false when serving should end (Stop).
   bool handle(transport::Received& r);
   void drop(const std::string& peer, const std::string& reason);
@@ -108,6 +122,11 @@ class WorkerServer {
   std::deque<transport::Received> pending_;  // other peers' messages that arrived during a weight fetch
   std::string coordinator_;            // the peer whose Assign we serve
   std::set<std::string> silenced_;     // peers that stopped reading (bounded; see silence())
+  std::optional<Owner> owner_;
+  // The upstream token of the assignment before the current one: a Forward from that stage (its
+  // coordinator re-assigned us mid-generation) is refused and the coordinator told, since the
+  // upstream stage never reads its link to us.
+  std::string stale_upstream_token_;
 
   std::unique_ptr<model::GgufFile> file_;
   std::string file_hash_;

@@ -37,6 +37,16 @@ TEST(Protocol, EveryMessageRoundTrips) {
   EXPECT_EQ(h2.profile.threads, 12);
   EXPECT_EQ(h2.profile.free_ram_bytes, 123456789012ull);
   EXPECT_EQ(h2.name, "host-a");
+  EXPECT_EQ(h2.session, "");
+  EXPECT_FALSE(h2.take_over);
+  Hello c;  // v2: a coordinator's session id and --take-over
+  c.session = std::string(32, 'a');
+  c.take_over = true;
+  const Hello c2 = round_trip(c);
+  EXPECT_EQ(c2.session, c.session);
+  EXPECT_TRUE(c2.take_over);
+  c.session = std::string(65, 'a');  // bounded on load
+  EXPECT_THROW(round_trip(c), ProtocolError);
 
   Assign a;
   a.session = 7;
@@ -45,7 +55,11 @@ TEST(Protocol, EveryMessageRoundTrips) {
   a.layers = {3, 9, false, true};
   a.n_ctx = 4096;
   a.act_dtype = WireDType::F16;
+  a.upstream_token = "up";
+  a.next_token = "next";
   const Assign a2 = round_trip(a);
+  EXPECT_EQ(a2.upstream_token, "up");
+  EXPECT_EQ(a2.next_token, "next");
   EXPECT_EQ(a2.session, 7u);
   EXPECT_EQ(a2.model_hash, a.model_hash);
   EXPECT_EQ(a2.model_path, a.model_path);

@@ -148,8 +148,10 @@ class WorkerProcess {
  public:
   // any_model_path: --models-dir / (the worker opens the coordinator's model path wherever it is, as
   // every worker did before [trust] item 4; the tests of that default pass false).
+  // --exit-with-parent: a test process that dies (a crash, ctest's timeout) leaves no worker behind.
   explicit WorkerProcess(const std::string& port = "*", std::vector<std::string> extra = {}, bool any_model_path = true) {
-    std::vector<std::string> argv = {herd_bin(), "worker", "--listen", "tcp://127.0.0.1:" + port, "-t", "1"};
+    std::vector<std::string> argv = {herd_bin(), "worker", "--listen", "tcp://127.0.0.1:" + port, "-t", "1",
+                                     "--exit-with-parent", std::to_string(getpid())};
     if (any_model_path) argv.insert(argv.end(), {"--models-dir", "/"});
     argv.insert(argv.end(), extra.begin(), extra.end());
     child_ = std::make_unique<Child>(argv);

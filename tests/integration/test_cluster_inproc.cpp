@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "coordinator/remote_pipeline.h"
+#include "coordinator/worker_set.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "coordinator/generator.h"
 #include "model/gguf.h"
@@ -267,20 +268,24 @@ TEST(InprocCluster, WorkerDropsMalformedPeersAndKeepsServing) {
   auto r = raw.recv(2000);
   ASSERT_EQ(r.status, transport::RecvStatus::ok);
   EXPECT_NE(cluster::unpack<cluster::ErrorMsg>(r.msg).message.find("dropped"), std::string::npos);
-  // A Hello, then a Forward whose hidden state has the wrong size (the worker is not even assigned).
-  ASSERT_EQ(raw.send(cluster::pack(cluster::Hello{})), "");
+  // A Hello in this process's coordinator session (cluster/protocol.h "Roles": the same coordinator
+  // on another connection), then a Forward to a later stage, which only its upstream may send.
+  cluster::Hello same;
+  same.session = coordinator_session();
+  ASSERT_EQ(raw.send(cluster::pack(same)), "");
   ASSERT_EQ(raw.recv(2000).status, transport::RecvStatus::ok);
   auto remote = m.remote(addresses(w, 2), "0-2,3-4");
   transport::Tensor t{transport::WireDType::F32, {1, 3}, std::string(12, '\0')};
   ASSERT_EQ(raw.send(cluster::pack(cluster::Forward{1, 0, 1, false}, {t})), "");
   r = raw.recv(2000);
   ASSERT_EQ(r.status, transport::RecvStatus::ok);
-  EXPECT_NE(cluster::unpack<cluster::ErrorMsg>(r.msg).message.find("hidden state must be f32 [n_tokens, 64]"),
+  EXPECT_NE(cluster::unpack<cluster::ErrorMsg>(r.msg).message.find(
+                "refused: Forward from a peer that is not this stage's upstream stage"),
             std::string::npos);
   // Stage times in a Forward to the first stage (only the coordinator sends it one, with none).
   {
     transport::InprocLink raw0(w[0]->address());
-    ASSERT_EQ(raw0.send(cluster::pack(cluster::Hello{})), "");
+    ASSERT_EQ(raw0.send(cluster::pack(same)), "");
     ASSERT_EQ(raw0.recv(2000).status, transport::RecvStatus::ok);
     cluster::Forward f{1, 0, 1, false};
     f.stage_times = {{5, 1}};
@@ -292,7 +297,7 @@ TEST(InprocCluster, WorkerDropsMalformedPeersAndKeepsServing) {
     EXPECT_NE(msg.find("1 stage times already (the first stage expects none)"), std::string::npos) << msg;
   }
   // An Assign with a layer range outside the model is refused with a reason.
-  ASSERT_EQ(raw.send(cluster::pack(cluster::Hello{})), "");
+  ASSERT_EQ(raw.send(cluster::pack(same)), "");
   ASSERT_EQ(raw.recv(2000).status, transport::RecvStatus::ok);
   cluster::Assign bad;
   bad.model_path = model_path("stories260K.gguf");

@@ -228,6 +228,48 @@ TEST_F(LaunchScript, ChatCtrlCStopsTheAnswerAndAtThePromptEndsTheCluster) {
   EXPECT_TRUE(left.empty()) << left.size() << " processes survived chat";
 }
 
+// SIGKILL of the script runs no teardown: the workers end by themselves (--exit-with-parent), so
+// no worker is left and their ports are free again. (Before, they kept serving, holding the ports.)
+TEST_F(LaunchScript, SigkillOfTheScriptLeavesNoWorker) {
+  write_cluster(2);
+  Child chat({script(), file_, "--", "chat", "-m", model_path("stories260K.gguf"), "-t", "1"},
+             ChildOptions{.stdin_pipe = true, .own_group = true});
+  // Up: two workers and the coordinator (chat waits at its prompt).
+  std::vector<pid_t> workers;
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < deadline && chat.running()) {
+    workers.clear();
+    for (pid_t p : processes_using(ports_))
+      if (slurp("/proc/" + std::to_string(p) + "/cmdline").find(std::string("worker") + '\0') != std::string::npos)
+        workers.push_back(p);
+    if (workers.size() == 2 && processes_using(ports_).size() == 3) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(workers.size(), 2u) << chat.err();
+  ::kill(chat.pid(), SIGKILL);
+  auto alive = [](pid_t p) {
+    const std::string stat = slurp("/proc/" + std::to_string(p) + "/stat");
+    return !stat.empty() && stat.find(") Z ") == std::string::npos;
+  };
+  const auto until = Clock::now() + std::chrono::seconds(2);
+  while (Clock::now() < until && (alive(workers[0]) || alive(workers[1])))
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (pid_t p : workers) EXPECT_FALSE(alive(p)) << "worker " << p << " outlived the SIGKILLed herd-cluster";
+  for (int port : ports_) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << "port " << port << " still held";
+    close(fd);
+  }
+  chat.close_stdin();  // the orphaned coordinator leaves at end of input
+  wait_gone(ports_, 5);
+}
+
 TEST_F(LaunchScript, BadClusterFileNamesTheLine) {
   {
     std::ofstream f(file_);

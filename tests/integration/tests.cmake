@@ -37,3 +37,7 @@ add_dependencies(test_security herd)
 herd_add_test(test_bounds SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_bounds.cpp
   LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
 add_dependencies(test_bounds herd)
+# owner: trust. Authorisation by role (owner, upstream, busy, --take-over) against real workers.
+herd_add_test(test_roles SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_roles.cpp
+  LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
+add_dependencies(test_roles herd)

@@ -137,7 +137,9 @@ class WorkerProcess:
     """`herd worker --listen tcp://127.0.0.1:* -t THREADS`; .address is the HOST:PORT it bound."""
 
     def __init__(self, threads: int = 1, extra: list[str] | None = None, timeout_s: float = 30.0):
-        self.child = Child([herd_bin(), "worker", "--listen", "tcp://127.0.0.1:*", "-t", str(threads), *(extra or [])])
+        # --exit-with-parent: a pytest run that dies (a crash, a timeout) leaves no worker behind.
+        self.child = Child([herd_bin(), "worker", "--listen", "tcp://127.0.0.1:*", "-t", str(threads),
+                            "--exit-with-parent", str(os.getpid()), *(extra or [])])
         m = self.child.wait_for_line(r"listening on (?:tcp://)?(127\.0\.0\.1):(\d+)", timeout_s)
         self.address = f"{m.group(1)}:{m.group(2)}"
 
