@@ -188,6 +188,7 @@ void WorkerServer::drop(const std::string& peer, const std::string& reason) {
 void WorkerServer::silence(const std::string& peer, const std::string& reason) {
   HERD_LOG_WARN("worker: dropping peer ", printable_peer(peer), ": ", reason);
   note("herd worker: dropped a peer: " + reason);
+  if (owner_ && owner_->peers.erase(peer) && owner_->peers.empty()) owner_.reset();  // as drop(): it owns nothing
   peers_.erase(peer);
   if (silenced_.size() >= 4096) silenced_.erase(silenced_.begin());
   silenced_.insert(peer);
