@@ -131,7 +131,7 @@ void Stage::forward(const Batch& b, const float* hidden, float* out) {
   }
   // Only the rows that want logits go through the output projection (the last layer's
   // feed-forward may have kept only them already: keep_output_rows).
-  keep_output_rows();
+  keep_output_rows(b);
   const int64_t n_out = n_;
   x = x_.as<float>();
   float* rows = scratch(cur_, n_out * d);
@@ -140,13 +140,13 @@ void Stage::forward(const Batch& b, const float* hidden, float* out) {
   matmul(w_.output, rows, n_out, d, out, c.n_vocab);
 }
 
-void Stage::keep_output_rows() {
+void Stage::keep_output_rows(const Batch& b) {
   if (outputs_only_) return;
   const int64_t d = config_.n_embd;
   float* x = x_.as<float>();
   int64_t n_out = 0;
   for (int64_t t = 0; t < n_; ++t)
-    if (batch_->logits[t]) {
+    if (b.logits[t]) {
       if (n_out != t) std::memcpy(x + n_out * d, x + t * d, sizeof(float) * d);
       ++n_out;
     }
@@ -159,7 +159,7 @@ bool Stage::begin_feed_forward(int64_t il) {
   // that row's logits (it mixes nothing across rows, and the KV cache was written by the
   // attention before it), so rows that want no logits skip it, as llama.cpp's graphs skip them.
   // Each kept row gets the same bits (matmuls are row-independent: docs/architecture.md).
-  if (w_.range.output && il == w_.range.size() - 1) keep_output_rows();
+  if (w_.range.output && il == w_.range.size() - 1) keep_output_rows(*batch_);
   return n_ > 0;
 }
 

@@ -67,8 +67,8 @@ class Stage {
 
  private:
   float* scratch(Buffer& b, int64_t floats);
-  // Compacts the batch's rows to those that want logits (once per forward; n_ becomes their count).
-  void keep_output_rows();
+  // Compacts x_'s rows to those of `b` that want logits (once per forward; n_ becomes their count).
+  void keep_output_rows(const Batch& b);
   // Called first by every feed-forward block: in the last layer of the last stage only the rows
   // that want logits go on. Returns false when no row is left.
   bool begin_feed_forward(int64_t il);
