@@ -26,6 +26,7 @@
 #include "model/arch.h"
 #include "model/gguf.h"
 #include "model/gguf_writer.h"
+#include "tests/logits_agreement.h"
 #include "tests/test_paths.h"
 #include "tests/tools/tiny_models.h"
 
@@ -101,23 +102,11 @@ TEST_P(TinyArch, MatchesLlamaCppLogits) {
   ASSERT_EQ(ours.rows.size(), ref.rows.size());
   const bool q8 = spec.matrices != DType::F32;
   const double tol = q8 ? 1e-3 : 1e-4;
-  double worst = 0;
-  size_t argmax_equal = 0;
-  for (size_t r = 0; r < ref.rows.size(); ++r) {
-    double m = 0;
-    size_t am_ref = 0, am_ours = 0;
-    for (size_t i = 0; i < ref.rows[r].logits.size(); ++i) {
-      m = std::max(m, std::fabs(static_cast<double>(ours.rows[r].logits[i]) - ref.rows[r].logits[i]));
-      if (ref.rows[r].logits[i] > ref.rows[r].logits[am_ref]) am_ref = i;
-      if (ours.rows[r].logits[i] > ours.rows[r].logits[am_ours]) am_ours = i;
-    }
-    EXPECT_LE(m, tol) << spec.name << " row " << r;
-    worst = std::max(worst, m);
-    argmax_equal += am_ours == am_ref;
-  }
-  EXPECT_EQ(argmax_equal, ref.rows.size());
+  const test::LogitsAgreement a = test::compare_logits(ours, ref);
+  for (size_t r = 0; r < a.row_max.size(); ++r) EXPECT_LE(a.row_max[r], tol) << spec.name << " row " << r;
+  EXPECT_EQ(a.argmax_equal, ref.rows.size());
   std::printf("tiny-%s on %s: %zu rows, max |delta logit| %.3e, argmax equal %zu/%zu\n", spec.name.c_str(),
-              be->name().c_str(), ref.rows.size(), worst, argmax_equal, ref.rows.size());
+              be->name().c_str(), ref.rows.size(), a.worst, a.argmax_equal, ref.rows.size());
   std::filesystem::remove(path);
 }
 

@@ -22,6 +22,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "model/arch.h"
 #include "model/gguf.h"
+#include "tests/logits_agreement.h"
 #include "tests/test_paths.h"
 #include "tests/tools/tiny_models.h"
 
@@ -62,27 +63,15 @@ TEST_P(LowBitReplay, MatchesLlamaCpp) {
   const LogitsFile ours = replay_logits(pipe, test::tiny_model_tokens(), ref.n_prompt);
   ASSERT_EQ(ours.rows.size(), ref.rows.size());
   const double tol = c.exact ? 1e-3 : 0.35;
-  double worst = 0;
-  size_t argmax_equal = 0;
-  for (size_t r = 0; r < ref.rows.size(); ++r) {
-    double m = 0;
-    size_t am_ref = 0, am_ours = 0;
-    for (size_t i = 0; i < ref.rows[r].logits.size(); ++i) {
-      m = std::max(m, std::fabs(static_cast<double>(ours.rows[r].logits[i]) - ref.rows[r].logits[i]));
-      if (ref.rows[r].logits[i] > ref.rows[r].logits[am_ref]) am_ref = i;
-      if (ours.rows[r].logits[i] > ours.rows[r].logits[am_ours]) am_ours = i;
-    }
-    EXPECT_LE(m, tol) << c.mix << " row " << r;
-    worst = std::max(worst, m);
-    argmax_equal += am_ours == am_ref;
-  }
+  const test::LogitsAgreement a = test::compare_logits(ours, ref);
+  for (size_t r = 0; r < a.row_max.size(); ++r) EXPECT_LE(a.row_max[r], tol) << c.mix << " row " << r;
   if (c.exact) {
-    EXPECT_EQ(argmax_equal, ref.rows.size());
+    EXPECT_EQ(a.argmax_equal, ref.rows.size());
   } else {
-    EXPECT_GE(static_cast<double>(argmax_equal), 0.9 * static_cast<double>(ref.rows.size()));
+    EXPECT_GE(static_cast<double>(a.argmax_equal), 0.9 * static_cast<double>(ref.rows.size()));
   }
   std::printf("%s %s %s: %zu rows, max |delta logit| %.3e, argmax equal %zu/%zu\n", c.mix, c.isa,
-              c.exact ? "exact" : "q8", ref.rows.size(), worst, argmax_equal, ref.rows.size());
+              c.exact ? "exact" : "q8", ref.rows.size(), a.worst, a.argmax_equal, ref.rows.size());
   std::filesystem::remove(path);
 }
 
