@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <unistd.h>
 
 #include "engine/batch.h"
@@ -150,17 +151,36 @@ std::string model_file(const InvarianceCase& c) {
 
 class BatchInvariance : public ::testing::TestWithParam<InvarianceCase> {};
 
+// A case's model, open, with its backend and split; a tiny model's temporary file goes with it.
+struct CaseModel {
+  CaseModel(const InvarianceCase& c, const std::string& path)
+      : path(path), tiny(is_tiny(c)), f(model::GgufFile::open(path)), cfg(model::load_config(*f)) {
+    CpuBackendOptions o;
+    o.isa = c.isa;
+    be = make_cpu_backend(o);
+    if (!c.split.empty()) ranges = parse_split(c.split, cfg.n_layers);
+  }
+  ~CaseModel() {
+    if (tiny) std::filesystem::remove(path);
+  }
+  std::string path;
+  bool tiny;
+  std::unique_ptr<model::GgufFile> f;
+  model::ModelConfig cfg;
+  std::unique_ptr<Backend> be;
+  std::vector<model::LayerRange> ranges;  // empty: one stage
+};
+
 TEST_P(BatchInvariance, EachSequenceGetsTheLogitsItGetsAlone) {
   const InvarianceCase& c = GetParam();
   const std::string path = model_file(c);
   HERD_REQUIRE_FILE(path);
-  auto f = model::GgufFile::open(path);
-  const auto cfg = model::load_config(*f);
-  CpuBackendOptions o;
-  o.isa = c.isa;
-  auto be = make_cpu_backend(o);
+  CaseModel m(c, path);
+  const auto& f = m.f;
+  const auto& cfg = m.cfg;
+  const auto& be = m.be;
+  const auto& ranges = m.ranges;
   be->set_threads(2);
-  const auto ranges = c.split.empty() ? std::vector<model::LayerRange>{} : parse_split(c.split, cfg.n_layers);
   const auto scripts = test::make_scripts(4, static_cast<int32_t>(cfg.n_vocab));
   std::vector<test::SeqLogits> alone;
   {
@@ -172,7 +192,6 @@ TEST_P(BatchInvariance, EachSequenceGetsTheLogitsItGetsAlone) {
   EXPECT_EQ("", test::compare_bits(test::run_in_flight(many, scripts, 2), alone)) << "two batches in flight";
   // Slot reuse: sequence 0's slot takes a new sequence from position 0 (a rewind), same bits.
   EXPECT_EQ("", test::compare_bits({test::run_alone(many, scripts[3], 0)}, {alone[3]}));
-  if (is_tiny(c)) std::filesystem::remove(path);
 }
 
 // The last layer's feed-forward runs only on the rows that want logits (Stage::begin_feed_forward):
@@ -183,12 +202,11 @@ TEST_P(BatchInvariance, RowsWithoutLogitsSkipTheLastFeedForwardWithoutChangingAn
   const InvarianceCase& c = GetParam();
   const std::string path = model_file(c);
   HERD_REQUIRE_FILE(path);
-  auto f = model::GgufFile::open(path);
-  const auto cfg = model::load_config(*f);
-  CpuBackendOptions o;
-  o.isa = c.isa;
-  auto be = make_cpu_backend(o);
-  const auto ranges = c.split.empty() ? std::vector<model::LayerRange>{} : parse_split(c.split, cfg.n_layers);
+  CaseModel m(c, path);
+  const auto& f = m.f;
+  const auto& cfg = m.cfg;
+  const auto& be = m.be;
+  const auto& ranges = m.ranges;
   std::vector<int32_t> prompt;
   for (int32_t i = 0; i < 9; ++i) prompt.push_back((11 * i + 5) % static_cast<int32_t>(cfg.n_vocab));
   const int32_t next = 3 % static_cast<int32_t>(cfg.n_vocab);
@@ -209,7 +227,6 @@ TEST_P(BatchInvariance, RowsWithoutLogitsSkipTheLastFeedForwardWithoutChangingAn
   EXPECT_EQ(0, std::memcmp(last_row[0].data(), last_row[1].data(), sizeof(float) * nv)) << "last prompt row";
   for (int mode = 1; mode < 3; ++mode)
     EXPECT_EQ(0, std::memcmp(next_row[0].data(), next_row[mode].data(), sizeof(float) * nv)) << "next token, mode " << mode;
-  if (is_tiny(c)) std::filesystem::remove(path);
 }
 
 INSTANTIATE_TEST_SUITE_P(
