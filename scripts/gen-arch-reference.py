@@ -11,58 +11,26 @@ each NAME (default: every tiny model: qwen2 llama-tied qwen3 qwen3moe mixtral qw
 models of GREEDY it also decodes greedily from the first 6 tokens and writes tiny-NAME.greedy.log1:
 rows are the prompt and then each generated id fed back (so the generated ids are the input tokens
 of rows 6.. plus the argmax of the last row).
-llama.cpp's extra CPU buffer types (AMX, repacked weights) are turned off, as in
-gen-lowbit-reference.py: its plain CPU dot products are the reference.
+llama.cpp's extra CPU buffer types (AMX, repacked weights) are turned off (scripts/llama_reference.py):
+its plain CPU dot products are the reference.
 """
-import struct
 import sys
 
 import numpy as np
-import llama_cpp.llama_cpp as llama_c
-from llama_cpp import Llama
+from llama_reference import N_PROMPT, TOKENS, load, teacher_forced, write_log1
 
-_default_model_params = llama_c.llama_model_default_params
-
-
-def _plain_cpu_model_params():
-    p = _default_model_params()
-    p.use_extra_bufts = False
-    return p
-
-
-llama_c.llama_model_default_params = _plain_cpu_model_params
-
-TOKENS = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426]
-N_PROMPT = 6
 NAMES = ["qwen2", "llama-tied", "qwen3", "qwen3moe", "mixtral", "qwen3moe-q8"]
 GREEDY = ["qwen3", "qwen3moe", "mixtral", "qwen3moe-q8"]
 N_GREEDY = 10
 
-
-def load(name):
-    return Llama(model_path=f"{src}/tiny-{name}.gguf", logits_all=True, n_ctx=64, n_threads=1,
-                 verbose=False, flash_attn=False, type_k=0, type_v=0)
-
-
-def write_log1(path, tokens, scores):
-    with open(path, "wb") as f:
-        f.write(struct.pack("<iiii", 0x4C4F4731, scores.shape[1], len(tokens), N_PROMPT))
-        for pos, tok in enumerate(tokens):
-            f.write(struct.pack("<ii", pos, tok))
-            f.write(scores[pos].tobytes())
-
 src, dst = sys.argv[1], sys.argv[2]
 for name in sys.argv[3:] or NAMES:
-    llm = load(name)
-    llm.eval(TOKENS[:N_PROMPT])
-    for t in TOKENS[N_PROMPT:]:
-        llm.eval([t])
-    scores = np.asarray(llm.scores[: len(TOKENS)], dtype=np.float32)
+    scores = teacher_forced(f"{src}/tiny-{name}.gguf")
     write_log1(f"{dst}/tiny-{name}.log1", TOKENS, scores)
     print(f"{dst}/tiny-{name}.log1: {len(TOKENS)} rows, argmax {scores.argmax(axis=1).tolist()}")
     if name not in GREEDY:
         continue
-    llm = load(name)
+    llm = load(f"{src}/tiny-{name}.gguf")
     tokens = TOKENS[:N_PROMPT]
     llm.eval(tokens)
     generated = [int(np.argmax(llm.scores[N_PROMPT - 1]))]
