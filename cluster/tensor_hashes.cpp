@@ -258,7 +258,9 @@ void TensorHashes::save_cache() {
     if (read_small(target, text, ignored) && ignored.empty() && parse_hash_cache(text, key_, header_hash_, theirs).empty())
       merged = std::move(theirs);
     for (const auto& [n, d] : entries_) merged[n] = d;
-    const std::string tmp = target + ".tmp." + std::to_string(::getpid());
+    // Unique per process and per save: in-process clusters (tests) hash one file from several threads.
+    static std::atomic<uint64_t> saves{0};
+    const std::string tmp = target + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(saves++);
     {
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
       out << format_hash_cache(key_, header_hash_, merged);
