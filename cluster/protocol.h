@@ -7,6 +7,8 @@
 //   coordinator -> worker   Ping{seq, bytes} + u8[bytes]  -> Pong{seq, bytes} + the same bytes
 //                             (link measurement after the Hello: a few small ones, one ~1 MiB)
 //   coordinator -> worker   Assign       worker -> coordinator  Ready | Error
+//                             (Assign v5: the stage's tensor digests; a worker whose copy of one
+//                             differs answers Error "tensor NAME differs from the coordinator's copy")
 //                             (Ready v2: the stage's measured link to the next stage)
 //   coordinator -> stage 0  Forward{batch rows: position, sequence, output flag} + tokens[n] (i32)
 //                             (several may be in flight: micro-batches; results come back in order)
@@ -35,6 +37,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/tensor_hashes.h"
 #include "cluster/wire.h"
 #include "cluster/worker_profile.h"
 #include "engine/sampler.h"
@@ -52,8 +55,10 @@ namespace herd::cluster {
 // ChaCha20-Poly1305 per message); --insecure keeps version 6's wire format on both channels;
 // 8: authorisation by role (Hello v2: session and take_over; Assign v4: the link tokens that bind a
 // stage to its upstream): a worker takes Assign/Reset/Stop only from the coordinator that owns it,
-// Forward only from its assigned upstream, and a second coordinator is told "busy"
-constexpr uint32_t kProtocolVersion = 8;
+// Forward only from its assigned upstream, and a second coordinator is told "busy"; 9: weight
+// integrity (Assign v5: the BLAKE2b-256 of each of the stage's tensors, cluster/tensor_hashes.h): a
+// worker whose copy of a tensor differs refuses the Assign naming it, and checks what it is sent
+constexpr uint32_t kProtocolVersion = 9;
 
 enum class Role : uint8_t { Coordinator = 0, Worker = 1, Upstream = 2 };
 
@@ -89,8 +94,37 @@ void check_layer_range(const model::LayerRange& r);
 
 // The model hash is the SHA-256 of the GGUF file's bytes [0, data_offset): header, metadata and
 // tensor directory (names, shapes, types, offsets). Two files with the same hash have the same
-// architecture, tokenizer and tensor layout; the weights themselves are not hashed (that would read
-// the whole file) — see cluster/model_fingerprint.h.
+// architecture, tokenizer and tensor layout (cluster/model_fingerprint.h). The weights are covered
+// by tensor_digests (v5): the BLAKE2b-256 of each tensor's bytes, exactly the stage's tensors.
+constexpr size_t kMaxStageTensors = size_t{1} << 20;
+constexpr size_t kMaxTensorName = 1024;
+namespace detail {
+// At most kMaxStageTensors entries; read one by one (a claimed count allocates nothing: each entry
+// needs its bytes in the payload), each name at most kMaxTensorName bytes, each digest 32 bytes.
+template <class Archive>
+void tensor_digests(Archive& ar, std::vector<TensorDigest>& v, const char* field) {
+  uint64_t n = v.size();
+  ar(n);
+  if constexpr (Archive::is_loading::value) {
+    if (n > kMaxStageTensors)
+      throw ProtocolError(std::string(field) + " has " + std::to_string(n) + " entries (max " +
+                          std::to_string(kMaxStageTensors) + ")");
+    v.clear();
+    for (uint64_t i = 0; i < n; ++i) {
+      TensorDigest d;
+      bounded_string(ar, d.name, kMaxTensorName, field);
+      ar(cereal::binary_data(d.blake2b.data(), d.blake2b.size()));
+      v.push_back(std::move(d));
+    }
+  } else {
+    for (auto& d : v) {
+      bounded_string(ar, d.name, kMaxTensorName, field);
+      ar(cereal::binary_data(d.blake2b.data(), d.blake2b.size()));
+    }
+  }
+}
+}  // namespace detail
+
 struct Assign {
   static constexpr MsgType kType = MsgType::Assign;
   uint64_t session = 0;       // coordinator's assignment id (echoed in logs)
@@ -116,8 +150,12 @@ struct Assign {
   // says next_token in its own Hello to the next stage.
   std::string upstream_token;
   std::string next_token;
+  // v5: the BLAKE2b-256 of each tensor of the stage (model::stage_tensor_names), as the
+  // coordinator's file has them. The worker compares its own copy's (or what it was sent) and
+  // refuses the Assign naming the first tensor that differs.
+  std::vector<TensorDigest> tensor_digests;
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 4, "Assign");
+    detail::check_version<A>(v, 5, "Assign");
     ar(session);
     detail::bounded_string(ar, model_hash, 128, "Assign.model_hash");
     detail::bounded_string(ar, model_path, 4096, "Assign.model_path");
@@ -148,6 +186,7 @@ struct Assign {
       detail::bounded_string(ar, upstream_token, 64, "Assign.upstream_token");
       detail::bounded_string(ar, next_token, 64, "Assign.next_token");
     }
+    if (v >= 5) detail::tensor_digests(ar, tensor_digests, "Assign.tensor_digests");
   }
 };
 
@@ -407,7 +446,7 @@ struct Stop {
 
 
 CEREAL_CLASS_VERSION(herd::cluster::Hello, 2)
-CEREAL_CLASS_VERSION(herd::cluster::Assign, 4)
+CEREAL_CLASS_VERSION(herd::cluster::Assign, 5)
 CEREAL_CLASS_VERSION(herd::cluster::Ready, 3)
 CEREAL_CLASS_VERSION(herd::cluster::LinkStats, 1)
 CEREAL_CLASS_VERSION(herd::cluster::Ping, 1)

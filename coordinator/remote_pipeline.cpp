@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "cluster/model_fingerprint.h"
+#include "cluster/tensor_hashes.h"
 #include "common/log.h"
 #include "model/gguf.h"
 #include "model/weights.h"
@@ -22,12 +23,18 @@ RemotePipeline::RemotePipeline(const model::GgufFile& f, const model::ModelConfi
     : config_(c),
       file_(f),
       opts_(std::move(opts)),
-      weights_(f, opts_.debug_corrupt_chunks),
+      weights_(f, opts_.debug_corrupt_chunks, opts_.debug_tamper_chunks),
       progress_(opts_.show_progress, isatty(STDERR_FILENO) != 0) {
   if (opts_.n_ctx <= 0) throw std::invalid_argument("context size must be positive");
   if (opts_.workers.empty()) throw std::invalid_argument("RemotePipeline needs at least one worker");
   if (opts_.model_path.empty()) opts_.model_path = std::filesystem::absolute(f.path()).string();
   model_hash_ = model_fingerprint(f);
+  // Every tensor any stage may be given, hashed once (a full read the first time; the cache file
+  // beside the model after that). Each Assign then carries its stage's digests.
+  HashOptions ho;
+  ho.show = opts_.show_progress;
+  hashes_ = std::make_unique<TensorHashes>(f, model_hash_, ho);
+  hashes_->digests(model::stage_tensor_names(f, c, {0, c.n_layers, true, true}));
   setup();
 }
 
@@ -127,6 +134,7 @@ void RemotePipeline::assign(size_t k) {
   a.exact = opts_.exact;
   a.file_size = file_.file_size();
   a.header_bytes = file_.data_offset();
+  a.tensor_digests = hashes_->digests(model::stage_tensor_names(file_, config_, ranges_[k]));
   if (!a.layers.output) a.next_address = workers_[k + 1].address;
   // Link tokens: stage k takes Forward messages only from the peer that says upstream_token (stage
   // k-1, told it as its next_token); stage 0 only from us. Fresh for every assignment.

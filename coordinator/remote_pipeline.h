@@ -10,6 +10,11 @@
 // (cluster/protocol.h WeightRequest/WeightChunk; coordinator/weight_server.h) and cached on the
 // worker's disk.
 //
+// Weight integrity: the constructor hashes every tensor of the file once (BLAKE2b-256, cached
+// beside the file: cluster/tensor_hashes.h) and each Assign carries the digests of its stage's
+// tensors; a worker whose copy (or weight cache, or what it received) differs refuses the Assign
+// naming the tensor, which fails the setup with that message.
+//
 // The split: --split when given; else the planner (coordinator/plan_adapter.h; `optimal` by default)
 // over the workers in the given order, from what they report in the Hello (free RAM, measured
 // rates) and the links this coordinator measures to each (Ping/Pong: latency, ~1 MiB echo). Links
@@ -75,6 +80,7 @@ struct RemotePipelineOptions {
   int request_timeout_ms = 0;        // 0 = no limit on one eval (dead workers are still noticed at once)
   bool take_over = false;            // workers owned by another coordinator are taken from it (else: "busy")
   int debug_corrupt_chunks = 0;      // test hook: flip a byte in the first N weight chunks sent (-1: all)
+  int debug_tamper_chunks = 0;       // test hook: change the first N tensor chunks sent before their crc32 is taken
 };
 
 class RemotePipeline : public Pipeline {
@@ -89,6 +95,8 @@ class RemotePipeline : public Pipeline {
   int64_t n_stages() const override { return static_cast<int64_t>(ranges_.size()); }
 
   const std::vector<model::LayerRange>& ranges() const { return ranges_; }
+  // What hashing the model's tensors cost this coordinator (0 tensors hashed: the cache file held them).
+  const cluster::HashStats& hash_stats() const { return hashes_->stats(); }
   // Weight bytes sent to workers that had no copy of the model (since construction).
   uint64_t weight_bytes_sent() const { return weights_.bytes_sent(); }
   // Each worker's Ready text from the last assignment (its layers, mapped MiB, bytes received).
@@ -135,6 +143,7 @@ class RemotePipeline : public Pipeline {
   const model::GgufFile& file_;
   RemotePipelineOptions opts_;
   std::string model_hash_;
+  std::unique_ptr<cluster::TensorHashes> hashes_;  // the digests of file_'s tensors (Assign v5)
   std::vector<model::LayerRange> ranges_;  // per active worker (declared before workers_, which names them)
   WorkerSet workers_{ranges_};
   WeightServer weights_;

@@ -14,8 +14,11 @@ namespace herd {
 using namespace transport;
 using namespace cluster;
 
-WeightServer::WeightServer(const model::GgufFile& file, int debug_corrupt_chunks)
-    : file_(file), fd_(::open(file.path().c_str(), O_RDONLY | O_CLOEXEC)), corrupt_chunks_(debug_corrupt_chunks) {}
+WeightServer::WeightServer(const model::GgufFile& file, int debug_corrupt_chunks, int debug_tamper_chunks)
+    : file_(file),
+      fd_(::open(file.path().c_str(), O_RDONLY | O_CLOEXEC)),
+      corrupt_chunks_(debug_corrupt_chunks),
+      tamper_chunks_(debug_tamper_chunks) {}
 
 WeightServer::~WeightServer() {
   if (fd_ >= 0) ::close(fd_);
@@ -66,6 +69,10 @@ std::string WeightServer::serve(size_t k, Link& link, const Message& m, uint64_t
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) return refuse("cannot read " + file_.path() + " at offset " + std::to_string(q.offset + done));
     done += static_cast<size_t>(got);
+  }
+  if (q.offset >= file_.data_offset() && chunks_tampered_ < tamper_chunks_) {
+    t.data[t.data.size() / 2] ^= 0x01;
+    ++chunks_tampered_;
   }
   WeightChunk c{session, q.offset, crc32(t.data.data(), t.data.size())};
   if (corrupt_chunks_ < 0 || chunks_corrupted_ < corrupt_chunks_) {

@@ -22,8 +22,10 @@ namespace herd {
 class WeightServer {
  public:
   // debug_corrupt_chunks (test hook): flip a byte in the first N chunks sent (-1: all), after their
-  // crc32 was taken, so the worker's check must catch it.
-  WeightServer(const model::GgufFile& file, int debug_corrupt_chunks);
+  // crc32 was taken, so the worker's check must catch it. debug_tamper_chunks (test hook): flip a
+  // byte in the first N chunks of tensor bytes *before* the crc32 is taken (a coordinator whose file
+  // is not what it hashed), so only the tensor digests can catch it.
+  WeightServer(const model::GgufFile& file, int debug_corrupt_chunks, int debug_tamper_chunks = 0);
   ~WeightServer();
   WeightServer(const WeightServer&) = delete;
   WeightServer& operator=(const WeightServer&) = delete;
@@ -47,6 +49,8 @@ class WeightServer {
   int fd_ = -1;  // -1: the file cannot be read here; every request is refused
   int corrupt_chunks_ = 0;
   int chunks_corrupted_ = 0;
+  int tamper_chunks_ = 0;
+  int chunks_tampered_ = 0;
   uint64_t bytes_sent_ = 0;
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> servable_;  // per stage: file [begin, end) it may fetch
 };

@@ -96,6 +96,8 @@ std::vector<Message> messages() {
   a.layers = {0, 2, true, false};
   a.n_ctx = 64;
   a.next_address = "tcp://127.0.0.1:7102";
+  a.tensor_digests = {{"token_embd.weight", {}}, {"blk.0.attn_q.weight", {}}};  // protocol 9
+  a.tensor_digests[1].blake2b.fill(0xab);
   out.push_back(pack(a));
   out.push_back(pack(Ready{}));
   ErrorMsg e;

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <map>
 
+#include "cluster/model_fingerprint.h"
+#include "cluster/tensor_hashes.h"
 #include "coordinator/model_session.h"
 #include "launch/args.h"
 #include "launch/commands.h"
@@ -21,7 +23,7 @@ double mib(uint64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); }
 int cmd_info(const Args& args) {
   std::vector<std::string> files;
   int64_t n_ctx = 0, n_batch = 512;
-  bool tensors = false, metadata = false;
+  bool tensors = false, metadata = false, hashes = false, rehash = false;
   ArgParser p("herd info [options] MODEL.gguf",
               "Prints the model's architecture, shapes, tensor types and sizes, and the memory a single-host run "
               "needs at the given context.");
@@ -30,6 +32,9 @@ int cmd_info(const Args& args) {
   p.add("-b,--batch", "N", "prompt batch size for the scratch estimate", &n_batch, 1, 65536);
   p.add("--tensors", "", "list every tensor", &tensors);
   p.add("--metadata", "", "list every metadata key", &metadata);
+  p.add("--hashes", "", "print the model hash and every tensor's BLAKE2b-256 (what a cluster's workers are checked "
+                        "against; computed once, then read from FILE.herd-hashes)", &hashes);
+  p.add("--rehash", "", "with --hashes: read the tensors again whatever the hash cache says, and rewrite it", &rehash);
   if (!p.parse(args)) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
@@ -40,6 +45,21 @@ int cmd_info(const Args& args) {
               mib(f->file_size()), f->version(), f->tensors().size(), f->keys().size());
   if (metadata)
     for (const auto& k : f->keys()) std::printf("  %-40s %s\n", k.c_str(), f->value_to_string(k).c_str());
+  if (hashes || rehash) {
+    cluster::HashOptions ho;
+    ho.read_cache = !rehash;
+    const std::string header = cluster::model_fingerprint(*f);
+    cluster::TensorHashes h(*f, header, ho);
+    std::vector<std::string> names;
+    for (const auto& t : f->tensors()) names.push_back(t.name);
+    const auto digests = h.digests(names);
+    std::printf("model hash:   %s (sha256 of the header, metadata and tensor directory)\n", header.c_str());
+    const auto& st = h.stats();
+    std::printf("tensor hashes (blake2b-256 of each tensor's bytes; %s):\n",
+                st.tensors_hashed == 0 ? ("from " + st.loaded_from).c_str()
+                                       : (st.saved_to.empty() ? "not cached" : ("cached in " + st.saved_to).c_str()));
+    for (const auto& d : digests) std::printf("  %s  %s\n", cluster::digest_hex(d.blake2b).c_str(), d.name.c_str());
+  }
 
   std::map<std::string, std::pair<int, uint64_t>> by_type;
   uint64_t n_params = 0, weight_bytes = 0;

@@ -1,15 +1,17 @@
 // WorkerServer's Assign handling: which model file, is it the coordinator's model, is the
-// assignment sane, which kernels, which shard (fetched when the worker has no copy), which next
-// stage. Each step is a function of its own so that the order reads in on_assign; a failing step
+// assignment sane, which kernels, are the shard's tensors the coordinator's (their digests), which
+// shard (fetched when the worker has no copy), which next stage. Each step is a function of its own so that the order reads in on_assign; a failing step
 // becomes an Error reply to the coordinator and leaves the worker unassigned (the previous model
 // file, backend and Stage are kept where the next Assign can reuse them).
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "cluster/link_measure.h"
 #include "cluster/model_fingerprint.h"
+#include "cluster/tensor_hashes.h"
 #include "common/log.h"
 #include "common/timer.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -133,6 +135,7 @@ std::string WorkerServer::resolve_model_file(const std::string& peer, const Assi
                              "coordinator's model");
   if (file_ && file_hash_ != a.model_hash) {  // another model: unmapped now, so the cache may evict it
     stage_.reset();
+    hashes_.reset();
     file_.reset();
   }
   fetch.cache = std::make_unique<WeightCache>(opts_.cache_dir.empty() ? default_cache_dir() : opts_.cache_dir,
@@ -146,6 +149,7 @@ std::string WorkerServer::resolve_model_file(const std::string& peer, const Assi
 void WorkerServer::open_model(const std::string& path, const Assign& a) {
   if (!file_ || file_->path() != path) {
     stage_.reset();
+    hashes_.reset();
     file_.reset();
     model::GgufOpenOptions o;
     o.map_all = false;
@@ -180,13 +184,85 @@ void WorkerServer::ensure_backend(const Assign& a) {
                                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 }
 
+namespace {
+
+// The Assign's digests by name; exactly the stage's tensors, else the reason (the coordinator and
+// this worker disagree on what the stage holds: another build, or a forged Assign).
+std::map<std::string, Digest> expected_digests(const Assign& a, const std::vector<std::string>& names) {
+  std::map<std::string, Digest> want;
+  for (const auto& d : a.tensor_digests)
+    if (!want.emplace(d.name, d.blake2b).second)
+      throw std::runtime_error("the Assign carries two digests for tensor " + d.name);
+  for (const auto& n : names)
+    if (!want.count(n))
+      throw std::runtime_error("the Assign carries no digest for tensor " + n + " (" + std::to_string(want.size()) +
+                               " digests for a stage of " + std::to_string(names.size()) + " tensors)");
+  if (want.size() != names.size())
+    throw std::runtime_error("the Assign carries " + std::to_string(want.size()) + " tensor digests for a stage of " +
+                             std::to_string(names.size()) + " tensors");
+  return want;
+}
+
+// The tensors of `have` whose digest is not the expected one, in order (pointers into `have`).
+std::vector<const TensorDigest*> differing(const std::vector<TensorDigest>& have, const std::map<std::string, Digest>& want) {
+  std::vector<const TensorDigest*> bad;
+  for (const auto& d : have)
+    if (want.at(d.name) != d.blake2b) bad.push_back(&d);
+  return bad;
+}
+
+std::string and_more(size_t n) {
+  return n > 1 ? " and " + std::to_string(n - 1) + " more tensor" + (n > 2 ? "s" : "") + " differ" : "";
+}
+
+}  // namespace
+
 void WorkerServer::build_stage(const Assign& a, ShardFetch& fetch) {
-  const bool same = stage_ && assign_.layers.first == a.layers.first && assign_.layers.end == a.layers.end &&
-                    assign_.n_ctx == a.n_ctx && assign_.n_seq == a.n_seq && assign_.kv_type == a.kv_type;
+  const auto names = model::stage_tensor_names(*file_, config_, a.layers);
+  const auto want = expected_digests(a, names);
+  if (!hashes_) {
+    HashOptions ho;
+    ho.who = "herd worker";
+    hashes_ = std::make_unique<TensorHashes>(*file_, file_hash_, ho);
+  }
+  std::vector<std::string> refetch;
+  if (!fetch.cache) {
+    // This worker's own copy: every tensor of the stage must be the coordinator's.
+    const auto have = hashes_->digests(names);
+    if (const auto bad = differing(have, want); !bad.empty())
+      throw std::runtime_error("tensor " + bad[0]->name + " differs from the coordinator's copy (blake2b " +
+                               digest_short(bad[0]->blake2b) + " here, " + digest_short(want.at(bad[0]->name)) +
+                               " there" + and_more(bad.size()) + "; " + file_->path() + ")");
+  } else {
+    // The weight cache: what it holds is checked before it is used; a tensor that differs (damaged
+    // or tampered with on this disk) is forgotten and fetched again.
+    const auto have = hashes_->digests(fetch.cache->cached(names));
+    for (const TensorDigest* d : differing(have, want)) {
+      note("herd worker: cached tensor " + d->name + " differs from the coordinator's (blake2b " +
+           digest_short(d->blake2b) + " in " + file_->path() + ", " + digest_short(want.at(d->name)) +
+           " expected); fetching it again");
+      refetch.push_back(d->name);
+    }
+    fetch.cache->forget(refetch);
+  }
+  const bool same = stage_ && refetch.empty() && assign_.layers.first == a.layers.first &&
+                    assign_.layers.end == a.layers.end && assign_.n_ctx == a.n_ctx && assign_.n_seq == a.n_seq &&
+                    assign_.kv_type == a.kv_type;
   if (same) return;
   stage_.reset();
-  const auto names = model::stage_tensor_names(*file_, config_, a.layers);
-  if (fetch.cache) fetch.cache->ensure_tensors(*file_, names, *fetch.source, fetch.stats, opts_.chunk_bytes);
+  if (fetch.cache) {
+    // What arrives is checked before the cache commits it (a received tensor that differs from its
+    // digest is never used, and is asked for again by the next Assign).
+    auto verify = [&](const std::vector<std::string>& received) {
+      hashes_->rewritten(received);
+      const auto got = hashes_->digests(received);
+      if (const auto bad = differing(got, want); !bad.empty())
+        throw std::runtime_error("tensor " + bad[0]->name + " received from the coordinator differs from its digest (blake2b " +
+                                 digest_short(bad[0]->blake2b) + " received, " + digest_short(want.at(bad[0]->name)) +
+                                 " in the Assign" + and_more(bad.size()) + ")");
+    };
+    fetch.cache->ensure_tensors(*file_, names, *fetch.source, fetch.stats, opts_.chunk_bytes, verify);
+  }
   file_->map_tensors(names);
   stage_ = std::make_unique<Stage>(config_, model::load_stage_weights(*file_, config_, a.layers), *backend_,
                                    KvOptions{a.n_ctx, a.n_seq, a.kv_type});

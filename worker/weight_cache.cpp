@@ -20,6 +20,7 @@
 #include "transport/crc32.h"
 #include "cluster/protocol.h"
 #include "cluster/model_fingerprint.h"
+#include "cluster/tensor_hashes.h"
 
 namespace herd {
 namespace fs = std::filesystem;
@@ -139,12 +140,7 @@ void write_manifest(const std::string& path, const std::set<std::string>& names)
 
 }  // namespace
 
-std::string default_cache_dir() {
-  if (const char* d = std::getenv("HERD_CACHE_DIR"); d && *d) return d;
-  if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d) return std::string(d) + "/herd";
-  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/herd";
-  return "/tmp/herd-cache";
-}
+std::string default_cache_dir() { return cluster::cache_root(); }
 
 uint64_t disk_usage(const std::string& dir) {
   uint64_t total = 0;
@@ -179,7 +175,9 @@ void WeightCache::make_room(uint64_t need) {
   std::vector<std::pair<fs::file_time_type, fs::path>> others;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(root_, ec)) {
-    if (!e.is_directory(ec) || e.path().filename() == hash_) continue;
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory(ec) || name == hash_) continue;
+    if (name.size() != 64 || name.find_first_not_of("0123456789abcdef") != std::string::npos) continue;  // not a model
     auto t = fs::last_write_time(e.path() / "used", ec);
     if (ec) t = fs::last_write_time(e.path(), ec);
     others.push_back({t, e.path()});
@@ -275,8 +273,25 @@ void WeightCache::ensure_header(uint64_t file_size, uint64_t header_bytes, Weigh
   mark_used();
 }
 
+std::vector<std::string> WeightCache::cached(const std::vector<std::string>& names) const {
+  const std::set<std::string> have = read_manifest(dir_ + "/tensors.txt");
+  std::vector<std::string> out;
+  for (const auto& n : names)
+    if (have.count(n)) out.push_back(n);
+  return out;
+}
+
+void WeightCache::forget(const std::vector<std::string>& names) {
+  if (names.empty()) return;
+  const std::string manifest = dir_ + "/tensors.txt";
+  std::set<std::string> have = read_manifest(manifest);
+  for (const auto& n : names) have.erase(n);
+  write_manifest(manifest, have);
+}
+
 void WeightCache::ensure_tensors(const model::GgufFile& f, const std::vector<std::string>& names, WeightSource& src,
-                                 FetchStats& st, uint64_t chunk_bytes) {
+                                 FetchStats& st, uint64_t chunk_bytes,
+                                 const std::function<void(const std::vector<std::string>&)>& verify) {
   const std::string manifest = dir_ + "/tensors.txt";
   std::set<std::string> have = read_manifest(manifest);
   std::vector<Span> spans;
@@ -302,6 +317,7 @@ void WeightCache::ensure_tensors(const model::GgufFile& f, const std::vector<std
     throw;
   }
   ::close(fd);
+  if (verify) verify(missing);
   have.insert(missing.begin(), missing.end());
   write_manifest(manifest, have);
 }

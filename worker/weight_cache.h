@@ -15,7 +15,14 @@
 //
 //   CACHE/<hash>/used         touched at every use (once model.gguf is there): the least recently used model is evicted first.
 //
-// CACHE is --cache-dir, else $HERD_CACHE_DIR, else $XDG_CACHE_HOME/herd, else ~/.cache/herd.
+//   CACHE/<hash>/model.gguf.herd-hashes  the digests of its tensors (cluster/tensor_hashes.h): what the
+//                             cache holds is checked against the Assign's digests before it is used
+//                             (a tensor that differs is fetched again), what arrives before it is
+//                             committed to the manifest (a tensor that differs refuses the Assign).
+//
+// CACHE is --cache-dir, else cluster::cache_root(): $HERD_CACHE_DIR, else $XDG_CACHE_HOME/herd,
+// else ~/.cache/herd. Only directories named by a model hash are evicted (CACHE/tensor-hashes/,
+// where hash caches of read-only model directories go, is not).
 //
 // Quota (--cache-max, default kDefaultCacheMax): the disk blocks of everything under CACHE (du,
 // not the sparse files' apparent sizes) are checked before any byte is written: the header before
@@ -82,9 +89,16 @@ class WeightCache {
   void ensure_header(uint64_t file_size, uint64_t header_bytes, WeightSource& src, FetchStats& st);
   // Fetches the named tensors of `f` (opened on model_path()) that the manifest lacks, in chunks of
   // at most chunk_bytes, each crc32-checked (a bad one is asked for again, up to 3 times, then
-  // std::runtime_error); writes, fsyncs, commits the manifest. Prints progress to stderr.
+  // std::runtime_error); writes, fsyncs, then calls verify(the names fetched) — which throws to
+  // refuse them: the manifest is then left as it was — and commits the manifest. Prints progress
+  // to stderr.
   void ensure_tensors(const model::GgufFile& f, const std::vector<std::string>& names, WeightSource& src,
-                      FetchStats& st, uint64_t chunk_bytes);
+                      FetchStats& st, uint64_t chunk_bytes,
+                      const std::function<void(const std::vector<std::string>&)>& verify = {});
+  // Those of `names` the manifest holds (complete on disk), in order.
+  std::vector<std::string> cached(const std::vector<std::string>& names) const;
+  // Drops `names` from the manifest (their bytes are fetched again by the next ensure_tensors).
+  void forget(const std::vector<std::string>& names);
   // How long to wait for each answer of the coordinator (default kDefaultChunkTimeoutMs).
   void set_chunk_timeout_ms(int ms) { chunk_timeout_ms_ = ms; }
   // Releases the lock (also done by the destructor).

@@ -99,8 +99,10 @@ class WorkerServer {
   void check_assignment(const cluster::Assign& a) const;
   // A CPU backend with the Assign's kernels (kept when they are the same).
   void ensure_backend(const cluster::Assign& a);
-  // Fetches the shard's tensors when needed, maps them and builds the Stage (kept when the range and
-  // context are the same).
+  // Checks the shard's tensors against the Assign's digests (cluster/tensor_hashes.h): this worker's
+  // own copy (a differing tensor refuses the Assign, naming it), or the weight cache (a cached
+  // tensor that differs is fetched again, a received one that differs refuses the Assign); fetches
+  // the missing ones, maps them and builds the Stage (kept when the range and context are the same).
   void build_stage(const cluster::Assign& a, ShardFetch& fetch);
   // Dials the next stage, says Hello as its upstream and measures the link (cluster/link_measure.h).
   cluster::LinkStats dial_next_stage(const cluster::Assign& a);
@@ -130,6 +132,7 @@ class WorkerServer {
 
   std::unique_ptr<model::GgufFile> file_;
   std::string file_hash_;
+  std::unique_ptr<cluster::TensorHashes> hashes_;  // of file_ (its tensors' digests, cached on disk)
   model::ModelConfig config_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Stage> stage_;

@@ -3,3 +3,7 @@
 herd_add_test(test_cluster_protocol SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_protocol.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_protocol_profile.cpp
   LIBS herd_cluster TIMEOUT 120)
+# owner: trust (item 5). Per-tensor content hashes on a copy of stories260K: the digests, the cache
+# file (written once, a stage's subset, stale, damaged, read-only directory) and the Assign's bounds.
+herd_add_test(test_tensor_hashes SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_tensor_hashes.cpp
+  LIBS herd_cluster herd_model TIMEOUT 120)

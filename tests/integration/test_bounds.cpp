@@ -21,7 +21,9 @@
 
 #include "cluster/model_fingerprint.h"
 #include "cluster/protocol.h"
+#include "cluster/tensor_hashes.h"
 #include "coordinator/remote_pipeline.h"
+#include "model/weights.h"
 #include "tests/integration/cluster_util.h"
 #include "transport/codec.h"
 #include "transport/security.h"
@@ -132,6 +134,10 @@ cluster::Assign assign_for(const model::GgufFile& f, int64_t n_ctx, int64_t n_la
   a.n_ctx = n_ctx;
   a.file_size = f.file_size();
   a.header_bytes = f.data_offset();
+  cluster::HashOptions quiet;  // the stage's tensor digests, as a coordinator sends them (protocol 9)
+  quiet.show = false;
+  a.tensor_digests = cluster::TensorHashes(f, a.model_hash, quiet)
+                         .digests(model::stage_tensor_names(f, model::load_config(f), a.layers));
   return a;
 }
 

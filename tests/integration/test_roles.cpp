@@ -14,6 +14,8 @@
 
 #include "cluster/model_fingerprint.h"
 #include "cluster/protocol.h"
+#include "cluster/tensor_hashes.h"
+#include "model/weights.h"
 #include "coordinator/remote_pipeline.h"
 #include "coordinator/worker_set.h"
 #include "tests/integration/cluster_util.h"
@@ -280,6 +282,10 @@ TEST_F(Roles, AMiddleStageReassignedMidGenerationTellsTheCoordinator) {
                              as.layers = {2, 3, false, false};
                              as.n_ctx = 256;
                              as.next_address = w2.address();
+                             cluster::HashOptions quiet;
+                             quiet.show = false;
+                             as.tensor_digests = cluster::TensorHashes(*m.file, as.model_hash, quiet)
+                                                     .digests(model::stage_tensor_names(*m.file, m.config, as.layers));
                              ASSERT_EQ(owner->link->send(cluster::pack(as)), "");
                              const auto r = owner->link->recv(10000);
                              ASSERT_EQ(r.status, transport::RecvStatus::ok);
