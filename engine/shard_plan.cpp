@@ -65,10 +65,18 @@ ShardPlan plan_shards(const ShardShape& s, std::span<const double> weights) {
   if (s.n_head_kv <= 0 || s.n_head % s.n_head_kv != 0)
     throw std::invalid_argument("tensor parallelism: " + std::to_string(s.n_head) + " query heads are not whole groups of " +
                                 std::to_string(s.n_head_kv) + " KV heads");
-  if (static_cast<int64_t>(weights.size()) > s.n_head_kv)
-    throw std::invalid_argument("tensor parallelism over " + ranks + ": the model has only " +
-                                std::to_string(s.n_head_kv) + " KV heads (each rank needs a whole KV-head group; " +
-                                "at most " + std::to_string(s.n_head_kv) + " ranks)");
+  if (s.kv_unit <= 0 || s.n_head_kv % s.kv_unit != 0)
+    throw std::invalid_argument("tensor parallelism: " + std::to_string(s.n_head_kv) + " KV heads are not whole units of " +
+                                std::to_string(s.kv_unit));
+  const int64_t kv_units = s.n_head_kv / s.kv_unit;
+  if (static_cast<int64_t>(weights.size()) > kv_units) {
+    std::string why = "the model has only " + std::to_string(s.n_head_kv) + " KV heads (each rank needs a whole KV-head group";
+    if (s.kv_unit > 1)
+      why += ", and attn_output's quant blocks span " + std::to_string(s.kv_unit) + " groups: " +
+             std::to_string(kv_units) + " units";
+    throw std::invalid_argument("tensor parallelism over " + ranks + ": " + why + "; at most " +
+                                std::to_string(kv_units) + " ranks)");
+  }
   if (s.ffn_block <= 0 || s.n_ff % s.ffn_block != 0)
     throw std::invalid_argument("tensor parallelism: n_ff " + std::to_string(s.n_ff) + " is not whole blocks of " +
                                 std::to_string(s.ffn_block));
@@ -78,7 +86,8 @@ ShardPlan plan_shards(const ShardShape& s, std::span<const double> weights) {
                                 std::to_string(ffn_blocks) + " quant blocks of " + std::to_string(s.ffn_block) +
                                 " rows");
   ShardPlan p;
-  p.kv_heads = proportional_ranges(s.n_head_kv, weights, 1);
+  p.kv_heads = proportional_ranges(kv_units, weights, 1);
+  for (ShardRange& r : p.kv_heads) r = {r.begin * s.kv_unit, r.end * s.kv_unit};
   p.ffn_rows = proportional_ranges(ffn_blocks, weights, 1);
   for (ShardRange& r : p.ffn_rows) r = {r.begin * s.ffn_block, r.end * s.ffn_block};
   p.vocab = proportional_ranges(s.n_vocab, weights, 1);

@@ -4,7 +4,8 @@
 //
 //   attention: a contiguous range of KV-head groups per rank (a group = one KV head and the
 //              n_head / n_head_kv query heads that read it), at least one each, so each rank
-//              keeps whole GQA groups and the KV cache of its heads only;
+//              keeps whole GQA groups and the KV cache of its heads only; in units of kv_unit
+//              groups, so that attn_output's columns are cut at whole quant blocks;
 //   FFN:       a contiguous range of the n_ff rows of gate/up (= columns of down) in whole quant
 //              blocks of ffn_down's type (its columns are cut there), at least one block each;
 //   output:    a contiguous range of vocabulary rows (logits), at least one each.
@@ -28,6 +29,9 @@ struct ShardRange {
 struct ShardShape {
   int64_t n_head = 0;
   int64_t n_head_kv = 0;
+  // KV heads per attention unit: the fewest whole groups whose attn_output columns are whole quant
+  // blocks (1 unless a block is wider than a group: a K-quant's 256 columns over groups of 64).
+  int64_t kv_unit = 1;
   int64_t n_ff = 0;
   int64_t ffn_block = 1;  // values per quant block of ffn_down's type (its columns are the n_ff)
   int64_t n_vocab = 0;
@@ -50,7 +54,7 @@ std::vector<ShardRange> proportional_ranges(int64_t n_units, std::span<const dou
 
 // The plan for one group. weights: one per rank, the ranks' relative speeds (e.g. measured
 // profiles); equal weights split evenly. Throws std::invalid_argument naming the numbers when a
-// rank could not get one KV-head group, one FFN block or one vocabulary row.
+// rank could not get one attention unit (KV-head group), one FFN block or one vocabulary row.
 ShardPlan plan_shards(const ShardShape& s, std::span<const double> weights);
 
 }  // namespace herd

@@ -1,6 +1,8 @@
 #include "engine/tp_shard.h"
 
+#include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 
@@ -54,9 +56,19 @@ ShardShape shard_shape(const model::ModelConfig& c, const model::StageWeights& f
     throw std::invalid_argument("tensor parallelism does not split mixture-of-experts models yet (" + c.arch + ", " +
                                 std::to_string(c.n_expert) + " experts): run without --tp");
   if (full.layers.empty()) throw std::invalid_argument("tensor parallelism: the model has no layers");
-  int64_t block = 1;  // every layer's ffn_down is cut at the same columns: the largest block (a multiple of the others)
-  for (const auto& l : full.layers) block = std::max(block, block_size(l.w_down.type));
-  return ShardShape{c.n_heads, c.n_kv_heads, c.n_ff, block, c.n_vocab};
+  // Every layer is cut at the same columns: the largest block (a multiple of the others: 1, 32, 256).
+  int64_t ffn_block = 1, wo_block = 1;
+  for (const auto& l : full.layers) {
+    ffn_block = std::max(ffn_block, block_size(l.w_down.type));
+    wo_block = std::max(wo_block, block_size(l.wo.type));
+  }
+  // The fewest KV-head groups whose attn_output columns are whole blocks: block / gcd(block, group).
+  const int64_t group_cols = c.n_heads / c.n_kv_heads * c.head_dim;
+  const int64_t kv_unit = wo_block / std::gcd(wo_block, group_cols);
+  if (c.n_kv_heads % kv_unit != 0)
+    throw std::invalid_argument("tensor parallelism: attn_output's blocks of " + std::to_string(wo_block) +
+                                " columns do not fall on KV-head groups of " + std::to_string(group_cols) + " columns");
+  return ShardShape{c.n_heads, c.n_kv_heads, kv_unit, c.n_ff, ffn_block, c.n_vocab};
 }
 
 model::ModelConfig shard_config(const model::ModelConfig& c, const ShardPlan& p, int rank) {

@@ -111,7 +111,7 @@ TEST(ShardPlan, WholeKvGroupsAndWholeQuantBlocks) {
     for (int64_t gqa = 1; gqa <= 3; ++gqa)
       for (int ranks = 1; ranks <= kv + 1; ++ranks)
         for (const auto& w : weight_sets(ranks)) {
-          const ShardShape s{kv * gqa, kv, 32 * 12, 32, 100};
+          const ShardShape s{kv * gqa, kv, 1, 32 * 12, 32, 100};
           const std::string what = std::to_string(kv) + " KV heads, " + std::to_string(ranks) + " ranks";
           if (ranks > kv) {
             try {
@@ -136,7 +136,28 @@ TEST(ShardPlan, BadWeightsAreNamedErrors) {
   EXPECT_THROW(proportional_ranges(4, zero, 1), std::invalid_argument);
   EXPECT_THROW(proportional_ranges(4, none, 1), std::invalid_argument);
   const std::vector<double> w2(2, 1.0);
-  EXPECT_THROW(plan_shards(ShardShape{8, 4, 32, 32, 10}, w2), std::invalid_argument);  // one FFN block for 2 ranks
+  EXPECT_THROW(plan_shards(ShardShape{8, 4, 1, 32, 32, 10}, w2), std::invalid_argument);  // one FFN block for 2 ranks
+}
+
+TEST(ShardPlan, AttentionUnitsOfSeveralGroupsKeepTheirBoundaries) {
+  // 12 KV heads (stories110m) with attn_output in 256-column blocks over 64-column groups: units of
+  // 4 groups, so at most 3 ranks, and every boundary on a unit.
+  for (int ranks = 1; ranks <= 4; ++ranks)
+    for (const auto& w : weight_sets(ranks)) {
+      const ShardShape s{12, 12, 4, 256 * 8, 256, 1000};
+      if (ranks > 3) {
+        try {
+          plan_shards(s, w);
+          ADD_FAILURE() << "4 ranks over 3 units";
+        } catch (const std::invalid_argument& e) {
+          EXPECT_NE(std::string(e.what()).find("3 units"), std::string::npos) << e.what();
+        }
+        continue;
+      }
+      const ShardPlan p = plan_shards(s, w);
+      expect_partition(p.kv_heads, 12, 4, std::to_string(ranks) + " ranks");
+      for (const ShardRange& r : p.kv_heads) EXPECT_EQ(r.begin % 4, 0);
+    }
 }
 
 // ---- replay through TP ------------------------------------------------------------------------
@@ -304,15 +325,15 @@ TEST(TpErrors, MoreRanksThanKvHeadsIsANamedError) {
   }
 }
 
-TEST(TpErrors, AColumnCutInsideAQuantBlockIsANamedError) {
+TEST(TpErrors, RanksBeyondTheWholeBlockUnitsAreANamedError) {
   // stories260K-Q4_K_M: head_dim 8, so a KV-head group is 16 columns of attn_output (Q5_0, blocks
-  // of 32): 3 ranks would cut a block.
+  // of 32): units of 2 groups, 2 units, and 3 ranks would cut a block.
   auto m = open_shared("stories260K-Q4_K_M");
   try {
     tp_pipeline(*m, 3, "auto", false);
     FAIL() << "a cut inside a quant block was accepted";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("attn_output.weight is q5_0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("span 2 groups: 2 units"), std::string::npos) << e.what();
   }
 }
 
