@@ -314,6 +314,32 @@ TEST(TpDeterminism, SameBitsOnTwentyRuns) {
   }
 }
 
+TEST(TpBatch, TwoSequencesInOneBatchGetTheBitsEachGetsAlone) {
+  // Each rank's matmuls are row-independent and the joins are element-wise, so TP keeps batch
+  // invariance: a step of two sequences (8 prompt rows of one, 3 of the other) gives each the logits
+  // it gets alone. The 8-bit path over 3 uneven ranks.
+  auto m = open_shared("stories260K");
+  TpOptions o;
+  o.n_ranks = 3;
+  o.make_backend = [] { return make_cpu_backend(); };
+  TpPipeline pipe(*m->file, m->config, KvOptions{64, 2, DType::F16}, o);
+  const std::vector<int32_t> a(m->tokens.begin(), m->tokens.begin() + 8), b(m->tokens.begin() + 8, m->tokens.begin() + 11);
+  Batch both;
+  both.add_run(a.data(), 8, 0, 0, true);
+  both.add_run(b.data(), 3, 0, 1, true);
+  const BatchOutput together = pipe.eval(both);
+  const int64_t V = m->config.n_vocab;
+  Batch alone;
+  alone.add_run(a.data(), 8, 0, 0, true);
+  const BatchOutput oa = pipe.eval(alone);
+  alone.clear();
+  alone.add_run(b.data(), 3, 0, 1, true);
+  const BatchOutput ob = pipe.eval(alone);
+  ASSERT_EQ(together.logits.size(), static_cast<size_t>(11 * V));
+  EXPECT_EQ(std::vector<float>(together.logits.begin(), together.logits.begin() + 8 * V), oa.logits);
+  EXPECT_EQ(std::vector<float>(together.logits.begin() + 8 * V, together.logits.end()), ob.logits);
+}
+
 TEST(TpErrors, MoreRanksThanKvHeadsIsANamedError) {
   auto m = open_shared("randk-Q4_1");  // 8 heads, 2 KV heads
   try {
