@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/log.h"
 #include "engine/inproc_comm.h"
 #include "engine/tp_shard.h"
 #include "model/gguf.h"
@@ -26,6 +27,12 @@ TpPipeline::TpPipeline(const model::GgufFile& f, const model::ModelConfig& c, co
   const model::LayerRange all{0, c.n_layers, true, true};
   const model::StageWeights full = model::load_stage_weights(f, c, all);
   plan_ = plan_shards(shard_shape(c, full), o.weights);
+  for (int r = 0; r < o.n_ranks; ++r) {
+    const size_t i = static_cast<size_t>(r);
+    HERD_LOG_INFO("tp rank ", r, ": KV heads ", plan_.kv_heads[i].begin, "..", plan_.kv_heads[i].end - 1, ", FFN rows ",
+                  plan_.ffn_rows[i].begin, "..", plan_.ffn_rows[i].end - 1, ", vocabulary rows ", plan_.vocab[i].begin,
+                  "..", plan_.vocab[i].end - 1);
+  }
   // Every shard is cut (its column slices copied) before any Stage prepares its matrices and may
   // drop file pages: then nothing is read twice from disk.
   std::vector<model::StageWeights> shards;
