@@ -44,8 +44,8 @@ inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_defa
         &o.session.act_dtype);
   p.add("--tp", "N", "tensor parallelism: split every layer over N ranks, threads of this process (heads, FFN rows "
         "and vocabulary rows; -t is shared among them); not yet with --workers or --split", &o.session.tp, 1, 256);
-  p.add("--tp-sync", "f32|f16|q8", "with --tp: precision of the partial sums the ranks add (f32: deterministic, "
-        "within f32 rounding of a single-rank run; f16/q8: fewer bytes)", &o.session.tp_sync);
+  p.add("--tp-sync", "f32|f16|q8", "with --tp: precision of the partial sums the ranks add (f32: the same bits every "
+        "run; f16/q8: fewer bytes, rounded)", &o.session.tp_sync);
   p.add("--exact", "", "exact f32 dot products (default: 8-bit activations inside quantized dot products, "
         "as llama.cpp does; faster)", &o.session.exact);
   p.add("--cpu", "ISA", "CPU kernels: auto, avx512, avx2 or scalar (the reference); env HERD_CPU_ISA", &o.session.isa);
