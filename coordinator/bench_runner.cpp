@@ -7,6 +7,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "engine/tp_pipeline.h"
+
 namespace herd {
 namespace {
 
@@ -212,6 +214,7 @@ std::vector<BenchResult> run_bench(ModelSession& s, const BenchParams& p,
   for (int threads : p.threads) {
     const int nt = threads > 0 ? threads : default_threads();
     s.backend->set_threads(nt);
+    if (auto* tp = dynamic_cast<TpPipeline*>(s.pipeline.get())) tp->set_threads(nt);  // max(1, nt / ranks) each
     for (int which = 0; which < 2; ++which) {
       const bool pp = which == 0;
       if ((pp ? p.n_prompt : p.n_gen) == 0) continue;

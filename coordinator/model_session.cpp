@@ -6,6 +6,7 @@
 #include "kernels/cpu/cpu_backend.h"
 
 #include "coordinator/remote_pipeline.h"
+#include "engine/tp_pipeline.h"
 
 namespace herd {
 
@@ -26,6 +27,23 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
   const int64_t n_ctx = opts.n_ctx > 0 ? opts.n_ctx : default_context(s.config);
   if (opts.n_seq < 1 || opts.n_seq > 4096) throw std::invalid_argument("--parallel must be in 1..4096");
   const KvOptions kv{n_ctx, opts.n_seq, parse_kv_type(opts.kv_type)};
+  if (opts.tp < 1 || opts.tp > 256) throw std::invalid_argument("--tp must be in 1..256, not " + std::to_string(opts.tp));
+  const TpSync sync = parse_tp_sync(opts.tp_sync);
+  if (opts.tp > 1 && !opts.workers.empty())
+    throw std::invalid_argument("not yet: --tp with --workers is planned (issue [tensor]); --tp runs its ranks as "
+                                "threads of this process");
+  if (opts.tp > 1 && !opts.split.empty())
+    throw std::invalid_argument("not yet: --tp with --split is planned (issue [tensor]: plans mixing both)");
+  if (opts.tp > 1) {
+    // Each rank is a thread with a backend of its own; -t T gives each max(1, T / N) threads.
+    TpOptions to;
+    to.n_ranks = opts.tp;
+    to.sync = sync;
+    to.threads_per_rank = std::max(1, (opts.n_threads > 0 ? opts.n_threads : default_threads()) / opts.tp);
+    to.make_backend = [exact = opts.exact, isa = opts.isa] { return make_cpu_backend(CpuBackendOptions{exact, isa}); };
+    s.pipeline = std::make_unique<TpPipeline>(*s.file, s.config, kv, std::move(to));
+    return s;
+  }
   if (!opts.workers.empty()) {
     RemotePipelineOptions ro;
     ro.workers = parse_worker_list(opts.workers);

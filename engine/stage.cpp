@@ -1,7 +1,9 @@
 #include "engine/stage.h"
 
 #include "common/log.h"
+#include "engine/comm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -43,10 +45,12 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
   for (Op op : {Op::RmsNorm, Op::Rope, Op::SiluMul, Op::Add})
     if (!be_.supports(op, DType::F32)) throw std::invalid_argument(be_.name() + " lacks an f32 activation op");
   const bool drop = w_.file_mapped;
-  be_.prepare_matmul(ours, [drop](const WeightMatrix& rows_copied) {
-    if (drop) model::release_pages(rows_copied);
+  be_.prepare_matmul(ours, [drop, this](const WeightMatrix& rows_copied) {
+    if (drop && !w_.owns(rows_copied)) model::release_pages(rows_copied);
   });
-  if (w_.range.output && w_.tok_embd.data == w_.output.data) w_.tok_embd.packed = w_.output.packed;
+  // (A tensor-parallel rank's output is only some of the table's rows: then it shares nothing.)
+  if (w_.range.output && w_.tok_embd.data == w_.output.data && w_.tok_embd.rows == w_.output.rows)
+    w_.tok_embd.packed = w_.output.packed;
 }
 
 void Stage::reset_cache() {
@@ -137,7 +141,34 @@ void Stage::forward(const Batch& b, const float* hidden, float* out) {
   float* rows = scratch(cur_, n_out * d);
   if (n_out == 0) return;
   be_.rmsnorm(x, d, w_.output_norm.data(), n_out, d, c.rms_eps, rows, d);
-  matmul(w_.output, rows, n_out, d, out, c.n_vocab);
+  output_projection(rows, n_out, out);
+}
+
+void Stage::join_partials(float* x, int64_t n) {
+  if (tp_.comm) tp_all_reduce(*tp_.comm, tp_.sync, x, n, config_.n_embd);
+}
+
+void Stage::output_projection(const float* rows, int64_t n_out, float* out) {
+  const int64_t d = config_.n_embd, V = config_.n_vocab;
+  if (!tp_.comm) {
+    matmul(w_.output, rows, n_out, d, out, V);
+    return;
+  }
+  // Comm::all_gather moves equal sizes: each rank's rows padded to the largest share.
+  int64_t width = 0;
+  for (const ShardRange& r : tp_.vocab) width = std::max(width, r.size());
+  float* mine = scratch(tp_logits_, n_out * width);
+  std::memset(mine, 0, sizeof(float) * static_cast<size_t>(n_out * width));
+  matmul(w_.output, rows, n_out, d, mine, width);
+  const int64_t ranks = static_cast<int64_t>(tp_.vocab.size());
+  float* all = scratch(tp_gathered_, ranks * n_out * width);
+  const std::string err = tp_.comm->all_gather(mine, static_cast<size_t>(n_out * width), all);
+  if (!err.empty()) throw std::runtime_error("tensor parallel logits gather: " + err);
+  for (int64_t r = 0; r < ranks; ++r) {
+    const ShardRange& v = tp_.vocab[static_cast<size_t>(r)];
+    for (int64_t t = 0; t < n_out; ++t)
+      std::memcpy(out + t * V + v.begin, all + (r * n_out + t) * width, sizeof(float) * static_cast<size_t>(v.size()));
+  }
 }
 
 void Stage::keep_output_rows(const Batch& b) {
@@ -215,6 +246,7 @@ void Stage::self_attention(int64_t il, const AttentionOptions& o) {
                        attn + r.begin * qd, qd);
   }
   matmul(w.wo, attn, n, qd, cur, d);
+  join_partials(cur, n);
   be_.add(x, cur, x, n * d);
 }
 
@@ -233,6 +265,7 @@ void Stage::swiglu_ffn(int64_t il) {
   matmul(w.w_up, cur, n, d, up, c.n_ff);
   be_.silu_mul(gate, up, gate, n * c.n_ff);
   matmul(w.w_down, gate, n, c.n_ff, cur, d);
+  join_partials(cur, n);
   be_.add(x, cur, x, n * d);
 }
 

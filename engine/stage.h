@@ -12,11 +12,26 @@
 #include "engine/batch.h"
 #include "engine/kv_cache.h"
 #include "engine/recipe.h"
+#include "engine/shard_plan.h"
+#include "engine/tp_sync.h"
 #include "kernels/backend.h"
 #include "model/arch.h"
 #include "model/weights.h"
 
 namespace herd {
+
+class Comm;
+
+// One rank of a tensor-parallel group (engine/tp_pipeline.h). The Stage's config and weights are
+// then the rank's shard (engine/tp_shard.h: its heads, FFN rows and vocabulary rows); the partial
+// sums after the attention output projection and after the FFN down projection are joined
+// through `comm` (tp_all_reduce), and the logits rows of every rank are gathered in rank order,
+// so every rank's forward() writes the whole logits.
+struct StageTensorParallel {
+  Comm* comm = nullptr;  // null: not tensor-parallel
+  TpSync sync = TpSync::F32;
+  std::vector<ShardRange> vocab;  // every rank's rows of the output matrix, in rank order
+};
 
 struct KvOptions {
   int64_t n_ctx = 0;         // positions per sequence
@@ -53,6 +68,10 @@ class Stage {
   // Every slot holds nothing (a coordinator's Reset, a new assignment).
   void reset_cache();
 
+  // Makes this stage one rank of a tensor-parallel group (before its first forward; the comm
+  // may be replaced after a failed collective broke the group).
+  void set_tensor_parallel(StageTensorParallel tp) { tp_ = std::move(tp); }
+
   // Blocks of a layer recipe (recipe.h), over the current batch; il is the stage-local layer.
   // x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)), per sequence; options:
   // q/k/v biases after the projections, an RMS norm of each q and k head before rope.
@@ -76,6 +95,11 @@ class Stage {
   // (made once); throws std::invalid_argument when ours is a device backend that lacks it.
   Backend& backend_for(Op op, const WeightMatrix& w);
   void matmul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy);
+  // Tensor parallel: x [n, n_embd] is this rank's partial sum; afterwards, every rank's sum.
+  void join_partials(float* x, int64_t n);
+  // The output projection of the normed rows [n_out, n_embd] into out [n_out, n_vocab]: this
+  // rank's vocabulary rows, then (tensor parallel) every rank's, gathered in rank order.
+  void output_projection(const float* rows, int64_t n_out, float* out);
 
   model::ModelConfig config_;
   model::StageWeights w_;
@@ -84,6 +108,8 @@ class Stage {
   bool all_matmuls_ours_ = true;       // decided at construction: no per-call supports() then
   LayerRecipe recipe_;
   KvCache cache_;
+  StageTensorParallel tp_;
+  Buffer tp_logits_, tp_gathered_;  // output_projection: this rank's [n_out, max rows], all ranks'
   // The batch being evaluated (valid during forward).
   const Batch* batch_ = nullptr;
   std::vector<SeqRun> runs_;

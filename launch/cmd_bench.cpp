@@ -77,6 +77,10 @@ int cmd_bench(const Args& args) {
   p.add("--workers", "HOST:PORT,...", "run on `herd worker` processes, one stage each (tg: the last stage samples)",
         &workers);
   p.add("--act-dtype", "f32|f16", "activations between workers", &act_dtype);
+  int tp = 1;
+  std::string tp_sync = "f32";
+  p.add("--tp", "N", "tensor parallelism over N in-process ranks (each gets max(1, threads / N) threads)", &tp, 1, 256);
+  p.add("--tp-sync", "f32|f16|q8", "with --tp: precision of the partial sums the ranks add", &tp_sync);
   add_trace_option(p, &trace_path);
   p.add("--parallel", "N,...", "run tg as N sequences decoding together instead (one batch row each per step; "
         "aggregate t/s; every N once per round, so their ratios are paired), e.g. 1,2,4,8", &parallel);
@@ -113,6 +117,8 @@ int cmd_bench(const Args& args) {
   so.take_over = so_take_over;
   so.act_dtype = act_dtype;
   so.kv_type = kv_type;
+  so.tp = tp;
+  so.tp_sync = tp_sync;
   for (int n : bp.parallel) so.n_seq = std::max<int64_t>(so.n_seq, n);
   ModelSession s = ModelSession::open(model.empty() ? default_model_path() : model, so);
   std::unique_ptr<TraceWriter> trace;
@@ -120,6 +126,11 @@ int cmd_bench(const Args& args) {
   const BenchModelInfo info = bench_model_info(s);
   std::string backend = s.backend->name();
   bp.n_stages = split.empty() ? 1 : static_cast<int>(parse_split(split, s.config.n_layers).size());
+  if (tp > 1) {
+    backend += " tp";
+    backend += std::to_string(tp);
+    if (tp_sync != "f32") backend += " " + tp_sync;
+  }
   if (!workers.empty()) {
     const size_t n = dynamic_cast<RemotePipeline&>(*s.pipeline).ranges().size();
     bp.n_stages = static_cast<int>(n);

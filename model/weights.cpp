@@ -169,6 +169,13 @@ StageWeights load_stage_weights(const GgufFile& f, const ModelConfig& c, const L
   return s;
 }
 
+bool StageWeights::owns(const WeightMatrix& w) const {
+  const auto* p = static_cast<const uint8_t*>(w.data);
+  for (const OwnedBytes& o : owned)
+    if (p >= o.data.get() && p < o.data.get() + o.size) return true;
+  return false;
+}
+
 void release_pages(const WeightMatrix& w) {
   if (!w.data || w.rows <= 0) return;
   const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));

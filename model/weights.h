@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,16 @@ struct StageWeights {
   // True when the matrices point into read-only MAP_PRIVATE file mappings (load_stage_weights):
   // their pages can be dropped (release_pages) and are read again from the file if touched.
   bool file_mapped = false;
+  // Copies that some matrices point into instead of the mapping (a tensor-parallel rank's column
+  // slices, engine/tp_shard.cpp): kept alive here, and never released (on anonymous memory
+  // release_pages would zero them).
+  struct OwnedBytes {
+    std::shared_ptr<const uint8_t> data;
+    size_t size = 0;
+  };
+  std::vector<OwnedBytes> owned;
+  // Whether w's bytes lie in one of `owned` (then they are not the file's pages).
+  bool owns(const WeightMatrix& w) const;
 };
 
 // Drops the resident pages wholly inside w's bytes (madvise MADV_DONTNEED), for a matrix a backend

@@ -47,3 +47,5 @@ add_dependencies(test_roles herd)
 herd_add_test(test_weight_integrity SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_weight_integrity.cpp
   LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
 add_dependencies(test_weight_integrity herd)
+herd_add_test(test_cli_tp SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli_tp.cpp LIBS herd_coordinator TIMEOUT 300)
+add_dependencies(test_cli_tp herd)

@@ -1,0 +1,87 @@
+// TpPipeline: tensor parallelism in one process (`--tp N` without --workers). The model is one
+// stage whose every layer is split over N ranks (engine/shard_plan.h, engine/tp_shard.h); each
+// rank is a thread of its own running a Stage on its shard with its own backend and the KV cache
+// of its heads, and the ranks join their partial sums through an InprocComm (two all-reduces per
+// layer, the logits gathered in rank order: engine/stage.h StageTensorParallel). Every rank ends a
+// batch with the same logits; rank 0's are the output, sampled here as LocalPipeline samples.
+//
+// Bits: f32 sync sums the partials in rank order, so a run is deterministic whatever the threads'
+// timing; it differs from a single-rank run only in where the attention-output and FFN-down dot
+// products are cut (docs/architecture.md §3 "Tensor parallelism").
+#pragma once
+
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "engine/comm.h"
+#include "engine/pipeline.h"
+#include "engine/shard_plan.h"
+#include "engine/tp_sync.h"
+
+namespace herd {
+
+struct TpOptions {
+  int n_ranks = 2;
+  std::vector<double> weights;  // per rank, relative speeds for the shard plan; empty = equal
+  TpSync sync = TpSync::F32;
+  int threads_per_rank = 1;     // each rank's backend's threads
+  std::function<std::unique_ptr<Backend>()> make_backend;  // one per rank (a backend is not shared by threads)
+};
+
+class TpPipeline : public Pipeline {
+ public:
+  // Throws std::invalid_argument naming the numbers when the model cannot be split N ways
+  // (more ranks than KV heads, a MoE model, a column cut inside a quant block).
+  TpPipeline(const model::GgufFile& f, const model::ModelConfig& c, const KvOptions& kv, TpOptions o);
+  ~TpPipeline() override;
+
+  const model::ModelConfig& config() const override { return config_; }
+  int64_t n_ctx() const override { return kv_.n_ctx; }
+  int64_t n_seq() const override { return kv_.n_seq; }
+  int64_t n_stages() const override { return 1; }
+
+  const ShardPlan& plan() const { return plan_; }
+  int n_ranks() const { return static_cast<int>(ranks_.size()); }
+  // Gives each rank's backend max(1, total / n_ranks) threads (herd bench's -t).
+  void set_threads(int total);
+
+ protected:
+  void do_submit(uint64_t ticket, const Batch& b, std::vector<RowSample> samples) override;
+  std::optional<BatchOutput> do_poll(int timeout_ms) override;
+
+ private:
+  struct Rank {
+    std::unique_ptr<Backend> backend;
+    std::unique_ptr<Stage> stage;
+    std::vector<float> out;  // ranks > 0: their copy of the gathered logits
+    std::exception_ptr error;
+  };
+  void connect_ranks();  // a fresh InprocComm group (after a failure broke the last one)
+  void run_rank(int r);
+  void rank_thread(int r);
+
+  model::ModelConfig config_;
+  KvOptions kv_;
+  TpSync sync_;
+  ShardPlan plan_;
+  std::vector<Rank> ranks_;
+  std::vector<std::unique_ptr<Comm>> comms_;
+  // The batch being run and rank 0's output (valid while the ranks run it).
+  const Batch* batch_ = nullptr;
+  float* out0_ = nullptr;
+  std::deque<BatchOutput> done_;
+  // Ranks 1..N-1 wait for a new generation, run it, and count down `running_`.
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::condition_variable start_cv_, done_cv_;
+  uint64_t generation_ = 0;
+  int running_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace herd

@@ -1,0 +1,33 @@
+// How the partial sums of a tensor-parallel layer are joined (--tp-sync): each rank's partial
+// [n_rows, n_embd] after the attention output projection and after the FFN down projection is
+// rounded to the wire precision, then summed over the ranks in rank order (Comm::all_reduce_sum,
+// ((p0 + p1) + p2) + ... in f32), so the same inputs give the same bits whatever order the
+// partials arrive in.
+//   f32: exact partials (default).
+//   f16: each value rounded to f16 (nearest even): half the bytes.
+//   q8:  each row in blocks of 32 values with one f16 scale (Q8_0, the 8-bit activation format):
+//        34 bytes per 32 values, about a quarter.
+// In-process (InprocComm) the rounded values travel as f32; a wire Comm sending the rounded form
+// and summing in f32 on arrival gives the same bits.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace herd {
+
+class Comm;
+
+enum class TpSync { F32, F16, Q8 };
+
+// "f32" | "f16" | "q8"; throws std::invalid_argument naming the value otherwise.
+TpSync parse_tp_sync(const std::string& s);
+const char* tp_sync_name(TpSync s);
+
+// Rounds x [n_rows, row] in place as `s` says (row % 32 == 0 for Q8: throws std::invalid_argument).
+void round_for_sync(TpSync s, float* x, int64_t n_rows, int64_t row);
+
+// Rounds x, then all-reduces it through `comm`; throws std::runtime_error with comm's error.
+void tp_all_reduce(Comm& comm, TpSync s, float* x, int64_t n_rows, int64_t row);
+
+}  // namespace herd

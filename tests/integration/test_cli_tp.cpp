@@ -1,0 +1,69 @@
+// `--tp N` as a user runs it (herd run / chat / logits / bench): in-process tensor parallelism.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <utility>
+
+#include "tests/process.h"
+#include "tests/reference_data.h"
+#include "tests/test_paths.h"
+
+namespace herd::test {
+namespace {
+
+ProcessResult herd(std::vector<std::string> args) {
+  args.insert(args.begin(), herd_bin());
+  return run_process(args, 120);
+}
+
+TEST(CliTp, GreedyRunOverThreeRanksReproducesReferenceText) {
+  // stories260K: 8 heads / 4 KV heads over 3 ranks (4 + 2 + 2 heads). f32 sync is within 1e-5 of a
+  // one-rank run here (test_tensor_parallel), far below the reference's top-2 gaps along this text.
+  const auto ref = read_reference_text(reference_path("stories260K.p0.txt"));
+  auto r = herd({"run", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time", "--temp", "0", "-n",
+                 std::to_string(ref.generated_ids.size()), "--tp", "3", "-t", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.substr(0, ref.text.size()), ref.text);
+}
+
+TEST(CliTp, LogitsReplayOverTwoRanksMatchesLlamaCpp) {
+  const std::string out =
+      (std::filesystem::temp_directory_path() / ("herd-cli-tp-" + std::to_string(getpid()) + ".log1")).string();
+  // f32: the reference replay's tolerance (test_reference_replay). f16: every partial sum rounded
+  // to 11 significant bits (relative error <= 2^-11 ~ 5e-4) at 2 joins per layer over 5 layers,
+  // logits of magnitude <= ~15: a few 1e-3 at most; 2e-2 leaves room, argmax must still agree.
+  for (const auto& [sync, tol] : {std::pair<const char*, const char*>{"f32", "1e-3"}, {"f16", "2e-2"}}) {
+    auto r = herd({"logits", "-m", model_path("stories260K.gguf"), "--replay", reference_path("stories260K.p1.log1"),
+                   "--out", out, "--tp", "2", "--tp-sync", sync});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    r = herd({"compare", reference_path("stories260K.p1.log1"), out, "--tol", tol});
+    EXPECT_EQ(r.exit_code, 0) << sync << ": " << r.out;
+    EXPECT_NE(r.out.find("argmax agree 65/65"), std::string::npos) << sync << ": " << r.out;
+  }
+  std::remove(out.c_str());
+}
+
+TEST(CliTp, BenchNamesTheRanks) {
+  auto r = herd({"bench", "-m", model_path("stories260K.gguf"), "-p", "8", "-n", "4", "-r", "1", "--tp", "2", "-t", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("tp2"), std::string::npos) << r.out;
+}
+
+TEST(CliTp, ImpossibleOrUnsupportedSplitsAreClearErrors) {
+  // randk: 8 heads but 2 KV heads: a third rank would have no whole KV-head group.
+  auto r = herd({"logits", "-m", model_path("randk-Q4_1.gguf"), "-p", "hello", "--out", "/dev/null", "--tp", "3"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("tensor parallelism over 3 ranks: the model has only 2 KV heads"), std::string::npos) << r.err;
+  r = herd({"chat", "-m", model_path("stories260K.gguf"), "-p", "hi", "--tp", "2", "--workers", "127.0.0.1:9"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not yet: --tp with --workers is planned"), std::string::npos) << r.err;
+  r = herd({"run", "-m", model_path("stories260K.gguf"), "-p", "hi", "--tp", "2", "--tp-sync", "bf16"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--tp-sync must be f32, f16 or q8"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace herd::test
