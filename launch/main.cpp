@@ -30,7 +30,7 @@ const Command kCommands[] = {
     {"bench", herd::cli::cmd_bench, "measure prompt (pp) and generation (tg) speed, like llama-bench"},
     {"plan", herd::cli::cmd_plan, "split a model across a cluster's devices and predict its speed"},
     {"probe", herd::cli::cmd_probe, "measure this host (memory, bandwidth, kernel rates) for a cluster file"},
-    {"keygen", herd::cli::cmd_keygen, "write a cluster key (the file every host of a cluster holds)"},
+    {"keygen", herd::cli::cmd_keygen, "write a cluster key (the file every host of a cluster holds), or --host: this host's own key"},
     {"mpi", herd::cli::cmd_mpi, "run under mpirun: rank 0 coordinates (run/chat/logits), the other ranks are workers"},
 };
 
