@@ -40,10 +40,11 @@ void usage(FILE* out) {
   std::fprintf(out, "\nenvironment: HERD_LOG=debug|info|warn|error (default warn), HERD_MODEL=default model path\n");
 }
 
-// The soft limit on open files raised to the hard one: a worker's every connection (ZeroMQ, data
-// lanes) is a descriptor, and the usual soft limit of 1024 is a small target for an attacker who
-// opens idle connections (issue [trust] item 4; with the hard limit also small, the handshake
-// deadline of transport/zmq_link.h is what frees them).
+// The soft limit on open files raised to the hard one, for `herd worker` only: a worker's every
+// connection (ZeroMQ, data lanes) is a descriptor, and the usual soft limit of 1024 is a small
+// target for an attacker who opens idle connections (issue [trust] item 4; with the hard limit also
+// small, the handshake deadline of transport/zmq_link.h is what frees them). Not for `herd serve`:
+// its HTTP library may use select(), which cannot take descriptors past 1023.
 void raise_open_file_limit() {
   rlimit l{};
   if (::getrlimit(RLIMIT_NOFILE, &l) == 0 && l.rlim_cur < l.rlim_max) {
@@ -55,7 +56,7 @@ void raise_open_file_limit() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  raise_open_file_limit();
+  if (argc >= 2 && std::strcmp(argv[1], "worker") == 0) raise_open_file_limit();
   if (argc < 2) {
     usage(stderr);
     return 2;

@@ -13,6 +13,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <sstream>
 
 #include "coordinator/remote_pipeline.h"
 #include "tests/integration/cluster_util.h"
@@ -57,6 +59,12 @@ TEST(IdleConnections, TwoHundredSilentConnectionsDoNotLockOutTheCoordinator) {
     silent.push_back(fd);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the worker accepts what it can
+  // The attack is real: the worker's descriptors are (nearly) all taken.
+  size_t open_fds = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(worker.pid()) + "/fd"))
+    ++open_fds;
+  std::printf("worker has %zu descriptors open (limit 128)\n", open_fds);
+  EXPECT_GE(open_fds, 120u) << "the silent connections did not fill the worker's descriptors";
 
   LocalReference m("stories260K.gguf");
   const auto t0 = Clock::now();
@@ -82,6 +90,37 @@ TEST(IdleConnections, TwoHundredSilentConnectionsDoNotLockOutTheCoordinator) {
   EXPECT_TRUE(worker.running());
   transport::configure_security({false, ""});
   std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace herd::test
+
+namespace herd::test {
+namespace {
+
+// With only the soft limit small (the usual 1024 under a larger hard limit), a worker raises it to
+// the hard one at startup: /proc/PID/limits shows the soft limit it runs with.
+TEST(IdleConnections, WorkerRaisesItsSoftFileLimitToTheHardOne) {
+  Child worker({"/bin/sh", "-c",
+                "ulimit -Sn 128 && ulimit -Hn 4096 && exec \"$0\" worker --listen tcp://127.0.0.1:* -t 1 --insecure "
+                "--exit-with-parent \"$1\"",
+                herd_bin(), std::to_string(getpid())});
+  std::string limits;
+  for (auto deadline = Clock::now() + std::chrono::seconds(20); Clock::now() < deadline;) {
+    if (worker.err().find("listening on ") != std::string::npos) {
+      limits = slurp("/proc/" + std::to_string(worker.pid()) + "/limits");
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_FALSE(limits.empty()) << worker.err();
+  const size_t at = limits.find("Max open files");
+  ASSERT_NE(at, std::string::npos) << limits;
+  std::istringstream line(limits.substr(at + std::strlen("Max open files")));
+  std::string soft, hard;
+  line >> soft >> hard;
+  EXPECT_EQ(soft, "4096") << limits;
+  EXPECT_EQ(hard, "4096") << limits;
 }
 
 }  // namespace
