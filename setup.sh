@@ -3,7 +3,8 @@
 #   ./setup.sh run    install what is missing, build, fetch the default model, run the main job
 #                     (a two-worker local cluster answering one question)
 #   ./setup.sh test   install what is missing, build, fetch the default model, run every test,
-#                     then each fuzzer (fuzz/) for a bounded time under ASan + UBSan
+#                     then the unit tests (ctest label `unit`) once more under ASan + UBSan, then
+#                     each fuzzer (fuzz/) for a bounded time under ASan + UBSan
 #   ./setup.sh install  install what is missing, build, and put herd and herd-cluster on PATH
 #                     (cmake --install: /usr/local/bin; PREFIX=DIR for another prefix)
 # Safe to re-run: each step skips what is already done.
@@ -23,8 +24,8 @@ packages=(cmake g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev p
           libcpp-httplib-dev nlohmann-json3-dev libsodium-dev)  # herd serve: HTTP, JSON, constant-time key check
 # `./setup.sh test` also drives the server with a real browser (tests/server/test_page.py).
 [ "$mode" = test ] && packages+=(chromium chromium-driver)
-# `./setup.sh test` also runs the libFuzzer harnesses (fuzz/) under ASan + UBSan: clang and its
-# runtime libraries (libFuzzer, the sanitizers).
+# `./setup.sh test` also runs the unit tests and the libFuzzer harnesses (fuzz/) under ASan + UBSan:
+# clang and its runtime libraries (libFuzzer, the sanitizers).
 [ "$mode" = test ] && packages+=(clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
@@ -66,6 +67,14 @@ elif [ "$mode" = run ]; then
     chat -p "Why is the sky blue? Answer in two sentences." --plan-strategy even --speed
 else
   ctest --test-dir build --output-on-failure -j"$jobs"
+  # The unit tests once more under ASan + UBSan (any report fails the run), in their own clang build
+  # (build-asan/, -O1 -g, CMake option HERD_SANITIZE): the `unit` label, i.e. the in-process tests of
+  # the kernels, GGUF/model parsing, tokenizers and chat templates, protocol, transport, engine and
+  # the server's C++ side. The multi-process integration tests are not in it (CI's time; README, Tests).
+  CC=clang CXX=clang++ cmake -S . -B build-asan -DHERD_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+  cmake --build build-asan -j"$jobs" --target herd_unit_tests
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+    ctest --test-dir build-asan -L unit --output-on-failure -j"$jobs"
   # Each fuzzer for a bounded time (HERD_FUZZ_SECONDS, default 20) from its seed corpus, in its own
   # clang build (build-fuzz/, every object under ASan + UBSan). fuzz/run.sh N NAME runs one longer.
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -DHERD_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

@@ -1,4 +1,6 @@
 // herd: one binary, several subcommands.
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -28,7 +30,7 @@ const Command kCommands[] = {
     {"bench", herd::cli::cmd_bench, "measure prompt (pp) and generation (tg) speed, like llama-bench"},
     {"plan", herd::cli::cmd_plan, "split a model across a cluster's devices and predict its speed"},
     {"probe", herd::cli::cmd_probe, "measure this host (memory, bandwidth, kernel rates) for a cluster file"},
-    {"keygen", herd::cli::cmd_keygen, "write a cluster key (the file every host of a cluster holds)"},
+    {"keygen", herd::cli::cmd_keygen, "write a cluster key (the file every host of a cluster holds), or --host: this host's own key"},
     {"mpi", herd::cli::cmd_mpi, "run under mpirun: rank 0 coordinates (run/chat/logits), the other ranks are workers"},
 };
 
@@ -38,9 +40,23 @@ void usage(FILE* out) {
   std::fprintf(out, "\nenvironment: HERD_LOG=debug|info|warn|error (default warn), HERD_MODEL=default model path\n");
 }
 
+// The soft limit on open files raised to the hard one, for `herd worker` only: a worker's every
+// connection (ZeroMQ, data lanes) is a descriptor, and the usual soft limit of 1024 is a small
+// target for an attacker who opens idle connections (issue [trust] item 4; with the hard limit also
+// small, the handshake deadline of transport/zmq_link.h is what frees them). Not for `herd serve`:
+// its HTTP library may use select(), which cannot take descriptors past 1023.
+void raise_open_file_limit() {
+  rlimit l{};
+  if (::getrlimit(RLIMIT_NOFILE, &l) == 0 && l.rlim_cur < l.rlim_max) {
+    l.rlim_cur = l.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &l);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "worker") == 0) raise_open_file_limit();
   if (argc < 2) {
     usage(stderr);
     return 2;

@@ -196,13 +196,15 @@ int cmd_mpi(const Args& in) {
     return rank == 0 ? 2 : 0;
   }
 
-  // --insecure / --key apply to the worker ranks too (rank 0's subcommand parses them again).
+  // --insecure / --key / --allow-keys apply to the worker ranks too (rank 0's subcommand parses them again).
   {
     SecurityOptions sec;
     for (size_t i = 0; i < args.size(); ++i) {
       if (args[i] == "--insecure") sec.insecure = true;
       else if (args[i] == "--key" && i + 1 < args.size()) sec.key = args[i + 1];
       else if (args[i].rfind("--key=", 0) == 0) sec.key = args[i].substr(6);
+      else if (args[i] == "--allow-keys" && i + 1 < args.size()) sec.allow_keys = args[i + 1];
+      else if (args[i].rfind("--allow-keys=", 0) == 0) sec.allow_keys = args[i].substr(13);
     }
     try {
       apply_security_options(sec);

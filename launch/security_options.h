@@ -1,4 +1,4 @@
-// --insecure and --key FILE, shared by the commands that open cluster links (worker, run, chat,
+// --insecure, --key FILE and --allow-keys FILE, shared by the commands that open cluster links (worker, run, chat,
 // serve, logits, bench, mpi). transport/security.h does the work; this only parses and applies.
 #pragma once
 
@@ -11,12 +11,17 @@ namespace herd::cli {
 
 struct SecurityOptions {
   bool insecure = false;
-  std::string key;  // "" = $HERD_KEY, else ~/.config/herd/cluster.key
+  std::string key;  // "" = $HERD_KEY, else ~/.config/herd/cluster.key (host.key with --allow-keys)
+  std::string allow_keys;  // per-host keys: the public keys this host admits and dials (transport/allow_list.h)
 };
 
 inline void add_security_options(ArgParser& p, SecurityOptions& s) {
   p.add("--key", "FILE", "the cluster key (default: $HERD_KEY, else ~/.config/herd/cluster.key, created on first "
-        "use; `herd keygen` makes one; copy the same file to every host)", &s.key);
+        "use; `herd keygen` makes one; copy the same file to every host). With --allow-keys: this host's own keypair "
+        "(default ~/.config/herd/host.key, `herd keygen --host`)", &s.key);
+  p.add("--allow-keys", "FILE", "per-host keys instead of one shared key: admit only peers whose public key is in "
+        "FILE (one z85 key a line, then optionally the HOST:PORT or HOST it listens on, which is how this side "
+        "checks the key of a worker it dials)", &s.allow_keys);
   p.add("--insecure", "", "no authentication or encryption on the cluster's links (every peer must agree; anyone "
         "who reaches the ports can then control the worker and read or change the text)", &s.insecure);
 }
@@ -25,7 +30,8 @@ inline void add_security_options(ArgParser& p, SecurityOptions& s) {
 // an unreadable key says so at startup instead of at its first connection.
 inline void apply_security_options(const SecurityOptions& s, bool load_now = false) {
   if (s.insecure && !s.key.empty()) throw UsageError("--key and --insecure contradict each other");
-  transport::configure_security({s.insecure, s.key});
+  if (s.insecure && !s.allow_keys.empty()) throw UsageError("--allow-keys and --insecure contradict each other");
+  transport::configure_security({s.insecure, s.key, s.allow_keys});
   if (load_now && !s.insecure) (void)transport::cluster_key();
 }
 

@@ -65,7 +65,11 @@ uint64_t parse_bytes(const std::string& v) {
 }
 
 double parse_rate(const std::string& v) {
-  auto [x, u] = number_unit(v);
+  // Not a structured binding: the lambda below captures u, which clang 14 (the sanitizer build's
+  // compiler) does not allow for bindings.
+  const auto parsed = number_unit(v);
+  const double x = parsed.first;
+  std::string u = parsed.second;
   // bytes: "gb/s" "gib/s" "b/s"; bits: "gbit" "gbit/s" "gbps" "gb" is bytes.
   auto strip = [&](const std::string& suffix) {
     if (u.size() >= suffix.size() && u.compare(u.size() - suffix.size(), suffix.size(), suffix) == 0) {

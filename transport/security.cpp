@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common/log.h"
+#include "transport/allow_list.h"
 #include "transport/zmq_link.h"
 
 namespace herd::transport {
@@ -24,6 +25,7 @@ struct State {
   SecurityConfig config;
   std::optional<ClusterKey> key;  // of config.key_path, once loaded
   std::string key_path;           // resolved
+  std::vector<AllowedKey> allow_list;  // config.allow_keys_path's entries (empty: the shared cluster key)
   std::set<std::string> allowed;  // 32-byte binary public keys the ZAP handler admits
   bool zap_started = false;
   std::atomic<uint64_t> admitted{0}, refused{0};
@@ -43,9 +45,11 @@ std::string binary_key(const std::string& z85) {
 // Loads the key of the current configuration (state().mu held).
 const ClusterKey& key_locked(State& s) {
   if (!s.key) {
-    s.key_path = s.config.key_path.empty() ? default_key_path() : s.config.key_path;
+    const bool per_host = !s.config.allow_keys_path.empty();
+    s.key_path = !s.config.key_path.empty() ? s.config.key_path : per_host ? default_host_key_path() : default_key_path();
     s.key = load_or_create_cluster_key(s.key_path);
     s.allowed.insert(binary_key(s.key->public_z85));
+    for (const auto& k : s.allow_list) s.allowed.insert(binary_key(k.public_z85));
   }
   return *s.key;
 }
@@ -68,14 +72,20 @@ void zap_loop(zmq::socket_t* sock) {
     const std::string mechanism = frame_str(req[5]);
     const std::string address = frame_str(req[3]);
     bool ok = false;
+    std::string why = "not authenticated (" + mechanism + ")";
     if (mechanism == "CURVE" && req.size() >= 7 && req[6].size() == 32) {
       std::lock_guard<std::mutex> lock(s.mu);
       ok = s.allowed.count(frame_str(req[6])) > 0;
+      if (s.config.allow_keys_path.empty()) {
+        why = "its key is not this cluster's";
+      } else {
+        char z85[41] = {};
+        zmq_z85_encode(z85, static_cast<const uint8_t*>(req[6].data()), 32);
+        why = std::string("its public key ") + z85 + " is not in the allow-list " + s.config.allow_keys_path;
+      }
     }
     (ok ? s.admitted : s.refused)++;
-    if (!ok)
-      HERD_LOG_WARN("refused a connection from ", address.empty() ? "?" : address, ": ",
-                    mechanism == "CURVE" ? "its key is not this cluster's" : "not authenticated (" + mechanism + ")");
+    if (!ok) HERD_LOG_WARN("refused a connection from ", address.empty() ? "?" : address, ": ", why);
     std::vector<std::string> reply = {"1.0", frame_str(req[1]), ok ? "200" : "400", ok ? "OK" : "not a cluster key",
                                       ok ? "herd" : "", ""};
     try {
@@ -101,8 +111,13 @@ void start_zap_locked(State& s) {
 void configure_security(const SecurityConfig& config) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
-  if (config.key_path != s.config.key_path) s.key.reset();
+  std::vector<AllowedKey> list;
+  if (!config.insecure && !config.allow_keys_path.empty()) list = read_allow_list(config.allow_keys_path);
+  if (config.key_path != s.config.key_path || config.allow_keys_path != s.config.allow_keys_path ||
+      !config.allow_keys_path.empty())
+    s.key.reset();  // reloaded (with the admitted set) at the next socket
   s.config = config;
+  s.allow_list = std::move(list);
   if (config.insecure) {
     static std::atomic<bool> warned{false};
     if (!warned.exchange(true))
@@ -131,7 +146,8 @@ std::string cluster_key_path() {
   State& s = state();
   if (s.key) return s.key_path;
   try {
-    return s.config.key_path.empty() ? default_key_path() : s.config.key_path;
+    if (!s.config.key_path.empty()) return s.config.key_path;
+    return s.config.allow_keys_path.empty() ? default_key_path() : default_host_key_path();
   } catch (const std::exception&) {
     return "(no key path)";
   }
@@ -148,12 +164,27 @@ void secure_server_socket(zmq::socket_t& sock) {
   sock.set(zmq::sockopt::curve_secretkey, k.secret_z85);
 }
 
-void secure_client_socket(zmq::socket_t& sock) {
+std::string security_description() {
+  const SecurityConfig c = security_config();
+  if (c.insecure) return "--insecure";
+  if (c.allow_keys_path.empty()) return "key " + cluster_key_path();
+  return "host key " + cluster_key_path() + ", allow-list " + c.allow_keys_path;
+}
+
+void secure_client_socket(zmq::socket_t& sock, const std::string& endpoint) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
   if (s.config.insecure) return;
   const ClusterKey& k = key_locked(s);
-  sock.set(zmq::sockopt::curve_serverkey, k.public_z85);
+  std::string server_key = k.public_z85;
+  if (!s.config.allow_keys_path.empty()) {
+    const AllowedKey* e = find_server_key(s.allow_list, endpoint);
+    if (!e)
+      throw std::runtime_error("no public key for " + endpoint + " in the allow-list " + s.config.allow_keys_path +
+                               " (a line '<its public key> HOST:PORT' or '<key> HOST' names the key to dial it with)");
+    server_key = e->public_z85;
+  }
+  sock.set(zmq::sockopt::curve_serverkey, server_key);
   sock.set(zmq::sockopt::curve_publickey, k.public_z85);
   sock.set(zmq::sockopt::curve_secretkey, k.secret_z85);
 }

@@ -213,7 +213,8 @@ bool LaneSocket::parse(const char* p, size_t n) {
         msg_bytes_ += body_len_;
         const uint64_t limit = first_ ? std::min(max_message_, first_max_) : max_message_;
         if (body_len_ > limit || msg_bytes_ > limit)
-          return fail("data lane message of more than " + std::to_string(limit) + " bytes", true);
+          return fail("data lane message of " + std::to_string(std::max(body_len_, msg_bytes_)) + " bytes or more (more than " +
+                          std::to_string(limit) + " bytes)", true);
         cur_.emplace_back();
         body_have_ = 0;
         state_ = State::FrameBody;

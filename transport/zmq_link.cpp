@@ -140,6 +140,7 @@ ZmqListener::ZmqListener(const std::string& address, bool lanes)
   sock_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxListenerMessageBytes));
   sock_.set(zmq::sockopt::sndhwm, kListenerHwm);
   sock_.set(zmq::sockopt::rcvhwm, kListenerHwm);
+  sock_.set(zmq::sockopt::handshake_ivl, kHandshakeTimeoutMs);
   try {
     sock_.bind(address);
   } catch (const zmq::error_t& e) {
@@ -329,7 +330,7 @@ ZmqLink::ZmqLink(const std::string& address, bool lanes)
   sock_.set(zmq::sockopt::heartbeat_ivl, kHeartbeatIntervalMs);
   sock_.set(zmq::sockopt::heartbeat_timeout, kHeartbeatTimeoutMs);
   sock_.set(zmq::sockopt::reconnect_ivl, 100);
-  secure_client_socket(sock_);
+  secure_client_socket(sock_, address);
   const std::string mon_addr = "inproc://herd-zmq-monitor-" + std::to_string(next_monitor++);
   constexpr int kEvents = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
@@ -362,13 +363,13 @@ void ZmqLink::drain_monitor() {
     while (ev.more()) {
       if (!mon_.recv(ev, zmq::recv_flags::dontwait)) break;
     }
-    const std::string mine = secure_ ? "this side is secure (key " + cluster_key_path() + ")" : "this side runs --insecure";
+    const std::string mine = secure_ ? "this side is secure (" + security_description() + ")" : "this side runs --insecure";
     if (event == ZMQ_EVENT_CONNECTED) connected_ = true;
     if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) handshaken_ = true;
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
       alive_ = false;
       why_closed_ = "authentication refused (ZAP status " + std::to_string(value) +
-                    "): the peer does not hold this cluster key; copy one key file to every host (" + mine + ")";
+                    "): the peer does not admit this side's key (a different cluster key, or not in its allow-list) (" + mine + ")";
     } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
       alive_ = false;
       why_closed_ = value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
@@ -377,8 +378,8 @@ void ZmqLink::drain_monitor() {
                         : "handshake failed (ZeroMQ protocol error " + std::to_string(value) + "; " + mine + ")";
     } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {  // value: an errno (the peer hung up)
       alive_ = false;
-      why_closed_ = secure_ ? "the peer closed the connection during the handshake: a different cluster key, or it "
-                              "runs --insecure (" + mine + ")"
+      why_closed_ = secure_ ? "the peer closed the connection during the handshake: a different cluster key (or, with "
+                              "an allow-list, not the key listed for it), or it runs --insecure (" + mine + ")"
                             : "the peer closed the connection during the handshake: it may be secure (" + mine + ")";
     } else if (event == ZMQ_EVENT_DISCONNECTED && connected_) {
       alive_ = false;

@@ -70,6 +70,11 @@ constexpr uint64_t kMaxLinkMessageBytes = uint64_t{1} << 33;
 // replies are <= 4 MiB except a last stage's logits, so a peer that never reads pins at most
 // kListenerHwm messages (plus the kernel's socket buffers) before sends to it time out.
 constexpr int kListenerHwm = 16;
+// A connection to a listener must finish ZeroMQ's (CURVE + ZAP) handshake within this (ZeroMQ's
+// default is 30 s): a connection that sends nothing holds one of the worker's file descriptors only
+// this long, so silent connections cannot keep the real coordinator out (issue [trust] item 4; a
+// handshake on a LAN takes milliseconds, across the world a few round trips).
+constexpr int kHandshakeTimeoutMs = 3000;
 constexpr int kListenerSendTimeoutMs = 2000;
 
 // False when $HERD_LANES is "0": links and listeners made after that stay on ZeroMQ.

@@ -50,4 +50,25 @@ std::string check_forward_scratch(const model::ModelConfig& c, bool last_stage, 
          gib(static_cast<double>(avail)) + " available";
 }
 
+bool DropLog::allow(const std::string& peer, Clock::time_point now, uint64_t* held_back) {
+  while (!written_.empty() && now - written_.front() >= std::chrono::minutes(1)) written_.pop_front();
+  const auto it = last_.find(peer);
+  const bool peer_quiet = it == last_.end() || now - it->second >= std::chrono::seconds(kPerPeerSeconds);
+  if (!peer_quiet || written_.size() >= kPerMinute) {
+    ++held_back_;
+    return false;
+  }
+  if (it == last_.end() && last_.size() >= 4096) {  // forget the peer heard from longest ago
+    auto oldest = last_.begin();
+    for (auto j = last_.begin(); j != last_.end(); ++j)
+      if (j->second < oldest->second) oldest = j;
+    last_.erase(oldest);
+  }
+  last_[peer] = now;
+  written_.push_back(now);
+  *held_back = held_back_;
+  held_back_ = 0;
+  return true;
+}
+
 }  // namespace herd

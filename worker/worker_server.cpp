@@ -169,7 +169,10 @@ bool WorkerServer::handle(Received& r) {
 }
 
 void WorkerServer::drop(const std::string& peer, const std::string& reason) {
-  HERD_LOG_WARN("worker: dropping peer ", printable_peer(peer), ": ", reason);
+  uint64_t held_back = 0;
+  if (drop_log_.allow(peer, DropLog::Clock::now(), &held_back))
+    HERD_LOG_WARN("worker: dropping peer ", printable_peer(peer), ": ", reason,
+                  held_back ? " (" + std::to_string(held_back) + " earlier drop lines not logged: rate limit)" : "");
   if (owner_ && owner_->peers.erase(peer) && owner_->peers.empty()) owner_.reset();  // a dropped coordinator owns nothing
   const auto it = peers_.find(peer);
   const bool upstream = it != peers_.end() && it->second.role == Role::Upstream;

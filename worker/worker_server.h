@@ -27,6 +27,7 @@
 #include "engine/batch.h"
 #include "engine/sampler.h"
 #include "engine/stage.h"
+#include "worker/bounds.h"
 #include "worker/weight_cache.h"
 
 namespace herd {
@@ -124,6 +125,7 @@ class WorkerServer {
   std::deque<transport::Received> pending_;  // other peers' messages that arrived during a weight fetch
   std::string coordinator_;            // the peer whose Assign we serve
   std::set<std::string> silenced_;     // peers that stopped reading (bounded; see silence())
+  DropLog drop_log_;                   // drop()'s log lines, rate-limited
   std::optional<Owner> owner_;
   // The upstream token of the assignment before the current one: a Forward from that stage (its
   // coordinator re-assigned us mid-generation) is refused and the coordinator told, since the

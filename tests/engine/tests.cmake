@@ -1,16 +1,16 @@
 # engine/: the sampler, stages and local pipelines (replay against llama.cpp's logits), batches.
-herd_add_test(test_sampler SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_sampler.cpp LIBS herd_engine)
+herd_add_test(test_sampler UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_sampler.cpp LIBS herd_engine)
 herd_add_test(test_reference_replay SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_reference_replay.cpp
   LIBS herd_coordinator herd_engine herd_model herd_kernels TIMEOUT 600)
-herd_add_test(test_arch_variants SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_arch_variants.cpp
+herd_add_test(test_arch_variants UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_arch_variants.cpp
   LIBS herd_coordinator herd_engine herd_model herd_kernels herd_test_tiny_models)
 herd_add_test(test_lowbit_replay SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_lowbit_replay.cpp
   LIBS herd_coordinator herd_engine herd_model herd_kernels herd_test_tiny_models)
-herd_add_test(test_stage_prepare SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_stage_prepare.cpp
+herd_add_test(test_stage_prepare UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_stage_prepare.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_stage_support.cpp
   LIBS herd_engine herd_model herd_kernels)
 include(${CMAKE_CURRENT_LIST_DIR}/comm_tests.cmake)
-herd_add_test(test_batch SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_batch.cpp
+herd_add_test(test_batch UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_batch.cpp
   LIBS herd_engine herd_model herd_kernels herd_test_tiny_models)
 herd_add_test(test_tensor_parallel SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_tensor_parallel.cpp
   LIBS herd_coordinator herd_engine herd_model herd_kernels herd_test_tiny_models TIMEOUT 600)

@@ -69,7 +69,7 @@ struct KeyHolder {
     s.set(zmq::sockopt::linger, 0);
     s.set(zmq::sockopt::rcvhwm, rcvhwm);
     if (rcvhwm < 1000) s.set(zmq::sockopt::rcvbuf, 65536);
-    transport::secure_client_socket(s);
+    transport::secure_client_socket(s, address);
     s.connect(address);
   }
   bool send(const transport::Message& m) {
@@ -322,6 +322,57 @@ TEST(BoundsUnit, ForwardScratchIsCheckedAgainstAvailableMemoryOnlyForLargeBatche
   EXPECT_NE(e.find("Forward of 65536 rows needs"), std::string::npos) << e;
   EXPECT_NE(e.find("this worker has 0.0 GiB available"), std::string::npos) << e;
   EXPECT_EQ(check_forward_scratch(c, true, 65536, 65536, [] { return uint64_t{64} << 30; }), "");
+}
+
+// Dropped peers are logged with the reason (an oversized message: its type, size and the bound),
+// but a peer cannot flood the log: one line per peer per 10 s, 30 a minute overall, and the next
+// line written says how many were held back.
+TEST(BoundsUnit, DropLogIsRateLimitedPerPeerAndOverall) {
+  DropLog log;
+  const auto t0 = DropLog::Clock::now();
+  uint64_t held = 99;
+  EXPECT_TRUE(log.allow("a", t0, &held));
+  EXPECT_EQ(held, 0u);
+  for (int i = 1; i <= 100; ++i) EXPECT_FALSE(log.allow("a", t0 + std::chrono::milliseconds(i * 10), &held));
+  EXPECT_TRUE(log.allow("b", t0 + std::chrono::seconds(1), &held));  // another peer is heard at once
+  EXPECT_EQ(held, 100u);                                               // ... and says what was held back
+  EXPECT_TRUE(log.allow("a", t0 + std::chrono::seconds(10), &held));  // 10 s later, "a" again
+  EXPECT_EQ(held, 0u);
+  // Many peers (each new connection is a new routing id): 30 lines a minute in all.
+  int written = 3;
+  for (int i = 0; i < 1000; ++i) written += log.allow("p" + std::to_string(i), t0 + std::chrono::seconds(11), &held);
+  EXPECT_EQ(written, 30);
+  EXPECT_TRUE(log.allow("late", t0 + std::chrono::seconds(61), &held));  // the first lines left the window
+  EXPECT_EQ(held, 1000u - 27u);
+}
+
+// The same in a real worker: a key holder sending 40 Pings of 5 MiB (the bound is 4 MiB) is
+// dropped with the size in one log line, not 40.
+TEST_F(Bounds, OversizedMessagesAreLoggedOncePerPeerWithTheirSize) {
+  WorkerProcess w;
+  {
+    KeyHolder k(w.address());
+    k.hello();
+    for (int i = 0; i < 40; ++i) {
+      transport::Tensor t;
+      t.dtype = transport::WireDType::U8;
+      t.shape = {5 << 20};
+      t.data.assign(size_t{5} << 20, '\0');
+      std::vector<transport::Tensor> ts;
+      ts.push_back(std::move(t));
+      ASSERT_TRUE(k.send(cluster::pack(cluster::Ping{static_cast<uint64_t>(i), 0}, std::move(ts))));
+    }
+    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    int answers = 0;
+    while (Clock::now() < deadline && answers < 40)
+      if (k.recv(200)) ++answers;  // each message is answered with an Error (best effort)
+  }
+  const std::string log = w.child().err();
+  size_t lines = 0;
+  for (size_t at = log.find("dropping peer"); at != std::string::npos; at = log.find("dropping peer", at + 1)) ++lines;
+  EXPECT_EQ(lines, 1u) << log;
+  EXPECT_NE(log.find("Ping carries 5242880"), std::string::npos) << log;
+  EXPECT_TRUE(w.child().running());
 }
 
 // --cache-max: a worker sent two models whose shards do not fit together keeps its cache under the

@@ -145,6 +145,18 @@ TEST(Cli, OutOfRangeNumericOptionsAreUsageErrors) {
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
 
+// A context inside -c's range but past this host's memory says what it needs before allocating:
+// SmolLM2's f16 KV cache at the 2^24-token cap is 2 x 30 layers x 2^24 x 384 bytes = 360 GiB
+// (more than any CI host's memory and swap).
+TEST(Cli, HugeContextSaysTheMemoryItNeeds) {
+  HERD_REQUIRE_FILE(smollm2_path());
+  auto r = herd({"run", "-m", smollm2_path(), "-p", "x", "-c", "16777216"}, 60);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("the KV cache for a context of 16777216 tokens x 1 sequence(s) needs 360.0 GiB"),
+            std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("more than this host's memory"), std::string::npos) << r.err;
+}
+
 // A FIFO (or any non-regular file) named as the model fails at once: opening a FIFO for reading
 // would otherwise wait forever for a writer.
 TEST(Cli, FifoAsModelIsRefusedAtOnce) {

@@ -4,7 +4,7 @@ add_dependencies(test_cli herd)
 herd_add_test(test_cluster SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cluster.cpp
   LIBS herd_coordinator herd_worker herd_cluster herd_test_tiny_models TIMEOUT 600)
 add_dependencies(test_cluster herd)
-herd_add_test(test_cluster_inproc SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cluster_inproc.cpp
+herd_add_test(test_cluster_inproc UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cluster_inproc.cpp
   LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 600)
 herd_add_test(test_synth SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_synth.cpp LIBS herd_model herd_coordinator TIMEOUT 600)
 add_dependencies(test_synth herd)
@@ -30,11 +30,13 @@ herd_add_test(test_trace SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_trace.cpp LIBS h
 add_dependencies(test_trace herd)
 # owner: trust. Authentication, lane integrity and --insecure against real workers.
 herd_add_test(test_security SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_security.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_host_keys.cpp
   LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
 add_dependencies(test_security herd)
 # owner: trust (item 4). Bounds before allocation against real workers: huge frames, unread Pongs,
 # unanswered weight requests, n_ctx/Forward caps, --cache-max, --models-dir.
 herd_add_test(test_bounds SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_bounds.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_idle_connections.cpp
   LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
 add_dependencies(test_bounds herd)
 # owner: trust. Authorisation by role (owner, upstream, busy, --take-over) against real workers.
