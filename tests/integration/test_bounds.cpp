@@ -102,9 +102,13 @@ struct KeyHolder {
     }
     return std::nullopt;
   }
-  void hello() {
+  // `session`: a coordinator session id; successive KeyHolders that give the same one are one
+  // coordinator to the worker (else the second could be "busy" until the worker notices that the
+  // first one's connection closed).
+  void hello(const std::string& session = "") {
     cluster::Hello h;
     h.name = "key holder";
+    h.session = session;
     ASSERT_TRUE(send(cluster::pack(h)));
     ASSERT_TRUE(expect(cluster::MsgType::Hello, 5000)) << "no Hello back";
   }
@@ -432,7 +436,7 @@ TEST_F(Bounds, ModelPathsOnlyInsideModelsDirAndErrorsWithoutFileBytes) {
   const auto config = model::load_config(*f);
   auto attack = [&](WorkerProcess& w, const std::string& path) {
     KeyHolder k(w.address());
-    k.hello();
+    k.hello("0123456789abcdef0123456789abcdef");  // one coordinator for every attack on this worker
     cluster::Assign a = assign_for(*f, 64, config.n_layers);
     a.model_path = path;
     a.header_bytes = 0;  // "I cannot send weights": only the path is left
