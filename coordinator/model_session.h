@@ -26,6 +26,10 @@ struct SessionOptions {
   int64_t n_seq = 1;              // sequence slots (--parallel): sequences that decode together
   std::string kv_type = "f16";    // KV cache storage: f32 | f16 | q8_0 (`herd logits`: f32)
   bool take_over = false;         // --take-over: workers owned by another coordinator are taken from it
+  double step_timeout_s = -1;     // --step-timeout: no progress this long names the stuck worker (-1: the
+                                  // default from the plan, RemotePipelineOptions::step_timeout_ms; 0: off)
+  std::string on_worker_loss = "replan";  // --on-worker-loss: replan | wait | fail
+  double wait_timeout_s = 60;     // --wait-timeout: `wait` gives up after this long
 };
 
 struct ModelSession {

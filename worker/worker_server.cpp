@@ -375,6 +375,10 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
     }
   }
   if (opts_.debug_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(opts_.debug_delay_ms));
+  if (opts_.debug_freeze_after > 0 && ++debug_forwards_ >= opts_.debug_freeze_after) {
+    HERD_LOG_WARN("worker: frozen (--debug-freeze-after ", opts_.debug_freeze_after, ")");
+    while (true) std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
 
   const int64_t n_out_floats = stage_->output_floats(batch_);
   Tensor out;
