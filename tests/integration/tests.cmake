@@ -41,3 +41,8 @@ add_dependencies(test_bounds herd)
 herd_add_test(test_roles SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_roles.cpp
   LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
 add_dependencies(test_roles herd)
+# owner: trust. Recovery ([trust] item 6): --step-timeout names a stopped or stuck worker;
+# --on-worker-loss replan|wait|fail against real workers killed mid-generation.
+herd_add_test(test_recovery SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_recovery.cpp
+  LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
+add_dependencies(test_recovery herd)
