@@ -24,7 +24,7 @@
 //
 // Recovery (on_worker_loss): a lost worker (dead link, stuck) is, with `fail`, a WorkerError
 // (std::runtime_error naming the worker and its layers; the next eval() reconnects, re-assigns and
-// replays the tokens the lost caches held). With `replan` (the default), inside the same poll: the
+// replays the tokens the lost caches held). With `replan` (the CLI's default), inside the same poll: the
 // lost worker is left out for good, the planner splits the layers over the others (a named error
 // when they cannot hold the model, or none is left), every slot's cache is rebuilt by replaying
 // its tokens, the batches in flight are sent again (each with the sampler draw and window it had:
@@ -89,7 +89,9 @@ struct RemotePipelineOptions {
   // kStepTimeoutBaseMs + 4 x the plan's predicted time for the batch's rows (kStepTimeoutSplitMs
   // with --split: no prediction); 0: off.
   int step_timeout_ms = -1;
-  std::string on_worker_loss = "replan";  // replan | wait | fail (see the header comment)
+  // replan | wait | fail (see the header comment). fail here, for a caller that handles the error
+  // itself; the CLI's default (SessionOptions) is replan.
+  std::string on_worker_loss = "fail";
   int wait_timeout_ms = 60000;            // `wait`: how long the lost worker may take to answer again
   bool take_over = false;            // workers owned by another coordinator are taken from it (else: "busy")
   int debug_corrupt_chunks = 0;      // test hook: flip a byte in the first N weight chunks sent (-1: all)

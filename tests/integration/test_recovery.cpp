@@ -305,5 +305,36 @@ TEST_F(Recovery, WaitGivesUpAfterItsTimeout) {
   }
 }
 
+// The CLI: replan is the default; a middle worker killed mid-generation changes nothing in the
+// text (that of a single-process run), stderr says what happened, and the options are in --help.
+TEST_F(Recovery, CliRunReplansByDefaultWithTheSameText) {
+  const std::vector<std::string> common = {"run", "-m", model_path(kModel), "-p", "Once upon a time", "--temp", "0",
+                                           "-n", "60", "-t", "1"};
+  const ProcessResult local = run_process([&] {
+    std::vector<std::string> a = {herd_bin()};
+    a.insert(a.end(), common.begin(), common.end());
+    return a;
+  }(), 60);
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  WorkerProcess w1, w2("*", {"--debug-delay-ms", "20"}), w3;
+  std::vector<std::string> argv = {herd_bin()};
+  argv.insert(argv.end(), common.begin(), common.end());
+  argv.insert(argv.end(), {"--workers", w1.address() + "," + w2.address() + "," + w3.address(), "--split", kSplit});
+  Child run(argv);
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (run.out().size() < 40 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_GE(run.out().size(), 40u) << "generation did not start: " << run.err();
+  w2.child().kill9();
+  EXPECT_EQ(run.wait_exit(30), 0) << run.err();
+  EXPECT_EQ(run.out(), local.out) << run.err();
+  EXPECT_NE(run.err().find("worker 2 of 3 (" + w2.address() + ", layers 2-3): lost"), std::string::npos) << run.err();
+  EXPECT_NE(run.err().find("; re-planned over "), std::string::npos) << run.err();
+  for (const char* cmd : {"run", "chat", "serve", "logits", "bench"}) {
+    const ProcessResult help = run_process({herd_bin(), cmd, "--help"}, 20);
+    for (const char* opt : {"--step-timeout", "--on-worker-loss", "--wait-timeout"})
+      EXPECT_NE(help.out.find(opt), std::string::npos) << "herd " << cmd << " --help lacks " << opt;
+  }
+}
+
 }  // namespace
 }  // namespace herd::test
