@@ -50,6 +50,7 @@ WORKERS="$(addr 0),$(addr 1),$(addr 2)"
 start_worker() {
   local j=$1; shift
   [ -n "${PIDS[$j]:-}" ] && kill -9 "${PIDS[$j]}" 2>/dev/null && wait "${PIDS[$j]}" 2>/dev/null
+  rm -f "$DIR/w$j.log"  # else the old worker's "listening on" may be read before the new one truncates it
   "$HERD" worker --listen "tcp://$(addr "$j")" -t 1 --models-dir / --debug-delay-ms "$DELAY_MS" "$@" \
     >"$DIR/w$j.log" 2>&1 &
   PIDS[$j]=$!
@@ -70,11 +71,13 @@ gen() {
   GEN_PID=$!
 }
 
-# The processes naming this cluster's ports, less its workers: orphans.
+# The processes naming this cluster's ports, less its workers and their own children (a starting
+# worker measures its profile in a forked child): orphans.
 orphans() {
   local n=0 p
   for p in $(pgrep -f "127.0.0.1:$((PORT_BASE))" ; pgrep -f "127.0.0.1:$((PORT_BASE + 1))"; pgrep -f "127.0.0.1:$((PORT_BASE + 2))"); do
     [[ " ${PIDS[*]} " == *" $p "* ]] && continue
+    [[ " ${PIDS[*]} " == *" $(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ') "* ]] && continue
     [ "$p" = "$$" ] && continue
     kill -0 "$p" 2>/dev/null && n=$((n + 1)) && echo "soak: orphan: $(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null)" >&2
   done
@@ -104,6 +107,9 @@ for i in $(seq "$N"); do
   out="$DIR/g$i"
   gen "$out" --on-worker-loss "$ON_LOSS"
   sleep "$(echo "scale=3; $delay_ms / 1000" | bc)"
+  if [ "$kind" = freeze ]; then  # the fault is the moment the worker freezes (it says so in its log)
+    until grep -q "frozen" "$DIR/w$j.log" 2>/dev/null || ! kill -0 $GEN_PID 2>/dev/null; do sleep 0.02; done
+  fi
   tf=$(now)
   alive=1; kill -0 $GEN_PID 2>/dev/null || alive=0
   case $kind in

@@ -119,14 +119,15 @@ class RemotePipeline : public Pipeline {
   // Each worker's Ready text from the last assignment (its layers, mapped MiB, bytes received).
   const std::vector<std::string>& ready_info() const { return ready_info_; }
 
-  // The planner's plan (no value with --split); its device i is worker i of opts.workers.
+  // The planner's plan (no value with --split, until a replan); its device i is worker i of
+  // opts.workers less those a replan left out.
   const std::optional<partition::Plan>& plan() const { return plan_; }
   // What the plan was made from: the workers as devices and the measured links, and the options.
   const partition::Cluster& planned_cluster() const { return cluster_; }
   const partition::PlanOptions& plan_options() const { return plan_options_; }
   // "plan: worker 1 layers 0-13, worker 2 layers 14-29; predicted 96 tok/s" ("" with --split).
   const std::string& plan_summary() const { return plan_summary_; }
-  // Coordinator -> worker link of every worker in opts.workers order (measured at connect time).
+  // Coordinator -> worker link of every worker in use, in opts.workers order (measured at connect time).
   const std::vector<cluster::LinkStats>& worker_links() const { return worker_links_; }
   // Link from each active stage to the next as that stage measured it (n_stages - 1 entries).
   const std::vector<cluster::LinkStats>& stage_links() const { return stage_links_; }
