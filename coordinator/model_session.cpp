@@ -57,6 +57,14 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
     ro.n_seq = kv.n_seq;
     ro.kv_type = kv.type;
     ro.take_over = opts.take_over;
+    if (!(opts.step_timeout_s == -1 || (opts.step_timeout_s >= 0 && opts.step_timeout_s <= 86400)))
+      throw std::invalid_argument("--step-timeout must be in 0..86400 seconds (0 = off)");
+    if (!(opts.wait_timeout_s >= 0 && opts.wait_timeout_s <= 86400))
+      throw std::invalid_argument("--wait-timeout must be in 0..86400 seconds");
+    ro.step_timeout_ms = opts.step_timeout_s < 0 ? -1 : static_cast<int>(opts.step_timeout_s * 1000);
+    check_worker_loss_policy(opts.on_worker_loss);
+    ro.on_worker_loss = opts.on_worker_loss;
+    ro.wait_timeout_ms = static_cast<int>(opts.wait_timeout_s * 1000);
     if (opts.act_dtype != "f32" && opts.act_dtype != "f16")
       throw std::invalid_argument("--act-dtype must be f32 or f16, not '" + opts.act_dtype + "'");
     ro.act_dtype = opts.act_dtype == "f16" ? transport::WireDType::F16 : transport::WireDType::F32;

@@ -28,6 +28,10 @@ struct SessionOptions {
   bool take_over = false;         // --take-over: workers owned by another coordinator are taken from it
   int tp = 1;                     // --tp N: tensor parallelism over N in-process ranks (engine/tp_pipeline.h)
   std::string tp_sync = "f32";    // --tp-sync f32 | f16 | q8: how the ranks' partial sums travel
+  double step_timeout_s = -1;     // --step-timeout: no progress this long names the stuck worker (-1: the
+                                  // default from the plan, RemotePipelineOptions::step_timeout_ms; 0: off)
+  std::string on_worker_loss = "replan";  // --on-worker-loss: replan | wait | fail
+  double wait_timeout_s = 60;     // --wait-timeout: `wait` gives up after this long
 };
 
 struct ModelSession {

@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -28,6 +30,8 @@ RemotePipeline::RemotePipeline(const model::GgufFile& f, const model::ModelConfi
   if (opts_.n_ctx <= 0) throw std::invalid_argument("context size must be positive");
   if (opts_.workers.empty()) throw std::invalid_argument("RemotePipeline needs at least one worker");
   if (opts_.model_path.empty()) opts_.model_path = std::filesystem::absolute(f.path()).string();
+  check_worker_loss_policy(opts_.on_worker_loss);
+  if (opts_.wait_timeout_ms < 0) throw std::invalid_argument("the wait timeout must be >= 0");
   model_hash_ = model_fingerprint(f);
   // Every tensor any stage may be given, hashed once (a full read the first time; the cache file
   // beside the model after that). Each Assign then carries its stage's digests.
@@ -35,20 +39,38 @@ RemotePipeline::RemotePipeline(const model::GgufFile& f, const model::ModelConfi
   ho.show = opts_.show_progress;
   hashes_ = std::make_unique<TensorHashes>(f, model_hash_, ho);
   hashes_->digests(model::stage_tensor_names(f, c, {0, c.n_layers, true, true}));
+  live_ = opts_.workers;
   setup();
+}
+
+void check_worker_loss_policy(const std::string& policy) {
+  if (policy != "replan" && policy != "wait" && policy != "fail")
+    throw std::invalid_argument("--on-worker-loss must be replan, wait or fail, not '" + policy + "'");
+}
+
+int RemotePipeline::step_timeout_ms(int64_t n_rows) const {
+  if (opts_.step_timeout_ms >= 0) return opts_.step_timeout_ms;
+  if (!plan_) return kStepTimeoutSplitMs;
+  // The plan's prediction for n_rows tokens: one token's trip through every stage, then the rest
+  // at the predicted prefill rate. 4x it: a loaded host (or a first, cold batch) may well run
+  // slower than predicted; the base keeps a tiny model's milliseconds from meaning "stuck".
+  const partition::Prediction& pr = plan_->pred;
+  double s = pr.latency_s;
+  if (pr.prefill_tok_s > 0) s += static_cast<double>(n_rows) / pr.prefill_tok_s;
+  if (!std::isfinite(s) || s < 0) s = 0;
+  return kStepTimeoutBaseMs + static_cast<int>(std::min(4e3 * s, 3.6e6));
 }
 
 RemotePipeline::~RemotePipeline() = default;
 
-void RemotePipeline::fail(size_t i, const std::string& what) {
+// pending_ stays: a recovery sends it again; do_submit/do_poll drop it when the error leaves them.
+void RemotePipeline::fail(size_t i, const std::string& what, bool lost) {
   healthy_ = false;
-  pending_.clear();
-  workers_.fail(i, what);
+  workers_.fail(i, what, lost);
 }
 
 void RemotePipeline::fail_root_cause(size_t i, const std::string& what) {
   healthy_ = false;
-  pending_.clear();
   workers_.fail_root_cause(i, what);
 }
 
@@ -56,10 +78,10 @@ void RemotePipeline::setup() {
   const auto t0 = std::chrono::steady_clock::now();
   const uint64_t sent0 = weights_.bytes_sent();
   ++session_;
-  workers_.connect(opts_.workers, opts_.connect_timeout_ms, opts_.take_over);
+  workers_.connect(live_, opts_.connect_timeout_ms, opts_.take_over);
   worker_links_ = workers_.links();
 
-  if (!opts_.split.empty()) {
+  if (!opts_.split.empty() && !replanned_) {
     plan_.reset();
     plan_summary_.clear();
     try {
@@ -89,6 +111,7 @@ void RemotePipeline::setup() {
   hop_links_.push_back(worker_links_.at(workers_[workers_.size() - 1].index));
   stats_.reset(stage_status_, hop_links_.size());
   healthy_ = true;
+  progress_at_ = std::chrono::steady_clock::now();
   progress_.all_ready(workers_.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                       weights_.bytes_sent() - sent0);
 }

@@ -21,10 +21,22 @@
 // between workers are estimated from those until a worker has measured its link to the next stage
 // (reported in Ready; used on the next setup). A worker the plan leaves out gets no layers.
 //
-// The workers and their links: coordinator/worker_set.h. Failure is a value: every wait watches all workers' links (ZeroMQ heartbeats + a socket monitor
-// notice a dead worker within ~1 s), and a lost or failing worker turns into a std::runtime_error
-// naming the worker and its layers. The next eval() reconnects and re-assigns every worker (a
-// restarted worker simply joins again) and replays the tokens the lost caches held.
+// The workers and their links: coordinator/worker_set.h. Every wait watches all workers' links
+// (ZeroMQ heartbeats + a socket monitor notice a dead or SIGSTOPped worker within ~1.2 s), and a
+// progress watchdog (step_timeout_ms) notices a worker that is alive but stuck: when a batch makes
+// no progress for that long, each worker gets a Ping, which its main thread answers; the one that
+// does not is named ("worker 2 of 3 (tcp://..., layers 4-7): no progress for 5.0 s (--step-timeout)").
+//
+// Recovery (on_worker_loss): a lost worker (dead link, stuck) is, with `fail`, a WorkerError
+// (std::runtime_error naming the worker and its layers; the next eval() reconnects, re-assigns and
+// replays the tokens the lost caches held). With `replan` (the CLI's default), inside the same poll: the
+// lost worker is left out for good, the planner splits the layers over the others (a named error
+// when they cannot hold the model, or none is left), every slot's cache is rebuilt by replaying
+// its tokens, the batches in flight are sent again (each with the sampler draw and window it had:
+// the RNG is this side's, so nothing is drawn twice) and the caller sees only a line on stderr.
+// With `wait`: the same, over the same workers once the lost one answers again (within
+// wait_timeout_ms). At most as many recoveries per poll as there are workers, plus one: no loop.
+// A worker that reports an error of its own (refusal, bad message) is not a loss: an error value.
 //
 // status(): per stage its address, the device and memory its Ready reported, its layers, and the
 // compute and overhead times every stage measures on its own clock and appends to the batch
@@ -78,10 +90,23 @@ struct RemotePipelineOptions {
   int connect_timeout_ms = 5000;     // Hello answer
   int assign_timeout_ms = 120000;    // mapping + loading a shard
   int request_timeout_ms = 0;        // 0 = no limit on one eval (dead workers are still noticed at once)
+  // No progress on a batch for this long names the stuck worker (--step-timeout). < 0: the default,
+  // kStepTimeoutBaseMs + 4 x the plan's predicted time for the batch's rows (kStepTimeoutSplitMs
+  // with --split: no prediction); 0: off.
+  int step_timeout_ms = -1;
+  // replan | wait | fail (see the header comment). fail here, for a caller that handles the error
+  // itself; the CLI's default (SessionOptions) is replan.
+  std::string on_worker_loss = "fail";
+  int wait_timeout_ms = 60000;            // `wait`: how long the lost worker may take to answer again
   bool take_over = false;            // workers owned by another coordinator are taken from it (else: "busy")
   int debug_corrupt_chunks = 0;      // test hook: flip a byte in the first N weight chunks sent (-1: all)
   int debug_tamper_chunks = 0;       // test hook: change the first N tensor chunks sent before their crc32 is taken
 };
+
+constexpr int kStepTimeoutBaseMs = 3000;
+constexpr int kStepTimeoutSplitMs = 10000;
+// "replan" | "wait" | "fail"; anything else: std::invalid_argument naming the choices.
+void check_worker_loss_policy(const std::string& policy);
 
 class RemotePipeline : public Pipeline {
  public:
@@ -102,17 +127,22 @@ class RemotePipeline : public Pipeline {
   // Each worker's Ready text from the last assignment (its layers, mapped MiB, bytes received).
   const std::vector<std::string>& ready_info() const { return ready_info_; }
 
-  // The planner's plan (no value with --split); its device i is worker i of opts.workers.
+  // The planner's plan (no value with --split, until a replan); its device i is worker i of
+  // opts.workers less those a replan left out.
   const std::optional<partition::Plan>& plan() const { return plan_; }
   // What the plan was made from: the workers as devices and the measured links, and the options.
   const partition::Cluster& planned_cluster() const { return cluster_; }
   const partition::PlanOptions& plan_options() const { return plan_options_; }
   // "plan: worker 1 layers 0-13, worker 2 layers 14-29; predicted 96 tok/s" ("" with --split).
   const std::string& plan_summary() const { return plan_summary_; }
-  // Coordinator -> worker link of every worker in opts.workers order (measured at connect time).
+  // Coordinator -> worker link of every worker in use, in opts.workers order (measured at connect time).
   const std::vector<cluster::LinkStats>& worker_links() const { return worker_links_; }
   // Link from each active stage to the next as that stage measured it (n_stages - 1 entries).
   const std::vector<cluster::LinkStats>& stage_links() const { return stage_links_; }
+  // Recoveries done inside a poll (on_worker_loss replan|wait) since construction.
+  int recoveries() const { return recoveries_; }
+  // The step timeout a batch of n_rows gets (ms; 0 = off).
+  int step_timeout_ms(int64_t n_rows) const;
 
  private:
   // Connects every worker, splits the layers, assigns them (serving weights meanwhile).
@@ -128,15 +158,28 @@ class RemotePipeline : public Pipeline {
   // After a failure: reconnects, re-assigns, and rebuilds every slot's cache from cached() (the
   // positions before `keep[seq]`, when given, for the slots the new batch rewinds).
   void recover(const std::vector<std::pair<int32_t, int32_t>>& rewinds);
+  // Replays seq_tokens_[seq][0, keep[seq]) of every slot onto freshly assigned workers; returns the tokens sent.
+  int64_t replay(const std::vector<int64_t>& keep);
+  // on_worker_loss replan|wait after `e`: re-sets up without (replan) or with (wait) the lost worker,
+  // rebuilds the caches and resends pending_. Throws (a runtime_error naming the loss) when it cannot.
+  void recover_in_place(const WorkerError& e);
+  void recover_rounds(const WorkerError& e);
+  // do_poll's work; a WorkerError leaves it for do_poll to recover from.
+  std::optional<BatchOutput> poll_once(int timeout_ms);
+  // The batch in flight whose result does not come: pings every worker and fails (lost) naming the
+  // one whose main thread does not answer (or the last stage when all do).
+  [[noreturn]] void fail_stuck(double waited_s);
   // Sends one Forward to stage 0; returns its request id.
   uint64_t send_forward(const Batch& b, cluster::Forward& fw);
   // Waits for the Result of `request_id` (older ones are stale: ignored), watching every worker.
   // Nothing within timeout_ms (< 0: no limit but the request timeout) -> no value.
-  std::optional<transport::Message> wait_result(uint64_t request_id, int timeout_ms);
+  // `since`: when the batch last made progress (its step timeout counts from there).
+  std::optional<transport::Message> wait_result(uint64_t request_id, int timeout_ms,
+                                                std::chrono::steady_clock::time_point since, int64_t n_rows);
   void serve_weights(size_t k, const transport::Message& m);
   std::string describe(size_t i) const { return workers_.describe(i); }
   // The WorkerSet's failures, which also mark the pipeline for a reconnect on the next eval.
-  [[noreturn]] void fail(size_t i, const std::string& what);
+  [[noreturn]] void fail(size_t i, const std::string& what, bool lost = false);
   [[noreturn]] void fail_root_cause(size_t i, const std::string& what);
 
   model::ModelConfig config_;
@@ -163,7 +206,14 @@ class RemotePipeline : public Pipeline {
     std::vector<int32_t> sample_seqs;  // the sequence of each output row (sampling)
     int64_t n_rows = 0;
     std::chrono::steady_clock::time_point sent;  // just before the Forward was packed
+    // To send it again after a recovery: the batch, its runs' (seq, pos0), and each output row's
+    // sampling (draw, params and window as at submit).
+    Batch batch;
+    std::vector<std::pair<int32_t, int32_t>> starts;
+    std::vector<cluster::SampleSpec> specs;
   };
+  // Sends p's batch (a fresh request id): the sampling fields the last stage's mirror lacks.
+  void send_pending(Pending& p);
   std::deque<Pending> pending_;  // Forwards in flight, oldest first
   // What the last stage's sampler of each slot holds (params and window) as far as this side
   // knows; reset on every reconnect. A step whose sampler differs sends a reset.
@@ -178,6 +228,10 @@ class RemotePipeline : public Pipeline {
   std::vector<cluster::LinkStats> hop_links_;
   // Records one finished batch's times (stage_times: one per stage, checked by the caller).
   void record_times(const Pending& p, const std::vector<cluster::StageTime>& stage_times);
+  std::chrono::steady_clock::time_point progress_at_;  // the last Result (or setup)
+  std::vector<std::string> live_;  // the workers still in use (opts.workers less those left out by replan)
+  bool replanned_ = false;         // the --split no longer applies: the planner splits over live_
+  int recoveries_ = 0;
   bool healthy_ = false;
   uint64_t next_request_ = 1, session_ = 0;
   std::vector<std::string> link_tokens_;  // the last assignment's: stage k -> k+1 (RemotePipeline::assign)

@@ -3,8 +3,10 @@
 // and the next submit reconnects and replays what each sequence slot held.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
+#include <thread>
 
 #include "common/log.h"
 #include "coordinator/remote_pipeline.h"
@@ -19,6 +21,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr int kPollSliceMs = 20;
 constexpr int64_t kReplayChunk = 512;  // tokens per replay Forward (a prompt-sized batch)
+constexpr int kStuckPingMs = 1000;      // how long a stuck batch's suspects get to answer a Ping
+constexpr int kWaitRetryMs = 250;       // on_worker_loss wait: between tries to reconnect
 
 // The repeat window a sampler holds after accepting `token` (what the last stage will hold).
 std::vector<int32_t> window_after(std::vector<int32_t> recent, int32_t token, int repeat_last_n) {
@@ -91,74 +95,226 @@ uint64_t RemotePipeline::send_forward(const Batch& b, Forward& fw) {
   return fw.request_id;
 }
 
-void RemotePipeline::recover(const std::vector<std::pair<int32_t, int32_t>>& rewinds) {
-  setup();
-  // The (new) workers' caches are empty: rebuild each slot's positions from the record, up to where
-  // the incoming batch continues it. One sequence at a time, in prompt-sized chunks, no outputs.
-  for (int32_t seq = 0; seq < static_cast<int32_t>(seq_tokens_.size()); ++seq) {
-    auto keep = static_cast<int64_t>(seq_tokens_[static_cast<size_t>(seq)].size());
-    for (const auto& [s, pos0] : rewinds)
-      if (s == seq) keep = std::min<int64_t>(keep, pos0);
+int64_t RemotePipeline::replay(const std::vector<int64_t>& keep) {
+  // The (new) workers' caches are empty: rebuild each slot's positions from the record. One
+  // sequence at a time, in prompt-sized chunks, no outputs.
+  int64_t total = 0;
+  for (int32_t seq = 0; seq < static_cast<int32_t>(keep.size()); ++seq) {
+    const int64_t n = keep[static_cast<size_t>(seq)];
     const std::vector<int32_t>& toks = seq_tokens_[static_cast<size_t>(seq)];
-    for (int64_t p = 0; p < keep; p += kReplayChunk) {
+    for (int64_t p = 0; p < n; p += kReplayChunk) {
       Batch b;
-      b.add_run(toks.data() + p, std::min(kReplayChunk, keep - p), static_cast<int32_t>(p), seq, false);
+      b.add_run(toks.data() + p, std::min(kReplayChunk, n - p), static_cast<int32_t>(p), seq, false);
       b.logits.back() = 0;
       Forward fw;
+      const auto sent = Clock::now();
       const uint64_t rid = send_forward(b, fw);
       std::optional<Message> m;
-      while (!(m = wait_result(rid, -1))) {
+      while (!(m = wait_result(rid, -1, sent, b.size()))) {
       }
     }
-    if (keep > 0) HERD_LOG_INFO("replayed ", keep, " tokens of sequence ", seq, " onto the new workers");
+    if (n > 0) HERD_LOG_INFO("replayed ", n, " tokens of sequence ", seq, " onto the new workers");
+    total += n;
+  }
+  progress_at_ = Clock::now();
+  return total;
+}
+
+void RemotePipeline::recover(const std::vector<std::pair<int32_t, int32_t>>& rewinds) {
+  setup();
+  // Up to where the incoming batch continues each slot.
+  std::vector<int64_t> keep(seq_tokens_.size());
+  for (size_t seq = 0; seq < keep.size(); ++seq) keep[seq] = static_cast<int64_t>(seq_tokens_[seq].size());
+  for (const auto& [s, pos0] : rewinds)
+    if (static_cast<size_t>(s) < keep.size())
+      keep[static_cast<size_t>(s)] = std::min<int64_t>(keep[static_cast<size_t>(s)], pos0);
+  replay(keep);
+}
+
+void RemotePipeline::recover_in_place(const WorkerError& first) {
+  try {
+    recover_rounds(first);
+  } catch (...) {
+    pending_.clear();  // the caller gets the error: what was in flight is lost with it
+    throw;
   }
 }
 
-void RemotePipeline::do_submit(uint64_t ticket, const Batch& b, std::vector<RowSample> samples) {
-  if (!healthy_) {
-    std::vector<SeqRun> runs;
-    batch_runs(b, n_seq(), n_ctx(), runs);  // valid: Pipeline::submit checked it
-    std::vector<std::pair<int32_t, int32_t>> rewinds;
-    for (const SeqRun& r : runs) rewinds.push_back({r.seq, r.pos0});
-    recover(rewinds);
+void RemotePipeline::recover_rounds(const WorkerError& first) {
+  const auto t0 = Clock::now();
+  const bool wait = opts_.on_worker_loss == "wait";
+  std::string loss = first.what();
+  std::optional<WorkerError> last_loss;
+  const WorkerError* e = &first;
+  // Each round either ends (recovered, or a named error) or follows one more loss; a `replan`
+  // round leaves that worker out for good, so there are at most as many rounds as workers; `wait`
+  // is bounded by its clock as well.
+  const size_t max_rounds = opts_.workers.size() + 1;
+  const auto wait_until = t0 + std::chrono::milliseconds(opts_.wait_timeout_ms);
+  bool gave_up = false;
+  auto give_up = [&](const std::string& why) {
+    gave_up = true;
+    throw WorkerError(loss + "; " + why, first.address, first.lost);
+  };
+  for (size_t round = 0;; ++round) {
+    if (opts_.on_worker_loss == "fail") throw WorkerError(first);
+    if (!e->lost) throw WorkerError(loss, e->address, false);  // an error the worker reported: not a loss
+    if (round >= max_rounds) give_up("gave up after " + std::to_string(round) + " recoveries");
+    try {
+      if (wait) {
+        while (true) {
+          try {
+            setup();
+            break;
+          } catch (const WorkerError& w) {
+            if (Clock::now() >= wait_until)
+              give_up("not back within " + std::to_string(opts_.wait_timeout_ms / 1000.0).substr(0, 4) +
+                      " s (--wait-timeout; last try: " + w.what() + ")");
+            std::this_thread::sleep_for(std::chrono::milliseconds(kWaitRetryMs));
+          }
+        }
+      } else {
+        const auto it = std::find_if(live_.begin(), live_.end(),
+                                     [&](const std::string& a) { return normalize_address(a) == e->address; });
+        if (it != live_.end()) live_.erase(it);
+        if (live_.empty()) give_up("no worker left to re-plan over");
+        replanned_ = true;
+        try {
+          setup();
+        } catch (const WorkerError&) {
+          throw;
+        } catch (const std::exception& x) {  // the planner: the rest cannot hold the model
+          give_up("cannot re-plan over the remaining " + std::to_string(live_.size()) +
+                  (live_.size() == 1 ? " worker: " : " workers: ") + x.what());
+        }
+      }
+      // Rebuild what each slot held before the batches in flight, then send those again in order.
+      std::vector<int64_t> keep(seq_tokens_.size());
+      for (size_t seq = 0; seq < keep.size(); ++seq) keep[seq] = static_cast<int64_t>(seq_tokens_[seq].size());
+      for (const Pending& p : pending_)
+        for (const auto& [s, pos0] : p.starts)
+          keep[static_cast<size_t>(s)] = std::min<int64_t>(keep[static_cast<size_t>(s)], pos0);
+      std::vector<int64_t> len = keep;
+      for (const Pending& p : pending_) {
+        std::vector<SeqRun> runs;
+        batch_runs(p.batch, n_seq(), n_ctx(), runs);
+        for (const SeqRun& r : runs) {
+          if (r.pos0 > len[static_cast<size_t>(r.seq)])  // a batch in flight rewound an earlier one's sequence
+            give_up("cannot replay: the batches in flight rewrite sequence " + std::to_string(r.seq));
+          len[static_cast<size_t>(r.seq)] = r.pos0 + (r.end - r.begin);
+        }
+      }
+      const int64_t replayed = replay(keep);
+      for (Pending& p : pending_) send_pending(p);
+      ++recoveries_;
+      const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+      char tail[96];
+      std::snprintf(tail, sizeof tail, "replayed %lld tokens in %.2f s", static_cast<long long>(replayed), secs);
+      const std::string how = wait ? "reconnected to all " + std::to_string(workers_.size()) + " workers"
+                                   : "re-planned over " + std::to_string(workers_.size()) +
+                                         (workers_.size() == 1 ? " worker" : " workers");
+      HERD_LOG_WARN(loss, "; ", how, ", ", tail);
+      return;
+    } catch (const WorkerError& w) {  // another loss while recovering: one more round
+      if (gave_up) throw;
+      last_loss.emplace(w);
+      e = &*last_loss;
+      loss += "; then " + std::string(w.what());
+    }
   }
+}
+
+void RemotePipeline::send_pending(Pending& p) {
   Forward fw;
+  if (p.sample) {
+    fw.sample = true;
+    for (size_t r = 0; r < p.specs.size(); ++r) {
+      const SampleSpec& full = p.specs[r];
+      SampleSpec spec;
+      spec.draw = full.draw;
+      auto& mirror = mirrors_[static_cast<size_t>(p.sample_seqs[r])];
+      // Only what the last stage does not already hold travels: usually just the draw.
+      if (!mirror || !same_params(mirror->params, full.params) || mirror->recent != full.recent) {
+        spec.reset = true;
+        spec.params = full.params;
+        spec.recent = full.recent;
+      }
+      mirror = SamplerMirror{full.params, full.recent};
+      fw.samples.push_back(std::move(spec));
+    }
+  }
+  p.sent = Clock::now();
+  p.request_id = send_forward(p.batch, fw);
+}
+
+void RemotePipeline::do_submit(uint64_t ticket, const Batch& b, std::vector<RowSample> samples) {
+  try {
+    if (!healthy_) {
+      std::vector<SeqRun> runs;
+      batch_runs(b, n_seq(), n_ctx(), runs);  // valid: Pipeline::submit checked it
+      std::vector<std::pair<int32_t, int32_t>> rewinds;
+      for (const SeqRun& r : runs) rewinds.push_back({r.seq, r.pos0});
+      recover(rewinds);
+    }
+  } catch (...) {
+    pending_.clear();
+    throw;
+  }
   Pending p;
   p.ticket = ticket;
   p.n_outputs = b.n_outputs();
   p.sample = !samples.empty();
+  p.batch = b;
+  {
+    std::vector<SeqRun> runs;
+    batch_runs(b, n_seq(), n_ctx(), runs);
+    for (const SeqRun& r : runs) p.starts.push_back({r.seq, r.pos0});
+  }
   if (p.sample) {
-    fw.sample = true;
     for (size_t i = 0; i < b.logits.size(); ++i)
       if (b.logits[i]) p.sample_seqs.push_back(b.seq[i]);
     for (size_t r = 0; r < samples.size(); ++r) {
       const Sampler& s = *samples[r].sampler;
-      SampleSpec spec;
+      SampleSpec spec;  // all of it: a recovery may have to send it to a fresh last stage
       spec.draw = samples[r].draw;
-      const auto& mirror = mirrors_[static_cast<size_t>(p.sample_seqs[r])];
-      const std::vector<int32_t> recent = s.recent();
-      // Only what the last stage does not already hold travels: usually just the draw.
-      if (!mirror || !same_params(mirror->params, s.params()) || mirror->recent != recent) {
-        spec.reset = true;
-        spec.params = s.params();
-        spec.recent = recent;
-      }
-      mirrors_[static_cast<size_t>(p.sample_seqs[r])] = SamplerMirror{s.params(), recent};
-      fw.samples.push_back(std::move(spec));
+      spec.reset = true;
+      spec.params = s.params();
+      spec.recent = s.recent();
+      p.specs.push_back(std::move(spec));
     }
   }
   p.n_rows = b.size();
-  p.sent = Clock::now();
-  p.request_id = send_forward(b, fw);
   pending_.push_back(std::move(p));
+  try {
+    send_pending(pending_.back());
+  } catch (const WorkerError& e) {
+    recover_in_place(e);  // sends it (and any other in flight) again, or throws having dropped them
+  } catch (...) {
+    pending_.clear();
+    throw;
+  }
 }
 
 std::optional<BatchOutput> RemotePipeline::do_poll(int timeout_ms) {
+  while (true) {
+    try {
+      return poll_once(timeout_ms);
+    } catch (const WorkerError& e) {
+      recover_in_place(e);  // or throws, having dropped pending_
+    } catch (...) {
+      pending_.clear();
+      throw;
+    }
+  }
+}
+
+std::optional<BatchOutput> RemotePipeline::poll_once(int timeout_ms) {
   // Nothing pending while the caller still waits: a failure dropped what was in flight.
   if (pending_.empty()) throw std::runtime_error("the batch was lost with a failed worker (submit it again)");
   const Pending& p = pending_.front();
-  std::optional<Message> m = wait_result(p.request_id, timeout_ms);
+  std::optional<Message> m = wait_result(p.request_id, timeout_ms, std::max(p.sent, progress_at_), p.n_rows);
   if (!m) return std::nullopt;
+  progress_at_ = Clock::now();
   const size_t last = workers_.size() - 1;
   BatchOutput out;
   out.ticket = p.ticket;
@@ -198,7 +354,8 @@ std::optional<BatchOutput> RemotePipeline::do_poll(int timeout_ms) {
   return out;
 }
 
-std::optional<Message> RemotePipeline::wait_result(uint64_t rid, int timeout_ms) {
+std::optional<Message> RemotePipeline::wait_result(uint64_t rid, int timeout_ms, Clock::time_point since,
+                                                   int64_t n_rows) {
   const size_t last = workers_.size() - 1;
   const auto start = Clock::now();
   // Busy-poll for the result for a while (a decode step is milliseconds; a blocked wait costs a
@@ -209,7 +366,7 @@ std::optional<Message> RemotePipeline::wait_result(uint64_t rid, int timeout_ms)
   const auto busy_until = pending_.size() > 1 ? start : start + busy_poll_window();
   while (true) {
     Received r = recv_busy(*workers_[last].link, busy_until, kPollSliceMs);
-    if (r.status == RecvStatus::closed) fail(last, "lost (" + r.error + ")");
+    if (r.status == RecvStatus::closed) fail(last, "lost (" + r.error + ")", /*lost=*/true);
     if (r.status == RecvStatus::malformed) fail(last, "sent a malformed message: " + r.error);
     if (r.status == RecvStatus::ok) {
       try {
@@ -233,7 +390,7 @@ std::optional<Message> RemotePipeline::wait_result(uint64_t rid, int timeout_ms)
     // Any other stage may report a failure (or die) while we wait for the last one.
     for (size_t i = 0; i < last; ++i) {
       Received o = workers_[i].link->recv(0);
-      if (o.status == RecvStatus::closed) fail(i, "lost (" + o.error + ")");
+      if (o.status == RecvStatus::closed) fail(i, "lost (" + o.error + ")", /*lost=*/true);
       if (o.status == RecvStatus::malformed) fail(i, "sent a malformed message: " + o.error);
       if (o.status == RecvStatus::ok && o.msg.type == static_cast<uint16_t>(MsgType::Error)) {
         std::string what = "failed";
@@ -245,12 +402,51 @@ std::optional<Message> RemotePipeline::wait_result(uint64_t rid, int timeout_ms)
         fail_root_cause(i, what);
       }
     }
-    const auto waited = Clock::now() - start;
+    const auto now = Clock::now();
+    const auto waited = now - start;
     if (opts_.request_timeout_ms > 0 && !pending_.empty() &&
-        Clock::now() - pending_.front().sent > std::chrono::milliseconds(opts_.request_timeout_ms))
+        now - pending_.front().sent > std::chrono::milliseconds(opts_.request_timeout_ms))
       fail(last, "no result within " + std::to_string(opts_.request_timeout_ms) + " ms");
+    if (const int st = step_timeout_ms(n_rows); st > 0 && now - since > std::chrono::milliseconds(st))
+      fail_stuck(std::chrono::duration<double>(now - since).count());
     if (timeout_ms >= 0 && waited >= std::chrono::milliseconds(timeout_ms)) return std::nullopt;
   }
+}
+
+void RemotePipeline::fail_stuck(double waited_s) {
+  // A worker's main thread answers a Ping (ZeroMQ's I/O thread answers the heartbeats, so a worker
+  // that is alive but stuck still has a healthy link): the first that does not answer within
+  // kStuckPingMs is the one to name.
+  char secs[32];
+  std::snprintf(secs, sizeof secs, "%.1f", waited_s);
+  const std::string what = std::string("no progress for ") + secs + " s (--step-timeout)";
+  const size_t n = workers_.size();
+  const uint64_t seq = next_request_++;
+  for (size_t i = 0; i < n; ++i)
+    if (auto err = workers_[i].link->send(pack(Ping{seq, 0})); !err.empty())
+      fail(i, what + "; it does not take a ping (" + err + ")", /*lost=*/true);
+  std::vector<bool> answered(n, false);
+  const auto until = Clock::now() + std::chrono::milliseconds(kStuckPingMs);
+  size_t left = n;
+  while (left > 0 && Clock::now() < until) {
+    for (size_t i = 0; i < n; ++i) {
+      if (answered[i]) continue;
+      Received r = workers_[i].link->recv(0);
+      if (r.status == RecvStatus::closed) fail(i, what + "; then lost (" + r.error + ")", /*lost=*/true);
+      if (r.status != RecvStatus::ok || r.msg.type != static_cast<uint16_t>(MsgType::Pong)) continue;  // a late result: dropped
+      try {
+        if (unpack<Pong>(r.msg).seq != seq) continue;
+      } catch (const ProtocolError&) {
+        continue;
+      }
+      answered[i] = true;
+      --left;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (!answered[i]) fail(i, what + "; it does not answer a ping", /*lost=*/true);
+  fail(n - 1, what + ": no result although every worker answers a ping", /*lost=*/true);
 }
 
 }  // namespace herd

@@ -72,11 +72,12 @@ std::string WorkerSet::describe(size_t i) const {
   return s + ")";
 }
 
-void WorkerSet::fail(size_t i, const std::string& what) {
+void WorkerSet::fail(size_t i, const std::string& what, bool lost) {
   const std::string msg = describe(i) + ": " + what;
+  const std::string address = workers_[i].address;
   close();  // the next eval reconnects and re-assigns everyone
   HERD_LOG_INFO(msg);  // the caller reports it (the CLI prints it once, as its error)
-  throw std::runtime_error(msg);
+  throw WorkerError(msg, address, lost);
 }
 
 void WorkerSet::fail_root_cause(size_t i, const std::string& what) {
@@ -86,7 +87,7 @@ void WorkerSet::fail_root_cause(size_t i, const std::string& what) {
       if (j == i || !workers_[j].link) continue;
       Received r = workers_[j].link->recv(j + 1 == workers_.size() ? 5 : 0);
       if (r.status == RecvStatus::closed)
-        fail(j, "lost (" + r.error + "); " + describe(i) + " reported: " + what);
+        fail(j, "lost (" + r.error + "); " + describe(i) + " reported: " + what, /*lost=*/true);
     }
   }
   fail(i, what);
@@ -125,8 +126,9 @@ void WorkerSet::connect(const std::vector<std::string>& addresses, int timeout_m
     Received r = workers_[i].link->recv(static_cast<int>(std::max<int64_t>(left, 0)));
     if (r.status == RecvStatus::timeout)
       fail(i, "no answer within " + std::to_string(timeout_ms / 1000.0).substr(0, 4) +
-                  " s (is `herd worker --listen " + workers_[i].address + "` running?)");
-    if (r.status != RecvStatus::ok) fail(i, r.error);
+                  " s (is `herd worker --listen " + workers_[i].address + "` running?)",
+           /*lost=*/true);
+    if (r.status != RecvStatus::ok) fail(i, r.error, /*lost=*/true);
     try {
       if (r.msg.type == static_cast<uint16_t>(MsgType::Error)) {
         const std::string why = unpack<ErrorMsg>(r.msg).message;
@@ -155,7 +157,7 @@ void WorkerSet::connect(const std::vector<std::string>& addresses, int timeout_m
       lo.timeout_ms = timeout_ms;
       links_[i] = measure_link(*workers_[i].link, lo);
     } catch (const std::exception& e) {
-      fail(i, std::string("measuring the link: ") + e.what());
+      fail(i, std::string("measuring the link: ") + e.what(), /*lost=*/true);
     }
     HERD_LOG_INFO(describe(i), ": link ", links_[i].latency_s * 1e6, " us one way, ",
                   links_[i].bandwidth_Bps / 1e9, " GB/s; profile (", workers_[i].hello.profile.source, ") ",

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,18 @@ namespace herd {
 const std::string& coordinator_session();
 // 32 random hex digits (link tokens).
 std::string random_token();
+
+// What WorkerSet::fail throws: the message names the worker; `address` and `lost` say which one and
+// whether it is gone or stuck (a dead link, no progress) rather than reporting an error of its own
+// (a refusal, a bad message): a lost worker may be left out and the rest re-planned
+// (RemotePipelineOptions::on_worker_loss), a worker that reports an error is not second-guessed.
+class WorkerError : public std::runtime_error {
+ public:
+  WorkerError(const std::string& msg, std::string address, bool lost)
+      : std::runtime_error(msg), address(std::move(address)), lost(lost) {}
+  std::string address;  // normalized (tcp://HOST:PORT, inproc://...)
+  bool lost = false;
+};
 
 class WorkerSet {
  public:
@@ -55,11 +68,12 @@ class WorkerSet {
 
   // "worker 2 of 3 (tcp://host:port, layers 4-7)".
   std::string describe(size_t i) const;
-  // Closes every link and throws std::runtime_error "<describe(i)>: <what>" (logged at info).
-  [[noreturn]] void fail(size_t i, const std::string& what);
+  // Closes every link and throws WorkerError "<describe(i)>: <what>" (logged at info). lost: the
+  // worker is gone or stuck (see WorkerError).
+  [[noreturn]] void fail(size_t i, const std::string& what, bool lost = false);
   // For an error reported by worker i: a stage that cannot reach its neighbour reports an error,
   // but the news worth giving is which worker died, so this looks briefly for a lost connection
-  // before blaming the reporter. Throws as fail().
+  // before blaming the reporter (a lost one is thrown as lost). Throws as fail().
   [[noreturn]] void fail_root_cause(size_t i, const std::string& what);
 
  private:

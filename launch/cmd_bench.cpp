@@ -87,6 +87,8 @@ int cmd_bench(const Args& args) {
   p.add("--micro-batches", "M", "with --parallel: groups of sequences in flight at once (0 = one per pipeline "
         "stage, so every stage has work)", &micro_batches);
   p.add("--kv-type", "f32|f16|q8_0", "KV cache storage", &kv_type);
+  SessionOptions so;
+  add_recovery_options(p, so);
   SecurityOptions security;
   p.add("--take-over", "", "with --workers: take workers that another coordinator is using", &so_take_over);
   add_security_options(p, security);
@@ -110,7 +112,6 @@ int cmd_bench(const Args& args) {
   if (micro_batches < 0 || micro_batches > 64) throw UsageError("--micro-batches must be in 0..64");
   bp.micro_batches = static_cast<int>(micro_batches);
 
-  SessionOptions so;
   so.n_ctx = std::max<int64_t>({bp.n_prompt, bp.n_gen, 1});
   so.split = split;
   so.workers = workers;

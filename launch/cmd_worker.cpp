@@ -142,6 +142,7 @@ uint64_t parse_cache_size(const std::string& v) {
 int cmd_worker(const Args& args) {
   std::string listen_addr, model, cache_dir, profile, cache_max = "64G", models_dir;
   int threads = 0, delay_ms = 0, exit_with_parent = 0;
+  int64_t freeze_after = 0;
   double weight_timeout_s = kDefaultChunkTimeoutMs / 1000.0;
   int64_t report_free_mem = 0;
   SecurityOptions security;
@@ -166,6 +167,8 @@ int cmd_worker(const Args& args) {
   p.add("--profile", "FILE.json", "send this `herd probe --out` profile in the handshake instead of measuring "
         "this host at startup (~1 s; free memory is always read live)", &profile);
   p.add("--debug-delay-ms", "MS", "testing: sleep before each forward pass", &delay_ms, 0, 3600000);
+  p.add("--debug-freeze-after", "N", "testing: the Nth forward pass never ends (a stuck main thread whose "
+        "heartbeats still go out; for the coordinator's --step-timeout)", &freeze_after, 0, 1 << 30);
   p.add("--report-free-mem", "BYTES", "testing: report this much free memory to the coordinator's planner "
         "instead of MemAvailable", &report_free_mem);
   p.add("--exit-with-parent", "PID", "end when process PID (this worker's parent: herd-cluster, a test) ends, "
@@ -197,6 +200,7 @@ int cmd_worker(const Args& args) {
   o.model_path = model;
   o.threads = threads;
   o.debug_delay_ms = delay_ms;
+  o.debug_freeze_after = static_cast<int>(freeze_after);
   o.cache_dir = cache_dir;
   o.cache_max = parse_cache_size(cache_max);
   if (!(weight_timeout_s > 0 && weight_timeout_s <= 3600)) throw UsageError("--weight-timeout must be in (0, 3600] s");

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "coordinator/model_session.h"
+#include "coordinator/remote_pipeline.h"
 #include "engine/sampler.h"
 #include "launch/args.h"
 #include "launch/commands.h"
@@ -18,6 +19,17 @@ struct ModelOptions {
   SessionOptions session;
   SecurityOptions security;  // for --workers
 };
+
+// --step-timeout, --on-worker-loss, --wait-timeout (every command that takes --workers).
+inline void add_recovery_options(ArgParser& p, SessionOptions& s) {
+  p.add("--step-timeout", "SEC", "with --workers: a batch that makes no progress this long names the stuck worker "
+        "(-1: " + std::to_string(kStepTimeoutBaseMs / 1000) + " s + 4x the plan's predicted time for the batch, "
+        "or " + std::to_string(kStepTimeoutSplitMs / 1000) + " s with --split; 0 = off)", &s.step_timeout_s);
+  p.add("--on-worker-loss", "replan|wait|fail", "with --workers: when a worker dies or is stuck, replan (split the layers over the others, rebuild the caches and go on; an error when they cannot hold the model), "
+        "wait (for it to answer again at the same address, up to --wait-timeout) or fail (an error naming it)",
+        &s.on_worker_loss);
+  p.add("--wait-timeout", "SEC", "with --on-worker-loss wait: how long the lost worker may take to come back", &s.wait_timeout_s);
+}
 
 // kv_default: the --kv-type this command starts from ("f16"; `herd logits` "f32").
 inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_default = "f16") {
@@ -51,6 +63,7 @@ inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_defa
   p.add("--cpu", "ISA", "CPU kernels: auto, avx512, avx2 or scalar (the reference); env HERD_CPU_ISA", &o.session.isa);
   p.add("--take-over", "", "with --workers: take workers that another coordinator is using (it gets an error "
         "naming us); without it such a worker answers \"busy: owned by HOST (pid P) since T\"", &o.session.take_over);
+  add_recovery_options(p, o.session);
   add_security_options(p, o.security);
 }
 

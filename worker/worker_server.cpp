@@ -286,7 +286,13 @@ std::string WorkerServer::claim(const std::string& peer, const Hello& h) {
     owner_->peers.insert(peer);  // the same coordinator on another connection: still the owner
   } else {
     owner_ = Owner{{peer}, h.session, h.name.empty() ? "an unnamed coordinator" : printable_name(h.name), utc_now()};
-    coordinator_ = peer;
+    // A new owner: the old one's pipeline is over. Its Assign makes this peer the coordinator
+    // (shard_loader.cpp); until then a result of the old pipeline's batches still on their way
+    // goes nowhere (it reached the new coordinator, in the middle of its link measurement), and a
+    // Forward from the old upstream stage is refused without a report to the new coordinator.
+    coordinator_.clear();
+    assign_.upstream_token.clear();
+    stale_upstream_token_.clear();
   }
   return {};
 }
@@ -329,7 +335,8 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   Forward f = unpack<Forward>(m);
   if (!stage_) {
     // The upstream stage never reads its link to us: the coordinator must hear it.
-    if (peer == coordinator_) reply_error(peer, f.request_id, "Forward before a successful Assign");
+    if (peer == coordinator_ || (owner_ && owner_->peers.count(peer)))
+      reply_error(peer, f.request_id, "Forward before a successful Assign");
     else send_to_coordinator(pack(ErrorMsg{f.request_id, "Forward before a successful Assign (a stage whose assignment failed)"}));
     return;
   }
@@ -378,6 +385,10 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
     }
   }
   if (opts_.debug_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(opts_.debug_delay_ms));
+  if (opts_.debug_freeze_after > 0 && ++debug_forwards_ >= opts_.debug_freeze_after) {
+    HERD_LOG_WARN("worker: frozen (--debug-freeze-after ", opts_.debug_freeze_after, ")");
+    while (true) std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
 
   const int64_t n_out_floats = stage_->output_floats(batch_);
   Tensor out;

@@ -37,6 +37,7 @@ struct WorkerServerOptions {
   int threads = 0;         // 0 = all cores
   std::string name;        // for logs and the Hello
   int debug_delay_ms = 0;  // test hook: sleep this long before each Forward (to kill a worker mid-run)
+  int debug_freeze_after = 0;  // test hook: the Nth Forward never ends (a stuck main thread; heartbeats still answered)
   std::string cache_dir;   // where received shards are kept; "" = default_cache_dir()
   uint64_t cache_max = kDefaultCacheMax;           // --cache-max: quota of cache_dir (0 = none)
   int weight_timeout_ms = kDefaultChunkTimeoutMs;  // --weight-timeout: per answer of a weight transfer
@@ -131,6 +132,7 @@ class WorkerServer {
   // coordinator re-assigned us mid-generation) is refused and the coordinator told, since the
   // upstream stage never reads its link to us.
   std::string stale_upstream_token_;
+  int64_t debug_forwards_ = 0;  // Forwards handled (for debug_freeze_after)
 
   std::unique_ptr<model::GgufFile> file_;
   std::string file_hash_;

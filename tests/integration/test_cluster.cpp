@@ -389,7 +389,8 @@ TEST_F(Cluster, CliPlansTheSplitFromReportedProfiles) {
 TEST_F(Cluster, CliExitsWithin2sWhenAWorkerIsKilled) {
   WorkerProcess w1, w2("*", {"--debug-delay-ms", "20"});
   Child run({herd_bin(), "run", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time", "--temp", "0", "-n",
-             "1000", "-c", "2048", "-t", "1", "--workers", w1.address() + "," + w2.address(), "--split", "0-2,3-4"});
+             "1000", "-c", "2048", "-t", "1", "--workers", w1.address() + "," + w2.address(), "--split", "0-2,3-4",
+             "--on-worker-loss", "fail"});  // the default, replan, would go on with worker 1 alone
   const auto deadline = Clock::now() + std::chrono::seconds(20);
   while (run.out().size() < 40 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   ASSERT_GE(run.out().size(), 40u) << "generation did not start: " << run.err();

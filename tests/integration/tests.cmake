@@ -51,3 +51,8 @@ herd_add_test(test_weight_integrity SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_weigh
 add_dependencies(test_weight_integrity herd)
 herd_add_test(test_cli_tp SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli_tp.cpp LIBS herd_coordinator TIMEOUT 300)
 add_dependencies(test_cli_tp herd)
+# owner: trust. Recovery ([trust] item 6): --step-timeout names a stopped or stuck worker;
+# --on-worker-loss replan|wait|fail against real workers killed mid-generation.
+herd_add_test(test_recovery SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_recovery.cpp
+  LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
+add_dependencies(test_recovery herd)
