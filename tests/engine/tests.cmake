@@ -12,5 +12,5 @@ herd_add_test(test_stage_prepare UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_sta
 include(${CMAKE_CURRENT_LIST_DIR}/comm_tests.cmake)
 herd_add_test(test_batch UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_batch.cpp
   LIBS herd_engine herd_model herd_kernels herd_test_tiny_models)
-herd_add_test(test_tensor_parallel SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_tensor_parallel.cpp
+herd_add_test(test_tensor_parallel UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_tensor_parallel.cpp
   LIBS herd_coordinator herd_engine herd_model herd_kernels herd_test_tiny_models TIMEOUT 600)
