@@ -5,6 +5,7 @@
 # report or a timeout; the reproducer is left in build-fuzz/artifacts/.
 #   fuzz/run.sh [SECONDS] [NAME...]          e.g. fuzz/run.sh 600 fuzz_gguf
 #   FUZZ_RUNS=10000000 fuzz/run.sh 0 [NAME...]  a fixed number of executions instead of a time
+#   FUZZ_MAX_LEN=N: the longest input libFuzzer makes (default 65536)
 # Build first (clang from Debian):
 #   CC=clang CXX=clang++ cmake -S . -B build-fuzz -DHERD_FUZZ=ON && cmake --build build-fuzz --target herd_fuzzers
 set -euo pipefail
@@ -25,7 +26,7 @@ for n in "${names[@]}"; do
   # -rss_limit_mb: a harness must never need much memory; -timeout: one input must never take 10 s.
   if [ -n "${FUZZ_RUNS:-}" ]; then limit=(-runs="$FUZZ_RUNS"); what="runs=$FUZZ_RUNS"; else limit=(-max_total_time="$secs"); what="${secs} s"; fi
   start=$(date +%s)
-  if "$bin/fuzz/$n" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+  if "$bin/fuzz/$n" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -max_len="${FUZZ_MAX_LEN:-65536}" -print_final_stats=1 \
        -artifact_prefix="$bin/artifacts/$n-" "$work" "fuzz/corpus/$n" >"$log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     echo "fuzz: $n ok: ${execs:-?} executions in $(( $(date +%s) - start )) s ($what)"
