@@ -1,6 +1,7 @@
 #include "engine/host_probe.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -43,15 +44,31 @@ double time_median(int reps, F&& fn) {
   return median(s);
 }
 
+// /proc/meminfo through one descriptor opened on first use and kept: pread from offset 0 makes the
+// kernel write the file afresh, and a process whose descriptors are all taken (a worker under a
+// flood of silent connections, [trust] item 4) still reads it. A read that fails anyway answers
+// the last value read for `key`, so a transient failure never reports "0 bytes free".
 uint64_t meminfo_bytes_impl(const std::string& key) {
-  std::ifstream f("/proc/meminfo");
+  static std::mutex mu;
+  static int fd = -1;
+  static std::map<std::string, uint64_t> last;
+  std::lock_guard lock(mu);
+  if (fd < 0) fd = ::open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+  char buf[16384];
+  ssize_t n = fd >= 0 ? ::pread(fd, buf, sizeof buf - 1, 0) : -1;
+  if (n <= 0) {
+    const auto it = last.find(key);
+    return it == last.end() ? 0 : it->second;
+  }
+  buf[n] = 0;
+  std::istringstream f(std::string(buf, static_cast<size_t>(n)));
   std::string line;
   while (std::getline(f, line))
     if (line.rfind(key + ":", 0) == 0) {
       std::istringstream ls(line.substr(key.size() + 1));
       uint64_t kb = 0;
       ls >> kb;
-      return kb * 1024;
+      return last[key] = kb * 1024;
     }
   return 0;
 }

@@ -28,7 +28,9 @@ ProbeResult probe_host(const HostProbeOptions& o);
 // process lifetime (in-process workers of a test share it). Thread-safe.
 const ProbeResult& cached_startup_profile(int threads, const std::vector<uint32_t>& types = {});
 
-// /proc/meminfo value of `key` ("MemTotal", "MemAvailable") in bytes; 0 when unknown.
+// /proc/meminfo value of `key` ("MemTotal", "MemAvailable") in bytes; 0 when unknown. Reads through
+// a descriptor kept open from the first call (call it once at startup in a process that may run out
+// of descriptors); a failed read answers the last value read.
 uint64_t meminfo_bytes(const std::string& key);
 
 }  // namespace herd

@@ -60,6 +60,9 @@ void to_f16_bytes(const std::vector<float>& x, std::string& out) {
 
 WorkerServer::WorkerServer(std::unique_ptr<Listener> listener, WorkerServerOptions opts)
     : listener_(std::move(listener)), opts_(std::move(opts)) {
+  // Opens the /proc/meminfo descriptor now, while descriptors are free: a Hello answered under a
+  // flood of silent connections must not report 0 bytes free.
+  (void)meminfo_bytes("MemAvailable");
   if (!opts_.profile) {
     Timer t;
     opts_.profile = cached_startup_profile(opts_.threads, opts_.profile_types);
