@@ -19,29 +19,23 @@ WeightMatrix row_slice(const WeightMatrix& w, int64_t r0, int64_t r1) {
   return s;
 }
 
-// Columns [c0, c1) of every row, copied into storage `out` owns: within a row the quant blocks
-// are consecutive, so the slice is the bytes of blocks [c0 / bs, c1 / bs) of each row.
-WeightMatrix column_slice(const WeightMatrix& w, int64_t c0, int64_t c1, const std::string& what,
-                          model::StageWeights& out) {
+// Columns [c0, c1) of every row, as a view with the matrix's own row stride: within a row the
+// quant blocks are consecutive, so the slice is the bytes of blocks [c0 / bs, c1 / bs) of each
+// row, and every kernel reads rows at `row_stride` (>= the slice's row bytes). No copy: the
+// backend's packed copy (prepare_matmul) is then the only one the rank holds, and the file pages
+// it was packed from are released as for any other matrix (whole pages inside the rows: other
+// ranks' columns on them are read back from the file if they still need them).
+WeightMatrix column_slice(const WeightMatrix& w, int64_t c0, int64_t c1, const std::string& what) {
   const int64_t bs = block_size(w.type);
   if (c0 % bs != 0 || c1 % bs != 0)
     throw std::invalid_argument("tensor parallelism: " + what + " is " + std::string(dtype_name(w.type)) +
                                 " (blocks of " + std::to_string(bs) + " columns) and a rank's columns " +
                                 std::to_string(c0) + ".." + std::to_string(c1) +
                                 " cut a block: try another --tp (planned: repacking such slices)");
-  const size_t skip = row_bytes(w.type, c0), bytes = row_bytes(w.type, c1 - c0);
-  const size_t total = bytes * static_cast<size_t>(w.rows);
-  std::shared_ptr<uint8_t> buf = allocate_packed_storage(total);
-  const auto* src = static_cast<const uint8_t*>(w.data);
-  for (int64_t r = 0; r < w.rows; ++r)
-    std::memcpy(buf.get() + static_cast<size_t>(r) * bytes, src + static_cast<size_t>(r) * w.row_stride + skip, bytes);
-  WeightMatrix s;
-  s.type = w.type;
-  s.data = buf.get();
-  s.rows = w.rows;
+  WeightMatrix s = w;
+  s.data = static_cast<const uint8_t*>(w.data) + row_bytes(w.type, c0);
   s.cols = c1 - c0;
-  s.row_stride = bytes;
-  out.owned.push_back({std::shared_ptr<const uint8_t>(buf), total});
+  s.packed = {};
   return s;
 }
 
@@ -103,7 +97,7 @@ model::StageWeights shard_weights(const model::ModelConfig& c, const model::Stag
     w.wq = row_slice(f.wq, q0, q1);
     w.wk = row_slice(f.wk, k0, k1);
     w.wv = row_slice(f.wv, k0, k1);
-    w.wo = column_slice(f.wo, q0, q1, layer + "attn_output.weight", s);
+    w.wo = column_slice(f.wo, q0, q1, layer + "attn_output.weight");
     if (!f.bq.empty()) {
       w.bq = slice(f.bq, q0, q1);
       w.bk = slice(f.bk, k0, k1);
@@ -114,7 +108,7 @@ model::StageWeights shard_weights(const model::ModelConfig& c, const model::Stag
     w.ffn_norm = f.ffn_norm;
     w.w_gate = row_slice(f.w_gate, ff.begin, ff.end);
     w.w_up = row_slice(f.w_up, ff.begin, ff.end);
-    w.w_down = column_slice(f.w_down, ff.begin, ff.end, layer + "ffn_down.weight", s);
+    w.w_down = column_slice(f.w_down, ff.begin, ff.end, layer + "ffn_down.weight");
     s.layers.push_back(std::move(w));
   }
   return s;

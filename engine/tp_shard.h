@@ -1,8 +1,8 @@
 // One tensor-parallel rank's share of a model (the shard plan's ranges, engine/shard_plan.h):
 //   rows (contiguous views into the file, no copy): wq (its query heads), wk/wv (its KV heads),
 //     ffn_gate/ffn_up (its FFN rows), output (its vocabulary rows); the q/k/v biases sliced alike;
-//   columns (copied at load into the rank's own buffer, whole quant blocks of each row, the same
-//     bytes): attn_output (the columns of its query heads), ffn_down (the columns of its FFN rows).
+//   columns (views with the whole matrix's row stride, whole quant blocks of each row, no copy):
+//     attn_output (the columns of its query heads), ffn_down (the columns of its FFN rows).
 //   replicated: norms, the embedding table, rope factors (every rank computes them identically).
 // The rank's config says its own n_heads, n_kv_heads and n_ff, so a Stage runs it unchanged: its
 // KV cache holds its KV heads only.
