@@ -1,5 +1,6 @@
 #include "engine/tp_sync.h"
 
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -42,9 +43,77 @@ void round_for_sync(TpSync s, float* x, int64_t n_rows, int64_t row) {
   }
 }
 
+size_t sync_bytes(TpSync s, int64_t n_rows, int64_t row) {
+  const auto n = static_cast<size_t>(n_rows * row);
+  switch (s) {
+    case TpSync::F32: return n * sizeof(float);
+    case TpSync::F16: return n * sizeof(uint16_t);
+    case TpSync::Q8: return static_cast<size_t>(n_rows) * row_bytes(DType::Q8_0, row);
+  }
+  return 0;
+}
+
+namespace {
+
+// The rounded form of x [n_rows, row] in `out` (sync_bytes(s) bytes): f16 values, or Q8_0 rows.
+void encode(TpSync s, const float* x, int64_t n_rows, int64_t row, uint8_t* out) {
+  const int64_t n = n_rows * row;
+  if (s == TpSync::F16) {
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t h = f32_to_f16(x[i]);
+      std::memcpy(out + 2 * i, &h, 2);
+    }
+    return;
+  }
+  const size_t rb = row_bytes(DType::Q8_0, row);
+  for (int64_t t = 0; t < n_rows; ++t) quantize_row(DType::Q8_0, x + t * row, out + t * rb, row);
+}
+
+void decode(TpSync s, const uint8_t* in, int64_t n_rows, int64_t row, float* x) {
+  const int64_t n = n_rows * row;
+  if (s == TpSync::F16) {
+    for (int64_t i = 0; i < n; ++i) {
+      uint16_t h;
+      std::memcpy(&h, in + 2 * i, 2);
+      x[i] = f16_to_f32(h);
+    }
+    return;
+  }
+  const size_t rb = row_bytes(DType::Q8_0, row);
+  for (int64_t t = 0; t < n_rows; ++t) dequantize_row(DType::Q8_0, in + t * rb, x + t * row, row);
+}
+
+}  // namespace
+
 void tp_all_reduce(Comm& comm, TpSync s, float* x, int64_t n_rows, int64_t row) {
-  round_for_sync(s, x, n_rows, row);
-  const std::string err = comm.all_reduce_sum(x, static_cast<size_t>(n_rows * row));
+  const auto n = static_cast<size_t>(n_rows * row);
+  std::string err;
+  if (s == TpSync::F32 || comm.size() < 2) {
+    round_for_sync(s, x, n_rows, row);
+    err = comm.all_reduce_sum(x, n);
+  } else {
+    // Only the rounded form travels: every rank all-gathers the others' f16 / Q8_0 bytes (carried
+    // in f32 words: a Comm moves them bit for bit) and sums the decoded partials in rank order,
+    // the same bits as rounding and then all-reducing in f32.
+    if (s == TpSync::Q8 && row % block_size(DType::Q8_0) != 0)
+      throw std::invalid_argument("--tp-sync q8 needs rows of whole 32-value blocks; n_embd is " + std::to_string(row));
+    const size_t words = (sync_bytes(s, n_rows, row) + sizeof(float) - 1) / sizeof(float);
+    const auto ranks = static_cast<size_t>(comm.size());
+    thread_local std::vector<float> mine, all, parts;
+    mine.assign(words, 0.0f);
+    all.resize(words * ranks);
+    parts.resize(n * ranks);
+    encode(s, x, n_rows, row, reinterpret_cast<uint8_t*>(mine.data()));
+    err = comm.all_gather(mine.data(), words, all.data());
+    if (err.empty()) {
+      std::vector<const float*> ptrs(ranks);
+      for (size_t r = 0; r < ranks; ++r) {
+        decode(s, reinterpret_cast<const uint8_t*>(all.data() + r * words), n_rows, row, parts.data() + r * n);
+        ptrs[r] = parts.data() + r * n;
+      }
+      rank_order_sum(ptrs.data(), static_cast<int>(ranks), n, x);
+    }
+  }
   if (!err.empty()) throw std::runtime_error("tensor parallel all-reduce: " + err);
 }
 

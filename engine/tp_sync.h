@@ -7,10 +7,13 @@
 //   f16: each value rounded to f16 (nearest even): half the bytes.
 //   q8:  each row in blocks of 32 values with one f16 scale (Q8_0, the 8-bit activation format):
 //        34 bytes per 32 values, about a quarter.
-// In-process (InprocComm) the rounded values travel as f32; a wire Comm sending the rounded form
-// and summing in f32 on arrival gives the same bits.
+// f32 goes through Comm::all_reduce_sum. f16 and q8 send only the rounded form: each rank's
+// f16 values / Q8_0 rows are all-gathered (n-1 hops of sync_bytes per rank instead of the chain's
+// 2(n-1) hops of 4 bytes per value) and every rank sums the decoded partials in rank order, which
+// is bit for bit the rounded partials all-reduced in f32.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -26,6 +29,9 @@ const char* tp_sync_name(TpSync s);
 
 // Rounds x [n_rows, row] in place as `s` says (row % 32 == 0 for Q8: throws std::invalid_argument).
 void round_for_sync(TpSync s, float* x, int64_t n_rows, int64_t row);
+
+// Bytes of one rank's rounded partial [n_rows, row] on the wire: 4, 2 or 34/32 per value.
+size_t sync_bytes(TpSync s, int64_t n_rows, int64_t row);
 
 // Rounds x, then all-reduces it through `comm`; throws std::runtime_error with comm's error.
 void tp_all_reduce(Comm& comm, TpSync s, float* x, int64_t n_rows, int64_t row);

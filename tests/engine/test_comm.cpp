@@ -11,6 +11,7 @@
 #include "engine/inproc_comm.h"
 #include "engine/ring_comm.h"
 #include "engine/ring_wire.h"
+#include "engine/tp_sync.h"
 #include "tests/engine/comm_checks.h"
 #include "transport/link.h"
 
@@ -110,6 +111,56 @@ TEST_P(CommImpl, SameBitsAsEveryOtherImplementation) {
   for (auto& c : g) ASSERT_TRUE(c);
   const auto a = run(ref), b = run(g);
   EXPECT_EQ(std::memcmp(a.data(), b.data(), len * 4), 0);
+}
+
+TEST_P(CommImpl, TpSyncF16AndQ8SendTheRoundedFormWithTheBitsOfRoundingThenSumming) {
+  // tp_all_reduce's f16 / q8 path all-gathers the encoded partials and sums them decoded in rank
+  // order: the result must be, bit for bit, round_for_sync on every rank's input followed by the
+  // rank-order sum. Rows of 64 values in 3 rows, values spread over a few decades so the f16 and
+  // Q8_0 roundings really change them (checked below: the rounding is not the identity).
+  const int64_t n_rows = 3, row = 64;
+  const auto n = static_cast<size_t>(n_rows * row);
+  for (int ranks : {2, 3}) {
+    Group g = make_group(GetParam(), ranks);
+    for (auto& c : g) ASSERT_TRUE(c);
+    for (TpSync sync : {TpSync::F16, TpSync::Q8}) {
+      std::vector<std::vector<float>> in(ranks, std::vector<float>(n)), rounded = in;
+      for (int r = 0; r < ranks; ++r)
+        for (size_t i = 0; i < n; ++i) in[r][i] = random_input(7, r, i) * (1.0f + static_cast<float>(i % 7) * 13.0f);
+      std::vector<const float*> ptrs;
+      size_t changed = 0;
+      for (int r = 0; r < ranks; ++r) {
+        rounded[r] = in[r];
+        round_for_sync(sync, rounded[r].data(), n_rows, row);
+        for (size_t i = 0; i < n; ++i) changed += rounded[r][i] != in[r][i];
+        ptrs.push_back(rounded[r].data());
+      }
+      EXPECT_GT(changed, n / 2) << tp_sync_name(sync) << ": the rounding should change most values";
+      std::vector<float> want(n);
+      rank_order_sum(ptrs.data(), ranks, n, want.data());
+      auto got = in;
+      expect_all_ok(on_threads(ranks,
+                               [&](int r) {
+                                 try {
+                                   tp_all_reduce(*g[r], sync, got[r].data(), n_rows, row);
+                                 } catch (const std::exception& e) {
+                                   return std::string(e.what());
+                                 }
+                                 return std::string();
+                               }),
+                    GetParam() + " " + tp_sync_name(sync));
+      for (int r = 0; r < ranks; ++r)
+        EXPECT_EQ(std::memcmp(got[r].data(), want.data(), n * 4), 0)
+            << GetParam() << " " << tp_sync_name(sync) << " ranks " << ranks << " rank " << r;
+    }
+    on_threads(ranks, [&](int r) {  // together, as real ranks close (each says Bye to its successor)
+      g[r].reset();
+      return std::string();
+    });
+  }
+  EXPECT_EQ(sync_bytes(TpSync::F32, 2, 64), 512u);
+  EXPECT_EQ(sync_bytes(TpSync::F16, 2, 64), 256u);
+  EXPECT_EQ(sync_bytes(TpSync::Q8, 2, 64), 2u * 2u * 34u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Comm, CommImpl, ::testing::Values("inproc", "ring-inproc", "ring-tcp"),
