@@ -5,10 +5,11 @@
 #include <numeric>
 #include <stdexcept>
 
-#include "engine/ring_comm.h"  // kRingChunkFloats: the chunk the chain pipelines
 
 namespace herd::partition {
 namespace {
+
+constexpr double kChunk = static_cast<double>(kChainChunkValues);
 
 // Kernel calls of each half of a layer (cost_model.h kOpsPerLayer = 15): attention: rmsnorm, q, k,
 // v, o, 2 rope, attention, residual add (+ bias adds, q/k norms); FFN: rmsnorm, gate, up, down,
@@ -129,7 +130,7 @@ CollectiveCost chain_all_reduce(int n, double values, double bytes_per_value, co
   if (n <= 1 || values <= 0) return c;
   c.hops = 2 * (n - 1);
   const double bytes = values * bytes_per_value;
-  const double K = std::max(1.0, std::ceil(values / static_cast<double>(kRingChunkFloats)));
+  const double K = std::max(1.0, std::ceil(values / static_cast<double>(kChunk)));
   const double pipelined = c.hops * l.latency_s + (c.hops + K - 1) * (bytes / K) / l.bandwidth_Bps;
   c.busiest_rank_bytes = (n == 2 ? 1.0 : 2.0) * bytes;  // ranks 0..n-3 send the partial and the result
   c.s = std::max(pipelined, c.busiest_rank_bytes / l.bandwidth_Bps);
@@ -139,7 +140,7 @@ CollectiveCost chain_all_reduce(int n, double values, double bytes_per_value, co
 CollectiveCost ring_all_gather(int n, double values_per_rank, const LinkProfile& l) {
   CollectiveCost c;
   if (n <= 1 || values_per_rank <= 0) return c;
-  const double K = std::max(1.0, std::ceil(values_per_rank / static_cast<double>(kRingChunkFloats)));
+  const double K = std::max(1.0, std::ceil(values_per_rank / static_cast<double>(kChunk)));
   const double chunk = 4.0 * values_per_rank / K;  // f32 logits
   c.hops = static_cast<int>((n - 1) * K);
   c.s = c.hops * (l.latency_s + chunk / l.bandwidth_Bps);

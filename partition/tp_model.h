@@ -19,7 +19,7 @@
 // looks up the embedding (replicated).
 //
 // All-reduce, the chain of engine/ring_comm.h: 2(n-1) hops in sequence; a message of V values is
-// K = ceil(V / kRingChunkFloats) chunks, pipelined:
+// K = ceil(V / kChainChunkValues) chunks, pipelined:
 //   time = 2(n-1) x latency + (2(n-1) + K - 1) x (bytes / K) / bandwidth
 // (never less than the busiest link's bytes / bandwidth: the message once for n = 2, twice for
 // n >= 3), bytes = V x the sync's bytes per value (f32 4, f16 2, q8 34/32: blocks of 32 with an
@@ -42,6 +42,10 @@
 #include "partition/memory_model.h"
 
 namespace herd::partition {
+
+// Values per message of the chain (engine/ring_comm.h kRingChunkFloats, 64 KiB of f32; a copy so
+// partition/ needs no transport header; test_tp_model checks they agree).
+inline constexpr int64_t kChainChunkValues = 16384;
 
 // Bytes per synchronised value on the wire: 4 (f32), 2 (f16), 34/32 (q8).
 double sync_value_bytes(TpSync s);

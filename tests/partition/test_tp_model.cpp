@@ -65,6 +65,8 @@ double simulate_chain(int n, double values, double bytes_per_value, const LinkPr
   return done;
 }
 
+static_assert(kChainChunkValues == static_cast<int64_t>(kRingChunkFloats), "the planner's chunk is the ring's");
+
 TEST(TpModel, ChainAllReduceMatchesASimulatedChain) {
   const LinkProfile link{200e-6, 1.25e9};
   for (int n = 2; n <= 6; ++n)
