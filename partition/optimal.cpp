@@ -339,7 +339,20 @@ Plan plan_tp_grouping(const ModelShape& m, const Cluster& c, const PlanOptions& 
   bool bound_used = false;
   Plan p = best_plan(m, c, o, t, [&](double bound, std::vector<double>*) { return dp_ordered(t, order, bound); }, nullptr,
                      &bound_used);
-  if (p.stages.empty()) throw PlanError(shortfall_report(m, c, o, "optimal over " + group_names(c, groups)));
+  if (p.stages.empty()) {
+    // What each group holds (from layer 1: neither the embedding nor the output), against the layers.
+    std::string holds;
+    int64_t total = 0;
+    for (int u = 0; u < t.n; ++u) {
+      const int64_t from = std::min<int64_t>(1, t.L - 1);
+      const int64_t k = t.max_end[static_cast<size_t>(u)][static_cast<size_t>(from)] - from;
+      total += k;
+      holds += (u ? ", " : "") + group_names(c, {t.units[static_cast<size_t>(u)]}) + " " + std::to_string(k);
+    }
+    throw PlanError("optimal over " + group_names(c, groups) + " does not fit:\n  the groups hold at most " + holds +
+                    " layers (together " + std::to_string(total) + ") of " + std::to_string(t.L) +
+                    " (from layer 1, without the embedding or output; in a group each rank holds its share of every layer)");
+  }
   p.notes.push_back("groups of consecutive devices " + group_names(c, groups) +
                     " as pipeline stages in that order (each used or skipped); a group of several is tensor-parallel");
   if (bound_used)

@@ -180,7 +180,9 @@ std::string tp_verdict(const std::vector<StrategyOutcome>& rs, const ModelShape&
 
 std::string format_compare(const std::vector<StrategyOutcome>& rs, const ModelShape& m, const Cluster& c, const PlanOptions& o) {
   std::string out = header(m, c, o) + "\n";
-  out += fmt("  %-14s %10s %9s %10s %8s %7s %8s %9s  %s\n", "strategy", "decode t/s", "ms/token", "prefill t/s", "TTFT s",
+  int w = 10;
+  for (const auto& r : rs) w = std::max(w, static_cast<int>(r.strategy.size()));
+  out += fmt("  %-*s %10s %9s %10s %8s %7s %8s %9s  %s\n", w, "strategy", "decode t/s", "ms/token", "prefill t/s", "TTFT s",
              "stages", "sync ms", "sync KB", "layers per stage");
   for (const auto& r : rs) {
     if (!r.plan) {
@@ -189,7 +191,7 @@ std::string format_compare(const std::vector<StrategyOutcome>& rs, const ModelSh
       auto nl = r.error.find('\n');
       if (nl != std::string::npos) first = r.error.substr(nl + 1, r.error.find('\n', nl + 1) - nl - 1);
       first.erase(0, first.find_first_not_of(' '));
-      out += fmt("  %-14s does not fit: %s\n", r.strategy.c_str(), first.c_str());
+      out += fmt("  %-*s does not fit: %s\n", w, r.strategy.c_str(), first.c_str());
       continue;
     }
     const Plan& p = *r.plan;
@@ -205,7 +207,7 @@ std::string format_compare(const std::vector<StrategyOutcome>& rs, const ModelSh
     }
     const std::string sync_ms = p.tp() > 1 ? fmt("%8.2f", sync * 1e3) : fmt("%8s", "-");
     const std::string sync_kb = p.tp() > 1 ? fmt("%9.1f", bytes / 1e3) : fmt("%9s", "-");
-    out += fmt("  %-14s %10.2f %9.1f %11.1f %8.3f %7zu %s %s  %s\n", r.strategy.c_str(), p.pred.decode_tok_s,
+    out += fmt("  %-*s %10.2f %9.1f %11.1f %8.3f %7zu %s %s  %s\n", w, r.strategy.c_str(), p.pred.decode_tok_s,
                p.pred.token_s * 1e3, p.pred.prefill_tok_s, p.pred.ttft_s, p.stages.size(), sync_ms.c_str(), sync_kb.c_str(),
                split.c_str());
   }
@@ -215,6 +217,16 @@ std::string format_compare(const std::vector<StrategyOutcome>& rs, const ModelSh
     out += fmt("\n(tp rows: groups of consecutive devices, tensor-parallel within a group, --tp-sync %s; sync ms = "
                "all-reduces + logits gather per token; sync KB = what the busiest rank sends per token)\n",
                tp_sync_name(o.tp_sync));
+  if (o.max_tp >= 2 && c.devices.size() >= 2 && max_tp_ranks(m) < 2) {
+    std::string why;
+    try {
+      tp_shard_shape(m);
+      why = "its layers cannot be cut in two";
+    } catch (const std::invalid_argument& e) {
+      why = e.what();
+    }
+    out += "\n(no tensor-parallel rows: " + why + ")\n";
+  }
   return out + tp_verdict(rs, m, c);
 }
 
