@@ -14,7 +14,8 @@
 #                   --tp with --workers (asked first with unreachable workers: "not yet" means no);
 #                   otherwise the row says "not available"
 # Ratios: the row's tok/s over single 1t and over single 2t (targets for tp2: >= 1.6 and >= 0.9).
-# Predicted: `herd plan --json` on a cluster file of devices `probe=probe-tN.json` (`herd probe -t N`)
+# Predicted: `herd plan --json` on a cluster file of devices `probe=probe-tN.json` (`herd probe -t N`,
+#   full size: --quick's 40 MiB matrices sit partly in this L3 and over-predict a 7B by ~2x)
 #   single: one device (its probe at -t 1 or -t 2), the local link ~0 (no messages);
 #   tp2:    two devices of the -t 1 probe on one host, `herd plan --tp 2 --tp-sync S`, each rank's
 #           rates min(-t 1's, -t 2's / 2) (the two ranks share the host's memory); the local link is
@@ -66,8 +67,8 @@ echo "load before: $(uptime)"
 # This host as the planner sees it, re-measured before each model (a shared machine's speed drifts
 # within minutes; the probes should see the load the benchmark sees).
 calibrate() {
-  "$HERD" probe -t 1 --quick --out "$OUT/probe-t1.json" > "$OUT/probe-t1.txt"
-  "$HERD" probe -t 2 --quick --out "$OUT/probe-t2.json" > "$OUT/probe-t2.txt"
+  "$HERD" probe -t 1 --out "$OUT/probe-t1.json" > "$OUT/probe-t1.txt"
+  "$HERD" probe -t 2 --out "$OUT/probe-t2.json" > "$OUT/probe-t2.txt"
 
   # The in-process all-reduce of 2 ranks: t(B) = 2 x (latency + B / bw), fitted on 4 KiB and 64 KiB.
   read -r inproc_lat inproc_bw < <("$BIN_DIR/bench_comm" 2 2>/dev/null | python3 -c '
