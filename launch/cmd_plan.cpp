@@ -36,7 +36,7 @@ int cmd_plan(const Args& args) {
   int tp = 0, tp_max = 0;
   std::string tp_sync = "f32";
   p.add("--tp", "N", "tensor parallelism in groups of exactly N consecutive devices, the groups a pipeline (the shape "
-        "`--workers ... --tp N` runs; 0 = let --strategy decide)", &tp, 0, 256);
+        "`--workers ... --tp N` runs; overrides --strategy; 0 = let --strategy decide)", &tp, 0, 256);
   p.add("--tp-max", "N", "optimal also tries tensor-parallel groups of up to N consecutive devices "
         "(1 = pipeline only, 0 = up to every device)", &tp_max, 0, 256);
   p.add("--tp-sync", "f32|f16|q8", "precision of the tensor-parallel partial sums (4, 2 or 34/32 bytes per value)", &tp_sync);
@@ -52,6 +52,7 @@ int cmd_plan(const Args& args) {
   if (n_ctx <= 0 || n_ctx > (int64_t{1} << 24)) throw UsageError("--ctx must be in 1 .. 16M");
   if (n_parallel <= 0 || n_parallel > 4096) throw UsageError("--parallel must be in 1 .. 4096");
   if (n_prompt <= 0 || n_batch <= 0) throw UsageError("--prompt and --batch must be positive");
+  if (compare && tp > 0) throw UsageError("--tp N and --compare: give one (--compare lists every grouping optimal tries)");
 
   partition::PlanOptions o;
   o.n_ctx = n_ctx;
