@@ -6,7 +6,7 @@
 #
 # Models (`herd synth ... --type Q4_0` under $OUT, not the repo): stories110m, tinyllama-1.1b,
 # llama2-7b (3.6 GiB; skipped with a message when $OUT's disk has less than 5 GiB free).
-# Rows, each `herd bench -p 0 -n N_GEN -r REPS` (median tok/s):
+# Rows, each `herd bench -p 0 -n N_GEN -r REPS` (its median tok/s; the table: the median over ROUNDS):
 #   single 1t       -t 1
 #   single 2t       -t 2
 #   tp2 f32|f16|q8  -t 2 --tp 2 --tp-sync S: two in-process ranks, 1 thread each
@@ -26,7 +26,8 @@
 # sync's bytes per value + the logits gather) and the predicted sync share of the token: the engine
 # does not time its all-reduces, so the share is the planner's (labelled "pred."), not a measurement.
 #
-# Environment: OUT (/tmp/herd-tp-bench), REPS (3), N_GEN (32; N_GEN_7B 16 for llama2-7b), MODELS
+# Environment: OUT (/tmp/herd-tp-bench), ROUNDS (3: every row once per round, after a fresh
+# calibration; medians over rounds, ratios paired within a round), REPS (3 per run), N_GEN (32; N_GEN_7B 16 for llama2-7b), MODELS
 # ("stories110m tinyllama-1.1b llama2-7b"), SYNCS ("f32 f16 q8"), BASE_PORT (47710).
 set -euo pipefail
 
@@ -34,6 +35,7 @@ HERD=${1:-build/bin/herd}
 BIN_DIR=$(dirname "$HERD")
 OUT=${OUT:-/tmp/herd-tp-bench}
 REPS=${REPS:-3}
+ROUNDS=${ROUNDS:-3}
 N_GEN=${N_GEN:-32}
 N_GEN_7B=${N_GEN_7B:-16}
 MODELS=${MODELS:-"stories110m tinyllama-1.1b llama2-7b"}
@@ -109,11 +111,8 @@ print(" ".join(k))' "$OUT/probe-t1.json" "$OUT/probe-t2.json")
 worker_tp_msg=$(timeout 20 "$HERD" bench -m "$(ls "$OUT"/*-q4_0.gguf 2>/dev/null | head -1)" -p 0 -n 1 -r 1 \
                   --workers 127.0.0.1:9,127.0.0.1:9 --tp 2 2>&1 >/dev/null | grep -m1 -i "not yet" || true)
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-
-echo
-echo "| model | run | measured tok/s | vs single 1t | vs single 2t | predicted tok/s | error | sync bytes/token/rank | sync share (pred.) |"
-echo "|---|---|---|---|---|---|---|---|---|"
+RESULTS="$OUT/results.tsv"   # model, row, round, measured, predicted, sync bytes, predicted sync share, load
+: > "$RESULTS"
 for shape in $MODELS; do
   model="$OUT/$shape-q4_0.gguf"
   n_gen=$N_GEN
@@ -123,70 +122,98 @@ for shape in $MODELS; do
     free_gib=$(df -BG --output=avail "$OUT" | tail -1 | tr -dc 0-9)
     if [ -n "$need" ] && python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) + 1.5 < float(sys.argv[2]) else 1)" "$need" "$free_gib"; then :; \
     elif [ -z "$need" ] && [ "$free_gib" -ge 5 ]; then :; else
-      echo "| $shape | - | skipped: ${free_gib} GiB free under $OUT, the file needs ${need:-?} GiB | | | | | | |"
+      printf '%s\tskipped: %s GiB free under %s, the file needs %s GiB\t0\t\t\t\t\t\n' "$shape" "$free_gib" "$OUT" "${need:-?}" >> "$RESULTS"
       continue
     fi
     "$HERD" synth --shape "$shape" --type Q4_0 --out "$model" -q > /dev/null
   fi
-  calibrate
-  base1=""; base2=""
   rows=("single-1t" "single-2t")
   for s in $SYNCS; do rows+=("tp2-$s"); done
   rows+=("tp2-workers")
-  for row in "${rows[@]}"; do
-    sync=f32
-    case "$row" in
-      single-1t) args=(-t 1); cl="$OUT/single-t1.txt"; plan_args=(--strategy even) ;;
-      single-2t) args=(-t 2); cl="$OUT/single-t2.txt"; plan_args=(--strategy even) ;;
-      tp2-workers) args=(); cl="$OUT/tp2.txt"; plan_args=(--tp 2) ;;
-      tp2-*) sync=${row#tp2-}; args=(-t 2 --tp 2 --tp-sync "$sync"); cl="$OUT/tp2.txt"; plan_args=(--tp 2 --tp-sync "$sync") ;;
-    esac
-    meas=""
-    if [ "$row" = tp2-workers ]; then
-      if [ -n "$worker_tp_msg" ]; then
-        echo "| $shape | tp2 workers x 1t | not available: \"$(cut -c1-70 <<< "$worker_tp_msg")...\" | | | | | | |"
-        continue
-      fi
-      addrs=""
-      for i in 0 1; do
-        port=$((BASE_PORT + i))
-        "$HERD" worker -l "127.0.0.1:$port" -m "$model" -t 1 > "$OUT/worker-$i.log" 2>&1 &
-        worker_pids+=($!)
-        addrs="$addrs${addrs:+,}127.0.0.1:$port"
-      done
-      sleep 1
-      if ! meas=$("$HERD" bench -m "$model" -p 0 -n "$n_gen" -r "$REPS" --workers "$addrs" --tp 2 --json \
-                    2>"$OUT/bench-$shape-workers.err" | json_get median_ts) || [ "$meas" = None ]; then
-        echo "| $shape | tp2 workers x 1t | not available: $(grep -m1 -i 'error\|tp' "$OUT/bench-$shape-workers.err" | cut -c1-80) | | | | | | |"
+  # Rounds: every row once per round, after a fresh calibration, so the ratios within a round are
+  # paired (a shared machine's load swings by 2x within minutes); the table gives medians.
+  for round in $(seq 1 "$ROUNDS"); do
+    calibrate
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    for row in "${rows[@]}"; do
+      sync=f32
+      case "$row" in
+        single-1t) args=(-t 1); cl="$OUT/single-t1.txt"; plan_args=(--strategy even) ;;
+        single-2t) args=(-t 2); cl="$OUT/single-t2.txt"; plan_args=(--strategy even) ;;
+        tp2-workers) args=(); cl="$OUT/tp2.txt"; plan_args=(--tp 2) ;;
+        tp2-*) sync=${row#tp2-}; args=(-t 2 --tp 2 --tp-sync "$sync"); cl="$OUT/tp2.txt"; plan_args=(--tp 2 --tp-sync "$sync") ;;
+      esac
+      meas=""
+      if [ "$row" = tp2-workers ]; then
+        if [ -n "$worker_tp_msg" ]; then
+          printf '%s\tnot available: "%s..."\t%s\t\t\t\t\t\n' "$shape" "$(cut -c1-70 <<< "$worker_tp_msg")" "$round" >> "$RESULTS"
+          continue
+        fi
+        addrs=""
+        for i in 0 1; do
+          port=$((BASE_PORT + i))
+          "$HERD" worker -l "127.0.0.1:$port" -m "$model" -t 1 > "$OUT/worker-$i.log" 2>&1 &
+          worker_pids+=($!)
+          addrs="$addrs${addrs:+,}127.0.0.1:$port"
+        done
+        sleep 1
+        meas=$("$HERD" bench -m "$model" -p 0 -n "$n_gen" -r "$REPS" --workers "$addrs" --tp 2 --json \
+                 2>"$OUT/bench-$shape-workers.err" | json_get median_ts || true)
         stop_workers
-        continue
+        if [ -z "$meas" ] || [ "$meas" = None ]; then
+          printf '%s\tnot available: %s\t%s\t\t\t\t\t\n' "$shape" \
+            "$(grep -m1 -i 'error' "$OUT/bench-$shape-workers.err" | cut -c1-80)" "$round" >> "$RESULTS"
+          continue
+        fi
+      else
+        meas=$("$HERD" bench -m "$model" -p 0 -n "$n_gen" -r "$REPS" "${args[@]}" --json 2>"$OUT/bench-$shape-$row.err" |
+               json_get median_ts)
       fi
-      stop_workers
-    else
-      meas=$("$HERD" bench -m "$model" -p 0 -n "$n_gen" -r "$REPS" "${args[@]}" --json 2>"$OUT/bench-$shape-$row.err" |
-             json_get median_ts)
-    fi
-    plan=$("$HERD" plan -m "$model" --cluster "$cl" "${plan_args[@]}" --ctx "$n_gen" --prompt 1 --json)
-    read -r pred sync_bytes sync_share < <(python3 -c '
+      plan=$("$HERD" plan -m "$model" --cluster "$cl" "${plan_args[@]}" --ctx "$n_gen" --prompt 1 --json)
+      read -r pred sync_bytes sync_share < <(python3 -c '
 import json, sys
 p = json.loads(sys.stdin.read())["plans"][0]
 s = p["stages"][0]
 tp = s.get("tp", 1) > 1
-print("%.2f" % p["decode_tok_s"], "%.0f" % s["sync_bytes_per_token"] if tp else "-",
-      "%.1f%%" % (100 * s["sync_s"] / p["token_s"]) if tp else "-")' <<< "$plan")
-    [ "$row" = single-1t ] && base1=$meas
-    [ "$row" = single-2t ] && base2=$meas
-    read -r r1 r2 err < <(python3 -c '
-import sys
-m, b1, b2, p = (float(x) if x not in ("", "None") else None for x in sys.argv[1:5])
-f = lambda a, b: "%.2fx" % (a / b) if a and b else "-"
-print(f(m, b1), f(m, b2), "%+.1f%%" % (100 * (p - m) / m) if m and p else "-")' "$meas" "$base1" "$base2" "$pred")
-    label=${row/single-/single }; label=${label/tp2-/tp2 }
-    [ "$row" = tp2-workers ] && label="tp2 workers x 1t"
-    printf '| %s | %s | %.2f | %s | %s | %s | %s | %s | %s |\n' "$shape" "$label" "$meas" "$r1" "$r2" "$pred" "$err" \
-      "$sync_bytes" "$sync_share"
+print(p["decode_tok_s"], s["sync_bytes_per_token"] if tp else "-", s["sync_s"] / p["token_s"] if tp else "-")' <<< "$plan")
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$row" "$round" "$meas" "$pred" "$sync_bytes" "$sync_share" \
+        "$load" >> "$RESULTS"
+    done
   done
 done
+
+# Medians over the rounds; "vs" ratios are the medians of each round's paired ratio.
+python3 - "$RESULTS" <<'PY'
+import statistics as st, sys
+rows, order = {}, []
+for line in open(sys.argv[1]):
+    f = line.rstrip("\n").split("\t")
+    key = (f[0], f[1])
+    if key not in rows: rows[key] = []; order.append(key)
+    rows[key].append(f)
+def label(r):
+    return {"single-1t": "single 1t", "single-2t": "single 2t", "tp2-workers": "tp2 workers x 1t"}.get(r, r.replace("tp2-", "tp2 "))
+print("| model | run | measured tok/s | vs single 1t | vs single 2t | predicted tok/s | error | sync bytes/token/rank | sync share (pred.) |")
+print("|---|---|---|---|---|---|---|---|---|")
+loads = []
+for shape, row in order:
+    rs = rows[(shape, row)]
+    if not rs[0][3]:
+        msg = rs[0][1]
+        print("| %s | %s | %s | | | | | | |" % (shape, label(row) if not msg.startswith(("not", "skipped")) else "tp2 workers x 1t" if msg.startswith("not") else "-", msg))
+        continue
+    meas = [float(r[3]) for r in rs]; pred = [float(r[4]) for r in rs]
+    loads += [float(r[7]) for r in rs]
+    def ratio(base):
+        b = {r[2]: float(r[3]) for r in rows.get((shape, base), []) if r[3]}
+        v = [float(r[3]) / b[r[2]] for r in rs if r[2] in b]
+        return "%.2fx" % st.median(v) if v else "-"
+    m, p = st.median(meas), st.median(pred)
+    share = "%.1f%%" % (100 * st.median(float(r[6]) for r in rs)) if rs[0][6] != "-" else "-"
+    print("| %s | %s | %.2f | %s | %s | %.2f | %+.1f%% | %s | %s |" % (shape, label(row), m, ratio("single-1t"), ratio("single-2t"),
+          p, 100 * (p - m) / m, rs[0][5] if rs[0][5] == "-" else "%.0f" % float(rs[0][5]), share))
+if loads: print("\n1-minute load average at the rounds' starts: %.1f to %.1f (median %.1f)" % (min(loads), max(loads), st.median(loads)))
+PY
 echo
 echo "probe -t 1: $(head -1 "$OUT/probe-t1.txt")"
 echo "load after: $(uptime)"
