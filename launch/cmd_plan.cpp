@@ -10,6 +10,7 @@
 #include "partition/plan_report.h"
 #include "partition/shapes.h"
 #include "partition/strategies.h"
+#include "partition/tp_model.h"
 
 namespace herd::cli {
 
@@ -32,7 +33,14 @@ int cmd_plan(const Args& args) {
   p.add("--kv-type", "T", "KV cache element type: f16 (the default of run, chat and workers), f32, q8_0", &kv_type);
   p.add("--prompt", "N", "prompt length for the prefill / time-to-first-token prediction", &n_prompt);
   p.add("-b,--batch", "N", "prompt tokens per forward (scratch size)", &n_batch);
-  p.add("--compare", "", "every strategy side by side", &compare);
+  int tp = 0, tp_max = 0;
+  std::string tp_sync = "f32";
+  p.add("--tp", "N", "tensor parallelism in groups of exactly N consecutive devices, the groups a pipeline (the shape "
+        "`--workers ... --tp N` runs; overrides --strategy; 0 = let --strategy decide)", &tp, 0, 256);
+  p.add("--tp-max", "N", "optimal also tries tensor-parallel groups of up to N consecutive devices "
+        "(1 = pipeline only, 0 = up to every device)", &tp_max, 0, 256);
+  p.add("--tp-sync", "f32|f16|q8", "precision of the tensor-parallel partial sums (4, 2 or 34/32 bytes per value)", &tp_sync);
+  p.add("--compare", "", "every strategy side by side, and the tensor-parallel groupings optimal tries", &compare);
   p.add("--svg", "FILE", "write the layer map and a per-token timeline", &svg);
   p.add("--json", "", "machine-readable output", &json);
   if (!p.parse(args)) {
@@ -44,6 +52,7 @@ int cmd_plan(const Args& args) {
   if (n_ctx <= 0 || n_ctx > (int64_t{1} << 24)) throw UsageError("--ctx must be in 1 .. 16M");
   if (n_parallel <= 0 || n_parallel > 4096) throw UsageError("--parallel must be in 1 .. 4096");
   if (n_prompt <= 0 || n_batch <= 0) throw UsageError("--prompt and --batch must be positive");
+  if (compare && tp > 0) throw UsageError("--tp N and --compare: give one (--compare lists every grouping optimal tries)");
 
   partition::PlanOptions o;
   o.n_ctx = n_ctx;
@@ -56,6 +65,11 @@ int cmd_plan(const Args& args) {
     throw UsageError(e.what());
   }
   o.kv_type = kv_type;
+  try {
+    o.tp_sync = parse_tp_sync(tp_sync);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
 
   partition::ModelShape m;
   if (!model_path.empty()) {
@@ -69,6 +83,7 @@ int cmd_plan(const Args& args) {
     }
   }
   const partition::Cluster c = partition::load_cluster(cluster_path);
+  o.max_tp = tp_max == 0 ? static_cast<int64_t>(c.devices.size()) : tp_max;
 
   std::vector<partition::StrategyOutcome> outcomes;
   if (compare) {
@@ -81,6 +96,21 @@ int cmd_plan(const Args& args) {
       }
       outcomes.push_back(std::move(r));
     }
+    const int max_tp = static_cast<int>(std::min<int64_t>(o.max_tp, partition::max_tp_ranks(m)));
+    for (const auto& groups : partition::tp_groupings(static_cast<int>(c.devices.size()), max_tp)) {
+      partition::StrategyOutcome r{partition::grouping_name(groups), std::nullopt, ""};
+      try {
+        r.plan = partition::plan_tp_grouping(m, c, o, groups);
+        r.plan->strategy = r.strategy;
+      } catch (const partition::PlanError& e) {
+        r.error = e.what();
+      } catch (const std::invalid_argument& e) {
+        r.error = std::string("\n") + e.what();  // format_compare shows the second line
+      }
+      outcomes.push_back(std::move(r));
+    }
+  } else if (tp > 0) {
+    outcomes.push_back({"tp " + std::to_string(tp), partition::plan_tp(m, c, o, tp), ""});  // PlanError: exit 1
   } else {
     partition::Strategy fn;
     try {

@@ -129,6 +129,7 @@ ModelShape shape_from_gguf(const model::GgufFile& f, const model::ModelConfig& c
   s.layer_flops.assign(L, 0.0);
   s.layer_expert_bytes.assign(L, 0);
   s.layer_matrix_bytes.assign(L, {});
+  s.layer_ffn_matrix_bytes.assign(L, {});
   // Every blk.<i>.* tensor is layer i's (what model::stage_tensor_names lists for the architecture,
   // whichever it is); a tensor of a layer past n_layers is nobody's and an error.
   for (const auto& t : f.tensors()) {
@@ -143,6 +144,10 @@ ModelShape shape_from_gguf(const model::GgufFile& f, const model::ModelConfig& c
     if (t.ne.size() == 2) {
       s.layer_flops[i] += 2.0 * elems;
       add_type_bytes(s.layer_matrix_bytes[i], t.type, t.n_bytes);
+      const std::string rest = t.name.substr(t.name.find('.', 4) + 1);  // after "blk.<i>."
+      if (rest.rfind("ffn_", 0) == 0) add_type_bytes(s.layer_ffn_matrix_bytes[i], t.type, t.n_bytes);
+      if (rest == "attn_output.weight") s.wo_block = std::max(s.wo_block, block_size(t.type));
+      if (rest == "ffn_down.weight") s.ffn_down_block = std::max(s.ffn_down_block, block_size(t.type));
     } else if (t.ne.size() == 3) {
       // An expert tensor: ne[2] experts of one [ne[0], ne[1]] matrix each; a token uses k of them.
       if (!c.is_moe() || t.ne[2] != c.n_expert)
@@ -184,6 +189,7 @@ ModelShape shape_from_config(const model::ModelConfig& c, const std::string& typ
     const DType o_t = model::layer_matrix_type(mix, model::MixRole::AttnOutput, l, c.n_layers, gqa, E);
     const DType down_t = model::layer_matrix_type(mix, model::MixRole::FfnDown, l, c.n_layers, gqa, E);
     std::vector<ModelShape::TypeBytes> mats;  // what one decode token reads
+    std::vector<ModelShape::TypeBytes> ffn_mats;
     uint64_t b = 2 * norm;                       // attn_norm, ffn_norm (f32)
     if (qk_norm) b += 2ull * 4 * static_cast<uint64_t>(c.head_dim);  // attn_q_norm, attn_k_norm
     if (c.has_qkv_bias) b += 4ull * static_cast<uint64_t>(q + 2 * kv);
@@ -212,7 +218,12 @@ ModelShape shape_from_config(const model::ModelConfig& c, const std::string& typ
       matrix(mix.base, ff, d);  // ffn_up
       matrix(down_t, d, ff);    // ffn_down
       flops += 2.0 * static_cast<double>(3 * ff * d);
+      add_type_bytes(ffn_mats, mix.base, 2 * matrix_bytes(mix.base, ff, d));
+      add_type_bytes(ffn_mats, down_t, matrix_bytes(down_t, d, ff));
+      s.ffn_down_block = std::max(s.ffn_down_block, block_size(down_t));
     }
+    s.wo_block = std::max(s.wo_block, block_size(o_t));
+    s.layer_ffn_matrix_bytes.push_back(std::move(ffn_mats));
     s.layer_matrix_bytes.push_back(std::move(mats));
     s.layer_bytes.push_back(b);
     s.layer_expert_bytes.push_back(experts);

@@ -38,6 +38,12 @@ struct ModelShape {
   // n_expert_used / n_expert of each expert tensor (the active bytes).
   std::vector<std::vector<TypeBytes>> layer_matrix_bytes;
   TypeBytes output_matrix;  // output.weight, or token_embd.weight when tied (the output projection)
+  // Tensor parallelism (partition/tp_model.h): [n_layers] the FFN's part of layer_matrix_bytes
+  // (ffn_gate, ffn_up, ffn_down by type; the rest of layer_matrix_bytes is attention), and the
+  // largest quant block (values) of any layer's attn_output and ffn_down, where a rank's columns
+  // must be cut (engine/tp_shard.cpp's shard_shape takes the same maxima from the weights).
+  std::vector<std::vector<TypeBytes>> layer_ffn_matrix_bytes;
+  int64_t wo_block = 1, ffn_down_block = 1;
 
   int64_t n_layers() const { return static_cast<int64_t>(layer_bytes.size()); }
   // Exact bytes of the stage that holds layers [first, end): the same tensors as

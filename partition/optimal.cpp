@@ -16,10 +16,12 @@
 // order (each device used or skipped) for a few orders, and the best is kept.
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <limits>
 #include <numeric>
 
 #include "partition/strategies.h"
+#include "partition/tp_model.h"
 
 namespace herd::partition {
 namespace {
@@ -27,6 +29,7 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 struct Tables {
+  std::vector<std::vector<int>> units;         // [n] the devices of each unit: one, or a tensor-parallel group
   int n = 0;
   int64_t L = 0;
   std::vector<DeviceCost> cost;                // [n]
@@ -36,29 +39,44 @@ struct Tables {
   double stage(int d, int64_t l, int64_t e) const { return cost[static_cast<size_t>(d)].range_s(l, e, L); }
 };
 
-Tables make_tables(const ModelShape& m, const Cluster& c, const PlanOptions& o) {
+// units: each a device, or a group of devices run as one tensor-parallel stage.
+Tables make_tables(const ModelShape& m, const Cluster& c, const PlanOptions& o, std::vector<std::vector<int>> units) {
   Tables t;
-  t.n = static_cast<int>(c.devices.size());
+  t.units = std::move(units);
+  t.n = static_cast<int>(t.units.size());
   t.L = m.n_layers();
   const double hb = hop_bytes_per_token(m, o);
-  for (int d = 0; d < t.n; ++d) {
-    const DeviceProfile& dev = c.devices[static_cast<size_t>(d)];
-    t.cost.push_back(device_cost(m, dev, o));
+  for (int u = 0; u < t.n; ++u) {
+    const std::vector<int>& devs = t.units[static_cast<size_t>(u)];
     std::vector<int64_t> ends(static_cast<size_t>(t.L));
-    for (int64_t l = 0; l < t.L; ++l) ends[static_cast<size_t>(l)] = l + max_layers_from(m, dev, l, o);
+    if (devs.size() == 1) {
+      const DeviceProfile& dev = c.devices[static_cast<size_t>(devs[0])];
+      t.cost.push_back(device_cost(m, dev, o));
+      for (int64_t l = 0; l < t.L; ++l) ends[static_cast<size_t>(l)] = l + max_layers_from(m, dev, l, o);
+    } else {
+      const TpGroup g = make_tp_group(m, c, devs);
+      t.cost.push_back(tp_group_cost(m, c, g, o));
+      for (int64_t l = 0; l < t.L; ++l) ends[static_cast<size_t>(l)] = l + tp_max_layers_from(m, c, g, l, o);
+    }
     t.max_end.push_back(std::move(ends));
-    t.ctl_in.push_back(control_s(c.link(-1, d)));
-    t.ctl_out.push_back(control_s(c.link(d, -1)));
+    t.ctl_in.push_back(control_in_s(c, devs));
+    t.ctl_out.push_back(control_s(c.link(devs[0], -1)));
   }
   t.hop.assign(static_cast<size_t>(t.n * t.n), 0.0);
   t.busy.assign(static_cast<size_t>(t.n * t.n), 0.0);
   for (int a = 0; a < t.n; ++a)
     for (int b = 0; b < t.n; ++b) {
-      const LinkProfile l = c.link(a, b);
-      t.hop[static_cast<size_t>(a * t.n + b)] = hop_s(l, hb);
-      t.busy[static_cast<size_t>(a * t.n + b)] = hop_busy_s(l, hb);
+      const HopCost h = group_hop(c, t.units[static_cast<size_t>(a)][0], t.units[static_cast<size_t>(b)], hb);
+      t.hop[static_cast<size_t>(a * t.n + b)] = h.decode_s;
+      t.busy[static_cast<size_t>(a * t.n + b)] = h.busy_s;
     }
   return t;
+}
+
+std::vector<std::vector<int>> singletons(int n) {
+  std::vector<std::vector<int>> u;
+  for (int d = 0; d < n; ++d) u.push_back({d});
+  return u;
 }
 
 struct Result {
@@ -222,17 +240,24 @@ std::string ms(double s) {
   return buf;
 }
 
-}  // namespace
+using Solver = std::function<Result(double bound, std::vector<double>* with)>;
 
-Plan plan_optimal(const ModelShape& m, const Cluster& c, const PlanOptions& o) {
-  const Tables t = make_tables(m, c, o);
+std::vector<StagePlan> unit_stages(const Tables& t, const Result& r) {
+  std::vector<StagePlan> out;
+  for (const auto& s : r.stages) out.push_back(make_tp_stage(t.units[static_cast<size_t>(s.device)], s.first, s.end));
+  return out;
+}
+
+// The least token_s over the plans `solve` finds on t (see the top of this file); empty stages
+// when nothing fits. *bound_used: the pipeline bound mattered (k > 1).
+Plan best_plan(const ModelShape& m, const Cluster& c, const PlanOptions& o, const Tables& t, const Solver& solve,
+               std::vector<double>* with, bool* bound_used) {
   const double k = static_cast<double>(std::max<int64_t>(o.n_parallel, 1));
-  std::vector<double> with;
-  Result r = solve(t, c, o, kInf, &with);
-  if (r.stages.empty()) throw PlanError(shortfall_report(m, c, o, "optimal"));
   Plan best;
   best.strategy = "optimal";
-  best.stages = r.stages;
+  Result r = solve(kInf, with);
+  if (r.stages.empty()) return best;
+  best.stages = unit_stages(t, r);
   finish_plan(best, m, c, o);
   if (k > 1 && best.pred.bottleneck_s * k > best.pred.latency_s) {
     // The pipeline bound matters: binary search the busy-time bound (see the top of this file).
@@ -244,11 +269,11 @@ Plan plan_optimal(const ModelShape& m, const Cluster& c, const PlanOptions& o) {
     std::sort(cand.begin(), cand.end());
     cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
     auto eval = [&](size_t i) {
-      Result x = solve(t, c, o, cand[i], nullptr);
+      Result x = solve(cand[i], nullptr);
       if (x.stages.empty()) return kInf;
       Plan p;
       p.strategy = "optimal";
-      p.stages = x.stages;
+      p.stages = unit_stages(t, x);
       finish_plan(p, m, c, o);
       if (p.pred.token_s < best.pred.token_s) best = p;
       return x.latency;
@@ -261,13 +286,173 @@ Plan plan_optimal(const ModelShape& m, const Cluster& c, const PlanOptions& o) {
     }
     eval(lo);
     if (lo > 0) eval(lo - 1);
+    if (bound_used) *bound_used = true;
+  }
+  return best;
+}
+
+std::string group_names(const Cluster& c, const std::vector<std::vector<int>>& groups) {
+  std::string s;
+  for (const auto& g : groups) {
+    s += s.empty() ? "{" : " {";
+    for (size_t i = 0; i < g.size(); ++i) s += (i ? "," : "") + c.devices[static_cast<size_t>(g[i])].name;
+    s += "}";
+  }
+  return s;
+}
+
+}  // namespace
+
+std::vector<std::vector<std::vector<int>>> tp_groupings(int n, int max_tp) {
+  std::vector<std::vector<std::vector<int>>> out;
+  auto add = [&](const std::vector<int>& sizes) {
+    int biggest = 0;
+    for (int z : sizes) biggest = std::max(biggest, z);
+    if (biggest < 2 || biggest > max_tp) return;
+    std::vector<std::vector<int>> g;
+    int at = 0;
+    for (int z : sizes) {
+      std::vector<int> grp(static_cast<size_t>(z));
+      std::iota(grp.begin(), grp.end(), at);
+      at += z;
+      g.push_back(std::move(grp));
+    }
+    if (std::find(out.begin(), out.end(), g) == out.end()) out.push_back(std::move(g));
+  };
+  for (int t = 2; t <= std::min(n, max_tp); ++t) {  // blocks of t, the n mod t left over as a last block
+    std::vector<int> sizes(static_cast<size_t>(n / t), t);
+    if (n % t) sizes.push_back(n % t);
+    add(sizes);
+  }
+  for (int g = 1; g < n; ++g) {  // g blocks as equal as possible, the larger first
+    std::vector<int> sizes;
+    for (int i = 0; i < g; ++i) sizes.push_back(n / g + (i < n % g ? 1 : 0));
+    add(sizes);
+  }
+  return out;
+}
+
+Plan plan_tp_grouping(const ModelShape& m, const Cluster& c, const PlanOptions& o, const std::vector<std::vector<int>>& groups) {
+  const Tables t = make_tables(m, c, o, groups);  // std::invalid_argument when a group cannot be split
+  std::vector<int> order(static_cast<size_t>(t.n));
+  std::iota(order.begin(), order.end(), 0);
+  bool bound_used = false;
+  Plan p = best_plan(m, c, o, t, [&](double bound, std::vector<double>*) { return dp_ordered(t, order, bound); }, nullptr,
+                     &bound_used);
+  if (p.stages.empty()) {
+    // What each group holds (from layer 1: neither the embedding nor the output), against the layers.
+    std::string holds;
+    int64_t total = 0;
+    for (int u = 0; u < t.n; ++u) {
+      const int64_t from = std::min<int64_t>(1, t.L - 1);
+      const int64_t k = t.max_end[static_cast<size_t>(u)][static_cast<size_t>(from)] - from;
+      total += k;
+      holds += (u ? ", " : "") + group_names(c, {t.units[static_cast<size_t>(u)]}) + " " + std::to_string(k);
+    }
+    throw PlanError("optimal over " + group_names(c, groups) + " does not fit:\n  the groups hold at most " + holds +
+                    " layers (together " + std::to_string(total) + ") of " + std::to_string(t.L) +
+                    " (from layer 1, without the embedding or output; in a group each rank holds its share of every layer)");
+  }
+  p.notes.push_back("groups of consecutive devices " + group_names(c, groups) +
+                    " as pipeline stages in that order (each used or skipped); a group of several is tensor-parallel");
+  if (bound_used)
+    p.notes.push_back("objective: pipeline of " + std::to_string(o.n_parallel) +
+                      " sequences, max(latency / k, busiest stage or link)");
+  return p;
+}
+
+Plan plan_tp(const ModelShape& m, const Cluster& c, const PlanOptions& o, int tp) {
+  const int n = static_cast<int>(c.devices.size());
+  if (tp < 1 || n % tp != 0)
+    throw PlanError("--tp " + std::to_string(tp) + ": " + std::to_string(n) + " devices do not form groups of " +
+                    std::to_string(tp));
+  std::vector<std::vector<int>> groups;
+  for (int d = 0; d < n; d += tp) {
+    std::vector<int> g(static_cast<size_t>(tp));
+    std::iota(g.begin(), g.end(), d);
+    groups.push_back(std::move(g));
+  }
+  try {
+    Plan p = plan_tp_grouping(m, c, o, groups);
+    p.strategy = "tp " + std::to_string(tp);
+    return p;
+  } catch (const std::invalid_argument& e) {
+    throw PlanError(e.what());
+  }
+}
+
+std::string grouping_name(const std::vector<std::vector<int>>& groups) {
+  bool uniform = true;
+  for (const auto& g : groups) uniform &= g.size() == groups.front().size();
+  if (uniform)
+    return "tp " + std::to_string(groups.front().size()) + (groups.size() > 1 ? " x pp " + std::to_string(groups.size()) : "");
+  std::string s = "tp ";
+  for (size_t i = 0; i < groups.size(); ++i) s += (i ? "+" : "") + std::to_string(groups[i].size());
+  return s;
+}
+
+std::string plan_shape(const Plan& p, const Cluster& c) {
+  std::vector<std::vector<int>> groups;
+  bool uniform = true;
+  for (const auto& s : p.stages) {
+    groups.push_back(s.ranks.empty() ? std::vector<int>{s.device} : s.ranks);
+    uniform &= s.tp() == p.stages.front().tp();
+  }
+  const std::string n = std::to_string(p.stages.size());
+  std::string shape;
+  if (p.tp() == 1) {
+    shape = "pp " + n;
+  } else if (uniform) {
+    shape = "tp " + std::to_string(p.tp()) + (p.stages.size() > 1 ? " x pp " + n : "");
+  } else {
+    shape = "tp ";
+    for (size_t i = 0; i < p.stages.size(); ++i) shape += (i ? "+" : "") + std::to_string(p.stages[i].tp());
+    shape += " (pp " + n + ")";
+  }
+  return shape + ": stages " + group_names(c, groups);
+}
+
+Plan plan_optimal(const ModelShape& m, const Cluster& c, const PlanOptions& o) {
+  const Tables t = make_tables(m, c, o, singletons(static_cast<int>(c.devices.size())));
+  std::vector<double> with;
+  bool bound_used = false;
+  Plan best = best_plan(m, c, o, t, [&](double bound, std::vector<double>* w) { return solve(t, c, o, bound, w); }, &with,
+                        &bound_used);
+  // Tensor parallelism: groups of consecutive devices (tp_groupings), each grouping's best split.
+  const int max_tp = static_cast<int>(std::min<int64_t>(o.max_tp, max_tp_ranks(m)));
+  int tried = 0;
+  if (max_tp >= 2)
+    for (const auto& groups : tp_groupings(static_cast<int>(c.devices.size()), max_tp)) {
+      Plan p;
+      try {
+        p = plan_tp_grouping(m, c, o, groups);
+      } catch (const PlanError&) {
+        continue;
+      } catch (const std::invalid_argument&) {
+        continue;
+      }
+      ++tried;
+      if (best.stages.empty() || p.pred.token_s < best.pred.token_s) {
+        p.strategy = "optimal";
+        p.notes.clear();
+        best = std::move(p);
+        bound_used = false;
+      }
+    }
+  if (best.stages.empty()) throw PlanError(shortfall_report(m, c, o, "optimal"));
+  if (bound_used)
     best.notes.push_back("objective: pipeline of " + std::to_string(o.n_parallel) +
                          " sequences, max(latency / k, busiest stage or link)");
-  }
+  if (max_tp >= 2)
+    best.notes.push_back("shape: " + plan_shape(best, c) + " (of the pipeline over every device order and " +
+                         std::to_string(tried) + " tensor-parallel groupings that fit)");
   // Say why each unused device is out.
   for (int d = 0; d < t.n; ++d) {
     bool used = false;
-    for (const auto& s : best.stages) used |= s.device == d;
+    for (const auto& s : best.stages) {
+      used |= s.device == d;
+      for (int r : s.ranks) used |= r == d;
+    }
     if (used) continue;
     bool holds_one = false;
     for (int64_t l = 0; l < t.L; ++l) holds_one |= t.max_end[static_cast<size_t>(d)][static_cast<size_t>(l)] > l;
@@ -275,7 +460,7 @@ Plan plan_optimal(const ModelShape& m, const Cluster& c, const PlanOptions& o) {
     if (!holds_one) {
       why = "cannot hold a single layer (" + gb(stage_memory(m, c.devices[static_cast<size_t>(d)], 1, std::min<int64_t>(2, t.L), o).total()) +
             " needed, " + gb(c.devices[static_cast<size_t>(d)].free_bytes) + " free)";
-    } else if (!with.empty() && with[static_cast<size_t>(d)] < kInf) {
+    } else if (best.tp() == 1 && !with.empty() && with[static_cast<size_t>(d)] < kInf) {
       why = "left out: faster without it (best latency using it " + ms(with[static_cast<size_t>(d)]) + " vs " +
             ms(best.pred.latency_s) + " per token)";
     } else {

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "engine/tp_sync.h"
+
 namespace herd::partition {
 
 struct PlanOptions {
@@ -19,6 +21,11 @@ struct PlanOptions {
   double safety = 0.05;          // margin: this fraction of a stage's weights + KV + scratch (at least 64 MiB)
   bool keep_order = false;       // `optimal`: devices stay in the cluster's order (a fixed pipeline such as
                                  // `--workers`), each used or skipped; exact for that order
+  // Tensor parallelism (partition/tp_model.h). `optimal` also tries groups of consecutive devices as
+  // tensor-parallel stages when max_tp >= 2 (groups of at most max_tp devices); 1 keeps every stage
+  // on one device, what a caller that runs only pipelines must ask for.
+  int64_t max_tp = 1;
+  TpSync tp_sync = TpSync::F32;  // precision of the partial sums on the wire (--tp-sync)
 };
 
 // "f32" | "f16" | "bf16" | "q8_0" -> bytes per element; throws std::invalid_argument otherwise.

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "partition/strategies.h"
+#include "partition/tp_model.h"
 
 namespace herd::partition {
 
@@ -14,6 +15,19 @@ std::string gb(uint64_t bytes) {
   return buf;
 }
 
+StagePlan make_tp_stage(const std::vector<int>& ranks, int64_t first, int64_t end) {
+  StagePlan s = make_stage(ranks.empty() ? 0 : ranks.front(), first, end);
+  if (ranks.size() >= 2) s.ranks = ranks;
+  return s;
+}
+
+namespace {
+
+// The devices a stage runs on: its group's ranks, or its device.
+std::vector<int> stage_devices(const StagePlan& s) { return s.ranks.empty() ? std::vector<int>{s.device} : s.ranks; }
+
+}  // namespace
+
 void finish_plan(Plan& p, const ModelShape& m, const Cluster& c, const PlanOptions& o, const std::string& unused_reason) {
   const double k = static_cast<double>(std::max<int64_t>(o.n_parallel, 1));
   Prediction& r = p.pred;
@@ -21,23 +35,43 @@ void finish_plan(Plan& p, const ModelShape& m, const Cluster& c, const PlanOptio
   if (p.stages.empty()) return;
   const double hb = hop_bytes_per_token(m, o);
   double busy_sum = 0;
-  r.latency_s = control_s(c.link(-1, p.stages.front().device)) + control_s(c.link(p.stages.back().device, -1));
+  r.latency_s = control_in_s(c, stage_devices(p.stages.front())) + control_s(c.link(p.stages.back().device, -1));
   r.ttft_s = r.latency_s;
   for (size_t i = 0; i < p.stages.size(); ++i) {
     StagePlan& s = p.stages[i];
     const DeviceProfile& d = c.devices[static_cast<size_t>(s.device)];
-    s.mem = stage_memory(m, d, s.first, s.end, o);
-    s.decode_s = stage_decode_s(m, d, s.first, s.end, o);
-    s.prefill_s = stage_prefill_s(m, d, s.first, s.end, o);
+    if (s.ranks.size() >= 2) {
+      const TpGroup g = make_tp_group(m, c, s.ranks);
+      s.device = s.ranks.front();
+      s.rank_weights = g.weights;
+      s.shards = g.shards;
+      s.rank_mem.clear();
+      for (size_t q = 0; q < s.ranks.size(); ++q)
+        s.rank_mem.push_back(tp_rank_memory(m, c.devices[static_cast<size_t>(s.ranks[q])], g.shards, static_cast<int>(q),
+                                            s.first, s.end, o));
+      s.mem = s.rank_mem.front();
+      const TpStageCost t = tp_stage_decode(m, c, g, s.first, s.end, o);
+      s.decode_s = t.total_s();
+      s.sync_s = t.sync_s;
+      s.sync_bytes = t.sync_bytes;
+      s.n_all_reduce = t.n_all_reduce;
+      s.prefill_s = tp_stage_prefill_s(m, c, g, s.first, s.end, o);
+    } else {
+      s.ranks.clear();
+      s.mem = stage_memory(m, d, s.first, s.end, o);
+      s.decode_s = stage_decode_s(m, d, s.first, s.end, o);
+      s.prefill_s = stage_prefill_s(m, d, s.first, s.end, o);
+    }
     r.latency_s += s.decode_s;
     r.ttft_s += s.prefill_s;
     r.bottleneck_s = std::max(r.bottleneck_s, s.decode_s);
     busy_sum += s.decode_s;
     if (i + 1 < p.stages.size()) {
-      const LinkProfile l = c.link(s.device, p.stages[i + 1].device);
-      HopPrediction h{s.device, p.stages[i + 1].device, hb, hop_s(l, hb), hop_busy_s(l, hb)};
+      const auto to = stage_devices(p.stages[i + 1]);
+      const HopCost hc = group_hop(c, s.device, to, hb);
+      HopPrediction h{s.device, to.front(), hb, hc.decode_s, hc.busy_s};
       r.latency_s += h.decode_s;
-      r.ttft_s += hop_s(l, hb * static_cast<double>(o.n_prompt));
+      r.ttft_s += group_hop(c, s.device, to, hb * static_cast<double>(o.n_prompt)).decode_s;
       r.bottleneck_s = std::max(r.bottleneck_s, h.busy_s);
       r.hops.push_back(h);
     }
@@ -48,7 +82,8 @@ void finish_plan(Plan& p, const ModelShape& m, const Cluster& c, const PlanOptio
   r.prefill_tok_s = static_cast<double>(o.n_prompt) / r.ttft_s;
   r.bubble = 1.0 - k * busy_sum / (static_cast<double>(p.stages.size()) * r.cycle_s);
   std::set<int> used, listed;
-  for (const auto& s : p.stages) used.insert(s.device);
+  for (const auto& s : p.stages)
+    for (int d : stage_devices(s)) used.insert(d);
   for (const auto& e : p.excluded) listed.insert(e.device);
   for (int i = 0; i < static_cast<int>(c.devices.size()); ++i)
     if (!used.count(i) && !listed.count(i)) p.excluded.push_back({i, unused_reason});
@@ -69,13 +104,38 @@ std::vector<std::string> validate_plan(const Plan& p, const ModelShape& m, const
       errs.push_back(where + ": device index " + std::to_string(s.device) + " out of range");
       continue;
     }
-    if (!seen.insert(s.device).second) errs.push_back(where + ": device " + c.devices[static_cast<size_t>(s.device)].name + " used twice");
+    if (!s.ranks.empty() && s.ranks.front() != s.device)
+      errs.push_back(where + ": a tensor-parallel group's leader must be its first rank");
+    for (int dv : stage_devices(s))
+      if (dv < 0 || dv >= static_cast<int>(c.devices.size())) errs.push_back(where + ": device index " + std::to_string(dv) + " out of range");
+      else if (!seen.insert(dv).second) errs.push_back(where + ": device " + c.devices[static_cast<size_t>(dv)].name + " used twice");
     if (s.first != next) errs.push_back(where + ": starts at layer " + std::to_string(s.first) + ", expected " + std::to_string(next));
     if (s.end <= s.first) errs.push_back(where + ": empty layer range");
     if (s.end > m.n_layers()) errs.push_back(where + ": ends past the model's " + std::to_string(m.n_layers()) + " layers");
     next = s.end;
+    const int64_t f0 = std::max<int64_t>(0, s.first), e0 = std::min(s.end, m.n_layers());
+    if (s.ranks.size() >= 2) {
+      bool in_range = true;
+      for (int dv : s.ranks) in_range &= dv >= 0 && dv < static_cast<int>(c.devices.size());
+      if (!in_range || e0 <= f0) continue;
+      TpGroup g;
+      try {
+        g = make_tp_group(m, c, s.ranks);
+      } catch (const std::invalid_argument& e) {
+        errs.push_back(where + ": " + e.what());
+        continue;
+      }
+      for (size_t q = 0; q < s.ranks.size(); ++q) {
+        const DeviceProfile& d = c.devices[static_cast<size_t>(s.ranks[q])];
+        const StageMemory mem = tp_rank_memory(m, d, g.shards, static_cast<int>(q), f0, e0, o);
+        if (mem.total() > d.free_bytes)
+          errs.push_back(where + " rank " + std::to_string(q) + " on " + d.name + ": needs " + gb(mem.total()) + ", has " +
+                         gb(d.free_bytes) + " free");
+      }
+      continue;
+    }
     const DeviceProfile& d = c.devices[static_cast<size_t>(s.device)];
-    const StageMemory mem = stage_memory(m, d, std::max<int64_t>(0, s.first), std::min(s.end, m.n_layers()), o);
+    const StageMemory mem = stage_memory(m, d, f0, e0, o);
     if (mem.total() > d.free_bytes)
       errs.push_back(where + " on " + d.name + ": needs " + gb(mem.total()) + ", has " + gb(d.free_bytes) + " free");
   }

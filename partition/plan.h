@@ -2,11 +2,13 @@
 // memory and what the cluster is predicted to do with it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "engine/shard_plan.h"
 #include "partition/cost_model.h"
 #include "partition/memory_model.h"
 #include "partition/model_shape.h"
@@ -16,12 +18,24 @@
 namespace herd::partition {
 
 struct StagePlan {
-  int device = 0;      // index into Cluster::devices
+  int device = 0;      // index into Cluster::devices (a tensor-parallel group: its leader, ranks[0])
   int64_t first = 0;   // first layer (inclusive)
   int64_t end = 0;     // one past the last layer
-  StageMemory mem;
+  StageMemory mem;       // a group: the leader's
   double decode_s = 0;   // per token
   double prefill_s = 0;  // for n_prompt tokens
+  // Tensor parallelism (partition/tp_model.h): the group's devices in rank order (ranks[0] ==
+  // device: the leader, which forwards to the next stage); empty for a one-device stage. Each rank
+  // holds shards' ranges of every layer (weights: the relative speeds the shards were cut by), and
+  // needs rank_mem; sync_s of decode_s is the all-reduces and the logits gather, and the busiest
+  // rank sends sync_bytes per token.
+  std::vector<int> ranks;
+  std::vector<double> rank_weights;
+  ShardPlan shards;
+  std::vector<StageMemory> rank_mem;
+  double sync_s = 0, sync_bytes = 0;
+  int n_all_reduce = 0;  // per token
+  int tp() const { return ranks.empty() ? 1 : static_cast<int>(ranks.size()); }
   int64_t size() const { return end - first; }
 };
 
@@ -63,7 +77,17 @@ struct Plan {
   std::vector<Excluded> excluded;
   Prediction pred;
   std::vector<std::string> notes;
+  // The largest tensor-parallel group (1: a pure pipeline).
+  int tp() const {
+    int t = 1;
+    for (const auto& s : stages) t = std::max(t, s.tp());
+    return t;
+  }
 };
+
+// A tensor-parallel stage over `ranks` (consecutive devices, leader first) holding [first, end);
+// finish_plan fills its shards, memory and times.
+StagePlan make_tp_stage(const std::vector<int>& ranks, int64_t first, int64_t end);
 
 // Thrown when no plan (or not this strategy's plan) fits; the message lists the shortfall per
 // device and what would make it fit.

@@ -4,6 +4,9 @@
 #include <cstdarg>
 #include <cstdio>
 
+#include "partition/strategies.h"
+#include "partition/tp_model.h"
+
 namespace herd::partition {
 namespace {
 
@@ -67,6 +70,34 @@ std::string header(const ModelShape& m, const Cluster& c, const PlanOptions& o) 
   return header_line(m, c, o) + experts_line(m);
 }
 
+std::string stage_name(const StagePlan& s, const Cluster& c) {
+  if (s.ranks.empty()) return c.devices[static_cast<size_t>(s.device)].name;
+  std::string n = "{";
+  for (size_t i = 0; i < s.ranks.size(); ++i) n += (i ? "," : "") + c.devices[static_cast<size_t>(s.ranks[i])].name;
+  return n + "}";
+}
+
+std::string range_str(const ShardRange& r) { return fmt("%lld-%lld", (long long)r.begin, (long long)r.end - 1); }
+
+// A tensor-parallel stage's ranks and its sync, under its row of the table.
+std::string tp_lines(const StagePlan& s, const ModelShape& m, const Cluster& c, const PlanOptions& o, double latency_s) {
+  std::string out;
+  const int64_t gqa = m.config.n_heads / m.config.n_kv_heads;
+  for (size_t q = 0; q < s.ranks.size(); ++q) {
+    const DeviceProfile& d = c.devices[static_cast<size_t>(s.ranks[q])];
+    const ShardRange& kv = s.shards.kv_heads[q];
+    out += fmt("     rank %zu %-14s KV heads %s (%lld query heads), FFN rows %s, vocab %s: %.2f GB, %.2f GB free after\n", q,
+               d.name.c_str(), range_str(kv).c_str(), (long long)(kv.size() * gqa), range_str(s.shards.ffn_rows[q]).c_str(),
+               range_str(s.shards.vocab[q]).c_str(), gbf(s.rank_mem[q].total()),
+               (static_cast<double>(d.free_bytes) - static_cast<double>(s.rank_mem[q].total())) / 1e9);
+  }
+  out += fmt("     sync (%s): %d all-reduces%s per token, %d hops each; the busiest rank sends %.1f KB/token; %.3f ms/token "
+             "(%.1f%% of the token)\n",
+             tp_sync_name(o.tp_sync), s.n_all_reduce, s.end == m.n_layers() ? " + a logits gather" : "",
+             2 * (s.tp() - 1), s.sync_bytes / 1e3, s.sync_s * 1e3, 100.0 * s.sync_s / latency_s);
+  return out;
+}
+
 }  // namespace
 
 std::string format_plan(const Plan& p, const ModelShape& m, const Cluster& c, const PlanOptions& o) {
@@ -78,9 +109,10 @@ std::string format_plan(const Plan& p, const ModelShape& m, const Cluster& c, co
     const StagePlan& s = p.stages[i];
     const DeviceProfile& d = c.devices[static_cast<size_t>(s.device)];
     const uint64_t other = s.mem.scratch + s.mem.overhead + s.mem.margin;
-    out += fmt("  %-2zu %-14s %-5s %-14s %6.2f GB %5.2f GB %7.2f GB %8.2f GB %6.1f%%\n", i, d.name.c_str(),
+    out += fmt("  %-2zu %-14s %-5s %-14s %6.2f GB %5.2f GB %7.2f GB %8.2f GB %6.1f%%\n", i, stage_name(s, c).c_str(),
                device_kind_name(d.kind), layers_str(s).c_str(), gbf(s.mem.weights), gbf(s.mem.kv), gbf(other),
                (static_cast<double>(d.free_bytes) - static_cast<double>(s.mem.total())) / 1e9, 100.0 * s.decode_s / r.latency_s);
+    if (s.tp() > 1) out += tp_lines(s, m, c, o, r.latency_s);
     if (i < r.hops.size()) {
       const HopPrediction& h = r.hops[i];
       out += fmt("     -> hop %s -> %s: %.1f KB/token, %.3f ms/token (%.1f%%)\n", d.name.c_str(),
@@ -90,7 +122,9 @@ std::string format_plan(const Plan& p, const ModelShape& m, const Cluster& c, co
   }
   for (const auto& e : p.excluded)
     out += fmt("  -  %-14s %s\n", c.devices[static_cast<size_t>(e.device)].name.c_str(), e.reason.c_str());
-  out += "\n(other = scratch + runtime overhead + safety margin; time = share of one token's latency)\n";
+  out += "\n(other = scratch + runtime overhead + safety margin; time = share of one token's latency";
+  if (p.tp() > 1) out += "; a {group}'s columns are its first rank's";
+  out += ")\n";
   out += fmt("predicted decode:  %.2f tok/s (%.1f ms/token; one token's latency %.1f ms, busiest stage or link %.1f ms",
              r.decode_tok_s, r.token_s * 1e3, r.latency_s * 1e3, r.bottleneck_s * 1e3);
   if (o.n_parallel > 1) out += fmt(", %lld in flight, pipeline idle %.0f%%", (long long)o.n_parallel, 100.0 * r.bubble);
@@ -101,10 +135,55 @@ std::string format_plan(const Plan& p, const ModelShape& m, const Cluster& c, co
   return out;
 }
 
+namespace {
+
+// Why the fastest tensor-parallel option wins or loses against the fastest pipeline, in the
+// model's own numbers: the all-reduces per token x hops x per-hop latency, and the compute saved.
+std::string r_name(const Plan& p) { return p.strategy; }
+
+std::string tp_verdict(const std::vector<StrategyOutcome>& rs, const ModelShape& m, const Cluster& c) {
+  const Plan* pp = nullptr;
+  const Plan* tp = nullptr;
+  for (const auto& r : rs) {
+    if (!r.plan) continue;
+    const Plan* p = &*r.plan;
+    if (p->tp() == 1 && (!pp || p->pred.token_s < pp->pred.token_s)) pp = p;
+    if (p->tp() > 1 && (!tp || p->pred.token_s < tp->pred.token_s)) tp = p;
+  }
+  if (!pp || !tp) return "";
+  double sync = 0, lat = 0, link_lat = 0;
+  int n_ar = 0, hops = 0;
+  for (const auto& s : tp->stages) {
+    if (s.tp() < 2) continue;
+    const LinkProfile l = make_tp_group(m, c, s.ranks).link;
+    sync += s.sync_s;
+    n_ar += s.n_all_reduce;
+    hops = std::max(hops, 2 * (s.tp() - 1));
+    link_lat = std::max(link_lat, l.latency_s);
+    lat += s.n_all_reduce * 2 * (s.tp() - 1) * l.latency_s;
+  }
+  const double without = tp->pred.token_s - sync;  // what the TP option would cost with free sync
+  std::string out = fmt("\n%s %s the fastest pipeline (%s, %.2f ms/token) with %.2f ms/token: ", r_name(*tp).c_str(),
+                        tp->pred.token_s < pp->pred.token_s ? "beats" : "loses to", r_name(*pp).c_str(),
+                        pp->pred.token_s * 1e3, tp->pred.token_s * 1e3);
+  out += fmt("splitting every layer leaves %.2f ms/token of compute and hops, and the sync adds %.2f ms/token: "
+             "a per-hop latency of %.3g ms x %d all-reduces per token (%d hops each) of a %lld-layer model is %.2f ms, "
+             "the rest is bytes / bandwidth and the logits gather.\n",
+             without * 1e3, sync * 1e3, link_lat * 1e3, n_ar, hops, (long long)m.n_layers(), lat * 1e3);
+  if (tp->pred.token_s >= pp->pred.token_s)
+    out += "tensor parallelism loses when the links' latency x 2 x layers outweighs the compute it splits: "
+           "on faster links (or for fewer, wider layers) it wins.\n";
+  return out;
+}
+
+}  // namespace
+
 std::string format_compare(const std::vector<StrategyOutcome>& rs, const ModelShape& m, const Cluster& c, const PlanOptions& o) {
   std::string out = header(m, c, o) + "\n";
-  out += fmt("  %-10s %10s %9s %10s %8s %7s  %s\n", "strategy", "decode t/s", "ms/token", "prefill t/s", "TTFT s",
-             "stages", "layers per device");
+  int w = 10;
+  for (const auto& r : rs) w = std::max(w, static_cast<int>(r.strategy.size()));
+  out += fmt("  %-*s %10s %9s %10s %8s %7s %8s %9s  %s\n", w, "strategy", "decode t/s", "ms/token", "prefill t/s", "TTFT s",
+             "stages", "sync ms", "sync KB", "layers per stage");
   for (const auto& r : rs) {
     if (!r.plan) {
       std::string first = r.error.substr(0, r.error.find('\n'));
@@ -112,17 +191,43 @@ std::string format_compare(const std::vector<StrategyOutcome>& rs, const ModelSh
       auto nl = r.error.find('\n');
       if (nl != std::string::npos) first = r.error.substr(nl + 1, r.error.find('\n', nl + 1) - nl - 1);
       first.erase(0, first.find_first_not_of(' '));
-      out += fmt("  %-10s does not fit: %s\n", r.strategy.c_str(), first.c_str());
+      out += fmt("  %-*s does not fit: %s\n", w, r.strategy.c_str(), first.c_str());
       continue;
     }
     const Plan& p = *r.plan;
     std::string split;
-    for (const auto& s : p.stages)
-      split += (split.empty() ? "" : " ") + c.devices[static_cast<size_t>(s.device)].name + ":" + std::to_string(s.size());
-    out += fmt("  %-10s %10.2f %9.1f %11.1f %8.3f %7zu  %s\n", r.strategy.c_str(), p.pred.decode_tok_s,
-               p.pred.token_s * 1e3, p.pred.prefill_tok_s, p.pred.ttft_s, p.stages.size(), split.c_str());
+    double sync = 0, bytes = 0;
+    for (const auto& s : p.stages) {
+      if (!split.empty()) split += ' ';  // piecewise: GCC 12 -Wrestrict misreads "" + std::string here
+      split += stage_name(s, c);
+      split += ':';
+      split += std::to_string(s.size());
+      sync += s.sync_s;
+      bytes = std::max(bytes, s.sync_bytes);
+    }
+    const std::string sync_ms = p.tp() > 1 ? fmt("%8.2f", sync * 1e3) : fmt("%8s", "-");
+    const std::string sync_kb = p.tp() > 1 ? fmt("%9.1f", bytes / 1e3) : fmt("%9s", "-");
+    out += fmt("  %-*s %10.2f %9.1f %11.1f %8.3f %7zu %s %s  %s\n", w, r.strategy.c_str(), p.pred.decode_tok_s,
+               p.pred.token_s * 1e3, p.pred.prefill_tok_s, p.pred.ttft_s, p.stages.size(), sync_ms.c_str(), sync_kb.c_str(),
+               split.c_str());
   }
-  return out;
+  bool any_tp = false;
+  for (const auto& r : rs) any_tp |= r.strategy.rfind("tp ", 0) == 0;
+  if (any_tp)
+    out += fmt("\n(tp rows: groups of consecutive devices, tensor-parallel within a group, --tp-sync %s; sync ms = "
+               "all-reduces + logits gather per token; sync KB = what the busiest rank sends per token)\n",
+               tp_sync_name(o.tp_sync));
+  if (o.max_tp >= 2 && c.devices.size() >= 2 && max_tp_ranks(m) < 2) {
+    std::string why;
+    try {
+      tp_shard_shape(m);
+      why = "its layers cannot be cut in two";
+    } catch (const std::invalid_argument& e) {
+      why = e.what();
+    }
+    out += "\n(no tensor-parallel rows: " + why + ")\n";
+  }
+  return out + tp_verdict(rs, m, c);
 }
 
 std::string plan_json(const std::vector<StrategyOutcome>& rs, const ModelShape& m, const Cluster& c, const PlanOptions& o) {
@@ -132,8 +237,10 @@ std::string plan_json(const std::vector<StrategyOutcome>& rs, const ModelShape& 
            "\"decode_read_bytes\": %.0f},\n",
            (long long)m.n_layers(), (unsigned long long)m.total_bytes(), (long long)m.config.n_expert,
            (long long)m.config.n_expert_used, m.decode_read_bytes());
-  j += fmt("  \"options\": {\"ctx\": %lld, \"parallel\": %lld, \"kv_type\": %s, \"prompt\": %lld},\n", (long long)o.n_ctx,
-           (long long)o.n_parallel, json_str(o.kv_type).c_str(), (long long)o.n_prompt);
+  j += fmt("  \"options\": {\"ctx\": %lld, \"parallel\": %lld, \"kv_type\": %s, \"prompt\": %lld, \"max_tp\": %lld, "
+           "\"tp_sync\": %s},\n",
+           (long long)o.n_ctx, (long long)o.n_parallel, json_str(o.kv_type).c_str(), (long long)o.n_prompt,
+           (long long)o.max_tp, json_str(tp_sync_name(o.tp_sync)).c_str());
   j += "  \"devices\": [";
   for (size_t i = 0; i < c.devices.size(); ++i) {
     const auto& d = c.devices[i];
@@ -153,10 +260,28 @@ std::string plan_json(const std::vector<StrategyOutcome>& rs, const ModelShape& 
         const auto& s = p.stages[i];
         j += std::string(i ? ", " : "") + "{\"device\": " + json_str(c.devices[static_cast<size_t>(s.device)].name) +
              fmt(", \"first\": %lld, \"end\": %lld, \"weight_bytes\": %llu, \"kv_bytes\": %llu, \"total_bytes\": %llu, "
-                 "\"free_after_bytes\": %lld, \"decode_s\": %.6g, \"prefill_s\": %.6g}",
+                 "\"free_after_bytes\": %lld, \"decode_s\": %.6g, \"prefill_s\": %.6g",
                  (long long)s.first, (long long)s.end, (unsigned long long)s.mem.weights, (unsigned long long)s.mem.kv,
                  (unsigned long long)s.mem.total(),
                  (long long)c.devices[static_cast<size_t>(s.device)].free_bytes - (long long)s.mem.total(), s.decode_s, s.prefill_s);
+        j += fmt(", \"tp\": %d", s.tp());
+        if (s.tp() > 1) {
+          j += fmt(", \"sync_s\": %.6g, \"sync_bytes_per_token\": %.6g, \"all_reduces_per_token\": %d, \"ranks\": [", s.sync_s,
+                   s.sync_bytes, s.n_all_reduce);
+          for (size_t q = 0; q < s.ranks.size(); ++q) {
+            const auto& kv = s.shards.kv_heads[q];
+            const auto& ff = s.shards.ffn_rows[q];
+            const auto& vo = s.shards.vocab[q];
+            j += std::string(q ? ", " : "") + "{\"device\": " + json_str(c.devices[static_cast<size_t>(s.ranks[q])].name) +
+                 fmt(", \"weight\": %.6g, \"kv_heads\": [%lld, %lld], \"ffn_rows\": [%lld, %lld], \"vocab\": [%lld, %lld], "
+                     "\"total_bytes\": %llu, \"free_after_bytes\": %lld}",
+                     s.rank_weights[q], (long long)kv.begin, (long long)kv.end, (long long)ff.begin, (long long)ff.end,
+                     (long long)vo.begin, (long long)vo.end, (unsigned long long)s.rank_mem[q].total(),
+                     (long long)c.devices[static_cast<size_t>(s.ranks[q])].free_bytes - (long long)s.rank_mem[q].total());
+          }
+          j += "]";
+        }
+        j += "}";
       }
       j += "], \"hops\": [";
       for (size_t i = 0; i < p.pred.hops.size(); ++i) {
@@ -169,7 +294,8 @@ std::string plan_json(const std::vector<StrategyOutcome>& rs, const ModelShape& 
       for (size_t i = 0; i < p.excluded.size(); ++i)
         j += std::string(i ? ", " : "") + "{\"device\": " + json_str(c.devices[static_cast<size_t>(p.excluded[i].device)].name) +
              ", \"reason\": " + json_str(p.excluded[i].reason) + "}";
-      j += fmt("], \"decode_tok_s\": %.6g, \"token_s\": %.6g, \"latency_s\": %.6g, \"bottleneck_s\": %.6g, "
+      j += "], \"tp\": " + std::to_string(p.tp()) + ", \"shape\": " + json_str(plan_shape(p, c));
+      j += fmt(", \"decode_tok_s\": %.6g, \"token_s\": %.6g, \"latency_s\": %.6g, \"bottleneck_s\": %.6g, "
                "\"prefill_tok_s\": %.6g, \"ttft_s\": %.6g}",
                p.pred.decode_tok_s, p.pred.token_s, p.pred.latency_s, p.pred.bottleneck_s, p.pred.prefill_tok_s, p.pred.ttft_s);
     }

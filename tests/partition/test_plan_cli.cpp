@@ -2,8 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cmath>
 #include <fstream>
+#include <sstream>
 
+#include "partition/strategies.h"
+#include "partition/tp_model.h"
 #include "tests/process.h"
 #include "tests/test_paths.h"
 
@@ -104,6 +108,76 @@ TEST(PlanCli, ErrorsAreClear) {
   r = run_process({herd_bin(), "plan", "--shape", "llama3-8b", "--cluster", cl, "--strategy", "magic"}, 30);
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("gpu-first"), std::string::npos) << r.err;
+}
+
+// The number after `"key": ` at or after `from` in a JSON text (NaN when absent).
+double json_number(const std::string& j, const std::string& key, size_t from = 0) {
+  const auto at = j.find("\"" + key + "\": ", from);
+  if (at == std::string::npos) return NAN;
+  return std::stod(j.substr(at + key.size() + 4));
+}
+
+const char* kTwoBoxes =
+    "device name=a kind=cpu mem=16GB bw=50GB/s host=a\n"
+    "device name=b kind=cpu mem=16GB bw=50GB/s host=b\n";
+
+// --compare's TP rows and --tp 2 --json against the pure model (partition/tp_model.h) on the same
+// cluster text and options; the verdict line names the all-reduce latency from the model's numbers.
+TEST(PlanCli, TensorParallelOptionsMatchThePureModel) {
+  for (const char* link : {"link default latency=5us bw=10Gbit\n", "link default latency=1ms bw=1Gbit\n"}) {
+    const std::string text = std::string(kTwoBoxes) + link;
+    const auto cl = write_temp("tp2.txt", text);
+    partition::PlanOptions o;  // herd plan's defaults: context 4096, f16 KV, prompt 512
+    o.kv_elem_bytes = 2;
+    o.kv_type = "f16";
+    o.max_tp = 2;
+    const partition::ModelShape m = partition::shape_from_name("llama2-7b", "Q4_0");
+    const partition::Cluster c = partition::parse_cluster(text);
+    const partition::Plan tp = partition::plan_tp(m, c, o, 2);
+    const partition::Plan pp = [&] {
+      partition::PlanOptions q = o;
+      q.max_tp = 1;
+      return partition::plan_optimal(m, c, q);
+    }();
+
+    auto r = run_process({herd_bin(), "plan", "--shape", "llama2-7b", "--type", "Q4_0", "--cluster", cl, "--compare"}, 30);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (const char* s : {"even", "optimal", "tp 2 ", "sync ms", "sync KB", "{a,b}:32"})
+      EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
+    // The tp 2 row's ms/token is the model's (the table rounds to 0.1 ms).
+    const auto row = r.out.find("\n  tp 2 ");
+    ASSERT_NE(row, std::string::npos) << r.out;
+    std::istringstream fields(r.out.substr(row + 8));
+    double tok_s = 0, ms = 0;
+    fields >> tok_s >> ms;
+    EXPECT_NEAR(ms, tp.pred.token_s * 1e3, 0.051) << r.out;
+    // The verdict: TP against the best pipeline, and the latency of its all-reduces.
+    const bool wins = tp.pred.token_s < pp.pred.token_s;
+    EXPECT_NE(r.out.find(wins ? "beats the fastest pipeline" : "loses to the fastest pipeline"), std::string::npos) << r.out;
+    const double hop_ms = c.default_link.latency_s * 1e3;
+    char line[160];
+    std::snprintf(line, sizeof line, "a per-hop latency of %.3g ms x 64 all-reduces per token (2 hops each) of a 32-layer model is %.2f ms",
+                  hop_ms, 64 * 2 * hop_ms);
+    EXPECT_NE(r.out.find(line), std::string::npos) << line << "\n" << r.out;
+    EXPECT_EQ(wins, std::string(link).find("5us") != std::string::npos) << "fast links: TP wins; 1 ms: the pipeline";
+
+    r = run_process({herd_bin(), "plan", "--shape", "llama2-7b", "--type", "Q4_0", "--cluster", cl, "--tp", "2", "--json"}, 30);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("\"shape\": \"tp 2: stages {a,b}\""), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("\"kv_heads\": [0, 16]"), std::string::npos) << r.out;  // 32 KV heads, equal devices
+    EXPECT_NEAR(json_number(r.out, "sync_bytes_per_token"), tp.stages[0].sync_bytes, 1e-5 * tp.stages[0].sync_bytes);
+    EXPECT_NEAR(json_number(r.out, "sync_s"), tp.stages[0].sync_s, 1e-5 * tp.stages[0].sync_s);
+    EXPECT_NEAR(json_number(r.out, "decode_tok_s"), tp.pred.decode_tok_s, 1e-5 * tp.pred.decode_tok_s);
+    EXPECT_EQ(json_number(r.out, "tp", r.out.find("\"plans\"")), 2);
+  }
+  // A count of devices that does not form groups of --tp: exit 1, saying so.
+  const auto three = write_temp("tp3.txt", std::string(kTwoBoxes) + "device name=c kind=cpu mem=16GB bw=50GB/s host=c\n");
+  auto r = run_process({herd_bin(), "plan", "--shape", "llama2-7b", "--cluster", three, "--tp", "2"}, 30);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("do not form groups of 2"), std::string::npos) << r.err;
+  r = run_process({herd_bin(), "plan", "--shape", "llama2-7b", "--cluster", three, "--tp-sync", "q4"}, 30);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("q4"), std::string::npos) << r.err;
 }
 
 }  // namespace

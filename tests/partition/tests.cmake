@@ -7,5 +7,6 @@ herd_add_test(test_partition SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/test_plan_cli.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_cost_model.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_memory_rss.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_tp_model.cpp
   LIBS herd_partition)
 add_dependencies(test_partition herd)
