@@ -136,15 +136,22 @@ CollectiveCost chain_all_reduce(int n, double values, double bytes_per_value, co
   return c;
 }
 
-CollectiveCost ring_all_gather(int n, double values_per_rank, const LinkProfile& l) {
+CollectiveCost ring_all_gather(int n, double values_per_rank, const LinkProfile& l, double bytes_per_value) {
   CollectiveCost c;
   if (n <= 1 || values_per_rank <= 0) return c;
-  const double K = std::max(1.0, std::ceil(values_per_rank / static_cast<double>(kChunk)));
-  const double chunk = 4.0 * values_per_rank / K;  // f32 logits
+  const double bytes = values_per_rank * bytes_per_value;
+  // The ring moves f32 words (encoded f16 / Q8_0 bytes ride in them) in chunks of kChainChunkValues.
+  const double K = std::max(1.0, std::ceil(std::ceil(bytes / 4.0) / static_cast<double>(kChainChunkValues)));
+  const double chunk = bytes / K;
   c.hops = static_cast<int>((n - 1) * K);
   c.s = c.hops * (l.latency_s + chunk / l.bandwidth_Bps);
-  c.busiest_rank_bytes = (n - 1) * 4.0 * values_per_rank;
+  c.busiest_rank_bytes = (n - 1) * bytes;
   return c;
+}
+
+CollectiveCost sync_all_reduce(int n, double values, TpSync s, const LinkProfile& l) {
+  if (s == TpSync::F32) return chain_all_reduce(n, values, 4.0, l);
+  return ring_all_gather(n, values, l, sync_value_bytes(s));
 }
 
 TpGroup make_tp_group(const ModelShape& m, const Cluster& c, const std::vector<int>& devices) {
@@ -225,7 +232,7 @@ TpStageCost tp_stage_decode(const ModelShape& m, const Cluster& c, const TpGroup
   if (end <= first) return t;
   const ShardShape sh = tp_shard_shape(m);
   const CollectiveCost ar =
-      chain_all_reduce(static_cast<int>(g.devices.size()), static_cast<double>(m.config.n_embd), sync_value_bytes(o.tp_sync), g.link);
+      sync_all_reduce(static_cast<int>(g.devices.size()), static_cast<double>(m.config.n_embd), o.tp_sync, g.link);
   for (int64_t l = first; l < end; ++l) add(t, layer_part(m, c, g, sh, ar, l, o));
   if (end == m.n_layers()) add(t, output_part(m, c, g, sh));
   if (first == 0) t.compute_s += input_part(m, c, g);
@@ -264,12 +271,13 @@ double tp_stage_prefill_s(const ModelShape& m, const Cluster& c, const TpGroup& 
   // Every chunk of up to n_batch tokens all-reduces [tokens, n_embd] twice per layer.
   double sync = 0;
   const double full = std::floor(np / nb), rest = np - full * nb;
-  const double vb = sync_value_bytes(o.tp_sync), E = static_cast<double>(m.config.n_embd);
+  const double E = static_cast<double>(m.config.n_embd);
   const double layers = static_cast<double>(end - first);
   if (np <= nb) {
-    sync = 2 * layers * chain_all_reduce(n, np * E, vb, g.link).s;
+    sync = 2 * layers * sync_all_reduce(n, np * E, o.tp_sync, g.link).s;
   } else {
-    sync = 2 * layers * (full * chain_all_reduce(n, nb * E, vb, g.link).s + (rest > 0 ? chain_all_reduce(n, rest * E, vb, g.link).s : 0));
+    sync = 2 * layers * (full * sync_all_reduce(n, nb * E, o.tp_sync, g.link).s +
+                         (rest > 0 ? sync_all_reduce(n, rest * E, o.tp_sync, g.link).s : 0));
   }
   if (end == m.n_layers()) sync += ring_all_gather(n, static_cast<double>(widest(g.shards.vocab)), g.link).s;
   return worst + sync;
@@ -296,7 +304,7 @@ DeviceCost tp_group_cost(const ModelShape& m, const Cluster& c, const TpGroup& g
   const int64_t L = m.n_layers();
   const ShardShape sh = tp_shard_shape(m);
   const CollectiveCost ar =
-      chain_all_reduce(static_cast<int>(g.devices.size()), static_cast<double>(m.config.n_embd), sync_value_bytes(o.tp_sync), g.link);
+      sync_all_reduce(static_cast<int>(g.devices.size()), static_cast<double>(m.config.n_embd), o.tp_sync, g.link);
   dc.prefix.assign(static_cast<size_t>(L) + 1, 0.0);
   for (int64_t l = 0; l < L; ++l)
     dc.prefix[static_cast<size_t>(l) + 1] = dc.prefix[static_cast<size_t>(l)] + layer_part(m, c, g, sh, ar, l, o).total_s();

@@ -18,14 +18,16 @@
 // logits are all-gathered (padded to the largest share, f32: engine/stage.cpp). Input: every rank
 // looks up the embedding (replicated).
 //
-// All-reduce, the chain of engine/ring_comm.h: 2(n-1) hops in sequence; a message of V values is
+// All-reduce with --tp-sync f32, the chain of engine/ring_comm.h: 2(n-1) hops in sequence; a message of V values is
 // K = ceil(V / kChainChunkValues) chunks, pipelined:
 //   time = 2(n-1) x latency + (2(n-1) + K - 1) x (bytes / K) / bandwidth
 // (never less than the busiest link's bytes / bandwidth: the message once for n = 2, twice for
 // n >= 3), bytes = V x the sync's bytes per value (f32 4, f16 2, q8 34/32: blocks of 32 with an
 // f16 scale). All-gather (ring, step by step): (n-1) x K steps of latency + chunk / bandwidth.
-// Bytes a rank sends per token: 2 x layers x (the message, twice on ranks 0..n-3 of a chain of
-// n >= 3) + (n-1) x its padded logits share x 4 on the last stage. The link between ranks r and r+1
+// With --tp-sync f16 / q8 the all-reduce is such an all-gather of each rank's encoded partial
+// (engine/tp_sync.h: V x 2 or 34/32 bytes), summed locally: n-1 hops, (n-1) x those bytes sent.
+// Bytes a rank sends per token: 2 x layers x (f32: the message, twice on ranks 0..n-3 of a chain of
+// n >= 3; f16 / q8: n-1 encoded partials) + (n-1) x its padded logits share x 4 on the last stage. The link between ranks r and r+1
 // is Cluster::link (same host: `link local`; in-process ranks use it too).
 //
 // Memory of a rank: its share of each layer's matrices, the norms in full, the KV cache of its
@@ -64,7 +66,9 @@ struct CollectiveCost {
   int hops = 0;                   // sequential link traversals
 };
 CollectiveCost chain_all_reduce(int n, double values, double bytes_per_value, const LinkProfile& l);
-CollectiveCost ring_all_gather(int n, double values_per_rank, const LinkProfile& l);
+CollectiveCost ring_all_gather(int n, double values_per_rank, const LinkProfile& l, double bytes_per_value = 4.0);
+// The all-reduce tp_all_reduce runs for `s`: the chain (f32) or the all-gather of the rounded form.
+CollectiveCost sync_all_reduce(int n, double values, TpSync s, const LinkProfile& l);
 
 // The devices of a group in rank order, their shard weights and the slowest link between
 // consecutive ranks (the chain is as slow as its slowest hop).

@@ -98,6 +98,30 @@ TEST(TpModel, ChainAllReduceMatchesASimulatedChain) {
   EXPECT_EQ(chain_all_reduce(1, 4096, 4, link).s, 0.0);
 }
 
+TEST(TpModel, F16AndQ8SyncIsAnAllGatherOfTheRoundedBytes) {
+  // engine/tp_sync.cpp: f32 runs the chain; f16 / q8 all-gather each rank's encoded partial (n-1
+  // hops, each rank forwarding n-1 partials) and sum locally.
+  const LinkProfile link{200e-6, 1.25e9};
+  for (int n = 2; n <= 5; ++n)
+    for (double values : {1024.0, 4096.0, 8192.0}) {
+      const CollectiveCost f32 = sync_all_reduce(n, values, TpSync::F32, link);
+      const CollectiveCost chain = chain_all_reduce(n, values, 4.0, link);
+      EXPECT_EQ(f32.s, chain.s);
+      EXPECT_EQ(f32.busiest_rank_bytes, chain.busiest_rank_bytes);
+      for (TpSync s : {TpSync::F16, TpSync::Q8}) {
+        const CollectiveCost c = sync_all_reduce(n, values, s, link);
+        const double bytes = values * sync_value_bytes(s);
+        EXPECT_EQ(c.hops, n - 1);  // one chunk: these messages are under 64 KiB
+        EXPECT_DOUBLE_EQ(c.busiest_rank_bytes, (n - 1) * bytes);
+        EXPECT_NEAR(c.s, (n - 1) * (link.latency_s + bytes / link.bandwidth_Bps), 1e-15);
+        EXPECT_LT(c.s, f32.s) << n << " ranks: fewer hops and fewer bytes than the f32 chain";
+      }
+    }
+  // A message over one chunk of f32 words is split like any ring message.
+  const double big = 3.0 * kChainChunkValues;  // f16: 1.5 chunks of words -> 2 chunks
+  EXPECT_EQ(sync_all_reduce(2, big, TpSync::F16, link).hops, 2);
+}
+
 TEST(TpModel, SyncBytesPerValue) {
   EXPECT_EQ(sync_value_bytes(TpSync::F32), 4.0);
   EXPECT_EQ(sync_value_bytes(TpSync::F16), 2.0);
