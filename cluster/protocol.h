@@ -161,7 +161,7 @@ void bounded_strings(Archive& ar, std::vector<std::string>& v, size_t max, const
 struct TpAssign {
   uint32_t rank = 0;
   uint32_t size = 1;            // 1: not tensor-parallel (the rest is empty)
-  std::vector<double> weights;  // one per rank, finite and positive (relative speeds)
+  std::vector<double> weights;  // one per rank, finite and positive (relative speeds); empty when size is 1
   uint8_t sync = 0;
   std::vector<std::string> next_addresses;
   int32_t ring_timeout_ms = 30000;
@@ -174,9 +174,9 @@ struct TpAssign {
     uint64_t n = weights.size();
     ar(n);
     if constexpr (A::is_loading::value) {
-      if (n != size)
+      if (n != (size > 1 ? size : 0))  // one per rank; none without tensor parallelism
         throw ProtocolError("Assign: " + std::to_string(n) + " tensor-parallel weights for " + std::to_string(size) +
-                            " ranks");
+                            (size > 1 ? " ranks" : " rank (none expected)"));
       weights.resize(static_cast<size_t>(n));
     }
     for (double& w : weights) {
