@@ -21,6 +21,10 @@
 //                             the model: coordinator -> worker WeightChunk{offset, crc32} + bytes (u8)
 //   any stage -> coordinator Error{request_id, message} when a Forward fails
 //   coordinator -> worker   Reset (forget the KV cache) -> Ready;  Stop -> Ready, then the worker exits
+//   coordinator -> every rank of a tensor-parallel group, after their Assigns (Assign v6 `tp`;
+//                             each Ready v4 says its ring listener): TpRing{addresses} -> Ready | Error
+//                             once the ring (engine/ring_comm.h) is formed. Then every rank takes the
+//                             stage's Forwards; only rank 0 sends on (to every rank of the next group)
 //
 // Roles (protocol 8): a worker belongs to the first coordinator whose Hello it accepted (by its
 // connection and session id) until that coordinator's connection is gone; only the owner's Assign,
