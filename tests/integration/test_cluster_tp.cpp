@@ -326,6 +326,36 @@ TEST_F(TpCluster, DeadOrStoppedRankMidTokenIsNamedWithin2s) {
   }
 }
 
+// A TpRing the worker cannot use is an Error naming why, and changes nothing: before any
+// tensor-parallel Assign; from a peer that does not own the worker (refused by role).
+TEST_F(TpCluster, StrayTpRingIsRefused) {
+  WorkerProcess w;
+  auto owner = transport::connect(w.address());
+  cluster::Hello h;
+  h.session = "tp-test-owner";
+  h.name = "tp test";
+  ASSERT_EQ(owner->send(cluster::pack(h)), "");
+  ASSERT_EQ(owner->recv(3000).status, transport::RecvStatus::ok);
+  cluster::TpRing t;
+  t.session = 1;
+  t.addresses = {"tcp://127.0.0.1:1", "tcp://127.0.0.1:2"};
+  auto error = [](transport::Link& l) {
+    const transport::Received r = l.recv(3000);
+    if (r.status != transport::RecvStatus::ok || r.msg.type != static_cast<uint16_t>(cluster::MsgType::Error))
+      return std::string("no Error: ") + r.error;
+    return cluster::unpack<cluster::ErrorMsg>(r.msg).message;
+  };
+  ASSERT_EQ(owner->send(cluster::pack(t)), "");
+  EXPECT_NE(error(*owner).find("TpRing without a tensor-parallel assignment"), std::string::npos);
+  auto other = transport::connect(w.address());
+  h.role = cluster::Role::Upstream;
+  h.session = "not-a-token";
+  ASSERT_EQ(other->send(cluster::pack(h)), "");
+  ASSERT_EQ(other->recv(3000).status, transport::RecvStatus::ok);
+  ASSERT_EQ(other->send(cluster::pack(t)), "");
+  EXPECT_NE(error(*other).find("refused: TpRing from a peer that does not own this worker"), std::string::npos);
+}
+
 // --on-worker-loss wait: a follower killed mid-generation and restarted at its address; the
 // coordinator reconnects the same group, forms a new ring, replays the caches and the greedy text
 // is the uninterrupted run's.
