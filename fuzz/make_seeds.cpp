@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <stdexcept>
 #include <filesystem>
 #include <fstream>
@@ -137,8 +138,11 @@ std::vector<Message> messages() {
 
 void protocol_and_lane_seeds() {
   int i = 0;
+  std::map<std::string, int> seen;  // a second message of a type (e.g. a tensor-parallel Assign): NAME_2
   for (const Message& m : messages()) {
-    const std::string name = msg_type_name(m.type);
+    const std::string type = msg_type_name(m.type);
+    const int nth = ++seen[type];
+    const std::string name = nth == 1 ? type : type + "_" + std::to_string(nth);
     write("fuzz_protocol", name + "_payload", std::string(1, '\0') + u16(m.type) + m.payload);
     std::string framed(1, '\1');
     std::string lane = std::string{static_cast<char>(i * 7), static_cast<char>(i)};  // chunk, first-bound selectors
