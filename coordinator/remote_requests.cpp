@@ -177,12 +177,26 @@ void RemotePipeline::recover_rounds(const WorkerError& first) {
           }
         }
       } else {
-        if (tp_ > 1)
-          give_up("tensor-parallel groups are not replanned yet (--on-worker-loss wait or fail; or restart the "
-                  "worker and run again)");
         const auto it = std::find_if(live_.begin(), live_.end(),
                                      [&](const std::string& a) { return normalize_address(a) == e->address; });
-        if (it != live_.end()) live_.erase(it);
+        if (tp_ > 1) {
+          // Groups are not re-formed: the lost rank's whole group leaves (live_ is groups of tp_
+          // consecutive workers, and stays so), the planner splits the layers over the other groups.
+          if (it != live_.end()) {
+            const auto first = live_.begin() + (it - live_.begin()) / static_cast<std::ptrdiff_t>(tp_) *
+                                                   static_cast<std::ptrdiff_t>(tp_);
+            std::string left;
+            for (auto w = first; w != first + static_cast<std::ptrdiff_t>(tp_); ++w)
+              if (w != it) left += (left.empty() ? "" : ", ") + *w;
+            HERD_LOG_WARN("leaving out the lost worker's tensor-parallel group (also ", left, ")");
+            live_.erase(first, first + static_cast<std::ptrdiff_t>(tp_));
+          }
+          if (live_.empty())
+            give_up("no tensor-parallel group left to re-plan over (groups are not re-formed from the survivors "
+                    "yet; --on-worker-loss wait waits for the lost worker instead)");
+        } else {
+          if (it != live_.end()) live_.erase(it);
+        }
         if (live_.empty()) give_up("no worker left to re-plan over");
         replanned_ = true;
         try {

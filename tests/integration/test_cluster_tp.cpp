@@ -278,13 +278,15 @@ void greedy_ids(Pipeline& p, int n_new, const std::function<void(int)>& between,
 
 // A follower rank killed (SIGKILL) or stopped (SIGSTOP: no heartbeats) while a token is computed:
 // an error naming it within 2 s (the bound), whichever rank's ring noticed first; with the
-// default policy (replan) the error also says groups are not re-planned yet.
+// default policy (replan) and a single group the error also says no group is left to re-plan over.
 TEST_F(TpCluster, DeadOrStoppedRankMidTokenIsNamedWithin2s) {
   struct Case {
     int sig;
     size_t n_workers, victim;  // victim: index of the worker hit (rank 1 of stage 0, or rank 0 of stage 1)
+    const char* policy;        // replan with one group: nothing left to re-plan over
   };
-  for (const Case& c : {Case{SIGKILL, 2, 1}, Case{SIGSTOP, 2, 1}, Case{SIGKILL, 4, 2}, Case{SIGSTOP, 4, 3}}) {
+  for (const Case& c : {Case{SIGKILL, 2, 1, "replan"}, Case{SIGSTOP, 2, 1, "fail"}, Case{SIGKILL, 4, 2, "fail"},
+                        Case{SIGSTOP, 4, 3, "fail"}}) {
     const std::string what = std::string(c.sig == SIGKILL ? "SIGKILL" : "SIGSTOP") + " of worker " +
                              std::to_string(c.victim + 1) + " of " + std::to_string(c.n_workers);
     std::vector<std::unique_ptr<WorkerProcess>> ws;
@@ -294,7 +296,7 @@ TEST_F(TpCluster, DeadOrStoppedRankMidTokenIsNamedWithin2s) {
       addrs.push_back(ws.back()->address());
     }
     RemotePipelineOptions o = options(addrs, 2, TpSync::F32, c.n_workers == 4 ? "0-1,2-4" : "");
-    o.on_worker_loss = c.sig == SIGKILL ? "replan" : "fail";
+    o.on_worker_loss = c.policy;
     RemotePipeline p(*file_, config_, o);
     Clock::time_point hit{};
     std::thread killer;
@@ -315,8 +317,8 @@ TEST_F(TpCluster, DeadOrStoppedRankMidTokenIsNamedWithin2s) {
       const std::string name = "worker " + std::to_string(c.victim + 1) + " of " + std::to_string(c.n_workers) + " (" +
                                addrs[c.victim];
       EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << what << ": " << e.what();
-      if (c.sig == SIGKILL) {
-        EXPECT_NE(std::string(e.what()).find("tensor-parallel groups are not replanned yet"), std::string::npos)
+      if (std::string(c.policy) == "replan") {
+        EXPECT_NE(std::string(e.what()).find("no tensor-parallel group left to re-plan over"), std::string::npos)
             << e.what();
       }
       std::printf("%s: named after %.2f s: %s\n", what.c_str(), took, e.what());
@@ -324,6 +326,41 @@ TEST_F(TpCluster, DeadOrStoppedRankMidTokenIsNamedWithin2s) {
     if (killer.joinable()) killer.join();
     if (c.sig == SIGSTOP) ::kill(pid, SIGCONT);
   }
+}
+
+// --on-worker-loss replan (the default) over 2 stages x tp 2: a killed rank's whole group is left
+// out, the planner puts every layer on the other group, the caches are replayed and the greedy text
+// is the uninterrupted run's (equal profiles: both layouts give the in-process equal-share bits).
+TEST_F(TpCluster, ReplanLeavesTheLostRanksGroupOut) {
+  std::vector<std::unique_ptr<WorkerProcess>> ws;
+  std::vector<std::string> addrs;
+  for (int i = 0; i < 4; ++i) {
+    ws.push_back(std::make_unique<WorkerProcess>(
+        "*", std::vector<std::string>{"--debug-delay-ms", "2", "--profile", dir_ + "/slow.json"}));
+    addrs.push_back(ws.back()->address());
+  }
+  RemotePipelineOptions o = options(addrs, 2, TpSync::F32, "0-1,2-4");
+  o.on_worker_loss = "replan";
+  std::vector<int32_t> want, got;
+  {
+    RemotePipeline p(*file_, config_, o);
+    greedy_ids(p, 24, [](int) {}, want);
+  }
+  RemotePipeline p(*file_, config_, o);
+  std::thread killer;
+  greedy_ids(p, 24, [&](int i) {
+    if (i == 6)
+      killer = std::thread([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        ws[3]->child().kill9();
+      });
+  }, got);
+  if (killer.joinable()) killer.join();
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(p.recoveries(), 1);
+  EXPECT_EQ(p.n_stages(), 1);
+  ASSERT_EQ(p.ranges().size(), 2u);
+  EXPECT_EQ(p.ranges()[0].end, config_.n_layers);
 }
 
 // A TpRing the worker cannot use is an Error naming why, and changes nothing: before any
