@@ -32,6 +32,7 @@
 #include "coordinator/replay.h"
 #include "engine/tp_pipeline.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "tests/engine/batch_schedule.h"
 #include "tests/integration/cluster_util.h"
 #include "tests/logits_agreement.h"
 #include "transport/security.h"
@@ -197,6 +198,24 @@ TEST_F(TpCluster, SameBitsOnTwentyRunsInOneCluster) {
       ASSERT_EQ("", bit_difference(again, first)) << tp_sync_name(sync) << " run " << run;
     }
   }
+}
+
+// Four sequences in one batch per step, and in two micro-batches in flight at once, through
+// 2 stages x tp 2: every rank takes the batches in the order sent, so each sequence gets the bits
+// it gets alone in the in-process TpPipeline (TP keeps batch invariance: test_tensor_parallel).
+TEST_F(TpCluster, FourSequencesAndMicroBatchesInFlightGetTheBitsEachGetsAlone) {
+  const auto scripts = make_scripts(4, static_cast<int32_t>(config_.n_vocab));
+  TpOptions t;
+  t.n_ranks = 2;
+  t.make_backend = [] { return make_cpu_backend(CpuBackendOptions{true, "auto"}); };
+  TpPipeline one(*file_, config_, kv(), t);
+  std::vector<SeqLogits> alone;
+  for (const auto& sc : scripts) alone.push_back(run_alone(one, sc));
+  RemotePipelineOptions o = options({addr(0), addr(1), addr(2), addr(3)}, 2, TpSync::F32, "0-1,2-4");
+  o.n_seq = 4;
+  RemotePipeline remote(*file_, config_, o);
+  EXPECT_EQ("", compare_bits(run_together(remote, scripts), alone));
+  EXPECT_EQ("", compare_bits(run_in_flight(remote, scripts, 2), alone)) << "2 micro-batches in flight";
 }
 
 TEST_F(TpCluster, SampledGenerationOverTpByPpGivesTheInProcessTokens) {
