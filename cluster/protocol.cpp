@@ -23,6 +23,7 @@ const char* msg_type_name(uint16_t type) {
     case MsgType::WeightChunk: return "WeightChunk";
     case MsgType::Ping: return "Ping";
     case MsgType::Pong: return "Pong";
+    case MsgType::TpRing: return "TpRing";
   }
   return "unknown message type";
 }

@@ -21,6 +21,10 @@
 //                             the model: coordinator -> worker WeightChunk{offset, crc32} + bytes (u8)
 //   any stage -> coordinator Error{request_id, message} when a Forward fails
 //   coordinator -> worker   Reset (forget the KV cache) -> Ready;  Stop -> Ready, then the worker exits
+//   coordinator -> every rank of a tensor-parallel group, after their Assigns (Assign v6 `tp`;
+//                             each Ready v4 says its ring listener): TpRing{addresses} -> Ready | Error
+//                             once the ring (engine/ring_comm.h) is formed. Then every rank takes the
+//                             stage's Forwards; only rank 0 sends on (to every rank of the next group)
 //
 // Roles (protocol 8): a worker belongs to the first coordinator whose Hello it accepted (by its
 // connection and session id) until that coordinator's connection is gone; only the owner's Assign,
@@ -33,6 +37,7 @@
 // bounded on load (a garbage length never allocates), and unpack() rejects trailing bytes.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -57,8 +62,10 @@ namespace herd::cluster {
 // stage to its upstream): a worker takes Assign/Reset/Stop only from the coordinator that owns it,
 // Forward only from its assigned upstream, and a second coordinator is told "busy"; 9: weight
 // integrity (Assign v5: the BLAKE2b-256 of each of the stage's tensors, cluster/tensor_hashes.h): a
-// worker whose copy of a tensor differs refuses the Assign naming it, and checks what it is sent
-constexpr uint32_t kProtocolVersion = 9;
+// worker whose copy of a tensor differs refuses the Assign naming it, and checks what it is sent;
+// 10: tensor parallelism over workers (Assign v6: the TP section; Ready v4: the ring listener's
+// address; TpRing: the group's ring addresses, answered Ready | Error once the ring is formed)
+constexpr uint32_t kProtocolVersion = 10;
 
 enum class Role : uint8_t { Coordinator = 0, Worker = 1, Upstream = 2 };
 
@@ -125,6 +132,71 @@ void tensor_digests(Archive& ar, std::vector<TensorDigest>& v, const char* field
 }
 }  // namespace detail
 
+// Tensor parallelism (protocol 10): a stage may be a group of `size` workers, each running rank
+// `rank`'s shard of the stage's layers (engine/tp_shard.h) with the plan every rank computes from
+// the same `weights` (engine/shard_plan.h plan_shards). Every rank takes the stage's Forwards; only
+// rank 0 sends its output on: to every address of `next_addresses` (the next group's ranks; empty
+// for the last stage or a follower), or to the coordinator. sync: engine/tp_sync.h TpSync (0 f32,
+// 1 f16, 2 q8). ring_timeout_ms: how long a collective may wait for a silent rank.
+constexpr uint32_t kMaxTpRanks = 256;
+constexpr size_t kMaxAddress = 1024;
+constexpr int32_t kMaxRingTimeoutMs = 86400 * 1000;
+namespace detail {
+// At most `max` strings of at most kMaxAddress bytes, read one by one (a claimed count allocates nothing).
+template <class Archive>
+void bounded_strings(Archive& ar, std::vector<std::string>& v, size_t max, const char* field) {
+  uint64_t n = v.size();
+  ar(n);
+  if constexpr (Archive::is_loading::value) {
+    if (n > max)
+      throw ProtocolError(std::string(field) + " has " + std::to_string(n) + " entries (max " + std::to_string(max) + ")");
+    v.clear();
+    for (uint64_t i = 0; i < n; ++i) {
+      std::string s;
+      bounded_string(ar, s, kMaxAddress, field);
+      v.push_back(std::move(s));
+    }
+  } else {
+    for (auto& s : v) bounded_string(ar, s, kMaxAddress, field);
+  }
+}
+}  // namespace detail
+
+struct TpAssign {
+  uint32_t rank = 0;
+  uint32_t size = 1;            // 1: not tensor-parallel (the rest is empty)
+  std::vector<double> weights;  // one per rank, finite and positive (relative speeds); empty when size is 1
+  uint8_t sync = 0;
+  std::vector<std::string> next_addresses;
+  int32_t ring_timeout_ms = 30000;
+  bool operator==(const TpAssign&) const = default;
+  template <class A> void serialize(A& ar) {
+    ar(rank, size);
+    if (size < 1 || size > kMaxTpRanks || rank >= size)
+      throw ProtocolError("Assign: tensor-parallel rank " + std::to_string(rank) + " of " + std::to_string(size) +
+                          " (1.." + std::to_string(kMaxTpRanks) + " ranks)");
+    uint64_t n = weights.size();
+    ar(n);
+    if constexpr (A::is_loading::value) {
+      if (n != (size > 1 ? size : 0))  // one per rank; none without tensor parallelism
+        throw ProtocolError("Assign: " + std::to_string(n) + " tensor-parallel weights for " + std::to_string(size) +
+                            (size > 1 ? " ranks" : " rank (none expected)"));
+      weights.resize(static_cast<size_t>(n));
+    }
+    for (double& w : weights) {
+      ar(w);
+      if (!std::isfinite(w) || !(w > 0) || w > 1e18)
+        throw ProtocolError("Assign: tensor-parallel weight " + std::to_string(w) + " (must be finite and positive)");
+    }
+    ar(sync);
+    if (sync > 2) throw ProtocolError("Assign: tensor-parallel sync " + std::to_string(sync) + " (0 f32, 1 f16, 2 q8)");
+    detail::bounded_strings(ar, next_addresses, kMaxTpRanks, "Assign.tp.next_addresses");
+    ar(ring_timeout_ms);
+    if (ring_timeout_ms < 1 || ring_timeout_ms > kMaxRingTimeoutMs)
+      throw ProtocolError("Assign: ring timeout " + std::to_string(ring_timeout_ms) + " ms");
+  }
+};
+
 struct Assign {
   static constexpr MsgType kType = MsgType::Assign;
   uint64_t session = 0;       // coordinator's assignment id (echoed in logs)
@@ -154,8 +226,10 @@ struct Assign {
   // coordinator's file has them. The worker compares its own copy's (or what it was sent) and
   // refuses the Assign naming the first tensor that differs.
   std::vector<TensorDigest> tensor_digests;
+  // v6: tensor parallelism (size 1: none).
+  TpAssign tp;
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 5, "Assign");
+    detail::check_version<A>(v, 6, "Assign");
     ar(session);
     detail::bounded_string(ar, model_hash, 128, "Assign.model_hash");
     detail::bounded_string(ar, model_path, 4096, "Assign.model_path");
@@ -187,6 +261,7 @@ struct Assign {
       detail::bounded_string(ar, next_token, 64, "Assign.next_token");
     }
     if (v >= 5) detail::tensor_digests(ar, tensor_digests, "Assign.tensor_digests");
+    if (v >= 6) tp.serialize(ar);
   }
 };
 
@@ -212,10 +287,13 @@ struct Ready {
   // and the bytes it holds (its tensors + the KV cache allocated); for status pages only.
   std::string device;
   uint64_t memory_bytes = 0;
+  // v4: after an Assign of a tensor-parallel rank, the address its ring listener is bound to (the
+  // coordinator puts the host it dialled in place of a wildcard one); "" otherwise.
+  std::string ring_address;
   Ready() = default;
   Ready(std::string info_) : info(std::move(info_)) {}  // NOLINT: Ready{"text"} as before v2
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 3, "Ready");
+    detail::check_version<A>(v, 4, "Ready");
     detail::bounded_string(ar, info, 4096, "Ready.info");
     if (v >= 2) {
       detail::boolean(ar, has_next_link, "Ready.has_next_link");
@@ -226,6 +304,7 @@ struct Ready {
       ar(memory_bytes);
       if (memory_bytes > kMaxStageBytes) throw ProtocolError("Ready: memory " + std::to_string(memory_bytes) + " bytes");
     }
+    if (v >= 4) detail::bounded_string(ar, ring_address, kMaxAddress, "Ready.ring_address");
   }
 };
 
@@ -432,6 +511,21 @@ struct Pong {
 // else one u8 [bytes] tensor.
 void check_echo_payload(const Message& m, uint64_t bytes);
 
+// Coordinator -> every rank of a tensor-parallel group, after each answered its Assign: the ring
+// listeners' addresses in rank order (one per rank of the Assign's group). Each rank forms the ring
+// (engine/ring_comm.h make_ring_comm, within the Assign's ring timeout) and answers Ready | Error.
+struct TpRing {
+  static constexpr MsgType kType = MsgType::TpRing;
+  uint64_t session = 0;  // the Assign's
+  std::vector<std::string> addresses;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "TpRing");
+    ar(session);
+    detail::bounded_strings(ar, addresses, kMaxTpRanks, "TpRing.addresses");
+    if (addresses.size() < 2) throw ProtocolError("TpRing: " + std::to_string(addresses.size()) + " addresses (at least 2)");
+  }
+};
+
 struct Reset {
   static constexpr MsgType kType = MsgType::Reset;
   template <class A> void serialize(A& ar, uint32_t v) { detail::check_version<A>(v, 1, "Reset"); }
@@ -446,8 +540,9 @@ struct Stop {
 
 
 CEREAL_CLASS_VERSION(herd::cluster::Hello, 2)
-CEREAL_CLASS_VERSION(herd::cluster::Assign, 5)
-CEREAL_CLASS_VERSION(herd::cluster::Ready, 3)
+CEREAL_CLASS_VERSION(herd::cluster::Assign, 6)
+CEREAL_CLASS_VERSION(herd::cluster::Ready, 4)
+CEREAL_CLASS_VERSION(herd::cluster::TpRing, 1)
 CEREAL_CLASS_VERSION(herd::cluster::LinkStats, 1)
 CEREAL_CLASS_VERSION(herd::cluster::Ping, 1)
 CEREAL_CLASS_VERSION(herd::cluster::Pong, 1)

@@ -29,12 +29,10 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
   const KvOptions kv{n_ctx, opts.n_seq, parse_kv_type(opts.kv_type)};
   if (opts.tp < 1 || opts.tp > 256) throw std::invalid_argument("--tp must be in 1..256, not " + std::to_string(opts.tp));
   const TpSync sync = parse_tp_sync(opts.tp_sync);
-  if (opts.tp > 1 && !opts.workers.empty())
-    throw std::invalid_argument("not yet: --tp with --workers is planned (issue [tensor]); --tp runs its ranks as "
-                                "threads of this process");
-  if (opts.tp > 1 && !opts.split.empty())
-    throw std::invalid_argument("not yet: --tp with --split is planned (issue [tensor]: plans mixing both)");
-  if (opts.tp > 1) {
+  if (opts.tp > 1 && !opts.split.empty() && opts.workers.empty())
+    throw std::invalid_argument("not yet: --tp with --split runs over --workers only (one range per group of --tp "
+                                "workers); in one process --tp is one stage");
+  if (opts.tp > 1 && opts.workers.empty()) {
     // Each rank is a thread with a backend of its own; -t T gives each max(1, T / N) threads.
     TpOptions to;
     to.n_ranks = opts.tp;
@@ -57,6 +55,8 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
     ro.n_seq = kv.n_seq;
     ro.kv_type = kv.type;
     ro.take_over = opts.take_over;
+    ro.tp = opts.tp;
+    ro.tp_sync = sync;
     if (!(opts.step_timeout_s == -1 || (opts.step_timeout_s >= 0 && opts.step_timeout_s <= 86400)))
       throw std::invalid_argument("--step-timeout must be in 0..86400 seconds (0 = off)");
     if (!(opts.wait_timeout_s >= 0 && opts.wait_timeout_s <= 86400))

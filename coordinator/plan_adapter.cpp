@@ -40,26 +40,55 @@ partition::LinkProfile link_profile(const cluster::LinkStats& s) {
   return {s.latency_s, s.bandwidth_Bps > 0 ? s.bandwidth_Bps : 125e6};
 }
 
+namespace {
+
+// The name of device d: its worker, or with groups "workers 1-2".
+std::string device_name(const WorkerSet& workers, size_t d, size_t group) {
+  if (group <= 1) return "worker " + std::to_string(workers[d].index + 1);
+  return "workers " + std::to_string(workers[d * group].index + 1) + "-" +
+         std::to_string(workers[d * group + group - 1].index + 1);
+}
+
+}  // namespace
+
 SplitPlan plan_split(const partition::ModelShape& shape, const WorkerSet& workers,
                      const std::map<std::pair<std::string, std::string>, cluster::LinkStats>& measured_hops,
-                     const SplitRequest& request) {
+                     const SplitRequest& request, size_t group) {
+  if (group < 1 || workers.size() % group != 0)
+    throw std::invalid_argument(std::to_string(workers.size()) + " workers do not form groups of " + std::to_string(group));
   const auto& links = workers.links();
+  const size_t n_dev = workers.size() / group;
   partition::Cluster c;
   c.coordinator_host = "coordinator";
-  for (size_t i = 0; i < workers.size(); ++i)
-    c.devices.push_back(device_profile(workers[i].hello.profile, "worker " + std::to_string(workers[i].index + 1)));
+  for (size_t d = 0; d < n_dev; ++d) {
+    partition::DeviceProfile p = device_profile(workers[d * group].hello.profile, device_name(workers, d, group));
+    for (size_t r = 1; r < group; ++r) {  // a tensor-parallel group: its members' memory and rates summed
+      const partition::DeviceProfile m = device_profile(workers[d * group + r].hello.profile, p.name);
+      p.free_bytes += m.free_bytes;
+      p.total_bytes += m.total_bytes;
+      p.bandwidth_Bps += m.bandwidth_Bps;
+      p.flops += m.flops;
+      p.attn_Bps += m.attn_Bps;
+      for (auto& [t, rate] : p.matvec_Bps) rate += m.matvec_rate(t);
+    }
+    c.devices.push_back(std::move(p));
+  }
   auto key = [](const std::string& a, const std::string& b) { return a < b ? std::make_pair(a, b) : std::make_pair(b, a); };
-  for (size_t i = 0; i < workers.size(); ++i) {
-    c.links[key(c.coordinator_host, c.devices[i].host)] = link_profile(links[i]);
-    for (size_t j = i + 1; j < workers.size(); ++j) {
+  for (size_t i = 0; i < n_dev; ++i) {
+    const size_t wi = i * group;
+    c.links[key(c.coordinator_host, c.devices[i].host)] = link_profile(links[workers[wi].index]);
+    for (size_t j = i + 1; j < n_dev; ++j) {
+      const size_t wj = j * group;
       // Measured by the stage itself on an earlier assignment, else estimated from the two
       // coordinator links: the slower latency and the lower bandwidth.
       partition::LinkProfile l;
-      if (auto it = measured_hops.find({workers[i].address, workers[j].address}); it != measured_hops.end()) {
+      const auto& li = links[workers[wi].index];
+      const auto& lj = links[workers[wj].index];
+      if (auto it = measured_hops.find({workers[wi].address, workers[wj].address}); it != measured_hops.end()) {
         l = link_profile(it->second);
       } else {
-        l.latency_s = std::max(links[i].latency_s, links[j].latency_s);
-        l.bandwidth_Bps = std::min(link_profile(links[i]).bandwidth_Bps, link_profile(links[j]).bandwidth_Bps);
+        l.latency_s = std::max(li.latency_s, lj.latency_s);
+        l.bandwidth_Bps = std::min(link_profile(li).bandwidth_Bps, link_profile(lj).bandwidth_Bps);
       }
       c.links[key(c.devices[i].host, c.devices[j].host)] = l;
     }
@@ -87,20 +116,25 @@ SplitPlan plan_split(const partition::ModelShape& shape, const WorkerSet& worker
   std::string line = "plan:";
   for (size_t s = 0; s < p.stages.size(); ++s) {
     const auto& st = p.stages[s];
-    const auto& w = workers[static_cast<size_t>(st.device)];
-    out.stage_workers.push_back(static_cast<size_t>(st.device));
-    out.ranges.push_back({st.first, st.end, s == 0, s + 1 == p.stages.size()});
-    line += std::string(s ? ", " : " ") + "worker " + std::to_string(w.index + 1) + " " + layers_text(out.ranges.back());
-    HERD_LOG_INFO("plan (", p.strategy, "): worker ", w.index + 1, " (", w.address, ") ", layers_text(out.ranges.back()),
-                  ": needs ", partition::gb(st.mem.total()), " of ", partition::gb(c.devices[static_cast<size_t>(st.device)].free_bytes),
-                  " free, ", st.decode_s * 1e3, " ms per token");
+    const size_t d = static_cast<size_t>(st.device);
+    const model::LayerRange range{st.first, st.end, s == 0, s + 1 == p.stages.size()};
+    for (size_t r = 0; r < group; ++r) {
+      out.stage_workers.push_back(d * group + r);
+      out.ranges.push_back(range);
+    }
+    const std::string name = device_name(workers, d, group);
+    line += std::string(s ? ", " : " ") + name + " " + layers_text(range);
+    HERD_LOG_INFO("plan (", p.strategy, "): ", name, " (", workers[d * group].address, group > 1 ? ", ..." : "", ") ",
+                  layers_text(range), ": needs ", partition::gb(st.mem.total()), " of ",
+                  partition::gb(c.devices[d].free_bytes), " free, ", st.decode_s * 1e3, " ms per token");
   }
   line += "; predicted " + tok_s_text(p.pred.decode_tok_s) + " tok/s";
   for (const auto& e : p.excluded) {
-    const auto& w = workers[static_cast<size_t>(e.device)];
-    HERD_LOG_INFO("plan: worker ", w.index + 1, " (", w.address, ") gets no layers: ", e.reason);
+    const size_t d = static_cast<size_t>(e.device);
+    const std::string name = device_name(workers, d, group);
+    HERD_LOG_INFO("plan: ", name, " (", workers[d * group].address, ") gets no layers: ", e.reason);
     const std::string why = e.reason.rfind("left out: ", 0) == 0 ? e.reason.substr(10) : e.reason;
-    line += "; worker " + std::to_string(w.index + 1) + " unused (" + why + ")";
+    line += "; " + name + " unused (" + why + ")";
   }
   HERD_LOG_INFO("plan (", p.strategy, "): predicted ", p.pred.decode_tok_s, " tok/s decode, ", p.pred.ttft_s * 1e3,
                 " ms to the first token of a ", o.n_prompt, "-token prompt");

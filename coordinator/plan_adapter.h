@@ -37,8 +37,8 @@ struct SplitPlan {
   partition::Cluster cluster;        // the workers as devices (device i = worker i) and the links
   partition::PlanOptions options;
   partition::Plan plan;
-  std::vector<size_t> stage_workers;      // stage s runs on worker stage_workers[s]
-  std::vector<model::LayerRange> ranges;  // stage s's layers
+  std::vector<size_t> stage_workers;      // stage s runs on worker stage_workers[s] (group > 1: see plan_split)
+  std::vector<model::LayerRange> ranges;  // stage s's layers (group > 1: per worker of stage_workers)
   std::string summary;  // "plan: worker 1 layers 0-13, worker 2 layers 14-29; predicted 96 tok/s"
 };
 
@@ -47,9 +47,14 @@ struct SplitPlan {
 // an earlier assignment (`measured_hops`, keyed by (from, to) address; else estimated from the two
 // coordinator links). Throws std::runtime_error for an unknown strategy; partition::PlanError when
 // the model does not fit.
+//
+// group > 1 (tensor parallelism, --tp): each `group` consecutive workers are one stage, planned as
+// one device: the members' memory and rates summed (each rank holds and reads about its share of
+// the stage), its links those of its first worker. stage_workers then lists every worker of each
+// stage's group, in order (group-size entries per stage), and ranges one entry per worker.
 SplitPlan plan_split(const partition::ModelShape& shape, const WorkerSet& workers,
                      const std::map<std::pair<std::string, std::string>, cluster::LinkStats>& measured_hops,
-                     const SplitRequest& request);
+                     const SplitRequest& request, size_t group = 1);
 
 // Contiguous ranges, one per worker, with layer counts proportional to free_bytes (each >= 1;
 // largest remainders get the leftovers). Throws when there are more workers than layers.

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "model/gguf.h"
 #include "model/weights.h"
+#include "engine/comm.h"
 
 namespace herd {
 
@@ -32,6 +33,18 @@ RemotePipeline::RemotePipeline(const model::GgufFile& f, const model::ModelConfi
   if (opts_.model_path.empty()) opts_.model_path = std::filesystem::absolute(f.path()).string();
   check_worker_loss_policy(opts_.on_worker_loss);
   if (opts_.wait_timeout_ms < 0) throw std::invalid_argument("the wait timeout must be >= 0");
+  if (opts_.tp < 1 || opts_.tp > static_cast<int>(kMaxTpRanks))
+    throw std::invalid_argument("--tp must be in 1.." + std::to_string(kMaxTpRanks) + ", not " + std::to_string(opts_.tp));
+  tp_ = static_cast<size_t>(opts_.tp);
+  if (opts_.workers.size() % tp_ != 0)
+    throw std::invalid_argument("--tp " + std::to_string(tp_) + " with " + std::to_string(opts_.workers.size()) +
+                                " workers: the number of workers must be a multiple of --tp (each pipeline stage is "
+                                "a group of --tp consecutive workers)");
+  if (tp_ > 1 && c.is_moe())
+    throw std::invalid_argument("tensor parallelism does not split mixture-of-experts models yet (" + c.arch + ", " +
+                                std::to_string(c.n_expert) + " experts): run without --tp");
+  if (tp_ > 1 && opts_.tp_sync == TpSync::Q8 && c.n_embd % 32 != 0)
+    throw std::invalid_argument("--tp-sync q8 needs n_embd in whole blocks of 32; it is " + std::to_string(c.n_embd));
   model_hash_ = model_fingerprint(f);
   // Every tensor any stage may be given, hashed once (a full read the first time; the cache file
   // beside the model after that). Each Assign then carries its stage's digests.
@@ -71,7 +84,7 @@ void RemotePipeline::fail(size_t i, const std::string& what, bool lost) {
 
 void RemotePipeline::fail_root_cause(size_t i, const std::string& what) {
   healthy_ = false;
-  workers_.fail_root_cause(i, what);
+  workers_.fail_root_cause(i, what, tp_ > 1 ? 1000 : 300);
 }
 
 void RemotePipeline::setup() {
@@ -89,30 +102,56 @@ void RemotePipeline::setup() {
     } catch (const std::invalid_argument& e) {
       throw std::runtime_error(e.what());
     }
-    if (ranges_.size() != workers_.size())
+    if (ranges_.size() * tp_ != workers_.size())
       throw std::runtime_error("--split has " + std::to_string(ranges_.size()) + " ranges for " +
-                               std::to_string(workers_.size()) + " workers");
+                               std::to_string(workers_.size()) + " workers" +
+                               (tp_ > 1 ? " in groups of --tp " + std::to_string(tp_) + " (one range per group)" : ""));
+    std::vector<model::LayerRange> per_worker;  // a group's ranks share their stage's range
+    for (const auto& r : ranges_) per_worker.insert(per_worker.end(), tp_, r);
+    ranges_ = std::move(per_worker);
   } else {
     plan_split();
   }
 
-  weights_.allow(config_, ranges_);  // the header, and each worker its own tensors
+  const size_t n_st = workers_.size() / tp_;
+  weights_.allow(config_, ranges_);  // the header, and each worker its own tensors (a group's: its stage's)
   ready_info_.assign(workers_.size(), {});
-  stage_status_.assign(workers_.size(), {});
-  stage_links_.assign(workers_.size() > 0 ? workers_.size() - 1 : 0, {});
-  // Assign from the last stage back, so that each stage's next stage is ready when it dials it.
-  for (size_t k = workers_.size(); k-- > 0;) assign(k);
+  stage_status_.assign(n_st, {});
+  stage_links_.assign(n_st > 0 ? n_st - 1 : 0, {});
+  // Link tokens: stage s takes Forward messages only from the peer that says upstream_token (stage
+  // s-1's rank 0, told it as its next_token); stage 0 only from us. Fresh for every assignment.
+  link_tokens_.assign(n_st, {});
+  for (size_t s = 0; s + 1 < n_st; ++s) link_tokens_[s] = random_token();
+  // Tensor parallelism: each group's shares from its ranks' measured read bandwidth (a decode
+  // step reads every weight once: a rank's time is its share of the bytes over its bandwidth).
+  tp_weights_.clear();
+  ring_addresses_.assign(workers_.size(), {});
+  if (tp_ > 1)
+    for (size_t s = 0; s < n_st; ++s) {
+      std::vector<double> w;
+      for (size_t r = 0; r < tp_; ++r) {
+        const double bw = workers_[s * tp_ + r].hello.profile.read_bw_Bps;
+        w.push_back(std::isfinite(bw) && bw > 0 && bw < 1e18 ? bw : 1.0);
+      }
+      tp_weights_.push_back(std::move(w));
+    }
+  // Assign from the last stage back, so that each stage's next stage is ready when it dials it; a
+  // tensor-parallel group's ring is formed once all its ranks are assigned.
+  for (size_t s = n_st; s-- > 0;) {
+    for (size_t r = 0; r < tp_; ++r) assign(s * tp_ + r);
+    if (tp_ > 1) form_ring(s);
+  }
   mirrors_.assign(static_cast<size_t>(opts_.n_seq), std::nullopt);  // fresh samplers on the last stage
   // A new layout: the times start again. The way back from the last stage is taken to be its link
   // as this coordinator measured it (an echo: both directions together).
   hop_links_.clear();
   hop_links_.push_back(worker_links_.at(workers_[0].index));
   hop_links_.insert(hop_links_.end(), stage_links_.begin(), stage_links_.end());
-  hop_links_.push_back(worker_links_.at(workers_[workers_.size() - 1].index));
+  hop_links_.push_back(worker_links_.at(workers_[result_worker()].index));
   stats_.reset(stage_status_, hop_links_.size());
   healthy_ = true;
   progress_at_ = std::chrono::steady_clock::now();
-  progress_.all_ready(workers_.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+  progress_.all_ready(n_st, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                       weights_.bytes_sent() - sent0);
 }
 
@@ -126,7 +165,7 @@ void RemotePipeline::plan_split() {
   q.kv_type = std::string(dtype_name(opts_.kv_type));
   SplitPlan s;
   try {
-    s = herd::plan_split(*shape_, workers_, measured_hops_, q);
+    s = herd::plan_split(*shape_, workers_, measured_hops_, q, tp_);
   } catch (const partition::PlanError& e) {
     workers_.close();
     throw std::runtime_error(e.what());
@@ -144,11 +183,12 @@ void RemotePipeline::plan_split() {
 }
 
 void RemotePipeline::assign(size_t k) {
+  const size_t s = k / tp_, rank = k % tp_, n_st = workers_.size() / tp_;
   Assign a;
   a.session = session_;
   a.model_hash = model_hash_;
   a.model_path = opts_.model_path;
-  a.layers = {ranges_[k].first, ranges_[k].end, k == 0, k + 1 == workers_.size()};
+  a.layers = {ranges_[k].first, ranges_[k].end, s == 0, s + 1 == n_st};
   a.n_ctx = opts_.n_ctx;
   a.n_seq = opts_.n_seq;
   a.kv_type = opts_.kv_type;
@@ -158,13 +198,24 @@ void RemotePipeline::assign(size_t k) {
   a.file_size = file_.file_size();
   a.header_bytes = file_.data_offset();
   a.tensor_digests = hashes_->digests(model::stage_tensor_names(file_, config_, ranges_[k]));
-  if (!a.layers.output) a.next_address = workers_[k + 1].address;
-  // Link tokens: stage k takes Forward messages only from the peer that says upstream_token (stage
-  // k-1, told it as its next_token); stage 0 only from us. Fresh for every assignment.
-  if (k + 1 == workers_.size()) link_tokens_.assign(workers_.size(), {});
-  if (k > 0) link_tokens_[k - 1] = random_token();
-  if (k > 0) a.upstream_token = link_tokens_[k - 1];
-  if (!a.layers.output) a.next_token = link_tokens_[k];
+  // Only rank 0 of a group sends on: to the next stage, every rank of its group.
+  if (!a.layers.output && rank == 0) {
+    a.next_address = workers_[(s + 1) * tp_].address;
+    a.next_token = link_tokens_[s];
+    if (tp_ > 1)
+      for (size_t r = 0; r < tp_; ++r) a.tp.next_addresses.push_back(workers_[(s + 1) * tp_ + r].address);
+  }
+  if (s > 0) a.upstream_token = link_tokens_[s - 1];
+  if (tp_ > 1) {
+    a.tp.rank = static_cast<uint32_t>(rank);
+    a.tp.size = static_cast<uint32_t>(tp_);
+    a.tp.weights = tp_weights_[s];
+    a.tp.sync = static_cast<uint8_t>(opts_.tp_sync);
+    // A collective waits this long for a silent rank: the step timeout of a prompt-sized batch (the
+    // coordinator's watchdog names a stuck worker first), or Comm's default without one.
+    const int st = step_timeout_ms(512);
+    a.tp.ring_timeout_ms = st > 0 ? std::min(st, kMaxRingTimeoutMs) : Comm::kDefaultTimeoutMs;
+  }
   if (auto err = workers_[k].link->send(pack(a)); !err.empty()) fail(k, err);
   // A worker without the model fetches its shard first: each request restarts the clock.
   const std::string who = workers_[k].address;
@@ -195,17 +246,55 @@ void RemotePipeline::assign(size_t k) {
     HERD_LOG_INFO(describe(k), " ready: ", ready.info);
     ready_info_[k] = ready.info;
     const std::string& addr = workers_[k].address;
-    stage_status_[k] = {addr.rfind("tcp://", 0) == 0 ? addr.substr(6) : addr, ready.device, ranges_[k].first,
-                        ranges_[k].end, ready.memory_bytes};
-    if (k + 1 < workers_.size()) {
+    if (rank == 0) {
+      stage_status_[s] = {addr.rfind("tcp://", 0) == 0 ? addr.substr(6) : addr, ready.device, ranges_[k].first,
+                          ranges_[k].end, ready.memory_bytes};
+      if (tp_ > 1) stage_status_[s].name += " +" + std::to_string(tp_ - 1) + " tp";
+    } else {
+      stage_status_[s].memory_bytes += ready.memory_bytes;  // the group's memory
+    }
+    if (tp_ > 1) {
+      // Its ring listener, on the interface this coordinator dialled (a wildcard bind says 0.0.0.0).
+      const std::string& ra = ready.ring_address;
+      if (ra.empty()) fail(k, "did not report its tensor-parallel ring listener (an older worker?)");
+      ring_addresses_[k] = ra.rfind("tcp://", 0) == 0 && addr.rfind("tcp://", 0) == 0
+                               ? addr.substr(0, addr.rfind(':')) + ra.substr(ra.rfind(':'))
+                               : ra;
+    }
+    if (s + 1 < n_st && rank == 0) {
       if (!ready.has_next_link) fail(k, "did not report its link to the next stage");
-      stage_links_[k] = ready.next_link;
-      measured_hops_[{workers_[k].address, workers_[k + 1].address}] = ready.next_link;
+      stage_links_[s] = ready.next_link;
+      measured_hops_[{workers_[k].address, workers_[(s + 1) * tp_].address}] = ready.next_link;
       HERD_LOG_INFO(describe(k), ": link to the next stage ", ready.next_link.latency_s * 1e6, " us one way, ",
                     ready.next_link.bandwidth_Bps / 1e9, " GB/s");
     }
   } catch (const ProtocolError& e) {
     fail(k, std::string("bad answer to the assignment: ") + e.what());
+  }
+}
+
+void RemotePipeline::form_ring(size_t s) {
+  constexpr int kRingAnswerMs = 15000;  // the workers' own bound (10 s) plus slack
+  TpRing t;
+  t.session = session_;
+  for (size_t r = 0; r < tp_; ++r) t.addresses.push_back(ring_addresses_[s * tp_ + r]);
+  // All ranks first (each blocks in make_ring_comm until its neighbours are there), then the answers.
+  for (size_t r = 0; r < tp_; ++r)
+    if (auto err = workers_[s * tp_ + r].link->send(pack(t)); !err.empty()) fail(s * tp_ + r, err, /*lost=*/true);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kRingAnswerMs);
+  for (size_t r = 0; r < tp_; ++r) {
+    const size_t k = s * tp_ + r;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    Received a = workers_[k].link->recv(static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    if (a.status == RecvStatus::timeout) fail(k, "no answer to the tensor-parallel ring setup", /*lost=*/true);
+    if (a.status != RecvStatus::ok) fail(k, a.error, /*lost=*/true);
+    try {
+      if (a.msg.type == static_cast<uint16_t>(MsgType::Error))
+        fail(k, "cannot join the tensor-parallel ring: " + unpack<ErrorMsg>(a.msg).message);
+      HERD_LOG_INFO(describe(k), ": ", unpack<Ready>(a.msg).info);
+    } catch (const ProtocolError& e) {
+      fail(k, std::string("bad answer to the ring setup: ") + e.what());
+    }
   }
 }
 

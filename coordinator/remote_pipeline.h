@@ -62,6 +62,7 @@
 #include "coordinator/weight_server.h"
 #include "coordinator/worker_set.h"
 #include "engine/pipeline.h"
+#include "engine/tp_sync.h"
 #include "partition/model_shape.h"
 #include "partition/plan.h"
 #include "transport/link.h"
@@ -99,6 +100,12 @@ struct RemotePipelineOptions {
   std::string on_worker_loss = "fail";
   int wait_timeout_ms = 60000;            // `wait`: how long the lost worker may take to answer again
   bool take_over = false;            // workers owned by another coordinator are taken from it (else: "busy")
+  // Tensor parallelism (--tp): each `tp` consecutive workers form one pipeline stage, every rank
+  // running its share of the stage's layers (engine/tp_shard.h) over a ring of its own
+  // (engine/ring_comm.h); shares proportional to the ranks' measured read bandwidth (their Hello
+  // profiles). workers.size() must be a multiple of tp; --split gives one range per group.
+  int tp = 1;
+  TpSync tp_sync = TpSync::F32;
   int debug_corrupt_chunks = 0;      // test hook: flip a byte in the first N weight chunks sent (-1: all)
   int debug_tamper_chunks = 0;       // test hook: change the first N tensor chunks sent before their crc32 is taken
 };
@@ -117,9 +124,13 @@ class RemotePipeline : public Pipeline {
   const model::ModelConfig& config() const override { return config_; }
   int64_t n_ctx() const override { return opts_.n_ctx; }
   int64_t n_seq() const override { return opts_.n_seq; }
-  int64_t n_stages() const override { return static_cast<int64_t>(ranges_.size()); }
+  int64_t n_stages() const override { return static_cast<int64_t>(ranges_.size() / tp_); }
 
+  // Per worker in use (the ranks of a tensor-parallel group repeat their stage's range).
   const std::vector<model::LayerRange>& ranges() const { return ranges_; }
+  // Tensor parallelism: per stage, the weights its ranks' shard plan was made from (one per rank).
+  const std::vector<std::vector<double>>& tp_weights() const { return tp_weights_; }
+  int tp() const { return static_cast<int>(tp_); }
   // What hashing the model's tensors cost this coordinator (0 tensors hashed: the cache file held them).
   const cluster::HashStats& hash_stats() const { return hashes_->stats(); }
   // Weight bytes sent to workers that had no copy of the model (since construction).
@@ -151,6 +162,11 @@ class RemotePipeline : public Pipeline {
   void plan_split();
   // Sends the Assign of stage k and waits for its Ready, serving its weight requests meanwhile.
   void assign(size_t k);
+  // Tensor parallelism: sends every rank of stage s's group the ring's addresses (TpRing) and waits
+  // for all of them to have formed it (they do so at the same time).
+  void form_ring(size_t s);
+  // The worker that returns results: the last stage's (its group's rank 0).
+  size_t result_worker() const { return workers_.size() - tp_; }
   // The request path (remote_requests.cpp). A batch goes to stage 0 as a Forward at once; results
   // come back from the last stage in the order sent.
   void do_submit(uint64_t ticket, const Batch& b, std::vector<RowSample> samples) override;
@@ -235,6 +251,9 @@ class RemotePipeline : public Pipeline {
   bool healthy_ = false;
   uint64_t next_request_ = 1, session_ = 0;
   std::vector<std::string> link_tokens_;  // the last assignment's: stage k -> k+1 (RemotePipeline::assign)
+  size_t tp_ = 1;                                 // opts_.tp
+  std::vector<std::vector<double>> tp_weights_;   // per stage (tp_ > 1)
+  std::vector<std::string> ring_addresses_;       // per worker, from its Ready (tp_ > 1)
 };
 
 }  // namespace herd

@@ -91,6 +91,9 @@ uint64_t RemotePipeline::send_forward(const Batch& b, Forward& fw) {
   t.data.assign(reinterpret_cast<const char*>(b.tokens.data()), b.tokens.size() * sizeof(int32_t));
   std::vector<Tensor> ts;
   ts.push_back(std::move(t));
+  // A tensor-parallel first stage: every rank of its group computes the batch.
+  for (size_t r = 1; r < tp_; ++r)
+    if (auto err = workers_[r].link->send(pack(fw, ts)); !err.empty()) fail(r, err);
   if (auto err = workers_[0].link->send(pack(fw, std::move(ts))); !err.empty()) fail(0, err);
   return fw.request_id;
 }
@@ -176,7 +179,24 @@ void RemotePipeline::recover_rounds(const WorkerError& first) {
       } else {
         const auto it = std::find_if(live_.begin(), live_.end(),
                                      [&](const std::string& a) { return normalize_address(a) == e->address; });
-        if (it != live_.end()) live_.erase(it);
+        if (tp_ > 1) {
+          // Groups are not re-formed: the lost rank's whole group leaves (live_ is groups of tp_
+          // consecutive workers, and stays so), the planner splits the layers over the other groups.
+          if (it != live_.end()) {
+            const auto first = live_.begin() + (it - live_.begin()) / static_cast<std::ptrdiff_t>(tp_) *
+                                                   static_cast<std::ptrdiff_t>(tp_);
+            std::string left;
+            for (auto w = first; w != first + static_cast<std::ptrdiff_t>(tp_); ++w)
+              if (w != it) left += (left.empty() ? "" : ", ") + *w;
+            HERD_LOG_WARN("leaving out the lost worker's tensor-parallel group (also ", left, ")");
+            live_.erase(first, first + static_cast<std::ptrdiff_t>(tp_));
+          }
+          if (live_.empty())
+            give_up("no tensor-parallel group left to re-plan over (groups are not re-formed from the survivors "
+                    "yet; --on-worker-loss wait waits for the lost worker instead)");
+        } else {
+          if (it != live_.end()) live_.erase(it);
+        }
         if (live_.empty()) give_up("no worker left to re-plan over");
         replanned_ = true;
         try {
@@ -315,7 +335,8 @@ std::optional<BatchOutput> RemotePipeline::poll_once(int timeout_ms) {
   std::optional<Message> m = wait_result(p.request_id, timeout_ms, std::max(p.sent, progress_at_), p.n_rows);
   if (!m) return std::nullopt;
   progress_at_ = Clock::now();
-  const size_t last = workers_.size() - 1;
+  const size_t last = result_worker();
+  const size_t n_st = workers_.size() / tp_;
   BatchOutput out;
   out.ticket = p.ticket;
   try {
@@ -323,9 +344,9 @@ std::optional<BatchOutput> RemotePipeline::poll_once(int timeout_ms) {
     if (res.n_rows != p.n_outputs)
       throw ProtocolError("Result has " + std::to_string(res.n_rows) + " rows for " + std::to_string(p.n_outputs) +
                           " outputs");
-    if (res.stage_times.size() != workers_.size())
+    if (res.stage_times.size() != n_st)
       throw ProtocolError("Result carries " + std::to_string(res.stage_times.size()) + " stage times for " +
-                          std::to_string(workers_.size()) + " stages");
+                          std::to_string(n_st) + " stages");
     if (p.sample) {
       if (!m->tensors.empty() || res.tokens.size() != static_cast<size_t>(p.n_outputs))
         throw ProtocolError("Result of a sampling request must carry one token id per output row and no logits");
@@ -356,7 +377,7 @@ std::optional<BatchOutput> RemotePipeline::poll_once(int timeout_ms) {
 
 std::optional<Message> RemotePipeline::wait_result(uint64_t rid, int timeout_ms, Clock::time_point since,
                                                    int64_t n_rows) {
-  const size_t last = workers_.size() - 1;
+  const size_t last = result_worker();
   const auto start = Clock::now();
   // Busy-poll for the result for a while (a decode step is milliseconds; a blocked wait costs a
   // wake-up), then wait in slices that also watch the other workers. Not with several batches in
@@ -388,7 +409,8 @@ std::optional<Message> RemotePipeline::wait_result(uint64_t rid, int timeout_ms,
       }
     }
     // Any other stage may report a failure (or die) while we wait for the last one.
-    for (size_t i = 0; i < last; ++i) {
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      if (i == last) continue;
       Received o = workers_[i].link->recv(0);
       if (o.status == RecvStatus::closed) fail(i, "lost (" + o.error + ")", /*lost=*/true);
       if (o.status == RecvStatus::malformed) fail(i, "sent a malformed message: " + o.error);
@@ -446,7 +468,7 @@ void RemotePipeline::fail_stuck(double waited_s) {
   }
   for (size_t i = 0; i < n; ++i)
     if (!answered[i]) fail(i, what + "; it does not answer a ping", /*lost=*/true);
-  fail(n - 1, what + ": no result although every worker answers a ping", /*lost=*/true);
+  fail(result_worker(), what + ": no result although every worker answers a ping", /*lost=*/true);
 }
 
 }  // namespace herd

@@ -20,7 +20,6 @@ using namespace cluster;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr int kRootCauseGraceMs = 300;
 
 // "HOST (pid N)": how a worker names this coordinator in its log (Hello.name holds 256 bytes).
 std::string coordinator_name() {
@@ -80,8 +79,8 @@ void WorkerSet::fail(size_t i, const std::string& what, bool lost) {
   throw WorkerError(msg, address, lost);
 }
 
-void WorkerSet::fail_root_cause(size_t i, const std::string& what) {
-  const auto until = Clock::now() + std::chrono::milliseconds(kRootCauseGraceMs);
+void WorkerSet::fail_root_cause(size_t i, const std::string& what, int grace_ms) {
+  const auto until = Clock::now() + std::chrono::milliseconds(grace_ms);
   while (Clock::now() < until) {
     for (size_t j = 0; j < workers_.size(); ++j) {
       if (j == i || !workers_[j].link) continue;

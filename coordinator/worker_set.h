@@ -74,7 +74,9 @@ class WorkerSet {
   // For an error reported by worker i: a stage that cannot reach its neighbour reports an error,
   // but the news worth giving is which worker died, so this looks briefly for a lost connection
   // before blaming the reporter (a lost one is thrown as lost). Throws as fail().
-  [[noreturn]] void fail_root_cause(size_t i, const std::string& what);
+  // grace_ms: how long to look (a tensor-parallel rank reports its ring's error about when the
+  // coordinator's own link to a stopped neighbour times out: longer there).
+  [[noreturn]] void fail_root_cause(size_t i, const std::string& what, int grace_ms = 300);
 
  private:
   const std::vector<model::LayerRange>& ranges_;

@@ -76,8 +76,8 @@ model::ModelConfig shard_config(const model::ModelConfig& c, const ShardPlan& p,
 
 model::StageWeights shard_weights(const model::ModelConfig& c, const model::StageWeights& full, const ShardPlan& p,
                                   int rank) {
-  if (!full.range.embedding || !full.range.output || full.range.first != 0 || full.range.end != c.n_layers)
-    throw std::invalid_argument("tensor parallelism shards a whole model (one stage of every layer)");
+  if (full.layers.size() != static_cast<size_t>(full.range.end - full.range.first) || full.range.end > c.n_layers)
+    throw std::invalid_argument("tensor parallelism: the stage's weights do not match its layer range");
   const size_t r = static_cast<size_t>(rank);
   const int64_t hd = c.head_dim, gqa = c.n_heads / c.n_kv_heads;
   const ShardRange kv = p.kv_heads.at(r), ff = p.ffn_rows.at(r), voc = p.vocab.at(r);
@@ -87,7 +87,7 @@ model::StageWeights shard_weights(const model::ModelConfig& c, const model::Stag
   s.file_mapped = full.file_mapped;
   s.tok_embd = full.tok_embd;
   s.output_norm = full.output_norm;
-  s.output = row_slice(full.output, voc.begin, voc.end);
+  if (full.range.output) s.output = row_slice(full.output, voc.begin, voc.end);  // the last stage only
   s.rope_freqs = full.rope_freqs;
   for (size_t il = 0; il < full.layers.size(); ++il) {
     const model::LayerWeights& f = full.layers[il];

@@ -21,8 +21,9 @@ ShardShape shard_shape(const model::ModelConfig& c, const model::StageWeights& f
 // Rank `rank`'s config (its heads and FFN rows; n_vocab stays the model's).
 model::ModelConfig shard_config(const model::ModelConfig& c, const ShardPlan& p, int rank);
 
-// Rank `rank`'s weights from the whole model's (full: one stage of every layer, embedding and
-// output). Throws std::invalid_argument naming the tensor when a column cut falls inside a quant
+// Rank `rank`'s weights from its stage's (full: a stage's weights, e.g. one stage of every layer
+// for in-process TP, or one pipeline stage's layers for a worker group: the output matrix is sliced
+// only on the last stage). Throws std::invalid_argument naming the tensor when a column cut falls inside a quant
 // block (attn_output of a K-quant type whose rank's heads do not start on a 256-value block).
 model::StageWeights shard_weights(const model::ModelConfig& c, const model::StageWeights& full, const ShardPlan& p,
                                   int rank);

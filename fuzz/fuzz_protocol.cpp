@@ -45,6 +45,7 @@ void all_types(const Message& m) {
   try_unpack<Pong>(m);
   try_unpack<Reset>(m);
   try_unpack<Stop>(m);
+  try_unpack<TpRing>(m);
   (void)msg_type_name(m.type);
 }
 

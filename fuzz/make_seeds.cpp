@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <stdexcept>
 #include <filesystem>
 #include <fstream>
@@ -99,7 +100,21 @@ std::vector<Message> messages() {
   a.tensor_digests = {{"token_embd.weight", {}}, {"blk.0.attn_q.weight", {}}};  // protocol 9
   a.tensor_digests[1].blake2b.fill(0xab);
   out.push_back(pack(a));
+  Assign t = a;  // protocol 10: a tensor-parallel rank 0 of 2 whose next stage is a group of 2
+  t.tp.size = 2;
+  t.tp.weights = {1e10, 2e10};
+  t.tp.sync = 2;
+  t.tp.next_addresses = {"tcp://127.0.0.1:7102", "tcp://127.0.0.1:7103"};
+  t.tp.ring_timeout_ms = 5000;
+  out.push_back(pack(t));
   out.push_back(pack(Ready{}));
+  Ready rr{"assigned"};
+  rr.ring_address = "tcp://0.0.0.0:40001";
+  out.push_back(pack(rr));
+  TpRing ring;
+  ring.session = 3;
+  ring.addresses = {"tcp://127.0.0.1:40001", "tcp://127.0.0.1:40002"};
+  out.push_back(pack(ring));
   ErrorMsg e;
   e.message = "boom";
   out.push_back(pack(e));
@@ -123,8 +138,11 @@ std::vector<Message> messages() {
 
 void protocol_and_lane_seeds() {
   int i = 0;
+  std::map<std::string, int> seen;  // a second message of a type (e.g. a tensor-parallel Assign): NAME_2
   for (const Message& m : messages()) {
-    const std::string name = msg_type_name(m.type);
+    const std::string type = msg_type_name(m.type);
+    const int nth = ++seen[type];
+    const std::string name = nth == 1 ? type : type + "_" + std::to_string(nth);
     write("fuzz_protocol", name + "_payload", std::string(1, '\0') + u16(m.type) + m.payload);
     std::string framed(1, '\1');
     std::string lane = std::string{static_cast<char>(i * 7), static_cast<char>(i)};  // chunk, first-bound selectors

@@ -79,7 +79,8 @@ int cmd_bench(const Args& args) {
   p.add("--act-dtype", "f32|f16", "activations between workers", &act_dtype);
   int tp = 1;
   std::string tp_sync = "f32";
-  p.add("--tp", "N", "tensor parallelism over N in-process ranks (each gets max(1, threads / N) threads)", &tp, 1, 256);
+  p.add("--tp", "N", "tensor parallelism over N in-process ranks (each gets max(1, threads / N) threads); with "
+        "--workers: groups of N consecutive workers, one pipeline stage each", &tp, 1, 256);
   p.add("--tp-sync", "f32|f16|q8", "with --tp: precision of the partial sums the ranks add", &tp_sync);
   add_trace_option(p, &trace_path);
   p.add("--parallel", "N,...", "run tg as N sequences decoding together instead (one batch row each per step; "

@@ -10,6 +10,9 @@
 #include <thread>
 
 #include "cluster/link_measure.h"
+#include "engine/ring_comm.h"
+#include "engine/tp_shard.h"
+#include "engine/tp_sync.h"
 #include "cluster/model_fingerprint.h"
 #include "cluster/tensor_hashes.h"
 #include "common/log.h"
@@ -26,6 +29,7 @@ using namespace cluster;
 namespace {
 
 constexpr int kNextStageHelloTimeoutMs = 5000;
+constexpr int kRingFormTimeoutMs = 10000;  // TpRing: every rank of the group dials its successor
 constexpr int64_t kMaxContext = int64_t{1} << 24;
 
 }  // namespace
@@ -34,6 +38,7 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
   const Assign a = unpack<Assign>(m);
   if (peers_[peer].role != Role::Coordinator) throw ProtocolError("Assign from a peer that is not a coordinator");
   coordinator_ = peer;
+  drop_ring();  // a new assignment: a new ring (or none)
   const Timer timer;
   uint64_t received = 0;
   bool fetched = false;
@@ -53,12 +58,17 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
     stage_->reset_cache();
     samplers_.assign(static_cast<size_t>(a.n_seq), std::nullopt);
     next_.reset();
-    if (!a.layers.output) next_link = dial_next_stage(a);
+    next_extra_.clear();
+    if (a.tp.size > 1) ring_listener_ = listen(ring_bind_address());
+    if (!a.next_address.empty()) next_link = dial_next_stage(a);
   } catch (const ProtocolError&) {
     throw;
   } catch (const std::exception& e) {
     stage_.reset();
     next_.reset();
+    next_extra_.clear();
+    ring_listener_.reset();
+    assign_.tp = {};
     reply_error(peer, 0, e.what());
     return;
   }
@@ -87,6 +97,7 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
     note(line);
   }
   Ready ready{info};
+  if (ring_listener_) ready.ring_address = ring_listener_->address();
   ready.device = backend_->description();
   ready.memory_bytes = std::min(kMaxStageBytes, model::stage_weight_bytes(*file_, config_, a.layers) + stage_->cache().bytes());
   if (next_link) {
@@ -172,8 +183,21 @@ void WorkerServer::check_assignment(const Assign& a) const {
   if (a.layers.embedding != (a.layers.first == 0) || a.layers.output != (a.layers.end == L))
     throw std::runtime_error("is_first/is_last disagree with the layer range");
   if (a.n_ctx <= 0 || a.n_ctx > kMaxContext) throw std::runtime_error("context size " + std::to_string(a.n_ctx));
-  if (a.layers.output != a.next_address.empty())
-    throw std::runtime_error(a.layers.output ? "the last stage has a next address" : "no next-stage address");
+  // A tensor-parallel follower (rank > 0) sends nothing on: no next address.
+  const bool sends_on = !a.layers.output && a.tp.rank == 0;
+  if (sends_on == a.next_address.empty())
+    throw std::runtime_error(a.layers.output ? "the last stage has a next address"
+                             : a.tp.rank > 0 ? "a tensor-parallel follower has a next address"
+                                             : "no next-stage address");
+  if (!a.tp.next_addresses.empty() && (!sends_on || a.tp.next_addresses[0] != a.next_address))
+    throw std::runtime_error("the next group's addresses do not start with the next-stage address");
+  for (const auto& n : a.tp.next_addresses) check_address(n, /*listening=*/false);  // invalid_argument: named
+  if (a.tp.size > 1) {
+    if (config_.is_moe())
+      throw std::runtime_error("tensor parallelism does not split mixture-of-experts models yet (" + config_.arch + ")");
+    if (a.tp.sync == 2 && config_.n_embd % 32 != 0)
+      throw std::runtime_error("--tp-sync q8 needs n_embd in whole blocks of 32; it is " + std::to_string(config_.n_embd));
+  }
 }
 
 void WorkerServer::ensure_backend(const Assign& a) {
@@ -247,7 +271,8 @@ void WorkerServer::build_stage(const Assign& a, ShardFetch& fetch) {
   }
   const bool same = stage_ && refetch.empty() && assign_.layers.first == a.layers.first &&
                     assign_.layers.end == a.layers.end && assign_.n_ctx == a.n_ctx && assign_.n_seq == a.n_seq &&
-                    assign_.kv_type == a.kv_type;
+                    assign_.kv_type == a.kv_type && assign_.tp.size == a.tp.size && assign_.tp.rank == a.tp.rank &&
+                    assign_.tp.weights == a.tp.weights;
   if (same) return;
   stage_.reset();
   if (fetch.cache) {
@@ -264,22 +289,101 @@ void WorkerServer::build_stage(const Assign& a, ShardFetch& fetch) {
     fetch.cache->ensure_tensors(*file_, names, *fetch.source, fetch.stats, opts_.chunk_bytes, verify);
   }
   file_->map_tensors(names);
-  stage_ = std::make_unique<Stage>(config_, model::load_stage_weights(*file_, config_, a.layers), *backend_,
-                                   KvOptions{a.n_ctx, a.n_seq, a.kv_type});
+  model::StageWeights w = model::load_stage_weights(*file_, config_, a.layers);
+  const KvOptions kv{a.n_ctx, a.n_seq, a.kv_type};
+  if (a.tp.size <= 1) {
+    stage_ = std::make_unique<Stage>(config_, std::move(w), *backend_, kv);
+    return;
+  }
+  // A rank of a tensor-parallel group: the plan from the weights every rank was sent (the same
+  // plan on every rank), this rank's slice of the stage's tensors (views of its rows, copies of its
+  // columns), a Stage of its heads and FFN rows. The ring joins it at TpRing.
+  const int rank = static_cast<int>(a.tp.rank);
+  try {
+    tp_plan_ = plan_shards(shard_shape(config_, w), a.tp.weights);
+    model::StageWeights shard = shard_weights(config_, w, tp_plan_, rank);
+    stage_ = std::make_unique<Stage>(shard_config(config_, tp_plan_, rank), std::move(shard), *backend_, kv);
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(std::string("cannot be tensor-parallel rank ") + std::to_string(rank) + " of " +
+                             std::to_string(a.tp.size) + ": " + e.what());
+  }
+  const size_t r = static_cast<size_t>(rank);
+  HERD_LOG_INFO("worker: tp rank ", rank, " of ", a.tp.size, ": KV heads ", tp_plan_.kv_heads[r].begin, "..",
+                tp_plan_.kv_heads[r].end - 1, ", FFN rows ", tp_plan_.ffn_rows[r].begin, "..", tp_plan_.ffn_rows[r].end - 1,
+                ", vocabulary rows ", tp_plan_.vocab[r].begin, "..", tp_plan_.vocab[r].end - 1);
+}
+
+std::string WorkerServer::ring_bind_address() const {
+  const std::string a = listener_->address();
+  if (a.rfind("tcp://", 0) == 0) return a.substr(0, a.rfind(':')) + ":*";
+  return a + "-ring-" + std::to_string(++const_cast<WorkerServer*>(this)->ring_counter_);
+}
+
+void WorkerServer::drop_ring() {
+  if (stage_) stage_->set_tensor_parallel({});
+  if (comm_) comm_->abandon();
+  comm_.reset();
+  ring_listener_.reset();
+}
+
+void WorkerServer::on_tp_ring(const std::string& peer, const Message& m) {
+  const TpRing t = unpack<TpRing>(m);
+  std::string why;
+  if (!stage_ || assign_.tp.size <= 1) why = "TpRing without a tensor-parallel assignment";
+  else if (t.session != assign_.session) why = "TpRing for assignment " + std::to_string(t.session) + ", not " + std::to_string(assign_.session);
+  else if (!ring_listener_) why = "TpRing twice for one assignment";
+  else if (t.addresses.size() != assign_.tp.size)
+    why = "TpRing with " + std::to_string(t.addresses.size()) + " addresses for " + std::to_string(assign_.tp.size) + " ranks";
+  for (size_t i = 0; why.empty() && i < t.addresses.size(); ++i) {
+    try {
+      check_address(t.addresses[i], /*listening=*/false);
+    } catch (const std::invalid_argument& e) {
+      why = std::string("TpRing: ") + e.what();
+    }
+  }
+  if (!why.empty()) {
+    reply_error(peer, 0, why);
+    return;
+  }
+  std::string err;
+  auto ring = make_ring_comm(t.addresses, static_cast<int>(assign_.tp.rank), &err,
+                             std::min<int>(kRingFormTimeoutMs, assign_.tp.ring_timeout_ms), std::move(ring_listener_));
+  if (!ring) {
+    reply_error(peer, 0, stage_name() + ": cannot form the tensor-parallel ring: " + err);
+    return;
+  }
+  ring->set_timeout_ms(assign_.tp.ring_timeout_ms);
+  comm_ = std::move(ring);
+  static constexpr TpSync kSync[] = {TpSync::F32, TpSync::F16, TpSync::Q8};
+  stage_->set_tensor_parallel({comm_.get(), kSync[assign_.tp.sync], tp_plan_.vocab});
+  HERD_LOG_INFO("worker: tensor-parallel ring of ", assign_.tp.size, " formed (rank ", assign_.tp.rank, ", sync ",
+                tp_sync_name(kSync[assign_.tp.sync]), ")");
+  listener_->send(peer, pack(Ready{"ring of " + std::to_string(assign_.tp.size) + " ranks formed"}));
 }
 
 LinkStats WorkerServer::dial_next_stage(const Assign& a) {
-  next_ = connect(a.next_address);
+  // The next stage, and with a tensor-parallel next stage every other rank of its group too (all
+  // say Hello first, then the answers; only the link to its rank 0 is measured).
+  std::vector<std::string> targets = a.tp.next_addresses.empty() ? std::vector<std::string>{a.next_address}
+                                                                  : a.tp.next_addresses;
   Hello h;
   h.role = Role::Upstream;
   h.name = opts_.name + " (" + stage_name() + ")";
   h.session = a.next_token;  // makes us the next stage's upstream (cluster/protocol.h "Roles")
-  if (auto err = next_->send(pack(h)); !err.empty()) throw std::runtime_error(err);
-  Received r = next_->recv(kNextStageHelloTimeoutMs);
-  if (r.status != RecvStatus::ok) throw std::runtime_error("no Hello from the next stage " + a.next_address + ": " +
-                                                          (r.error.empty() ? "timed out" : r.error));
-  const Hello reply = unpack<Hello>(r.msg);
-  if (reply.protocol_version != kProtocolVersion) throw std::runtime_error("next stage speaks another protocol");
+  std::vector<std::unique_ptr<Link>> links;
+  for (const auto& t : targets) {
+    links.push_back(connect(t));
+    if (auto err = links.back()->send(pack(h)); !err.empty()) throw std::runtime_error(t + ": " + err);
+  }
+  for (size_t i = 0; i < links.size(); ++i) {
+    Received r = links[i]->recv(kNextStageHelloTimeoutMs);
+    if (r.status != RecvStatus::ok) throw std::runtime_error("no Hello from the next stage " + targets[i] + ": " +
+                                                            (r.error.empty() ? "timed out" : r.error));
+    const Hello reply = unpack<Hello>(r.msg);
+    if (reply.protocol_version != kProtocolVersion) throw std::runtime_error("next stage speaks another protocol");
+  }
+  next_ = std::move(links[0]);
+  for (size_t i = 1; i < links.size(); ++i) next_extra_.push_back(std::move(links[i]));
   try {
     LinkMeasureOptions lo;
     lo.timeout_ms = kNextStageHelloTimeoutMs;

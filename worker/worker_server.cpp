@@ -75,7 +75,9 @@ WorkerServer::WorkerServer(std::unique_ptr<Listener> listener, WorkerServerOptio
 WorkerServer::~WorkerServer() = default;
 
 std::string WorkerServer::stage_name() const {
-  return "layers " + std::to_string(assign_.layers.first) + "-" + std::to_string(assign_.layers.end - 1);
+  return "layers " + std::to_string(assign_.layers.first) + "-" + std::to_string(assign_.layers.end - 1) +
+         (assign_.tp.size > 1 ? ", tp rank " + std::to_string(assign_.tp.rank) + " of " + std::to_string(assign_.tp.size)
+                              : "");
 }
 
 void WorkerServer::serve(const std::atomic<bool>* stop) {
@@ -132,6 +134,9 @@ bool WorkerServer::handle(Received& r) {
       }
       case MsgType::Forward:
         on_forward(r.peer, m);
+        return true;
+      case MsgType::TpRing:
+        on_tp_ring(r.peer, m);
         return true;
       case MsgType::Reset:
         unpack<Reset>(m);
@@ -279,6 +284,7 @@ std::string WorkerServer::claim(const std::string& peer, const Hello& h) {
       note("herd worker: taken over by " + printable_name(h.name) + " from " + owner_->name);
       assign_.upstream_token.clear();  // and its pipeline's upstream stage no longer feeds this one
       next_.reset();
+      next_extra_.clear();
     } else {
       HERD_LOG_INFO("worker: the previous owner ", owner_->name, " is gone");
     }
@@ -306,6 +312,7 @@ std::string WorkerServer::refusal(const std::string& peer, MsgType type) const {
     case MsgType::Assign:
     case MsgType::Reset:
     case MsgType::Stop:
+    case MsgType::TpRing:
       if (owner) return {};
       return std::string(msg_type_name(static_cast<uint16_t>(type))) + " from a peer that does not own this worker" +
              (owner_ ? " (owned by " + owner_->name + " since " + owner_->since + ")" : " (no coordinator owns it)");
@@ -341,6 +348,10 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
     if (peer == coordinator_ || (owner_ && owner_->peers.count(peer)))
       reply_error(peer, f.request_id, "Forward before a successful Assign");
     else send_to_coordinator(pack(ErrorMsg{f.request_id, "Forward before a successful Assign (a stage whose assignment failed)"}));
+    return;
+  }
+  if (assign_.tp.size > 1 && !comm_) {
+    reply_error(peer, f.request_id, stage_name() + ": the tensor-parallel ring is not formed (no TpRing since the Assign)");
     return;
   }
   const int64_t n = f.n_rows();
@@ -412,6 +423,9 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
     return;
   }
   auto compute_end = Clock::now();
+  // A tensor-parallel follower has the same output as its leader (the collectives gave every rank
+  // the whole sums and logits): only the leader sends it on.
+  if (assign_.tp.rank > 0) return;
   // Appends this stage's StageTime to f (just before the outgoing message is packed).
   auto stamp = [&] {
     auto us = [](Clock::duration d) {
@@ -460,6 +474,15 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   std::vector<Tensor> ts;
   ts.push_back(std::move(out));
   stamp();
+  // A tensor-parallel next stage: every rank of its group gets the batch (copies first, the
+  // original moved into the last send).
+  for (size_t i = 0; i < next_extra_.size(); ++i)
+    if (auto err = next_extra_[i]->send(pack(f, ts)); !err.empty()) {
+      send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": cannot reach rank " + std::to_string(i + 1) +
+                                                           " of the next stage " + assign_.tp.next_addresses[i + 1] +
+                                                           ": " + err}));
+      return;
+    }
   if (auto err = next_->send(pack(f, std::move(ts))); !err.empty())
     send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": cannot reach the next stage " +
                                                          assign_.next_address + ": " + err}));

@@ -25,6 +25,8 @@
 #include "engine/probe_profile.h"
 #include "transport/link.h"
 #include "engine/batch.h"
+#include "engine/ring_comm.h"
+#include "engine/shard_plan.h"
 #include "engine/sampler.h"
 #include "engine/stage.h"
 #include "worker/bounds.h"
@@ -109,6 +111,13 @@ class WorkerServer {
   // Dials the next stage, says Hello as its upstream and measures the link (cluster/link_measure.h).
   cluster::LinkStats dial_next_stage(const cluster::Assign& a);
   void on_forward(const std::string& peer, const transport::Message& m);
+  // Tensor parallelism: the group's ring addresses (cluster::TpRing); forms the ring over the
+  // listener bound at the Assign and makes the Stage its rank. Ready | Error to the coordinator.
+  void on_tp_ring(const std::string& peer, const transport::Message& m);
+  // Where a tensor-parallel rank binds its ring listener: the main listener's interface, any port.
+  std::string ring_bind_address() const;
+  // Drops the ring (before a new assignment; the Stage no longer points at it).
+  void drop_ring();
   // Weight transfer from the coordinator `peer` during an Assign (worker/weight_cache.h).
   WeightSource weight_source(const std::string& peer, uint64_t session);
   // Samples one output row (logits [n_vocab]) of sequence `seq` with that slot's sampler (rebuilt
@@ -142,6 +151,13 @@ class WorkerServer {
   std::unique_ptr<Stage> stage_;
   cluster::Assign assign_;
   std::unique_ptr<transport::Link> next_;  // to the next stage (non-last stages)
+  // Tensor parallelism (cluster::TpAssign): the leader's links to the next group's other ranks;
+  // the ring listener bound at the Assign (taken by TpRing), the group's ring, this rank's plan.
+  std::vector<std::unique_ptr<transport::Link>> next_extra_;
+  std::unique_ptr<transport::Listener> ring_listener_;
+  std::unique_ptr<RingComm> comm_;
+  ShardPlan tp_plan_;
+  int ring_counter_ = 0;  // inproc ring listeners: a fresh name each
   Batch batch_;                            // the Forward being served
   std::vector<float> in_, out_;            // f16 hops only: hidden [n, n_embd] in / out as f32
   // Last stage: each sequence slot's sampler (parameters + repeat window), kept between steps.

@@ -2,7 +2,9 @@
 // ProtocolError (never a crash, never a huge allocation).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 
 #include "transport/codec.h"
@@ -473,4 +475,77 @@ TEST(Protocol, HostileStageTimesAreRefused) {
 }
 
 }  // namespace
+// Protocol 10: the tensor-parallel section of an Assign, Ready's ring address and TpRing round-trip,
+// and every hostile value is refused on load (a ProtocolError naming the field), before use.
+TEST(Protocol, TensorParallelFieldsRoundTripAndHostileValuesAreRefused) {
+  Assign a;
+  a.layers = {0, 2, true, false};
+  a.next_address = "tcp://h:1";
+  a.tp.rank = 1;
+  a.tp.size = 3;
+  a.tp.weights = {1.5, 2, 3e9};
+  a.tp.sync = 2;
+  a.tp.next_addresses = {"tcp://h:1", "tcp://h:2", "tcp://h:3"};
+  a.tp.ring_timeout_ms = 4000;
+  EXPECT_EQ(round_trip(a).tp, a.tp);
+  Assign none = a;
+  none.tp = {};
+  EXPECT_EQ(round_trip(none).tp, TpAssign{});  // no TP: size 1, no weights
+  none.tp.weights = {1.0};
+  EXPECT_THROW(unpack<Assign>(pack(none)), ProtocolError);
+  auto refused = [&](const std::function<void(TpAssign&)>& spoil, const std::string& words) {
+    Assign b = a;
+    spoil(b.tp);
+    try {
+      unpack<Assign>(pack(b));
+      ADD_FAILURE() << "accepted: " << words;
+    } catch (const ProtocolError& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  refused([](TpAssign& t) { t.rank = 3; }, "tensor-parallel rank 3 of 3");
+  refused([](TpAssign& t) { t.size = 0; t.rank = 0; }, "rank 0 of 0");
+  refused([](TpAssign& t) { t.size = kMaxTpRanks + 1; }, "of 257");
+  refused([](TpAssign& t) { t.weights.pop_back(); }, "2 tensor-parallel weights for 3 ranks");
+  refused([](TpAssign& t) { t.weights[1] = std::nan(""); }, "weight");
+  refused([](TpAssign& t) { t.weights[1] = -1; }, "weight");
+  refused([](TpAssign& t) { t.weights[1] = 0; }, "weight");
+  refused([](TpAssign& t) { t.weights[1] = INFINITY; }, "weight");
+  refused([](TpAssign& t) { t.sync = 3; }, "sync 3");
+  refused([](TpAssign& t) { t.ring_timeout_ms = 0; }, "ring timeout 0");
+  refused([](TpAssign& t) { t.ring_timeout_ms = -5; }, "ring timeout");
+  refused([](TpAssign& t) { t.next_addresses.assign(kMaxTpRanks + 1, "tcp://h:1"); }, "Assign.tp.next_addresses has 257");
+  refused([](TpAssign& t) { t.next_addresses[0] = std::string(kMaxAddress + 1, 'a'); }, "Assign.tp.next_addresses is");
+
+  Ready r{"x"};
+  r.ring_address = "tcp://0.0.0.0:5";
+  EXPECT_EQ(round_trip(r).ring_address, r.ring_address);
+  r.ring_address = std::string(kMaxAddress + 1, 'a');
+  EXPECT_THROW(unpack<Ready>(pack(r)), ProtocolError);
+
+  TpRing t;
+  t.session = 9;
+  t.addresses = {"tcp://a:1", "tcp://b:2"};
+  const TpRing t2 = round_trip(t);
+  EXPECT_EQ(t2.session, 9u);
+  EXPECT_EQ(t2.addresses, t.addresses);
+  t.addresses = {"tcp://a:1"};
+  EXPECT_THROW(unpack<TpRing>(pack(t)), ProtocolError);  // a ring of one is not a ring
+  t.addresses.assign(kMaxTpRanks + 1, "tcp://a:1");
+  EXPECT_THROW(unpack<TpRing>(pack(t)), ProtocolError);
+  // A claimed count of 2^60 addresses (after the flag and version, 5 bytes, and the session, 8) is
+  // refused before anything is allocated.
+  t.addresses = {"tcp://a:1", "tcp://b:2"};
+  Message m = pack(t);
+  const uint64_t huge = uint64_t{1} << 60;
+  std::memcpy(m.payload.data() + 13, &huge, sizeof huge);
+  try {
+    unpack<TpRing>(m);
+    ADD_FAILURE() << "accepted 2^60 addresses";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("TpRing.addresses has 1152921504606846976 entries"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(std::string(msg_type_name(static_cast<uint16_t>(MsgType::TpRing))), "TpRing");
+}
+
 }  // namespace herd::cluster

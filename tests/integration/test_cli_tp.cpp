@@ -1,4 +1,5 @@
-// `--tp N` as a user runs it (herd run / chat / logits / bench): in-process tensor parallelism.
+// `--tp N` as a user runs it (herd run / chat / logits / bench): in-process tensor parallelism, and
+// over `herd worker` processes (--workers ... --tp N).
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -7,6 +8,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "tests/integration/cluster_util.h"
 #include "tests/process.h"
 #include "tests/reference_data.h"
 #include "tests/test_paths.h"
@@ -46,6 +48,25 @@ TEST(CliTp, LogitsReplayOverTwoRanksMatchesLlamaCpp) {
   std::remove(out.c_str());
 }
 
+TEST(CliTp, GreedyRunOverWorkerRanksReproducesReferenceText) {
+  // The same bound as above: worker ranks compute what in-process ranks do (test_cluster_tp: the same
+  // bits for the same shares; here the shares follow the workers' measured profiles).
+  const auto ref = read_reference_text(reference_path("stories260K.p0.txt"));
+  WorkerProcess a, b, c, d;
+  const std::string two = a.address() + "," + b.address();
+  const std::string four = two + "," + c.address() + "," + d.address();
+  for (const auto& extra : {std::vector<std::string>{"--workers", two, "--tp", "2"},
+                            {"--workers", four, "--tp", "2", "--split", "0-1,2-4"}}) {
+    std::vector<std::string> args = {"run", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time", "--temp",
+                                     "0", "-n", std::to_string(ref.generated_ids.size()), "-t", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = herd(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out.substr(0, ref.text.size()), ref.text) << extra[1];
+    EXPECT_NE(r.err.find(extra.size() == 4 ? "1 stage ready" : "2 stages ready"), std::string::npos) << r.err;
+  }
+}
+
 TEST(CliTp, BenchNamesTheRanks) {
   auto r = herd({"bench", "-m", model_path("stories260K.gguf"), "-p", "8", "-n", "4", "-r", "1", "--tp", "2", "-t", "2"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -59,7 +80,8 @@ TEST(CliTp, ImpossibleOrUnsupportedSplitsAreClearErrors) {
   EXPECT_NE(r.err.find("tensor parallelism over 3 ranks: the model has only 2 KV heads"), std::string::npos) << r.err;
   r = herd({"chat", "-m", model_path("stories260K.gguf"), "-p", "hi", "--tp", "2", "--workers", "127.0.0.1:9"});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("not yet: --tp with --workers is planned"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--tp 2 with 1 workers: the number of workers must be a multiple of --tp"), std::string::npos)
+      << r.err;
   r = herd({"run", "-m", model_path("stories260K.gguf"), "-p", "hi", "--tp", "2", "--tp-sync", "bf16"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--tp-sync must be f32, f16 or q8"), std::string::npos) << r.err;

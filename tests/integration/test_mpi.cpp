@@ -92,6 +92,39 @@ TEST_F(Mpi, LogitsReplayIdenticalToOneProcess) {
   std::remove(b.c_str());
 }
 
+// Tensor parallelism under mpirun: the worker ranks form TP groups as any --workers do (MPI only
+// bootstraps; each group's all-reduce is the ring over TCP). `-np 3 --tp 2`: one group of ranks 1-2;
+// `-np 5 --tp 2 --split 0-1,2-4`: two stages of two. The shares follow the ranks' measured
+// profiles, so the bits need not be the equal-share in-process run's: on the continuous path
+// (--exact, F32 weights) the logits are within 1e-4 of one process, argmax equal on every row
+// (tests/integration/test_cluster_tp.cpp gives the derivation and checks the bits).
+TEST_F(Mpi, TensorParallelGroupsOfWorkerRanks) {
+  const auto dir = std::filesystem::temp_directory_path();
+  const std::string a = (dir / ("herd-mpi-tp-" + std::to_string(getpid()) + "-a.log1")).string();
+  const std::string b = (dir / ("herd-mpi-tp-" + std::to_string(getpid()) + "-b.log1")).string();
+  const std::vector<std::string> common = {"-m", model_path("stories260K.gguf"), "--replay",
+                                           reference_path("stories260K.p1.log1"), "-t", "1", "--exact"};
+  std::vector<std::string> l = {herd_bin(), "logits"};
+  l.insert(l.end(), common.begin(), common.end());
+  l.insert(l.end(), {"--out", a});
+  ASSERT_EQ(run_process(l, 60).exit_code, 0);
+  for (const auto& [np, extra] : std::vector<std::pair<int, std::vector<std::string>>>{
+           {3, {"--tp", "2"}}, {5, {"--tp", "2", "--split", "0-1,2-4"}}}) {
+    std::vector<std::string> m = {"logits"};
+    m.insert(m.end(), common.begin(), common.end());
+    m.insert(m.end(), extra.begin(), extra.end());
+    m.insert(m.end(), {"--out", b});
+    const ProcessResult got = mpi(np, m);
+    ASSERT_FALSE(got.timed_out) << np << " ranks";
+    ASSERT_EQ(got.exit_code, 0) << np << " ranks: " << got.err;
+    const ProcessResult cmp = run_process({herd_bin(), "compare", a, b, "--tol", "1e-4"}, 60);
+    EXPECT_EQ(cmp.exit_code, 0) << np << " ranks: " << cmp.out;
+    EXPECT_NE(cmp.out.find("argmax agree 65/65"), std::string::npos) << np << " ranks: " << cmp.out;
+  }
+  std::remove(a.c_str());
+  std::remove(b.c_str());
+}
+
 TEST_F(Mpi, Rank0ErrorsEndEveryRankWithAClearMessage) {
   // A plan that does not fit the ranks: 3 ranges for 2 workers.
   auto args = greedy_args();

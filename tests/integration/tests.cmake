@@ -49,6 +49,11 @@ add_dependencies(test_roles herd)
 herd_add_test(test_weight_integrity SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_weight_integrity.cpp
   LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
 add_dependencies(test_weight_integrity herd)
+# owner: tensor. --workers ... --tp N: TP groups of real worker processes (and TP x PP), bit-identical to
+# the in-process TpPipeline; a rank killed or stopped mid-token is named within 2 s.
+herd_add_test(test_cluster_tp SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cluster_tp.cpp
+  LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 600)
+add_dependencies(test_cluster_tp herd)
 herd_add_test(test_cli_tp SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli_tp.cpp LIBS herd_coordinator TIMEOUT 300)
 add_dependencies(test_cli_tp herd)
 # owner: trust. Recovery ([trust] item 6): --step-timeout names a stopped or stuck worker;
