@@ -27,7 +27,11 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
   const int64_t n_ctx = opts.n_ctx > 0 ? opts.n_ctx : default_context(s.config);
   if (opts.n_seq < 1 || opts.n_seq > 4096) throw std::invalid_argument("--parallel must be in 1..4096");
   const KvOptions kv{n_ctx, opts.n_seq, parse_kv_type(opts.kv_type)};
-  if (opts.tp < 1 || opts.tp > 256) throw std::invalid_argument("--tp must be in 1..256, not " + std::to_string(opts.tp));
+  if (opts.tp < 0 || opts.tp > 256)
+    throw std::invalid_argument("--tp must be in 1..256 or auto, not " + std::to_string(opts.tp));
+  if (opts.tp == 0 && (opts.workers.empty() || !opts.split.empty()))
+    throw std::invalid_argument("--tp auto needs --workers and no --split (the planner chooses the groups and the "
+                                "split); in one process give --tp N");
   const TpSync sync = parse_tp_sync(opts.tp_sync);
   if (opts.tp > 1 && !opts.split.empty() && opts.workers.empty())
     throw std::invalid_argument("not yet: --tp with --split runs over --workers only (one range per group of --tp "

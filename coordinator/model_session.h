@@ -26,7 +26,8 @@ struct SessionOptions {
   int64_t n_seq = 1;              // sequence slots (--parallel): sequences that decode together
   std::string kv_type = "f16";    // KV cache storage: f32 | f16 | q8_0 (`herd logits`: f32)
   bool take_over = false;         // --take-over: workers owned by another coordinator are taken from it
-  int tp = 1;                     // --tp N: tensor parallelism over N in-process ranks (engine/tp_pipeline.h)
+  int tp = 1;                     // --tp N: tensor parallelism (engine/tp_pipeline.h; with workers: groups of N);
+                                  // 0 = --tp auto (with workers: the planner picks N)
   std::string tp_sync = "f32";    // --tp-sync f32 | f16 | q8: how the ranks' partial sums travel
   double step_timeout_s = -1;     // --step-timeout: no progress this long names the stuck worker (-1: the
                                   // default from the plan, RemotePipelineOptions::step_timeout_ms; 0: off)

@@ -51,11 +51,13 @@ std::string device_name(const WorkerSet& workers, size_t d, size_t group) {
 
 }  // namespace
 
-SplitPlan plan_split(const partition::ModelShape& shape, const WorkerSet& workers,
-                     const std::map<std::pair<std::string, std::string>, cluster::LinkStats>& measured_hops,
-                     const SplitRequest& request, size_t group) {
-  if (group < 1 || workers.size() % group != 0)
-    throw std::invalid_argument(std::to_string(workers.size()) + " workers do not form groups of " + std::to_string(group));
+namespace {
+
+// The workers as the planner's devices: one per worker, or with group > 1 one per group of `group`
+// consecutive workers (their memory and rates summed), and the links between them.
+partition::Cluster make_cluster(const WorkerSet& workers,
+                                const std::map<std::pair<std::string, std::string>, cluster::LinkStats>& measured_hops,
+                                size_t group) {
   const auto& links = workers.links();
   const size_t n_dev = workers.size() / group;
   partition::Cluster c;
@@ -93,6 +95,21 @@ SplitPlan plan_split(const partition::ModelShape& shape, const WorkerSet& worker
       c.links[key(c.devices[i].host, c.devices[j].host)] = l;
     }
   }
+  return c;
+}
+
+}  // namespace
+
+SplitPlan plan_split(const partition::ModelShape& shape, const WorkerSet& workers,
+                     const std::map<std::pair<std::string, std::string>, cluster::LinkStats>& measured_hops,
+                     const SplitRequest& request, size_t group) {
+  if (group < 1 || workers.size() % group != 0)
+    throw std::invalid_argument(std::to_string(workers.size()) + " workers do not form groups of " + std::to_string(group));
+  // Tensor-parallel groups under `optimal`: the planner's TP model (partition/tp_model.h) over the
+  // individual workers, which prices each group's all-reduces on its ranks' links; the other
+  // strategies plan each group as one device (members summed, no sync cost).
+  const bool tp_model = group > 1 && request.strategy == "optimal";
+  partition::Cluster c = make_cluster(workers, measured_hops, tp_model ? 1 : group);
   partition::PlanOptions o;
   o.n_ctx = request.n_ctx;
   o.n_batch = std::min<int64_t>(512, request.n_ctx);
@@ -102,6 +119,7 @@ SplitPlan plan_split(const partition::ModelShape& shape, const WorkerSet& worker
   o.kv_type = request.kv_type;
   o.kv_elem_bytes = partition::kv_elem_bytes(request.kv_type);
   o.keep_order = true;  // the stages follow --workers
+  o.tp_sync = request.tp_sync;
   partition::Strategy strategy = nullptr;
   try {
     strategy = partition::find_strategy(request.strategy);
@@ -109,14 +127,19 @@ SplitPlan plan_split(const partition::ModelShape& shape, const WorkerSet& worker
     throw std::runtime_error(std::string("--plan-strategy: ") + e.what());
   }
   SplitPlan out;
-  out.plan = strategy(shape, c, o);  // partition::PlanError passes through
+  try {
+    out.plan = tp_model ? partition::plan_tp(shape, c, o, static_cast<int>(group)) : strategy(shape, c, o);
+  } catch (const std::invalid_argument& e) {  // a model TP cannot split this many ways
+    throw partition::PlanError(e.what());
+  }  // partition::PlanError passes through
   const partition::Plan& p = out.plan;
 
   // The plan's stages in pipeline order; workers it leaves out get nothing.
   std::string line = "plan:";
   for (size_t s = 0; s < p.stages.size(); ++s) {
     const auto& st = p.stages[s];
-    const size_t d = static_cast<size_t>(st.device);
+    // Group index d: with the TP model the plan's devices are workers (st.device the leader).
+    const size_t d = tp_model ? static_cast<size_t>(st.device) / group : static_cast<size_t>(st.device);
     const model::LayerRange range{st.first, st.end, s == 0, s + 1 == p.stages.size()};
     for (size_t r = 0; r < group; ++r) {
       out.stage_workers.push_back(d * group + r);
@@ -126,11 +149,12 @@ SplitPlan plan_split(const partition::ModelShape& shape, const WorkerSet& worker
     line += std::string(s ? ", " : " ") + name + " " + layers_text(range);
     HERD_LOG_INFO("plan (", p.strategy, "): ", name, " (", workers[d * group].address, group > 1 ? ", ..." : "", ") ",
                   layers_text(range), ": needs ", partition::gb(st.mem.total()), " of ",
-                  partition::gb(c.devices[d].free_bytes), " free, ", st.decode_s * 1e3, " ms per token");
+                  partition::gb(c.devices[static_cast<size_t>(st.device)].free_bytes), " free, ", st.decode_s * 1e3, " ms per token");
   }
   line += "; predicted " + tok_s_text(p.pred.decode_tok_s) + " tok/s";
   for (const auto& e : p.excluded) {
-    const size_t d = static_cast<size_t>(e.device);
+    const size_t d = tp_model ? static_cast<size_t>(e.device) / group : static_cast<size_t>(e.device);
+    if (tp_model && static_cast<size_t>(e.device) % group != 0) continue;  // named once, by its group's leader
     const std::string name = device_name(workers, d, group);
     HERD_LOG_INFO("plan: ", name, " (", workers[d * group].address, ") gets no layers: ", e.reason);
     const std::string why = e.reason.rfind("left out: ", 0) == 0 ? e.reason.substr(10) : e.reason;

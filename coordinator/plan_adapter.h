@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cluster/protocol.h"
+#include "engine/tp_sync.h"
 #include "coordinator/worker_set.h"
 #include "model/weights.h"
 #include "partition/model_shape.h"
@@ -31,6 +32,7 @@ struct SplitRequest {
   int64_t act_bytes = 4;             // bytes per hidden-state element between stages
   int64_t n_seq = 1;                 // sequence slots: each stage holds n_seq KV caches of n_ctx
   std::string kv_type = "f16";       // KV storage (partition::kv_elem_bytes)
+  TpSync tp_sync = TpSync::F32;      // tensor parallelism: what the all-reduces send (partition/tp_model.h)
 };
 
 struct SplitPlan {
@@ -48,9 +50,10 @@ struct SplitPlan {
 // coordinator links). Throws std::runtime_error for an unknown strategy; partition::PlanError when
 // the model does not fit.
 //
-// group > 1 (tensor parallelism, --tp): each `group` consecutive workers are one stage, planned as
-// one device: the members' memory and rates summed (each rank holds and reads about its share of
-// the stage), its links those of its first worker. stage_workers then lists every worker of each
+// group > 1 (tensor parallelism, --tp): each `group` consecutive workers are one stage. With the
+// `optimal` strategy the planner's TP model prices each group (its ranks' shares, two all-reduces
+// per layer on their links: partition::plan_tp) and may leave groups out; the other strategies
+// plan each group as one device: the members' memory and rates summed, its links its first worker's. stage_workers then lists every worker of each
 // stage's group, in order (group-size entries per stage), and ranges one entry per worker.
 SplitPlan plan_split(const partition::ModelShape& shape, const WorkerSet& workers,
                      const std::map<std::pair<std::string, std::string>, cluster::LinkStats>& measured_hops,

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 
 #include "cluster/model_fingerprint.h"
@@ -33,9 +34,13 @@ RemotePipeline::RemotePipeline(const model::GgufFile& f, const model::ModelConfi
   if (opts_.model_path.empty()) opts_.model_path = std::filesystem::absolute(f.path()).string();
   check_worker_loss_policy(opts_.on_worker_loss);
   if (opts_.wait_timeout_ms < 0) throw std::invalid_argument("the wait timeout must be >= 0");
-  if (opts_.tp < 1 || opts_.tp > static_cast<int>(kMaxTpRanks))
-    throw std::invalid_argument("--tp must be in 1.." + std::to_string(kMaxTpRanks) + ", not " + std::to_string(opts_.tp));
-  tp_ = static_cast<size_t>(opts_.tp);
+  if (opts_.tp < 0 || opts_.tp > static_cast<int>(kMaxTpRanks))
+    throw std::invalid_argument("--tp must be in 1.." + std::to_string(kMaxTpRanks) + " or auto, not " +
+                                std::to_string(opts_.tp));
+  tp_auto_ = opts_.tp == 0;
+  if (tp_auto_ && !opts_.split.empty())
+    throw std::invalid_argument("--tp auto chooses the groups and the split: give --tp N with --split");
+  tp_ = tp_auto_ ? 1 : static_cast<size_t>(opts_.tp);
   if (opts_.workers.size() % tp_ != 0)
     throw std::invalid_argument("--tp " + std::to_string(tp_) + " with " + std::to_string(opts_.workers.size()) +
                                 " workers: the number of workers must be a multiple of --tp (each pipeline stage is "
@@ -43,7 +48,8 @@ RemotePipeline::RemotePipeline(const model::GgufFile& f, const model::ModelConfi
   if (tp_ > 1 && c.is_moe())
     throw std::invalid_argument("tensor parallelism does not split mixture-of-experts models yet (" + c.arch + ", " +
                                 std::to_string(c.n_expert) + " experts): run without --tp");
-  if (tp_ > 1 && opts_.tp_sync == TpSync::Q8 && c.n_embd % 32 != 0)
+  if (tp_auto_ && c.is_moe()) tp_auto_ = false;  // stays a pipeline: nothing to choose
+  if ((tp_ > 1 || tp_auto_) && opts_.tp_sync == TpSync::Q8 && c.n_embd % 32 != 0)
     throw std::invalid_argument("--tp-sync q8 needs n_embd in whole blocks of 32; it is " + std::to_string(c.n_embd));
   model_hash_ = model_fingerprint(f);
   // Every tensor any stage may be given, hashed once (a full read the first time; the cache file
@@ -163,9 +169,14 @@ void RemotePipeline::plan_split() {
   q.act_bytes = opts_.act_dtype == WireDType::F16 ? 2 : 4;
   q.n_seq = opts_.n_seq;
   q.kv_type = std::string(dtype_name(opts_.kv_type));
+  q.tp_sync = opts_.tp_sync;
   SplitPlan s;
   try {
-    s = herd::plan_split(*shape_, workers_, measured_hops_, q, tp_);
+    if (tp_auto_) {
+      s = choose_tp(q);
+    } else {
+      s = herd::plan_split(*shape_, workers_, measured_hops_, q, tp_);
+    }
   } catch (const partition::PlanError& e) {
     workers_.close();
     throw std::runtime_error(e.what());
@@ -180,6 +191,42 @@ void RemotePipeline::plan_split() {
     std::fprintf(stderr, "%s\n", plan_summary_.c_str());
     std::fflush(stderr);
   }
+}
+
+constexpr double kTpAutoMargin = 1.1;
+
+SplitPlan RemotePipeline::choose_tp(const SplitRequest& q) {
+  // Every group size that divides the workers (1: a pipeline), each planned as `--tp N` would be;
+  // the fastest predicted decode wins, a larger group only by kTpAutoMargin.
+  std::optional<SplitPlan> best;
+  size_t best_tp = 1;
+  std::string tried, first_error;
+  const size_t n = workers_.size();
+  for (size_t g = 1; g <= std::min<size_t>(n, kMaxTpRanks); ++g) {
+    if (n % g != 0) continue;
+    try {
+      SplitPlan p = herd::plan_split(*shape_, workers_, measured_hops_, q, g);
+      const double tok_s = p.plan.pred.decode_tok_s;
+      char b[64];
+      std::snprintf(b, sizeof b, "%stp %zu %.1f tok/s", tried.empty() ? "" : ", ", g, tok_s);
+      tried += b;
+      // A larger group must be predicted 10% faster: its all-reduces' cost is the least certain
+      // part of the model (per-hop latency under load), and a wrong TP choice costs more than a
+      // wrong pipeline one.
+      if (!best || tok_s > kTpAutoMargin * best->plan.pred.decode_tok_s) {
+        best = std::move(p);
+        best_tp = g;
+      }
+    } catch (const partition::PlanError& e) {
+      tried += (tried.empty() ? "" : ", ") + std::string("tp ") + std::to_string(g) + " does not fit";
+      if (first_error.empty()) first_error = e.what();
+    }
+  }
+  if (!best) throw partition::PlanError(first_error);
+  tp_ = best_tp;
+  tp_auto_ = false;  // chosen: a replan keeps the groups
+  best->summary = "plan: --tp auto chose tp " + std::to_string(best_tp) + " (predicted " + tried + ")\n" + best->summary;
+  return std::move(*best);
 }
 
 void RemotePipeline::assign(size_t k) {

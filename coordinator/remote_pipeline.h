@@ -104,6 +104,8 @@ struct RemotePipelineOptions {
   // running its share of the stage's layers (engine/tp_shard.h) over a ring of its own
   // (engine/ring_comm.h); shares proportional to the ranks' measured read bandwidth (their Hello
   // profiles). workers.size() must be a multiple of tp; --split gives one range per group.
+  // 0 (--tp auto, without --split): the planner picks the group size among the divisors of the
+  // worker count (1 = a pipeline), the fastest predicted decode, at the first setup.
   int tp = 1;
   TpSync tp_sync = TpSync::F32;
   int debug_corrupt_chunks = 0;      // test hook: flip a byte in the first N weight chunks sent (-1: all)
@@ -160,6 +162,7 @@ class RemotePipeline : public Pipeline {
   void setup();
   // Sets ranges_ from the planner; drops the workers it leaves out from workers_.
   void plan_split();
+  SplitPlan choose_tp(const SplitRequest& q);  // --tp auto: the group size with the fastest predicted decode
   // Sends the Assign of stage k and waits for its Ready, serving its weight requests meanwhile.
   void assign(size_t k);
   // Tensor parallelism: sends every rank of stage s's group the ring's addresses (TpRing) and waits
@@ -251,7 +254,8 @@ class RemotePipeline : public Pipeline {
   bool healthy_ = false;
   uint64_t next_request_ = 1, session_ = 0;
   std::vector<std::string> link_tokens_;  // the last assignment's: stage k -> k+1 (RemotePipeline::assign)
-  size_t tp_ = 1;                                 // opts_.tp
+  size_t tp_ = 1;                                 // opts_.tp (0 = auto: the planner's choice, once)
+  bool tp_auto_ = false;                          // --tp auto, not chosen yet
   std::vector<std::vector<double>> tp_weights_;   // per stage (tp_ > 1)
   std::vector<std::string> ring_addresses_;       // per worker, from its Ready (tp_ > 1)
 };

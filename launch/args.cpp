@@ -54,6 +54,12 @@ void ArgParser::add(const std::string& names, const std::string& metavar, const 
   opts_.back().hi = hi;
 }
 
+void ArgParser::keyword(const std::string& keyword, int64_t value) {
+  if (opts_.empty() || !opts_.back().bounded) throw std::logic_error("ArgParser::keyword: no bounded option to extend");
+  opts_.back().keyword = keyword;
+  opts_.back().keyword_value = value;
+}
+
 void ArgParser::positional(const std::string& metavar, const std::string& help, std::vector<std::string>* out) {
   pos_metavar_ = metavar;
   pos_help_ = help;
@@ -116,6 +122,10 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
               *p = parse_number<T>(a, v);
               return;
             }
+            if (!opt->keyword.empty() && v == opt->keyword) {
+              *p = static_cast<T>(opt->keyword_value);
+              return;
+            }
             // Parse wide so that a huge value reads "out of range", not "invalid".
             const char* end = v.data() + v.size();
             int64_t wide = 0;
@@ -124,7 +134,7 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
               throw UsageError("invalid value '" + v + "' for " + a);
             if (ec == std::errc::result_out_of_range || wide < opt->lo || wide > opt->hi)
               throw UsageError(a + " " + v + " is out of range: it must be in " + std::to_string(opt->lo) + ".." +
-                               std::to_string(opt->hi));
+                               std::to_string(opt->hi) + (opt->keyword.empty() ? "" : " or " + opt->keyword));
             *p = static_cast<T>(wide);
           }
         },

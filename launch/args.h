@@ -30,6 +30,9 @@ class ArgParser {
   // option and the range otherwise).
   void add(const std::string& names, const std::string& metavar, const std::string& help, Target target, int64_t lo,
            int64_t hi);
+  // The last option added (a bounded integer) also takes the word `keyword`, stored as `value`
+  // (e.g. --tp auto = 0); its help shows METAVAR as given.
+  void keyword(const std::string& keyword, int64_t value);
   // Positional arguments (in order) collected here.
   void positional(const std::string& metavar, const std::string& help, std::vector<std::string>* out);
 
@@ -45,6 +48,8 @@ class ArgParser {
     std::string default_text;
     bool bounded = false;
     int64_t lo = 0, hi = 0;
+    std::string keyword;  // a word the bounded integer also takes
+    int64_t keyword_value = 0;
   };
   std::string usage_, summary_;
   std::vector<Opt> opts_;

@@ -79,8 +79,9 @@ int cmd_bench(const Args& args) {
   p.add("--act-dtype", "f32|f16", "activations between workers", &act_dtype);
   int tp = 1;
   std::string tp_sync = "f32";
-  p.add("--tp", "N", "tensor parallelism over N in-process ranks (each gets max(1, threads / N) threads); with "
-        "--workers: groups of N consecutive workers, one pipeline stage each", &tp, 1, 256);
+  p.add("--tp", "N|auto", "tensor parallelism over N in-process ranks (each gets max(1, threads / N) threads); with "
+        "--workers: groups of N consecutive workers, one pipeline stage each (auto: the planner picks N)", &tp, 1, 256);
+  p.keyword("auto", 0);
   p.add("--tp-sync", "f32|f16|q8", "with --tp: precision of the partial sums the ranks add", &tp_sync);
   add_trace_option(p, &trace_path);
   p.add("--parallel", "N,...", "run tg as N sequences decoding together instead (one batch row each per step; "
@@ -128,9 +129,11 @@ int cmd_bench(const Args& args) {
   const BenchModelInfo info = bench_model_info(s);
   std::string backend = s.backend->name();
   bp.n_stages = split.empty() ? 1 : static_cast<int>(parse_split(split, s.config.n_layers).size());
-  if (tp > 1) {
+  // --tp auto: the group size the planner chose.
+  const int run_tp = workers.empty() ? tp : dynamic_cast<RemotePipeline&>(*s.pipeline).tp();
+  if (run_tp > 1) {
     backend += " tp";
-    backend += std::to_string(tp);
+    backend += std::to_string(run_tp);
     if (tp_sync != "f32") backend += " " + tp_sync;
   }
   if (!workers.empty()) {

@@ -54,11 +54,13 @@ inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_defa
         "fastest predicted), even, memory, speed (docs/planner.md)", &o.session.plan_strategy);
   p.add("--act-dtype", "f32|f16", "hidden states between workers (f32 = bit-identical to a local run)",
         &o.session.act_dtype);
-  p.add("--tp", "N", "tensor parallelism: split every layer over N ranks (heads, FFN rows and vocabulary rows). "
+  p.add("--tp", "N|auto", "tensor parallelism: split every layer over N ranks (heads, FFN rows and vocabulary rows). "
         "Alone: N threads of this process (-t shared among them). With --workers: each N consecutive workers are one "
         "pipeline stage, a ring of ranks with shares by their measured read bandwidth (the count must be a multiple "
         "of N; N = the count is pure TP; --split gives one range per group; --on-worker-loss replan leaves a lost "
-        "rank's whole group out)", &o.session.tp, 1, 256);
+        "rank's whole group out). auto (with --workers, without --split): the planner picks N among the divisors of "
+        "the worker count (1 = a pipeline), the fastest predicted (a larger group only when 10% faster)", &o.session.tp, 1, 256);
+  p.keyword("auto", 0);
   p.add("--tp-sync", "f32|f16|q8", "with --tp: precision of the partial sums the ranks add (f32: the same bits every "
         "run; f16/q8: fewer bytes, rounded)", &o.session.tp_sync);
   p.add("--exact", "", "exact f32 dot products (default: 8-bit activations inside quantized dot products, "

@@ -67,6 +67,42 @@ TEST(CliTp, GreedyRunOverWorkerRanksReproducesReferenceText) {
   }
 }
 
+// --tp auto: the coordinator plans every group size that divides the workers (1 = a pipeline) and
+// runs the one with the fastest predicted decode, a larger group only when 10% faster. Which one
+// wins depends on this machine's measured profiles and links, so the test reads the predictions the
+// coordinator prints and checks the choice against them, then the text (any choice is exact here).
+TEST(CliTp, AutoRunsThePlannersChoiceAndSaysWhy) {
+  const auto ref = read_reference_text(reference_path("stories260K.p0.txt"));
+  WorkerProcess a, b;
+  auto r = herd({"run", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time", "--temp", "0", "-n",
+                 std::to_string(ref.generated_ids.size()), "-t", "1", "--workers", a.address() + "," + b.address(),
+                 "--tp", "auto"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.substr(0, ref.text.size()), ref.text);
+  const std::string key = "plan: --tp auto chose tp ";
+  const size_t at = r.err.find(key);
+  ASSERT_NE(at, std::string::npos) << r.err;
+  int chosen = 0;
+  double tp1 = 0, tp2 = 0;
+  ASSERT_EQ(std::sscanf(r.err.c_str() + at + key.size(), "%d (predicted tp 1 %lf tok/s, tp 2 %lf tok/s)", &chosen, &tp1,
+                        &tp2),
+            3)
+      << r.err.substr(at);
+  EXPECT_EQ(chosen, tp2 > 1.1 * tp1 ? 2 : 1) << r.err.substr(at);
+  EXPECT_NE(r.err.find(chosen == 2 ? "workers 1-2 layers" : "worker 1 layers"), std::string::npos) << r.err;
+
+  // Refused where there is nothing to choose from, naming why.
+  r = herd({"run", "-m", model_path("stories260K.gguf"), "-p", "hi", "--tp", "auto"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--tp auto needs --workers and no --split"), std::string::npos) << r.err;
+  r = herd({"run", "-m", model_path("stories260K.gguf"), "-p", "hi", "--tp", "automatic"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("invalid value 'automatic' for --tp"), std::string::npos) << r.err;
+  r = herd({"run", "-m", model_path("stories260K.gguf"), "-p", "hi", "--tp", "300"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("it must be in 1..256 or auto"), std::string::npos) << r.err;
+}
+
 TEST(CliTp, BenchNamesTheRanks) {
   auto r = herd({"bench", "-m", model_path("stories260K.gguf"), "-p", "8", "-n", "4", "-r", "1", "--tp", "2", "-t", "2"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
