@@ -30,6 +30,8 @@ class MpiComm : public Comm {
   std::string all_reduce_sum(float* data, size_t n) override;
   std::string all_gather(const float* in, size_t n, float* out) override;
   std::string broadcast(float* data, size_t n, int root) override;
+  // Why the comm is broken ("" while it works): a collective that failed or timed out.
+  const std::string& broken() const { return broken_; }
 
  private:
   std::string wait(MPI_Request* req, const char* what);  // polls to completion or timeout

@@ -32,6 +32,7 @@
 #include <mpi.h>
 
 #include "common/log.h"
+#include "engine/mpi_comm.h"
 #include "transport/link.h"
 #include "worker/worker_server.h"
 #endif
@@ -68,6 +69,24 @@ int threads_from(const Args& a) {
       return std::max(0, std::stoi(v));
     } catch (const std::exception&) {
       return 0;  // the coordinator reports the usage error
+    }
+  }
+  return 0;
+}
+
+// --tp N as the coordinator will read it (0: absent, auto or malformed: no MPI groups).
+int tp_from(const Args& a) {
+  for (size_t i = 0; i < a.size(); ++i) {
+    std::string v;
+    if (a[i] == "--tp" && i + 1 < a.size()) v = a[i + 1];
+    else if (a[i].rfind("--tp=", 0) == 0) v = a[i].substr(5);
+    else continue;
+    try {
+      size_t used = 0;
+      const int n = std::stoi(v, &used);
+      return used == v.size() && n > 1 ? n : 0;
+    } catch (const std::exception&) {
+      return 0;
     }
   }
   return 0;
@@ -113,7 +132,16 @@ std::string models_dir_from(const Args& a) {
   return ec ? std::string() : p.parent_path().string();
 }
 
-int run_worker(std::unique_ptr<transport::Listener> listener, int threads, int rank, const std::string& models_dir) {
+// The worker rank's tensor-parallel group over MPI (--tp N): ranks 1..N, N+1..2N, ... are the
+// groups the coordinator forms from --workers in rank order. Null when there is none.
+struct MpiGroup {
+  MPI_Comm comm = MPI_COMM_NULL;
+  std::unique_ptr<MpiComm> all_reduce;
+  int rank = 0, size = 0;
+};
+
+int run_worker(std::unique_ptr<transport::Listener> listener, int threads, int rank, const std::string& models_dir,
+               MpiGroup* group) {
   std::atomic<bool> stop{false}, failed{false};
   std::string failure;
   char host[kHostBytes] = {};
@@ -122,6 +150,21 @@ int run_worker(std::unique_ptr<transport::Listener> listener, int threads, int r
   o.threads = threads;
   o.name = "rank " + std::to_string(rank) + " on " + host;
   o.models_dir = models_dir;
+  if (group && group->all_reduce) {
+    o.group_comm = [group](int r, int n, std::string* why_not) -> Comm* {
+      if (r != group->rank || n != group->size) {
+        *why_not = "assigned tensor-parallel rank " + std::to_string(r) + " of " + std::to_string(n) +
+                   ", but this MPI rank's group is rank " + std::to_string(group->rank) + " of " +
+                   std::to_string(group->size);
+        return nullptr;
+      }
+      if (!group->all_reduce->broken().empty()) {
+        *why_not = "the MPI group is broken (" + group->all_reduce->broken() + ")";
+        return nullptr;
+      }
+      return group->all_reduce.get();
+    };
+  }
   std::thread server_thread;
   if (listener) {
     server_thread = std::thread([&, l = std::move(listener)]() mutable {
@@ -170,8 +213,11 @@ int cmd_mpi(const Args& in) {
     if (!r || std::string(r) == "0") std::fputs(kMpiHelp, stdout);
     return 0;
   }
+  // With --tp the worker ranks' groups all-reduce over MPI from the server thread while the main
+  // thread polls for "stop": that needs MPI_THREAD_MULTIPLE (without it the groups use the ring).
+  const int tp = tp_from(in);
   int provided = 0;
-  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  MPI_Init_thread(nullptr, nullptr, tp > 1 ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED, &provided);
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -240,6 +286,22 @@ int cmd_mpi(const Args& in) {
   std::vector<char> all(rank == 0 ? static_cast<size_t>(size) * kEndpointBytes : 0);
   MPI_Gather(mine, kEndpointBytes, MPI_CHAR, all.data(), kEndpointBytes, MPI_CHAR, 0, MPI_COMM_WORLD);
 
+  // Tensor-parallel groups over MPI: a collective split of every rank (rank 0 in none), decided
+  // alike everywhere (the same argv, the same thread level from the same library).
+  MpiGroup group;
+  if (tp > 1 && provided >= MPI_THREAD_MULTIPLE && (size - 1) % tp == 0) {
+    const int color = rank == 0 ? MPI_UNDEFINED : (rank - 1) / tp;
+    MPI_Comm_split(MPI_COMM_WORLD, color, rank, &group.comm);
+    if (group.comm != MPI_COMM_NULL) {
+      group.all_reduce = std::make_unique<MpiComm>(group.comm);
+      group.rank = (rank - 1) % tp;
+      group.size = tp;
+    }
+  } else if (tp > 1 && rank == 0 && provided < MPI_THREAD_MULTIPLE) {
+    std::fprintf(stderr, "herd mpi: this MPI library gives no MPI_THREAD_MULTIPLE: the --tp groups all-reduce over "
+                         "a TCP ring instead of MPI\n");
+  }
+
   int code = 0;
   if (rank == 0) {
     std::string workers, errors;
@@ -270,7 +332,11 @@ int cmd_mpi(const Args& in) {
     MPI_Ibcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD, &req);
     MPI_Wait(&req, MPI_STATUS_IGNORE);
   } else {
-    code = run_worker(std::move(listener), threads_from(args), rank, models_dir_from(args));
+    code = run_worker(std::move(listener), threads_from(args), rank, models_dir_from(args), &group);
+    if (group.comm != MPI_COMM_NULL) {
+      group.all_reduce.reset();
+      MPI_Comm_free(&group.comm);
+    }
   }
   MPI_Finalize();
   return rank == 0 ? code : 0;

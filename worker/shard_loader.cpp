@@ -321,6 +321,7 @@ std::string WorkerServer::ring_bind_address() const {
 
 void WorkerServer::drop_ring() {
   if (stage_) stage_->set_tensor_parallel({});
+  group_comm_ = nullptr;
   if (comm_) comm_->abandon();
   comm_.reset();
   ring_listener_.reset();
@@ -345,6 +346,21 @@ void WorkerServer::on_tp_ring(const std::string& peer, const Message& m) {
     reply_error(peer, 0, why);
     return;
   }
+  static constexpr TpSync kSync[] = {TpSync::F32, TpSync::F16, TpSync::Q8};
+  if (opts_.group_comm) {
+    std::string why_not;
+    if (Comm* g = opts_.group_comm(static_cast<int>(assign_.tp.rank), static_cast<int>(assign_.tp.size), &why_not)) {
+      ring_listener_.reset();
+      g->set_timeout_ms(assign_.tp.ring_timeout_ms);
+      group_comm_ = g;
+      stage_->set_tensor_parallel({g, kSync[assign_.tp.sync], tp_plan_.vocab});
+      note("herd worker: tensor-parallel rank " + std::to_string(assign_.tp.rank) + " of " +
+           std::to_string(assign_.tp.size) + ", all-reduces over " + g->name());
+      listener_->send(peer, pack(Ready{g->name() + " group of " + std::to_string(assign_.tp.size) + " ranks"}));
+      return;
+    }
+    HERD_LOG_WARN("worker: ", why_not, "; the group forms a ring over TCP instead");
+  }
   std::string err;
   auto ring = make_ring_comm(t.addresses, static_cast<int>(assign_.tp.rank), &err,
                              std::min<int>(kRingFormTimeoutMs, assign_.tp.ring_timeout_ms), std::move(ring_listener_));
@@ -354,7 +370,6 @@ void WorkerServer::on_tp_ring(const std::string& peer, const Message& m) {
   }
   ring->set_timeout_ms(assign_.tp.ring_timeout_ms);
   comm_ = std::move(ring);
-  static constexpr TpSync kSync[] = {TpSync::F32, TpSync::F16, TpSync::Q8};
   stage_->set_tensor_parallel({comm_.get(), kSync[assign_.tp.sync], tp_plan_.vocab});
   HERD_LOG_INFO("worker: tensor-parallel ring of ", assign_.tp.size, " formed (rank ", assign_.tp.rank, ", sync ",
                 tp_sync_name(kSync[assign_.tp.sync]), ")");

@@ -350,7 +350,7 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
     else send_to_coordinator(pack(ErrorMsg{f.request_id, "Forward before a successful Assign (a stage whose assignment failed)"}));
     return;
   }
-  if (assign_.tp.size > 1 && !comm_) {
+  if (assign_.tp.size > 1 && !comm_ && !group_comm_) {
     reply_error(peer, f.request_id, stage_name() + ": the tensor-parallel ring is not formed (no TpRing since the Assign)");
     return;
   }

@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,10 @@ struct WorkerServerOptions {
   std::string profile_source;           // for the coordinator's log ("file PATH"); "" = "measured at startup"
   std::vector<uint32_t> profile_types;  // matvec types to measure (the model's); empty = the common ones
   uint64_t report_free_mem = 0;         // test hook: report this many bytes free instead of MemAvailable
+  // Tensor parallelism under a launcher that already joined this process to its group (herd mpi:
+  // an MpiComm on a split communicator): asked at TpRing with this rank's (rank, size); a Comm it
+  // keeps alive replaces the ring, null (and *why_not) falls back to the ring over TCP.
+  std::function<Comm*(int rank, int size, std::string* why_not)> group_comm;
 };
 
 class WorkerServer {
@@ -156,6 +161,7 @@ class WorkerServer {
   std::vector<std::unique_ptr<transport::Link>> next_extra_;
   std::unique_ptr<transport::Listener> ring_listener_;
   std::unique_ptr<RingComm> comm_;
+  Comm* group_comm_ = nullptr;  // opts_.group_comm's, instead of comm_ (not owned)
   ShardPlan tp_plan_;
   int ring_counter_ = 0;  // inproc ring listeners: a fresh name each
   Batch batch_;                            // the Forward being served

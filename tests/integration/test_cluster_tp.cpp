@@ -259,10 +259,19 @@ TEST_F(TpCluster, BadGroupingsAreNamedErrors) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("one range per group"), std::string::npos) << e.what();
   }
-  // 4 KV heads cannot make 5 ranks: the worker refuses its Assign, naming why.
+  // 4 KV heads cannot make 5 ranks: the planner's TP model says so before any Assign; with --split
+  // (no planner) the worker refuses its Assign, naming why.
   try {
     RemotePipeline p(*file_, config_, options({addr(0), addr(1), addr(2), addr(3), addr(4)}, 5));
     ADD_FAILURE() << "5 ranks of 4 KV heads";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("tensor parallelism over 5 ranks: the model has only 4 KV heads"),
+              std::string::npos)
+        << e.what();
+  }
+  try {
+    RemotePipeline p(*file_, config_, options({addr(0), addr(1), addr(2), addr(3), addr(4)}, 5, TpSync::F32, "0-4"));
+    ADD_FAILURE() << "5 ranks of 4 KV heads (--split)";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("cannot be tensor-parallel rank"), std::string::npos) << e.what();
   }

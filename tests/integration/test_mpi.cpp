@@ -92,8 +92,8 @@ TEST_F(Mpi, LogitsReplayIdenticalToOneProcess) {
   std::remove(b.c_str());
 }
 
-// Tensor parallelism under mpirun: the worker ranks form TP groups as any --workers do (MPI only
-// bootstraps; each group's all-reduce is the ring over TCP). `-np 3 --tp 2`: one group of ranks 1-2;
+// Tensor parallelism under mpirun: the worker ranks form TP groups as any --workers do, and each
+// group's all-reduces go over MPI (MpiComm on a communicator split per group, rank-order sums). `-np 3 --tp 2`: one group of ranks 1-2;
 // `-np 5 --tp 2 --split 0-1,2-4`: two stages of two. The shares follow the ranks' measured
 // profiles, so the bits need not be the equal-share in-process run's: on the continuous path
 // (--exact, F32 weights) the logits are within 1e-4 of one process, argmax equal on every row
@@ -117,6 +117,13 @@ TEST_F(Mpi, TensorParallelGroupsOfWorkerRanks) {
     const ProcessResult got = mpi(np, m);
     ASSERT_FALSE(got.timed_out) << np << " ranks";
     ASSERT_EQ(got.exit_code, 0) << np << " ranks: " << got.err;
+    // Each worker rank says what its group all-reduces over: MPI (a split communicator) when the
+    // library gives MPI_THREAD_MULTIPLE, as Debian's Open MPI does; else rank 0 says it falls back.
+    size_t over_mpi = 0;
+    for (size_t at = 0; (at = got.err.find("all-reduces over mpi", at)) != std::string::npos; ++at) ++over_mpi;
+    if (got.err.find("no MPI_THREAD_MULTIPLE") == std::string::npos) {
+      EXPECT_EQ(over_mpi, static_cast<size_t>(np - 1)) << np << " ranks: " << got.err;
+    }
     const ProcessResult cmp = run_process({herd_bin(), "compare", a, b, "--tol", "1e-4"}, 60);
     EXPECT_EQ(cmp.exit_code, 0) << np << " ranks: " << cmp.out;
     EXPECT_NE(cmp.out.find("argmax agree 65/65"), std::string::npos) << np << " ranks: " << cmp.out;
