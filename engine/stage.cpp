@@ -4,6 +4,7 @@
 #include "engine/comm.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -145,7 +146,10 @@ void Stage::forward(const Batch& b, const float* hidden, float* out) {
 }
 
 void Stage::join_partials(float* x, int64_t n) {
-  if (tp_.comm) tp_all_reduce(*tp_.comm, tp_.sync, x, n, config_.n_embd);
+  if (!tp_.comm) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  tp_all_reduce(*tp_.comm, tp_.sync, x, n, config_.n_embd);
+  tp_sync_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void Stage::output_projection(const float* rows, int64_t n_out, float* out) {
@@ -162,7 +166,9 @@ void Stage::output_projection(const float* rows, int64_t n_out, float* out) {
   matmul(w_.output, rows, n_out, d, mine, width);
   const int64_t ranks = static_cast<int64_t>(tp_.vocab.size());
   float* all = scratch(tp_gathered_, ranks * n_out * width);
+  const auto t0 = std::chrono::steady_clock::now();
   const std::string err = tp_.comm->all_gather(mine, static_cast<size_t>(n_out * width), all);
+  tp_sync_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!err.empty()) throw std::runtime_error("tensor parallel logits gather: " + err);
   for (int64_t r = 0; r < ranks; ++r) {
     const ShardRange& v = tp_.vocab[static_cast<size_t>(r)];

@@ -71,6 +71,9 @@ class Stage {
   // Makes this stage one rank of a tensor-parallel group (before its first forward; the comm
   // may be replaced after a failed collective broke the group).
   void set_tensor_parallel(StageTensorParallel tp) { tp_ = std::move(tp); }
+  // Seconds this rank has spent inside its all-reduces and logits gathers (waiting for the slower
+  // ranks included) since it was built: what `herd bench --tp` reports as the sync share.
+  double tp_sync_seconds() const { return tp_sync_s_; }
 
   // Blocks of a layer recipe (recipe.h), over the current batch; il is the stage-local layer.
   // x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)), per sequence; options:
@@ -109,6 +112,7 @@ class Stage {
   LayerRecipe recipe_;
   KvCache cache_;
   StageTensorParallel tp_;
+  double tp_sync_s_ = 0;
   Buffer tp_logits_, tp_gathered_;  // output_projection: this rank's [n_out, max rows], all ranks'
   // The batch being evaluated (valid during forward).
   const Batch* batch_ = nullptr;

@@ -47,6 +47,9 @@ class TpPipeline : public Pipeline {
 
   const ShardPlan& plan() const { return plan_; }
   int n_ranks() const { return static_cast<int>(ranks_.size()); }
+  // Rank 0's seconds in all-reduces and logits gathers so far (Stage::tp_sync_seconds); read
+  // between batches (rank 0 runs on the caller's thread).
+  double sync_seconds() const { return ranks_.empty() || !ranks_[0].stage ? 0 : ranks_[0].stage->tp_sync_seconds(); }
   // Gives each rank's backend max(1, total / n_ranks) threads (herd bench's -t).
   void set_threads(int total);
 

@@ -1,10 +1,12 @@
 // herd bench: llama-bench's pp/tg tests on one model (see coordinator/bench_runner.h).
+#include <chrono>
 #include <cstdio>
 #include <sstream>
 
 #include "coordinator/bench_runner.h"
 #include "coordinator/remote_pipeline.h"
 #include "coordinator/trace_writer.h"
+#include "engine/tp_pipeline.h"
 #include "launch/options.h"
 #include "cluster/protocol.h"
 
@@ -148,9 +150,22 @@ int cmd_bench(const Args& args) {
   FILE* table = json ? stderr : stdout;
   std::fputs(bench_table_header().c_str(), table);
   std::fflush(table);
+  // In-process --tp: the share of each test's wall time rank 0 spent in its all-reduces and
+  // logits gathers (waiting for the slower rank included), measured, not predicted.
+  auto* tp_pipe = dynamic_cast<TpPipeline*>(s.pipeline.get());
+  double sync0 = tp_pipe ? tp_pipe->sync_seconds() : 0;
+  auto wall0 = std::chrono::steady_clock::now();
   run_bench(s, bp, [&](const BenchResult& r) {
     std::fputs(bench_table_row(info, backend, r).c_str(), table);
     std::fflush(table);
+    if (tp_pipe) {
+      const auto now = std::chrono::steady_clock::now();
+      const double wall = std::chrono::duration<double>(now - wall0).count(), sync = tp_pipe->sync_seconds() - sync0;
+      std::fprintf(stderr, "tp sync: %s: %.1f%% of the test's wall time in rank 0's all-reduces and logits gathers "
+                   "(%.3f of %.3f s, warm-up included)\n", r.test.c_str(), wall > 0 ? 100.0 * sync / wall : 0.0, sync, wall);
+      sync0 += sync;
+      wall0 = now;
+    }
     if (json) {
       std::fputs(bench_json_row(info, backend, r).c_str(), stdout);
       std::fflush(stdout);

@@ -83,7 +83,9 @@ TEST(ShardPlan, ProportionalRangesBruteForce) {
           const double q = static_cast<double>(n) * w[r] / total;
           EXPECT_LT(std::fabs(static_cast<double>(free[r].size()) - q), 1.0) << what << " rank " << r;
           for (int s = 0; s < ranks; ++s)
-            if (w[r] > w[s]) EXPECT_GE(free[r].size(), free[s].size()) << what;
+            if (w[r] > w[s]) {
+              EXPECT_GE(free[r].size(), free[s].size()) << what;
+            }
         }
         if (n < ranks) {
           EXPECT_THROW(proportional_ranges(n, w, 1), std::invalid_argument) << what;
@@ -94,7 +96,9 @@ TEST(ShardPlan, ProportionalRangesBruteForce) {
         expect_partition(min1, n, 1, what);
         bool all_reach = true;
         for (int r = 0; r < ranks; ++r) all_reach &= free[r].size() >= 1;
-        if (all_reach) EXPECT_EQ(min1, free) << what;
+        if (all_reach) {
+          EXPECT_EQ(min1, free) << what;
+        }
       }
 }
 

@@ -110,6 +110,16 @@ TEST(CliTp, BenchNamesTheRanks) {
   auto r = herd({"bench", "-m", model_path("stories260K.gguf"), "-p", "8", "-n", "4", "-r", "1", "--tp", "2", "-t", "2"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("tp2"), std::string::npos) << r.out;
+  // The measured sync share, per test: rank 0 spends some time in its all-reduces (2 per layer).
+  for (const char* test : {"pp8", "tg4"}) {
+    const std::string key = std::string("tp sync: ") + test + ": ";
+    const size_t at = r.err.find(key);
+    ASSERT_NE(at, std::string::npos) << r.err;
+    double share = -1;
+    ASSERT_EQ(std::sscanf(r.err.c_str() + at + key.size(), "%lf%%", &share), 1) << r.err.substr(at);
+    EXPECT_GT(share, 0.0) << r.err.substr(at);
+    EXPECT_LE(share, 100.0) << r.err.substr(at);
+  }
 }
 
 TEST(CliTp, ImpossibleOrUnsupportedSplitsAreClearErrors) {
