@@ -49,10 +49,6 @@ std::string device_name(const WorkerSet& workers, size_t d, size_t group) {
          std::to_string(workers[d * group + group - 1].index + 1);
 }
 
-}  // namespace
-
-namespace {
-
 // The workers as the planner's devices: one per worker, or with group > 1 one per group of `group`
 // consecutive workers (their memory and rates summed), and the links between them.
 partition::Cluster make_cluster(const WorkerSet& workers,

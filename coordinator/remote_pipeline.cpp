@@ -40,6 +40,9 @@ RemotePipeline::RemotePipeline(const model::GgufFile& f, const model::ModelConfi
   tp_auto_ = opts_.tp == 0;
   if (tp_auto_ && !opts_.split.empty())
     throw std::invalid_argument("--tp auto chooses the groups and the split: give --tp N with --split");
+  if (tp_auto_ && opts_.plan_strategy != "optimal")
+    throw std::invalid_argument("--tp auto compares plans priced by the planner's tensor-parallel model: use it with "
+                                "--plan-strategy optimal (the default), or give --tp N");
   tp_ = tp_auto_ ? 1 : static_cast<size_t>(opts_.tp);
   if (opts_.workers.size() % tp_ != 0)
     throw std::invalid_argument("--tp " + std::to_string(tp_) + " with " + std::to_string(opts_.workers.size()) +

@@ -92,12 +92,19 @@ TEST(CliTp, AutoRunsThePlannersChoiceAndSaysWhy) {
   // The plan line names a group ("workers 1-2") only for tp 2; a pipeline names single workers
   // (and may leave one out).
   EXPECT_EQ(r.err.find("plan: workers 1-2 layers") != std::string::npos, chosen == 2) << r.err;
-  if (chosen == 1) EXPECT_NE(r.err.find("plan: worker "), std::string::npos) << r.err;
+  if (chosen == 1) {
+    EXPECT_NE(r.err.find("plan: worker "), std::string::npos) << r.err;
+  }
 
   // Refused where there is nothing to choose from, naming why.
   r = herd({"run", "-m", model_path("stories260K.gguf"), "-p", "hi", "--tp", "auto"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("--tp auto needs --workers and no --split"), std::string::npos) << r.err;
+  r = herd({"run", "-m", model_path("stories260K.gguf"), "-p", "hi", "--tp", "auto", "--workers",
+            a.address() + "," + b.address(), "--plan-strategy", "even"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--tp auto compares plans priced by the planner's tensor-parallel model"), std::string::npos)
+      << r.err;
   r = herd({"run", "-m", model_path("stories260K.gguf"), "-p", "hi", "--tp", "automatic"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("invalid value 'automatic' for --tp"), std::string::npos) << r.err;
