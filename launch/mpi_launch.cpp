@@ -5,7 +5,9 @@
 // handling are exactly those of a hand-started cluster. At the end rank 0 broadcasts "stop" (also
 // after an error) and every rank calls MPI_Finalize.
 //
-// Activations go over ZeroMQ, not MPI: see bench/mpi_vs_zmq.cpp for the measurement. MPI has no
+// Activations go over ZeroMQ, not MPI: see bench/mpi_vs_zmq.cpp for the measurement. With --tp N
+// the worker ranks' tensor-parallel groups do run their all-reduces over MPI: MPI_COMM_WORLD split
+// into one communicator per group of N worker ranks, an MpiComm on each. MPI has no
 // failure detection (a dead peer hangs or aborts the job), and the ZeroMQ path is the one every
 // other launch uses.
 #include <filesystem>
@@ -47,6 +49,8 @@ const char* kMpiHelp =
     "logits, serve, bench) with ARGS; ranks 1..N-1 are its workers, in rank order (with --split, give\n"
     "N-1 ranges).\n"
     "Every option of the subcommand applies except --workers (MPI provides the workers).\n"
+    "With --tp T, each T consecutive worker ranks form one tensor-parallel stage whose all-reduces go\n"
+    "over MPI (N-1 must be a multiple of T; with --split, give (N-1)/T ranges).\n"
     "Across hosts: mpirun --hostfile HOSTS -np N herd mpi -m /same/path/model.gguf -p ...\n"
     "(the binary at the same path on every host; the model too, unless the workers receive it from\n"
     "the coordinator). Workers then listen on all interfaces and advertise their host name, or\n"
@@ -133,7 +137,7 @@ std::string models_dir_from(const Args& a) {
 }
 
 // The worker rank's tensor-parallel group over MPI (--tp N): ranks 1..N, N+1..2N, ... are the
-// groups the coordinator forms from --workers in rank order. Null when there is none.
+// groups the coordinator forms from --workers in rank order. all_reduce is null when there is none.
 struct MpiGroup {
   MPI_Comm comm = MPI_COMM_NULL;
   std::unique_ptr<MpiComm> all_reduce;

@@ -12,10 +12,10 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
-#include <functional>
 #include <string>
 #include <vector>
 
