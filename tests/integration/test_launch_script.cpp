@@ -255,7 +255,11 @@ TEST_F(LaunchScript, SigkillOfTheScriptLeavesNoWorker) {
   while (Clock::now() < until && (alive(workers[0]) || alive(workers[1])))
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   for (pid_t p : workers) EXPECT_FALSE(alive(p)) << "worker " << p << " outlived the SIGKILLed herd-cluster";
-  for (int port : ports_) {
+  // The ports: a dead worker's end of each connection lingers (FIN_WAIT) until the orphaned
+  // coordinator's ZeroMQ closes its end, which its I/O thread does when it next runs (under a loaded
+  // ctest -j2, not always at once); SO_REUSEADDR binds past the TIME_WAIT that follows. So each port
+  // must become bindable within a few seconds, not at this instant.
+  auto bindable = [](int port) {
     const int fd = socket(AF_INET, SOCK_STREAM, 0);
     const int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -263,8 +267,14 @@ TEST_F(LaunchScript, SigkillOfTheScriptLeavesNoWorker) {
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     a.sin_port = htons(static_cast<uint16_t>(port));
-    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << "port " << port << " still held";
+    const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
     close(fd);
+    return ok;
+  };
+  for (int port : ports_) {
+    const auto port_deadline = Clock::now() + std::chrono::seconds(5);
+    while (!bindable(port) && Clock::now() < port_deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_TRUE(bindable(port)) << "port " << port << " still held 5 s after the workers ended";
   }
   chat.close_stdin();  // the orphaned coordinator leaves at end of input
   wait_gone(ports_, 5);
