@@ -296,8 +296,9 @@ void WorkerServer::build_stage(const Assign& a, ShardFetch& fetch) {
     return;
   }
   // A rank of a tensor-parallel group: the plan from the weights every rank was sent (the same
-  // plan on every rank), this rank's slice of the stage's tensors (views of its rows, copies of its
-  // columns), a Stage of its heads and FFN rows. The ring joins it at TpRing.
+  // plan on every rank), this rank's slice of the stage's tensors (views of its rows and of its
+  // columns: engine/tp_shard.h), a Stage of its heads and FFN rows. The ring (or the launcher's
+  // group comm) joins it at TpRing.
   const int rank = static_cast<int>(a.tp.rank);
   try {
     tp_plan_ = plan_shards(shard_shape(config_, w), a.tp.weights);
