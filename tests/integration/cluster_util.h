@@ -10,9 +10,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -196,17 +198,25 @@ inline void expect_same_logits(Pipeline& expected, Pipeline& actual, const std::
   }
 }
 
-inline std::vector<int32_t> greedy(Pipeline& p, std::vector<int32_t> prompt, int n_new) {
+// Greedy decoding of n_new tokens after `prompt`, calling between(i) before the eval of step i
+// (tests that kill, stop or attack a worker mid-generation); the ids chosen.
+inline std::vector<int32_t> greedy_with(Pipeline& p, const std::vector<int32_t>& prompt, int n_new,
+                                        const std::function<void(int)>& between) {
   std::vector<float> logits;
   std::vector<int32_t> out;
   p.eval(prompt.data(), static_cast<int64_t>(prompt.size()), 0, false, logits);
   int64_t pos = static_cast<int64_t>(prompt.size());
   for (int i = 0; i < n_new; ++i) {
+    if (between) between(i);
     const auto id = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     out.push_back(id);
     p.eval(&id, 1, pos++, false, logits);
   }
   return out;
+}
+
+inline std::vector<int32_t> greedy(Pipeline& p, std::vector<int32_t> prompt, int n_new) {
+  return greedy_with(p, prompt, n_new, {});
 }
 
 }  // namespace herd::test

@@ -277,32 +277,7 @@ TEST_F(TpCluster, BadGroupingsAreNamedErrors) {
   }
 }
 
-// Greedy decoding through `p`; before step i's eval, between(i).
-void greedy_with(Pipeline& p, int n_new, const std::function<void(int)>& between) {
-  const std::vector<int32_t> prompt = {1, 403, 407, 261, 378};
-  std::vector<float> logits;
-  p.eval(prompt.data(), static_cast<int64_t>(prompt.size()), 0, false, logits);
-  int64_t pos = static_cast<int64_t>(prompt.size());
-  for (int i = 0; i < n_new; ++i) {
-    between(i);
-    const auto id = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    p.eval(&id, 1, pos++, false, logits);
-  }
-}
-
-// Greedy decoding like greedy_with, the ids chosen into `out`.
-void greedy_ids(Pipeline& p, int n_new, const std::function<void(int)>& between, std::vector<int32_t>& out) {
-  const std::vector<int32_t> prompt = {1, 403, 407, 261, 378};
-  std::vector<float> logits;
-  p.eval(prompt.data(), static_cast<int64_t>(prompt.size()), 0, false, logits);
-  int64_t pos = static_cast<int64_t>(prompt.size());
-  for (int i = 0; i < n_new; ++i) {
-    between(i);
-    const auto id = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    out.push_back(id);
-    p.eval(&id, 1, pos++, false, logits);
-  }
-}
+const std::vector<int32_t> kPrompt = {1, 403, 407, 261, 378};
 
 // A follower rank killed (SIGKILL) or stopped (SIGSTOP: no heartbeats) while a token is computed:
 // an error naming it within 2 s (the bound), whichever rank's ring noticed first; with the
@@ -330,7 +305,7 @@ TEST_F(TpCluster, DeadOrStoppedRankMidTokenIsNamedWithin2s) {
     std::thread killer;
     const pid_t pid = ws[c.victim]->child().pid();
     try {
-      greedy_with(p, 40, [&](int i) {
+      greedy_with(p, kPrompt, 40, [&](int i) {
         if (i == 5)
           killer = std::thread([&] {
             std::this_thread::sleep_for(std::chrono::milliseconds(2));  // inside the step: ranks computing
@@ -372,17 +347,17 @@ TEST_F(TpCluster, ReplanLeavesTheLostRanksGroupOut) {
   std::vector<int32_t> want, got;
   {
     RemotePipeline p(*file_, config_, o);
-    greedy_ids(p, 24, [](int) {}, want);
+    want = greedy_with(p, kPrompt, 24, {});
   }
   RemotePipeline p(*file_, config_, o);
   std::thread killer;
-  greedy_ids(p, 24, [&](int i) {
+  got = greedy_with(p, kPrompt, 24, [&](int i) {
     if (i == 6)
       killer = std::thread([&] {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
         ws[3]->child().kill9();
       });
-  }, got);
+  });
   if (killer.joinable()) killer.join();
   EXPECT_EQ(got, want);
   EXPECT_EQ(p.recoveries(), 1);
@@ -434,7 +409,7 @@ TEST_F(TpCluster, WaitReformsTheGroupWhenTheRankComesBack) {
   std::vector<int32_t> want;
   {
     RemotePipeline p(*file_, config_, o);
-    greedy_ids(p, 24, [](int) {}, want);
+    want = greedy_with(p, kPrompt, 24, {});
   }
   RemotePipeline p(*file_, config_, o);
   // The restarted worker's --exit-with-parent signal follows the thread that spawned it: that
@@ -442,7 +417,7 @@ TEST_F(TpCluster, WaitReformsTheGroupWhenTheRankComesBack) {
   std::thread restarter;
   std::atomic<bool> release{false};
   std::vector<int32_t> got;
-  greedy_ids(p, 24, [&](int i) {
+  got = greedy_with(p, kPrompt, 24, [&](int i) {
     if (i == 6)
       restarter = std::thread([&] {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -452,7 +427,7 @@ TEST_F(TpCluster, WaitReformsTheGroupWhenTheRankComesBack) {
         while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
         w2.reset();
       });
-  }, got);
+  });
   EXPECT_EQ(got, want);
   EXPECT_EQ(p.recoveries(), 1);
   release = true;

@@ -54,21 +54,6 @@ RemotePipelineOptions options(const std::vector<std::string>& workers, const std
   return o;
 }
 
-// Greedy decoding (as cluster_util's greedy()), calling between(i) before the eval of step i.
-std::vector<int32_t> greedy_with(Pipeline& p, int n_new, const std::function<void(int)>& between) {
-  std::vector<float> logits;
-  std::vector<int32_t> out;
-  p.eval(kPrompt.data(), static_cast<int64_t>(kPrompt.size()), 0, false, logits);
-  int64_t pos = static_cast<int64_t>(kPrompt.size());
-  for (int i = 0; i < n_new; ++i) {
-    between(i);
-    const auto id = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    out.push_back(id);
-    p.eval(&id, 1, pos++, false, logits);
-  }
-  return out;
-}
-
 // Sampled decoding on the last stage (eval_sample: the draws are this side's), temperature 0.9,
 // a repeat penalty (the window travels too), seed 7.
 std::vector<int32_t> sampled_with(Pipeline& p, int n_new, const std::function<void(int)>& between) {
@@ -120,7 +105,7 @@ TEST_F(Recovery, SigstopNamesTheWorkerWithinTheStepTimeout) {
   RemotePipeline p(*m.file, m.config, options({w1.address(), w2.address(), w3.address()}, "fail", 2000));
   Clock::time_point stopped{};
   try {
-    greedy_with(p, kNew, [&](int i) {
+    greedy_with(p, kPrompt, kNew, [&](int i) {
       if (i == 3) {
         ::kill(w2.child().pid(), SIGSTOP);
         stopped = Clock::now();
@@ -145,7 +130,7 @@ TEST_F(Recovery, StuckMainThreadIsNamedByTheStepTimeout) {
   const auto t0 = Clock::now();
   Clock::time_point last_step = t0;
   try {
-    greedy_with(p, kNew, [&](int) { last_step = Clock::now(); });
+    greedy_with(p, kPrompt, kNew, [&](int) { last_step = Clock::now(); });
     ADD_FAILURE() << "a stuck worker went unnoticed";
   } catch (const std::runtime_error& e) {
     // From the stuck step's start: the timeout, then up to 1 s for the pings, and 2 s of slack.
@@ -171,7 +156,7 @@ TEST_F(Recovery, KilledMiddleWorkerIsReplannedAtTwentyRandomPoints) {
     std::vector<int32_t> got;
     {
       Later later;
-      got = greedy_with(p, kNew, [&](int i) {
+      got = greedy_with(p, kPrompt, kNew, [&](int i) {
         if (i == step) later.at(delay_us, [&] { w2.child().kill9(); });
         if (i == step + 1) later.join();  // killed by now: the kill lands during step `step` or just after
       });
@@ -221,7 +206,7 @@ TEST_F(Recovery, WaitTakesTheRestartedWorkerBack) {
   std::vector<int32_t> got;
   {
     Later later;
-    got = greedy_with(p, kNew, [&](int i) {
+    got = greedy_with(p, kPrompt, kNew, [&](int i) {
       if (i == 5) {
         w2->child().kill9();
         later.at(500000, [&] { w2 = std::make_unique<WorkerProcess>(port); });
@@ -243,7 +228,7 @@ TEST_F(Recovery, NoWorkerLeftIsANamedError) {
   RemotePipeline p(*m.file, m.config, o);
   Clock::time_point killed{};
   try {
-    greedy_with(p, kNew, [&](int i) {
+    greedy_with(p, kPrompt, kNew, [&](int i) {
       if (i == 2) {
         w.child().kill9();
         killed = Clock::now();
@@ -265,7 +250,7 @@ TEST_F(Recovery, SurvivorsTooSmallForTheModelIsANamedError) {
   RemotePipeline p(*m.file, m.config, options({w1.address(), w2.address(), w3.address()}, "replan"));
   Clock::time_point killed{};
   try {
-    greedy_with(p, kNew, [&](int i) {
+    greedy_with(p, kPrompt, kNew, [&](int i) {
       if (i == 2) {
         w2.child().kill9();
         killed = Clock::now();
@@ -289,7 +274,7 @@ TEST_F(Recovery, WaitGivesUpAfterItsTimeout) {
   RemotePipeline p(*m.file, m.config, o);
   Clock::time_point killed{};
   try {
-    greedy_with(p, kNew, [&](int i) {
+    greedy_with(p, kPrompt, kNew, [&](int i) {
       if (i == 2) {
         w2.child().kill9();
         killed = Clock::now();

@@ -52,23 +52,6 @@ std::unique_ptr<RemotePipeline> remote(LocalReference& m, const std::vector<std:
   return std::make_unique<RemotePipeline>(*m.file, m.config, o);
 }
 
-// Greedy decoding as greedy() does, calling between(step) after the prompt (step 0) and after each
-// generated token: the attacks happen mid-generation.
-std::vector<int32_t> greedy_with(Pipeline& p, const std::vector<int32_t>& prompt, int n_new,
-                                 const std::function<void(int)>& between) {
-  std::vector<float> logits;
-  std::vector<int32_t> out;
-  p.eval(prompt.data(), static_cast<int64_t>(prompt.size()), 0, false, logits);
-  int64_t pos = static_cast<int64_t>(prompt.size());
-  for (int i = 0; i < n_new; ++i) {
-    between(i);
-    const auto id = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    out.push_back(id);
-    p.eval(&id, 1, pos++, false, logits);
-  }
-  return out;
-}
-
 // A peer with the cluster key speaking the protocol by hand.
 struct Peer {
   std::unique_ptr<transport::Link> link;
