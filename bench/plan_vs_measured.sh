@@ -28,26 +28,8 @@ BASE_PORT=${BASE_PORT:-47610}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
 
-worker_pids=()
-stop_workers() {
-  for pid in "${worker_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${worker_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  worker_pids=()
-}
-trap stop_workers EXIT
-
-json_get() {  # json_get KEY < one JSON object per line: prints KEY of the last line that has it
-  python3 -c '
-import json, sys
-key = sys.argv[1]; val = None
-for line in sys.stdin:
-    line = line.strip()
-    if not line.startswith("{"): continue
-    try: obj = json.loads(line)
-    except ValueError: continue
-    if key in obj: val = obj[key]
-print(val)' "$1"
-}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"  # worker_pids, stop_workers (on exit too), json_get
 
 "$HERD" probe -t 1 --quick --out "$OUT/probe.json" > "$OUT/probe.txt"
 mem_avail=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["mem_available_bytes"])' "$OUT/probe.json")
