@@ -1,9 +1,15 @@
 #include "cluster/sha256.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <stdexcept>
 #include <vector>
+
+#include "common/file_io.h"
 
 namespace herd::cluster {
 namespace {
@@ -85,17 +91,24 @@ std::string Sha256::hex_digest() {
 }
 
 std::string sha256_file_prefix(const std::string& path, uint64_t n_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path + " to hash it");
+  const int fd = open_waiting(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error("cannot read " + path + " to hash it: " + std::strerror(errno));
   Sha256 h;
   std::vector<char> buf(1 << 16);
-  while (n_bytes > 0) {
-    const auto want = static_cast<std::streamsize>(std::min<uint64_t>(n_bytes, buf.size()));
-    in.read(buf.data(), want);
-    if (in.gcount() != want) throw std::runtime_error(path + ": file shorter than expected while hashing");
-    h.update(buf.data(), static_cast<size_t>(want));
-    n_bytes -= static_cast<uint64_t>(want);
+  std::string error;
+  while (n_bytes > 0 && error.empty()) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(n_bytes, buf.size()));
+    const ssize_t n = ::read(fd, buf.data(), want);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) error = "cannot read " + path + " to hash it: " + std::strerror(errno);
+    else if (n == 0) error = path + ": file shorter than expected while hashing";
+    else {
+      h.update(buf.data(), static_cast<size_t>(n));
+      n_bytes -= static_cast<uint64_t>(n);
+    }
   }
+  ::close(fd);
+  if (!error.empty()) throw std::runtime_error(error);
   return h.hex_digest();
 }
 

@@ -14,12 +14,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+
+#include "common/file_io.h"
 
 #include "common/log.h"
 
@@ -96,12 +97,7 @@ bool read_small(const std::string& path, std::string& out, std::string& why) {
     why = "it is " + std::to_string(n) + " bytes";
     return true;
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  out = ss.str();
-  return true;
+  return read_whole_file(path, out, kMaxCacheFileBytes);
 }
 
 std::string mib(uint64_t b) {
@@ -261,15 +257,10 @@ void TensorHashes::save_cache() {
     // Unique per process and per save: in-process clusters (tests) hash one file from several threads.
     static std::atomic<uint64_t> saves{0};
     const std::string tmp = target + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(saves++);
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      out << format_hash_cache(key_, header_hash_, merged);
-      out.flush();
-      if (!out) {
-        why = "cannot write " + tmp;
-        std::remove(tmp.c_str());
-        return false;
-      }
+    if (!write_whole_file(tmp, format_hash_cache(key_, header_hash_, merged))) {
+      why = "cannot write " + tmp + ": " + std::strerror(errno);
+      std::remove(tmp.c_str());
+      return false;
     }
     if (std::rename(tmp.c_str(), target.c_str()) != 0) {
       why = "cannot rename " + tmp + ": " + std::strerror(errno);
@@ -297,7 +288,7 @@ void TensorHashes::save_cache() {
 
 void TensorHashes::hash(const std::vector<const model::GgufTensorInfo*>& todo) {
   if (todo.empty()) return;
-  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = open_waiting(path_, O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw std::runtime_error("cannot open " + path_ + " to hash its tensors: " + std::strerror(errno));
   uint64_t total = 0;
   for (const auto* t : todo) total += t->n_bytes;

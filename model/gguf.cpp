@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "model/gguf_internal.h"
+#include "common/file_io.h"
 
 namespace herd::model {
 
@@ -139,7 +140,7 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, const GgufOpen
   m.path = path;
   // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. It changes nothing for
   // a regular file, and anything else is refused before a byte is read.
-  m.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  m.fd = open_waiting(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (m.fd < 0) throw GgufError(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
   if (::fstat(m.fd, &st) != 0) throw GgufError(path + ": cannot stat: " + std::strerror(errno));

@@ -11,11 +11,12 @@
 #include <cstring>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
+#include <sstream>
 #include <map>
 #include <set>
 #include <stdexcept>
 
+#include "common/file_io.h"
 #include "model/gguf.h"
 #include "transport/crc32.h"
 #include "cluster/protocol.h"
@@ -118,9 +119,16 @@ void fetch(const std::vector<Span>& todo, WeightSource& src, FetchStats& st, int
   }
 }
 
+// Absent: empty. Unreadable (e.g. no descriptor free after the wait): an error, never "empty",
+// which write_manifest would then make true.
 std::set<std::string> read_manifest(const std::string& path) {
   std::set<std::string> names;
-  std::ifstream in(path);
+  std::string text;
+  if (!read_whole_file(path, text)) {
+    if (errno == ENOENT) return names;
+    throw std::runtime_error(sys_error("cannot read " + path));
+  }
+  std::istringstream in(text);
   std::string line;
   while (std::getline(in, line))
     if (!line.empty()) names.insert(line);
@@ -129,12 +137,9 @@ std::set<std::string> read_manifest(const std::string& path) {
 
 void write_manifest(const std::string& path, const std::set<std::string>& names) {
   const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    for (const auto& n : names) out << n << "\n";
-    out.flush();
-    if (!out) throw std::runtime_error("cannot write " + tmp);
-  }
+  std::string text;
+  for (const auto& n : names) text += n + "\n";
+  if (!write_whole_file(tmp, text)) throw std::runtime_error(sys_error("cannot write " + tmp));
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error(sys_error("cannot rename " + tmp));
 }
 
@@ -185,7 +190,7 @@ void WeightCache::make_room(uint64_t need) {
   std::sort(others.begin(), others.end());
   for (const auto& [t, dir] : others) {
     const std::string lock = (dir / "lock").string();
-    const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    const int fd = open_waiting(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) continue;
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {  // another worker is filling or using it
       ::close(fd);
@@ -213,14 +218,14 @@ WeightCache::WeightCache(std::string cache_dir, std::string model_hash, uint64_t
   if (ec) throw std::runtime_error("cannot create the weight cache " + dir_ + ": " + ec.message());
   model_path_ = dir_ + "/model.gguf";
   const std::string lock = dir_ + "/lock";
-  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  lock_fd_ = open_waiting(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock_fd_ < 0) throw std::runtime_error(sys_error("cannot open " + lock));
   while (::flock(lock_fd_, LOCK_EX) != 0)
     if (errno != EINTR) throw std::runtime_error(sys_error("cannot lock " + lock));
 }
 
 void WeightCache::mark_used() {
-  const int used = ::open((dir_ + "/used").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  const int used = open_waiting(dir_ + "/used", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   if (used >= 0) {
     ::futimens(used, nullptr);  // now: this model is the most recently used
     ::close(used);
@@ -251,7 +256,7 @@ void WeightCache::ensure_header(uint64_t file_size, uint64_t header_bytes, Weigh
   std::remove((dir_ + "/tensors.txt").c_str());  // nothing of an old file is trusted
   make_room(blocks_for(header_bytes));             // before the (sparse) file exists
   const std::string tmp = model_path_ + ".tmp." + std::to_string(getpid());
-  const int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int fd = open_waiting(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw std::runtime_error(sys_error("cannot create " + tmp));
   try {
     if (::ftruncate(fd, static_cast<off_t>(file_size)) != 0) throw std::runtime_error(sys_error("cannot size " + tmp));
@@ -307,7 +312,7 @@ void WeightCache::ensure_tensors(const model::GgufFile& f, const std::vector<std
   uint64_t need = 0;
   for (const Span& sp : spans) need += sp.length;
   make_room(blocks_for(need) + 4096 * missing.size());  // before any byte is fetched
-  const int fd = ::open(model_path_.c_str(), O_RDWR | O_CLOEXEC);
+  const int fd = open_waiting(model_path_, O_RDWR | O_CLOEXEC);
   if (fd < 0) throw std::runtime_error(sys_error("cannot open " + model_path_));
   try {
     fetch(spans, src, st, fd, model_path_, "receiving weights", chunk_timeout_ms_);

@@ -1,43 +1,21 @@
 // engine/host_probe's /proc/meminfo reader in a process whose descriptors are all taken: a worker
 // under a flood of silent connections ([trust] item 4) answers a Hello with MemAvailable, and a
 // failed open used to report "0 bytes free", so the planner refused a worker with gigabytes free.
-#include <fcntl.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <gtest/gtest.h>
 
-#include <vector>
-
 #include "engine/host_probe.h"
+#include "tests/no_free_descriptors.h"
 
 namespace herd {
 namespace {
 
-// Runs `body` in a child whose descriptors are exhausted after `before` ran; the child's exit code.
-template <class Before, class Body>
-int with_no_free_descriptors(Before before, Body body) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    before();
-    rlimit l{256, 256};
-    if (::setrlimit(RLIMIT_NOFILE, &l) != 0) _exit(90);
-    while (::open("/dev/null", O_RDONLY) >= 0) {
-    }
-    if (::open("/dev/null", O_RDONLY) >= 0) _exit(91);  // really none left
-    _exit(body());
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+using test::with_no_free_descriptors;
 
 TEST(HostProbe, MeminfoIsReadWhenNoDescriptorIsFreeOnceItWasReadBefore) {
   const uint64_t total = meminfo_bytes("MemTotal");
   ASSERT_GT(total, 0u);
   const int rc = with_no_free_descriptors([] { (void)meminfo_bytes("MemAvailable"); },
-                                          [total] {
+                                          [total](int) {
                                             // Twice: each read is a fresh pread, not a cached value.
                                             for (int i = 0; i < 2; ++i) {
                                               const uint64_t a = meminfo_bytes("MemAvailable");
