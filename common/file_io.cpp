@@ -3,22 +3,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <chrono>
-#include <thread>
 
 namespace herd {
 
 int open_waiting(const std::string& path, int flags, mode_t mode, int wait_ms) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
-  for (;;) {
-    const int fd = ::open(path.c_str(), flags, mode);
-    if (fd >= 0 || (errno != EMFILE && errno != ENFILE)) return fd;
-    if (std::chrono::steady_clock::now() >= deadline) return -1;
-    const int saved = errno;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    errno = saved;
-  }
+  int fd = -1;
+  retry_while_no_descriptor([&] { return (fd = ::open(path.c_str(), flags, mode)) >= 0; }, wait_ms);
+  return fd;
 }
 
 bool read_whole_file(const std::string& path, std::string& out, size_t max_bytes) {

@@ -8,11 +8,28 @@
 // "no file" (and then writes back less than was there).
 #include <sys/types.h>
 
+#include <cerrno>
+#include <chrono>
 #include <string>
+#include <thread>
 
 namespace herd {
 
 constexpr int kDescriptorWaitMs = 7000;
+
+// Calls `attempt()` (true: done) again every 10 ms while it fails with errno EMFILE or ENFILE, for at
+// most `wait_ms`. Its last result, with errno as that attempt left it.
+template <class Attempt>
+bool retry_while_no_descriptor(Attempt attempt, int wait_ms = kDescriptorWaitMs) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  for (;;) {
+    if (attempt()) return true;
+    const int e = errno;
+    if ((e != EMFILE && e != ENFILE) || std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    errno = e;
+  }
+}
 
 // ::open(path, flags, mode), retried every 10 ms while it fails with EMFILE or ENFILE, for at most
 // `wait_ms`. Returns the descriptor, or -1 with errno set (EMFILE still, after the wait).

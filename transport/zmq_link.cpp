@@ -9,9 +9,11 @@
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 
 #include <sodium.h>
 
+#include "common/file_io.h"
 #include "common/log.h"
 #include "transport/codec.h"
 #include "transport/security.h"
@@ -26,6 +28,24 @@ zmq::context_t& zmq_context() {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// A new socket of the shared context. Its mailbox takes a descriptor: while silent connections
+// hold every one ([trust] item 4) this waits for one, as common/file_io's opens do, instead of
+// failing the Assign that needed the socket.
+zmq::socket_t new_socket(zmq::socket_type type) {
+  zmq::socket_t sock;
+  retry_while_no_descriptor([&] {
+    try {
+      sock = zmq::socket_t(zmq_context(), type);
+      return true;
+    } catch (const zmq::error_t& e) {
+      errno = e.num();
+      return false;
+    }
+  });
+  if (!sock) throw zmq::error_t();  // from errno: the last attempt's
+  return sock;
+}
 
 
 // Reads the rest of a multipart message that has started arriving.
@@ -132,7 +152,7 @@ bool lanes_enabled() {
 }
 
 ZmqListener::ZmqListener(const std::string& address, bool lanes)
-    : sock_(zmq_context(), zmq::socket_type::router), secure_(security_enabled()) {
+    : sock_(new_socket(zmq::socket_type::router)), secure_(security_enabled()) {
   sock_.set(zmq::sockopt::linger, 0);
   secure_server_socket(sock_);
   sock_.set(zmq::sockopt::router_mandatory, 1);  // sending to a vanished peer is an error, not a silent drop
@@ -319,8 +339,8 @@ Received ZmqListener::recv(int timeout_ms) {
 }
 
 ZmqLink::ZmqLink(const std::string& address, bool lanes)
-    : sock_(zmq_context(), zmq::socket_type::dealer),
-      mon_(zmq_context(), zmq::socket_type::pair),
+    : sock_(new_socket(zmq::socket_type::dealer)),
+      mon_(new_socket(zmq::socket_type::pair)),
       address_(address),
       secure_(security_enabled()) {
   static std::atomic<uint64_t> next_monitor{0};
@@ -335,7 +355,7 @@ ZmqLink::ZmqLink(const std::string& address, bool lanes)
   constexpr int kEvents = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
-  if (zmq_socket_monitor(sock_.handle(), mon_addr.c_str(), kEvents) != 0)
+  if (!retry_while_no_descriptor([&] { return zmq_socket_monitor(sock_.handle(), mon_addr.c_str(), kEvents) == 0; }))
     throw std::runtime_error("cannot monitor the ZeroMQ socket for " + address);
   mon_.set(zmq::sockopt::linger, 0);
   mon_.connect(mon_addr);

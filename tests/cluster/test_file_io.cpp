@@ -18,17 +18,20 @@
 #include "model/gguf.h"
 #include "tests/no_free_descriptors.h"
 #include "tests/test_paths.h"
+#include "transport/security.h"
+#include "transport/zmq_link.h"
 
 namespace herd {
 namespace {
 
 using test::with_no_free_descriptors;
 
-// Closes `fd` after 300 ms, as a silent connection reaching its handshake deadline would.
-std::thread free_later(int fd) {
-  return std::thread([fd] {
+// Closes `fd` and the `more` below it after 300 ms, as silent connections reaching their
+// handshake deadline would.
+std::thread free_later(int fd, int more = 0) {
+  return std::thread([fd, more] {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    ::close(fd);
+    for (int i = 0; i <= more; ++i) ::close(fd - i);
   });
 }
 
@@ -106,6 +109,24 @@ TEST(FileIo, TheWorkersModelIsHashedAndOpenedWhenADescriptorIsFreedDuringTheWait
     return 0;
   });
   EXPECT_EQ(rc, 0) << "1: hashing threw, 2: another digest, 3: no tensors, 4: GGUF open threw, 9x: setup";
+}
+
+// A stage's link to the next one is a ZeroMQ socket and its monitor: each takes a descriptor.
+TEST(FileIo, ALinkToTheNextStageIsMadeWhenDescriptorsAreFreedDuringTheWait) {
+  transport::configure_security({true, ""});
+  const int rc = with_no_free_descriptors([] { (void)transport::zmq_context(); }, [](int last) {
+    std::thread t = free_later(last, 7);
+    try {
+      transport::ZmqLink link("tcp://127.0.0.1:9", false);  // nothing listens: connecting is lazy
+    } catch (...) {
+      t.join();
+      return 2;
+    }
+    t.join();
+    return 0;
+  });
+  EXPECT_EQ(rc, 0) << "2: the link threw, 9x: setup";
+  transport::configure_security({false, ""});
 }
 
 }  // namespace
