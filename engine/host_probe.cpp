@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -205,14 +206,47 @@ const DType kStartupTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q8_
 
 uint64_t meminfo_bytes(const std::string& key) { return meminfo_bytes_impl(key); }
 
+uint64_t last_level_cache_bytes() {
+  uint64_t best = 0;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+  if (const long v = ::sysconf(_SC_LEVEL3_CACHE_SIZE); v > 0) best = static_cast<uint64_t>(v);
+#endif
+  // sysfs, for hosts where glibc does not know (Arm): the largest cache of cpu0, "491520K".
+  for (int i = 0; i < 8; ++i) {
+    std::ifstream f("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/size");
+    std::string v;
+    if (!(f >> v) || v.empty()) continue;
+    uint64_t n = 0;
+    size_t at = 0;
+    while (at < v.size() && v[at] >= '0' && v[at] <= '9') n = n * 10 + static_cast<uint64_t>(v[at++] - '0');
+    const char unit = at < v.size() ? v[at] : ' ';
+    n <<= unit == 'K' ? 10 : unit == 'M' ? 20 : unit == 'G' ? 30 : 0;
+    best = std::max(best, n);
+  }
+  return best;
+}
+
+size_t probe_working_set_bytes(const HostProbeOptions& o, uint64_t llc_bytes, uint64_t mem_available_bytes,
+                               bool plain_read) {
+  // The startup profile (a worker's Hello, under ~1 s) keeps small fixed sizes: it sets shares,
+  // which need ratios between hosts, not absolute rates.
+  if (o.startup) return plain_read ? (64ull << 20) : (24ull << 20);
+  const uint64_t floor = o.quick ? (plain_read ? 192ull << 20 : 40ull << 20) : (plain_read ? 512ull << 20 : 96ull << 20);
+  // Beyond the last-level cache, or the rates are the cache's: this VM's host has a 480 MiB L3,
+  // and 96 MiB matrices read 16 GB/s on 1 thread and 38 GB/s on 2 where a 7B decode gets 14 and 25.
+  const uint64_t beyond = o.quick ? llc_bytes + llc_bytes / 4 : 2 * llc_bytes;
+  // A matrix and the backend's repacked copy exist at once: at most a sixth of what is free each.
+  const uint64_t cap = std::max(floor, std::min<uint64_t>(mem_available_bytes / 6, 2ull << 30));
+  return static_cast<size_t>(std::min(std::max(floor, beyond), cap));
+}
+
 ProbeResult probe_host(const HostProbeOptions& o) {
   const int hw = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   const int nt = o.threads <= 0 ? hw : o.threads;
   const bool small = o.quick || o.startup;
   const int reps = small ? 3 : 7;
-  // >= L3 (32 MiB here) so weights come from DRAM; a startup profile streams 24 MiB (beyond most
-  // per-core L2 + shared L3 slices of a small host, close enough for a first plan).
-  const size_t mat_bytes = o.startup ? (24ull << 20) : o.quick ? (40ull << 20) : (96ull << 20);
+  const uint64_t llc = last_level_cache_bytes(), avail = meminfo_bytes("MemAvailable");
+  const size_t mat_bytes = probe_working_set_bytes(o, llc, avail, false);
 
   ProbeResult r;
   char host[256] = {};
@@ -228,8 +262,7 @@ ProbeResult probe_host(const HostProbeOptions& o) {
   be->set_threads(nt);
   r.isa = be->name();
 
-  r.read_bw_Bps = read_bandwidth(o.startup ? (64ull << 20) : o.quick ? (192ull << 20) : (512ull << 20), nt,
-                                 o.startup ? 3 : std::max(5, reps));
+  r.read_bw_Bps = read_bandwidth(probe_working_set_bytes(o, llc, avail, true), nt, o.startup ? 3 : std::max(5, reps));
 
   // Matvec (decode): weight bytes per second of a 1-token matmul, per type, 4096 columns.
   const int64_t cols = 4096;

@@ -20,6 +20,15 @@ struct HostProbeOptions {
                                 // (startup: the common decode types, see kStartupTypes in host_probe.cpp)
 };
 
+// The largest CPU cache (sysconf, else sysfs of cpu0) in bytes; 0 when unknown.
+uint64_t last_level_cache_bytes();
+
+// Bytes each matvec matrix (plain_read: the read-bandwidth buffer) of a probe spans: beyond the
+// last-level cache (2x; --quick 1.25x) and never under the fixed floors (96 MiB / 512 MiB; --quick
+// 40 / 192 MiB), capped at a sixth of MemAvailable and 2 GiB. A startup profile keeps 24 / 64 MiB.
+size_t probe_working_set_bytes(const HostProbeOptions& o, uint64_t llc_bytes, uint64_t mem_available_bytes,
+                               bool plain_read);
+
 // Measures memory, read bandwidth, matvec bytes/s per type, matmul FLOP/s, attention, per-call
 // overhead and (not at startup) the loopback latency. GPUs are not listed here (cmd_probe adds them).
 ProbeResult probe_host(const HostProbeOptions& o);

@@ -3,6 +3,9 @@
 // failed open used to report "0 bytes free", so the planner refused a worker with gigabytes free.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <string>
+
 #include "engine/host_probe.h"
 #include "tests/no_free_descriptors.h"
 
@@ -26,6 +29,40 @@ TEST(HostProbe, MeminfoIsReadWhenNoDescriptorIsFreeOnceItWasReadBefore) {
                                             return 0;
                                           });
   EXPECT_EQ(rc, 0) << "1: 0 bytes available, 2: more than MemTotal, 3: MemTotal changed, 9x: setup";
+}
+
+// The probe's matrices span beyond the last-level cache, or it times the cache, not the DRAM a
+// large model's decode reads.
+TEST(HostProbe, WorkingSetsSpanTwiceTheLastLevelCacheWithinAFloorAndACap) {
+  constexpr uint64_t MiB = 1ull << 20, GiB = 1ull << 30;
+  HostProbeOptions full, quick, startup;
+  quick.quick = true;
+  startup.startup = true;
+  EXPECT_EQ(probe_working_set_bytes(full, 32 * MiB, 16 * GiB, false), 96 * MiB);     // the floor
+  EXPECT_EQ(probe_working_set_bytes(full, 480 * MiB, 22 * GiB, false), 960 * MiB);   // 2 x LLC
+  EXPECT_EQ(probe_working_set_bytes(full, 480 * MiB, 22 * GiB, true), 960 * MiB);
+  EXPECT_EQ(probe_working_set_bytes(full, 0, 22 * GiB, true), 512 * MiB);            // LLC unknown
+  EXPECT_EQ(probe_working_set_bytes(quick, 480 * MiB, 22 * GiB, false), 600 * MiB);  // 1.25 x LLC
+  EXPECT_EQ(probe_working_set_bytes(full, 480 * MiB, 1200 * MiB, false), 200 * MiB); // MemAvailable / 6
+  EXPECT_EQ(probe_working_set_bytes(full, 480 * MiB, 120 * MiB, false), 96 * MiB);   // never under the floor
+  EXPECT_EQ(probe_working_set_bytes(full, 4 * GiB, 64 * GiB, false), 2 * GiB);       // the absolute cap
+  EXPECT_EQ(probe_working_set_bytes(startup, 480 * MiB, 22 * GiB, false), 24 * MiB); // startup: fixed
+  EXPECT_EQ(probe_working_set_bytes(startup, 480 * MiB, 22 * GiB, true), 64 * MiB);
+}
+
+TEST(HostProbe, TheLastLevelCacheIsTheLargestCacheSysfsOrSysconfReports) {
+  const uint64_t llc = last_level_cache_bytes();
+  std::ifstream f("/sys/devices/system/cpu/cpu0/cache/index0/size");
+  if (f) {
+    EXPECT_GT(llc, 0u) << "sysfs lists caches but none was read";
+  }
+  for (int i = 0; i < 8; ++i) {
+    std::ifstream g("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/size");
+    std::string v;
+    if (!(g >> v)) continue;
+    const uint64_t n = std::stoull(v) << (v.back() == 'K' ? 10 : v.back() == 'M' ? 20 : 0);
+    EXPECT_GE(llc, n) << "index" << i << " = " << v;
+  }
 }
 
 TEST(HostProbe, AKeyThatIsNotInMeminfoIsZero) { EXPECT_EQ(meminfo_bytes("NoSuchField"), 0u); }
