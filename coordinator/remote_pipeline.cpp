@@ -132,7 +132,8 @@ void RemotePipeline::setup() {
   link_tokens_.assign(n_st, {});
   for (size_t s = 0; s + 1 < n_st; ++s) link_tokens_[s] = random_token();
   // Tensor parallelism: each group's shares from its ranks' measured read bandwidth (a decode
-  // step reads every weight once: a rank's time is its share of the bytes over its bandwidth).
+  // step reads every weight once: a rank's time is its share of the bytes over its bandwidth),
+  // rates within the startup probe's noise taken as equal (engine/shard_plan.h).
   tp_weights_.clear();
   ring_addresses_.assign(workers_.size(), {});
   if (tp_ > 1)
@@ -142,7 +143,7 @@ void RemotePipeline::setup() {
         const double bw = workers_[s * tp_ + r].hello.profile.read_bw_Bps;
         w.push_back(std::isfinite(bw) && bw > 0 && bw < 1e18 ? bw : 1.0);
       }
-      tp_weights_.push_back(std::move(w));
+      tp_weights_.push_back(same_speed_weights(w));
     }
   // Assign from the last stage back, so that each stage's next stage is ready when it dials it; a
   // tensor-parallel group's ring is formed once all its ranks are assigned.

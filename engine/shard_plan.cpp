@@ -1,10 +1,29 @@
 #include "engine/shard_plan.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
 
 namespace herd {
+
+std::vector<double> same_speed_weights(std::span<const double> rates, double tolerance) {
+  for (double r : rates)
+    if (!std::isfinite(r) || r <= 0) throw std::invalid_argument("rate " + std::to_string(r) + " is not finite and positive");
+  std::vector<size_t> order(rates.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return rates[a] < rates[b]; });
+  std::vector<double> out(rates.begin(), rates.end());
+  for (size_t b = 0; b < order.size();) {
+    size_t e = b + 1;
+    while (e < order.size() && rates[order[e]] <= rates[order[b]] * (1.0 + tolerance)) ++e;
+    double sum = 0;
+    for (size_t i = b; i < e; ++i) sum += rates[order[i]];
+    for (size_t i = b; i < e; ++i) out[order[i]] = sum / static_cast<double>(e - b);
+    b = e;
+  }
+  return out;
+}
 
 std::vector<ShardRange> proportional_ranges(int64_t n_units, std::span<const double> weights, int64_t min_each) {
   const int64_t n = static_cast<int64_t>(weights.size());

@@ -52,6 +52,15 @@ struct ShardPlan {
 // weight is not finite and positive, or there are no ranks.
 std::vector<ShardRange> proportional_ranges(int64_t n_units, std::span<const double> weights, int64_t min_each);
 
+// Measured speeds differ between identical hosts by the measurement's noise (two idle workers
+// on one host measured 52:48), and shares cut from that noise make the busier rank the slower one
+// on every layer. Rates within `tolerance` of each other are taken as equal: sorted, each run of
+// rates whose largest is at most (1 + tolerance) x its smallest gets the run's mean; the rest keep
+// theirs. A real difference below the tolerance then costs its group at most tolerance / 2 of
+// its speed. Throws std::invalid_argument when a rate is not finite and positive.
+constexpr double kSameSpeedTolerance = 0.10;
+std::vector<double> same_speed_weights(std::span<const double> rates, double tolerance = kSameSpeedTolerance);
+
 // The plan for one group. weights: one per rank, the ranks' relative speeds (e.g. measured
 // profiles); equal weights split evenly. Throws std::invalid_argument naming the numbers when a
 // rank could not get one attention unit (KV-head group), one FFN block or one vocabulary row.

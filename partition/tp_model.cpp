@@ -165,6 +165,7 @@ TpGroup make_tp_group(const ModelShape& m, const Cluster& c, const std::vector<i
     for (int64_t l = 0; l < m.n_layers(); ++l) s += layer_decode_s(m, c.devices[static_cast<size_t>(d)], l, plain);
     g.weights.push_back(s > 0 ? 1.0 / s : 1.0);
   }
+  g.weights = same_speed_weights(g.weights);  // as the coordinator does with measured rates
   g.shards = plan_shards(tp_shard_shape(m), g.weights);
   // The chain crosses every link r -> r+1 and n-1 -> 0 (the result's way back): the slowest counts.
   const int n = static_cast<int>(devices.size());

@@ -19,6 +19,8 @@
 //     the same 0.35 / 90% bound.
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include <unistd.h>
 
 #include <cmath>
@@ -141,6 +143,50 @@ TEST(ShardPlan, BadWeightsAreNamedErrors) {
   EXPECT_THROW(proportional_ranges(4, none, 1), std::invalid_argument);
   const std::vector<double> w2(2, 1.0);
   EXPECT_THROW(plan_shards(ShardShape{8, 4, 1, 32, 32, 10}, w2), std::invalid_argument);  // one FFN block for 2 ranks
+}
+
+TEST(ShardPlan, RatesWithinTheToleranceAreTakenAsEqual) {
+  const std::vector<double> noise = {2.08e10, 1.92e10};  // 52:48, two idle workers on one host
+  EXPECT_EQ(same_speed_weights(noise), (std::vector<double>{2.0e10, 2.0e10}));
+  const std::vector<double> real = {1.0, 1.2};  // a real 20% difference keeps its shares
+  EXPECT_EQ(same_speed_weights(real), real);
+  const std::vector<double> mixed = {1.5, 1.0, 1.09, 1.05};
+  const auto m = same_speed_weights(mixed);
+  EXPECT_DOUBLE_EQ(m[0], 1.5);
+  EXPECT_DOUBLE_EQ(m[1], (1.0 + 1.09 + 1.05) / 3);
+  EXPECT_EQ(m[1], m[2]);
+  EXPECT_EQ(m[1], m[3]);
+  const std::vector<double> bad = {1.0, 0.0};
+  EXPECT_THROW(same_speed_weights(bad), std::invalid_argument);
+}
+
+// Brute force over random rates: runs of equal outputs are the sorted runs the rule defines.
+TEST(ShardPlan, SameSpeedWeightsBruteForce) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<double> u(1.0, 2.0);
+  for (int iter = 0; iter < 2000; ++iter) {
+    const size_t n = 1 + iter % 6;
+    std::vector<double> r(n);
+    for (auto& v : r) v = u(rng);
+    const auto w = same_speed_weights(r);
+    ASSERT_EQ(w.size(), n);
+    std::vector<size_t> order(n);
+    for (size_t i = 0; i < n; ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return r[a] < r[b]; });
+    size_t b = 0;
+    while (b < n) {
+      size_t e = b + 1;
+      while (e < n && w[order[e]] == w[order[b]]) ++e;
+      double lo = r[order[b]], hi = r[order[e - 1]], sum = 0;
+      for (size_t i = b; i < e; ++i) sum += r[order[i]];
+      EXPECT_LE(hi, lo * (1 + kSameSpeedTolerance)) << "a run wider than the tolerance";
+      EXPECT_NEAR(w[order[b]], sum / static_cast<double>(e - b), 1e-12) << "not the run's mean";
+      if (e < n) {
+        EXPECT_GT(r[order[e]], lo * (1 + kSameSpeedTolerance)) << "the next rate belonged to this run";
+      }
+      b = e;
+    }
+  }
 }
 
 TEST(ShardPlan, AttentionUnitsOfSeveralGroupsKeepTheirBoundaries) {
