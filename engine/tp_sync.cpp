@@ -85,29 +85,40 @@ void decode(TpSync s, const uint8_t* in, int64_t n_rows, int64_t row, float* x) 
 
 }  // namespace
 
+bool f32_sync_gathers(int ranks, size_t values) {
+  return ranks == 2 || (ranks > 2 && static_cast<size_t>(ranks - 1) * values * sizeof(float) <= kF32GatherBytes);
+}
+
 void tp_all_reduce(Comm& comm, TpSync s, float* x, int64_t n_rows, int64_t row) {
   const auto n = static_cast<size_t>(n_rows * row);
   std::string err;
-  if (s == TpSync::F32 || comm.size() < 2) {
+  if (comm.size() < 2 || (s == TpSync::F32 && !f32_sync_gathers(comm.size(), n))) {
     round_for_sync(s, x, n_rows, row);
     err = comm.all_reduce_sum(x, n);
   } else {
-    // Only the rounded form travels: every rank all-gathers the others' f16 / Q8_0 bytes (carried
-    // in f32 words: a Comm moves them bit for bit) and sums the decoded partials in rank order,
-    // the same bits as rounding and then all-reducing in f32.
+    // Only the rounded form travels: every rank all-gathers the others' f32 partials or f16 /
+    // Q8_0 bytes (carried in f32 words: a Comm moves them bit for bit) and sums the decoded
+    // partials in rank order, the same bits as rounding and then all-reducing in f32.
     if (s == TpSync::Q8 && row % block_size(DType::Q8_0) != 0)
       throw std::invalid_argument("--tp-sync q8 needs rows of whole 32-value blocks; n_embd is " + std::to_string(row));
+    const bool f32 = s == TpSync::F32;
     const size_t words = (sync_bytes(s, n_rows, row) + sizeof(float) - 1) / sizeof(float);
     const auto ranks = static_cast<size_t>(comm.size());
     thread_local std::vector<float> mine, all, parts;
-    mine.assign(words, 0.0f);
     all.resize(words * ranks);
-    parts.resize(n * ranks);
-    encode(s, x, n_rows, row, reinterpret_cast<uint8_t*>(mine.data()));
-    err = comm.all_gather(mine.data(), words, all.data());
+    if (!f32) {
+      mine.assign(words, 0.0f);
+      parts.resize(n * ranks);
+      encode(s, x, n_rows, row, reinterpret_cast<uint8_t*>(mine.data()));
+    }
+    err = comm.all_gather(f32 ? x : mine.data(), words, all.data());
     if (err.empty()) {
       std::vector<const float*> ptrs(ranks);
       for (size_t r = 0; r < ranks; ++r) {
+        if (f32) {
+          ptrs[r] = all.data() + r * n;
+          continue;
+        }
         decode(s, reinterpret_cast<const uint8_t*>(all.data() + r * words), n_rows, row, parts.data() + r * n);
         ptrs[r] = parts.data() + r * n;
       }

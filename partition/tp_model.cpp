@@ -150,7 +150,7 @@ CollectiveCost ring_all_gather(int n, double values_per_rank, const LinkProfile&
 }
 
 CollectiveCost sync_all_reduce(int n, double values, TpSync s, const LinkProfile& l) {
-  if (s == TpSync::F32) return chain_all_reduce(n, values, 4.0, l);
+  if (s == TpSync::F32 && !f32_sync_gathers(n, static_cast<size_t>(values))) return chain_all_reduce(n, values, 4.0, l);
   return ring_all_gather(n, values, l, sync_value_bytes(s));
 }
 

@@ -67,7 +67,8 @@ struct CollectiveCost {
 };
 CollectiveCost chain_all_reduce(int n, double values, double bytes_per_value, const LinkProfile& l);
 CollectiveCost ring_all_gather(int n, double values_per_rank, const LinkProfile& l, double bytes_per_value = 4.0);
-// The all-reduce tp_all_reduce runs for `s`: the chain (f32) or the all-gather of the rounded form.
+// The all-reduce tp_all_reduce runs for `s`: the chain (f32 when bandwidth-bound) or the
+// all-gather of the rounded form (engine/tp_sync.h f32_sync_gathers).
 CollectiveCost sync_all_reduce(int n, double values, TpSync s, const LinkProfile& l);
 
 // The devices of a group in rank order, their shard weights and the slowest link between

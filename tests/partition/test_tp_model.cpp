@@ -99,15 +99,18 @@ TEST(TpModel, ChainAllReduceMatchesASimulatedChain) {
 }
 
 TEST(TpModel, F16AndQ8SyncIsAnAllGatherOfTheRoundedBytes) {
-  // engine/tp_sync.cpp: f32 runs the chain; f16 / q8 all-gather each rank's encoded partial (n-1
-  // hops, each rank forwarding n-1 partials) and sum locally.
+  // engine/tp_sync.cpp: f16 / q8 all-gather each rank's encoded partial (n-1 hops, each rank
+  // forwarding n-1 partials) and sum locally; f32 does the same while latency-bound
+  // (f32_sync_gathers), else runs the chain.
   const LinkProfile link{200e-6, 1.25e9};
   for (int n = 2; n <= 5; ++n)
     for (double values : {1024.0, 4096.0, 8192.0}) {
       const CollectiveCost f32 = sync_all_reduce(n, values, TpSync::F32, link);
-      const CollectiveCost chain = chain_all_reduce(n, values, 4.0, link);
-      EXPECT_EQ(f32.s, chain.s);
-      EXPECT_EQ(f32.busiest_rank_bytes, chain.busiest_rank_bytes);
+      ASSERT_TRUE(f32_sync_gathers(n, static_cast<size_t>(values))) << n << " ranks, " << values;
+      const CollectiveCost gather = ring_all_gather(n, values, link, 4.0);
+      EXPECT_EQ(f32.s, gather.s);
+      EXPECT_EQ(f32.busiest_rank_bytes, gather.busiest_rank_bytes);
+      EXPECT_LT(f32.s, chain_all_reduce(n, values, 4.0, link).s) << "half the hops";
       for (TpSync s : {TpSync::F16, TpSync::Q8}) {
         const CollectiveCost c = sync_all_reduce(n, values, s, link);
         const double bytes = values * sync_value_bytes(s);
@@ -117,6 +120,15 @@ TEST(TpModel, F16AndQ8SyncIsAnAllGatherOfTheRoundedBytes) {
         EXPECT_LT(c.s, f32.s) << n << " ranks: fewer hops and fewer bytes than the f32 chain";
       }
     }
+  // A prompt batch's partials over 3+ ranks: bandwidth-bound, the chain.
+  for (int n = 3; n <= 5; ++n) {
+    const double values = 4096.0 * 128;  // 128 rows of n_embd 4096: 2 MiB per rank
+    ASSERT_FALSE(f32_sync_gathers(n, static_cast<size_t>(values)));
+    EXPECT_EQ(sync_all_reduce(n, values, TpSync::F32, link).s, chain_all_reduce(n, values, 4.0, link).s);
+  }
+  EXPECT_TRUE(f32_sync_gathers(2, 4096 * 128));  // 2 ranks: one exchange, whatever the size
+  EXPECT_TRUE(f32_sync_gathers(3, kF32GatherBytes / 8));
+  EXPECT_FALSE(f32_sync_gathers(3, kF32GatherBytes / 8 + 1));
   // A message over one chunk of f32 words is split like any ring message.
   const double big = 3.0 * kChainChunkValues;  // f16: 1.5 chunks of words -> 2 chunks
   EXPECT_EQ(sync_all_reduce(2, big, TpSync::F16, link).hops, 2);
@@ -211,8 +223,9 @@ TEST(TpModel, SyncTimeFollowsLatencyHopsAndPrecision) {
     std::iota(devs.begin(), devs.end(), 0);
     const TpGroup g = make_tp_group(m, c, devs);
     const TpStageCost t = tp_stage_decode(m, c, g, 0, m.n_layers(), o);
-    // 64 all-reduces of 2(n-1) hops and a gather of (n-1) steps, each hop 1 ms (+ ~0 transfer).
-    const double hops = 64.0 * 2 * (n - 1) + (n - 1);
+    // 64 all-reduces, all-gathers of n_embd f32 (latency-bound: f32_sync_gathers) of n-1 hops,
+    // and a gather of (n-1) steps, each hop 1 ms (+ ~0 transfer).
+    const double hops = 64.0 * (n - 1) + (n - 1);
     EXPECT_NEAR(t.sync_s, hops * 1e-3, 1e-6 * hops) << n;
   }
   // Precision scales the all-reduce bytes: f16 half of f32, q8 34/128 of it (the gather stays f32).
