@@ -304,6 +304,8 @@ void WorkerServer::build_stage(const Assign& a, ShardFetch& fetch) {
     tp_plan_ = plan_shards(shard_shape(config_, w), a.tp.weights);
     model::StageWeights shard = shard_weights(config_, w, tp_plan_, rank);
     stage_ = std::make_unique<Stage>(shard_config(config_, tp_plan_, rank), std::move(shard), *backend_, kv);
+    tp_forwards_ = 0;
+    tp_compute_s_ = tp_sync_s0_ = 0;
   } catch (const std::invalid_argument& e) {
     throw std::runtime_error(std::string("cannot be tensor-parallel rank ") + std::to_string(rank) + " of " +
                              std::to_string(a.tp.size) + ": " + e.what());

@@ -144,6 +144,7 @@ bool WorkerServer::handle(Received& r) {
           reply_error(r.peer, 0, "Reset before a successful Assign");
           return true;
         }
+        log_tp_times();
         stage_->reset_cache();
         samplers_.assign(samplers_.size(), std::nullopt);
         listener_->send(r.peer, pack(Ready{"reset"}));
@@ -423,6 +424,10 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
     return;
   }
   auto compute_end = Clock::now();
+  if (assign_.tp.size > 1) {
+    ++tp_forwards_;
+    tp_compute_s_ += std::chrono::duration<double>(compute_end - compute_start).count();
+  }
   // A tensor-parallel follower has the same output as its leader (the collectives gave every rank
   // the whole sums and logits): only the leader sends it on.
   if (assign_.tp.rank > 0) return;
@@ -538,6 +543,20 @@ WeightSource WorkerServer::weight_source(const std::string& peer, uint64_t sessi
     }
   };
   return src;
+}
+
+// What a tensor-parallel rank did since its stage was made or last reset: how much of its
+// compute was spent in all-reduces and logits gathers (waiting for the other ranks included), the
+// figure `herd bench --tp` prints for in-process ranks.
+void WorkerServer::log_tp_times() {
+  if (!stage_ || tp_forwards_ == 0) return;
+  const double sync = stage_->tp_sync_seconds() - tp_sync_s0_;
+  HERD_LOG_INFO("worker: tp rank ", assign_.tp.rank, " of ", assign_.tp.size, ": ", tp_forwards_, " forwards, compute ",
+                tp_compute_s_, " s, of which in all-reduces and gathers ", sync, " s (",
+                tp_compute_s_ > 0 ? 100.0 * sync / tp_compute_s_ : 0.0, "%)");
+  tp_forwards_ = 0;
+  tp_compute_s_ = 0;
+  tp_sync_s0_ = stage_->tp_sync_seconds();
 }
 
 }  // namespace herd

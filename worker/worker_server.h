@@ -147,6 +147,11 @@ class WorkerServer {
   // upstream stage never reads its link to us.
   std::string stale_upstream_token_;
   int64_t debug_forwards_ = 0;  // Forwards handled (for debug_freeze_after)
+  // A tensor-parallel rank's Forwards since its stage was made or last reset: their compute
+  // seconds, and the stage's seconds in collectives when the count started (log_tp_times).
+  int64_t tp_forwards_ = 0;
+  double tp_compute_s_ = 0, tp_sync_s0_ = 0;
+  void log_tp_times();
 
   std::unique_ptr<model::GgufFile> file_;
   std::string file_hash_;
