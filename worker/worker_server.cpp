@@ -96,9 +96,10 @@ void WorkerServer::serve(const std::atomic<bool>* stop) {
       if (r.status == RecvStatus::timeout) continue;
     }
     const bool forward = r.status == RecvStatus::ok && r.msg.type == static_cast<uint16_t>(MsgType::Forward);
-    if (!handle(r)) return;
+    if (!handle(r)) break;
     if (forward && busy_window.count() > 0) busy_until = BusyClock::now() + busy_window;
   }
+  log_tp_times();
 }
 
 bool WorkerServer::handle(Received& r) {
@@ -551,9 +552,14 @@ WeightSource WorkerServer::weight_source(const std::string& peer, uint64_t sessi
 void WorkerServer::log_tp_times() {
   if (!stage_ || tp_forwards_ == 0) return;
   const double sync = stage_->tp_sync_seconds() - tp_sync_s0_;
-  HERD_LOG_INFO("worker: tp rank ", assign_.tp.rank, " of ", assign_.tp.size, ": ", tp_forwards_, " forwards, compute ",
-                tp_compute_s_, " s, of which in all-reduces and gathers ", sync, " s (",
-                tp_compute_s_ > 0 ? 100.0 * sync / tp_compute_s_ : 0.0, "%)");
+  char line[200];
+  std::snprintf(line, sizeof line,
+                "herd worker: tp rank %u of %u: %lld forwards, compute %.3f s, of which %.3f s (%.1f%%) in all-reduces "
+                "and gathers",
+                static_cast<unsigned>(assign_.tp.rank), static_cast<unsigned>(assign_.tp.size),
+                static_cast<long long>(tp_forwards_), tp_compute_s_, sync,
+                tp_compute_s_ > 0 ? 100.0 * sync / tp_compute_s_ : 0.0);
+  note(line);
   tp_forwards_ = 0;
   tp_compute_s_ = 0;
   tp_sync_s0_ = stage_->tp_sync_seconds();
