@@ -28,7 +28,8 @@
 # sync's bytes per value + the logits gather), the planner's predicted sync share of the token
 # ("pred.") and, for the in-process TP rows, the measured one: `herd bench --tp` prints rank 0's
 # time inside its all-reduces and logits gathers (waiting for the slower rank included) over the
-# tg test's wall time (warm-up included). Worker rows: "-" (the workers do not report it).
+# tg test's wall time (warm-up included). Worker rows: rank 0's time in them over its compute time,
+# from the line the worker writes when it stops ("herd worker: tp rank 0 of 2: ... (X%) in ...").
 #
 # Environment: OUT (/tmp/herd-tp-bench), ROUNDS (3: every row once per round, after a fresh
 # calibration; medians over rounds, ratios paired within a round), REPS (3 per run), N_GEN (32; N_GEN_7B 16 for llama2-7b), MODELS
@@ -176,6 +177,9 @@ print(p["decode_tok_s"], s["sync_bytes_per_token"] if tp else "-", s["sync_s"] /
       # Measured sync share (in-process TP rows): `herd bench` prints rank 0's time in all-reduces and
       # logits gathers over the test's wall time ("tp sync: tgN: X% ...").
       sync_meas=$( { sed -n 's/^tp sync: tg[0-9]*: \([0-9.]*\)%.*/\1/p' "$OUT/bench-$shape-$row.err" 2>/dev/null || true; } | tail -1)
+      if [ "$row" = tp2-workers ]; then
+        sync_meas=$( { sed -n 's/^herd worker: tp rank 0 of 2: .*(\([0-9.]*\)%) in all-reduces.*/\1/p' "$OUT/worker-0.log" || true; } | tail -1)
+      fi
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$row" "$round" "$meas" "$pred" "$sync_bytes" "$sync_share" \
         "$load" "${sync_meas:--}" >> "$RESULTS"
     done
