@@ -124,6 +124,33 @@ TEST(PlanRun, PlanJsonFedBackRunsThatSplitOnRealWorkers) {
   std::remove(plan.c_str());
 }
 
+// A tensor-parallel plan (herd plan --tp 2) runs as that group, with the plan's shares.
+TEST(PlanRun, TensorParallelPlanRunsAsItsGroup) {
+  const std::string model = model_path("stories260K.gguf");
+  HERD_REQUIRE_FILE(model);
+  WorkerProcess a, b;
+  const std::string cl = temp("cluster-tp.txt"), plan = temp("plan-tp.json");
+  std::ofstream(cl) << "worker host=127.0.0.1 port=" << a.port() << " threads=1 mem=8GB bw=5GB/s\n"
+                    << "worker host=127.0.0.1 port=" << b.port() << " threads=1 mem=8GB bw=10GB/s\n";
+  const ProcessResult p =
+      run_process({herd_bin(), "plan", "-m", model, "--cluster", cl, "--tp", "2", "--ctx", "256", "--json"}, 60);
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  std::ofstream(plan) << p.out;
+  const json stage = json::parse(p.out).at("plans").at(0).at("stages").at(0);
+  ASSERT_EQ(stage.at("tp").get<int>(), 2) << p.out;
+  auto args = run_args(model);
+  args.insert(args.begin(), herd_bin());
+  args.insert(args.end(), {"--workers", b.address() + "," + a.address(), "--plan", plan});
+  const ProcessResult r = run_process(args, 120);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // One stage: the group of both workers, in the plan's rank order (a first), all 5 layers.
+  EXPECT_NE(r.err.find("worker 2 (" + a.address() + ")+worker 1 (" + b.address() + ") layers 0-4"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("stage 1 127.0.0.1:" + a.port() + " +1 tp layers 0-4"), std::string::npos) << r.err;
+  std::remove(cl.c_str());
+  std::remove(plan.c_str());
+}
+
 TEST(PlanRun, MismatchedPlansAreRefusedNamingTheMismatch) {
   const std::string model = model_path("stories260K.gguf");
   HERD_REQUIRE_FILE(model);
