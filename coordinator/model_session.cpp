@@ -46,8 +46,13 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
     s.pipeline = std::make_unique<TpPipeline>(*s.file, s.config, kv, std::move(to));
     return s;
   }
+  if (!opts.plan_file.empty() && opts.workers.empty())
+    throw std::invalid_argument("--plan runs a plan over --workers (or herd-cluster FILE --plan PLAN -- run ...)");
+  if (!opts.plan_file.empty() && opts.plan_strategy != "optimal")
+    throw std::invalid_argument("--plan and --plan-strategy: give one (the plan file names its strategy)");
   if (!opts.workers.empty()) {
     RemotePipelineOptions ro;
+    if (!opts.plan_file.empty()) ro.plan = partition::read_plan_file(opts.plan_file);
     ro.workers = parse_worker_list(opts.workers);
     ro.split = opts.split;
     ro.plan_strategy = opts.plan_strategy;

@@ -20,6 +20,7 @@ struct SessionOptions {
   std::string split;      // "" = one stage; else e.g. "0-1,2-4" (in-process stages, or one per worker)
   std::string workers;    // "" = run here; else "HOST:PORT,..." of `herd worker` processes (RemotePipeline)
   std::string plan_strategy = "optimal";  // split over workers without --split (partition/strategies.h)
+  std::string plan_file;  // --plan FILE: run this `herd plan --json` plan over the workers exactly
   std::string act_dtype = "f32";  // activations between workers: f32 | f16
   bool exact = false;             // f32 dot products everywhere (no 8-bit activation quantization)
   std::string isa = "auto";       // CPU kernels: auto | avx512 | avx2 | scalar (the reference)

@@ -14,6 +14,7 @@
 #include "cluster/model_fingerprint.h"
 #include "cluster/tensor_hashes.h"
 #include "common/log.h"
+#include "coordinator/fixed_plan.h"
 #include "model/gguf.h"
 #include "model/weights.h"
 #include "engine/comm.h"
@@ -37,6 +38,13 @@ RemotePipeline::RemotePipeline(const model::GgufFile& f, const model::ModelConfi
   if (opts_.tp < 0 || opts_.tp > static_cast<int>(kMaxTpRanks))
     throw std::invalid_argument("--tp must be in 1.." + std::to_string(kMaxTpRanks) + " or auto, not " +
                                 std::to_string(opts_.tp));
+  if (opts_.plan) {
+    if (!opts_.split.empty()) throw std::invalid_argument("--plan and --split: give one (the plan names the split)");
+    if (opts_.tp != 1) throw std::invalid_argument("--plan and --tp: give one (the plan names the tensor-parallel groups)");
+    check_plan_model(*opts_.plan, c);
+    opts_.tp = static_cast<int>(opts_.plan->group());
+    if (opts_.tp > static_cast<int>(kMaxTpRanks)) throw std::invalid_argument(opts_.plan->source + ": groups too large");
+  }
   tp_auto_ = opts_.tp == 0;
   if (tp_auto_ && !opts_.split.empty())
     throw std::invalid_argument("--tp auto chooses the groups and the split: give --tp N with --split");
@@ -44,7 +52,7 @@ RemotePipeline::RemotePipeline(const model::GgufFile& f, const model::ModelConfi
     throw std::invalid_argument("--tp auto compares plans priced by the planner's tensor-parallel model: use it with "
                                 "--plan-strategy optimal (the default), or give --tp N");
   tp_ = tp_auto_ ? 1 : static_cast<size_t>(opts_.tp);
-  if (opts_.workers.size() % tp_ != 0)
+  if (!opts_.plan && opts_.workers.size() % tp_ != 0)
     throw std::invalid_argument("--tp " + std::to_string(tp_) + " with " + std::to_string(opts_.workers.size()) +
                                 " workers: the number of workers must be a multiple of --tp (each pipeline stage is "
                                 "a group of --tp consecutive workers)");
@@ -118,6 +126,8 @@ void RemotePipeline::setup() {
     std::vector<model::LayerRange> per_worker;  // a group's ranks share their stage's range
     for (const auto& r : ranges_) per_worker.insert(per_worker.end(), tp_, r);
     ranges_ = std::move(per_worker);
+  } else if (opts_.plan && !replanned_) {
+    fixed_split();
   } else {
     plan_split();
   }
@@ -145,6 +155,7 @@ void RemotePipeline::setup() {
       }
       tp_weights_.push_back(same_speed_weights(w));
     }
+  if (tp_ > 1 && opts_.plan && !replanned_ && fixed_tp_weights_.size() == n_st) tp_weights_ = fixed_tp_weights_;
   // Assign from the last stage back, so that each stage's next stage is ready when it dials it; a
   // tensor-parallel group's ring is formed once all its ranks are assigned.
   for (size_t s = n_st; s-- > 0;) {
@@ -191,6 +202,28 @@ void RemotePipeline::plan_split() {
   workers_.keep(s.stage_workers);  // the workers the plan leaves out get nothing
   plan_summary_ = std::move(s.summary);
   plan_ = std::move(s.plan);
+  if (opts_.print_plan) {
+    std::fprintf(stderr, "%s\n", plan_summary_.c_str());
+    std::fflush(stderr);
+  }
+}
+
+void RemotePipeline::fixed_split() {
+  std::vector<std::string> addresses;
+  for (size_t i = 0; i < workers_.size(); ++i) addresses.push_back(workers_[i].address);
+  FixedSplit f;
+  try {
+    f = herd::fixed_split(*opts_.plan, addresses);
+  } catch (const std::exception& e) {
+    workers_.close();
+    throw std::runtime_error(e.what());
+  }
+  plan_.reset();
+  tp_ = f.group;
+  ranges_ = std::move(f.ranges);
+  workers_.keep(f.stage_workers);  // in the plan's order; the workers it leaves out get nothing
+  fixed_tp_weights_ = std::move(f.tp_weights);
+  plan_summary_ = std::move(f.summary);
   if (opts_.print_plan) {
     std::fprintf(stderr, "%s\n", plan_summary_.c_str());
     std::fflush(stderr);

@@ -65,6 +65,7 @@
 #include "engine/tp_sync.h"
 #include "partition/model_shape.h"
 #include "partition/plan.h"
+#include "partition/plan_file.h"
 #include "transport/link.h"
 
 namespace herd {
@@ -79,6 +80,9 @@ struct RemotePipelineOptions {
   std::vector<std::string> workers;  // listen addresses, in stage order ("HOST:PORT", tcp://..., inproc://...)
   std::string split;                 // "0-1,2-4" (one range per worker); "" = the planner's split
   std::string plan_strategy = "optimal";  // without split: even, memory, speed, gpu-first or optimal
+  // --plan FILE: run this plan (`herd plan --json`) exactly: its stages, layers, groups and shares
+  // (coordinator/fixed_plan.h). Not with split or tp; a replan after a lost worker plans anew.
+  std::optional<partition::PlanFile> plan;
   bool print_plan = false;           // print the one-line plan summary to stderr (the CLI)
   bool show_progress = false;        // weight transfers and "N stages ready" on stderr (the CLI; setup_progress.h)
   int64_t n_ctx = 0;
@@ -146,6 +150,8 @@ class RemotePipeline : public Pipeline {
   // What the plan was made from: the workers as devices and the measured links, and the options.
   const partition::Cluster& planned_cluster() const { return cluster_; }
   const partition::PlanOptions& plan_options() const { return plan_options_; }
+  // The --plan file while its split runs (nullptr otherwise: no --plan, or a replan took over).
+  const partition::PlanFile* fixed_plan() const { return opts_.plan && !replanned_ ? &*opts_.plan : nullptr; }
   // "plan: worker 1 layers 0-13, worker 2 layers 14-29; predicted 96 tok/s" ("" with --split).
   const std::string& plan_summary() const { return plan_summary_; }
   // Coordinator -> worker link of every worker in use, in opts.workers order (measured at connect time).
@@ -162,6 +168,9 @@ class RemotePipeline : public Pipeline {
   void setup();
   // Sets ranges_ from the planner; drops the workers it leaves out from workers_.
   void plan_split();
+  // Sets ranges_, the groups and their shares from opts_.plan (--plan FILE).
+  void fixed_split();
+  std::vector<std::vector<double>> fixed_tp_weights_;  // opts_.plan's shares per stage (group > 1)
   SplitPlan choose_tp(const SplitRequest& q);  // --tp auto: the group size with the fastest predicted decode
   // Sends the Assign of stage k and waits for its Ready, serving its weight requests meanwhile.
   void assign(size_t k);

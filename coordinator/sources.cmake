@@ -10,6 +10,8 @@ target_sources(herd_coordinator PRIVATE
 target_sources(herd_coordinator PRIVATE ${CMAKE_CURRENT_LIST_DIR}/scheduler.cpp)
 # owner: lab (--trace: every batch as Chrome trace events).
 target_sources(herd_coordinator PRIVATE ${CMAKE_CURRENT_LIST_DIR}/trace_writer.cpp)
+# owner: lab (--plan FILE: a plan from `herd plan --json` run exactly; the measured-vs-predicted report).
+target_sources(herd_coordinator PRIVATE ${CMAKE_CURRENT_LIST_DIR}/fixed_plan.cpp ${CMAKE_CURRENT_LIST_DIR}/run_report.cpp)
 # owner: pipeline (RemotePipeline over cluster/ messages on transport/ links).
 target_sources(herd_coordinator PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/remote_pipeline.cpp

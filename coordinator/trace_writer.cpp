@@ -38,11 +38,11 @@ TraceWriter::TraceWriter(const std::string& path, Pipeline& pipe) : pipe_(pipe),
   std::fprintf(f_, R"({"ph":"M","name":"process_name","pid":1,"tid":0,"args":{"name":"herd"}})");
   std::fprintf(f_, ",\n" R"({"ph":"M","name":"thread_name","pid":1,"tid":%d,"args":{"name":"coordinator"}})",
                kCoordinatorTid);
-  pipe_.set_observer([this](const BatchTimes& t) { on_batch(t); });
+  observer_ = pipe_.add_observer([this](const BatchTimes& t) { on_batch(t); });
 }
 
 TraceWriter::~TraceWriter() {
-  pipe_.set_observer({});
+  pipe_.remove_observer(observer_);
   std::lock_guard lk(mu_);
   std::fputs("\n]\n", f_);
   std::fclose(f_);

@@ -38,6 +38,7 @@ class TraceWriter {
   std::chrono::steady_clock::time_point t0_;
   size_t named_stages_ = 0, named_hops_ = 0;
   uint64_t batches_ = 0;
+  int observer_ = 0;
 };
 
 }  // namespace herd

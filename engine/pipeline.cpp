@@ -113,23 +113,30 @@ void PipelineStats::reset(std::vector<StageStatus> stages, size_t n_hops) {
   s_.hop_ms.assign(n_hops, 0.0);
 }
 
-void PipelineStats::set_observer(BatchObserver o) {
+int PipelineStats::add_observer(BatchObserver o) {
   std::lock_guard<std::mutex> lock(mu_);
-  observer_ = std::move(o);
+  observers_.emplace_back(next_observer_, std::move(o));
+  return next_observer_++;
+}
+
+void PipelineStats::remove_observer(int id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::erase_if(observers_, [id](const auto& o) { return o.first == id; });
 }
 
 void PipelineStats::record(std::span<const double> compute_ms, std::span<const double> overhead_ms,
                            std::span<const double> hop_ms, double batch_ms,
                            std::chrono::steady_clock::time_point submitted, int64_t rows) {
-  BatchObserver observer;
+  std::vector<std::pair<int, BatchObserver>> observers;
   {
     std::lock_guard<std::mutex> lock(mu_);
     record_locked(compute_ms, overhead_ms, hop_ms, batch_ms);
-    observer = observer_;
+    observers = observers_;
   }
-  if (observer)
-    observer(BatchTimes{submitted, rows, {compute_ms.begin(), compute_ms.end()},
-                        {overhead_ms.begin(), overhead_ms.end()}, {hop_ms.begin(), hop_ms.end()}, batch_ms});
+  if (observers.empty()) return;
+  const BatchTimes t{submitted, rows, {compute_ms.begin(), compute_ms.end()},
+                     {overhead_ms.begin(), overhead_ms.end()}, {hop_ms.begin(), hop_ms.end()}, batch_ms};
+  for (const auto& [id, o] : observers) o(t);
 }
 
 void PipelineStats::record_locked(std::span<const double> compute_ms, std::span<const double> overhead_ms,

@@ -98,13 +98,16 @@ class PipelineStats {
               std::span<const double> hop_ms, double batch_ms,
               std::chrono::steady_clock::time_point submitted = {}, int64_t rows = 0);
   PipelineStatus snapshot() const;
-  // Called with every recorded batch, outside the lock (it may call snapshot()); {} = none.
-  void set_observer(BatchObserver o);
+  // Called with every recorded batch, outside the lock (it may call snapshot()). Several may
+  // observe (a trace writer and a run's report); add returns the id remove takes.
+  int add_observer(BatchObserver o);
+  void remove_observer(int id);
 
  private:
   mutable std::mutex mu_;
   PipelineStatus s_;
-  BatchObserver observer_;
+  std::vector<std::pair<int, BatchObserver>> observers_;
+  int next_observer_ = 1;
   void record_locked(std::span<const double> compute_ms, std::span<const double> overhead_ms,
                      std::span<const double> hop_ms, double batch_ms);
 };
@@ -119,8 +122,10 @@ class Pipeline {
   virtual int64_t n_stages() const = 0;
   // Stages, devices and measured times (implementations fill stats_ with what they know).
   virtual PipelineStatus status() const { return stats_.snapshot(); }
-  // Every batch's times as it completes (a trace writer); {} = none. Set before submitting.
-  void set_observer(BatchObserver o) { stats_.set_observer(std::move(o)); }
+  // Every batch's times as it completes (a trace writer, a run's report). Add before submitting;
+  // remove (by the id add returned) before the observer goes.
+  int add_observer(BatchObserver o) { return stats_.add_observer(std::move(o)); }
+  void remove_observer(int id) { stats_.remove_observer(id); }
 
   // Queues `b`; returns its ticket. samplers: empty, or one per output row in row order (the
   // sampler must stay alive until the batch is polled; its RNG advances here). Throws

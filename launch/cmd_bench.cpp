@@ -5,6 +5,7 @@
 
 #include "coordinator/bench_runner.h"
 #include "coordinator/remote_pipeline.h"
+#include "coordinator/run_report.h"
 #include "coordinator/trace_writer.h"
 #include "engine/tp_pipeline.h"
 #include "launch/options.h"
@@ -92,6 +93,9 @@ int cmd_bench(const Args& args) {
         "stage, so every stage has work)", &micro_batches);
   p.add("--kv-type", "f32|f16|q8_0", "KV cache storage", &kv_type);
   SessionOptions so;
+  p.add("--plan-strategy", "S", "with --workers and no --split: how the planner splits the layers (optimal, even, "
+        "memory, speed; docs/planner.md)", &so.plan_strategy);
+  add_plan_file_option(p, so);
   add_recovery_options(p, so);
   SecurityOptions security;
   p.add("--take-over", "", "with --workers: take workers that another coordinator is using", &so_take_over);
@@ -128,6 +132,7 @@ int cmd_bench(const Args& args) {
   ModelSession s = ModelSession::open(model.empty() ? default_model_path() : model, so);
   std::unique_ptr<TraceWriter> trace;
   if (!trace_path.empty()) trace = std::make_unique<TraceWriter>(trace_path, *s.pipeline);
+  RunReport report(*s.pipeline);
   const BenchModelInfo info = bench_model_info(s);
   std::string backend = s.backend->name();
   bp.n_stages = split.empty() ? 1 : static_cast<int>(parse_split(split, s.config.n_layers).size());
@@ -171,6 +176,7 @@ int cmd_bench(const Args& args) {
       std::fflush(stdout);
     }
   });
+  std::fputs(report.format().c_str(), stderr);
   return 0;
 }
 

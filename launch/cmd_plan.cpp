@@ -1,8 +1,10 @@
 // herd plan: split a model's layers across the devices of a cluster file and predict the speed.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
 #include "launch/args.h"
+#include "launch/cluster_figures.h"
 #include "launch/commands.h"
 #include "model/arch.h"
 #include "model/gguf.h"
@@ -82,7 +84,15 @@ int cmd_plan(const Args& args) {
       throw UsageError(e.what());
     }
   }
-  const partition::Cluster c = partition::load_cluster(cluster_path);
+  partition::Cluster c = partition::load_cluster(cluster_path);
+  // Worker lines without figures: those on this host are probed now; others are an error naming them.
+  std::vector<uint32_t> types;
+  for (const auto& layer : m.layer_matrix_bytes)
+    for (const auto& tb : layer)
+      if (std::find(types.begin(), types.end(), tb.type) == types.end()) types.push_back(tb.type);
+  if (std::find(types.begin(), types.end(), m.output_matrix.type) == types.end()) types.push_back(m.output_matrix.type);
+  fill_local_figures(c, types, "herd plan");
+  partition::require_figures(c, cluster_path);
   o.max_tp = tp_max == 0 ? static_cast<int64_t>(c.devices.size()) : tp_max;
 
   std::vector<partition::StrategyOutcome> outcomes;

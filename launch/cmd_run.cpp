@@ -5,6 +5,7 @@
 
 #include "common/log.h"
 #include "coordinator/generator.h"
+#include "coordinator/run_report.h"
 #include "coordinator/trace_writer.h"
 #include "launch/options.h"
 
@@ -53,6 +54,7 @@ int cmd_run(const Args& args) {
   ModelSession s = ModelSession::open(resolve_model(mo), mo.session);
   std::unique_ptr<TraceWriter> trace;
   if (!trace_path.empty()) trace = std::make_unique<TraceWriter>(trace_path, *s.pipeline);
+  RunReport report(*s.pipeline);
   HERD_LOG_INFO("model ", s.config.arch, " ", s.config.n_layers, " layers, seed ", sp.seed);
   const auto tokens = s.tokenizer->encode(prompt, /*add_special=*/true, /*parse_special=*/true);
   Sampler sampler(sp, static_cast<int32_t>(s.config.n_vocab));
@@ -68,6 +70,7 @@ int cmd_run(const Args& args) {
   });
   std::fputc('\n', stdout);
   print_speed(st);
+  std::fputs(report.format().c_str(), stderr);
   return 0;
 }
 

@@ -23,6 +23,7 @@ int cmd_worker(const Args& args);
 int cmd_synth(const Args& args);
 int cmd_bench(const Args& args);
 int cmd_plan(const Args& args);
+int cmd_cluster(const Args& args);  // launch/cmd_cluster.cpp
 int cmd_probe(const Args& args);  // launch/cmd_probe.cpp
 int cmd_keygen(const Args& args);  // launch/cmd_keygen.cpp
 int cmd_mpi(const Args& args);  // launch/mpi_launch.cpp (mpirun entry)

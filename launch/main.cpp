@@ -29,6 +29,7 @@ const Command kCommands[] = {
     {"synth", herd::cli::cmd_synth, "write a GGUF of a named shape (llama3-70b, ...) with seeded random weights"},
     {"bench", herd::cli::cmd_bench, "measure prompt (pp) and generation (tg) speed, like llama-bench"},
     {"plan", herd::cli::cmd_plan, "split a model across a cluster's devices and predict its speed"},
+    {"cluster", herd::cli::cmd_cluster, "check a cluster file: its workers (where, how started, figures), devices and links"},
     {"probe", herd::cli::cmd_probe, "measure this host (memory, bandwidth, kernel rates) for a cluster file"},
     {"keygen", herd::cli::cmd_keygen, "write a cluster key (the file every host of a cluster holds), or --host: this host's own key"},
     {"mpi", herd::cli::cmd_mpi, "run under mpirun: rank 0 coordinates (run/chat/logits), the other ranks are workers"},

@@ -31,6 +31,13 @@ inline void add_recovery_options(ArgParser& p, SessionOptions& s) {
   p.add("--wait-timeout", "SEC", "with --on-worker-loss wait: how long the lost worker may take to come back", &s.wait_timeout_s);
 }
 
+// --plan FILE (every command that takes --workers).
+inline void add_plan_file_option(ArgParser& p, SessionOptions& s) {
+  p.add("--plan", "FILE", "with --workers: run exactly this plan, made by `herd plan ... --json > FILE` (its stages, "
+        "layers and tensor-parallel groups; its devices matched to --workers by address, or by position for device "
+        "lines); a plan for another model or other workers is refused, naming the difference", &s.plan_file);
+}
+
 // kv_default: the --kv-type this command starts from ("f16"; `herd logits` "f32").
 inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_default = "f16") {
   o.session.kv_type = kv_default;
@@ -52,6 +59,7 @@ inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_defa
         "measured links, and may leave a worker out)", &o.session.workers);
   p.add("--plan-strategy", "S", "how the planner splits layers over --workers without --split: optimal (default; "
         "fastest predicted), even, memory, speed (docs/planner.md)", &o.session.plan_strategy);
+  add_plan_file_option(p, o.session);
   p.add("--act-dtype", "f32|f16", "hidden states between workers (f32 = bit-identical to a local run)",
         &o.session.act_dtype);
   p.add("--tp", "N|auto", "tensor parallelism: split every layer over N ranks (heads, FFN rows and vocabulary rows). "

@@ -35,7 +35,9 @@ void finish_plan(Plan& p, const ModelShape& m, const Cluster& c, const PlanOptio
   if (p.stages.empty()) return;
   const double hb = hop_bytes_per_token(m, o);
   double busy_sum = 0;
-  r.latency_s = control_in_s(c, stage_devices(p.stages.front())) + control_s(c.link(p.stages.back().device, -1));
+  r.coord_in_s = control_in_s(c, stage_devices(p.stages.front()));
+  r.coord_out_s = control_s(c.link(p.stages.back().device, -1));
+  r.latency_s = r.coord_in_s + r.coord_out_s;
   r.ttft_s = r.latency_s;
   for (size_t i = 0; i < p.stages.size(); ++i) {
     StagePlan& s = p.stages[i];

@@ -69,6 +69,8 @@ struct Prediction {
   double prefill_tok_s = 0;  // n_prompt / ttft
   double bubble = 0;         // idle fraction of the stages: 1 - sum(stage busy) / (n_stages x cycle)
   std::vector<HopPrediction> hops;  // between consecutive stages
+  double coord_in_s = 0;     // coordinator -> stage 0 per token (latency only: a token id)
+  double coord_out_s = 0;    // last stage -> coordinator per token
 };
 
 struct Plan {

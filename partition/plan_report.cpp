@@ -237,6 +237,9 @@ std::string plan_json(const std::vector<StrategyOutcome>& rs, const ModelShape& 
            "\"decode_read_bytes\": %.0f},\n",
            (long long)m.n_layers(), (unsigned long long)m.total_bytes(), (long long)m.config.n_expert,
            (long long)m.config.n_expert_used, m.decode_read_bytes());
+  j += fmt("  \"model_config\": {\"arch\": %s, \"n_embd\": %lld, \"n_heads\": %lld, \"n_kv_heads\": %lld, \"n_vocab\": %lld},\n",
+           json_str(m.config.arch).c_str(), (long long)m.config.n_embd, (long long)m.config.n_heads,
+           (long long)m.config.n_kv_heads, (long long)m.config.n_vocab);
   j += fmt("  \"options\": {\"ctx\": %lld, \"parallel\": %lld, \"kv_type\": %s, \"prompt\": %lld, \"max_tp\": %lld, "
            "\"tp_sync\": %s},\n",
            (long long)o.n_ctx, (long long)o.n_parallel, json_str(o.kv_type).c_str(), (long long)o.n_prompt,
@@ -245,7 +248,8 @@ std::string plan_json(const std::vector<StrategyOutcome>& rs, const ModelShape& 
   for (size_t i = 0; i < c.devices.size(); ++i) {
     const auto& d = c.devices[i];
     j += std::string(i ? ", " : "") + "{\"name\": " + json_str(d.name) + ", \"kind\": " + json_str(device_kind_name(d.kind)) +
-         fmt(", \"free_bytes\": %llu, \"bandwidth_Bps\": %.6g}", (unsigned long long)d.free_bytes, d.bandwidth_Bps);
+         fmt(", \"free_bytes\": %llu, \"bandwidth_Bps\": %.6g", (unsigned long long)d.free_bytes, d.bandwidth_Bps) +
+         ", \"host\": " + json_str(d.host) + (d.address.empty() ? "" : ", \"address\": " + json_str(d.address)) + "}";
   }
   j += "],\n  \"plans\": [\n";
   for (size_t k = 0; k < rs.size(); ++k) {
@@ -296,8 +300,9 @@ std::string plan_json(const std::vector<StrategyOutcome>& rs, const ModelShape& 
              ", \"reason\": " + json_str(p.excluded[i].reason) + "}";
       j += "], \"tp\": " + std::to_string(p.tp()) + ", \"shape\": " + json_str(plan_shape(p, c));
       j += fmt(", \"decode_tok_s\": %.6g, \"token_s\": %.6g, \"latency_s\": %.6g, \"bottleneck_s\": %.6g, "
-               "\"prefill_tok_s\": %.6g, \"ttft_s\": %.6g}",
-               p.pred.decode_tok_s, p.pred.token_s, p.pred.latency_s, p.pred.bottleneck_s, p.pred.prefill_tok_s, p.pred.ttft_s);
+               "\"prefill_tok_s\": %.6g, \"ttft_s\": %.6g, \"coordinator_in_s\": %.6g, \"coordinator_out_s\": %.6g}",
+               p.pred.decode_tok_s, p.pred.token_s, p.pred.latency_s, p.pred.bottleneck_s, p.pred.prefill_tok_s, p.pred.ttft_s,
+               p.pred.coord_in_s, p.pred.coord_out_s);
     }
     j += k + 1 < rs.size() ? ",\n" : "\n";
   }

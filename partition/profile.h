@@ -1,14 +1,19 @@
-// Device and link profiles: what the planner assumes about hardware it may never have seen.
-// A cluster file describes them (format: docs/planner.md, "Cluster files"):
+// Device and link profiles: what the planner assumes about hardware it may never have seen, and
+// the workers of a cluster (where each runs, how herd-cluster starts it). One cluster file says
+// both (format: docs/cluster-file.md):
 //
 //   # comment
-//   device name=rtx3090-a kind=cuda mem=24GB free=23.5GB bw=900GB/s flops=71T host=box1
-//   device name=m2max kind=metal mem=32GB bw=400GB/s flops=27T host=mac
+//   worker host=127.0.0.1 port=7101 threads=2                    # figures measured: probe / Hello
+//   worker host=box2 port=7000 ssh=me@box2 model=/m/x.gguf mem=64GB bw=60GB/s flops=1.5T
+//   worker name=mac host=mac.lan port=7000 ssh=mac probe=mac.json  # `herd probe --out mac.json` there
 //   link default latency=0.3ms bw=1Gbit       # between any two hosts not named below
-//   link local latency=10us bw=12GB/s         # between devices of the same host (PCIe / shared RAM)
-//   link box1 mac latency=0.1ms bw=10Gbit     # between two named hosts (or devices)
-//   coordinator box1                          # host of the coordinator (default: first device's)
-//   device name=w0 probe=box.json host=box     # measured by `herd probe --out box.json` (keys override)
+//   link local latency=10us bw=12GB/s         # between workers/devices of the same host
+//   link box2 mac.lan latency=0.1ms bw=10Gbit # between two named hosts (or worker/device names)
+//   coordinator box2                          # host of the coordinator (default: the first one's)
+//
+// A line that starts with key=value is a worker line (the `worker` word may be left out: the
+// herd-cluster files of before). `device name=...` lines (hardware only, nowhere to start it) are
+// still read by `herd plan`: what-if clusters of GPUs and Macs.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +22,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "engine/probe_profile.h"
 
 namespace herd::partition {
 
@@ -37,6 +44,9 @@ struct DeviceProfile {
   double attn_Bps = 0;        // KV-cache bytes/s of decode attention; 0: bandwidth_Bps
   double op_overhead_s = 0;   // fixed cost per kernel call (dispatch, thread-pool sync); 0 for hand-written profiles
   std::string probe;          // the probe file it came from ("" when hand-written)
+  std::string address;        // a worker line's HOST:PORT (what --workers names); "" for a device line
+  bool figures = true;        // false: a worker line that states no figures (measured when it starts;
+                              // `herd plan` probes it when it is this host, else says what is missing)
 
   // Weight bytes/s a matvec of `type` achieves here: the measured rate, else bandwidth_Bps.
   double matvec_rate(uint32_t type) const {
@@ -44,6 +54,19 @@ struct DeviceProfile {
     return it != matvec_Bps.end() ? it->second : bandwidth_Bps;
   }
   double attention_rate() const { return attn_Bps > 0 ? attn_Bps : bandwidth_Bps; }
+};
+
+// Where a worker runs and how `herd-cluster` starts it: one worker line.
+struct WorkerLine {
+  int line = 0;               // in the cluster file
+  std::string host;           // what the coordinator connects to (and the worker's host for links)
+  int port = 0;
+  int threads = 0;            // 0: all cores
+  std::string ssh;            // [USER@]BOX: started there over ssh; "": here
+  std::string model;          // path of the GGUF on that host ("": sent by the coordinator)
+  std::string bind;           // what it listens on ("": herd-cluster's default)
+  std::string herd;           // path of herd on that host ("": herd on its PATH)
+  size_t device = 0;          // its DeviceProfile in Cluster::devices
 };
 
 struct LinkProfile {
@@ -58,6 +81,8 @@ struct Cluster {
                                             // latency when a device has one and no `link local` is given)
   std::map<std::pair<std::string, std::string>, LinkProfile> links;  // key: (a, b) with a < b
   std::string coordinator_host;             // empty: the first device's host
+  std::vector<WorkerLine> workers;          // the worker lines, in file order (device lines have none)
+  bool local_link_given = false;            // a `link local` line (else a probe's loopback latency may set it)
 
   // The link between two devices (or a device and the coordinator's host when b < 0).
   LinkProfile link(int a, int b) const;
@@ -73,10 +98,22 @@ class ClusterError : public std::runtime_error {
 };
 
 // Throws ClusterError "<source>:<line>: <what is wrong>" for anything malformed: unknown keys or
-// directives, bad numbers or units, duplicate device names, missing mem/bw, free > mem, a probe
-// file that cannot be read. A relative probe= path is relative to the directory of `source`.
+// directives, bad numbers or units, duplicate names or addresses, a device line without mem/bw, a
+// worker line with some figures but not mem and bw, free > mem, a probe file that cannot be read.
+// A relative probe= path is relative to the directory of `source` (partition/cluster_file.cpp).
 Cluster parse_cluster(const std::string& text, const std::string& source = "cluster");
 Cluster load_cluster(const std::string& path);
+
+// The worker lines without figures (DeviceProfile::figures false), as indices into c.workers.
+std::vector<size_t> workers_without_figures(const Cluster& c);
+// Throws ClusterError naming every worker line without figures and what to add ("<source>:<line>:
+// worker HOST:PORT states no figures: add mem= and bw= (or probe=FILE ...)"); nothing when all have them.
+void require_figures(const Cluster& c, const std::string& source);
+// Whether `host` names this machine's loopback (127.x, localhost, ::1).
+bool is_loopback_host(const std::string& host);
+// Fills a device's figures from a probe (memory, bandwidth, FLOP/s, kernel rates). free_bytes:
+// the probe's available memory divided by `sharing` (workers of one host share it).
+void apply_probe(DeviceProfile& d, const herd::ProbeResult& p, int sharing = 1);
 
 // Unit parsers (exposed for tests): "24GB" "24GiB" "512MB" -> bytes; "900GB/s" "1Gbit" "10Gbit/s"
 // "40Gbps" "1.2TB/s" -> bytes/s; "70T" "70TFLOPS" "800G" -> FLOP/s; "0.2ms" "15us" "1s" -> s.

@@ -61,3 +61,7 @@ add_dependencies(test_cli_tp herd)
 herd_add_test(test_recovery SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_recovery.cpp
   LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
 add_dependencies(test_recovery herd)
+# owner: lab. Plan to run: `herd plan --json` fed back with --plan over real workers (and herd-cluster),
+# the report of measured against predicted times, mismatched plans refused.
+herd_add_test(test_plan_run SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_plan_run.cpp LIBS herd_coordinator nlohmann_json::nlohmann_json TIMEOUT 600)
+add_dependencies(test_plan_run herd)

@@ -1,6 +1,7 @@
 # The partition planner: profiles, model shapes, memory/cost models, strategies, `herd plan`.
 herd_add_test(test_partition SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/test_profile.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_cluster_file.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_model_shape.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_moe_shape.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_strategies.cpp
