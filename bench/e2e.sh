@@ -8,7 +8,8 @@
 #    ~/.cache/herd/synth), reusing files already there (synth writes FILE.partial and renames, so a
 #    file in the cache is always complete);
 # 2. runs `herd bench -t THREADS -r R -p P -n N --json` on each;
-# 3. measures streaming read bandwidth with herd_membw (256 MiB buffer, median of 5) per thread count;
+# 3. measures the streaming read bound with herd_membw (beyond the last-level cache, every read
+#    pattern, pinned, best of 5: engine/read_bound.h) per thread count;
 # 4. writes OUT/e2e.csv and OUT/e2e.md (default OUT: the cache dir's parent/e2e): pp/tg tok/s, weight bytes read per
 #    token, the bandwidth bound (GB/s / bytes per token, tg only: a decoded token reads every weight once)
 #    and the fraction of it reached.
@@ -51,15 +52,16 @@ for TYPE in Q4_0 Q4_K_M Q8_0; do
 done
 
 echo "e2e: memory bandwidth (threads $THREADS)" >&2
-"$MEMBW" --threads "$THREADS" --mib 256 --reps 5 --csv > "$OUT/membw.csv"
+"$MEMBW" --threads "$THREADS" --reps 5 --csv > "$OUT/membw.csv"
 
 python3 - "$JSONL" "$OUT/membw.csv" "$OUT/e2e.csv" "$OUT/e2e.md" <<'PY'
 import csv, json, os, sys
 jsonl, membw_csv, out_csv, out_md = sys.argv[1:5]
 bw = {}
 for line in open(membw_csv):
-    t, g = line.strip().split(",")
-    bw[int(t)] = float(g)
+    f = line.strip().split(",")
+    if len(f) >= 3 and f[1] == "bound":  # threads,bound,best_GBps,
+        bw[int(f[0])] = float(f[2])
 rows = []
 for line in open(jsonl):
     if not line.strip():

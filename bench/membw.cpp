@@ -1,53 +1,49 @@
-// herd_membw: streaming read bandwidth, the ceiling of token generation (every decoded token reads
-// all the weights once). Sums a buffer (default 256 MiB, far beyond any cache) as 64-bit integers
-// (vectorisable, no float reduction order issues) split over T threads; prints the median of R runs.
-//   herd_membw [--threads 1,2] [--mib 256] [--reps 5] [--csv]
-// Output: one line per thread count, "threads=T GB/s=X" (or "T,X" with --csv).
-#include <algorithm>
-#include <chrono>
-#include <cstdint>
+// herd_membw: the streaming read bound, the ceiling of token generation (every decoded token reads
+// all the weights once), measured as engine/read_bound.h does for `herd probe`: a buffer beyond the
+// last-level cache (default: twice it, at least 512 MiB), every read pattern this CPU runs (64-bit
+// adds, AVX2 / AVX-512 loads at 4 and 8 accumulators), threads pinned, best of R runs.
+//   herd_membw [--threads 1,2] [--mib N] [--reps 7] [--patterns a,b] [--no-pin] [--csv]
+// Output per thread count: one line per pattern (best and median GB/s) and the bound, e.g.
+//   threads=1 pattern=avx512x8 best_GB/s=25.1 median_GB/s=24.3
+//   threads=1 GB/s=25.1 (avx512x8)
+// or with --csv "threads,pattern,best_GBps,median_GBps" rows, the bound as pattern "bound".
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
+
+#include "engine/host_probe.h"
+#include "engine/read_bound.h"
 
 namespace {
 
-uint64_t sum_range(const uint64_t* p, size_t n) {
-  uint64_t a = 0, b = 0, c = 0, d = 0;
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) a += p[i], b += p[i + 1], c += p[i + 2], d += p[i + 3];
-  for (; i < n; ++i) a += p[i];
-  return a + b + c + d;
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
 }
 
-double run_once(const std::vector<uint64_t>& buf, int threads, uint64_t& sink) {
-  const size_t n = buf.size();
-  std::vector<uint64_t> part(static_cast<size_t>(threads), 0);
-  const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::thread> pool;
-  for (int k = 0; k < threads; ++k) {
-    pool.emplace_back([&, k] {
-      const size_t lo = n * static_cast<size_t>(k) / static_cast<size_t>(threads);
-      const size_t hi = n * static_cast<size_t>(k + 1) / static_cast<size_t>(threads);
-      part[static_cast<size_t>(k)] = sum_range(buf.data() + lo, hi - lo);
-    });
-  }
-  for (auto& th : pool) th.join();
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  for (uint64_t v : part) sink += v;
-  return static_cast<double>(n * sizeof(uint64_t)) / s / 1e9;
+int usage(int rc) {
+  std::fprintf(rc ? stderr : stdout,
+               "usage: herd_membw [--threads 1,2] [--mib N] [--reps 7] [--patterns a,b] [--no-pin] [--csv]\n"
+               "  --mib N        buffer size (default: twice the last-level cache, at least 512 MiB)\n"
+               "  --patterns     some of:");
+  for (const auto& p : herd::read_patterns()) std::fprintf(rc ? stderr : stdout, " %s", p.c_str());
+  std::fprintf(rc ? stderr : stdout, " (default: all)\n");
+  return rc;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string threads = "1";
-  long mib = 256, reps = 5;
-  bool csv = false;
+  long mib = 0, reps = 7;
+  bool csv = false, pin = true;
+  std::vector<std::string> patterns;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -60,31 +56,43 @@ int main(int argc, char** argv) {
     if (a == "--threads" || a == "-t") threads = next();
     else if (a == "--mib") mib = std::atol(next().c_str());
     else if (a == "--reps" || a == "-r") reps = std::atol(next().c_str());
+    else if (a == "--patterns") patterns = split(next());
+    else if (a == "--no-pin") pin = false;
     else if (a == "--csv") csv = true;
-    else {
-      std::fprintf(stderr, "usage: herd_membw [--threads 1,2] [--mib 256] [--reps 5] [--csv]\n");
-      return a == "-h" || a == "--help" ? 0 : 2;
-    }
+    else if (a == "-h" || a == "--help") return usage(0);
+    else return usage(2);
   }
-  if (mib <= 0 || reps <= 0) {
+  if (mib < 0 || reps <= 0) {
     std::fprintf(stderr, "herd_membw: --mib and --reps must be positive\n");
     return 2;
   }
-  std::vector<uint64_t> buf(static_cast<size_t>(mib) << 17);  // mib MiB of u64
-  for (size_t i = 0; i < buf.size(); ++i) buf[i] = i * 0x9E3779B97F4A7C15ull;  // touch every page
-  uint64_t sink = 0;
-  std::stringstream ss(threads);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const int t = std::max(1, std::atoi(item.c_str()));
-    run_once(buf, t, sink);  // warm-up
-    std::vector<double> gbs;
-    for (long r = 0; r < reps; ++r) gbs.push_back(run_once(buf, t, sink));
-    std::sort(gbs.begin(), gbs.end());
-    const double med = gbs[gbs.size() / 2];
-    if (csv) std::printf("%d,%.3f\n", t, med);
-    else std::printf("threads=%d GB/s=%.3f\n", t, med);
+  herd::ReadBoundOptions o;
+  herd::HostProbeOptions full;
+  o.bytes = mib > 0 ? static_cast<size_t>(mib) << 20
+                    : herd::probe_working_set_bytes(full, herd::last_level_cache_bytes(),
+                                                    herd::meminfo_bytes("MemAvailable"), true);
+  o.reps = static_cast<int>(reps);
+  o.pin = pin;
+  o.only = patterns;
+  if (csv) std::printf("threads,pattern,best_GBps,median_GBps\n");
+  for (const std::string& t : split(threads)) {
+    o.threads = std::max(1, std::atoi(t.c_str()));
+    herd::ReadBound b;
+    try {
+      b = herd::measure_read_bound(o);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "herd_membw: %s\n", e.what());
+      return 2;
+    }
+    for (const auto& p : b.patterns) {
+      if (csv) std::printf("%d,%s,%.3f,%.3f\n", o.threads, p.name.c_str(), p.best_Bps / 1e9, p.median_Bps / 1e9);
+      else
+        std::printf("threads=%d pattern=%s best_GB/s=%.3f median_GB/s=%.3f\n", o.threads, p.name.c_str(),
+                    p.best_Bps / 1e9, p.median_Bps / 1e9);
+    }
+    if (csv) std::printf("%d,bound,%.3f,\n", o.threads, b.best_Bps / 1e9);
+    else std::printf("threads=%d GB/s=%.3f (%s)\n", o.threads, b.best_Bps / 1e9, b.best.c_str());
   }
-  std::fprintf(stderr, "(checksum %llu)\n", static_cast<unsigned long long>(sink));
+  std::fprintf(stderr, "(buffer %.0f MiB%s)\n", static_cast<double>(o.bytes) / 1048576.0, pin ? ", pinned" : "");
   return 0;
 }

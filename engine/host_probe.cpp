@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/timer.h"
+#include "engine/read_bound.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/quant.h"
 
@@ -84,33 +85,6 @@ std::string cpu_model() {
       return v;
     }
   return "unknown";
-}
-
-// Streaming read of `bytes` with n_threads threads (each its own contiguous slice).
-double read_bandwidth(size_t bytes, int n_threads, int reps) {
-  const size_t n = bytes / sizeof(uint64_t);
-  std::vector<uint64_t> buf(n);
-  for (size_t i = 0; i < n; ++i) buf[i] = i * 0x9E3779B97F4A7C15ull;  // touch every page
-  std::vector<uint64_t> sink(static_cast<size_t>(n_threads) * 8, 0);
-  auto pass = [&] {
-    std::vector<std::thread> ts;
-    auto work = [&](int t) {
-      const size_t b = n * static_cast<size_t>(t) / static_cast<size_t>(n_threads);
-      const size_t e = n * static_cast<size_t>(t + 1) / static_cast<size_t>(n_threads);
-      uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-      size_t i = b;
-      for (; i + 4 <= e; i += 4) a0 += buf[i], a1 ^= buf[i + 1], a2 += buf[i + 2], a3 ^= buf[i + 3];
-      for (; i < e; ++i) a0 += buf[i];
-      sink[static_cast<size_t>(t) * 8] += a0 + a1 + a2 + a3;  // one cache line per thread
-    };
-    for (int t = 1; t < n_threads; ++t) ts.emplace_back(work, t);
-    work(0);
-    for (auto& th : ts) th.join();
-  };
-  const double s = time_median(reps, pass);
-  volatile uint64_t keep = sink[0];
-  (void)keep;
-  return static_cast<double>(n * sizeof(uint64_t)) / s;
 }
 
 // A [rows x cols] matrix of type t filling about `bytes`: 64 distinct quantized random rows, repeated.
@@ -262,7 +236,13 @@ ProbeResult probe_host(const HostProbeOptions& o) {
   be->set_threads(nt);
   r.isa = be->name();
 
-  r.read_bw_Bps = read_bandwidth(probe_working_set_bytes(o, llc, avail, true), nt, o.startup ? 3 : std::max(5, reps));
+  // The read bound as bench/membw measures it (engine/read_bound.h): best pattern, best run.
+  ReadBoundOptions rb;
+  rb.bytes = probe_working_set_bytes(o, llc, avail, true);
+  rb.threads = nt;
+  rb.reps = o.startup ? 3 : std::max(5, reps);
+  if (o.startup) rb.only = {read_patterns().back()};  // the widest loads only: under ~1 s
+  r.read_bw_Bps = measure_read_bound(rb).best_Bps;
 
   // Matvec (decode): weight bytes per second of a 1-token matmul, per type, 4096 columns.
   const int64_t cols = 4096;

@@ -119,7 +119,7 @@ std::string RingComm::poll_next(bool* closed) {
 // CPU's wake-up (~100 us on a VM) on every one of a token's 2 x layers collectives.
 std::string RingComm::recv_data(Header* h, std::string* out, bool successor_needed) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms());
-  const auto spin_end = Clock::now() + transport::busy_poll_window();
+  const auto spin_end = Clock::now() + busy_poll_window();
   auto next_poll = Clock::now() + kPollNextEvery;
   bool successor_finished = false;  // closed after this rank's last send to it: it is done, not dead
   while (true) {

@@ -57,17 +57,6 @@ Received recv_busy(Listener& l, BusyClock::time_point spin_until, int timeout_ms
   return recv_busy_impl(l, spin_until, timeout_ms);
 }
 
-std::chrono::microseconds busy_poll_window() {
-  static const std::chrono::microseconds w = [] {
-    const char* e = std::getenv("HERD_BUSY_POLL_US");
-    if (!e || !*e) return std::chrono::microseconds(20000);
-    char* end = nullptr;
-    const long long v = std::strtoll(e, &end, 10);
-    return std::chrono::microseconds(end && *end == '\0' && v > 0 ? std::min<long long>(v, 10'000'000) : 0);
-  }();
-  return w;
-}
-
 std::string normalize_address(const std::string& address) {
   if (address.find("://") != std::string::npos) return address;
   return "tcp://" + address;

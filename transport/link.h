@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "common/busy_poll.h"
+
 namespace herd::transport {
 
 // Element types a tensor frame may carry. Values are the wire encoding.
@@ -102,7 +104,7 @@ void check_address(const std::string& address, bool listening);
 using BusyClock = std::chrono::steady_clock;
 Received recv_busy(Link& l, BusyClock::time_point spin_until, int timeout_ms);
 Received recv_busy(Listener& l, BusyClock::time_point spin_until, int timeout_ms);
-// How long a hot-path wait busy-polls before it blocks: $HERD_BUSY_POLL_US (0 = never), default 20 ms.
-std::chrono::microseconds busy_poll_window();
+// How long a hot-path wait busy-polls before it blocks (common/busy_poll.h).
+using herd::busy_poll_window;
 
 }  // namespace herd::transport
