@@ -241,7 +241,7 @@ ProbeResult probe_host(const HostProbeOptions& o) {
   rb.bytes = probe_working_set_bytes(o, llc, avail, true);
   rb.threads = nt;
   rb.reps = o.startup ? 3 : std::max(5, reps);
-  if (o.startup) rb.only = {read_patterns().back()};  // the widest loads only: under ~1 s
+  if (small) rb.only = {read_patterns().back()};  // startup, --quick: the widest loads only
   r.read_bw_Bps = measure_read_bound(rb).best_Bps;
 
   // Matvec (decode): weight bytes per second of a 1-token matmul, per type, 4096 columns.

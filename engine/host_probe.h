@@ -13,7 +13,7 @@ namespace herd {
 
 struct HostProbeOptions {
   int threads = 0;            // threads per kernel; 0 = all hardware threads
-  bool quick = false;         // `herd probe --quick`: smaller buffers, 3 runs (~2 s)
+  bool quick = false;         // `herd probe --quick`: 1.25x the LLC, 3 runs, the widest read pattern
   bool startup = false;       // a worker's startup profile (<~1 s): quick sizes, fewer types, no loopback latency
   std::string isa = "auto";   // CPU kernels: auto, avx512, avx2, scalar
   std::vector<uint32_t> types;  // matvec types (GGUF ids) to measure; empty = every supported type
