@@ -19,7 +19,7 @@ namespace herd::cli {
 int cmd_plan(const Args& args) {
   std::string model_path, shape, type = "Q4_K_M", cluster_path, strategy = "optimal", svg, kv_type = "f16";
   int64_t n_ctx = 4096, n_parallel = 1, n_prompt = 512, n_batch = 512;
-  bool compare = false, json = false;
+  bool compare = false, json = false, no_stream = false;
   std::string strategy_names;
   for (const auto& s : partition::strategies()) strategy_names += (strategy_names.empty() ? "" : ", ") + std::string(s.name);
   ArgParser p("herd plan (-m MODEL.gguf | --shape NAME [--type T]) --cluster FILE [options]",
@@ -43,6 +43,10 @@ int cmd_plan(const Args& args) {
         "(1 = pipeline only, 0 = up to every device)", &tp_max, 0, 256);
   p.add("--tp-sync", "f32|f16|q8", "precision of the tensor-parallel partial sums (4, 2 or 34/32 bytes per value)", &tp_sync);
   p.add("--compare", "", "every strategy side by side, and the tensor-parallel groupings optimal tries", &compare);
+  p.add("--no-stream", "",
+        "never plan layers streamed from disk (devices with disk= may otherwise hold more layers than their memory, "
+        "reading the rest from the model file every token)",
+        &no_stream);
   p.add("--svg", "FILE", "write the layer map and a per-token timeline", &svg);
   p.add("--json", "", "machine-readable output", &json);
   if (!p.parse(args)) {
@@ -58,6 +62,7 @@ int cmd_plan(const Args& args) {
 
   partition::PlanOptions o;
   o.n_ctx = n_ctx;
+  o.stream = !no_stream;
   o.n_parallel = n_parallel;
   o.n_prompt = n_prompt;
   o.n_batch = n_batch;

@@ -17,7 +17,7 @@ std::string lower(std::string s) {
   return s;
 }
 
-const char* kFigureKeys = "mem, free, bw, flops, overhead, probe, op_overhead, attn_bw, matvec_<type>";
+const char* kFigureKeys = "mem, free, bw, flops, overhead, probe, op_overhead, attn_bw, disk, matvec_<type>";
 
 // One line's words: directive, positional words, key=value pairs.
 struct Line {
@@ -143,6 +143,7 @@ class Parser {
       else if (k == "overhead") d.overhead_bytes = parse_bytes(v);
       else if (k == "op_overhead") d.op_overhead_s = parse_seconds(v);
       else if (k == "attn_bw") d.attn_Bps = parse_rate(v);
+      else if (k == "disk") d.disk_Bps = parse_rate(v);
       else if (k.rfind("matvec_", 0) == 0) {
         const auto t = parse_dtype(k.substr(7));
         if (!t) fail("unknown tensor type in '" + k + "' (e.g. matvec_q4_0=20GB/s)");

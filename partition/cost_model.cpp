@@ -1,4 +1,5 @@
 #include "partition/cost_model.h"
+#include "partition/memory_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -46,19 +47,38 @@ double input_decode_s(const ModelShape& m, const DeviceProfile& d) {
   return 4.0 * static_cast<double>(m.config.n_embd) / d.bandwidth_Bps + kOpsInput * d.op_overhead_s;
 }
 
+double streamed_layer_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t l, const PlanOptions& o) {
+  const double compute = layer_decode_s(m, d, l, o);
+  return d.disk_Bps > 0 ? std::max(compute, m.layer_read_bytes(l, 1) / d.disk_Bps) : compute;
+}
+
 DeviceCost device_cost(const ModelShape& m, const DeviceProfile& d, const PlanOptions& o) {
   DeviceCost c;
-  c.prefix.assign(static_cast<size_t>(m.n_layers()) + 1, 0.0);
-  for (int64_t l = 0; l < m.n_layers(); ++l)
+  const int64_t L = m.n_layers();
+  c.prefix.assign(static_cast<size_t>(L) + 1, 0.0);
+  for (int64_t l = 0; l < L; ++l)
     c.prefix[static_cast<size_t>(l) + 1] = c.prefix[static_cast<size_t>(l)] + layer_decode_s(m, d, l, o);
   c.output_s = output_decode_s(m, d);
   c.input_s = input_decode_s(m, d);
+  if (o.stream && d.disk_Bps > 0) {
+    c.stream_prefix.assign(static_cast<size_t>(L) + 1, 0.0);
+    for (int64_t l = 0; l < L; ++l)
+      c.stream_prefix[static_cast<size_t>(l) + 1] = c.stream_prefix[static_cast<size_t>(l)] + streamed_layer_decode_s(m, d, l, o);
+    c.resident.assign(static_cast<size_t>((L + 1) * (L + 1)), 0);
+    for (int64_t f = 0; f <= L; ++f)
+      for (int64_t e = f; e <= L; ++e) {
+        const StageFit fit = stage_fit(m, d, f, e, o);
+        c.resident[static_cast<size_t>(f * (L + 1) + e)] = static_cast<int32_t>(fit.fits ? fit.resident : e - f);
+      }
+  }
   return c;
 }
 
 double stage_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, const PlanOptions& o) {
   double t = 0;
-  for (int64_t l = first; l < end; ++l) t += layer_decode_s(m, d, l, o);
+  const StageFit fit = stage_fit(m, d, first, end, o);
+  const int64_t split = fit.fits ? first + fit.resident : end;
+  for (int64_t l = first; l < end; ++l) t += l < split ? layer_decode_s(m, d, l, o) : streamed_layer_decode_s(m, d, l, o);
   if (end == m.n_layers()) t += output_decode_s(m, d);
   if (first == 0 && end > first) t += input_decode_s(m, d);
   return t;

@@ -17,6 +17,7 @@
 // from the last stage (latency only, a few bytes).
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "partition/model_shape.h"
@@ -49,7 +50,12 @@ double layer_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t l, co
 double output_decode_s(const ModelShape& m, const DeviceProfile& d);
 double input_decode_s(const ModelShape& m, const DeviceProfile& d);
 
-// Per-token decode time of layers [first, end) on device d (+ output projection on the last stage).
+// A layer streamed from disk (memory_model.h stage_fit): read while the previous one computes, so
+// it costs the longer of its compute and its bytes over the disk's sequential read speed.
+double streamed_layer_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t l, const PlanOptions& o);
+
+// Per-token decode time of layers [first, end) on device d (+ output projection on the last stage),
+// its streamed layers (stage_fit) at streamed_layer_decode_s.
 double stage_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, const PlanOptions& o);
 // Prefill time of n_prompt tokens through layers [first, end).
 double stage_prefill_s(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, const PlanOptions& o);
@@ -68,9 +74,16 @@ struct DeviceCost {
   std::vector<double> prefix;  // [n_layers + 1] prefix sums of per-layer decode seconds
   double output_s = 0;         // output projection (last stage)
   double input_s = 0;          // embedding lookup (first stage)
+  // A device that may stream: prefix sums of streamed_layer_decode_s, and the resident layers of
+  // every range that fits ([first * (n_layers + 1) + end], stage_fit). Empty: never streams.
+  std::vector<double> stream_prefix;
+  std::vector<int32_t> resident;
   double range_s(int64_t first, int64_t end, int64_t n_layers) const {
-    return prefix[static_cast<size_t>(end)] - prefix[static_cast<size_t>(first)] + (end == n_layers ? output_s : 0) +
-           (first == 0 && end > first ? input_s : 0);
+    int64_t split = end;
+    if (!resident.empty()) split = first + resident[static_cast<size_t>(first * (n_layers + 1) + end)];
+    return prefix[static_cast<size_t>(split)] - prefix[static_cast<size_t>(first)] +
+           (split < end ? stream_prefix[static_cast<size_t>(end)] - stream_prefix[static_cast<size_t>(split)] : 0) +
+           (end == n_layers ? output_s : 0) + (first == 0 && end > first ? input_s : 0);
   }
 };
 DeviceCost device_cost(const ModelShape& m, const DeviceProfile& d, const PlanOptions& o);

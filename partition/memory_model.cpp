@@ -40,12 +40,50 @@ StageMemory stage_memory(const ModelShape& m, const DeviceProfile& d, int64_t fi
   return s;
 }
 
+namespace {
+// `full` (stage_memory of the whole range) with `streamed` bytes of layers on disk, the widest
+// of them `widest` bytes: a window of two of them in memory (one when only one streams).
+StageMemory with_streamed(StageMemory s, uint64_t streamed, uint64_t widest, int64_t n_streamed, const PlanOptions& o) {
+  s.weights = s.weights - streamed + (n_streamed >= 2 ? 2 * widest : streamed);
+  s.margin = std::max<uint64_t>(64ull << 20,
+                                static_cast<uint64_t>(o.safety * static_cast<double>(s.weights + s.kv + s.scratch)));
+  return s;
+}
+}  // namespace
+
+StageMemory streamed_stage_memory(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end,
+                                  int64_t resident, const PlanOptions& o) {
+  uint64_t streamed = 0, widest = 0;
+  for (int64_t l = first + resident; l < end; ++l) {
+    streamed += m.layer_bytes[static_cast<size_t>(l)];
+    widest = std::max(widest, m.layer_bytes[static_cast<size_t>(l)]);
+  }
+  return with_streamed(stage_memory(m, d, first, end, o), streamed, widest, end - first - resident, o);
+}
+
+StageFit stage_fit(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, const PlanOptions& o) {
+  const int64_t n = end - first;
+  const StageMemory full = stage_memory(m, d, first, end, o);
+  if (fits(full, d)) return {true, n, 0};
+  if (!o.stream || !(d.disk_Bps > 0) || n <= 0) return {};
+  // The most resident layers that fit: a scan from n - 1 down (the window shrinks as layers become
+  // resident, so with uneven layers memory need not grow by one layer's bytes per step).
+  uint64_t streamed = 0, widest = 0;
+  for (int64_t r = n - 1; r >= 0; --r) {
+    const uint64_t b = m.layer_bytes[static_cast<size_t>(first + r)];
+    streamed += b;
+    widest = std::max(widest, b);
+    if (fits(with_streamed(full, streamed, widest, n - r, o), d)) return {true, r, n - r};
+  }
+  return {};
+}
+
 int64_t max_layers_from(const ModelShape& m, const DeviceProfile& d, int64_t first, const PlanOptions& o) {
-  // Memory grows with the range, so binary search the largest end that fits.
+  // Memory grows with the range (streaming: its KV cache does), so binary search the largest end that fits.
   int64_t lo = first, hi = m.n_layers();
   while (lo < hi) {
     const int64_t mid = (lo + hi + 1) / 2;
-    if (fits(stage_memory(m, d, first, mid, o), d)) lo = mid;
+    if (stage_fit(m, d, first, mid, o).fits) lo = mid;
     else hi = mid - 1;
   }
   return lo - first;

@@ -30,7 +30,24 @@ inline bool fits(const StageMemory& s, const DeviceProfile& d) { return s.total(
 // KV bytes of `n_layers` layers for the options' context and parallel sequences.
 uint64_t kv_bytes(const ModelShape& m, int64_t n_layers, const PlanOptions& o);
 
-// The most layers starting at `first` the device can hold (0 when not even one fits).
+// Streaming from disk ([offload]). A stage whose weights do not fit runs on a device with a disk
+// speed (DeviceProfile::disk_Bps > 0, and PlanOptions::stream) by keeping its first `resident`
+// layers in memory and reading the other `streamed` ones from the model file every token, two of
+// them in memory at a time (the one computing and the next, prefetched): its memory is the
+// resident layers, the stage's other tensors (embeddings, output), a window of twice its largest
+// streamed layer, the KV cache of all its layers, scratch, overhead and margin. `resident` is the
+// most that fit. fits = false when even the window does not.
+struct StageFit {
+  bool fits = false;
+  int64_t resident = 0, streamed = 0;
+};
+StageFit stage_fit(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, const PlanOptions& o);
+// The memory of [first, end) with its first `resident` layers in memory and the rest streamed.
+StageMemory streamed_stage_memory(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end,
+                                  int64_t resident, const PlanOptions& o);
+
+// The most layers starting at `first` the device can hold, streaming where it may (0 when not
+// even one fits).
 int64_t max_layers_from(const ModelShape& m, const DeviceProfile& d, int64_t first, const PlanOptions& o);
 
 }  // namespace herd::partition

@@ -26,6 +26,9 @@ struct PlanOptions {
   // on one device, what a caller that runs only pipelines must ask for.
   int64_t max_tp = 1;
   TpSync tp_sync = TpSync::F32;  // precision of the partial sums on the wire (--tp-sync)
+  // Devices with a disk speed (DeviceProfile::disk_Bps) may hold more layers than their memory,
+  // streaming the rest from disk every token (memory_model.h stage_fit); false: --no-stream.
+  bool stream = true;
 };
 
 // "f32" | "f16" | "bf16" | "q8_0" -> bytes per element; throws std::invalid_argument otherwise.

@@ -1,6 +1,7 @@
 #include "partition/plan.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <set>
 
@@ -60,9 +61,20 @@ void finish_plan(Plan& p, const ModelShape& m, const Cluster& c, const PlanOptio
       s.prefill_s = tp_stage_prefill_s(m, c, g, s.first, s.end, o);
     } else {
       s.ranks.clear();
-      s.mem = stage_memory(m, d, s.first, s.end, o);
+      const StageFit fit = stage_fit(m, d, s.first, s.end, o);
+      s.streamed = fit.fits ? fit.streamed : 0;
+      s.mem = s.streamed > 0 ? streamed_stage_memory(m, d, s.first, s.end, fit.resident, o)
+                             : stage_memory(m, d, s.first, s.end, o);
       s.decode_s = stage_decode_s(m, d, s.first, s.end, o);
       s.prefill_s = stage_prefill_s(m, d, s.first, s.end, o);
+      s.disk_s = 0;
+      for (int64_t l = s.end - s.streamed; l < s.end; ++l) s.disk_s += m.layer_read_bytes(l, 1) / d.disk_Bps;
+      // A prompt reads each streamed layer from disk once per n_batch chunk.
+      if (s.streamed > 0) {
+        const double chunks = std::max(1.0, std::ceil(static_cast<double>(o.n_prompt) /
+                                                      static_cast<double>(std::max<int64_t>(o.n_batch, 1))));
+        s.prefill_s = std::max(s.prefill_s, chunks * s.disk_s);
+      }
     }
     r.latency_s += s.decode_s;
     r.ttft_s += s.prefill_s;
@@ -138,8 +150,9 @@ std::vector<std::string> validate_plan(const Plan& p, const ModelShape& m, const
     }
     const DeviceProfile& d = c.devices[static_cast<size_t>(s.device)];
     const StageMemory mem = stage_memory(m, d, f0, e0, o);
-    if (mem.total() > d.free_bytes)
-      errs.push_back(where + " on " + d.name + ": needs " + gb(mem.total()) + ", has " + gb(d.free_bytes) + " free");
+    if (mem.total() > d.free_bytes && !stage_fit(m, d, f0, e0, o).fits)
+      errs.push_back(where + " on " + d.name + ": needs " + gb(mem.total()) + ", has " + gb(d.free_bytes) + " free" +
+                     (o.stream && d.disk_Bps > 0 ? " (even streaming its layers from disk)" : ""));
   }
   if (next != m.n_layers()) errs.push_back("layers end at " + std::to_string(next) + ", the model has " + std::to_string(m.n_layers()));
   return errs;
@@ -246,6 +259,11 @@ std::string shortfall_report(const ModelShape& m, const Cluster& c, const PlanOp
     PlanOptions q = o;
     q.n_parallel = 1;
     if (model_fits(m, c, q)) out += "  - one sequence at a time (--parallel 1) fits\n", ++n_fixes;
+  }
+  if (!o.stream) {
+    PlanOptions q = o;
+    q.stream = true;
+    if (model_fits(m, c, q)) out += "  - streaming layers from disk (without --no-stream) fits\n", ++n_fixes;
   }
   // Another device: the smallest extra host (CPU, same link as the others) that makes it fit.
   {

@@ -35,6 +35,11 @@ struct StagePlan {
   std::vector<StageMemory> rank_mem;
   double sync_s = 0, sync_bytes = 0;
   int n_all_reduce = 0;  // per token
+  // Streaming from disk (memory_model.h stage_fit): the last `streamed` layers are read from the
+  // model file every token, disk_s per token at the device's disk speed (decode_s counts each
+  // streamed layer at the longer of its compute and its read).
+  int64_t streamed = 0;
+  double disk_s = 0;
   int tp() const { return ranks.empty() ? 1 : static_cast<int>(ranks.size()); }
   int64_t size() const { return end - first; }
 };

@@ -113,6 +113,19 @@ std::string format_plan(const Plan& p, const ModelShape& m, const Cluster& c, co
                device_kind_name(d.kind), layers_str(s).c_str(), gbf(s.mem.weights), gbf(s.mem.kv), gbf(other),
                (static_cast<double>(d.free_bytes) - static_cast<double>(s.mem.total())) / 1e9, 100.0 * s.decode_s / r.latency_s);
     if (s.tp() > 1) out += tp_lines(s, m, c, o, r.latency_s);
+    if (s.streamed > 0) {
+      // Compute of the streamed layers alone, to say which of compute and disk bounds them.
+      double compute = 0;
+      for (int64_t l = s.end - s.streamed; l < s.end; ++l) compute += layer_decode_s(m, d, l, o);
+      out += fmt("     streams %lld of its %lld layers from disk (%lld resident): %.2f GB/token at %.2f GB/s, %.1f ms/token "
+                 "of reads beside %.1f ms of their compute\n",
+                 (long long)s.streamed, (long long)s.size(), (long long)(s.size() - s.streamed),
+                 s.disk_s * d.disk_Bps / 1e9, d.disk_Bps / 1e9, s.disk_s * 1e3, compute * 1e3);
+      if (s.disk_s > compute)
+        out += fmt("     warning: %s's disk is too slow for its compute: at %.2f GB/s its reads bound this stage at %.1f "
+                   "ms/token (a disk of %.2f GB/s or more, or more memory, would not)\n",
+                   d.name.c_str(), d.disk_Bps / 1e9, s.disk_s * 1e3, s.disk_s * d.disk_Bps / std::max(compute, 1e-12) / 1e9);
+    }
     if (i < r.hops.size()) {
       const HopPrediction& h = r.hops[i];
       out += fmt("     -> hop %s -> %s: %.1f KB/token, %.3f ms/token (%.1f%%)\n", d.name.c_str(),
@@ -268,7 +281,8 @@ std::string plan_json(const std::vector<StrategyOutcome>& rs, const ModelShape& 
                  (long long)s.first, (long long)s.end, (unsigned long long)s.mem.weights, (unsigned long long)s.mem.kv,
                  (unsigned long long)s.mem.total(),
                  (long long)c.devices[static_cast<size_t>(s.device)].free_bytes - (long long)s.mem.total(), s.decode_s, s.prefill_s);
-        j += fmt(", \"tp\": %d", s.tp());
+        j += fmt(", \"tp\": %d, \"streamed_layers\": %lld, \"resident_layers\": %lld, \"disk_s\": %.6g", s.tp(),
+                 (long long)s.streamed, (long long)(s.size() - s.streamed), s.disk_s);
         if (s.tp() > 1) {
           j += fmt(", \"sync_s\": %.6g, \"sync_bytes_per_token\": %.6g, \"all_reduces_per_token\": %d, \"ranks\": [", s.sync_s,
                    s.sync_bytes, s.n_all_reduce);

@@ -43,6 +43,9 @@ struct DeviceProfile {
   std::map<uint32_t, double> matvec_Bps;  // GGUF type id -> achievable weight bytes/s of a 1-token matvec
   double attn_Bps = 0;        // KV-cache bytes/s of decode attention; 0: bandwidth_Bps
   double op_overhead_s = 0;   // fixed cost per kernel call (dispatch, thread-pool sync); 0 for hand-written profiles
+  // Sequential read speed of the disk holding the model (disk=), bytes/s; 0: unknown, and then the
+  // device never streams layers from disk (partition/memory_model.h stage_fit).
+  double disk_Bps = 0;
   std::string probe;          // the probe file it came from ("" when hand-written)
   std::string address;        // a worker line's HOST:PORT (what --workers names); "" for a device line
   bool figures = true;        // false: a worker line that states no figures (measured when it starts;

@@ -67,6 +67,40 @@ TEST(PlanCli, Llama405BOnTheDocsCluster) {
   EXPECT_NE(r.out.find("optimal"), std::string::npos);
 }
 
+// [offload]: prima.cpp's home cluster (docs/clusters/70b-prima-home.txt) holds ~37 GB for a 40 GB
+// model: only streaming from disk makes it fit. The plan streams only on devices with a disk,
+// says how many layers stream and names a disk too slow for its compute; --no-stream refuses
+// and suggests streaming; the JSON carries resident/streamed counts.
+TEST(PlanCli, Llama70BStreamsOnPrimaCppsHomeCluster) {
+  const std::string cl = std::string(HERD_SOURCE_DIR) + "/docs/clusters/70b-prima-home.txt";
+  HERD_REQUIRE_FILE(cl);
+  const std::vector<std::string> base = {herd_bin(), "plan", "--shape", "llama3-70b", "--type", "Q4_K_S", "--cluster", cl,
+                                         "--ctx", "1024"};
+  auto r = run_process(base, 60);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("layers from disk"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("disk is too slow for its compute"), std::string::npos) << r.out;
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  r = run_process(with({"--json"}), 60);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"streamed_layers\": "), std::string::npos);
+  // Only devices with disk= stream (the GPUs here have none).
+  for (const char* gpu : {"rtx3070", "rtx2080ti"}) {
+    const size_t at = r.out.find(std::string("\"device\": \"") + gpu + "\"");
+    if (at == std::string::npos) continue;
+    EXPECT_NE(r.out.find("\"streamed_layers\": 0,", at), std::string::npos) << gpu;
+    EXPECT_LT(r.out.find("\"streamed_layers\": 0,", at), r.out.find("}", at)) << gpu;
+  }
+  r = run_process(with({"--no-stream"}), 60);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("does not fit"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("streaming layers from disk (without --no-stream) fits"), std::string::npos) << r.err;
+}
+
 // docs/planner.md's mixture-of-experts scenario: the numbers the doc quotes come from this run.
 TEST(PlanCli, Qwen3MoeOnTheHomeCluster) {
   const std::string cl = std::string(HERD_SOURCE_DIR) + "/docs/clusters/235b-home-4-boxes.txt";

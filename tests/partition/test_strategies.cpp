@@ -24,7 +24,9 @@ struct Instance {
 // cluster whose memory ranges from hopeless to roomy.
 // moe: a Qwen3-MoE-like model (128 experts, 8 per token) whose experts are a random 50-97% of
 // each layer's bytes, so memory and decode time no longer grow together.
-Instance random_instance(std::mt19937_64& rng, int max_devices, int max_layers, bool moe = false) {
+// streaming: about half the devices get a disk (0.2-5 GB/s) and may stream layers from it
+// (drawn after everything else, so the other instances are what they were).
+Instance random_instance(std::mt19937_64& rng, int max_devices, int max_layers, bool moe = false, bool streaming = false) {
   auto uni = [&](double a, double b) { return std::uniform_real_distribution<double>(a, b)(rng); };
   auto pick = [&](int a, int b) { return std::uniform_int_distribution<int>(a, b)(rng); };
   model::ModelConfig cfg = shape_config(*find_shape(moe ? "qwen3-30b-a3b" : "tinyllama-1.1b"));
@@ -60,6 +62,13 @@ Instance random_instance(std::mt19937_64& rng, int max_devices, int max_layers, 
   in.o.n_ctx = pick(1, 4) * 1024;
   in.o.n_parallel = std::vector<int>{1, 1, 2, 4}[static_cast<size_t>(pick(0, 3))];
   in.o.kv_elem_bytes = pick(0, 1) ? 4 : 2;
+  if (streaming)
+    for (auto& d : in.c.devices)
+      if (pick(0, 1)) {
+        d.disk_Bps = uni(0.2e9, 5e9);
+        d.free_bytes = static_cast<uint64_t>(uni(0.2, 1.0) * static_cast<double>(d.free_bytes)) + (100ull << 20);
+        d.total_bytes = d.free_bytes + (1ull << 30);
+      }
   return in;
 }
 
@@ -104,9 +113,17 @@ void expect_valid(const Plan& p, const Instance& in, const std::string& what) {
   // The stages' weights add up to the model (a tied model's last stage holds token_embd again).
   uint64_t sum = 0;
   for (const auto& s : p.stages) {
-    sum += s.mem.weights;
     const auto& d = in.c.devices[static_cast<size_t>(s.device)];
     ASSERT_LE(s.mem.total(), d.free_bytes) << what;
+    // A streamed stage holds its resident weights and a window; its full weights count here.
+    sum += s.streamed > 0 ? in.m.stage_bytes(s.first, s.end) : s.mem.weights;
+    if (s.streamed > 0) {
+      EXPECT_GT(d.disk_Bps, 0) << what << ": only a device with a disk streams";
+      EXPECT_TRUE(in.o.stream) << what;
+      const StageFit fit = stage_fit(in.m, d, s.first, s.end, in.o);
+      EXPECT_EQ(fit.streamed, s.streamed) << what;
+      EXPECT_GT(stage_memory(in.m, d, s.first, s.end, in.o).total(), d.free_bytes) << what << ": streams what fits";
+    }
   }
   const bool extra_embd = in.m.config.tied_embeddings && p.stages.size() > 1;
   EXPECT_EQ(sum, in.m.total_bytes() + (extra_embd ? in.m.embd_bytes : 0)) << what;
@@ -188,6 +205,78 @@ TEST(Strategies, OptimalEqualsBruteForceWithExperts) {
     ++compared;
   }
   EXPECT_GT(compared, 100);  // 147 of 300 with this seed; the rest cannot fit
+}
+
+// Streaming devices: every strategy's plan holds (a streamed stage only where its layers do not
+// fit and the device has a disk), and optimal is still the brute-force optimum over every split.
+TEST(Strategies, OptimalEqualsBruteForceWithStreaming) {
+  std::mt19937_64 rng(99);
+  int compared = 0, streamed = 0;
+  for (int it = 0; it < 300; ++it) {
+    const Instance in = random_instance(rng, 4, 7, false, true);
+    const double bf = brute_force(in);
+    const std::string what = "streaming instance " + std::to_string(it);
+    if (std::isinf(bf)) {
+      EXPECT_THROW(plan_optimal(in.m, in.c, in.o), PlanError) << what;
+      continue;
+    }
+    const Plan p = plan_optimal(in.m, in.c, in.o);
+    expect_valid(p, in, what);
+    EXPECT_NEAR(plan_objective(p), bf, 1e-9 * bf) << what;
+    for (const auto& s : p.stages) streamed += s.streamed > 0;
+    ++compared;
+  }
+  // 128 of 300 fit with this seed, and 12 optima stream (streaming is slow: the optimum streams
+  // only what does not fit otherwise), so both kinds are checked.
+  EXPECT_GT(compared, 100);
+  EXPECT_GT(streamed, 8);
+}
+
+// A stage that streams: the most resident layers that fit (checked against every count), the
+// stage's time is its resident layers' plus each streamed layer's max(compute, bytes / disk),
+// the DP's table agrees with the plan's sum, and --no-stream or no disk means it does not fit.
+TEST(Strategies, StreamedStagesKeepTheMostResidentLayersThatFit) {
+  std::mt19937_64 rng(5);
+  int checked = 0;
+  for (int it = 0; it < 300; ++it) {
+    Instance in = random_instance(rng, 1, 12);
+    DeviceProfile d = in.c.devices[0];
+    d.disk_Bps = 1.5e9;
+    const int64_t L = in.m.n_layers();
+    const DeviceCost cost = device_cost(in.m, d, in.o);
+    for (int64_t f = 0; f < L; ++f)
+      for (int64_t e = f + 1; e <= L; ++e) {
+        const StageFit fit = stage_fit(in.m, d, f, e, in.o);
+        const bool whole = fits(stage_memory(in.m, d, f, e, in.o), d);
+        if (whole) {
+          EXPECT_TRUE(fit.fits && fit.streamed == 0);
+          continue;
+        }
+        int64_t best = -1;
+        for (int64_t r = 0; r < e - f; ++r)
+          if (fits(streamed_stage_memory(in.m, d, f, e, r, in.o), d)) best = r;
+        ASSERT_EQ(fit.fits, best >= 0);
+        if (!fit.fits) continue;
+        EXPECT_EQ(fit.resident, best);
+        EXPECT_EQ(fit.resident + fit.streamed, e - f);
+        double t = 0;
+        for (int64_t l = f; l < e; ++l)
+          t += l < f + fit.resident ? layer_decode_s(in.m, d, l, in.o)
+                                    : std::max(layer_decode_s(in.m, d, l, in.o), in.m.layer_read_bytes(l, 1) / d.disk_Bps);
+        if (e == L) t += output_decode_s(in.m, d);
+        if (f == 0) t += input_decode_s(in.m, d);
+        EXPECT_NEAR(stage_decode_s(in.m, d, f, e, in.o), t, 1e-12 * t);
+        EXPECT_NEAR(cost.range_s(f, e, L), t, 1e-9 * t);
+        PlanOptions no = in.o;
+        no.stream = false;
+        EXPECT_FALSE(stage_fit(in.m, d, f, e, no).fits);
+        DeviceProfile diskless = d;
+        diskless.disk_Bps = 0;
+        EXPECT_FALSE(stage_fit(in.m, diskless, f, e, in.o).fits);
+        ++checked;
+      }
+  }
+  EXPECT_GT(checked, 200);
 }
 
 TEST(Strategies, OptimalNeverLosesToAnotherStrategy) {
