@@ -12,6 +12,18 @@
 
 namespace herd {
 
+std::vector<WeightMatrix*> layer_matmuls(model::LayerWeights& l, bool moe) {
+  std::vector<WeightMatrix*> ms = {&l.wq, &l.wk, &l.wv, &l.wo};
+  if (moe) {
+    ms.push_back(&l.w_router);
+    for (auto* experts : {&l.e_gate, &l.e_up, &l.e_down})
+      for (WeightMatrix& m : *experts) ms.push_back(&m);
+  } else {
+    for (WeightMatrix* m : {&l.w_gate, &l.w_up, &l.w_down}) ms.push_back(m);
+  }
+  return ms;
+}
+
 Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Backend& backend, const KvOptions& kv)
     : config_(config),
       w_(std::move(weights)),
@@ -25,16 +37,8 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
   // backend's get_rows then reads, so the dropped pages are not faulted back in (as whole large
   // page-cache folios: the table would be held twice).
   std::vector<WeightMatrix*> ms;
-  for (auto& l : w_.layers) {
-    for (WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo}) ms.push_back(m);
-    if (config_.is_moe()) {
-      ms.push_back(&l.w_router);
-      for (auto* experts : {&l.e_gate, &l.e_up, &l.e_down})
-        for (WeightMatrix& m : *experts) ms.push_back(&m);
-    } else {
-      for (WeightMatrix* m : {&l.w_gate, &l.w_up, &l.w_down}) ms.push_back(m);
-    }
-  }
+  for (auto& l : w_.layers)
+    for (WeightMatrix* m : layer_matmuls(l, config_.is_moe())) ms.push_back(m);
   if (w_.range.output) ms.push_back(&w_.output);
   // Every matrix is asked for before the first batch: a type the backend lacks falls back to the
   // host reference (backend_for), or is a clear error on a device backend, now and not mid-request.
@@ -99,6 +103,19 @@ void Stage::forward(const int32_t* tokens, const float* hidden, int64_t n, int64
 }
 
 void Stage::forward(const Batch& b, const float* hidden, float* out) {
+  if (!residency_) {
+    forward_layers(b, hidden, out);
+    return;
+  }
+  // The residency hears that the pass ended however it ends (a malformed batch throws).
+  struct End {
+    WeightResidency& r;
+    ~End() { r.end_forward(); }
+  } end{*residency_};
+  forward_layers(b, hidden, out);
+}
+
+void Stage::forward_layers(const Batch& b, const float* hidden, float* out) {
   const auto& c = config_;
   require_runs(b, cache_.n_seq(), cache_.n_ctx(), runs_);
   for (const SeqRun& r : runs_)
@@ -126,7 +143,11 @@ void Stage::forward(const Batch& b, const float* hidden, float* out) {
   batch_ = &b;
   n_ = n;
   outputs_only_ = false;
-  for (int64_t il = 0; il < w_.range.size(); ++il) recipe_(*this, il);
+  for (int64_t il = 0; il < w_.range.size(); ++il) {
+    if (residency_) residency_->before(il);
+    recipe_(*this, il);
+    if (residency_) residency_->after(il);
+  }
   batch_ = nullptr;
   for (const SeqRun& r : runs_) cache_.set_seq_len(r.seq, r.pos0 + r.size());
 
@@ -142,7 +163,9 @@ void Stage::forward(const Batch& b, const float* hidden, float* out) {
   float* rows = scratch(cur_, n_out * d);
   if (n_out == 0) return;
   be_.rmsnorm(x, d, w_.output_norm.data(), n_out, d, c.rms_eps, rows, d);
+  if (residency_) residency_->before(w_.range.size());
   output_projection(rows, n_out, out);
+  if (residency_) residency_->after(w_.range.size());
 }
 
 void Stage::join_partials(float* x, int64_t n) {
