@@ -61,3 +61,9 @@ add_dependencies(test_cli_tp herd)
 herd_add_test(test_recovery SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_recovery.cpp
   LIBS herd_coordinator herd_worker herd_cluster TIMEOUT 300)
 add_dependencies(test_recovery herd)
+# owner: offload. A worker over its --mem-budget streams its repacked weights from disk: bit-identical
+# logits, peak RSS within the budget, under a real memory cgroup (skipped where none is writable),
+# the packed file reused and rebuilt when damaged, --no-stream's error.
+herd_add_test(test_offload SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_offload.cpp
+  LIBS herd_coordinator herd_worker herd_cluster herd_model TIMEOUT 600)
+add_dependencies(test_offload herd)
