@@ -163,9 +163,7 @@ void Stage::forward_layers(const Batch& b, const float* hidden, float* out) {
   float* rows = scratch(cur_, n_out * d);
   if (n_out == 0) return;
   be_.rmsnorm(x, d, w_.output_norm.data(), n_out, d, c.rms_eps, rows, d);
-  if (residency_) residency_->before(w_.range.size());
   output_projection(rows, n_out, out);
-  if (residency_) residency_->after(w_.range.size());
 }
 
 void Stage::join_partials(float* x, int64_t n) {
@@ -178,7 +176,25 @@ void Stage::join_partials(float* x, int64_t n) {
 void Stage::output_projection(const float* rows, int64_t n_out, float* out) {
   const int64_t d = config_.n_embd, V = config_.n_vocab;
   if (!tp_.comm) {
-    matmul(w_.output, rows, n_out, d, out, V);
+    const int64_t L = w_.range.size();
+    if (!residency_) {
+      matmul(w_.output, rows, n_out, d, out, V);
+      return;
+    }
+    const auto& chunks = residency_->output_chunks();
+    if (chunks.empty()) {
+      residency_->before(L);
+      matmul(w_.output, rows, n_out, d, out, V);
+      residency_->after(L);
+      return;
+    }
+    int64_t r0 = 0;  // chunk c holds output rows [r0, r0 + rows): logits columns r0..
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      residency_->before(L + static_cast<int64_t>(c));
+      matmul(chunks[c], rows, n_out, d, out + r0, V);
+      residency_->after(L + static_cast<int64_t>(c));
+      r0 += chunks[c].rows;
+    }
     return;
   }
   // Comm::all_gather moves equal sizes: each rank's rows padded to the largest share.

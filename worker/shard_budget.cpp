@@ -59,7 +59,7 @@ std::shared_ptr<WeightResidency> WorkerServer::stream_if_over_budget(const clust
   if (fixed + weights <= budget) return nullptr;
   if (opts_.no_stream) throw std::runtime_error(needs + "; not streaming the weights from disk (--no-stream)");
   if (a.tp.size > 1) throw std::runtime_error(needs + "; a tensor-parallel rank cannot stream its weights yet");
-  const int64_t n_units = static_cast<int64_t>(w.layers.size()) + (w.range.output ? 1 : 0);
+  const int64_t n_units = static_cast<int64_t>(units.size());  // layers, then the output's pieces
   const uint64_t largest = *std::max_element(units.begin(), units.end());
   if (budget <= fixed || budget - fixed < largest)
     throw std::runtime_error(needs + "; even streaming, its largest layer (" + mib(largest) +

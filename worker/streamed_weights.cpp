@@ -157,14 +157,64 @@ std::string check_file(int fd, const std::string& key, uint64_t header_bytes, st
   return "";
 }
 
+// Rows [r0, r1) of m, its packed copy (if any) included: the copy of whole groups is a contiguous
+// part of the whole copy (PackedLayout's contract), r0 a multiple of the group.
+WeightMatrix row_view(const WeightMatrix& m, int64_t r0, int64_t r1, const Backend& be) {
+  WeightMatrix v = m;
+  v.data = static_cast<const uint8_t*>(m.data) + static_cast<size_t>(r0) * m.row_stride;
+  v.rows = r1 - r0;
+  v.packed = {};
+  if (m.packed.data) {
+    const PackedLayout pl = be.packed_layout(m);
+    WeightMatrix group = m;
+    group.rows = pl.group_rows;
+    const size_t g_bytes = be.packed_layout(group).bytes;
+    v.packed = PackedWeights{m.packed.layout, be.packed_layout(v).bytes,
+                             m.packed.data + static_cast<size_t>(r0 / pl.group_rows) * g_bytes, m.packed.storage};
+  }
+  return v;
+}
+
+size_t resident_bytes_of(const WeightMatrix& m, const Backend& be) {
+  const PackedLayout pl = be.packed_layout(m);
+  return pl.id != 0 ? pl.bytes : matrix_bytes(m);
+}
+
+// Where the output matrix is cut (row boundaries, from 0 to its rows): whole groups of its packed
+// layout (16 rows without one), each piece at most the bytes of the stage's largest layer, so the
+// output never needs more resident at once than a layer does. One piece when the stage has no layers.
+std::vector<int64_t> output_cuts(const WeightMatrix& out, const std::vector<uint64_t>& layer_bytes, const Backend& be) {
+  const uint64_t cap = layer_bytes.empty() ? 0 : *std::max_element(layer_bytes.begin(), layer_bytes.end());
+  const size_t whole = resident_bytes_of(out, be);
+  std::vector<int64_t> cuts = {0};
+  if (cap == 0 || whole <= cap || out.rows <= 0) {
+    cuts.push_back(std::max<int64_t>(out.rows, 0));
+    return cuts;
+  }
+  const PackedLayout pl = be.packed_layout(out);
+  const int64_t g = pl.id != 0 ? pl.group_rows : 16;
+  const double per_row = static_cast<double>(whole) / static_cast<double>(out.rows);
+  const int64_t step = std::max<int64_t>(g, static_cast<int64_t>(static_cast<double>(cap) / per_row) / g * g);
+  for (int64_t r = step; r < out.rows; r += step) cuts.push_back(r);
+  cuts.push_back(out.rows);
+  return cuts;
+}
+
+std::vector<uint64_t> layer_bytes(model::StageWeights& w, const model::ModelConfig& c, const Backend& be) {
+  std::vector<uint64_t> out(w.layers.size(), 0);
+  for (const UnitMatrix& um : unit_matrices(w, c))
+    if (um.unit < static_cast<int64_t>(w.layers.size())) out[static_cast<size_t>(um.unit)] += resident_bytes_of(*um.m, be);
+  return out;
+}
+
 }  // namespace
 
 std::vector<uint64_t> stage_unit_bytes(model::StageWeights& w, const model::ModelConfig& c, const Backend& be) {
-  std::vector<uint64_t> out(w.layers.size() + 1, 0);
-  for (const UnitMatrix& um : unit_matrices(w, c)) {
-    const PackedLayout pl = be.packed_layout(*um.m);
-    out[static_cast<size_t>(um.unit)] += pl.id != 0 ? pl.bytes : matrix_bytes(*um.m);
-  }
+  std::vector<uint64_t> out = layer_bytes(w, c, be);
+  if (!w.range.output) return out;
+  const auto cuts = output_cuts(w.output, out, be);
+  for (size_t i = 0; i + 1 < cuts.size(); ++i)
+    out.push_back(resident_bytes_of(row_view(w.output, cuts[i], cuts[i + 1], be), be));
   return out;
 }
 
@@ -173,7 +223,9 @@ std::shared_ptr<StreamedWeights> StreamedWeights::open(model::StageWeights& w, c
   auto sw = std::shared_ptr<StreamedWeights>(new StreamedWeights());
   sw->prefetch_ = std::max(0, o.prefetch);
   const auto ums = unit_matrices(w, c);
-  const size_t n_units = w.layers.size() + (w.range.output ? 1 : 0);
+  const size_t n_layers = w.layers.size();
+  const auto cuts = w.range.output ? output_cuts(w.output, layer_bytes(w, c, be), be) : std::vector<int64_t>{};
+  const size_t n_units = n_layers + (cuts.empty() ? 0 : cuts.size() - 1);
   // Where each packed copy goes: each unit starts on a page (its pages are dropped as one range),
   // each matrix 64-byte aligned within it.
   std::vector<Entry> es;
@@ -194,7 +246,7 @@ std::shared_ptr<StreamedWeights> StreamedWeights::open(model::StageWeights& w, c
     es.push_back({um.unit, static_cast<uint32_t>(um.m->type), um.m->rows, um.m->cols, pl.id, off, pl.bytes, 0});
     packed_ms.push_back(um.m);
     off += pl.bytes;
-    unit_span[static_cast<size_t>(um.unit)].second = off;
+    if (um.unit < static_cast<int64_t>(n_layers)) unit_span[static_cast<size_t>(um.unit)].second = off;
   }
   const uint64_t total = round_up(off, page_size());
 
@@ -288,8 +340,18 @@ std::shared_ptr<StreamedWeights> StreamedWeights::open(model::StageWeights& w, c
       sw->units_[u].push_back({base + unit_span[u].first, unit_span[u].second - unit_span[u].first,
                                static_cast<int64_t>(unit_span[u].first)});
   for (const UnitMatrix& um : ums)
-    if (!um.m->packed.data && w.file_mapped && !w.owns(*um.m))
+    if (um.unit < static_cast<int64_t>(n_layers) && !um.m->packed.data && w.file_mapped && !w.owns(*um.m))
       sw->units_[static_cast<size_t>(um.unit)].push_back({static_cast<const uint8_t*>(um.m->data), matrix_bytes(*um.m), -1});
+  // The output projection, in pieces (output_cuts): each a unit of its own.
+  for (size_t i = 0; i + 1 < cuts.size(); ++i) {
+    const WeightMatrix v = row_view(w.output, cuts[i], cuts[i + 1], be);
+    auto& rs = sw->units_[n_layers + i];
+    if (v.packed.data)
+      rs.push_back({v.packed.data, v.packed.size, static_cast<int64_t>(v.packed.data - base)});
+    else if (w.file_mapped && !w.owns(w.output))
+      rs.push_back({static_cast<const uint8_t*>(v.data), matrix_bytes(v), -1});
+    if (cuts.size() > 2) sw->output_chunks_.push_back(v);
+  }
   if (w.range.embedding && w.file_mapped && !(w.range.output && w.tok_embd.data == w.output.data))
     sw->embedding_ = w.tok_embd;
   sw->state_.assign(n_units, State::Idle);

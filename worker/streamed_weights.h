@@ -34,8 +34,9 @@
 namespace herd {
 
 // Resident bytes of each unit of the stage once prepared (a matrix's packed copy where the
-// backend has a layout for it, else its bytes in the file): the layers in order, then the output
-// projection (0 when the stage has none).
+// backend has a layout for it, else its bytes in the file): the layers in order, then the pieces
+// of the output projection (none when the stage has none; several when the whole output matrix
+// is larger than the largest layer: it is cut at whole packed groups, each piece a unit).
 std::vector<uint64_t> stage_unit_bytes(model::StageWeights& w, const model::ModelConfig& c, const Backend& be);
 
 struct StreamOptions {
@@ -57,6 +58,7 @@ class StreamedWeights : public WeightResidency {
   void before(int64_t unit) override;
   void after(int64_t unit) override;
   void end_forward() override;
+  const std::vector<WeightMatrix>& output_chunks() const override { return output_chunks_; }
 
   struct Stats {
     uint64_t bytes_populated = 0;  // bytes the reader thread made resident (re-read from the file or page cache)
@@ -82,6 +84,7 @@ class StreamedWeights : public WeightResidency {
   int fd_ = -1;  // the cache file (for fadvise)
   int prefetch_ = 1;
   std::vector<std::vector<Range>> units_;
+  std::vector<WeightMatrix> output_chunks_;  // the output's row pieces when it is cut (output_cuts)
   WeightMatrix embedding_;  // an untied tok_embd in the GGUF mapping: its touched rows dropped after each pass
   std::shared_ptr<const void> mapping_;
   mutable std::mutex mu_;
