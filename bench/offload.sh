@@ -58,6 +58,11 @@ start_worker() {  # cache-dir log -> sets $wpid $waddr
   waddr=$(sed -n 's/.*listening on tcp:\/\/\(.*\)$/\1/p' "$2" | head -1)
 }
 
+logits() {  # model out.log1: the prompt's logits (a small f16 KV cache: the budget counts all of it)
+  "$HERD" logits -m "$1" -p "$PROMPT" -c 64 --kv-type f16 --workers "$waddr" --insecure --out "$2" 2>"$2.err" ||
+    { echo "offload.sh: herd logits failed:" >&2; cat "$2.err" "$DIR"/*.log >&2; exit 1; }
+}
+
 tg_rate() {  # model worker -> median decode tok/s
   "$HERD" bench -m "$1" --workers "$2" -p 0 -n "${N:-8}" -r "${R:-3}" --insecure --json 2>/dev/null |
     json_get median_ts
@@ -91,7 +96,7 @@ for m in $MODELS; do
   limit=$((shard / 4))
   # 1. unconstrained
   start_worker "$DIR/cache-plain-$m" "$DIR/$m-plain.log"
-  "$HERD" logits -m "$f" -p "$PROMPT" -c 256 --workers "$waddr" --insecure --out "$DIR/$m-plain.log1" 2>/dev/null
+  logits "$f" "$DIR/$m-plain.log1"
   tg_plain=$(tg_rate "$f" "$waddr")
   hwm_plain=$(hwm_mib "$wpid")
   stop_workers
@@ -103,7 +108,7 @@ for m in $MODELS; do
   rm -rf "$DIR/cache-stream-$m"
   start_worker "$DIR/cache-stream-$m" "$DIR/$m-stream.log"
   echo "$wpid" > "$CG/cgroup.procs"
-  "$HERD" logits -m "$f" -p "$PROMPT" -c 256 --workers "$waddr" --insecure --out "$DIR/$m-stream.log1" 2>/dev/null
+  logits "$f" "$DIR/$m-stream.log1"
   tg_stream=$(tg_rate "$f" "$waddr")
   hwm_stream=$(hwm_mib "$wpid")
   cg_peak=$(awk '{ printf "%.1f", $1 / 1048576 }' "$CG/memory.max_usage_in_bytes")
