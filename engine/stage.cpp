@@ -76,7 +76,18 @@ Backend& Stage::backend_for(Op op, const WeightMatrix& w) {
 }
 
 void Stage::matmul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy) {
-  (all_matmuls_ours_ ? be_ : backend_for(Op::MatMul, w)).matmul(w, x, n, ldx, y, ldy);
+  Backend& be = all_matmuls_ours_ ? be_ : backend_for(Op::MatMul, w);
+  if (residency_)
+    if (const auto* ps = residency_->pieces(w)) {
+      // Streamed: piece by piece into y's columns row0.. (each output row is its own dot product).
+      for (const auto& p : *ps) {
+        residency_->before(p.unit);
+        be.matmul(p.w, x, n, ldx, y + p.row0, ldy);
+        residency_->after(p.unit);
+      }
+      return;
+    }
+  be.matmul(w, x, n, ldx, y, ldy);
 }
 
 float* Stage::scratch(Buffer& b, int64_t floats) {
@@ -143,11 +154,7 @@ void Stage::forward_layers(const Batch& b, const float* hidden, float* out) {
   batch_ = &b;
   n_ = n;
   outputs_only_ = false;
-  for (int64_t il = 0; il < w_.range.size(); ++il) {
-    if (residency_) residency_->before(il);
-    recipe_(*this, il);
-    if (residency_) residency_->after(il);
-  }
+  for (int64_t il = 0; il < w_.range.size(); ++il) recipe_(*this, il);
   batch_ = nullptr;
   for (const SeqRun& r : runs_) cache_.set_seq_len(r.seq, r.pos0 + r.size());
 
@@ -176,25 +183,7 @@ void Stage::join_partials(float* x, int64_t n) {
 void Stage::output_projection(const float* rows, int64_t n_out, float* out) {
   const int64_t d = config_.n_embd, V = config_.n_vocab;
   if (!tp_.comm) {
-    const int64_t L = w_.range.size();
-    if (!residency_) {
-      matmul(w_.output, rows, n_out, d, out, V);
-      return;
-    }
-    const auto& chunks = residency_->output_chunks();
-    if (chunks.empty()) {
-      residency_->before(L);
-      matmul(w_.output, rows, n_out, d, out, V);
-      residency_->after(L);
-      return;
-    }
-    int64_t r0 = 0;  // chunk c holds output rows [r0, r0 + rows): logits columns r0..
-    for (size_t c = 0; c < chunks.size(); ++c) {
-      residency_->before(L + static_cast<int64_t>(c));
-      matmul(chunks[c], rows, n_out, d, out + r0, V);
-      residency_->after(L + static_cast<int64_t>(c));
-      r0 += chunks[c].rows;
-    }
+    matmul(w_.output, rows, n_out, d, out, V);
     return;
   }
   // Comm::all_gather moves equal sizes: each rank's rows padded to the largest share.

@@ -80,8 +80,8 @@ class Stage {
   // ranks included) since it was built: what `herd bench --tp` reports as the sync share.
   double tp_sync_seconds() const { return tp_sync_s_; }
 
-  // Streams the weights (engine/weight_residency.h): called around each layer and the output
-  // projection of every forward; null (the default) = the weights stay resident.
+  // Streams the weights (engine/weight_residency.h): the matrices it has pieces for are multiplied
+  // piece by piece, each between its before() and after(); null (the default) = all resident.
   void set_residency(std::shared_ptr<WeightResidency> r) { residency_ = std::move(r); }
   WeightResidency* residency() const { return residency_.get(); }
 

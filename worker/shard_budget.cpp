@@ -45,8 +45,8 @@ std::shared_ptr<WeightResidency> WorkerServer::stream_if_over_budget(const clust
   std::string how = "--mem-budget";
   const uint64_t budget = opts_.mem_budget > 0 ? opts_.mem_budget : auto_mem_budget(&how);
   if (budget == 0) return nullptr;  // unknown (no /proc): the stage is built as before
-  const auto units = stage_unit_bytes(w, config_, *backend_);
-  const uint64_t weights = std::accumulate(units.begin(), units.end(), uint64_t{0});
+  const auto whole = stage_unit_bytes(w, config_, *backend_, 0);
+  const uint64_t weights = std::accumulate(whole.begin(), whole.end(), uint64_t{0});
   const uint64_t kv = 2 * row_bytes(a.kv_type, config_.kv_dim()) * static_cast<uint64_t>(a.layers.size()) *
                       static_cast<uint64_t>(a.n_seq) * static_cast<uint64_t>(a.n_ctx);
   const uint64_t act = stage_activation_bytes(config_, a.layers, a.n_seq, a.n_ctx, a.kv_type);
@@ -59,26 +59,33 @@ std::shared_ptr<WeightResidency> WorkerServer::stream_if_over_budget(const clust
   if (fixed + weights <= budget) return nullptr;
   if (opts_.no_stream) throw std::runtime_error(needs + "; not streaming the weights from disk (--no-stream)");
   if (a.tp.size > 1) throw std::runtime_error(needs + "; a tensor-parallel rank cannot stream its weights yet");
-  const int64_t n_units = static_cast<int64_t>(units.size());  // layers, then the output's pieces
-  const uint64_t largest = *std::max_element(units.begin(), units.end());
-  if (budget <= fixed || budget - fixed < largest)
-    throw std::runtime_error(needs + "; even streaming, its largest layer (" + mib(largest) +
+  if (budget <= fixed)
+    throw std::runtime_error(needs + "; even streaming, the rest alone exceeds the budget");
+  // Matrices are cut into pieces of a quarter of what is left (a piece computes while the next
+  // ones are read), then the window: the largest run of consecutive pieces that always fits.
+  const uint64_t avail = budget - fixed;
+  const uint64_t piece = avail / 4;
+  const auto units = stage_unit_bytes(w, config_, *backend_, piece);
+  const int64_t n_units = static_cast<int64_t>(units.size());
+  const uint64_t largest = units.empty() ? 0 : *std::max_element(units.begin(), units.end());
+  if (largest > avail)
+    throw std::runtime_error(needs + "; even streaming, one piece of a matrix (" + mib(largest) +
                              ") and the rest must be resident at once: at least " + mib(fixed + largest));
-  // Units resident at once: the one computed and the `window - 1` after it (cyclically: the last
-  // ones prefetch the first for the next pass); the largest window whose every such run fits.
   int64_t window = 1;
   for (int64_t k = 2; k < n_units; ++k) {
-    uint64_t worst = 0;
+    uint64_t sum = 0, worst = 0;  // the heaviest run of k consecutive units, cyclically (a sliding sum)
+    for (int64_t j = 0; j < k; ++j) sum += units[static_cast<size_t>(j)];
     for (int64_t u = 0; u < n_units; ++u) {
-      uint64_t sum = 0;
-      for (int64_t j = 0; j < k; ++j) sum += units[static_cast<size_t>((u + j) % n_units)];
       worst = std::max(worst, sum);
+      sum += units[static_cast<size_t>((u + k) % n_units)];
+      sum -= units[static_cast<size_t>(u)];
     }
-    if (worst > budget - fixed) break;
+    if (worst > avail) break;
     window = k;
   }
   StreamOptions o;
   o.prefetch = static_cast<int>(std::max<int64_t>(0, window - 1));
+  o.piece_bytes = piece;
   o.key = file_hash_ + " layers " + std::to_string(a.layers.first) + "-" + std::to_string(a.layers.end) + " embedding " +
           std::to_string(a.layers.embedding) + " output " + std::to_string(a.layers.output) + " backend " +
           backend_->name();
@@ -87,7 +94,7 @@ std::shared_ptr<WeightResidency> WorkerServer::stream_if_over_budget(const clust
            (a.layers.output ? "o" : "") + "-" + backend_->name() + ".bin";
   o.note = [](const std::string& line) { note(line); };
   note("herd worker: " + needs + "; streaming the weights from " + o.path + " (" + std::to_string(window) + " of " +
-       std::to_string(n_units) + " layers resident at once)");
+       std::to_string(n_units) + " pieces of " + mib(piece) + " at most resident at once)");
   return StreamedWeights::open(w, config_, *backend_, o);
 }
 

@@ -180,41 +180,35 @@ size_t resident_bytes_of(const WeightMatrix& m, const Backend& be) {
   return pl.id != 0 ? pl.bytes : matrix_bytes(m);
 }
 
-// Where the output matrix is cut (row boundaries, from 0 to its rows): whole groups of its packed
-// layout (16 rows without one), each piece at most the bytes of the stage's largest layer, so the
-// output never needs more resident at once than a layer does. One piece when the stage has no layers.
-std::vector<int64_t> output_cuts(const WeightMatrix& out, const std::vector<uint64_t>& layer_bytes, const Backend& be) {
-  const uint64_t cap = layer_bytes.empty() ? 0 : *std::max_element(layer_bytes.begin(), layer_bytes.end());
-  const size_t whole = resident_bytes_of(out, be);
+// Where m is cut (row boundaries from 0 to its rows): whole groups of its packed layout (16 rows
+// without one), each piece at most `cap` bytes resident (at least one group); one piece when
+// cap is 0 or the whole fits.
+std::vector<int64_t> cuts_of(const WeightMatrix& m, uint64_t cap, const Backend& be) {
+  const size_t whole = resident_bytes_of(m, be);
   std::vector<int64_t> cuts = {0};
-  if (cap == 0 || whole <= cap || out.rows <= 0) {
-    cuts.push_back(std::max<int64_t>(out.rows, 0));
+  if (cap == 0 || whole <= cap || m.rows <= 0) {
+    cuts.push_back(std::max<int64_t>(m.rows, 0));
     return cuts;
   }
-  const PackedLayout pl = be.packed_layout(out);
+  const PackedLayout pl = be.packed_layout(m);
   const int64_t g = pl.id != 0 ? pl.group_rows : 16;
-  const double per_row = static_cast<double>(whole) / static_cast<double>(out.rows);
+  const double per_row = static_cast<double>(whole) / static_cast<double>(m.rows);
   const int64_t step = std::max<int64_t>(g, static_cast<int64_t>(static_cast<double>(cap) / per_row) / g * g);
-  for (int64_t r = step; r < out.rows; r += step) cuts.push_back(r);
-  cuts.push_back(out.rows);
+  for (int64_t r = step; r < m.rows; r += step) cuts.push_back(r);
+  cuts.push_back(m.rows);
   return cuts;
-}
-
-std::vector<uint64_t> layer_bytes(model::StageWeights& w, const model::ModelConfig& c, const Backend& be) {
-  std::vector<uint64_t> out(w.layers.size(), 0);
-  for (const UnitMatrix& um : unit_matrices(w, c))
-    if (um.unit < static_cast<int64_t>(w.layers.size())) out[static_cast<size_t>(um.unit)] += resident_bytes_of(*um.m, be);
-  return out;
 }
 
 }  // namespace
 
-std::vector<uint64_t> stage_unit_bytes(model::StageWeights& w, const model::ModelConfig& c, const Backend& be) {
-  std::vector<uint64_t> out = layer_bytes(w, c, be);
-  if (!w.range.output) return out;
-  const auto cuts = output_cuts(w.output, out, be);
-  for (size_t i = 0; i + 1 < cuts.size(); ++i)
-    out.push_back(resident_bytes_of(row_view(w.output, cuts[i], cuts[i + 1], be), be));
+std::vector<uint64_t> stage_unit_bytes(model::StageWeights& w, const model::ModelConfig& c, const Backend& be,
+                                       uint64_t piece_bytes) {
+  std::vector<uint64_t> out;
+  for (const UnitMatrix& um : unit_matrices(w, c)) {
+    const auto cuts = cuts_of(*um.m, piece_bytes, be);
+    for (size_t i = 0; i + 1 < cuts.size(); ++i)
+      out.push_back(resident_bytes_of(row_view(*um.m, cuts[i], cuts[i + 1], be), be));
+  }
   return out;
 }
 
@@ -223,33 +217,21 @@ std::shared_ptr<StreamedWeights> StreamedWeights::open(model::StageWeights& w, c
   auto sw = std::shared_ptr<StreamedWeights>(new StreamedWeights());
   sw->prefetch_ = std::max(0, o.prefetch);
   const auto ums = unit_matrices(w, c);
-  const size_t n_layers = w.layers.size();
-  const auto cuts = w.range.output ? output_cuts(w.output, layer_bytes(w, c, be), be) : std::vector<int64_t>{};
-  const size_t n_units = n_layers + (cuts.empty() ? 0 : cuts.size() - 1);
-  // Where each packed copy goes: each unit starts on a page (its pages are dropped as one range),
-  // each matrix 64-byte aligned within it.
+  // Where each packed copy goes: each matrix page-aligned (its pieces' pages are its own). The
+  // layout does not depend on the budget, so any budget reuses the file.
   std::vector<Entry> es;
   std::vector<WeightMatrix*> packed_ms;
-  std::vector<std::pair<uint64_t, uint64_t>> unit_span(n_units, {0, 0});
   const uint64_t header_bytes = round_up(1024 + 160 * ums.size(), page_size());
   uint64_t off = header_bytes;
-  int64_t last_unit = -1;
   for (const UnitMatrix& um : ums) {
     const PackedLayout pl = be.packed_layout(*um.m);
     if (pl.id == 0) continue;
-    if (um.unit != last_unit) {
-      off = round_up(off, page_size());
-      unit_span[static_cast<size_t>(um.unit)].first = off;
-      last_unit = um.unit;
-    }
-    off = round_up(off, 64);
+    off = round_up(off, page_size());
     es.push_back({um.unit, static_cast<uint32_t>(um.m->type), um.m->rows, um.m->cols, pl.id, off, pl.bytes, 0});
     packed_ms.push_back(um.m);
     off += pl.bytes;
-    if (um.unit < static_cast<int64_t>(n_layers)) unit_span[static_cast<size_t>(um.unit)].second = off;
   }
   const uint64_t total = round_up(off, page_size());
-
   // Reuse the file when it checks out; else write it under a temporary name and rename it.
   const std::string& path = o.path;
   std::string why;
@@ -333,30 +315,33 @@ std::shared_ptr<StreamedWeights> StreamedWeights::open(model::StageWeights& w, c
     for (size_t i = 0; i < es.size(); ++i)
       packed_ms[i]->packed = PackedWeights{es[i].layout, es[i].bytes, base + es[i].offset, sw->mapping_};
   }
-  // The units' ranges: the cache file's span of each unit, the GGUF bytes of what was not packed.
-  sw->units_.resize(n_units);
-  for (size_t u = 0; u < n_units; ++u)
-    if (unit_span[u].second > unit_span[u].first)
-      sw->units_[u].push_back({base + unit_span[u].first, unit_span[u].second - unit_span[u].first,
-                               static_cast<int64_t>(unit_span[u].first)});
-  for (const UnitMatrix& um : ums)
-    if (um.unit < static_cast<int64_t>(n_layers) && !um.m->packed.data && w.file_mapped && !w.owns(*um.m))
-      sw->units_[static_cast<size_t>(um.unit)].push_back({static_cast<const uint8_t*>(um.m->data), matrix_bytes(*um.m), -1});
-  // The output projection, in pieces (output_cuts): each a unit of its own.
-  for (size_t i = 0; i + 1 < cuts.size(); ++i) {
-    const WeightMatrix v = row_view(w.output, cuts[i], cuts[i + 1], be);
-    auto& rs = sw->units_[n_layers + i];
-    if (v.packed.data)
-      rs.push_back({v.packed.data, v.packed.size, static_cast<int64_t>(v.packed.data - base)});
-    else if (w.file_mapped && !w.owns(w.output))
-      rs.push_back({static_cast<const uint8_t*>(v.data), matrix_bytes(v), -1});
-    if (cuts.size() > 2) sw->output_chunks_.push_back(v);
+  // The units: every matrix in pass order, cut into pieces of at most o.piece_bytes, each piece a
+  // unit with its bytes in the cache file or (not packed) in the GGUF mapping.
+  int64_t unit = 0;
+  for (const UnitMatrix& um : ums) {
+    const auto cuts = cuts_of(*um.m, o.piece_bytes, be);
+    auto& ps = sw->pieces_[um.m->data];
+    for (size_t i = 0; i + 1 < cuts.size(); ++i, ++unit) {
+      const WeightMatrix v = row_view(*um.m, cuts[i], cuts[i + 1], be);
+      ps.push_back({v, cuts[i], unit});
+      std::vector<Range> rs;
+      if (v.packed.data)
+        rs.push_back({v.packed.data, v.packed.size, static_cast<int64_t>(v.packed.data - base)});
+      else if (w.file_mapped && !w.owns(*um.m))
+        rs.push_back({static_cast<const uint8_t*>(v.data), matrix_bytes(v), -1});
+      sw->units_.push_back(std::move(rs));
+    }
   }
   if (w.range.embedding && w.file_mapped && !(w.range.output && w.tok_embd.data == w.output.data))
     sw->embedding_ = w.tok_embd;
-  sw->state_.assign(n_units, State::Idle);
+  sw->state_.assign(sw->units_.size(), State::Idle);
   sw->thread_ = std::thread([raw = sw.get()] { raw->reader(); });
   return sw;
+}
+
+const std::vector<WeightResidency::Piece>* StreamedWeights::pieces(const WeightMatrix& w) const {
+  const auto it = pieces_.find(w.data);
+  return it == pieces_.end() ? nullptr : &it->second;
 }
 
 StreamedWeights::~StreamedWeights() {

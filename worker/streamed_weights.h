@@ -7,8 +7,8 @@
 // mapping: the same bytes as the in-memory copy, so the kernels compute the same bits. Matrices
 // the backend does not repack stay in the GGUF mapping (read-only, file-backed too).
 //
-// Streaming (engine/weight_residency.h): the units are the stage's layers and its output
-// projection. Before unit u is computed, a reader thread populates u+1..u+k (MADV_WILLNEED +
+// Streaming (engine/weight_residency.h): the units are the stage's matmul matrices in the order a
+// pass uses them, cut into row pieces that fit the budget several times. Before unit u is computed, a reader thread populates u+1..u+k (MADV_WILLNEED +
 // MADV_POPULATE_READ, cyclically: the last units prefetch the first ones for the next token); the
 // compute waits for u itself to be populated. After u, its pages are dropped (MADV_DONTNEED; on
 // the cache file also POSIX_FADV_DONTNEED, so the page cache does not keep them either — on a host
@@ -24,6 +24,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/weight_residency.h"
@@ -33,16 +34,17 @@
 
 namespace herd {
 
-// Resident bytes of each unit of the stage once prepared (a matrix's packed copy where the
-// backend has a layout for it, else its bytes in the file): the layers in order, then the pieces
-// of the output projection (none when the stage has none; several when the whole output matrix
-// is larger than the largest layer: it is cut at whole packed groups, each piece a unit).
-std::vector<uint64_t> stage_unit_bytes(model::StageWeights& w, const model::ModelConfig& c, const Backend& be);
+// Resident bytes of each unit of the stage once prepared, in pass order: every matmul matrix (a
+// packed copy where the backend has a layout for it, else its bytes in the file), cut at whole
+// packed groups into pieces of at most piece_bytes (0: whole matrices), each piece a unit.
+std::vector<uint64_t> stage_unit_bytes(model::StageWeights& w, const model::ModelConfig& c, const Backend& be,
+                                       uint64_t piece_bytes);
 
 struct StreamOptions {
   std::string path;  // the cache file of the packed copies
   std::string key;   // what must match for a cached file to be reused (model hash, layers, backend, layout)
   int prefetch = 1;  // units populated ahead of the one computed (k above); 0 = none
+  uint64_t piece_bytes = 0;  // matrices are cut into pieces of at most this (stage_unit_bytes)
   std::function<void(const std::string&)> note;  // lines a user sees (rebuilding a damaged file...)
 };
 
@@ -58,7 +60,7 @@ class StreamedWeights : public WeightResidency {
   void before(int64_t unit) override;
   void after(int64_t unit) override;
   void end_forward() override;
-  const std::vector<WeightMatrix>& output_chunks() const override { return output_chunks_; }
+  const std::vector<Piece>* pieces(const WeightMatrix& w) const override;
 
   struct Stats {
     uint64_t bytes_populated = 0;  // bytes the reader thread made resident (re-read from the file or page cache)
@@ -84,7 +86,7 @@ class StreamedWeights : public WeightResidency {
   int fd_ = -1;  // the cache file (for fadvise)
   int prefetch_ = 1;
   std::vector<std::vector<Range>> units_;
-  std::vector<WeightMatrix> output_chunks_;  // the output's row pieces when it is cut (output_cuts)
+  std::unordered_map<const void*, std::vector<Piece>> pieces_;  // by the matrix's data pointer
   WeightMatrix embedding_;  // an untied tok_embd in the GGUF mapping: its touched rows dropped after each pass
   std::shared_ptr<const void> mapping_;
   mutable std::mutex mu_;
