@@ -64,9 +64,15 @@ logits() {  # model out.log1: the prompt's logits (a small f16 KV cache: the bud
     { echo "offload.sh: herd logits failed:" >&2; cat "$2.err" "$DIR"/*.log >&2; exit 1; }
 }
 
-tg_rate() {  # model worker -> median decode tok/s
-  "$HERD" bench -m "$1" --workers "$2" -p 0 -n "${N:-8}" -r "${R:-3}" --insecure --json 2>/dev/null |
-    json_get median_ts
+tg_rate() {  # model worker -> median decode tok/s; sets $disk_per_token: bytes the worker read from
+  # storage (/proc/PID/io read_bytes: not the page cache) per decoded token
+  local before after rate
+  before=$(awk '/^read_bytes/ { print $2 }' "/proc/$wpid/io")
+  rate=$("$HERD" bench -m "$1" --workers "$2" -p 0 -n "${N:-8}" -r "${R:-3}" --no-warmup --insecure --json 2>/dev/null |
+    json_get median_ts)
+  after=$(awk '/^read_bytes/ { print $2 }' "/proc/$wpid/io")
+  disk_per_token=$(( (after - before) / (${N:-8} * ${R:-3}) ))
+  echo "$rate"
 }
 
 hwm_mib() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
@@ -92,7 +98,7 @@ read_speed() {  # file -> GB/s the disk reads it at: the best of 3 runs each of 
   printf "%.2f" "$best"
 }
 
-printf "| model | shard MiB | limit MiB | tok/s in memory | tok/s streamed | bytes/token MiB | read GB/s | bound tok/s | streamed/bound | peak RSS MiB (in mem / streamed) | cgroup peak MiB | logits |\n"
+printf "| model | shard MiB | limit MiB | tok/s in memory | tok/s streamed | streamed MiB/token (read from disk) | read GB/s | bound tok/s | streamed/bound | peak RSS MiB (in mem / streamed) | cgroup peak MiB | logits |\n"
 printf "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 for m in $MODELS; do
   f=$(model_file "$m")
@@ -101,7 +107,7 @@ for m in $MODELS; do
   # 1. unconstrained
   start_worker "$DIR/cache-plain-$m" "$DIR/$m-plain.log"
   logits "$f" "$DIR/$m-plain.log1"
-  tg_plain=$(tg_rate "$f" "$waddr")
+  tg_rate "$f" "$waddr" > "$DIR/rate"; tg_plain=$(cat "$DIR/rate")
   hwm_plain=$(hwm_mib "$wpid")
   stop_workers
   # 2. in a memory cgroup at a quarter of the shard
@@ -113,7 +119,7 @@ for m in $MODELS; do
   start_worker "$DIR/cache-stream-$m" "$DIR/$m-stream.log"
   echo "$wpid" > "$CG/cgroup.procs"
   logits "$f" "$DIR/$m-stream.log1"
-  tg_stream=$(tg_rate "$f" "$waddr")
+  tg_rate "$f" "$waddr" > "$DIR/rate"; tg_stream=$(cat "$DIR/rate")
   hwm_stream=$(hwm_mib "$wpid")
   cg_peak=$(awk '{ printf "%.1f", $1 / 1048576 }' "$CG/memory.max_usage_in_bytes")
   oom=$(awk '/oom_kill / { print $2 }' "$CG/memory.oom_control")
@@ -126,8 +132,8 @@ for m in $MODELS; do
   bound=$(python3 -c "print('%.2f' % ($gbs * 1e9 / $per_token))")
   ratio=$(python3 -c "print('%.0f%%' % (100 * $tg_stream / $bound))")
   same=$(cmp -s "$DIR/$m-plain.log1" "$DIR/$m-stream.log1" && echo "bit-identical" || echo "DIFFER")
-  printf "| %s | %.0f | %.0f | %.2f | %.2f | %.0f | %s | %s | %s | %s / %s | %s (oom kills %s) | %s |\n" "$m" \
+  printf "| %s | %.0f | %.0f | %.2f | %.2f | %.0f (%.0f) | %s | %s | %s | %s / %s | %s (oom kills %s) | %s |\n" "$m" \
     "$(python3 -c "print($shard / 1048576)")" "$(python3 -c "print($limit / 1048576)")" "$tg_plain" "$tg_stream" \
-    "$(python3 -c "print($per_token / 1048576)")" "$gbs" "$bound" "$ratio" "$hwm_plain" "$hwm_stream" "$cg_peak" "$oom" "$same"
+    "$(python3 -c "print($per_token / 1048576)")" "$(python3 -c "print($disk_per_token / 1048576)")" "$gbs" "$bound" "$ratio" "$hwm_plain" "$hwm_stream" "$cg_peak" "$oom" "$same"
   grep "streaming the weights" "$DIR/$m-stream.log" | sed 's/^/  /' >&2
 done
