@@ -14,9 +14,10 @@
 namespace herd {
 namespace {
 
-std::string mib(uint64_t b) {
+std::string mib(uint64_t b) {  // MiB, or GiB from 1 GiB up
   char s[32];
-  std::snprintf(s, sizeof s, "%.1f MiB", static_cast<double>(b) / 1048576.0);
+  if (b >= (uint64_t{1} << 30)) std::snprintf(s, sizeof s, "%.1f GiB", static_cast<double>(b) / 1073741824.0);
+  else std::snprintf(s, sizeof s, "%.1f MiB", static_cast<double>(b) / 1048576.0);
   return s;
 }
 
@@ -53,14 +54,14 @@ std::shared_ptr<WeightResidency> WorkerServer::stream_if_over_budget(const clust
   const uint64_t process = resident_bytes();
   const uint64_t fixed = process + kv + act;
   const std::string name = "layers " + std::to_string(a.layers.first) + "-" + std::to_string(a.layers.end - 1);
-  const std::string needs = name + " need " + mib(fixed + weights) + " resident (weights " + mib(weights) +
+  const std::string needs = name + ": the stage needs " + mib(fixed + weights) + " resident (weights " + mib(weights) +
                             ", KV cache " + mib(kv) + ", activations " + mib(act) + ", this process now " +
                             mib(process) + ") but the memory budget is " + mib(budget) + " (" + how + ")";
   if (fixed + weights <= budget) return nullptr;
   if (opts_.no_stream) throw std::runtime_error(needs + "; not streaming the weights from disk (--no-stream)");
   if (a.tp.size > 1) throw std::runtime_error(needs + "; a tensor-parallel rank cannot stream its weights yet");
   if (budget <= fixed)
-    throw std::runtime_error(needs + "; even streaming, the rest alone exceeds the budget");
+    throw std::runtime_error(needs + "; even streaming its weights from disk, the rest alone exceeds the budget");
   // Matrices are cut into pieces of a quarter of what is left (a piece computes while the next
   // ones are read), then the window: the largest run of consecutive pieces that always fits.
   const uint64_t avail = budget - fixed;
