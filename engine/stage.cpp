@@ -12,6 +12,18 @@
 
 namespace herd {
 
+std::vector<WeightMatrix*> layer_matmuls(model::LayerWeights& l, bool moe) {
+  std::vector<WeightMatrix*> ms = {&l.wq, &l.wk, &l.wv, &l.wo};
+  if (moe) {
+    ms.push_back(&l.w_router);
+    for (auto* experts : {&l.e_gate, &l.e_up, &l.e_down})
+      for (WeightMatrix& m : *experts) ms.push_back(&m);
+  } else {
+    for (WeightMatrix* m : {&l.w_gate, &l.w_up, &l.w_down}) ms.push_back(m);
+  }
+  return ms;
+}
+
 Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Backend& backend, const KvOptions& kv)
     : config_(config),
       w_(std::move(weights)),
@@ -25,16 +37,8 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
   // backend's get_rows then reads, so the dropped pages are not faulted back in (as whole large
   // page-cache folios: the table would be held twice).
   std::vector<WeightMatrix*> ms;
-  for (auto& l : w_.layers) {
-    for (WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo}) ms.push_back(m);
-    if (config_.is_moe()) {
-      ms.push_back(&l.w_router);
-      for (auto* experts : {&l.e_gate, &l.e_up, &l.e_down})
-        for (WeightMatrix& m : *experts) ms.push_back(&m);
-    } else {
-      for (WeightMatrix* m : {&l.w_gate, &l.w_up, &l.w_down}) ms.push_back(m);
-    }
-  }
+  for (auto& l : w_.layers)
+    for (WeightMatrix* m : layer_matmuls(l, config_.is_moe())) ms.push_back(m);
   if (w_.range.output) ms.push_back(&w_.output);
   // Every matrix is asked for before the first batch: a type the backend lacks falls back to the
   // host reference (backend_for), or is a clear error on a device backend, now and not mid-request.
@@ -72,7 +76,18 @@ Backend& Stage::backend_for(Op op, const WeightMatrix& w) {
 }
 
 void Stage::matmul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy) {
-  (all_matmuls_ours_ ? be_ : backend_for(Op::MatMul, w)).matmul(w, x, n, ldx, y, ldy);
+  Backend& be = all_matmuls_ours_ ? be_ : backend_for(Op::MatMul, w);
+  if (residency_)
+    if (const auto* ps = residency_->pieces(w)) {
+      // Streamed: piece by piece into y's columns row0.. (each output row is its own dot product).
+      for (const auto& p : *ps) {
+        residency_->before(p.unit);
+        be.matmul(p.w, x, n, ldx, y + p.row0, ldy);
+        residency_->after(p.unit);
+      }
+      return;
+    }
+  be.matmul(w, x, n, ldx, y, ldy);
 }
 
 float* Stage::scratch(Buffer& b, int64_t floats) {
@@ -99,6 +114,19 @@ void Stage::forward(const int32_t* tokens, const float* hidden, int64_t n, int64
 }
 
 void Stage::forward(const Batch& b, const float* hidden, float* out) {
+  if (!residency_) {
+    forward_layers(b, hidden, out);
+    return;
+  }
+  // The residency hears that the pass ended however it ends (a malformed batch throws).
+  struct End {
+    WeightResidency& r;
+    ~End() { r.end_forward(); }
+  } end{*residency_};
+  forward_layers(b, hidden, out);
+}
+
+void Stage::forward_layers(const Batch& b, const float* hidden, float* out) {
   const auto& c = config_;
   require_runs(b, cache_.n_seq(), cache_.n_ctx(), runs_);
   for (const SeqRun& r : runs_)

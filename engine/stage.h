@@ -14,6 +14,7 @@
 #include "engine/recipe.h"
 #include "engine/shard_plan.h"
 #include "engine/tp_sync.h"
+#include "engine/weight_residency.h"
 #include "kernels/backend.h"
 #include "model/arch.h"
 #include "model/weights.h"
@@ -38,6 +39,10 @@ struct KvOptions {
   int64_t n_seq = 1;         // sequence slots (--parallel)
   DType type = DType::F32;   // --kv-type
 };
+
+// The matrices a Stage multiplies by (what a backend may repack), of one layer: wq wk wv wo,
+// then w_gate w_up w_down, or for a mixture of experts the router and each expert's gate, up, down.
+std::vector<WeightMatrix*> layer_matmuls(model::LayerWeights& l, bool moe);
 
 class Stage {
  public:
@@ -75,6 +80,11 @@ class Stage {
   // ranks included) since it was built: what `herd bench --tp` reports as the sync share.
   double tp_sync_seconds() const { return tp_sync_s_; }
 
+  // Streams the weights (engine/weight_residency.h): the matrices it has pieces for are multiplied
+  // piece by piece, each between its before() and after(); null (the default) = all resident.
+  void set_residency(std::shared_ptr<WeightResidency> r) { residency_ = std::move(r); }
+  WeightResidency* residency() const { return residency_.get(); }
+
   // Blocks of a layer recipe (recipe.h), over the current batch; il is the stage-local layer.
   // x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)), per sequence; options:
   // q/k/v biases after the projections, an RMS norm of each q and k head before rope.
@@ -89,6 +99,7 @@ class Stage {
 
  private:
   float* scratch(Buffer& b, int64_t floats);
+  void forward_layers(const Batch& b, const float* hidden, float* out);  // forward() without the residency's end
   // Compacts x_'s rows to those of `b` that want logits (once per forward; n_ becomes their count).
   void keep_output_rows(const Batch& b);
   // Called first by every feed-forward block: in the last layer of the last stage only the rows
@@ -112,6 +123,7 @@ class Stage {
   LayerRecipe recipe_;
   KvCache cache_;
   StageTensorParallel tp_;
+  std::shared_ptr<WeightResidency> residency_;
   double tp_sync_s_ = 0;
   Buffer tp_logits_, tp_gathered_;  // output_projection: this rank's [n_out, max rows], all ranks'
   // The batch being evaluated (valid during forward).

@@ -66,6 +66,17 @@ struct PackedWeights {
   std::shared_ptr<const void> storage;
 };
 
+// The layout a backend's prepare_matmul would copy one matrix into (Backend::packed_layout): its
+// id (0: none), the copy's bytes, and its rows per group. The copy is groups of group_rows rows in
+// row order, so the copy of rows [r0, r1) of the matrix, r0 a multiple of group_rows, is bytes
+// [r0 / group_rows * G, ...) of the whole copy (G: the bytes of group_rows rows). A copy can then
+// be made a slab at a time, into any memory (worker/streamed_weights.cpp writes it to a file).
+struct PackedLayout {
+  uint32_t id = 0;
+  size_t bytes = 0;
+  int64_t group_rows = 0;
+};
+
 // `bytes` of uninitialized, 64-byte aligned anonymous memory for packed weights, on transparent
 // huge pages where the system allows (kernels/packed_weights.cpp says why). Freed with the last
 // shared_ptr.
@@ -140,6 +151,13 @@ class Backend {
   // memory is the copies plus a few MiB, not twice the weights.
   virtual void prepare_matmul(std::span<WeightMatrix* const> ws,
                               const std::function<void(const WeightMatrix&)>& released = {}) {}
+  // What prepare_matmul would make of w in the current mode (PackedLayout above; id 0 when it
+  // would leave w unchanged). A matrix whose `packed` already holds bytes of this layout and size,
+  // wherever they live (a file mapping), is left as it is by prepare_matmul and used by matmul.
+  virtual PackedLayout packed_layout(const WeightMatrix& w) const {
+    (void)w;
+    return {};
+  }
 
   // out[t][:] = dequantized row ids[t] of W.  out: [n, ldo]. ids must be < W.rows (callers check).
   // A backend may read its own `packed` copy instead of `data` (the same values).

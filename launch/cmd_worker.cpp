@@ -113,13 +113,13 @@ std::optional<ProbeResult> measure_in_child(int threads, const std::vector<uint3
 }
 
 // "300M", "64G", "1.5T", "512MiB", "0": binary units (K/M/G/T, optional "i" and "B").
-uint64_t parse_cache_size(const std::string& v) {
+uint64_t parse_cache_size(const std::string& v, const std::string& flag = "--cache-max") {
   size_t used = 0;
   double x = 0;
   try {
     x = std::stod(v, &used);
   } catch (const std::exception&) {
-    throw UsageError("--cache-max '" + v + "': not a size (e.g. 300M, 64G)");
+    throw UsageError(flag + " '" + v + "': not a size (e.g. 300M, 64G)");
   }
   std::string u = v.substr(used);
   for (const char* suffix : {"iB", "B", "i"})
@@ -133,14 +133,15 @@ uint64_t parse_cache_size(const std::string& v) {
   else if (u == "M") m = 1024.0 * 1024;
   else if (u == "G") m = 1024.0 * 1024 * 1024;
   else if (u == "T") m = 1024.0 * 1024 * 1024 * 1024;
-  if (m == 0 || !(x >= 0) || x * m > 1.8e19) throw UsageError("--cache-max '" + v + "': not a size (e.g. 300M, 64G)");
+  if (m == 0 || !(x >= 0) || x * m > 1.8e19) throw UsageError(flag + " '" + v + "': not a size (e.g. 300M, 64G)");
   return static_cast<uint64_t>(x * m);
 }
 
 }  // namespace
 
 int cmd_worker(const Args& args) {
-  std::string listen_addr, model, cache_dir, profile, cache_max = "64G", models_dir;
+  std::string listen_addr, model, cache_dir, profile, cache_max = "64G", models_dir, mem_budget = "auto";
+  bool no_stream = false;
   int threads = 0, delay_ms = 0, exit_with_parent = 0;
   int64_t freeze_after = 0;
   double weight_timeout_s = kDefaultChunkTimeoutMs / 1000.0;
@@ -163,6 +164,12 @@ int cmd_worker(const Args& args) {
         &cache_max);
   p.add("--models-dir", "DIR", "open a model path the coordinator names only when it lies inside DIR (default: "
         "never; the coordinator sends the weights instead)", &models_dir);
+  p.add("--mem-budget", "SIZE|auto", "memory this worker may keep resident, e.g. 2G (binary units); auto (default): "
+        "its free memory (MemAvailable), or its memory cgroup's limit when lower. A stage whose weights, KV cache and "
+        "activations need more is streamed: its repacked weights are written once to a file under --cache-dir, mapped, "
+        "and read layer by layer ahead of the compute (slower: bounded by the disk)", &mem_budget);
+  p.add("--no-stream", "", "refuse a stage over --mem-budget (an error naming the bytes needed) instead of streaming it "
+             "from disk", &no_stream);
   p.add("--weight-timeout", "S", "seconds to wait for each answer of a weight transfer before the Assign fails", &weight_timeout_s);
   p.add("--profile", "FILE.json", "send this `herd probe --out` profile in the handshake instead of measuring "
         "this host at startup (~1 s; free memory is always read live)", &profile);
@@ -210,6 +217,11 @@ int cmd_worker(const Args& args) {
     if (!std::filesystem::is_directory(models_dir, ec)) throw UsageError("--models-dir " + models_dir + ": not a directory");
     o.models_dir = models_dir;
   }
+  if (mem_budget != "auto") {
+    o.mem_budget = parse_cache_size(mem_budget, "--mem-budget");
+    if (o.mem_budget == 0) throw UsageError("--mem-budget must be more than 0 (or auto)");
+  }
+  o.no_stream = no_stream;
   if (report_free_mem < 0) throw UsageError("--report-free-mem must be positive");
   o.report_free_mem = static_cast<uint64_t>(report_free_mem);
   if (!profile.empty()) {

@@ -291,8 +291,10 @@ void WorkerServer::build_stage(const Assign& a, ShardFetch& fetch) {
   file_->map_tensors(names);
   model::StageWeights w = model::load_stage_weights(*file_, config_, a.layers);
   const KvOptions kv{a.n_ctx, a.n_seq, a.kv_type};
+  auto residency = stream_if_over_budget(a, w);  // worker/shard_budget.cpp
   if (a.tp.size <= 1) {
     stage_ = std::make_unique<Stage>(config_, std::move(w), *backend_, kv);
+    stage_->set_residency(std::move(residency));
     return;
   }
   // A rank of a tensor-parallel group: the plan from the weights every rank was sent (the same

@@ -4,4 +4,7 @@ target_sources(herd_worker PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/shard_loader.cpp
   ${CMAKE_CURRENT_LIST_DIR}/weight_cache.cpp
   ${CMAKE_CURRENT_LIST_DIR}/bounds.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/mem_budget.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/shard_budget.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/streamed_weights.cpp
 )

@@ -35,6 +35,12 @@
 
 namespace herd {
 
+// Resident bytes of a stage's activations for `rows` batch rows (its scratch, the kernels' 8-bit
+// activations, the hidden state or logits in and out), plus the attention's f32 copy of one slot's
+// keys and values: an estimate from the shapes (worker/shard_budget.cpp says what it counts).
+uint64_t stage_activation_bytes(const model::ModelConfig& c, const model::LayerRange& r, int64_t rows, int64_t n_ctx,
+                                DType kv_type);
+
 struct WorkerServerOptions {
   std::string model_path;  // -m: this worker's copy of the GGUF; empty = the path the coordinator sends
   int threads = 0;         // 0 = all cores
@@ -54,6 +60,11 @@ struct WorkerServerOptions {
   std::string profile_source;           // for the coordinator's log ("file PATH"); "" = "measured at startup"
   std::vector<uint32_t> profile_types;  // matvec types to measure (the model's); empty = the common ones
   uint64_t report_free_mem = 0;         // test hook: report this many bytes free instead of MemAvailable
+  // --mem-budget: bytes this worker may keep resident (0 = auto: worker/mem_budget.h). A stage that
+  // needs more streams its weights from disk (worker/streamed_weights.h), or with no_stream
+  // (--no-stream) the Assign is refused naming the bytes needed and the budget.
+  uint64_t mem_budget = 0;
+  bool no_stream = false;
   // Tensor parallelism under a launcher that already joined this process to its group (herd mpi:
   // an MpiComm on a split communicator): asked at TpRing with this rank's (rank, size); a Comm it
   // keeps alive replaces the ring, null (and *why_not) falls back to the ring over TCP.
@@ -113,6 +124,10 @@ class WorkerServer {
   // tensor that differs is fetched again, a received one that differs refuses the Assign); fetches
   // the missing ones, maps them and builds the Stage (kept when the range and context are the same).
   void build_stage(const cluster::Assign& a, ShardFetch& fetch);
+  // worker/shard_budget.cpp: null when the stage fits the memory budget; else its weights made
+  // file-backed and streamed (the Stage's residency), or std::runtime_error (--no-stream, or a
+  // budget below one layer and the rest).
+  std::shared_ptr<WeightResidency> stream_if_over_budget(const cluster::Assign& a, model::StageWeights& w);
   // Dials the next stage, says Hello as its upstream and measures the link (cluster/link_measure.h).
   cluster::LinkStats dial_next_stage(const cluster::Assign& a);
   void on_forward(const std::string& peer, const transport::Message& m);

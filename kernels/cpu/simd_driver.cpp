@@ -63,6 +63,11 @@ bool KernelTableBackend::uses_packed(DType type, int64_t cols) const {
          k_.packed_bytes(static_cast<uint32_t>(type), simd::kPackedRows, cols) > 0;
 }
 
+PackedLayout KernelTableBackend::packed_layout(const WeightMatrix& w) const {
+  if (!(w.rows > 0 && w.cols > 0 && known_dtype(w.type) && uses_packed(w.type, w.cols))) return {};
+  return {simd::kPackedR16, k_.packed_bytes(static_cast<uint32_t>(w.type), w.rows, w.cols), simd::kPackedRows};
+}
+
 void KernelTableBackend::prepare_matmul(std::span<WeightMatrix* const> ws,
                                         const std::function<void(const WeightMatrix&)>& released) {
   auto wants = [&](const WeightMatrix& w) {

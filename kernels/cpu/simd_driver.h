@@ -51,6 +51,8 @@ class KernelTableBackend : public ReferenceBackend {
   // this table and mode; the others unchanged (exact mode, other types, Arm tables).
   void prepare_matmul(std::span<WeightMatrix* const> ws,
                       const std::function<void(const WeightMatrix&)>& released = {}) override;
+  // kPackedR16 in groups of simd::kPackedRows for the matrices prepare_matmul would copy.
+  PackedLayout packed_layout(const WeightMatrix& w) const override;
   // The reference's, except that a matrix with our packed copy is read from it (each row rebuilt
   // to its GGUF bytes, then dequantize_row: the same values), not from `data`: a stage shares the
   // copy of a tied output with tok_embd and drops the file pages.

@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <cctype>
+#include <algorithm>
 #include <cstring>
+#include <span>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -86,6 +88,56 @@ TEST_P(StagePrepare, SameBitsAndFileBytesAfterPageRelease) {
   prepared.forward(tokens.data() + 12, nullptr, 1, 12, false, a);  // one decode step
   plain.forward(tokens.data() + 12, nullptr, 1, 12, false, b);
   EXPECT_EQ(a, b) << be->name();
+}
+
+// Backend::packed_layout's contract (what the streamed weights of worker/streamed_weights.cpp rely
+// on to write a packed copy a slab at a time): it names the layout and size prepare_matmul makes,
+// and the copy of rows [r0, r1) (r0 a multiple of group_rows) is bytes r0 / group_rows * G.. of
+// the whole copy. Checked on every matrix of layer 0 and the output, in slabs of 3 groups.
+TEST_P(StagePrepare, PackedLayoutSaysWhatPrepareMakesAndSlabsAreItsParts) {
+  const std::string path = GetParam();
+  HERD_REQUIRE_FILE(path);
+  auto f = model::GgufFile::open(path);
+  const auto cfg = model::load_config(*f);
+  auto w = model::load_stage_weights(*f, cfg, model::LayerRange{0, 1, true, cfg.n_layers == 1});
+  auto out = model::load_stage_weights(*f, cfg, model::LayerRange{cfg.n_layers - 1, cfg.n_layers, false, true});
+  auto be = make_cpu_backend();
+  std::vector<WeightMatrix*> ms = layer_matmuls(w.layers[0], cfg.is_moe());
+  ms.push_back(&out.output);
+  int packed = 0;
+  for (WeightMatrix* m : ms) {
+    const PackedLayout pl = be->packed_layout(*m);
+    WeightMatrix whole = *m;
+    WeightMatrix* one = &whole;
+    be->prepare_matmul(std::span<WeightMatrix* const>(&one, 1));
+    if (pl.id == 0) {
+      EXPECT_EQ(whole.packed.data, nullptr) << dtype_name(m->type) << ": prepared without a layout";
+      continue;
+    }
+    ++packed;
+    ASSERT_NE(whole.packed.data, nullptr) << dtype_name(m->type);
+    ASSERT_EQ(whole.packed.layout, pl.id);
+    ASSERT_EQ(whole.packed.size, pl.bytes);
+    ASSERT_GT(pl.group_rows, 0);
+    size_t at = 0;
+    for (int64_t r0 = 0; r0 < m->rows; r0 += 3 * pl.group_rows) {
+      WeightMatrix part = *m;
+      part.data = static_cast<const uint8_t*>(m->data) + static_cast<size_t>(r0) * m->row_stride;
+      part.rows = std::min(m->rows, r0 + 3 * pl.group_rows) - r0;
+      WeightMatrix* p = &part;
+      be->prepare_matmul(std::span<WeightMatrix* const>(&p, 1));
+      ASSERT_NE(part.packed.data, nullptr);
+      ASSERT_EQ(part.packed.size, be->packed_layout(part).bytes);
+      ASSERT_LE(at + part.packed.size, whole.packed.size);
+      ASSERT_EQ(0, std::memcmp(part.packed.data, whole.packed.data + at, part.packed.size))
+          << dtype_name(m->type) << " rows " << r0 << "..";
+      at += part.packed.size;
+    }
+    EXPECT_EQ(at, whole.packed.size);
+  }
+  if (be->name().find("avx") != std::string::npos) {
+    EXPECT_GT(packed, 0) << "the x86 kernels pack these types";
+  }
 }
 
 // SmolLM2 ties its output to token_embd (Q8_0 in this file): the stage shares the packed copy of

@@ -65,3 +65,9 @@ add_dependencies(test_recovery herd)
 # the report of measured against predicted times, mismatched plans refused.
 herd_add_test(test_plan_run SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_plan_run.cpp LIBS herd_coordinator nlohmann_json::nlohmann_json TIMEOUT 600)
 add_dependencies(test_plan_run herd)
+# owner: offload. A worker over its --mem-budget streams its repacked weights from disk: bit-identical
+# logits, peak RSS within the budget, under a real memory cgroup (skipped where none is writable),
+# the packed file reused and rebuilt when damaged, --no-stream's error.
+herd_add_test(test_offload SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_offload.cpp
+  LIBS herd_coordinator herd_worker herd_cluster herd_model TIMEOUT 600)
+add_dependencies(test_offload herd)

@@ -1,0 +1,102 @@
+// WorkerServer's memory budget (--mem-budget, --no-stream; [offload] item 1): whether the stage it
+// was assigned fits, and when it does not, its weights streamed from a file of the weight cache
+// (worker/streamed_weights.h) with a prefetch window that keeps the resident memory in the budget.
+#include <algorithm>
+#include <cstdio>
+#include <numeric>
+#include <stdexcept>
+
+#include "common/log.h"
+#include "worker/mem_budget.h"
+#include "worker/streamed_weights.h"
+#include "worker/worker_server.h"
+
+namespace herd {
+namespace {
+
+std::string mib(uint64_t b) {  // MiB, or GiB from 1 GiB up
+  char s[32];
+  if (b >= (uint64_t{1} << 30)) std::snprintf(s, sizeof s, "%.1f GiB", static_cast<double>(b) / 1073741824.0);
+  else std::snprintf(s, sizeof s, "%.1f MiB", static_cast<double>(b) / 1048576.0);
+  return s;
+}
+
+}  // namespace
+
+uint64_t stage_activation_bytes(const model::ModelConfig& c, const model::LayerRange& r, int64_t rows, int64_t n_ctx,
+                                DType kv_type) {
+  // Stage's scratch per batch row (engine/stage.h, in f32, grown with 1.5x headroom): x cur, q attn
+  // (and the q/k norms), k v, the FFN's gate up (or a MoE layer's gathered rows, outputs and router
+  // logits); the kernels' 8-bit activations (~1.2 bytes per column of the widest input); the hidden
+  // state or logits the stage receives and sends (and the message holding them).
+  const int64_t d = c.n_embd, qd = c.q_dim(), kvd = c.kv_dim();
+  const int64_t ff = c.is_moe() ? c.n_ff_exp : c.n_ff;
+  int64_t floats = 2 * d + 3 * qd + 3 * kvd + 2 * ff;
+  if (c.is_moe()) floats += (1 + c.n_expert_used) * d + c.n_expert;
+  const int64_t out = r.output ? c.n_vocab : d;
+  const uint64_t per_row = static_cast<uint64_t>(floats) * 6 + static_cast<uint64_t>(2 * d + 2 * out) * 4 +
+                           static_cast<uint64_t>(std::max({d, qd, ff})) * 2;
+  // attention_rows converts a slot's non-f32 keys and values to f32 first (x86 reads F16 in place;
+  // counted anyway): [2, n_ctx, kv_dim].
+  const uint64_t kv_scratch = kv_type == DType::F32 ? 0 : static_cast<uint64_t>(2 * n_ctx * kvd) * 4;
+  return per_row * static_cast<uint64_t>(rows) + kv_scratch;
+}
+
+std::shared_ptr<WeightResidency> WorkerServer::stream_if_over_budget(const cluster::Assign& a, model::StageWeights& w) {
+  std::string how = "--mem-budget";
+  const uint64_t budget = opts_.mem_budget > 0 ? opts_.mem_budget : auto_mem_budget(&how);
+  if (budget == 0) return nullptr;  // unknown (no /proc): the stage is built as before
+  const auto whole = stage_unit_bytes(w, config_, *backend_, 0);
+  const uint64_t weights = std::accumulate(whole.begin(), whole.end(), uint64_t{0});
+  const uint64_t kv = 2 * row_bytes(a.kv_type, config_.kv_dim()) * static_cast<uint64_t>(a.layers.size()) *
+                      static_cast<uint64_t>(a.n_seq) * static_cast<uint64_t>(a.n_ctx);
+  const uint64_t act = stage_activation_bytes(config_, a.layers, a.n_seq, a.n_ctx, a.kv_type);
+  const uint64_t process = resident_bytes();
+  const uint64_t fixed = process + kv + act;
+  const std::string name = "layers " + std::to_string(a.layers.first) + "-" + std::to_string(a.layers.end - 1);
+  const std::string needs = name + ": the stage needs " + mib(fixed + weights) + " resident (weights " + mib(weights) +
+                            ", KV cache " + mib(kv) + ", activations " + mib(act) + ", this process now " +
+                            mib(process) + ") but the memory budget is " + mib(budget) + " (" + how + ")";
+  if (fixed + weights <= budget) return nullptr;
+  if (opts_.no_stream) throw std::runtime_error(needs + "; not streaming the weights from disk (--no-stream)");
+  if (a.tp.size > 1) throw std::runtime_error(needs + "; a tensor-parallel rank cannot stream its weights yet");
+  if (budget <= fixed)
+    throw std::runtime_error(needs + "; even streaming its weights from disk, the rest alone exceeds the budget");
+  // Matrices are cut into pieces of a quarter of what is left (a piece computes while the next
+  // ones are read), then the window: the largest run of consecutive pieces that always fits.
+  const uint64_t avail = budget - fixed;
+  const uint64_t piece = avail / 4;
+  const auto units = stage_unit_bytes(w, config_, *backend_, piece);
+  const int64_t n_units = static_cast<int64_t>(units.size());
+  const uint64_t largest = units.empty() ? 0 : *std::max_element(units.begin(), units.end());
+  if (largest > avail)
+    throw std::runtime_error(needs + "; even streaming, one piece of a matrix (" + mib(largest) +
+                             ") and the rest must be resident at once: at least " + mib(fixed + largest));
+  int64_t window = 1;
+  for (int64_t k = 2; k < n_units; ++k) {
+    uint64_t sum = 0, worst = 0;  // the heaviest run of k consecutive units, cyclically (a sliding sum)
+    for (int64_t j = 0; j < k; ++j) sum += units[static_cast<size_t>(j)];
+    for (int64_t u = 0; u < n_units; ++u) {
+      worst = std::max(worst, sum);
+      sum += units[static_cast<size_t>((u + k) % n_units)];
+      sum -= units[static_cast<size_t>(u)];
+    }
+    if (worst > avail) break;
+    window = k;
+  }
+  StreamOptions o;
+  o.prefetch = static_cast<int>(std::max<int64_t>(0, window - 1));
+  o.piece_bytes = piece;
+  o.key = file_hash_ + " layers " + std::to_string(a.layers.first) + "-" + std::to_string(a.layers.end) + " embedding " +
+          std::to_string(a.layers.embedding) + " output " + std::to_string(a.layers.output) + " backend " +
+          backend_->name();
+  o.path = (opts_.cache_dir.empty() ? default_cache_dir() : opts_.cache_dir) + "/" + file_hash_ + "/packed-" +
+           std::to_string(a.layers.first) + "-" + std::to_string(a.layers.end) + (a.layers.embedding ? "e" : "") +
+           (a.layers.output ? "o" : "") + "-" + backend_->name() + ".bin";
+  o.note = [](const std::string& line) { note(line); };
+  note("herd worker: " + needs + "; streaming the weights from " + o.path + " (" + std::to_string(window) + " of " +
+       std::to_string(n_units) + " pieces of " + mib(piece) + " at most resident at once)");
+  return StreamedWeights::open(w, config_, *backend_, o);
+}
+
+}  // namespace herd
