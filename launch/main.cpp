@@ -31,6 +31,7 @@ const Command kCommands[] = {
     {"plan", herd::cli::cmd_plan, "split a model across a cluster's devices and predict its speed"},
     {"probe", herd::cli::cmd_probe, "measure this host (memory, bandwidth, kernel rates) for a cluster file"},
     {"keygen", herd::cli::cmd_keygen, "write a cluster key (the file every host of a cluster holds), or --host: this host's own key"},
+    {"lab", herd::cli::cmd_lab, "emulate a cluster file's hosts on this machine (namespaces, tc, cgroups), sweep, chart"},
     {"mpi", herd::cli::cmd_mpi, "run under mpirun: rank 0 coordinates (run/chat/logits), the other ranks are workers"},
 };
 
