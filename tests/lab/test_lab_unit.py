@@ -75,6 +75,13 @@ def test_tbf_bucket_is_one_millisecond_of_the_rate(lab):
     assert b[b.index("burst") + 1] == "3200"
 
 
+def test_cpu_quota_uses_the_shortest_period(lab):
+    assert lab.cfs_period_quota(0.5) == (2000, 1000)
+    assert lab.cfs_period_quota(0.25) == (4000, 1000)
+    assert lab.cfs_period_quota(2) == (1000, 2000)
+    assert lab.cfs_period_quota(0.3) == (3334, 1000)  # 0.29994 cores: the kernel counts whole us
+
+
 def rows(specs):
     out = []
     for n, links, meas, pred in specs:
