@@ -2,7 +2,9 @@
 # that leaves nothing behind (also when interrupted or SIGKILLed + --cleanup). Needs root and
 # `ip netns`; without them every test here is skipped with the reason (ctest reports it as skipped).
 import csv
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,6 +87,7 @@ def test_tbf_link_is_slower_than_loopback_by_its_rate(lab):
     assert leftovers(os.getpid()) == []
 
 
+PROMPT = 64
 CLUSTER = ("worker name=a host=127.0.0.1 port=7401 threads=1\n"
            "worker name=b host=127.0.0.1 port=7402 threads=1 cpu=0.5 mem=1GB\n")
 
@@ -123,7 +126,7 @@ def wait_for_workers(p, timeout=300):
 
 
 def test_small_namespaced_run_leaves_nothing_behind(labs, tmp_path):
-    p = start_lab(labs, tmp_path, "--links", "loopback,slow=5Mbit", "-n", "8", "-r", "1")
+    p = start_lab(labs, tmp_path, "--links", "loopback,slow=5Mbit", "-n", "8", "-p", str(PROMPT), "-r", "1")
     seen = wait_for_workers(p)
     # while it runs: worker b is in a CPU cgroup of half a core and a 1 GB memory cgroup
     cg = f"/sys/fs/cgroup/cpu/herdlab-{p.pid}-b"
@@ -143,9 +146,29 @@ def test_small_namespaced_run_leaves_nothing_behind(labs, tmp_path):
     for r in got:
         assert r["emulation"] == "netns+tbf" and float(r["tg_tok_s"]) > 0 and r["cpu_quota"] == "b=0.5", r
     assert got[1]["link_mbit"] == "5"
-    for svg in ("tokps-vs-workers.svg", "predicted-vs-measured.svg"):
+    for svg in ("tokps-vs-workers.svg", "predicted-vs-measured.svg", "timeline-2w-slow-even.svg"):
         ET.parse(tmp_path / "out" / svg)
+    assert len(got[1]["stage_ms"].split(";")) == 2 and len(got[1]["hop_ms"].split(";")) == 3, got[1]
     assert leftovers(p.pid) == []
+    # The prompt's hop reflects the shaped rate: stage 0 sends PROMPT x n_embd f32 values to stage
+    # 1 over the 5 Mbit/s link, which takes at least bytes x 8 / 5e6 s; the bound is 0.8 of that
+    # (the first bucket of 1600 B passes at once, and the hops' split of the round trip is derived).
+    # The hops of a prompt batch together hold that transfer; over loopback they take far less.
+    logs = tmp_path / "out" / "logs"
+    n_embd = int(re.search(r"f32 hidden \[1, ([0-9]+)\]", (logs / "bench-2w-slow-even.log").read_text()).group(1))
+    bound_ms = PROMPT * n_embd * 4 * 8 / 5e6 * 0.8 * 1e3
+    hops = {}
+    for run in ("loopback", "slow"):
+        tr = json.loads((logs / f"trace-2w-{run}-even.json").read_text())
+        per_batch = {}
+        for e in tr:
+            if e.get("ph") == "X" and e["name"] == "transfer" and e["args"]["rows"] == PROMPT:
+                per_batch[e["args"]["batch"]] = per_batch.get(e["args"]["batch"], 0) + e["dur"] / 1e3
+        assert per_batch, f"no prompt batch of {PROMPT} rows in the {run} trace"
+        hops[run] = sorted(per_batch.values())
+    print("prompt hops ms", hops, "bound", bound_ms)
+    assert hops["slow"][0] >= bound_ms, (hops, bound_ms)
+    assert hops["loopback"][len(hops["loopback"]) // 2] < bound_ms / 2, (hops, bound_ms)
 
 
 def test_sigint_mid_run_tears_everything_down(labs, tmp_path):

@@ -68,11 +68,11 @@ def test_link_profiles(lab):
         lab.parse_profiles("dialup")
 
 
-def test_tbf_bucket_is_one_millisecond_of_the_rate(lab):
+def test_tbf_bucket_is_100us_of_the_rate(lab):
     a = lab.tbf_args(1e9)
-    assert a[a.index("rate") + 1] == "1000000000bit" and a[a.index("burst") + 1] == "125000"
-    b = lab.tbf_args(5e6)  # 625 B in 1 ms: at least two full frames instead
-    assert b[b.index("burst") + 1] == "3200"
+    assert a[a.index("rate") + 1] == "1000000000bit" and a[a.index("burst") + 1] == "12500"
+    b = lab.tbf_args(5e6)  # 62 B in 100 us: one full frame instead
+    assert b[b.index("burst") + 1] == "1600"
 
 
 def test_cpu_quota_uses_the_shortest_period(lab):
