@@ -27,6 +27,7 @@ int cmd_cluster(const Args& args);  // launch/cmd_cluster.cpp
 int cmd_probe(const Args& args);  // launch/cmd_probe.cpp
 int cmd_keygen(const Args& args);  // launch/cmd_keygen.cpp
 int cmd_mpi(const Args& args);  // launch/mpi_launch.cpp (mpirun entry)
+int cmd_lab(const Args& args);  // launch/cmd_lab.cpp: execs the launch/herd-lab script
 
 // The default model when -m is not given: $HERD_MODEL, else models/SmolLM2-135M-Instruct.Q4_1.gguf
 // under the current directory or under the source tree the binary was built from.

@@ -32,6 +32,7 @@ const Command kCommands[] = {
     {"cluster", herd::cli::cmd_cluster, "check a cluster file: its workers (where, how started, figures), devices and links"},
     {"probe", herd::cli::cmd_probe, "measure this host (memory, bandwidth, kernel rates) for a cluster file"},
     {"keygen", herd::cli::cmd_keygen, "write a cluster key (the file every host of a cluster holds), or --host: this host's own key"},
+    {"lab", herd::cli::cmd_lab, "emulate a cluster file's hosts on this machine (namespaces, tc, cgroups), sweep, chart"},
     {"mpi", herd::cli::cmd_mpi, "run under mpirun: rank 0 coordinates (run/chat/logits), the other ranks are workers"},
 };
 

@@ -1,0 +1,145 @@
+# herd lab without namespaces: the cluster-file reader, link profiles, the SVG charts, --help, and a
+# real loopback run (--no-netns) of two workers. Needs no root; never skipped.
+import csv
+import os
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import HERD, TINY_MODEL, leftovers
+
+
+def write(tmp_path, text, name="c.txt"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_reads_worker_link_and_coordinator_lines(lab, tmp_path):
+    f = write(tmp_path, "# two boxes\n"
+              "worker name=desk host=desk.lan port=7000 threads=2 mem=8GB bw=60GB/s ssh=me@desk model=/m.gguf\n"
+              "host=127.0.0.1 port=7101 cpu=0.5   # an old herd-cluster line\n"
+              "link default latency=0.3ms bw=1Gbit\n"
+              "link desk 127.0.0.1:7101 latency=2ms bw=100Mbit\n"
+              "coordinator desk\n")
+    c = lab.parse_cluster_file(f)
+    w = c["workers"]
+    assert [x["name"] for x in w] == ["desk", "127.0.0.1:7101"]
+    assert w[0]["threads"] == 2 and w[0]["mem"] == 8e9 and w[0]["cpu"] is None
+    assert w[1]["cpu"] == 0.5 and w[1]["threads"] == 0
+    assert c["links"][1]["bits"] == 100e6 and c["links"][1]["latency"] == pytest.approx(2e-3)
+    assert c["coordinator"][0] == "desk"
+    # a loopback host is one emulated host per worker; a named host is one for all its workers
+    assert lab.emulated_host(w[0]) == "desk.lan" and lab.emulated_host(w[1]) == "127.0.0.1:7101"
+
+
+@pytest.mark.parametrize("line, says", [
+    ("worker host=a port=seven", "c.txt:2: port must be a whole number in 1-65535, got 'seven'"),
+    ("worker host=a", "c.txt:2: a worker line needs host= and port="),
+    ("worker host=a port=1 cpu=fast", "c.txt:2: cpu= is the CPU quota in cores"),
+    ("worker host=a port=1 mem=lots", "c.txt:2: mem: size 'lots'"),
+    ("worker host=a port=1 device=cuda", "c.txt:2: device=cuda cannot be emulated"),
+    ("device name=gpu mem=24GB bw=900GB/s", "c.txt:2: a `device` line says what a device is"),
+    ("link a latency=1ms bw=1Gbit", "c.txt:2: a link line names 'default', 'local' or two hosts"),
+    ("link default latency=1ms bw=fast", "c.txt:2: bw: rate 'fast'"),
+    ("worker host=a port=1 threads", "c.txt:2: 'threads' is not KEY=VALUE"),
+    ("colour blue", "c.txt:2: unknown directive 'colour'"),
+])
+def test_bad_lines_are_named_by_file_and_line(lab, tmp_path, line, says):
+    f = write(tmp_path, "worker host=127.0.0.1 port=7000\n" + line + "\n")
+    with pytest.raises(lab.LabError) as e:
+        lab.parse_cluster_file(f)
+    assert says in str(e.value)
+
+
+def test_a_file_without_workers_is_an_error(lab, tmp_path):
+    with pytest.raises(lab.LabError, match="no worker lines"):
+        lab.parse_cluster_file(write(tmp_path, "# nothing\nlink default latency=1ms bw=1Gbit\n"))
+
+
+def test_link_profiles(lab):
+    p = lab.parse_profiles("loopback,1gbe,slow=5Mbit@2ms,fat=12GB/s")
+    assert [x["name"] for x in p] == ["loopback", "1gbe", "slow", "fat"]
+    assert p[0]["bits"] is None and p[1]["bits"] == 1e9
+    assert p[2]["bits"] == 5e6 and p[2]["latency"] == pytest.approx(2e-3)
+    assert p[3]["bits"] == 96e9
+    with pytest.raises(Exception, match="unknown link profile 'dialup'"):
+        lab.parse_profiles("dialup")
+
+
+def test_tbf_bucket_is_100us_of_the_rate(lab):
+    a = lab.tbf_args(1e9)
+    assert a[a.index("rate") + 1] == "1000000000bit" and a[a.index("burst") + 1] == "12500"
+    b = lab.tbf_args(5e6)  # 62 B in 100 us: one full frame instead
+    assert b[b.index("burst") + 1] == "1600"
+
+
+def test_cpu_quota_uses_the_shortest_period(lab):
+    assert lab.cfs_period_quota(0.5) == (2000, 1000)
+    assert lab.cfs_period_quota(0.25) == (4000, 1000)
+    assert lab.cfs_period_quota(2) == (1000, 2000)
+    assert lab.cfs_period_quota(0.3) == (3334, 1000)  # 0.29994 cores: the kernel counts whole us
+
+
+def rows(specs):
+    out = []
+    for n, links, meas, pred in specs:
+        out.append({"workers": n, "links": links, "strategy": "even", "tg_tok_s": "" if meas is None else str(meas),
+                    "predicted_tok_s": "" if pred is None else str(pred),
+                    "error_pct": "" if not (meas and pred) else f"{100 * (pred - meas) / meas:.1f}"})
+    return out
+
+
+def test_charts_are_svg_with_a_mark_per_measurement(lab):
+    r = rows([(1, "loopback", 100, 110), (2, "loopback", 150, 140), (1, "wifi", 90, None), (2, "wifi", None, 70)])
+    ns = "{http://www.w3.org/2000/svg}"
+    a = ET.fromstring(lab.svg_tokps_vs_workers(r))
+    assert a.tag == ns + "svg"
+    assert len(a.findall(f".//{ns}circle")) == 3  # measured points: the failed run has none
+    b = ET.fromstring(lab.svg_predicted_vs_measured(r))
+    assert len(b.findall(f".//{ns}circle")) == 2  # only runs with both figures
+    assert "2 of 2 runs within 20%" in ET.tostring(b, encoding="unicode")
+
+
+def test_help_says_what_is_not_emulated():
+    r = subprocess.run([HERD, "lab", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "usage: herd lab FILE" in r.stdout
+    assert "NOT emulated" in r.stdout and "latency" in r.stdout
+
+
+def test_usage_errors_exit_2(tmp_path):
+    r = subprocess.run([HERD, "lab"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cluster file is required" in r.stderr
+    f = write(tmp_path, "worker host=127.0.0.1 port=7000\n")
+    r = subprocess.run([HERD, "lab", f, "--links", "dialup"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown link profile 'dialup'" in r.stderr
+
+
+def test_bad_cluster_file_is_named(tmp_path):
+    f = write(tmp_path, "worker host=127.0.0.1 port=99999\n")
+    r = subprocess.run([HERD, "lab", f, "-m", TINY_MODEL, "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "c.txt:1: port must be a whole number in 1-65535, got '99999'" in r.stderr
+
+
+def test_loopback_run_without_namespaces(tmp_path):
+    # both workers give the same port: on 127.0.0.1 they get --base-port, --base-port+1
+    f = write(tmp_path, "worker name=a host=box1 port=7000 threads=1\nworker name=b host=box2 port=7000 threads=1\n")
+    out = tmp_path / "out"
+    p = subprocess.Popen([HERD, "lab", f, "-m", TINY_MODEL, "--no-netns", "--workers", "1,2", "-n", "8", "-r", "1",
+                          "--base-port", "47870", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    so, se = p.communicate(timeout=600)
+    assert p.returncode == 0, se
+    assert "not emulated: network namespaces (--no-netns)" in se
+    assert "127.0.0.1:47870, 127.0.0.1:47871" in se
+    with open(out / "results.csv") as fh:
+        got = list(csv.DictReader(fh))
+    assert [r["workers"] for r in got] == ["1", "2"]
+    for r in got:
+        assert r["emulation"] == "loopback" and float(r["tg_tok_s"]) > 0, r
+    for svg in ("tokps-vs-workers.svg", "predicted-vs-measured.svg"):
+        ET.parse(out / svg)
+    assert leftovers(p.pid) == []
