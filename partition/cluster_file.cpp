@@ -1,6 +1,7 @@
 // The cluster file (docs/cluster-file.md): worker, device, link and coordinator lines. One parser
 // for `herd plan --cluster`, `herd cluster` and, through it, the herd-cluster launcher.
 #include <algorithm>
+#include <cstdlib>
 #include <cctype>
 #include <fstream>
 #include <set>
@@ -220,6 +221,12 @@ class Parser {
       if (k == "host") w.host = v;
       else if (k == "port") w.port = parse_int("port", v, 1, 65535), has_port = true;
       else if (k == "threads") w.threads = parse_int("threads", v, 0, 4096);
+      else if (k == "cpu") {  // herd lab's CPU quota (launch/herd-lab): cores, 0.01-1024
+        char* end = nullptr;
+        w.cpu = std::strtod(v.c_str(), &end);
+        if (v.empty() || !end || *end != '\0' || !(w.cpu >= 0.01 && w.cpu <= 1024))
+          fail("cpu must be a number of cores in 0.01-1024 (herd lab's CPU quota), got '" + v + "'");
+      }
       else if (k == "ssh") w.ssh = v;
       else if (k == "model") w.model = v;
       else if (k == "bind") w.bind = v;
@@ -227,7 +234,7 @@ class Parser {
       else if (k == "name") d.name = v;
       else if (k == "device" || k == "kind") d.kind = parse_kind(v);
       else
-        fail("unknown key '" + k + "' on a worker line (host, port, threads, ssh, model, bind, herd, name, device, " +
+        fail("unknown key '" + k + "' on a worker line (host, port, threads, cpu, ssh, model, bind, herd, name, device, " +
              kFigureKeys + ")");
     }
     if (w.host.empty()) fail("worker needs host= (the address the coordinator connects to)");

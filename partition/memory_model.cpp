@@ -66,15 +66,14 @@ StageFit stage_fit(const ModelShape& m, const DeviceProfile& d, int64_t first, i
   const StageMemory full = stage_memory(m, d, first, end, o);
   if (fits(full, d)) return {true, n, 0};
   if (!o.stream || !(d.disk_Bps > 0) || n <= 0) return {};
-  // The most resident layers that fit: a scan from n - 1 down (the window shrinks as layers become
-  // resident, so with uneven layers memory need not grow by one layer's bytes per step).
+  // Every layer streams, as a worker over its --mem-budget does (worker/streamed_weights.h: it
+  // keeps no resident prefix; every token reads the whole shard again).
   uint64_t streamed = 0, widest = 0;
-  for (int64_t r = n - 1; r >= 0; --r) {
-    const uint64_t b = m.layer_bytes[static_cast<size_t>(first + r)];
-    streamed += b;
-    widest = std::max(widest, b);
-    if (fits(with_streamed(full, streamed, widest, n - r, o), d)) return {true, r, n - r};
+  for (int64_t l = first; l < end; ++l) {
+    streamed += m.layer_bytes[static_cast<size_t>(l)];
+    widest = std::max(widest, m.layer_bytes[static_cast<size_t>(l)]);
   }
+  if (fits(with_streamed(full, streamed, widest, n, o), d)) return {true, 0, n};
   return {};
 }
 

@@ -31,12 +31,13 @@ inline bool fits(const StageMemory& s, const DeviceProfile& d) { return s.total(
 uint64_t kv_bytes(const ModelShape& m, int64_t n_layers, const PlanOptions& o);
 
 // Streaming from disk ([offload]). A stage whose weights do not fit runs on a device with a disk
-// speed (DeviceProfile::disk_Bps > 0, and PlanOptions::stream) by keeping its first `resident`
-// layers in memory and reading the other `streamed` ones from the model file every token, two of
-// them in memory at a time (the one computing and the next, prefetched): its memory is the
-// resident layers, the stage's other tensors (embeddings, output), a window of twice its largest
-// streamed layer, the KV cache of all its layers, scratch, overhead and margin. `resident` is the
-// most that fit. fits = false when even the window does not.
+// speed (DeviceProfile::disk_Bps > 0, and PlanOptions::stream) by reading its layers from the
+// model file every token, as a worker over its --mem-budget does (worker/streamed_weights.h: all
+// of them, no resident prefix, so resident = 0 and streamed = the stage's layers): its memory is
+// the stage's other tensors (embeddings, output), a window of twice its largest layer (the one
+// computing and the next, prefetched), the KV cache of all its layers, scratch, overhead and
+// margin. fits = false when even that does not. (streamed_stage_memory prices any resident count,
+// for a worker that keeps a prefix.)
 struct StageFit {
   bool fits = false;
   int64_t resident = 0, streamed = 0;

@@ -70,6 +70,7 @@ struct WorkerLine {
   std::string bind;           // what it listens on ("": herd-cluster's default)
   std::string herd;           // path of herd on that host ("": herd on its PATH)
   size_t device = 0;          // its DeviceProfile in Cluster::devices
+  double cpu = 0;             // `herd lab`'s CPU quota in cores (cpu=0.5); 0: none. Nothing else uses it.
 };
 
 struct LinkProfile {

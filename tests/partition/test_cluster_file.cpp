@@ -84,6 +84,13 @@ TEST(ClusterFileWorkers, TheShippedFilesParse) {
   EXPECT_EQ(load_cluster(root + "/launch/local-cluster.txt").workers.size(), 2u);
   EXPECT_EQ(load_cluster(root + "/docs/clusters/8b-3-laptops.txt").devices.size(), 3u);
   EXPECT_GE(load_cluster(root + "/docs/clusters/workers-home.txt").workers.size(), 3u);
+  // herd lab's file (cpu= quotas) and prima.cpp's cluster (disk= speeds) are the same format.
+  const Cluster lab = load_cluster(root + "/docs/lab/four-boxes.txt");
+  ASSERT_GE(lab.workers.size(), 1u);
+  EXPECT_DOUBLE_EQ(lab.workers[0].cpu, 0.5);
+  const Cluster prima = load_cluster(root + "/docs/clusters/70b-prima-home.txt");
+  EXPECT_EQ(prima.devices.size(), 6u);
+  EXPECT_DOUBLE_EQ(prima.devices[0].disk_Bps, 2.5e9);
 }
 
 TEST(ClusterFileWorkers, MalformedWorkerLinesNameLineAndField) {
@@ -97,6 +104,8 @@ TEST(ClusterFileWorkers, MalformedWorkerLinesNameLineAndField) {
   expect_error(ok + "host=a port=7 threads=many\n", "c.txt:2: threads must be a whole number");
   expect_error(ok + "host=a port=7 threads=1e3\n", "c.txt:2: threads must be");
   expect_error(ok + "host=a port=7 colour=blue\n", "c.txt:2: unknown key 'colour' on a worker line");
+  expect_error(ok + "host=a port=7 cpu=0\n", "c.txt:2: cpu must be a number of cores in 0.01-1024");
+  expect_error(ok + "host=a port=7 cpu=half\n", "c.txt:2: cpu must be");
   expect_error(ok + "host=a port=7 port=8\n", "c.txt:2: key 'port' given twice");
   expect_error(ok + "host=a port=\n", "c.txt:2: port has an empty value");
   expect_error(ok + "host=a =7\n", "c.txt:2: '=7' must be key=value");
