@@ -27,6 +27,8 @@ packages=(cmake g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev p
 # `./setup.sh test` also runs the unit tests and the libFuzzer harnesses (fuzz/) under ASan + UBSan:
 # clang and its runtime libraries (libFuzzer, the sanitizers).
 [ "$mode" = test ] && packages+=(clang libclang-rt-14-dev)
+# `./setup.sh test` also runs herd lab's namespaced tests: ip and tc (tests/lab/test_lab_netns.py).
+[ "$mode" = test ] && packages+=(iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -31,7 +31,10 @@ def netns_unavailable_reason():
     if os.geteuid() != 0:
         return "not root: network namespaces and tc need root"
     name = f"herdlab-{os.getpid()}-check"
-    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    try:
+        r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    except FileNotFoundError:
+        return "`ip` is not installed (Debian: iproute2)"
     if r.returncode != 0:
         return f"`ip netns add` failed: {r.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
