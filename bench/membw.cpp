@@ -1,7 +1,8 @@
 // herd_membw: the streaming read bound, the ceiling of token generation (every decoded token reads
 // all the weights once), measured as engine/read_bound.h does for `herd probe`: a buffer beyond the
 // last-level cache (default: twice it, at least 512 MiB), every read pattern this CPU runs (64-bit
-// adds, AVX2 / AVX-512 loads at 4 and 8 accumulators), threads pinned, best of R runs.
+// adds, AVX2 / AVX-512 loads at 4 and 8 accumulators, AVX-512 from 4 and 8 streams at once), threads
+// pinned, best of R runs.
 //   herd_membw [--threads 1,2] [--mib N] [--reps 7] [--patterns a,b] [--no-pin] [--csv]
 // Output per thread count: one line per pattern (best and median GB/s) and the bound, e.g.
 //   threads=1 pattern=avx512x8 best_GB/s=25.1 median_GB/s=24.3

@@ -33,7 +33,8 @@
 #
 # Environment: OUT (/tmp/herd-tp-bench), ROUNDS (3: every row once per round, after a fresh
 # calibration; medians over rounds, ratios paired within a round), REPS (3 per run), N_GEN (32; N_GEN_7B 16 for llama2-7b), MODELS
-# ("stories110m tinyllama-1.1b llama2-7b"), SYNCS ("f32 f16 q8"), BASE_PORT (47710).
+# ("stories110m tinyllama-1.1b llama2-7b"), SYNCS ("f32 f16 q8"), BASE_PORT (47710), PIN (1: worker i
+# under `taskset -c i`, a core each as on two machines; 0: unpinned).
 set -euo pipefail
 
 HERD=${1:-build/bin/herd}
@@ -46,6 +47,9 @@ N_GEN_7B=${N_GEN_7B:-16}
 MODELS=${MODELS:-"stories110m tinyllama-1.1b llama2-7b"}
 SYNCS=${SYNCS:-"f32 f16 q8"}
 BASE_PORT=${BASE_PORT:-47710}
+# Worker i runs under `taskset -c i` where taskset exists and there are 2+ CPUs (PIN=0: unpinned).
+PIN_WORKERS=0
+if [ "${PIN:-1}" != 0 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN_WORKERS=1; fi
 mkdir -p "$OUT"
 
 # shellcheck source=bench/lib.sh
@@ -150,7 +154,12 @@ for shape in $MODELS; do
         addrs=""
         for i in 0 1; do
           port=$((BASE_PORT + i))
-          "$HERD" worker -l "127.0.0.1:$port" -m "$model" -t 1 > "$OUT/worker-$i.log" 2>&1 &
+          # Each worker on a core of its own, as on two machines: unpinned, the scheduler sometimes
+          # stacks both ranks on one core (the receiver of an all-reduce wakes where its sender
+          # runs), and the 7B read 5.0-5.2 tok/s in those runs against 6.0-6.4 in the others.
+          pin=()
+          [ "$PIN_WORKERS" = 1 ] && pin=(taskset -c "$i")
+          "${pin[@]}" "$HERD" worker -l "127.0.0.1:$port" -m "$model" -t 1 > "$OUT/worker-$i.log" 2>&1 &
           worker_pids+=($!)
           addrs="$addrs${addrs:+,}127.0.0.1:$port"
         done

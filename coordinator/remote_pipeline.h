@@ -204,6 +204,7 @@ class RemotePipeline : public Pipeline {
   // `since`: when the batch last made progress (its step timeout counts from there).
   std::optional<transport::Message> wait_result(uint64_t request_id, int timeout_ms,
                                                 std::chrono::steady_clock::time_point since, int64_t n_rows);
+  double last_wait_s_ = 0;  // how long the last Result took to come: wait_result spins only for short steps
   void serve_weights(size_t k, const transport::Message& m);
   std::string describe(size_t i) const { return workers_.describe(i); }
   // The WorkerSet's failures, which also mark the pipeline for a reconnect on the next eval.

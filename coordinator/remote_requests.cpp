@@ -383,8 +383,12 @@ std::optional<Message> RemotePipeline::wait_result(uint64_t rid, int timeout_ms,
   // wake-up), then wait in slices that also watch the other workers. Not with several batches in
   // flight: the others keep every stage busy meanwhile, and a spinning coordinator would take a
   // core from them where workers share its machine (measured: 2 workers + coordinator on 2 cores,
-  // 8 sequences in 2 micro-batches, ~840 -> ~875 tok/s).
-  const auto busy_until = pending_.size() > 1 ? start : start + busy_poll_window();
+  // 8 sequences in 2 micro-batches, ~840 -> ~875 tok/s). Nor when the last step took longer than
+  // the window: spinning its first 20 ms would only take a core from the stages (2 tensor-parallel
+  // workers + coordinator on 2 cores, a 7B's 165-190 ms steps: rank 0 computed 1.7x as long as rank
+  // 1), while one wake-up costs ~0.1 ms of such a step.
+  const bool spin = pending_.size() <= 1 && last_wait_s_ < std::chrono::duration<double>(busy_poll_window()).count();
+  const auto busy_until = spin ? start + busy_poll_window() : start;
   while (true) {
     Received r = recv_busy(*workers_[last].link, busy_until, kPollSliceMs);
     if (r.status == RecvStatus::closed) fail(last, "lost (" + r.error + ")", /*lost=*/true);
@@ -403,6 +407,7 @@ std::optional<Message> RemotePipeline::wait_result(uint64_t rid, int timeout_ms,
         if (res.request_id != rid)
           throw ProtocolError("result for request " + std::to_string(res.request_id) + " while " +
                               std::to_string(rid) + " is the oldest in flight");
+        last_wait_s_ = std::chrono::duration<double>(Clock::now() - start).count();
         return std::move(r.msg);
       } catch (const ProtocolError& e) {
         fail(last, std::string("sent a bad result: ") + e.what());

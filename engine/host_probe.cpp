@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <stdexcept>
+#include <memory>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -180,6 +183,45 @@ const DType kStartupTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q8_
 
 uint64_t meminfo_bytes(const std::string& key) { return meminfo_bytes_impl(key); }
 
+double disk_read_bps(const std::string& path, size_t max_bytes) {
+  constexpr size_t kBlock = size_t(16) << 20;
+  bool direct = true;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+  if (fd < 0 && errno == EINVAL) {  // no O_DIRECT on this file system: drop the cached pages instead
+    direct = false;
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  }
+  if (fd < 0) throw std::runtime_error("cannot open " + path + " to time its disk: " + std::strerror(errno));
+  void* raw = std::aligned_alloc(4096, kBlock);
+  if (!raw) {
+    ::close(fd);
+    throw std::runtime_error("cannot allocate a read buffer for " + path);
+  }
+  std::unique_ptr<void, void (*)(void*)> buf(raw, std::free);
+  size_t done = 0;
+  std::string error;
+  Timer t;
+  while (done < max_bytes) {
+    const ssize_t n = ::read(fd, buf.get(), kBlock);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      error = "cannot read " + path + " to time its disk: " + std::strerror(errno);
+      break;
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  const double s = t.seconds();
+  if (!direct) (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+  if (!error.empty()) throw std::runtime_error(error);
+  if (done < (size_t(1) << 20))
+    throw std::runtime_error(path + " holds " + std::to_string(done) + " bytes: too little to time a disk (give a file of "
+                             "hundreds of MiB, e.g. the model)");
+  return static_cast<double>(done) / s;
+}
+
 uint64_t last_level_cache_bytes() {
   uint64_t best = 0;
 #ifdef _SC_LEVEL3_CACHE_SIZE
@@ -241,7 +283,7 @@ ProbeResult probe_host(const HostProbeOptions& o) {
   rb.bytes = probe_working_set_bytes(o, llc, avail, true);
   rb.threads = nt;
   rb.reps = o.startup ? 3 : std::max(5, reps);
-  if (small) rb.only = {read_patterns().back()};  // startup, --quick: the widest loads only
+  if (small) rb.only = {read_patterns().back()};  // startup, --quick: one pattern, the last (AVX-512: 8 streams)
   r.read_bw_Bps = measure_read_bound(rb).best_Bps;
 
   // Matvec (decode): weight bytes per second of a 1-token matmul, per type, 4096 columns.

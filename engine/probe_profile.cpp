@@ -160,6 +160,7 @@ std::string probe_to_json(const ProbeResult& p) {
     << "  \"matmul_flops\": " << num(p.matmul_flops) << ",\n"
     << "  \"op_overhead_s\": " << num(p.op_overhead_s) << ",\n"
     << "  \"attn_Bps\": " << num(p.attn_Bps) << ",\n"
+    << "  \"disk_read_Bps\": " << num(p.disk_read_Bps) << ",\n"
     << "  \"loopback_latency_s\": " << num(p.loopback_latency_s) << ",\n"
     << "  \"matvec_Bps\": {";
   bool first = true;
@@ -214,6 +215,7 @@ ProbeResult probe_from_json(const std::string& text, const std::string& source) 
   p.matmul_flops = number("matmul_flops", false);
   p.op_overhead_s = number("op_overhead_s", false);
   p.attn_Bps = number("attn_Bps", false);
+  p.disk_read_Bps = number("disk_read_Bps", false);
   p.loopback_latency_s = number("loopback_latency_s", false);
   if (const Json* mv = root.get("matvec_Bps")) {
     if (mv->kind != Json::Object) fail("\"matvec_Bps\" must be an object");

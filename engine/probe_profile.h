@@ -37,6 +37,7 @@ struct ProbeResult {
   double op_overhead_s = 0;          // fixed cost of one kernel call (a tiny matvec)
   double attn_Bps = 0;               // KV-cache bytes/s of decode attention
   double loopback_latency_s = 0;     // one-way TCP message latency over 127.0.0.1 (0: not measured)
+  double disk_read_Bps = 0;          // sequential read of `herd probe --disk FILE`, uncached (0: not measured)
   std::map<uint32_t, double> matvec_Bps;  // GGUF type id -> weight bytes/s of a 1-token matmul
   std::vector<ProbeGpu> gpus;        // empty without CUDA (or without a GPU)
 };

@@ -60,6 +60,28 @@ __attribute__((target("avx512f"))) uint64_t sum_avx512(const uint64_t* p, size_t
 }
 #endif
 
+#if defined(__x86_64__)
+// S streams at once: the slice cut into S parts read side by side, one 64-byte vector of each per
+// step. A matvec reads many rows at once and gets more of the memory system's parallelism than
+// one sequential stream (on this project's VM a 7B decode on 1 thread read ~14 GB/s where one
+// stream of AVX-512 loads read ~12).
+template <int S>
+__attribute__((target("avx512f"))) uint64_t sum_avx512_streams(const uint64_t* p, size_t n) {
+  const size_t part = n / S / 8 * 8;  // whole vectors per stream
+  __m512i acc[S];
+  for (int k = 0; k < S; ++k) acc[k] = _mm512_setzero_si512();
+  for (size_t i = 0; i < part; i += 8)
+    for (int k = 0; k < S; ++k) acc[k] = _mm512_add_epi64(acc[k], _mm512_load_si512(p + static_cast<size_t>(k) * part + i));
+  for (int k = 1; k < S; ++k) acc[0] = _mm512_add_epi64(acc[0], acc[k]);
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512(lanes, acc[0]);
+  uint64_t s = 0;
+  for (uint64_t v : lanes) s += v;
+  for (size_t i = part * S; i < n; ++i) s += p[i];  // the tail the parts left
+  return s;
+}
+#endif
+
 struct Pattern {
   const char* name;
   SumFn fn;
@@ -80,6 +102,8 @@ const Pattern kPatterns[] = {
     {"avx2x8", sum_avx2<8>, has_avx2},
     {"avx512x4", sum_avx512<4>, has_avx512},
     {"avx512x8", sum_avx512<8>, has_avx512},
+    {"avx512s4", sum_avx512_streams<4>, has_avx512},
+    {"avx512s8", sum_avx512_streams<8>, has_avx512},
 #endif
 };
 

@@ -3,7 +3,7 @@
 // A single plain loop under-reads (on this project's VM one thread of 64-bit adds read 18-26 GB/s
 // where AVX-512 loads sustained 23-26), and a "% of the bound" over it flatters the kernels. So:
 // several access patterns (64-bit scalar adds, AVX2 and AVX-512 loads at 4 and 8 accumulators,
-// whichever the CPU has), each thread pinned to its own CPU of the allowed set, best of N runs per
+// AVX-512 loads from 4 and 8 streams side by side as a matvec's rows are, whichever the CPU has), each thread pinned to its own CPU of the allowed set, best of N runs per
 // pattern, and the bound is the best pattern's best run. Integer adds: no float rounding, and the
 // sums are checked against a scalar sum so no pattern can skip a byte.
 #pragma once
@@ -15,7 +15,7 @@
 namespace herd {
 
 struct ReadPatternResult {
-  std::string name;       // "u64x4", "avx2x4", "avx512x8", ...
+  std::string name;       // "u64x4", "avx2x4", "avx512x8", "avx512s8" (8 streams), ...
   double best_Bps = 0;    // the fastest run
   double median_Bps = 0;  // the median run
 };

@@ -114,12 +114,12 @@ std::string RingComm::poll_next(bool* closed) {
 
 // Waits for the next data message from the predecessor (at most timeout_ms) and checks it as a
 // chunk of this collective. Also watches the successor link at least every kPollNextEvery.
-// Busy-polls first (transport::recv_busy, for busy_poll_window()): the predecessor is computing its
-// share of the same layer on another core, and a rank that blocked would pay a halted virtual
-// CPU's wake-up (~100 us on a VM) on every one of a token's 2 x layers collectives.
+// It blocks, not busy-polls: ranks in worker processes share their host's cores with the
+// coordinator and the links' I/O threads, and a spinning rank made them preempt the rank still
+// computing (2 workers x 1 thread + coordinator on 2 cores, a 7B: 5.05 tok/s spinning against
+// 6.19 blocking, the computing rank's core 79% its own). A wake-up costs ~0.1 ms a collective.
 std::string RingComm::recv_data(Header* h, std::string* out, bool successor_needed) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms());
-  const auto spin_end = Clock::now() + busy_poll_window();
   auto next_poll = Clock::now() + kPollNextEvery;
   bool successor_finished = false;  // closed after this rank's last send to it: it is done, not dead
   while (true) {
@@ -132,7 +132,7 @@ std::string RingComm::recv_data(Header* h, std::string* out, bool successor_need
       next_poll = Clock::now() + kPollNextEvery;
     }
     const int wait = std::min<int>(remaining_ms(deadline), static_cast<int>(kPollNextEvery.count()));
-    transport::Received r = transport::recv_busy(*listener_, std::min(spin_end, next_poll), wait);
+    transport::Received r = listener_->recv(wait);
     if (r.status == transport::RecvStatus::ok) {
       if (r.peer != prev_peer_) return fail("a message from a peer that is not the predecessor");
       if (auto e = check_data(r.msg, seq_, h); !e.empty()) return fail(prev_name() + ": " + e);

@@ -35,10 +35,10 @@ std::string fmt_bytes(double b) {
 }  // namespace
 
 int cmd_probe(const Args& args) {
-  std::string out_path, isa = "auto";
+  std::string out_path, isa = "auto", disk;
   int64_t threads = 0;
   bool quick = false;
-  ArgParser p("herd probe [--out FILE.json] [-t N] [--quick]",
+  ArgParser p("herd probe [--out FILE.json] [-t N] [--quick] [--disk FILE]",
               "Measures this host as the planner models it: memory, read bandwidth, matvec bytes/s per tensor "
               "type, matmul FLOP/s, attention and per-kernel overhead, loopback latency. Prints a table; with "
               "--out writes a JSON profile a cluster file uses as `device name=X probe=FILE.json` (docs/planner.md). "
@@ -46,10 +46,14 @@ int cmd_probe(const Args& args) {
   p.add("--out", "FILE", "write the profile as JSON", &out_path);
   p.add("-t,--threads", "N", "threads per kernel (0 = all hardware threads)", &threads, 0, kMaxThreads);
   p.add("--quick", "",
-        "fewer repetitions, the widest read pattern only, buffers 1.25x the last-level cache instead of 2x (a few seconds "
+        "fewer repetitions, one read pattern (the last herd_membw lists), buffers 1.25x the last-level cache instead of 2x (a few seconds "
         "on a desktop; its time grows with the cache: 13 s for this VM host's 480 MiB L3 under load)",
         &quick);
   p.add("--cpu", "ISA", "CPU kernels: auto, avx512, avx2, scalar", &isa);
+  p.add("--disk", "FILE",
+        "also time sequential reads of FILE from storage (O_DIRECT, up to 1 GiB; give the model, on the disk a "
+        "streaming worker reads): a cluster file's probe= then sets disk= (docs/planner.md, streaming from disk)",
+        &disk);
   if (!p.parse(args)) {
     std::fputs(p.help().c_str(), stdout);
     return 0;
@@ -64,6 +68,7 @@ int cmd_probe(const Args& args) {
   po.quick = quick;
   po.isa = isa;
   ProbeResult r = probe_host(po);
+  if (!disk.empty()) r.disk_read_Bps = disk_read_bps(disk);
 
 #if defined(HERD_HAVE_CUDA)
   for (const auto& g : cuda::list_devices())
@@ -88,6 +93,7 @@ int cmd_probe(const Args& args) {
   std::printf("  %-26s %.2f GB/s of f32 KV cache\n", "decode attention", r.attn_Bps / 1e9);
   std::printf("  %-26s %.2f us per kernel call\n", "op overhead", r.op_overhead_s * 1e6);
   std::printf("  %-26s %.1f us one way (TCP, 127.0.0.1)\n", "loopback latency", r.loopback_latency_s * 1e6);
+  if (r.disk_read_Bps > 0) std::printf("  %-26s %.2f GB/s sequential (%s)\n", "disk read", r.disk_read_Bps / 1e9, disk.c_str());
 #if defined(HERD_HAVE_CUDA)
   for (const auto& g : r.gpus)
     std::printf("  gpu %d %-20s %s total, %s free\n", g.index, g.name.c_str(), fmt_bytes(static_cast<double>(g.total_bytes)).c_str(),

@@ -315,6 +315,7 @@ void apply_probe(DeviceProfile& d, const ProbeResult& pr, int sharing) {
   d.matvec_Bps = pr.matvec_Bps;
   d.attn_Bps = pr.attn_Bps;
   d.op_overhead_s = pr.op_overhead_s;
+  d.disk_Bps = pr.disk_read_Bps;  // 0 unless probed with --disk: the device then never streams
   d.figures = true;
 }
 

@@ -94,6 +94,16 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
       std::snprintf(got, sizeof got, ", %.1f MiB fetched from the coordinator", static_cast<double>(received) / 1048576.0);
       line += got;
     }
+    if (a.tp.size > 1 && a.tp.rank < tp_plan_.kv_heads.size()) {
+      // Its share: what the coordinator cut from the ranks' measured rates (shard_plan.h).
+      const size_t r = a.tp.rank;
+      char share[160];
+      std::snprintf(share, sizeof share, "; its share: KV heads %lld-%lld of %lld, FFN rows %lld-%lld of %lld",
+                    static_cast<long long>(tp_plan_.kv_heads[r].begin), static_cast<long long>(tp_plan_.kv_heads[r].end - 1),
+                    static_cast<long long>(config_.n_kv_heads), static_cast<long long>(tp_plan_.ffn_rows[r].begin),
+                    static_cast<long long>(tp_plan_.ffn_rows[r].end - 1), static_cast<long long>(config_.n_ff));
+      line += share;
+    }
     note(line);
   }
   Ready ready{info};

@@ -1,9 +1,13 @@
 // engine/host_probe's /proc/meminfo reader in a process whose descriptors are all taken: a worker
 // under a flood of silent connections ([trust] item 4) answers a Hello with MemAvailable, and a
 // failed open used to report "0 bytes free", so the planner refused a worker with gigabytes free.
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
+#include <stdexcept>
 #include <string>
 
 #include "engine/host_probe.h"
@@ -62,6 +66,35 @@ TEST(HostProbe, TheLastLevelCacheIsTheLargestCacheSysfsOrSysconfReports) {
     if (!(g >> v)) continue;
     const uint64_t n = std::stoull(v) << (v.back() == 'K' ? 10 : v.back() == 'M' ? 20 : 0);
     EXPECT_GE(llc, n) << "index" << i << " = " << v;
+  }
+}
+
+// herd probe --disk: a file's sequential read from storage; errors name the file.
+TEST(HostProbe, DiskReadSpeedOfAFileAndItsErrors) {
+  const std::string path = std::filesystem::temp_directory_path() / ("herd-disk-" + std::to_string(::getpid()));
+  {
+    std::ofstream f(path, std::ios::binary);
+    std::string block(1 << 20, 'x');
+    for (int i = 0; i < 8; ++i) f << block;
+  }
+  EXPECT_GT(disk_read_bps(path), 0.0);
+  EXPECT_GT(disk_read_bps(path, 2 << 20), 0.0);  // a cap under the file's size
+  {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f << "small";
+  }
+  try {
+    disk_read_bps(path);
+    ADD_FAILURE() << "a 5-byte file was timed";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("too little to time a disk"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(path);
+  try {
+    disk_read_bps(path);
+    ADD_FAILURE() << "a missing file was timed";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
   }
 }
 

@@ -149,6 +149,7 @@ ProbeResult sample_probe() {
   p.op_overhead_s = 2.5e-6;
   p.attn_Bps = 12e9;
   p.loopback_latency_s = 30e-6;
+  p.disk_read_Bps = 2.5e9;
   p.matvec_Bps[id(DType::Q4_0)] = 15e9;
   p.matvec_Bps[id(DType::Q6_K)] = 9e9;
   p.matvec_Bps[id(DType::F16)] = 20e9;
@@ -167,6 +168,7 @@ TEST(Probe, JsonRoundTrip) {
   EXPECT_DOUBLE_EQ(q.read_bw_Bps, 25e9);
   EXPECT_DOUBLE_EQ(q.op_overhead_s, 2.5e-6);
   EXPECT_DOUBLE_EQ(q.loopback_latency_s, 30e-6);
+  EXPECT_DOUBLE_EQ(q.disk_read_Bps, 2.5e9);
   EXPECT_EQ(q.matvec_Bps, p.matvec_Bps);
   ASSERT_EQ(q.gpus.size(), 1u);
   EXPECT_EQ(q.gpus[0].name, "RTX 3090");
