@@ -8,4 +8,7 @@ herd_add_test(test_cluster_protocol UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_
 herd_add_test(test_tensor_hashes SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_tensor_hashes.cpp
   LIBS herd_cluster herd_model TIMEOUT 120)
 # owner: trust (item 4). Files opened while silent connections hold every descriptor wait for one.
-herd_add_test(test_file_io UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_file_io.cpp LIBS herd_cluster herd_model TIMEOUT 120)
+# Not UNIT (the sanitized run): with no descriptor free, the sanitizers' own runtime fails (UBSan's
+# vptr check probes memory through a pipe it cannot open and reports a std::thread as an invalid
+# object), so these run in the plain build only.
+herd_add_test(test_file_io SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_file_io.cpp LIBS herd_cluster herd_model TIMEOUT 120)
