@@ -384,9 +384,9 @@ std::optional<Message> RemotePipeline::wait_result(uint64_t rid, int timeout_ms,
   // flight: the others keep every stage busy meanwhile, and a spinning coordinator would take a
   // core from them where workers share its machine (measured: 2 workers + coordinator on 2 cores,
   // 8 sequences in 2 micro-batches, ~840 -> ~875 tok/s). Nor when the last step took longer than
-  // the window: spinning its first 20 ms would only take a core from the stages (2 tensor-parallel
-  // workers + coordinator on 2 cores, a 7B's 165-190 ms steps: rank 0 computed 1.7x as long as rank
-  // 1), while one wake-up costs ~0.1 ms of such a step.
+  // the window: spinning its first 20 ms would take ~10% of a core from co-located stages for
+  // nothing (2 tensor-parallel workers + coordinator on 2 cores, a 7B's 165-190 ms steps), while
+  // one wake-up costs ~0.1 ms of such a step.
   const bool spin = pending_.size() <= 1 && last_wait_s_ < std::chrono::duration<double>(busy_poll_window()).count();
   const auto busy_until = spin ? start + busy_poll_window() : start;
   while (true) {
