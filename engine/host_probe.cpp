@@ -183,6 +183,20 @@ const DType kStartupTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q8_
 
 uint64_t meminfo_bytes(const std::string& key) { return meminfo_bytes_impl(key); }
 
+uint64_t proc_status_bytes(const std::string& key, int pid) {
+  std::ifstream in("/proc/" + (pid == 0 ? std::string("self") : std::to_string(pid)) + "/status");
+  for (std::string k; in >> k;) {
+    if (k == key + ":") {
+      uint64_t kb = 0;
+      in >> kb;
+      return kb * 1024;
+    }
+    std::string rest;
+    std::getline(in, rest);
+  }
+  return 0;
+}
+
 double disk_read_bps(const std::string& path, size_t max_bytes) {
   constexpr size_t kBlock = size_t(16) << 20;
   bool direct = true;

@@ -48,4 +48,8 @@ const ProbeResult& cached_startup_profile(int threads, const std::vector<uint32_
 // of descriptors); a failed read answers the last value read.
 uint64_t meminfo_bytes(const std::string& key);
 
+// A "Key:   N kB" line of /proc/PID/status ("VmRSS", "VmHWM") in bytes; pid 0: this process.
+// 0 when absent or unreadable.
+uint64_t proc_status_bytes(const std::string& key, int pid = 0);
+
 }  // namespace herd

@@ -78,19 +78,7 @@ uint64_t cgroup_memory_limit(std::string* where) {
   return best;
 }
 
-uint64_t resident_bytes() {
-  std::ifstream in("/proc/self/status");
-  for (std::string k; in >> k;) {
-    if (k == "VmRSS:") {
-      uint64_t kb = 0;
-      in >> kb;
-      return kb * 1024;
-    }
-    std::string rest;
-    std::getline(in, rest);
-  }
-  return 0;
-}
+uint64_t resident_bytes() { return proc_status_bytes("VmRSS"); }
 
 uint64_t auto_mem_budget(std::string* how) {
   const uint64_t free_now = meminfo_bytes("MemAvailable") + resident_bytes();

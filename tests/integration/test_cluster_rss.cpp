@@ -13,26 +13,11 @@
 #include "model/gguf.h"
 #include "model/tokenizer.h"
 #include "model/weights.h"
+#include "engine/host_probe.h"
 #include "tests/integration/cluster_util.h"
 
 namespace herd::test {
 namespace {
-
-// kB -> bytes of a "Key:   N kB" line of /proc/PID/status; 0 when absent.
-uint64_t proc_status_bytes(pid_t pid, const std::string& key) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string k;
-  while (in >> k) {
-    if (k == key + ":") {
-      uint64_t kb = 0;
-      in >> kb;
-      return kb * 1024;
-    }
-    std::string rest;
-    std::getline(in, rest);
-  }
-  return 0;
-}
 
 TEST(ClusterRss, EachWorkerHoldsOnlyItsShard) {
   const std::string path = smollm2_path();
@@ -60,7 +45,7 @@ TEST(ClusterRss, EachWorkerHoldsOnlyItsShard) {
 
   std::printf("model file: %.1f MiB\n", file_bytes / 1048576.0);
   for (size_t i = 0; i < w.size(); ++i) {
-    const uint64_t hwm = proc_status_bytes(w[i]->child().pid(), "VmHWM");
+    const uint64_t hwm = proc_status_bytes("VmHWM", w[i]->child().pid());
     const uint64_t shard = model::stage_weight_bytes(*file, config, remote.ranges()[i]);
     ASSERT_GT(hwm, 0u) << "no VmHWM for worker " << i;
     std::printf("worker %zu (layers %lld-%lld%s%s): peak RSS %.1f MiB, shard tensors %.1f MiB (%.2f x file)\n", i,

@@ -23,6 +23,7 @@
 #include "model/gguf.h"
 #include "model/synth.h"
 #include "model/weights.h"
+#include "engine/host_probe.h"
 #include "tests/integration/cluster_util.h"
 #include "worker/worker_server.h"
 
@@ -32,27 +33,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr int64_t kCtx = 96;  // stories260K.p1: 65 tokens
-
-uint64_t proc_status_bytes(pid_t pid, const std::string& key) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string k; in >> k;) {
-    if (k == key + ":") {
-      uint64_t kb = 0;
-      in >> kb;
-      return kb * 1024;
-    }
-    std::string rest;
-    std::getline(in, rest);
-  }
-  return 0;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 bool write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path);
@@ -163,7 +143,7 @@ TEST(Offload, QuarterBudgetStreamsBitIdenticalWithinTheBudget) {
   expect_bit_identical(plain.logits, streamed.logits, "a quarter budget");
   const std::string err = w.child().err();
   EXPECT_NE(err.find("streaming the weights from " + cache), std::string::npos) << err;
-  const uint64_t hwm = proc_status_bytes(w.child().pid(), "VmHWM");
+  const uint64_t hwm = proc_status_bytes("VmHWM", w.child().pid());
   const uint64_t slack = slack_bytes(streamed.n_prompt);
   std::printf("shard %.1f MiB, budget %.1f MiB, slack %.1f MiB, peak RSS %.1f MiB\n", m.shard / 1048576.0,
               budget / 1048576.0, slack / 1048576.0, hwm / 1048576.0);
@@ -282,9 +262,9 @@ TEST(Offload, AMemoryCgroupBelowTheShardHoldsTheWorkerAndTheBitsStay) {
     EXPECT_NE(err.find("the memory cgroup limit"), std::string::npos) << err;
     EXPECT_NE(err.find("streaming the weights"), std::string::npos) << err;
     EXPECT_TRUE(w.child().running()) << "the worker died under the limit";
-    const uint64_t hwm = proc_status_bytes(w.child().pid(), "VmHWM");
-    const uint64_t max_usage = std::stoull(read_text(cg.file("memory.max_usage_in_bytes")));
-    const std::string oom = read_text(cg.file("memory.oom_control"));
+    const uint64_t hwm = proc_status_bytes("VmHWM", w.child().pid());
+    const uint64_t max_usage = std::stoull(slurp(cg.file("memory.max_usage_in_bytes")));
+    const std::string oom = slurp(cg.file("memory.oom_control"));
     std::printf("cgroup limit %.1f MiB: peak RSS %.1f MiB, cgroup peak usage (page cache included) %.1f MiB\n",
                 limit / 1048576.0, hwm / 1048576.0, max_usage / 1048576.0);
     EXPECT_LE(hwm, limit) << "the worker's peak RSS exceeds the cgroup's limit";
