@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "partition/shapes.h"
@@ -160,22 +161,28 @@ TEST(Strategies, EveryPlanFitsAndCoversTheModelOnce) {
   EXPECT_GT(refusals, 100);
 }
 
+// `optimal` against brute force on one instance: refused when nothing fits, else a valid plan with
+// the brute-force objective (returned for further checks).
+std::optional<Plan> optimal_matches_brute_force(const Instance& in, const std::string& what) {
+  const double bf = brute_force(in);
+  if (std::isinf(bf)) {
+    EXPECT_THROW(plan_optimal(in.m, in.c, in.o), PlanError) << what;
+    return std::nullopt;
+  }
+  Plan p = plan_optimal(in.m, in.c, in.o);
+  expect_valid(p, in, what);
+  EXPECT_NEAR(plan_objective(p), bf, 1e-9 * bf) << what;
+  return p;
+}
+
 TEST(Strategies, OptimalEqualsBruteForce) {
   std::mt19937_64 rng(42);
   int compared = 0, infeasible = 0;
   for (int it = 0; it < 500; ++it) {
     const Instance in = random_instance(rng, 4, 7);
-    const double bf = brute_force(in);
     const std::string what = "instance " + std::to_string(it) + " k=" + std::to_string(in.o.n_parallel);
-    if (std::isinf(bf)) {
-      EXPECT_THROW(plan_optimal(in.m, in.c, in.o), PlanError) << what;
-      ++infeasible;
-      continue;
-    }
-    const Plan p = plan_optimal(in.m, in.c, in.o);
-    expect_valid(p, in, what);
-    EXPECT_NEAR(plan_objective(p), bf, 1e-9 * bf) << what;
-    ++compared;
+    if (optimal_matches_brute_force(in, what)) ++compared;
+    else ++infeasible;
   }
   EXPECT_GT(compared, 250);
   EXPECT_GT(infeasible, 20);
@@ -187,18 +194,12 @@ TEST(Strategies, OptimalEqualsBruteForceWithExperts) {
   for (int it = 0; it < 300; ++it) {
     const Instance in = random_instance(rng, 4, 7, true);
     ASSERT_TRUE(in.m.config.is_moe());
-    const double bf = brute_force(in);
     const std::string what = "MoE instance " + std::to_string(it);
-    if (std::isinf(bf)) {
-      EXPECT_THROW(plan_optimal(in.m, in.c, in.o), PlanError) << what;
-      continue;
-    }
-    const Plan p = plan_optimal(in.m, in.c, in.o);
-    expect_valid(p, in, what);
-    EXPECT_NEAR(plan_objective(p), bf, 1e-9 * bf) << what;
+    const std::optional<Plan> p = optimal_matches_brute_force(in, what);
+    if (!p) continue;
     for (const auto& s : strategies()) {
       try {
-        EXPECT_GE(plan_objective(s.fn(in.m, in.c, in.o)), plan_objective(p) * (1 - 1e-9)) << what << " " << s.name;
+        EXPECT_GE(plan_objective(s.fn(in.m, in.c, in.o)), plan_objective(*p) * (1 - 1e-9)) << what << " " << s.name;
       } catch (const PlanError&) {
       }
     }
@@ -214,16 +215,9 @@ TEST(Strategies, OptimalEqualsBruteForceWithStreaming) {
   int compared = 0, streamed = 0;
   for (int it = 0; it < 300; ++it) {
     const Instance in = random_instance(rng, 4, 7, false, true);
-    const double bf = brute_force(in);
-    const std::string what = "streaming instance " + std::to_string(it);
-    if (std::isinf(bf)) {
-      EXPECT_THROW(plan_optimal(in.m, in.c, in.o), PlanError) << what;
-      continue;
-    }
-    const Plan p = plan_optimal(in.m, in.c, in.o);
-    expect_valid(p, in, what);
-    EXPECT_NEAR(plan_objective(p), bf, 1e-9 * bf) << what;
-    for (const auto& s : p.stages) streamed += s.streamed > 0;
+    const std::optional<Plan> p = optimal_matches_brute_force(in, "streaming instance " + std::to_string(it));
+    if (!p) continue;
+    for (const auto& s : p->stages) streamed += s.streamed > 0;
     ++compared;
   }
   // 128 of 300 fit with this seed, and 12 optima stream (streaming is slow: the optimum streams
