@@ -2,7 +2,9 @@
 # real loopback run (--no-netns) of two workers. Needs no root; never skipped.
 import csv
 import os
+import select
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -143,3 +145,48 @@ def test_loopback_run_without_namespaces(tmp_path):
     for svg in ("tokps-vs-workers.svg", "predicted-vs-measured.svg"):
         ET.parse(out / svg)
     assert leftovers(p.pid) == []
+
+
+
+def _grandchild_report(lab, lab_lives):
+    """Fork M (the lab); M makes the lab's preexec_fn and forks G, which runs it as a Popen child would.
+    With lab_lives, G runs it while M lives, then M ends; without, M ends first (the lab SIGKILLed between
+    the fork and the prctl). Returns what G wrote before it ended (G is someone else's child by then)."""
+    r, w = os.pipe()
+    m = os.fork()
+    if m == 0:
+        try:
+            os.close(r)
+            pre, m_pid = lab._die_with_parent(), os.getpid()
+            if os.fork() == 0:
+                while not lab_lives and os.getppid() == m_pid:
+                    time.sleep(0.01)
+                pre()
+                os.write(w, b"armed ")
+                time.sleep(5)  # a working pdeathsig ends this when M ends
+                os.write(w, b"survived")
+                os._exit(0)
+            if lab_lives:
+                time.sleep(0.5)  # G has run the preexec
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(m, 0)
+    out, deadline = b"", time.monotonic() + 20
+    while select.select([r], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        chunk = os.read(r, 64)
+        if not chunk:
+            break  # G has ended
+        out += chunk
+    else:
+        pytest.fail(f"the child still runs after 20 s; it wrote {out!r}")
+    os.close(r)
+    return out.decode()
+
+
+def test_a_child_ends_with_the_lab_even_if_the_lab_died_before_its_prctl(lab):
+    # The lab is SIGKILLed while Popen forks `herd bench`: the child has not yet asked for a pdeathsig,
+    # so none will come; it must notice it has a new parent and end instead of running the bench alone.
+    assert _grandchild_report(lab, lab_lives=False) == ""
+    # A child armed while the lab lives is SIGKILLed when the lab ends (it never wakes from its sleep).
+    assert _grandchild_report(lab, lab_lives=True) == "armed "
