@@ -11,6 +11,9 @@
 # `herd logits -p` dumps), and the disk-read bound: bytes streamed per token (the packed file's data:
 # every layer is dropped after use, so every token reads all of it) / the sequential read speed of
 # that file (read_speed: dd with O_DIRECT, no page cache; the best of one and of four readers).
+# Beside them, the planner's predictions (`herd plan --json`) for both runs, as a user would get them:
+# a cluster file with one worker on this host whose figures come from `herd probe -t THREADS --disk
+# PACKED` (the packed file the worker streams), with free=LIMIT for the streamed run.
 # Needs root and a writable /sys/fs/cgroup/memory (else it says so and stops).
 #
 #   bench/offload.sh                     # both models
@@ -75,6 +78,15 @@ tg_rate() {  # model worker -> median decode tok/s; sets $disk_per_token: bytes 
   echo "$rate"
 }
 
+predict() {  # model probe.json [free bytes] -> the planner's decode tok/s for one worker with those figures
+  echo "worker host=127.0.0.1 port=7001 threads=$THREADS probe=$2${3:+ free=$3}" > "$DIR/cluster.txt"
+  "$HERD" plan -m "$1" --cluster "$DIR/cluster.txt" --ctx 64 --kv-type f16 --json 2>"$DIR/plan.err" |
+    python3 -c 'import json, sys; print("%.2f" % json.load(sys.stdin)["plans"][0]["decode_tok_s"])' ||
+    { echo "offload.sh: herd plan failed:" >&2; cat "$DIR/plan.err" >&2; exit 1; }
+}
+
+err_pct() { python3 -c "print('%+.0f%%' % (100 * ($1 - $2) / $2))"; }
+
 hwm_mib() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
 read_speed() {  # file -> GB/s the disk reads it at: the best of 3 runs each of one dd (O_DIRECT, 64 MiB
@@ -98,7 +110,7 @@ read_speed() {  # file -> GB/s the disk reads it at: the best of 3 runs each of 
   printf "%.2f" "$best"
 }
 
-printf "| model | shard MiB | limit MiB | tok/s in memory | tok/s streamed | streamed MiB/token (read from disk) | read GB/s | bound tok/s | streamed/bound | peak RSS MiB (in mem / streamed) | cgroup peak MiB | logits |\n"
+printf "| model | shard MiB | limit MiB | tok/s in memory (planner) | tok/s streamed (planner) | streamed MiB/token (read from disk) | read GB/s | bound tok/s | streamed/bound | peak RSS MiB (in mem / streamed) | cgroup peak MiB | logits |\n"
 printf "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 for m in $MODELS; do
   f=$(model_file "$m")
@@ -131,9 +143,14 @@ for m in $MODELS; do
   gbs=$(read_speed "$packed")
   bound=$(python3 -c "print('%.2f' % ($gbs * 1e9 / $per_token))")
   ratio=$(python3 -c "print('%.0f%%' % (100 * $tg_stream / $bound))")
+  "$HERD" probe -t "$THREADS" --disk "$packed" --out "$DIR/probe-$m.json" >"$DIR/probe-$m.log" 2>&1 ||
+    { echo "offload.sh: herd probe failed:" >&2; cat "$DIR/probe-$m.log" >&2; exit 1; }
+  pred_plain=$(predict "$f" "$DIR/probe-$m.json")
+  pred_stream=$(predict "$f" "$DIR/probe-$m.json" "$limit")
   same=$(cmp -s "$DIR/$m-plain.log1" "$DIR/$m-stream.log1" && echo "bit-identical" || echo "DIFFER")
-  printf "| %s | %.0f | %.0f | %.2f | %.2f | %.0f (%.0f) | %s | %s | %s | %s / %s | %s (oom kills %s) | %s |\n" "$m" \
-    "$(python3 -c "print($shard / 1048576)")" "$(python3 -c "print($limit / 1048576)")" "$tg_plain" "$tg_stream" \
+  printf "| %s | %.0f | %.0f | %.2f (%s, %s) | %.2f (%s, %s) | %.0f (%.0f) | %s | %s | %s | %s / %s | %s (oom kills %s) | %s |\n" "$m" \
+    "$(python3 -c "print($shard / 1048576)")" "$(python3 -c "print($limit / 1048576)")" "$tg_plain" "$pred_plain" "$(err_pct "$pred_plain" "$tg_plain")" \
+    "$tg_stream" "$pred_stream" "$(err_pct "$pred_stream" "$tg_stream")" \
     "$(python3 -c "print($per_token / 1048576)")" "$(python3 -c "print($disk_per_token / 1048576)")" "$gbs" "$bound" "$ratio" "$hwm_plain" "$hwm_stream" "$cg_peak" "$oom" "$same"
   grep "streaming the weights" "$DIR/$m-stream.log" | sed 's/^/  /' >&2
 done

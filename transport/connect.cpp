@@ -6,6 +6,7 @@
 #include "transport/codec.h"
 #include "transport/inproc_link.h"
 #include "transport/link.h"
+#include "transport/link_delay.h"
 #include "transport/zmq_link.h"
 
 namespace herd::transport {
@@ -111,7 +112,7 @@ std::unique_ptr<Link> connect(const std::string& address) {
   }
   const std::string a = normalize_address(address);
   if (a.rfind("inproc://", 0) == 0) return std::make_unique<InprocLink>(a);
-  if (a.rfind("tcp://", 0) == 0 || a.rfind("ipc://", 0) == 0) return std::make_unique<ZmqLink>(a);
+  if (a.rfind("tcp://", 0) == 0 || a.rfind("ipc://", 0) == 0) return with_link_delay(std::make_unique<ZmqLink>(a));
   throw std::runtime_error("unsupported address " + address + " (use HOST:PORT, tcp://, ipc:// or inproc://)");
 }
 
@@ -123,7 +124,7 @@ std::unique_ptr<Listener> listen(const std::string& address) {
   }
   const std::string a = normalize_address(address);
   if (a.rfind("inproc://", 0) == 0) return std::make_unique<InprocListener>(a);
-  if (a.rfind("tcp://", 0) == 0 || a.rfind("ipc://", 0) == 0) return std::make_unique<ZmqListener>(a);
+  if (a.rfind("tcp://", 0) == 0 || a.rfind("ipc://", 0) == 0) return with_link_delay(std::make_unique<ZmqListener>(a));
   throw std::runtime_error("unsupported address " + address + " (use HOST:PORT, tcp://, ipc:// or inproc://)");
 }
 

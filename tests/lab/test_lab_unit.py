@@ -1,7 +1,9 @@
 # herd lab without namespaces: the cluster-file reader, link profiles, the SVG charts, --help, and a
 # real loopback run (--no-netns) of two workers. Needs no root; never skipped.
 import csv
+import json
 import os
+import re
 import select
 import subprocess
 import time
@@ -146,6 +148,34 @@ def test_loopback_run_without_namespaces(tmp_path):
         ET.parse(out / svg)
     assert leftovers(p.pid) == []
 
+
+
+def test_a_profile_latency_is_added_to_every_hop(tmp_path):
+    # No root needed: the latency is herd's --link-delay, given to every worker and the bench. Over
+    # 'far' each decode hop (stage to stage, and back to the coordinator) takes at least the 30 ms;
+    # over 'loopback' (no latency) the median hop is well under it. The planner is told the same.
+    f = write(tmp_path, "worker name=a host=box1 port=7000 threads=1\nworker name=b host=box2 port=7000 threads=1\n")
+    out = tmp_path / "out"
+    p = subprocess.Popen([HERD, "lab", f, "-m", TINY_MODEL, "--no-netns", "--workers", "2", "--links",
+                          "loopback,far=10Gbit@30ms", "-n", "6", "-r", "1", "--base-port", "47880", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    so, se = p.communicate(timeout=600)
+    assert p.returncode == 0, se
+    assert "latency" not in "".join(l for l in se.splitlines() if "not emulated" in l), se
+    hops = {}
+    for run in ("loopback", "far"):
+        tr = json.loads((out / "logs" / f"trace-2w-{run}-even.json").read_text())
+        hops[run] = sorted(e["dur"] / 1e3 for e in tr
+                           if e.get("ph") == "X" and e["name"] == "transfer" and e["args"]["rows"] == 1)
+        assert hops[run], f"no decode hops in the {run} trace"
+    print("decode hops ms", hops)
+    assert hops["far"][0] >= 30.0, hops
+    assert hops["loopback"][len(hops["loopback"]) // 2] < 15.0, hops
+    far = (out / "cluster-2w-far.txt").read_text()
+    assert re.search(r"^link h1 h2 latency=30\d\d\d\.\d+us", far, re.M), far
+    assert re.search(r"^link local latency=30\d\d\d\.\d+us", far, re.M), far
+    assert "link local" not in (out / "cluster-2w-loopback.txt").read_text()
+    assert leftovers(p.pid) == []
 
 
 def _grandchild_report(lab, lab_lives):
