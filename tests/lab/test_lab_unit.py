@@ -106,6 +106,22 @@ def test_charts_are_svg_with_a_mark_per_measurement(lab):
     assert "2 of 2 runs within 20%" in ET.tostring(b, encoding="unicode")
 
 
+def test_planner_check_counts_runs_within_20_percent_and_names_the_fastest(lab):
+    def row(n, links, strat, meas, pred):
+        return {"workers": str(n), "links": links, "strategy": strat, "tg_tok_s": meas, "predicted_tok_s": pred}
+    rows = [row(1, "wifi", "even", "5.00", "5.90"),   # +18%: within
+            row(2, "wifi", "even", "6.00", "7.30"),   # +21.7%: not
+            row(2, "wifi", "speed", "6.50", "7.00"),  # the planner's pick and the fastest
+            row(3, "wifi", "even", "", "")]           # failed: not counted
+    lines = lab.planner_check(rows)
+    assert lines[0] == "planner: within 20% of the measurement in 2 of 3 runs (67%)"
+    assert "2w-wifi-even" in lines[1] and "7.7% behind the fastest measured, 2w-wifi-speed" in lines[1]
+    rows[1]["predicted_tok_s"] = "6.90"
+    assert lab.planner_check(rows)[1].startswith("planner: its fastest configuration, 2w-wifi-speed")
+    assert "is the fastest measured" in lab.planner_check(rows)[1]
+    assert lab.planner_check([rows[3]]) == []
+
+
 def test_help_says_what_is_not_emulated():
     r = subprocess.run([HERD, "lab", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
