@@ -13,7 +13,8 @@
 # that file (read_speed: dd with O_DIRECT, no page cache; the best of one and of four readers).
 # Beside them, the planner's predictions (`herd plan --json`) for both runs, as a user would get them:
 # a cluster file with one worker on this host whose figures come from `herd probe -t THREADS --disk
-# PACKED` (the packed file the worker streams), with free=LIMIT for the streamed run.
+# PACKED` (the packed file the worker streams) and overhead= the idle worker's RSS (the planner's default
+# for a CPU, 128 MiB, is more than a quarter of stories110M), with free=LIMIT for the streamed run.
 # Needs root and a writable /sys/fs/cgroup/memory (else it says so and stops).
 #
 #   bench/offload.sh                     # both models
@@ -78,8 +79,9 @@ tg_rate() {  # model worker -> median decode tok/s; sets $disk_per_token: bytes 
   echo "$rate"
 }
 
-predict() {  # model probe.json [free bytes] -> the planner's decode tok/s for one worker with those figures
-  echo "worker host=127.0.0.1 port=7001 threads=$THREADS probe=$2${3:+ free=$3}" > "$DIR/cluster.txt"
+predict() {  # model probe.json overhead-bytes [free bytes] -> the planner's decode tok/s for one worker with
+  # those figures (overhead: the runtime memory beside weights and KV, measured as an idle worker's RSS)
+  echo "worker host=127.0.0.1 port=7001 threads=$THREADS probe=$2 overhead=$3${4:+ free=$4}" > "$DIR/cluster.txt"
   "$HERD" plan -m "$1" --cluster "$DIR/cluster.txt" --ctx 64 --kv-type f16 --json 2>"$DIR/plan.err" |
     python3 -c 'import json, sys; print("%.2f" % json.load(sys.stdin)["plans"][0]["decode_tok_s"])' ||
     { echo "offload.sh: herd plan failed:" >&2; cat "$DIR/plan.err" >&2; exit 1; }
@@ -118,6 +120,7 @@ for m in $MODELS; do
   limit=$((shard / 4))
   # 1. unconstrained
   start_worker "$DIR/cache-plain-$m" "$DIR/$m-plain.log"
+  idle_rss=$(awk '/VmRSS/ { print $2 * 1024 }' "/proc/$wpid/status")  # before it holds any model
   logits "$f" "$DIR/$m-plain.log1"
   tg_rate "$f" "$waddr" > "$DIR/rate"; tg_plain=$(cat "$DIR/rate")
   hwm_plain=$(hwm_mib "$wpid")
@@ -145,8 +148,8 @@ for m in $MODELS; do
   ratio=$(python3 -c "print('%.0f%%' % (100 * $tg_stream / $bound))")
   "$HERD" probe -t "$THREADS" --disk "$packed" --out "$DIR/probe-$m.json" >"$DIR/probe-$m.log" 2>&1 ||
     { echo "offload.sh: herd probe failed:" >&2; cat "$DIR/probe-$m.log" >&2; exit 1; }
-  pred_plain=$(predict "$f" "$DIR/probe-$m.json")
-  pred_stream=$(predict "$f" "$DIR/probe-$m.json" "$limit")
+  pred_plain=$(predict "$f" "$DIR/probe-$m.json" "$idle_rss")
+  pred_stream=$(predict "$f" "$DIR/probe-$m.json" "$idle_rss" "$limit")
   same=$(cmp -s "$DIR/$m-plain.log1" "$DIR/$m-stream.log1" && echo "bit-identical" || echo "DIFFER")
   printf "| %s | %.0f | %.0f | %.2f (%s, %s) | %.2f (%s, %s) | %.0f (%.0f) | %s | %s | %s | %s / %s | %s (oom kills %s) | %s |\n" "$m" \
     "$(python3 -c "print($shard / 1048576)")" "$(python3 -c "print($limit / 1048576)")" "$tg_plain" "$pred_plain" "$(err_pct "$pred_plain" "$tg_plain")" \

@@ -52,6 +52,11 @@ double streamed_layer_decode_s(const ModelShape& m, const DeviceProfile& d, int6
   return d.disk_Bps > 0 ? std::max(compute, m.layer_read_bytes(l, 1) / d.disk_Bps) : compute;
 }
 
+double streamed_output_decode_s(const ModelShape& m, const DeviceProfile& d) {
+  const double compute = output_decode_s(m, d);
+  return d.disk_Bps > 0 ? std::max(compute, static_cast<double>(m.output_matrix.bytes) / d.disk_Bps) : compute;
+}
+
 DeviceCost device_cost(const ModelShape& m, const DeviceProfile& d, const PlanOptions& o) {
   DeviceCost c;
   const int64_t L = m.n_layers();
@@ -59,6 +64,7 @@ DeviceCost device_cost(const ModelShape& m, const DeviceProfile& d, const PlanOp
   for (int64_t l = 0; l < L; ++l)
     c.prefix[static_cast<size_t>(l) + 1] = c.prefix[static_cast<size_t>(l)] + layer_decode_s(m, d, l, o);
   c.output_s = output_decode_s(m, d);
+  c.stream_output_s = streamed_output_decode_s(m, d);
   c.input_s = input_decode_s(m, d);
   if (o.stream && d.disk_Bps > 0) {
     c.stream_prefix.assign(static_cast<size_t>(L) + 1, 0.0);
@@ -79,7 +85,7 @@ double stage_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t first
   const StageFit fit = stage_fit(m, d, first, end, o);
   const int64_t split = fit.fits ? first + fit.resident : end;
   for (int64_t l = first; l < end; ++l) t += l < split ? layer_decode_s(m, d, l, o) : streamed_layer_decode_s(m, d, l, o);
-  if (end == m.n_layers()) t += output_decode_s(m, d);
+  if (end == m.n_layers()) t += split < end ? streamed_output_decode_s(m, d) : output_decode_s(m, d);
   if (first == 0 && end > first) t += input_decode_s(m, d);
   return t;
 }

@@ -51,8 +51,10 @@ double output_decode_s(const ModelShape& m, const DeviceProfile& d);
 double input_decode_s(const ModelShape& m, const DeviceProfile& d);
 
 // A layer streamed from disk (memory_model.h stage_fit): read while the previous one computes, so
-// it costs the longer of its compute and its bytes over the disk's sequential read speed.
+// it costs the longer of its compute and its bytes over the disk's sequential read speed. The
+// output projection of a streaming last stage likewise.
 double streamed_layer_decode_s(const ModelShape& m, const DeviceProfile& d, int64_t l, const PlanOptions& o);
+double streamed_output_decode_s(const ModelShape& m, const DeviceProfile& d);
 
 // Per-token decode time of layers [first, end) on device d (+ output projection on the last stage),
 // its streamed layers (stage_fit) at streamed_layer_decode_s.
@@ -73,6 +75,7 @@ double control_s(const LinkProfile& l);
 struct DeviceCost {
   std::vector<double> prefix;  // [n_layers + 1] prefix sums of per-layer decode seconds
   double output_s = 0;         // output projection (last stage)
+  double stream_output_s = 0;  // the same on a streaming stage: its matrix is read from disk too
   double input_s = 0;          // embedding lookup (first stage)
   // A device that may stream: prefix sums of streamed_layer_decode_s, and the resident layers of
   // every range that fits ([first * (n_layers + 1) + end], stage_fit). Empty: never streams.
@@ -83,7 +86,7 @@ struct DeviceCost {
     if (!resident.empty()) split = first + resident[static_cast<size_t>(first * (n_layers + 1) + end)];
     return prefix[static_cast<size_t>(split)] - prefix[static_cast<size_t>(first)] +
            (split < end ? stream_prefix[static_cast<size_t>(end)] - stream_prefix[static_cast<size_t>(split)] : 0) +
-           (end == n_layers ? output_s : 0) + (first == 0 && end > first ? input_s : 0);
+           (end == n_layers ? (split < end ? stream_output_s : output_s) : 0) + (first == 0 && end > first ? input_s : 0);
   }
 };
 DeviceCost device_cost(const ModelShape& m, const DeviceProfile& d, const PlanOptions& o);

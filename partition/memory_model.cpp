@@ -22,6 +22,11 @@ uint64_t kv_bytes(const ModelShape& m, int64_t n_layers, const PlanOptions& o) {
                                          static_cast<double>(o.n_parallel)));
 }
 
+uint64_t safety_margin(const DeviceProfile& d, uint64_t contents, const PlanOptions& o) {
+  const uint64_t floor = std::min<uint64_t>(64ull << 20, d.free_bytes / 4);
+  return std::max<uint64_t>(floor, static_cast<uint64_t>(o.safety * static_cast<double>(contents)));
+}
+
 StageMemory stage_memory(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, const PlanOptions& o) {
   const auto& c = m.config;
   StageMemory s;
@@ -35,30 +40,57 @@ StageMemory stage_memory(const ModelShape& m, const DeviceProfile& d, int64_t fi
     s.scratch = 4ull * nb * static_cast<uint64_t>(2 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + ffn);
   if (end == m.n_layers()) s.scratch += 4ull * static_cast<uint64_t>(c.n_vocab) * static_cast<uint64_t>(o.n_parallel);
   s.overhead = d.overhead_bytes;
-  s.margin = std::max<uint64_t>(64ull << 20,
-                                static_cast<uint64_t>(o.safety * static_cast<double>(s.weights + s.kv + s.scratch)));
+  s.margin = safety_margin(d, s.weights + s.kv + s.scratch, o);
   return s;
 }
 
 namespace {
-// `full` (stage_memory of the whole range) with `streamed` bytes of layers on disk, the widest
-// of them `widest` bytes: a window of two of them in memory (one when only one streams).
-StageMemory with_streamed(StageMemory s, uint64_t streamed, uint64_t widest, int64_t n_streamed, const PlanOptions& o) {
-  s.weights = s.weights - streamed + (n_streamed >= 2 ? 2 * widest : streamed);
-  s.margin = std::max<uint64_t>(64ull << 20,
-                                static_cast<uint64_t>(o.safety * static_cast<double>(s.weights + s.kv + s.scratch)));
+// The worker asks for at least this much memory for the pieces of its streamed matrices.
+constexpr uint64_t kMinStreamWindow = 4ull << 20;
+
+// What a streaming stage reads from disk: layers [from, end), and the output matrix when the stage
+// holds it (the worker streams every matrix of the stage it repacks). `freed`: the bytes the stage
+// no longer holds in memory: those, and the embedding table, whose rows stay in the GGUF's file
+// mapping (a token touches one row; the worker never copies the table). A tied output matrix is
+// the table, counted once.
+struct Streamed {
+  uint64_t bytes = 0, widest = 0, freed = 0;
+};
+Streamed streamed_of(const ModelShape& m, int64_t first, int64_t from, int64_t end) {
+  Streamed s;
+  if (from >= end) return s;
+  for (int64_t l = from; l < end; ++l) {
+    s.bytes += m.layer_bytes[static_cast<size_t>(l)];
+    s.widest = std::max(s.widest, m.layer_bytes[static_cast<size_t>(l)]);
+  }
+  s.freed = s.bytes;
+  const bool tied = m.config.tied_embeddings;
+  if (first == 0) s.freed += m.embd_bytes;
+  if (end == m.n_layers()) {
+    s.bytes += m.output_matrix.bytes;
+    s.widest = std::max(s.widest, m.output_matrix.bytes);
+    // (never more than the stage counts for it: output_bytes holds output.weight, embd_bytes the tied table)
+    if (!(tied && first == 0)) s.freed += std::min(m.output_matrix.bytes, tied ? m.embd_bytes : m.output_bytes);
+  }
   return s;
+}
+
+// `full` (stage_memory of the whole range) with s's matrices on disk. The worker
+// (worker/shard_budget.cpp) cuts them into pieces of a quarter of what the rest of the stage leaves
+// of its budget and keeps as many in memory as fit, so the window is what is left: up to the
+// widest two (the one computing and the next), at least kMinStreamWindow.
+StageMemory with_streamed(StageMemory full, const DeviceProfile& d, const Streamed& s, const PlanOptions& o) {
+  full.weights -= s.freed;
+  full.margin = safety_margin(d, full.weights + full.kv + full.scratch, o);
+  const uint64_t left = d.free_bytes > full.total() ? d.free_bytes - full.total() : 0;
+  full.weights += std::min({2 * s.widest, s.bytes, std::max(left, kMinStreamWindow)});
+  return full;
 }
 }  // namespace
 
 StageMemory streamed_stage_memory(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end,
                                   int64_t resident, const PlanOptions& o) {
-  uint64_t streamed = 0, widest = 0;
-  for (int64_t l = first + resident; l < end; ++l) {
-    streamed += m.layer_bytes[static_cast<size_t>(l)];
-    widest = std::max(widest, m.layer_bytes[static_cast<size_t>(l)]);
-  }
-  return with_streamed(stage_memory(m, d, first, end, o), streamed, widest, end - first - resident, o);
+  return with_streamed(stage_memory(m, d, first, end, o), d, streamed_of(m, first, first + resident, end), o);
 }
 
 StageFit stage_fit(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, const PlanOptions& o) {
@@ -68,12 +100,7 @@ StageFit stage_fit(const ModelShape& m, const DeviceProfile& d, int64_t first, i
   if (!o.stream || !(d.disk_Bps > 0) || n <= 0) return {};
   // Every layer streams, as a worker over its --mem-budget does (worker/streamed_weights.h: it
   // keeps no resident prefix; every token reads the whole shard again).
-  uint64_t streamed = 0, widest = 0;
-  for (int64_t l = first; l < end; ++l) {
-    streamed += m.layer_bytes[static_cast<size_t>(l)];
-    widest = std::max(widest, m.layer_bytes[static_cast<size_t>(l)]);
-  }
-  if (fits(with_streamed(full, streamed, widest, n, o), d)) return {true, 0, n};
+  if (fits(with_streamed(full, d, streamed_of(m, first, first, end), o), d)) return {true, 0, n};
   return {};
 }
 

@@ -8,7 +8,8 @@
 //             and logits n_vocab x n_parallel on the last stage (attention streams over the cache:
 //             its per-thread score rows are negligible)
 //   overhead  the device's runtime overhead (CUDA context, process), from its profile
-//   margin    `safety` x (weights + kv + scratch), at least 64 MiB
+//   margin    `safety` x (weights + kv + scratch), at least min(64 MiB, a quarter of the device's free
+//             memory: a 100 MiB worker is not left 36 MiB)
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,9 @@
 #include "partition/profile.h"
 
 namespace herd::partition {
+
+// The safety margin of `contents` bytes (weights + kv + scratch) on device d.
+uint64_t safety_margin(const DeviceProfile& d, uint64_t contents, const PlanOptions& o);
 
 struct StageMemory {
   uint64_t weights = 0, kv = 0, scratch = 0, overhead = 0, margin = 0;
@@ -33,11 +37,13 @@ uint64_t kv_bytes(const ModelShape& m, int64_t n_layers, const PlanOptions& o);
 // Streaming from disk ([offload]). A stage whose weights do not fit runs on a device with a disk
 // speed (DeviceProfile::disk_Bps > 0, and PlanOptions::stream) by reading its layers from the
 // model file every token, as a worker over its --mem-budget does (worker/streamed_weights.h: all
-// of them, no resident prefix, so resident = 0 and streamed = the stage's layers): its memory is
-// the stage's other tensors (embeddings, output), a window of twice its largest layer (the one
-// computing and the next, prefetched), the KV cache of all its layers, scratch, overhead and
-// margin. fits = false when even that does not. (streamed_stage_memory prices any resident count,
-// for a worker that keeps a prefix.)
+// of them, no resident prefix, so resident = 0 and streamed = the stage's layers, and the output
+// matrix on the last stage): its memory is the stage's other tensors (norms; the embedding table
+// stays in the file mapping, a row a token), a window
+// for the streamed pieces (what the rest leaves, up to twice the widest streamed matrix set, at
+// least 4 MiB), the KV cache of all its layers, scratch, overhead and margin. fits = false when
+// even that does not. (streamed_stage_memory prices any resident count, for a worker that keeps a
+// prefix.)
 struct StageFit {
   bool fits = false;
   int64_t resident = 0, streamed = 0;

@@ -69,6 +69,7 @@ void finish_plan(Plan& p, const ModelShape& m, const Cluster& c, const PlanOptio
       s.prefill_s = stage_prefill_s(m, d, s.first, s.end, o);
       s.disk_s = 0;
       for (int64_t l = s.end - s.streamed; l < s.end; ++l) s.disk_s += m.layer_read_bytes(l, 1) / d.disk_Bps;
+      if (s.streamed > 0 && s.end == m.n_layers()) s.disk_s += static_cast<double>(m.output_matrix.bytes) / d.disk_Bps;
       // A prompt reads each streamed layer from disk once per n_batch chunk.
       if (s.streamed > 0) {
         const double chunks = std::max(1.0, std::ceil(static_cast<double>(o.n_prompt) /

@@ -117,9 +117,12 @@ std::string format_plan(const Plan& p, const ModelShape& m, const Cluster& c, co
       // Compute of the streamed layers alone, to say which of compute and disk bounds them.
       double compute = 0;
       for (int64_t l = s.end - s.streamed; l < s.end; ++l) compute += layer_decode_s(m, d, l, o);
-      out += fmt("     streams %lld of its %lld layers from disk (%lld resident): %.2f GB/token at %.2f GB/s, %.1f ms/token "
+      const bool out_streams = s.end == m.n_layers();
+      if (out_streams) compute += output_decode_s(m, d);
+      out += fmt("     streams %lld of its %lld layers%s from disk (%lld resident): %.2f GB/token at %.2f GB/s, %.1f ms/token "
                  "of reads beside %.1f ms of their compute\n",
-                 (long long)s.streamed, (long long)s.size(), (long long)(s.size() - s.streamed),
+                 (long long)s.streamed, (long long)s.size(), out_streams ? " and the output matrix" : "",
+                 (long long)(s.size() - s.streamed),
                  s.disk_s * d.disk_Bps / 1e9, d.disk_Bps / 1e9, s.disk_s * 1e3, compute * 1e3);
       if (s.disk_s > compute)
         out += fmt("     warning: %s's disk is too slow for its compute: at %.2f GB/s its reads bound this stage at %.1f "

@@ -349,7 +349,7 @@ StageMemory tp_rank_memory(const ModelShape& m, const DeviceProfile& d, const Sh
     s.scratch += 4ull * static_cast<uint64_t>(o.n_parallel) *
                  static_cast<uint64_t>(cfg.n_vocab + (static_cast<int64_t>(p.vocab.size()) + 1) * widest(p.vocab));
   s.overhead = d.overhead_bytes;
-  s.margin = std::max<uint64_t>(64ull << 20, static_cast<uint64_t>(o.safety * static_cast<double>(s.weights + s.kv + s.scratch)));
+  s.margin = safety_margin(d, s.weights + s.kv + s.scratch, o);
   return s;
 }
 

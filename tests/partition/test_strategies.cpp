@@ -227,7 +227,7 @@ TEST(Strategies, OptimalEqualsBruteForceWithStreaming) {
 }
 
 // A stage that streams: every layer streams (as the worker does), it fits exactly when that
-// memory fits, its time is each layer's max(compute, bytes / disk), the DP's table agrees with
+// memory fits, its time is each layer's (and a last stage's output matrix's) max(compute, bytes / disk), the DP's table agrees with
 // the plan's sum, and --no-stream or no disk means it does not fit.
 TEST(Strategies, StreamedStagesStreamEveryLayerAsTheWorkerDoes) {
   std::mt19937_64 rng(5);
@@ -254,7 +254,8 @@ TEST(Strategies, StreamedStagesStreamEveryLayerAsTheWorkerDoes) {
         for (int64_t l = f; l < e; ++l)
           t += l < f + fit.resident ? layer_decode_s(in.m, d, l, in.o)
                                     : std::max(layer_decode_s(in.m, d, l, in.o), in.m.layer_read_bytes(l, 1) / d.disk_Bps);
-        if (e == L) t += output_decode_s(in.m, d);
+        if (e == L)  // the output matrix streams too
+          t += std::max(output_decode_s(in.m, d), static_cast<double>(in.m.output_matrix.bytes) / d.disk_Bps);
         if (f == 0) t += input_decode_s(in.m, d);
         EXPECT_NEAR(stage_decode_s(in.m, d, f, e, in.o), t, 1e-12 * t);
         EXPECT_NEAR(cost.range_s(f, e, L), t, 1e-9 * t);
