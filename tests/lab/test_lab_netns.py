@@ -130,8 +130,8 @@ def test_small_namespaced_run_leaves_nothing_behind(labs, tmp_path):
     seen = wait_for_workers(p)
     # while it runs: worker b is in a CPU cgroup of half a core and a 1 GB memory cgroup
     cg = f"/sys/fs/cgroup/cpu/herdlab-{p.pid}-b"
-    assert open(f"{cg}/cpu.cfs_quota_us").read().strip() == "1000"  # 1 ms of every 2 ms: half a core
-    assert open(f"{cg}/cpu.cfs_period_us").read().strip() == "2000"
+    assert open(f"{cg}/cpu.cfs_quota_us").read().strip() == "5000"  # 5 ms of every 10 ms: half a core
+    assert open(f"{cg}/cpu.cfs_period_us").read().strip() == "10000"
     assert open(f"{cg}/cgroup.procs").read().split(), "no process in the worker's cpu cgroup"
     # the kernel keeps whole pages of the 1e9 bytes asked for
     limit = int(open(f"/sys/fs/cgroup/memory/herdlab-{p.pid}-b/memory.limit_in_bytes").read())

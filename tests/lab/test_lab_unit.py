@@ -79,11 +79,12 @@ def test_tbf_bucket_is_100us_of_the_rate(lab):
     assert b[b.index("burst") + 1] == "1600"
 
 
-def test_cpu_quota_uses_the_shortest_period(lab):
-    assert lab.cfs_period_quota(0.5) == (2000, 1000)
-    assert lab.cfs_period_quota(0.25) == (4000, 1000)
-    assert lab.cfs_period_quota(2) == (1000, 2000)
-    assert lab.cfs_period_quota(0.3) == (3334, 1000)  # 0.29994 cores: the kernel counts whole us
+def test_cpu_quota_uses_a_10ms_period_and_at_least_1ms_of_quota(lab):
+    assert lab.cfs_period_quota(0.5) == (10000, 5000)
+    assert lab.cfs_period_quota(0.25) == (10000, 2500)
+    assert lab.cfs_period_quota(2) == (10000, 20000)
+    assert lab.cfs_period_quota(0.05) == (20000, 1000)  # the quota's 1 ms minimum
+    assert lab.cfs_period_quota(0.03) == (33334, 1000)  # 0.029999 cores: the kernel counts whole us
 
 
 def rows(specs):
