@@ -108,8 +108,9 @@ def test_charts_are_svg_with_a_mark_per_measurement(lab):
 
 
 def test_planner_check_counts_runs_within_20_percent_and_names_the_fastest(lab):
-    def row(n, links, strat, meas, pred):
-        return {"workers": str(n), "links": links, "strategy": strat, "tg_tok_s": meas, "predicted_tok_s": pred}
+    def row(n, links, strat, meas, pred, split=""):
+        return {"workers": str(n), "links": links, "strategy": strat, "tg_tok_s": meas, "predicted_tok_s": pred,
+                "split": split}
     rows = [row(1, "wifi", "even", "5.00", "5.90"),   # +18%: within
             row(2, "wifi", "even", "6.00", "7.30"),   # +21.7%: not
             row(2, "wifi", "speed", "6.50", "7.00"),  # the planner's pick and the fastest
@@ -121,6 +122,12 @@ def test_planner_check_counts_runs_within_20_percent_and_names_the_fastest(lab):
     assert lab.planner_check(rows)[1].startswith("planner: its fastest configuration, 2w-wifi-speed")
     assert "is the fastest measured" in lab.planner_check(rows)[1]
     assert lab.planner_check([rows[3]]) == []
+    # Two strategies that gave the same split ran the same configuration: picking either is a hit.
+    same = [row(1, "1gbe", "even", "15.09", "13.92", "0-23"), row(1, "1gbe", "speed", "15.27", "13.92", "0-23"),
+            row(2, "1gbe", "even", "14.62", "13.85", "0-11,12-23")]
+    assert "is the fastest measured (15.27 tok/s, as 1w-1gbe-speed: the same split)" in lab.planner_check(same)[1]
+    same[1]["split"] = "0-22"
+    assert "behind the fastest measured" in lab.planner_check(same)[1]
 
 
 def test_help_says_what_is_not_emulated():
