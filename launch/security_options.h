@@ -3,11 +3,10 @@
 // emulation aid --link-delay DUR (transport/link_delay.h). This only parses and applies.
 #pragma once
 
-#include <string>
-
 #include <chrono>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 
 #include "launch/args.h"
 #include "partition/profile.h"
