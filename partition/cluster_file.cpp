@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cctype>
-#include <fstream>
 #include <set>
 #include <sstream>
 
+#include "common/file_io.h"
 #include "kernels/dtype.h"
 #include "partition/profile.h"
 
@@ -349,11 +349,9 @@ void require_figures(const Cluster& c, const std::string& source) {
 Cluster parse_cluster(const std::string& text, const std::string& source) { return Parser(source).parse(text); }
 
 Cluster load_cluster(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw ClusterError(path + ": cannot open cluster file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_cluster(ss.str(), path);
+  std::string text;
+  if (!read_whole_file(path, text)) throw ClusterError(path + ": cannot open cluster file");
+  return parse_cluster(text, path);
 }
 
 }  // namespace herd::partition

@@ -1,10 +1,10 @@
 #include "partition/plan_file.h"
 
-#include <fstream>
 #include <map>
 #include <set>
 #include <nlohmann/json.hpp>
-#include <sstream>
+
+#include "common/file_io.h"
 
 namespace herd::partition {
 namespace {
@@ -134,11 +134,9 @@ PlanFile parse_plan_file(const std::string& text, const std::string& source) {
 }
 
 PlanFile read_plan_file(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw PlanFileError(path + ": cannot open plan file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_plan_file(ss.str(), path);
+  std::string text;
+  if (!read_whole_file(path, text)) throw PlanFileError(path + ": cannot open plan file");
+  return parse_plan_file(text, path);
 }
 
 }  // namespace herd::partition
