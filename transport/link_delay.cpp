@@ -9,8 +9,6 @@ namespace herd::transport {
 
 namespace {
 std::atomic<int64_t> g_delay_us{0};
-
-bool is_inproc(const std::string& address) { return address.rfind("inproc://", 0) == 0; }
 }  // namespace
 
 void set_link_delay(std::chrono::microseconds d) {
@@ -67,13 +65,13 @@ Received DelayedListener::recv(int timeout_ms) {
 
 std::unique_ptr<Link> with_link_delay(std::unique_ptr<Link> l) {
   const auto d = link_delay();
-  if (d.count() == 0 || is_inproc(l->address())) return l;
+  if (d.count() == 0) return l;
   return std::make_unique<DelayedLink>(std::move(l), d);
 }
 
 std::unique_ptr<Listener> with_link_delay(std::unique_ptr<Listener> l) {
   const auto d = link_delay();
-  if (d.count() == 0 || is_inproc(l->address())) return l;
+  if (d.count() == 0) return l;
   return std::make_unique<DelayedListener>(std::move(l), d);
 }
 

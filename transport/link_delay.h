@@ -78,7 +78,8 @@ class DelayedListener : public Listener {
   DelayQueue q_;
 };
 
-// The wrappers when a delay is set, else the links as they are (connect() and listen() call these).
+// The wrappers when a delay is set, else the links as they are (connect() and listen() call these
+// for tcp:// and ipc:// links only).
 std::unique_ptr<Link> with_link_delay(std::unique_ptr<Link> l);
 std::unique_ptr<Listener> with_link_delay(std::unique_ptr<Listener> l);
 
