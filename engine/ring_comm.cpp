@@ -295,6 +295,26 @@ std::string RingComm::broadcast(float* data, size_t n, int root) {
   return {};
 }
 
+namespace {
+// One receive on the link to the successor while the ring forms: *acked once its answer to this
+// rank's hello came; an error for anything else that came, or a lost link.
+std::string take_hello_ack(const transport::Received& r, int next_rank, int n, bool* acked) {
+  const std::string who = "rank " + std::to_string(next_rank);
+  if (r.status == transport::RecvStatus::ok) {
+    RingComm::Header h;
+    if (r.msg.type != kRingHello || !RingComm::Header::decode(r.msg.payload, &h) || h.phase != kPhaseHelloAck)
+      return who + " answered the hello with message type " + std::to_string(r.msg.type);
+    if (h.origin != static_cast<uint32_t>(next_rank) || h.count != static_cast<uint64_t>(n))
+      return who + "'s answer says rank " + std::to_string(h.origin) + " of " + std::to_string(h.count) +
+             ", expected rank " + std::to_string(next_rank) + " of " + std::to_string(n);
+    *acked = true;
+  }
+  if (r.status == transport::RecvStatus::malformed) return "malformed answer from " + who + ": " + r.error;
+  if (r.status == transport::RecvStatus::closed) return who + " is gone (" + r.error + ")";
+  return {};
+}
+}  // namespace
+
 std::unique_ptr<RingComm> make_ring_comm(const std::vector<std::string>& addresses, int rank, std::string* error,
                                          int timeout_ms, std::unique_ptr<transport::Listener> listener) {
   const int n = static_cast<int>(addresses.size());
@@ -328,6 +348,7 @@ std::unique_ptr<RingComm> make_ring_comm(const std::vector<std::string>& address
   m.type = kRingHello;
   m.payload = hello.encode();
   if (auto e = next->send(m); !e.empty()) return failed("hello to rank " + std::to_string(next_rank) + ": " + e);
+  bool acked = false;  // the successor answered our hello
   while (true) {
     const transport::Received r = listener->recv(std::min(remaining_ms(deadline), 20));
     if (r.status == transport::RecvStatus::ok) {
@@ -338,12 +359,31 @@ std::unique_ptr<RingComm> make_ring_comm(const std::vector<std::string>& address
         return failed("hello from rank " + std::to_string(h.origin) + " of " + std::to_string(h.count) +
                       ", expected rank " + std::to_string(prev_rank) + " of " + std::to_string(n) +
                       " (do all ranks have the same address list?)");
+      // Answer it, and wait for the successor's answer on `next`. Reading that link is also what
+      // completes its data-lane handshake (transport/tcp_lane.h): the listener's lane offer comes
+      // before the answer on the same connection. Without this wait nothing read `next` until a
+      // collective ran longer than kPollNextEvery, so a decode's all-reduces went through ZeroMQ's
+      // I/O threads for the whole run (measured: a 4 KiB all-reduce of two ranks, 100 us on ZeroMQ,
+      // 24 us on the lane).
+      RingComm::Header ack{0, kPhaseHelloAck, 0, static_cast<uint32_t>(rank), static_cast<uint64_t>(n)};
+      transport::Message am;
+      am.type = kRingHello;
+      am.payload = ack.encode();
+      if (auto e = listener->send(r.peer, am); !e.empty())
+        return failed("answer to rank " + std::to_string(prev_rank) + "'s hello: " + e);
+      while (!acked) {
+        if (auto e = take_hello_ack(next->recv(std::min(remaining_ms(deadline), 20)), next_rank, n, &acked); !e.empty())
+          return failed(e);
+        if (!acked && Clock::now() >= deadline)
+          return failed("no answer to the hello from rank " + std::to_string(next_rank) + " within " +
+                        std::to_string(timeout_ms) + " ms");
+      }
       return std::make_unique<RingComm>(rank, n, std::move(listener), std::move(next), r.peer);
     }
     if (r.status == transport::RecvStatus::malformed) return failed("malformed hello: " + r.error);
-    // Keep the successor link serviced (its data-lane handshake runs in recv) and watch it.
-    const transport::Received nr = next->recv(0);
-    if (nr.status == transport::RecvStatus::closed) return failed("rank " + std::to_string(next_rank) + " is gone");
+    // Keep the successor link serviced (its data-lane handshake runs in recv) and watch it; its
+    // answer to our hello may come first.
+    if (auto e = take_hello_ack(next->recv(0), next_rank, n, &acked); !e.empty()) return failed(e);
     if (Clock::now() >= deadline)
       return failed("no hello from rank " + std::to_string(prev_rank) + " within " + std::to_string(timeout_ms) + " ms");
   }

@@ -16,6 +16,9 @@ inline constexpr uint16_t kRingHello = 0xC101, kRingData = 0xC102, kRingAbort = 
                                   kRingByeAck = 0xC105;
 // Phases: which collective (and which leg of the all-reduce) a data message belongs to.
 inline constexpr uint32_t kPhaseHello = 1, kPhaseReduce = 2, kPhaseResult = 3, kPhaseGather = 4, kPhaseBcast = 5;
+// A rank's answer to its predecessor's hello (a kRingHello back over the listener, origin = the
+// answering rank, count = the group size): see make_ring_comm.
+inline constexpr uint32_t kPhaseHelloAck = 6;
 
 // 24 bytes, little-endian (every host herd runs on is): seq | phase | index | origin | count.
 struct RingComm::Header {

@@ -14,6 +14,7 @@
 #include "engine/tp_sync.h"
 #include "tests/engine/comm_checks.h"
 #include "transport/link.h"
+#include "transport/zmq_link.h"
 
 namespace herd::test {
 namespace {
@@ -271,17 +272,54 @@ TEST(CommRingFailure, GarbageFromAPeerIsAnErrorNotACrash) {
       hello.payload = header(0, 1, 0, 1, 2);
       ASSERT_EQ(to0->send(hello), "");
       std::string err;
-      auto rank0 = make_ring_comm(addrs, 0, &err, 5000, std::move(l0));
+      std::unique_ptr<RingComm> rank0;
+      std::thread forming([&] { rank0 = make_ring_comm(addrs, 0, &err, 5000, std::move(l0)); });
+      // Take rank 0's hello and answer it as a rank does (engine/ring_wire.h: kPhaseHelloAck).
+      transport::Received h = l1->recv(5000);
+      ASSERT_EQ(h.status, transport::RecvStatus::ok);
+      transport::Message ack;
+      ack.type = kRingHello;
+      ack.payload = header(0, kPhaseHelloAck, 0, 1, 2);
+      ASSERT_EQ(l1->send(h.peer, ack), "");
+      forming.join();
       ASSERT_TRUE(rank0) << err;
+      // Rank 0 answered our hello on the link we sent it from.
+      transport::Received a = to0->recv(5000);
+      ASSERT_EQ(a.status, transport::RecvStatus::ok);
+      EXPECT_EQ(a.msg.payload, header(0, kPhaseHelloAck, 0, 0, 2));
       std::vector<float> d(10, 1.0f);
       std::string res;
       std::thread t([&] { res = rank0->all_reduce_sum(d.data(), 10); });
-      // Take rank 0's hello and partial sum, then answer with junk.
-      for (int got = 0; got < 2;) got += l1->recv(2000).status == transport::RecvStatus::ok;
+      // Take rank 0's partial sum, then answer with junk.
+      for (int got = 0; got < 1;) got += l1->recv(2000).status == transport::RecvStatus::ok;
       junk[c](*to0);
       t.join();
       EXPECT_NE(res, "") << "case " << c << " " << scheme;
     }
+  }
+}
+
+TEST(CommRingBootstrap, EveryTcpLinkTakesItsDataLaneBeforeTheRingIsReturned) {
+  // Each rank's link to its successor gets a lane offer from the successor's listener; the link
+  // acts on it only inside its own recv. The ring reads that link while it forms, so every lane is
+  // connected before the first collective (before, a ring whose collectives each ended within
+  // kPollNextEvery never read it, and all its data went through ZeroMQ for good).
+  for (int n : {2, 3}) {
+    std::atomic<int> offers{0};
+    transport::set_lane_redirect_for_tests([&](uint16_t port) {
+      ++offers;
+      return port;
+    });
+    Group g = ring_group(n, "tcp");
+    const int seen = offers.load();  // read before any collective
+    transport::set_lane_redirect_for_tests({});
+    EXPECT_EQ(seen, n) << n << " ranks: lanes connected while the ring formed";
+    const auto errs = on_threads(n, [&](int r) {
+      std::vector<float> d(4096, static_cast<float>(r + 1));
+      if (auto e = g[r]->all_reduce_sum(d.data(), d.size()); !e.empty()) return e;
+      return d[4095] == n * (n + 1) / 2.0f ? std::string() : "wrong sum";
+    });
+    for (int r = 0; r < n; ++r) EXPECT_EQ(errs[r], "") << "rank " << r << " of " << n;
   }
 }
 
