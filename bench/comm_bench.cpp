@@ -1,7 +1,9 @@
 // Bus bandwidth of Comm::all_reduce_sum, as nccl-tests defines it: algbw = bytes / time, busbw =
 // algbw * 2(n-1)/n (the bytes each rank must move in a bandwidth-optimal all-reduce), so numbers for
 // different n compare against the link speed. Median of the iterations on rank 0, after warm-up.
-//   bench_comm [max_ranks]                              inproc threads and ring over tcp://127.0.0.1
+//   bench_comm [max_ranks [SIZES]]                      inproc threads and ring over tcp://127.0.0.1
+//                                                       (SIZES: bytes per all-reduce, comma-separated,
+//                                                       multiples of 4; default 4K,64K,1M,16M)
 //   mpirun --allow-run-as-root -np N bench_comm         MpiComm (when built with MPI)
 #include <algorithm>
 #include <chrono>
@@ -21,7 +23,7 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-const std::vector<size_t> kSizes = {4 << 10, 64 << 10, 1 << 20, 16 << 20};  // bytes
+std::vector<size_t> kSizes = {4 << 10, 64 << 10, 1 << 20, 16 << 20};  // bytes (argv[2] replaces them)
 
 int iters_for(size_t bytes) { return static_cast<int>(std::clamp<size_t>((64u << 20) / bytes, 5, 50)); }
 
@@ -105,6 +107,23 @@ int main(int argc, char** argv) {
   }
 #endif
   const int max_ranks = argc > 1 ? std::atoi(argv[1]) : 4;
+  if (argc > 2) {
+    kSizes.clear();
+    for (const char* p = argv[2]; *p;) {
+      char* end = nullptr;
+      const unsigned long long b = std::strtoull(p, &end, 10);
+      if (end == p || b == 0 || b % 4 != 0 || b > (1ull << 30) || (*end && *end != ',')) {
+        std::fprintf(stderr, "bench_comm: SIZES must be byte counts, multiples of 4 up to 1 GiB, comma-separated: %s\n", argv[2]);
+        return 2;
+      }
+      kSizes.push_back(static_cast<size_t>(b));
+      p = *end ? end + 1 : end;
+    }
+  }
+  if (max_ranks < 2) {
+    std::fprintf(stderr, "bench_comm: max_ranks must be 2 or more\n");
+    return 2;
+  }
   std::printf("all-reduce, f32, %u hardware threads; algbw/busbw in GB/s\n", std::thread::hardware_concurrency());
   header();
   for (int n = 2; n <= max_ranks; ++n) bench_threads("inproc", n, herd::make_inproc_comms);

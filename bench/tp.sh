@@ -10,7 +10,8 @@
 #   single 1t       -t 1
 #   single 2t       -t 2
 #   tp2 f32|f16|q8  -t 2 --tp 2 --tp-sync S: two in-process ranks, 1 thread each
-#   tp2 workers     two `herd worker -t 1` and `--workers a,b --tp 2`, when this herd's bench takes
+#   tp2 workers x 1t f32|f16|q8
+#                   two `herd worker -t 1` and `--workers a,b --tp 2 --tp-sync S`, when this herd's bench takes
 #                   --tp with --workers (asked first with unreachable workers: "not yet" means no);
 #                   otherwise the row says "not available"
 # Ratios: the row's tok/s over single 1t and over single 2t (targets for tp2: >= 1.6 and >= 0.9).
@@ -19,9 +20,10 @@
 #   single: one device (its probe at -t 1 or -t 2), the local link ~0 (no messages);
 #   tp2:    two devices of the -t 1 probe on one host, `herd plan --tp 2 --tp-sync S`, each rank's
 #           rates min(-t 1's, -t 2's / 2) (the two ranks share the host's memory); the local link is
-#           the in-process all-reduce (InprocComm) measured by bench_comm: the time of a 4 KiB and of a
-#           64 KiB all-reduce over 2 threads fitted to the model's 2 x (latency + bytes / bandwidth);
-#   tp2 workers: the same devices, the local link the ring over tcp://127.0.0.1 (bench_comm's
+#           the in-process all-reduce (InprocComm) measured by bench_comm: all-reduces of 4 to 64 KiB
+#           over 2 threads (each size's median of three runs) fitted by least squares to the model's
+#           2 x (latency + bytes / bandwidth);
+#   tp2 workers x 1t: the same devices, the local link the ring over tcp://127.0.0.1 (bench_comm's
 #           ring-tcp rows, fitted alike): the worker ranks' all-reduces and the coordinator's hops;
 #   plan context = N_GEN so its mean KV position is the benchmark's.
 # sync bytes: what the busiest rank sends per token (2 x layers all-reduces of n_embd values at the
@@ -63,20 +65,23 @@ calibrate() {
   "$HERD" probe -t 1 --out "$OUT/probe-t1.json" > "$OUT/probe-t1.txt"
   "$HERD" probe -t 2 --out "$OUT/probe-t2.json" > "$OUT/probe-t2.txt"
 
-  # The all-reduce of 2 ranks, t(B) = 2 x (latency + B / bw) fitted on 4 KiB and 64 KiB: in one
-  # process (InprocComm) for the in-process rows, and the ring over tcp://127.0.0.1 (RingComm, what
-  # worker ranks run) for the worker row.
-  read -r inproc_lat inproc_bw ring_lat ring_bw < <("$BIN_DIR/bench_comm" 2 2>/dev/null | python3 -c '
-import sys
+  # The all-reduce of 2 ranks, t(B) = 2 x (latency + B / bw), fitted by least squares on 4-64 KiB
+  # (a decode's all-reduces are n_embd floats: 3-16 KiB for these shapes), each size's median over
+  # three bench_comm runs: in one process (InprocComm) for the in-process rows, and the ring over
+  # tcp://127.0.0.1 (RingComm, what worker ranks run) for the worker rows. (A fit on two sizes of
+  # one run gave a latency of 0.58 us in one round and 104 us in the next.)
+  read -r inproc_lat inproc_bw ring_lat ring_bw < <(for _ in 1 2 3; do "$BIN_DIR/bench_comm" 2 4096,8192,16384,32768,65536 2>/dev/null; done | python3 -c '
+import statistics as st, sys
 t = {"inproc": {}, "ring-tcp": {}}
 for line in sys.stdin:
     f = line.split()
-    if len(f) >= 4 and f[0] in t and f[1] == "2": t[f[0]][int(f[2])] = float(f[3]) * 1e-6
+    if len(f) >= 4 and f[0] in t and f[1] == "2": t[f[0]].setdefault(int(f[2]), []).append(float(f[3]) * 1e-6)
 out = []
 for impl in ("inproc", "ring-tcp"):
-    a, b = t[impl][4096], t[impl][65536]
-    per_byte = max((b - a) / 2 / (65536 - 4096), 1e-12)   # s per byte = 1 / bw
-    lat = max(a / 2 - 4096 * per_byte, 1e-7)
+    xs = sorted(t[impl]); ys = [st.median(t[impl][x]) / 2 for x in xs]   # one hop: half an all-reduce of 2
+    mx, my = st.mean(xs), st.mean(ys)
+    per_byte = max(sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs), 1e-12)
+    lat = max(my - per_byte * mx, 1e-7)
     out += ["%.3gus" % (lat * 1e6), "%.3gGB/s" % (1 / per_byte / 1e9)]
 print(" ".join(out))')
   echo "calibration: in-process all-reduce (bench_comm, 2 threads): per-hop latency $inproc_lat, bandwidth $inproc_bw" >&2
@@ -131,7 +136,7 @@ for shape in $MODELS; do
   fi
   rows=("single-1t" "single-2t")
   for s in $SYNCS; do rows+=("tp2-$s"); done
-  rows+=("tp2-workers")
+  for s in $SYNCS; do rows+=("workers-$s"); done
   # Rounds: every row once per round, after a fresh calibration, so the ratios within a round are
   # paired (a shared machine's load swings by 2x within minutes); the table gives medians.
   for round in $(seq 1 "$ROUNDS"); do
@@ -142,11 +147,11 @@ for shape in $MODELS; do
       case "$row" in
         single-1t) args=(-t 1); cl="$OUT/single-t1.txt"; plan_args=(--strategy even) ;;
         single-2t) args=(-t 2); cl="$OUT/single-t2.txt"; plan_args=(--strategy even) ;;
-        tp2-workers) args=(); cl="$OUT/tp2-workers.txt"; plan_args=(--tp 2) ;;
+        workers-*) sync=${row#workers-}; args=(--tp-sync "$sync"); cl="$OUT/tp2-workers.txt"; plan_args=(--tp 2 --tp-sync "$sync") ;;
         tp2-*) sync=${row#tp2-}; args=(-t 2 --tp 2 --tp-sync "$sync"); cl="$OUT/tp2.txt"; plan_args=(--tp 2 --tp-sync "$sync") ;;
       esac
       meas=""
-      if [ "$row" = tp2-workers ]; then
+      if [ "${row%-*}" = workers ]; then
         if [ -n "$worker_tp_msg" ]; then
           printf '%s\tnot available: "%s..."\t%s\t\t\t\t\t\n' "$shape" "$(cut -c1-70 <<< "$worker_tp_msg")" "$round" >> "$RESULTS"
           continue
@@ -164,12 +169,12 @@ for shape in $MODELS; do
           addrs="$addrs${addrs:+,}127.0.0.1:$port"
         done
         sleep 1
-        meas=$("$HERD" bench -m "$model" -p 0 -n "$n_gen" -r "$REPS" --workers "$addrs" --tp 2 --json \
-                 2>"$OUT/bench-$shape-workers.err" | json_get median_ts || true)
+        meas=$("$HERD" bench -m "$model" -p 0 -n "$n_gen" -r "$REPS" --workers "$addrs" --tp 2 "${args[@]}" --json \
+                 2>"$OUT/bench-$shape-$row.err" | json_get median_ts || true)
         stop_workers
         if [ -z "$meas" ] || [ "$meas" = None ]; then
           printf '%s\tnot available: %s\t%s\t\t\t\t\t\n' "$shape" \
-            "$(grep -m1 -i 'error' "$OUT/bench-$shape-workers.err" | cut -c1-80)" "$round" >> "$RESULTS"
+            "$(grep -m1 -i 'error' "$OUT/bench-$shape-$row.err" | cut -c1-80)" "$round" >> "$RESULTS"
           continue
         fi
       else
@@ -186,7 +191,7 @@ print(p["decode_tok_s"], s["sync_bytes_per_token"] if tp else "-", s["sync_s"] /
       # Measured sync share (in-process TP rows): `herd bench` prints rank 0's time in all-reduces and
       # logits gathers over the test's wall time ("tp sync: tgN: X% ...").
       sync_meas=$( { sed -n 's/^tp sync: tg[0-9]*: \([0-9.]*\)%.*/\1/p' "$OUT/bench-$shape-$row.err" 2>/dev/null || true; } | tail -1)
-      if [ "$row" = tp2-workers ]; then
+      if [ "${row%-*}" = workers ]; then
         sync_meas=$( { sed -n 's/^herd worker: tp rank 0 of 2: .*(\([0-9.]*\)%) in all-reduces.*/\1/p' "$OUT/worker-0.log" || true; } | tail -1)
       fi
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$row" "$round" "$meas" "$pred" "$sync_bytes" "$sync_share" \
@@ -205,7 +210,7 @@ for line in open(sys.argv[1]):
     if key not in rows: rows[key] = []; order.append(key)
     rows[key].append(f)
 def label(r):
-    return {"single-1t": "single 1t", "single-2t": "single 2t", "tp2-workers": "tp2 workers x 1t"}.get(r, r.replace("tp2-", "tp2 "))
+    return {"single-1t": "single 1t", "single-2t": "single 2t"}.get(r, r.replace("tp2-", "tp2 ").replace("workers-", "tp2 workers x 1t "))
 print("| model | run | measured tok/s | vs single 1t | vs single 2t | predicted tok/s | error | sync bytes/token/rank | sync share (pred.) | sync share (measured) |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 loads = []
