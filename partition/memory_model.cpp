@@ -79,14 +79,30 @@ Streamed streamed_of(const ModelShape& m, int64_t first, int64_t from, int64_t e
 // (worker/shard_budget.cpp) cuts them into pieces of a quarter of what the rest of the stage leaves
 // of its budget and keeps as many in memory as fit, so the window is what is left: up to the
 // widest two (the one computing and the next), at least kMinStreamWindow.
-StageMemory with_streamed(StageMemory full, const DeviceProfile& d, const Streamed& s, const PlanOptions& o) {
+StageMemory without_streamed(StageMemory full, const DeviceProfile& d, const Streamed& s, const PlanOptions& o) {
   full.weights -= s.freed;
   full.margin = safety_margin(d, full.weights + full.kv + full.scratch, o);
+  return full;
+}
+StageMemory with_streamed(StageMemory full, const DeviceProfile& d, const Streamed& s, const PlanOptions& o) {
+  full = without_streamed(full, d, s, o);
   const uint64_t left = d.free_bytes > full.total() ? d.free_bytes - full.total() : 0;
   full.weights += std::min({2 * s.widest, s.bytes, std::max(left, kMinStreamWindow)});
   return full;
 }
 }  // namespace
+
+StreamedRead streamed_read(const ModelShape& m, int64_t first, int64_t end, int64_t resident) {
+  const Streamed s = streamed_of(m, first, first + resident, end);
+  return {s.bytes, s.widest};
+}
+
+uint64_t stream_window_room(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, int64_t resident,
+                            const PlanOptions& o) {
+  const StageMemory rest =
+      without_streamed(stage_memory(m, d, first, end, o), d, streamed_of(m, first, first + resident, end), o);
+  return d.free_bytes > rest.total() ? d.free_bytes - rest.total() : 0;
+}
 
 StageMemory streamed_stage_memory(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end,
                                   int64_t resident, const PlanOptions& o) {
@@ -98,10 +114,14 @@ StageFit stage_fit(const ModelShape& m, const DeviceProfile& d, int64_t first, i
   const StageMemory full = stage_memory(m, d, first, end, o);
   if (fits(full, d)) return {true, n, 0};
   if (!o.stream || !(d.disk_Bps > 0) || n <= 0) return {};
-  // Every layer streams, as a worker over its --mem-budget does (worker/streamed_weights.h: it
-  // keeps no resident prefix; every token reads the whole shard again).
-  if (fits(with_streamed(full, d, streamed_of(m, first, first, end), o), d)) return {true, 0, n};
-  return {};
+  // As a worker over its --mem-budget does (worker/shard_budget.cpp): the most leading layers that
+  // leave room for the window stay resident, the rest (and the output matrix) stream. Streaming
+  // everything needs the least memory, so when that does not fit nothing does; the largest count
+  // that fits is found by a scan from the top (the window term makes fitting not quite monotone).
+  if (!fits(with_streamed(full, d, streamed_of(m, first, first, end), o), d)) return {};
+  for (int64_t r = n - 1; r > 0; --r)
+    if (fits(with_streamed(full, d, streamed_of(m, first, first + r, end), o), d)) return {true, r, n - r};
+  return {true, 0, n};
 }
 
 int64_t max_layers_from(const ModelShape& m, const DeviceProfile& d, int64_t first, const PlanOptions& o) {

@@ -36,14 +36,14 @@ uint64_t kv_bytes(const ModelShape& m, int64_t n_layers, const PlanOptions& o);
 
 // Streaming from disk ([offload]). A stage whose weights do not fit runs on a device with a disk
 // speed (DeviceProfile::disk_Bps > 0, and PlanOptions::stream) by reading its layers from the
-// model file every token, as a worker over its --mem-budget does (worker/streamed_weights.h: all
-// of them, no resident prefix, so resident = 0 and streamed = the stage's layers, and the output
-// matrix on the last stage): its memory is the stage's other tensors (norms; the embedding table
-// stays in the file mapping, a row a token), a window
-// for the streamed pieces (what the rest leaves, up to twice the widest streamed matrix set, at
-// least 4 MiB), the KV cache of all its layers, scratch, overhead and margin. fits = false when
-// even that does not. (streamed_stage_memory prices any resident count, for a worker that keeps a
-// prefix.)
+// model file every token, as a worker over its --mem-budget does (worker/shard_budget.cpp): its
+// first `resident` layers stay in memory, the other `streamed` ones (and the output matrix on the
+// last stage) are read again every token. Its memory is the resident layers, the stage's other
+// tensors (norms; the embedding table stays in the file mapping, a row a token), a window for the
+// streamed pieces (what the rest leaves, up to twice the widest streamed matrix set, at least
+// 4 MiB), the KV cache of all its layers, scratch, overhead and margin; `resident` is the largest
+// count for which that fits. fits = false when even streaming every layer does not fit.
+// (streamed_stage_memory prices any resident count.)
 struct StageFit {
   bool fits = false;
   int64_t resident = 0, streamed = 0;
@@ -52,6 +52,17 @@ StageFit stage_fit(const ModelShape& m, const DeviceProfile& d, int64_t first, i
 // The memory of [first, end) with its first `resident` layers in memory and the rest streamed.
 StageMemory streamed_stage_memory(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end,
                                   int64_t resident, const PlanOptions& o);
+
+// What a streaming stage [first, end) whose first `resident` layers stay in memory reads from disk
+// per token (its other layers, and the output matrix on the last stage), and the largest of those.
+struct StreamedRead {
+  uint64_t bytes = 0, widest = 0;
+};
+StreamedRead streamed_read(const ModelShape& m, int64_t first, int64_t end, int64_t resident);
+// The memory left for that stage's window of pieces being read: the device's free memory less
+// everything else streamed_stage_memory counts (0 when that alone is over).
+uint64_t stream_window_room(const ModelShape& m, const DeviceProfile& d, int64_t first, int64_t end, int64_t resident,
+                            const PlanOptions& o);
 
 // The most layers starting at `first` the device can hold, streaming where it may (0 when not
 // even one fits).

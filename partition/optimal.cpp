@@ -116,7 +116,9 @@ Result dp_subsets(const Tables& t, double bound, std::vector<double>* with) {
         const int64_t last = t.max_end[static_cast<size_t>(d)][static_cast<size_t>(l)];
         for (int64_t e = l + 1; e <= last; ++e) {
           const double s = t.stage(d, l, e);
-          if (s > bound) break;  // grows with e
+          // Not `break`: a stage's time need not grow with e (a longer streaming stage may keep a
+          // layer resident that a shorter one must stream: the embedding table leaves memory).
+          if (s > bound) continue;
           if (a + s < dp[at(S, d, e)]) dp[at(S, d, e)] = a + s, from[at(S, d, e)] = static_cast<int32_t>(l);
         }
       }
@@ -175,7 +177,7 @@ Result dp_ordered(const Tables& t, const std::vector<int>& order, double bound) 
       if (arrive[static_cast<size_t>(l)] == kInf) continue;
       for (int64_t e = l + 1; e <= t.max_end[static_cast<size_t>(d)][static_cast<size_t>(l)]; ++e) {
         const double s = t.stage(d, l, e);
-        if (s > bound) break;
+        if (s > bound) continue;  // (as above)
         const size_t k = static_cast<size_t>(i) * W + static_cast<size_t>(e);
         if (arrive[static_cast<size_t>(l)] + s < dp[k])
           dp[k] = arrive[static_cast<size_t>(l)] + s, from[k] = static_cast<int32_t>(l), prev[k] = arrive_prev[static_cast<size_t>(l)];

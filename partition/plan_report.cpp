@@ -4,6 +4,7 @@
 #include <cstdarg>
 #include <cstdio>
 
+#include "partition/piped_ring.h"
 #include "partition/strategies.h"
 #include "partition/tp_model.h"
 
@@ -147,6 +148,18 @@ std::string format_plan(const Plan& p, const ModelShape& m, const Cluster& c, co
   out += ")\n";
   out += fmt("predicted prefill: %.1f tok/s, time to first token %.3f s (%lld-token prompt)\n", r.prefill_tok_s,
              r.ttft_s, (long long)o.n_prompt);
+  const PipedRing ring = piped_ring(p, m, c, o);
+  if (ring.cycles > 0 && ring.token_s < r.token_s) {
+    out += fmt("piped ring:        %.1f ms/token as prima.cpp's ring of %d cycles (each device's layers in %d ranges, the "
+               "next range read while the others compute; the path %.1f ms, the slowest disk %.1f ms):",
+               ring.token_s * 1e3, ring.cycles, ring.cycles, ring.path_s * 1e3, ring.disk_s * 1e3);
+    for (size_t i = 0; i < ring.shares.size(); ++i) {
+      const RingShare& s = ring.shares[i];
+      out += fmt("%s %s %lld-%lld (%lld resident)", i ? "," : "", c.devices[static_cast<size_t>(s.device)].name.c_str(),
+                 (long long)s.first, (long long)s.end - 1, (long long)s.resident);
+    }
+    out += ". herd's workers do not run rings yet: the plan above is what they run\n";
+  }
   for (const auto& n : p.notes) out += "note: " + n + "\n";
   return out;
 }
@@ -316,6 +329,19 @@ std::string plan_json(const std::vector<StrategyOutcome>& rs, const ModelShape& 
         j += std::string(i ? ", " : "") + "{\"device\": " + json_str(c.devices[static_cast<size_t>(p.excluded[i].device)].name) +
              ", \"reason\": " + json_str(p.excluded[i].reason) + "}";
       j += "], \"tp\": " + std::to_string(p.tp()) + ", \"shape\": " + json_str(plan_shape(p, c));
+      // prima.cpp's piped ring (partition/piped_ring.h), when one applies: herd does not run it.
+      const PipedRing ring = piped_ring(p, m, c, o);
+      if (ring.cycles > 0) {
+        j += fmt(", \"piped_ring\": {\"cycles\": %d, \"token_s\": %.6g, \"path_s\": %.6g, \"disk_s\": %.6g, "
+                 "\"runs\": false, \"shares\": [", ring.cycles, ring.token_s, ring.path_s, ring.disk_s);
+        for (size_t i = 0; i < ring.shares.size(); ++i) {
+          const RingShare& s = ring.shares[i];
+          j += std::string(i ? ", " : "") + "{\"device\": " + json_str(c.devices[static_cast<size_t>(s.device)].name) +
+               fmt(", \"first\": %lld, \"end\": %lld, \"resident_layers\": %lld, \"disk_s\": %.6g}", (long long)s.first,
+                   (long long)s.end, (long long)s.resident, s.disk_s);
+        }
+        j += "]}";
+      }
       j += fmt(", \"decode_tok_s\": %.6g, \"token_s\": %.6g, \"latency_s\": %.6g, \"bottleneck_s\": %.6g, "
                "\"prefill_tok_s\": %.6g, \"ttft_s\": %.6g, \"coordinator_in_s\": %.6g, \"coordinator_out_s\": %.6g}",
                p.pred.decode_tok_s, p.pred.token_s, p.pred.latency_s, p.pred.bottleneck_s, p.pred.prefill_tok_s, p.pred.ttft_s,

@@ -9,7 +9,10 @@
 #include <optional>
 #include <random>
 
+#include "partition/piped_ring.h"
+#include "partition/plan_report.h"
 #include "partition/shapes.h"
+#include "partition/tp_model.h"
 #include "partition/strategies.h"
 
 namespace herd::partition {
@@ -226,12 +229,14 @@ TEST(Strategies, OptimalEqualsBruteForceWithStreaming) {
   EXPECT_GT(streamed, 8);
 }
 
-// A stage that streams: every layer streams (as the worker does), it fits exactly when that
-// memory fits, its time is each layer's (and a last stage's output matrix's) max(compute, bytes / disk), the DP's table agrees with
-// the plan's sum, and --no-stream or no disk means it does not fit.
-TEST(Strategies, StreamedStagesStreamEveryLayerAsTheWorkerDoes) {
+// A stage that streams (as the worker does, worker/shard_budget.cpp): it fits exactly when
+// streaming every layer fits; its first `resident` layers stay in memory, the largest count whose
+// memory fits; its time is the resident layers' compute plus each streamed layer's (and a last
+// stage's output matrix's) max(compute, bytes / disk); the DP's table agrees with the plan's sum;
+// --no-stream or no disk means it does not fit.
+TEST(Strategies, StreamedStagesKeepTheLargestResidentPrefixThatFits) {
   std::mt19937_64 rng(5);
-  int checked = 0;
+  int checked = 0, with_resident = 0;
   for (int it = 0; it < 300; ++it) {
     Instance in = random_instance(rng, 1, 12);
     DeviceProfile d = in.c.devices[0];
@@ -248,8 +253,12 @@ TEST(Strategies, StreamedStagesStreamEveryLayerAsTheWorkerDoes) {
         }
         ASSERT_EQ(fit.fits, fits(streamed_stage_memory(in.m, d, f, e, 0, in.o), d));
         if (!fit.fits) continue;
-        EXPECT_EQ(fit.resident, 0);
-        EXPECT_EQ(fit.streamed, e - f);
+        int64_t want = 0;  // the largest resident count below e - f whose memory fits, by a full scan
+        for (int64_t r = 0; r < e - f; ++r)
+          if (fits(streamed_stage_memory(in.m, d, f, e, r, in.o), d)) want = r;
+        EXPECT_EQ(fit.resident, want);
+        EXPECT_EQ(fit.streamed, e - f - want);
+        if (want > 0) ++with_resident;
         double t = 0;
         for (int64_t l = f; l < e; ++l)
           t += l < f + fit.resident ? layer_decode_s(in.m, d, l, in.o)
@@ -269,6 +278,163 @@ TEST(Strategies, StreamedStagesStreamEveryLayerAsTheWorkerDoes) {
       }
   }
   EXPECT_GT(checked, 200);
+  EXPECT_GT(with_resident, 20) << "instances must exercise a resident prefix";
+}
+
+// prima.cpp's piped ring (partition/piped_ring.h), checked against its definition by plain scans
+// on random streaming instances: the shares cover the model once, in the plan's device order, each
+// of at least k layers; each keeps resident the largest count whose window room holds 1/k of what
+// it streams plus its widest streamed layer (all, when the share fits whole); the disk term is
+// the largest share's reads and no cover of every device taking the most layers it can read in 1%
+// less time exists; the time is max(path, disk). Nothing is offered without a streaming stage,
+// with one stage, or with several sequences in flight.
+namespace ring_check {
+// Device d holding [f, e) in a ring of k: its resident layers and reads, by a full scan (-1: cannot).
+int64_t resident(const Instance& in, const DeviceProfile& d, int64_t f, int64_t e, int k, double* disk) {
+  *disk = 0;
+  if (e - f < k) return -1;
+  if (fits(stage_memory(in.m, d, f, e, in.o), d)) return e - f;
+  if (!(d.disk_Bps > 0)) return -1;
+  int64_t r = -1;
+  for (int64_t q = 0; q < e - f; ++q) {
+    const StreamedRead sr = streamed_read(in.m, f, e, q);
+    if (stream_window_room(in.m, d, f, e, q, in.o) >= sr.bytes / static_cast<uint64_t>(k) + sr.widest) r = q;
+  }
+  if (r < 0) return -1;
+  double bytes = 0;
+  for (int64_t l = f + r; l < e; ++l) bytes += in.m.layer_read_bytes(l, 1);
+  if (e == in.m.n_layers()) bytes += static_cast<double>(in.m.output_matrix.bytes);
+  *disk = bytes / d.disk_Bps;
+  return r;
+}
+// Whether two or more of the devices in order, each taking the largest end whose reads fit
+// `limit`, cover the model.
+bool covers(const Instance& in, const std::vector<int>& devs, int k, double limit) {
+  int64_t pos = 0;
+  int used = 0;
+  for (int dv : devs) {
+    int64_t best = pos;
+    for (int64_t e = pos + 1; e <= in.m.n_layers(); ++e) {
+      double disk = 0;
+      if (resident(in, in.c.devices[static_cast<size_t>(dv)], pos, e, k, &disk) >= 0 && disk <= limit) best = e;
+    }
+    used += best > pos;
+    pos = best;
+  }
+  return pos == in.m.n_layers() && used >= 2;
+}
+}  // namespace ring_check
+
+TEST(Strategies, PipedRingIsTheBestRingByItsDefinition) {
+  std::mt19937_64 rng(17);
+  int offered = 0;
+  for (int it = 0; it < 1000; ++it) {
+    Instance in = random_instance(rng, 4, 12, false, true);
+    // Most of these: every device with a disk and short of memory, one sequence (where rings apply).
+    if (it % 4 != 0) {
+      std::uniform_real_distribution<double> u(0.3, 1.0);
+      in.o.n_parallel = 1;
+      for (auto& d : in.c.devices) {
+        d.disk_Bps = u(rng) * 2e9;
+        d.free_bytes = static_cast<uint64_t>(u(rng) * static_cast<double>(in.m.total_bytes()) /
+                                             static_cast<double>(in.c.devices.size())) + (200ull << 20);
+      }
+    }
+    std::optional<Plan> p;
+    try {
+      p = plan_optimal(in.m, in.c, in.o);
+    } catch (const PlanError&) {
+      continue;
+    }
+    const PipedRing ring = piped_ring(*p, in.m, in.c, in.o);
+    const std::string what = "instance " + std::to_string(it);
+    bool streams = false;
+    std::vector<int> devs;
+    for (const auto& s : p->stages) {
+      streams = streams || s.streamed > 0;
+      devs.push_back(s.device);
+    }
+    if (!streams || p->stages.size() < 2 || in.o.n_parallel > 1 || p->tp() > 1) {
+      EXPECT_EQ(ring.cycles, 0) << what;
+      continue;
+    }
+    if (ring.cycles == 0) continue;
+    ++offered;
+    const int k = ring.cycles;
+    int64_t pos = 0;
+    size_t order = 0;
+    double disk = 0, compute = 0, forward = 0;
+    for (size_t i = 0; i < ring.shares.size(); ++i) {
+      const RingShare& sh = ring.shares[i];
+      while (order < devs.size() && devs[order] != sh.device) ++order;
+      ASSERT_LT(order, devs.size()) << what << ": shares follow the plan's device order";
+      ++order;
+      EXPECT_EQ(sh.first, pos) << what;
+      EXPECT_GE(sh.end - sh.first, k) << what;
+      pos = sh.end;
+      const DeviceProfile& d = in.c.devices[static_cast<size_t>(sh.device)];
+      double want_disk = 0;
+      EXPECT_EQ(sh.resident, ring_check::resident(in, d, sh.first, sh.end, k, &want_disk)) << what;
+      EXPECT_NEAR(sh.disk_s, want_disk, 1e-12 + 1e-9 * want_disk) << what;
+      disk = std::max(disk, sh.disk_s);
+      DeviceProfile diskless = d;
+      diskless.disk_Bps = 0;  // priced at its compute alone
+      compute += stage_decode_s(in.m, diskless, sh.first, sh.end, in.o);
+      if (i + 1 < ring.shares.size())
+        forward += hop_s(in.c.link(sh.device, ring.shares[i + 1].device), hop_bytes_per_token(in.m, in.o));
+    }
+    EXPECT_EQ(pos, in.m.n_layers()) << what;
+    EXPECT_GE(ring.shares.size(), 2u) << what << ": a ring of one device overlaps nothing";
+    EXPECT_NEAR(ring.disk_s, disk, 1e-12 + 1e-9 * disk) << what;
+    EXPECT_FALSE(ring_check::covers(in, devs, k, 0.99 * ring.disk_s)) << what << ": a ring reading less exists";
+    const double wrap = hop_s(in.c.link(ring.shares.back().device, ring.shares.front().device), hop_bytes_per_token(in.m, in.o));
+    const double coord = control_in_s(in.c, {ring.shares.front().device}) + control_s(in.c.link(ring.shares.back().device, -1));
+    const double path = compute + k * forward + (k - 1) * wrap + coord;
+    EXPECT_NEAR(ring.path_s, path, 1e-9 * path) << what;
+    EXPECT_DOUBLE_EQ(ring.token_s, std::max(ring.path_s, ring.disk_s)) << what;
+  }
+  EXPECT_GT(offered, 10);  // 19 with this seed
+}
+
+// Three equal devices, each holding about a twelfth of the model, on slow disks and a fast LAN: the
+// plan streams from one disk while the others wait, the ring from all three side by side, so the
+// ring wins and the plan says so (without running it). Where the disks keep up, its extra trips
+// round the ring lose and nothing is said.
+TEST(Strategies, PipedRingWinsOnDisksInTurnAndLosesWhereDisksKeepUp) {
+  model::ModelConfig cfg = shape_config(*find_shape("tinyllama-1.1b"));
+  const ModelShape m = shape_from_config(cfg, "Q4_K_M");
+  Cluster c;
+  for (int i = 0; i < 3; ++i) {
+    DeviceProfile d;
+    d.name = "box" + std::to_string(i);
+    d.kind = DeviceKind::Cpu;
+    d.host = d.name;
+    d.free_bytes = m.total_bytes() / 12 + (160ull << 20);
+    d.total_bytes = d.free_bytes * 2;
+    d.bandwidth_Bps = 20e9;
+    d.flops = 200e9;
+    d.disk_Bps = 0.3e9;
+    c.devices.push_back(d);
+  }
+  c.default_link = {100e-6, 1.25e9};
+  PlanOptions o;
+  o.n_ctx = 1024;
+  const Plan p = plan_optimal(m, c, o);
+  ASSERT_GE(p.stages.size(), 2u);
+  ASSERT_GT(p.stages.front().streamed + p.stages.back().streamed, 0) << format_plan(p, m, c, o);
+  const PipedRing ring = piped_ring(p, m, c, o);
+  ASSERT_GE(ring.cycles, 2);
+  EXPECT_EQ(ring.shares.size(), 3u) << "every disk reads";
+  EXPECT_LT(ring.token_s, p.pred.token_s) << format_plan(p, m, c, o);
+  const std::string text = format_plan(p, m, c, o);
+  EXPECT_NE(text.find("piped ring:"), std::string::npos) << text;
+  EXPECT_NE(text.find("do not run rings"), std::string::npos) << text;
+
+  for (auto& d : c.devices) d.disk_Bps = 50e9;
+  const Plan fast = plan_optimal(m, c, o);
+  const PipedRing lost = piped_ring(fast, m, c, o);
+  EXPECT_TRUE(lost.cycles == 0 || lost.token_s >= fast.pred.token_s);
+  EXPECT_EQ(format_plan(fast, m, c, o).find("piped ring:"), std::string::npos) << format_plan(fast, m, c, o);
 }
 
 TEST(Strategies, OptimalNeverLosesToAnotherStrategy) {
