@@ -8,9 +8,11 @@
 #      the limit), streaming its repacked weights from the packed file of its weight cache;
 # and reports decode tok/s of both (`herd bench -p 0`, median), the worker's peak RSS (VmHWM) and the
 # cgroup's peak usage (page cache included), whether the prompt's logits are bit-identical (cmp of
-# `herd logits -p` dumps), and the disk-read bound: bytes streamed per token (the packed file's data:
-# every layer is dropped after use, so every token reads all of it) / the sequential read speed of
-# that file (read_speed: dd with O_DIRECT, no page cache; the best of one and of four readers).
+# `herd logits -p` dumps), and the disk-read bound: bytes streamed per token (the packed file's
+# matrices of the layers the worker streams: its note says which leading layers stay resident;
+# every streamed piece is dropped after use, so every token reads them all again) / the sequential
+# read speed of that file (read_speed: dd with O_DIRECT, no page cache; the best of one and of four
+# readers).
 # Beside them, the planner's predictions (`herd plan --json`) for both runs, as a user would get them:
 # a cluster file with one worker on this host whose figures come from `herd probe -t THREADS --disk
 # PACKED` (the packed file the worker streams) and overhead= the idle worker's RSS (the planner's default
@@ -87,6 +89,20 @@ predict() {  # model probe.json overhead-bytes [free bytes] -> the planner's dec
     { echo "offload.sh: herd plan failed:" >&2; cat "$DIR/plan.err" >&2; exit 1; }
 }
 
+streamed_bytes() {  # packed-file resident-layers -> the bytes a token re-reads: its header's matrices
+  # of the streamed layers (unit >= the resident count; the output matrix is unit n_layers)
+  python3 - "$1" "$2" <<'PY'
+import sys
+path, resident = sys.argv[1], int(sys.argv[2])
+total = 0
+for line in open(path, "rb").read(1 << 20).decode("latin-1").split("\n"):
+    f = line.split()
+    if f[:1] == ["crc"]: break
+    if f[:1] == ["matrix"] and int(f[1]) >= resident: total += int(f[7])
+print(total)
+PY
+}
+
 err_pct() { python3 -c "print('%+.0f%%' % (100 * ($1 - $2) / $2))"; }
 
 hwm_mib() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
@@ -112,8 +128,8 @@ read_speed() {  # file -> GB/s the disk reads it at: the best of 3 runs each of 
   printf "%.2f" "$best"
 }
 
-printf "| model | shard MiB | limit MiB | tok/s in memory (planner) | tok/s streamed (planner) | streamed MiB/token (read from disk) | read GB/s | bound tok/s | streamed/bound | peak RSS MiB (in mem / streamed) | cgroup peak MiB | logits |\n"
-printf "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+printf "| model | shard MiB | limit MiB | tok/s in memory (planner) | tok/s streamed (planner) | layers resident | streamed MiB/token (read from disk) | read GB/s | bound tok/s | streamed/bound | peak RSS MiB (in mem / streamed) | cgroup peak MiB | logits |\n"
+printf "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 for m in $MODELS; do
   f=$(model_file "$m")
   shard=$(stat -c %s "$f")  # the whole model is the one worker's shard (header bytes included: < 0.1%)
@@ -142,7 +158,9 @@ for m in $MODELS; do
   rmdir "$CG"
   grep -q "streaming the weights" "$DIR/$m-stream.log" || { echo "offload.sh: $m did not stream:" >&2; cat "$DIR/$m-stream.log" >&2; exit 1; }
   packed=$(find "$DIR/cache-stream-$m" -name 'packed-*.bin' | head -1)
-  per_token=$(stat -c %s "$packed")
+  resident=$(sed -n 's/.*keeping layers 0-\([0-9]*\) resident.*/\1/p' "$DIR/$m-stream.log" | head -1)
+  resident=$(( ${resident:--1} + 1 ))
+  per_token=$(streamed_bytes "$packed" "$resident")
   gbs=$(read_speed "$packed")
   bound=$(python3 -c "print('%.2f' % ($gbs * 1e9 / $per_token))")
   ratio=$(python3 -c "print('%.0f%%' % (100 * $tg_stream / $bound))")
@@ -151,9 +169,9 @@ for m in $MODELS; do
   pred_plain=$(predict "$f" "$DIR/probe-$m.json" "$idle_rss")
   pred_stream=$(predict "$f" "$DIR/probe-$m.json" "$idle_rss" "$limit")
   same=$(cmp -s "$DIR/$m-plain.log1" "$DIR/$m-stream.log1" && echo "bit-identical" || echo "DIFFER")
-  printf "| %s | %.0f | %.0f | %.2f (%s, %s) | %.2f (%s, %s) | %.0f (%.0f) | %s | %s | %s | %s / %s | %s (oom kills %s) | %s |\n" "$m" \
+  printf "| %s | %.0f | %.0f | %.2f (%s, %s) | %.2f (%s, %s) | %s | %.0f (%.0f) | %s | %s | %s | %s / %s | %s (oom kills %s) | %s |\n" "$m" \
     "$(python3 -c "print($shard / 1048576)")" "$(python3 -c "print($limit / 1048576)")" "$tg_plain" "$pred_plain" "$(err_pct "$pred_plain" "$tg_plain")" \
-    "$tg_stream" "$pred_stream" "$(err_pct "$pred_stream" "$tg_stream")" \
+    "$tg_stream" "$pred_stream" "$(err_pct "$pred_stream" "$tg_stream")" "$resident of $("$HERD" info "$f" 2>/dev/null | sed -n 's/^shape: *\([0-9]*\) layers.*/\1/p' | head -1)" \
     "$(python3 -c "print($per_token / 1048576)")" "$(python3 -c "print($disk_per_token / 1048576)")" "$gbs" "$bound" "$ratio" "$hwm_plain" "$hwm_stream" "$cg_peak" "$oom" "$same"
   grep "streaming the weights" "$DIR/$m-stream.log" | sed 's/^/  /' >&2
 done
