@@ -17,6 +17,7 @@ WorkerProfile worker_profile(const ProbeResult& p, int threads, uint64_t free_by
   w.matmul_flops = rate(p.matmul_flops, kMaxFlops);
   w.op_overhead_s = rate(p.op_overhead_s, kMaxSeconds);
   w.attn_Bps = rate(p.attn_Bps, kMaxRateBps);
+  w.disk_Bps = rate(p.disk_read_Bps, kMaxRateBps);
   for (const auto& [t, bps] : p.matvec_Bps)
     if (t < kMaxGgufType && rate(bps, kMaxRateBps) > 0 && w.matvec.size() < kMaxProfileTypes)
       w.matvec.push_back({t, rate(bps, kMaxRateBps)});

@@ -13,7 +13,8 @@
 
 namespace herd::cluster {
 
-// What a worker tells the coordinator about itself. v1: threads and free RAM. v2 adds what the
+// What a worker tells the coordinator about itself. v1: threads and free RAM (v3: its memory budget,
+// worker/mem_budget.h, which is what it will hold). v2 adds what the
 // planner's cost model needs (partition/profile.h DeviceProfile), measured at the worker's start
 // (engine/host_probe.h, `herd probe --quick` figures) or loaded from `herd worker --profile`.
 // A v1 profile (all rates 0) still loads; the coordinator then assumes default rates.
@@ -32,8 +33,12 @@ struct WorkerProfile {
   double attn_Bps = 0;           // KV-cache bytes/s of decode attention
   std::vector<MatvecRate> matvec;  // weight bytes/s of a 1-token matvec, per type (each type once)
   std::string source;            // "measured at startup", "file /path/probe.json" (logs)
+  // v3: sequential read speed of the disk the worker's model file is on (0: not measured): its
+  // --profile's `herd probe --disk`, or a short uncached read of its -m file at startup. With it
+  // the coordinator's planner may give the worker more layers than its memory (streamed).
+  double disk_Bps = 0;
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 2, "WorkerProfile");
+    detail::check_version<A>(v, 3, "WorkerProfile");
     ar(threads, free_ram_bytes);
     if (v < 2) return;
     ar(total_ram_bytes);
@@ -65,6 +70,8 @@ struct WorkerProfile {
       }
     }
     detail::bounded_string(ar, source, 1024, "WorkerProfile.source");
+    if (v < 3) return;
+    detail::bounded_number(ar, disk_Bps, kMaxRateBps, "WorkerProfile.disk_Bps");
   }
 };
 
@@ -74,4 +81,4 @@ WorkerProfile worker_profile(const ProbeResult& p, int threads, uint64_t free_by
 
 }  // namespace herd::cluster
 
-CEREAL_CLASS_VERSION(herd::cluster::WorkerProfile, 2)
+CEREAL_CLASS_VERSION(herd::cluster::WorkerProfile, 3)

@@ -30,6 +30,7 @@ partition::DeviceProfile device_profile(const cluster::WorkerProfile& w, const s
   d.flops = w.matmul_flops > 0 ? w.matmul_flops : 50 * d.bandwidth_Bps;
   d.overhead_bytes = 128ull << 20;  // as a cluster file's cpu device
   d.attn_Bps = w.attn_Bps;
+  d.disk_Bps = w.disk_Bps;  // 0: the plan never streams on it
   d.op_overhead_s = w.op_overhead_s;
   for (const auto& m : w.matvec) d.matvec_Bps[m.type] = m.bytes_per_s;
   d.probe = w.source;

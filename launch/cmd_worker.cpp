@@ -172,7 +172,8 @@ int cmd_worker(const Args& args) {
              "from disk", &no_stream);
   p.add("--weight-timeout", "S", "seconds to wait for each answer of a weight transfer before the Assign fails", &weight_timeout_s);
   p.add("--profile", "FILE.json", "send this `herd probe --out` profile in the handshake instead of measuring "
-        "this host at startup (~1 s; free memory is always read live)", &profile);
+        "this host at startup (~1 s; free memory is always read live, as the memory budget; without a disk "
+        "figure from `herd probe --disk`, 32 MiB of -m are read uncached to measure its disk)", &profile);
   p.add("--debug-delay-ms", "MS", "testing: sleep before each forward pass", &delay_ms, 0, 3600000);
   p.add("--debug-freeze-after", "N", "testing: the Nth forward pass never ends (a stuck main thread whose "
         "heartbeats still go out; for the coordinator's --step-timeout)", &freeze_after, 0, 1 << 30);
@@ -245,6 +246,16 @@ int cmd_worker(const Args& args) {
     if (o.profile)
       HERD_LOG_INFO("worker: profile ", o.profile->read_bw_Bps / 1e9, " GB/s read, ", o.profile->matvec_Bps.size(),
                     " matvec types, ", o.profile->op_overhead_s * 1e6, " us per call (", t.seconds(), " s)");
+  }
+  // The disk its model file is on, for the coordinator's planner (streamed layers): from --profile
+  // (`herd probe --disk`), else a short uncached read of -m (no -m: unknown, so never planned to stream).
+  if (o.profile && !(o.profile->disk_read_Bps > 0) && !model.empty()) {
+    try {
+      o.profile->disk_read_Bps = disk_read_bps(model, size_t{32} << 20);
+      HERD_LOG_INFO("worker: disk ", o.profile->disk_read_Bps / 1e9, " GB/s (32 MiB of ", model, ", uncached)");
+    } catch (const std::exception& e) {
+      HERD_LOG_WARN("worker: cannot measure the disk of ", model, " (", e.what(), "); the coordinator will not plan streamed layers here");
+    }
   }
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);

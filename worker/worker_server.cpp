@@ -1,5 +1,6 @@
 #include "worker/worker_server.h"
 
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -18,6 +19,7 @@
 #include "model/weights.h"
 #include "engine/host_probe.h"
 #include "worker/bounds.h"
+#include "worker/mem_budget.h"
 #include "worker/weight_cache.h"
 #include "transport/zmq_link.h"
 
@@ -246,9 +248,14 @@ void WorkerServer::on_hello(const std::string& peer, const Message& m) {
   peers_[peer] = Peer{h.role, h.session};
   Hello reply;
   reply.role = Role::Worker;
+  // Free memory: what this worker will hold (its budget: --mem-budget, else the lower of the free
+  // memory and its memory cgroup's limit), so the coordinator's plan streams where it will.
+  uint64_t free = opts_.report_free_mem;
+  if (free == 0) free = opts_.mem_budget > 0 ? opts_.mem_budget : auto_mem_budget();
+  if (free == 0) free = meminfo_bytes("MemAvailable");
   reply.profile = worker_profile(*opts_.profile,
                                  opts_.threads > 0 ? opts_.threads : static_cast<int32_t>(std::thread::hardware_concurrency()),
-                                 opts_.report_free_mem > 0 ? opts_.report_free_mem : meminfo_bytes("MemAvailable"));
+                                 free);
   reply.profile.source = opts_.profile_source;
   reply.name = opts_.name;
   listener_->send(peer, pack(reply));

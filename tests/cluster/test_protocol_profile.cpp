@@ -1,5 +1,5 @@
-// The worker profile in Hello (WorkerProfile v2), the measured link in Ready (v2) and Ping/Pong:
-// round trips, the older WorkerProfile v1 still loads, and out-of-range numbers are rejected.
+// The worker profile in Hello (WorkerProfile v3), the measured link in Ready (v2) and Ping/Pong:
+// round trips, the older WorkerProfile v1 and v2 still load, and out-of-range numbers are rejected.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +10,7 @@
 #include "transport/inproc_link.h"
 #include "cluster/link_measure.h"
 #include "cluster/protocol.h"
+#include "cluster/worker_profile.h"
 #include "tests/cluster/round_trip.h"
 
 namespace herd::cluster {
@@ -32,10 +33,35 @@ struct HelloV1 {
   }
 };
 
+// A Hello as a build with WorkerProfile v2 (no disk speed) wrote it: v3's fields before disk_Bps.
+struct WorkerProfileV2 {
+  WorkerProfile p;
+  template <class A> void serialize(A& ar, uint32_t) {
+    ar(p.threads, p.free_ram_bytes, p.total_ram_bytes, p.read_bw_Bps, p.matmul_flops, p.op_overhead_s, p.attn_Bps);
+    uint64_t n = p.matvec.size();
+    ar(n);
+    for (auto& e : p.matvec) ar(e.type, e.bytes_per_s);
+    detail::bounded_string(ar, p.source, 1024, "source");
+  }
+};
+struct HelloV2 {
+  static constexpr MsgType kType = MsgType::Hello;
+  uint32_t protocol_version = kProtocolVersion;
+  uint8_t role = 1;
+  WorkerProfileV2 profile;
+  std::string name;
+  template <class A> void serialize(A& ar, uint32_t) {
+    ar(protocol_version, role, profile);
+    detail::bounded_string(ar, name, 256, "name");
+  }
+};
+
 }  // namespace herd::cluster
 
 CEREAL_CLASS_VERSION(herd::cluster::WorkerProfileV1, 1)
 CEREAL_CLASS_VERSION(herd::cluster::HelloV1, 1)
+CEREAL_CLASS_VERSION(herd::cluster::WorkerProfileV2, 2)
+CEREAL_CLASS_VERSION(herd::cluster::HelloV2, 1)
 
 namespace herd::cluster {
 namespace {
@@ -54,6 +80,7 @@ WorkerProfile full_profile() {
   p.attn_Bps = 9e9;
   p.matvec = {{2, 11e9}, {12, 9.5e9}, {8, 14e9}};
   p.source = "measured at startup";
+  p.disk_Bps = 2.5e9;
   return p;
 }
 
@@ -65,7 +92,7 @@ Hello worker_hello(const WorkerProfile& p) {
   return h;
 }
 
-TEST(ProtocolProfile, WorkerProfileV2RoundTripsInHello) {
+TEST(ProtocolProfile, WorkerProfileV3RoundTripsInHello) {
   const Hello h = round_trip(worker_hello(full_profile()));
   EXPECT_EQ(h.protocol_version, kProtocolVersion);
   EXPECT_EQ(h.profile.threads, 4);
@@ -79,7 +106,28 @@ TEST(ProtocolProfile, WorkerProfileV2RoundTripsInHello) {
   EXPECT_EQ(h.profile.matvec[1].type, 12u);
   EXPECT_EQ(h.profile.matvec[1].bytes_per_s, 9.5e9);
   EXPECT_EQ(h.profile.source, "measured at startup");
+  EXPECT_EQ(h.profile.disk_Bps, 2.5e9);
   EXPECT_EQ(h.name, "box:1");
+}
+
+TEST(ProtocolProfile, AVersion2ProfileStillLoadsWithoutADisk) {
+  HelloV2 old;
+  old.profile.p = full_profile();
+  old.name = "v2";
+  const Hello got = unpack<Hello>(decode_frames(encode_frames(pack(old))));
+  EXPECT_EQ(got.profile.read_bw_Bps, 12.5e9);
+  ASSERT_EQ(got.profile.matvec.size(), 3u);
+  EXPECT_EQ(got.profile.source, "measured at startup");
+  EXPECT_EQ(got.profile.disk_Bps, 0) << "a v2 worker said nothing about its disk";
+  EXPECT_EQ(got.name, "v2");
+}
+
+TEST(ProtocolProfile, AProbedDiskTravelsAndAnUnmeasuredOneIsZero) {
+  ProbeResult pr;
+  pr.disk_read_Bps = 1.3e9;
+  EXPECT_EQ(round_trip(worker_hello(worker_profile(pr, 2, 1 << 30))).profile.disk_Bps, 1.3e9);
+  pr.disk_read_Bps = std::numeric_limits<double>::quiet_NaN();  // sent as "not measured", not a failed handshake
+  EXPECT_EQ(round_trip(worker_hello(worker_profile(pr, 2, 1 << 30))).profile.disk_Bps, 0);
 }
 
 TEST(ProtocolProfile, AVersion1ProfileStillLoadsWithoutRates) {
@@ -140,6 +188,12 @@ TEST(ProtocolProfile, OutOfRangeProfilesAreRejected) {
   p = full_profile();
   p.source = std::string(2000, 'x');
   rejects(p, "WorkerProfile.source");
+  p = full_profile();
+  p.disk_Bps = -1;
+  rejects(p, "WorkerProfile.disk_Bps");
+  p = full_profile();
+  p.disk_Bps = inf;
+  rejects(p, "WorkerProfile.disk_Bps");
 }
 
 TEST(ProtocolProfile, ReadyCarriesTheMeasuredNextLink) {
