@@ -37,6 +37,9 @@ struct WorkerProfile {
   // --profile's `herd probe --disk`, or a short uncached read of its -m file at startup. With it
   // the coordinator's planner may give the worker more layers than its memory (streamed).
   double disk_Bps = 0;
+  // v3: the worker process's own resident memory when it answered (0: unknown): the planner's
+  // overhead for it, instead of a CPU device's 128 MiB default that alone exceeds a small budget.
+  uint64_t process_bytes = 0;
   template <class A> void serialize(A& ar, uint32_t v) {
     detail::check_version<A>(v, 3, "WorkerProfile");
     ar(threads, free_ram_bytes);
@@ -72,6 +75,11 @@ struct WorkerProfile {
     detail::bounded_string(ar, source, 1024, "WorkerProfile.source");
     if (v < 3) return;
     detail::bounded_number(ar, disk_Bps, kMaxRateBps, "WorkerProfile.disk_Bps");
+    ar(process_bytes);
+    if constexpr (A::is_loading::value)
+      if (total_ram_bytes != 0 && process_bytes > total_ram_bytes)
+        throw ProtocolError("WorkerProfile: process memory " + std::to_string(process_bytes) + " exceeds total " +
+                            std::to_string(total_ram_bytes));
   }
 };
 

@@ -28,7 +28,8 @@ partition::DeviceProfile device_profile(const cluster::WorkerProfile& w, const s
   d.total_bytes = std::max(w.total_ram_bytes, w.free_ram_bytes);
   d.bandwidth_Bps = w.read_bw_Bps > 0 ? w.read_bw_Bps : 10e9;
   d.flops = w.matmul_flops > 0 ? w.matmul_flops : 50 * d.bandwidth_Bps;
-  d.overhead_bytes = 128ull << 20;  // as a cluster file's cpu device
+  // What the worker process held when it answered, else a cluster file's cpu device default.
+  d.overhead_bytes = w.process_bytes > 0 ? w.process_bytes : 128ull << 20;
   d.attn_Bps = w.attn_Bps;
   d.disk_Bps = w.disk_Bps;  // 0: the plan never streams on it
   d.op_overhead_s = w.op_overhead_s;

@@ -257,6 +257,7 @@ void WorkerServer::on_hello(const std::string& peer, const Message& m) {
                                  opts_.threads > 0 ? opts_.threads : static_cast<int32_t>(std::thread::hardware_concurrency()),
                                  free);
   reply.profile.source = opts_.profile_source;
+  reply.profile.process_bytes = std::min(resident_bytes(), std::max(reply.profile.total_ram_bytes, free));
   reply.name = opts_.name;
   listener_->send(peer, pack(reply));
   HERD_LOG_INFO("worker: hello from ", printable_peer(peer), " (", h.name, ")");

@@ -81,6 +81,7 @@ WorkerProfile full_profile() {
   p.matvec = {{2, 11e9}, {12, 9.5e9}, {8, 14e9}};
   p.source = "measured at startup";
   p.disk_Bps = 2.5e9;
+  p.process_bytes = 20'000'000;
   return p;
 }
 
@@ -107,6 +108,7 @@ TEST(ProtocolProfile, WorkerProfileV3RoundTripsInHello) {
   EXPECT_EQ(h.profile.matvec[1].bytes_per_s, 9.5e9);
   EXPECT_EQ(h.profile.source, "measured at startup");
   EXPECT_EQ(h.profile.disk_Bps, 2.5e9);
+  EXPECT_EQ(h.profile.process_bytes, 20'000'000u);
   EXPECT_EQ(h.name, "box:1");
 }
 
@@ -119,6 +121,7 @@ TEST(ProtocolProfile, AVersion2ProfileStillLoadsWithoutADisk) {
   ASSERT_EQ(got.profile.matvec.size(), 3u);
   EXPECT_EQ(got.profile.source, "measured at startup");
   EXPECT_EQ(got.profile.disk_Bps, 0) << "a v2 worker said nothing about its disk";
+  EXPECT_EQ(got.profile.process_bytes, 0u);
   EXPECT_EQ(got.name, "v2");
 }
 
@@ -194,6 +197,9 @@ TEST(ProtocolProfile, OutOfRangeProfilesAreRejected) {
   p = full_profile();
   p.disk_Bps = inf;
   rejects(p, "WorkerProfile.disk_Bps");
+  p = full_profile();
+  p.process_bytes = p.total_ram_bytes + 1;
+  rejects(p, "process memory");
 }
 
 TEST(ProtocolProfile, ReadyCarriesTheMeasuredNextLink) {
