@@ -273,5 +273,39 @@ TEST(Offload, AMemoryCgroupBelowTheShardHoldsTheWorkerAndTheBitsStay) {
   }
 }
 
+// The coordinator's own plan (no --split): two workers with their own copy (-m, whose disk they
+// measure at startup) and a quarter of the shard each as budget report both in their Hello, so the
+// planner gives them more layers than their memory holds and the one over its budget streams; the
+// logits are the unconstrained single worker's bits (a pipeline's are a process's). (Without a disk
+// in the Hello the planner cannot stream, and the model does not fit the two budgets.)
+TEST(Offload, TheCoordinatorsOwnPlanStreamsOnWorkersThatReportTheirDisk) {
+  auto& m = the_model();
+  const Replayed& plain = unconstrained();
+  const std::string budget = std::to_string(m.shard / 4);
+  WorkerProcess a("*", {"-m", m.path, "--mem-budget", budget, "--cache-dir", m.dir + "/cache-plan-a"});
+  WorkerProcess b("*", {"-m", m.path, "--mem-budget", budget, "--cache-dir", m.dir + "/cache-plan-b"});
+  RemotePipelineOptions o;
+  o.workers = {a.address(), b.address()};
+  o.n_ctx = kCtx;
+  o.kv_type = DType::F16;
+  RemotePipeline remote(*m.file, m.config, o);
+  int64_t n_prompt = 0;
+  auto tokens = reference_tokens(n_prompt);
+  tokens.resize(static_cast<size_t>(n_prompt + 6));
+  const LogitsFile got = replay_logits(remote, tokens, n_prompt);
+  expect_bit_identical(plain.logits, got, "the coordinator's streaming plan over two workers");
+  // Together they hold half the model: one of them at least streams (the plan puts the overflow
+  // where it costs least, here on one disk).
+  int streaming = 0;
+  std::string logs;
+  for (WorkerProcess* w : {&a, &b}) {
+    const std::string err = w->child().err();
+    streaming += err.find("streaming the weights") != std::string::npos;
+    logs += err;
+    EXPECT_TRUE(w->child().running());
+  }
+  EXPECT_GE(streaming, 1) << logs;
+}
+
 }  // namespace
 }  // namespace herd::test
