@@ -16,7 +16,8 @@ class WeightResidency {
  public:
   virtual ~WeightResidency() = default;
   // A matrix the residency streams is multiplied as consecutive row pieces, each a unit (units are
-  // numbered in the order a pass uses them: the layers' matrices, then the output's pieces).
+  // numbered in the order a pass uses them: the streamed layers' matrices, then the output's
+  // pieces; a matrix kept resident is no unit, and before()/after() are never called for it).
   struct Piece {
     WeightMatrix w;    // rows [row0, row0 + w.rows) of the matrix, its packed copy included
     int64_t row0 = 0;

@@ -1,6 +1,7 @@
 // WorkerServer's memory budget (--mem-budget, --no-stream; [offload] item 1): whether the stage it
-// was assigned fits, and when it does not, its weights streamed from a file of the weight cache
-// (worker/streamed_weights.h) with a prefetch window that keeps the resident memory in the budget.
+// was assigned fits, and when it does not, its leading layers that fit stay resident and the rest
+// (and the output matrix) stream from a file of the weight cache (worker/streamed_weights.h, the
+// split by worker/stream_plan.h) with a prefetch window that keeps the resident memory in the budget.
 #include <algorithm>
 #include <cstdio>
 #include <numeric>
@@ -8,6 +9,7 @@
 
 #include "common/log.h"
 #include "worker/mem_budget.h"
+#include "worker/stream_plan.h"
 #include "worker/streamed_weights.h"
 #include "worker/worker_server.h"
 
@@ -62,28 +64,30 @@ std::shared_ptr<WeightResidency> WorkerServer::stream_if_over_budget(const clust
   if (a.tp.size > 1) throw std::runtime_error(needs + "; a tensor-parallel rank cannot stream its weights yet");
   if (budget <= fixed)
     throw std::runtime_error(needs + "; even streaming its weights from disk, the rest alone exceeds the budget");
-  // Matrices are cut into pieces of a quarter of what is left (a piece computes while the next
-  // ones are read), then the window: the largest run of consecutive pieces that always fits.
-  const uint64_t avail = budget - fixed;
+  // The leading layers that fit stay resident (stream_plan.h), so that at least a window of
+  // min(twice the widest streamed layer, all that streams, 4 MiB) is left for the rest.
+  const StageLayerBytes layer_bytes = stage_layer_bytes(w, config_, *backend_);
+  const int64_t resident = resident_prefix_layers(layer_bytes, fixed, budget);
+  if (resident < 0) {
+    uint64_t widest = layer_bytes.output;
+    for (uint64_t b : layer_bytes.layers) widest = std::max(widest, b);
+    throw std::runtime_error(needs + "; even streaming its weights from disk, the rest and a window of " +
+                             mib(std::min({2 * widest, weights, kStreamWindowFloor})) +
+                             " for the streamed pieces exceed the budget");
+  }
+  const uint64_t kept_bytes =
+      std::accumulate(layer_bytes.layers.begin(), layer_bytes.layers.begin() + resident, uint64_t{0});
+  // The streamed matrices are cut into pieces of a quarter of what is left (a piece computes while
+  // the next ones are read), then the window: the largest run of consecutive pieces that always fits.
+  const uint64_t avail = budget - fixed - kept_bytes;
   const uint64_t piece = avail / 4;
-  const auto units = stage_unit_bytes(w, config_, *backend_, piece);
+  const auto units = stage_unit_bytes(w, config_, *backend_, piece, resident);
   const int64_t n_units = static_cast<int64_t>(units.size());
   const uint64_t largest = units.empty() ? 0 : *std::max_element(units.begin(), units.end());
   if (largest > avail)
     throw std::runtime_error(needs + "; even streaming, one piece of a matrix (" + mib(largest) +
-                             ") and the rest must be resident at once: at least " + mib(fixed + largest));
-  int64_t window = 1;
-  for (int64_t k = 2; k < n_units; ++k) {
-    uint64_t sum = 0, worst = 0;  // the heaviest run of k consecutive units, cyclically (a sliding sum)
-    for (int64_t j = 0; j < k; ++j) sum += units[static_cast<size_t>(j)];
-    for (int64_t u = 0; u < n_units; ++u) {
-      worst = std::max(worst, sum);
-      sum += units[static_cast<size_t>((u + k) % n_units)];
-      sum -= units[static_cast<size_t>(u)];
-    }
-    if (worst > avail) break;
-    window = k;
-  }
+                             ") and the rest must be resident at once: at least " + mib(fixed + kept_bytes + largest));
+  const int64_t window = streaming_window(units, avail);
   StreamOptions o;
   o.prefetch = static_cast<int>(std::max<int64_t>(0, window - 1));
   o.piece_bytes = piece;
@@ -94,7 +98,13 @@ std::shared_ptr<WeightResidency> WorkerServer::stream_if_over_budget(const clust
            std::to_string(a.layers.first) + "-" + std::to_string(a.layers.end) + (a.layers.embedding ? "e" : "") +
            (a.layers.output ? "o" : "") + "-" + backend_->name() + ".bin";
   o.note = [](const std::string& line) { note(line); };
-  note("herd worker: " + needs + "; streaming the weights from " + o.path + " (" + std::to_string(window) + " of " +
+  o.resident_layers = resident;
+  const int64_t first = a.layers.first, end = a.layers.end;
+  const auto span = [](int64_t l0, int64_t l1) { return std::to_string(l0) + "-" + std::to_string(l1 - 1); };
+  const std::string kept = resident > 0 ? "keeping layers " + span(first, first + resident) + " resident (" +
+                                              mib(kept_bytes) + ") and " : "";
+  note("herd worker: " + needs + "; " + kept + "streaming the weights of layers " + span(first + resident, end) +
+       (a.layers.output ? " + output" : "") + " from " + o.path + " (" + std::to_string(window) + " of " +
        std::to_string(n_units) + " pieces of " + mib(piece) + " at most resident at once)");
   return StreamedWeights::open(w, config_, *backend_, o);
 }

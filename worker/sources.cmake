@@ -7,4 +7,5 @@ target_sources(herd_worker PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/mem_budget.cpp
   ${CMAKE_CURRENT_LIST_DIR}/shard_budget.cpp
   ${CMAKE_CURRENT_LIST_DIR}/streamed_weights.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/stream_plan.cpp
 )

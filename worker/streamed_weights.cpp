@@ -45,6 +45,11 @@ std::vector<UnitMatrix> unit_matrices(model::StageWeights& w, const model::Model
   return out;
 }
 
+// A matrix of the resident prefix (the output matrix is never one).
+bool is_resident(const UnitMatrix& um, const model::StageWeights& w, int64_t resident_layers) {
+  return um.unit < std::min<int64_t>(resident_layers, static_cast<int64_t>(w.layers.size()));
+}
+
 size_t matrix_bytes(const WeightMatrix& m) {
   return m.rows <= 0 ? 0 : static_cast<size_t>(m.rows - 1) * m.row_stride + row_bytes(m.type, m.cols);
 }
@@ -202,9 +207,10 @@ std::vector<int64_t> cuts_of(const WeightMatrix& m, uint64_t cap, const Backend&
 }  // namespace
 
 std::vector<uint64_t> stage_unit_bytes(model::StageWeights& w, const model::ModelConfig& c, const Backend& be,
-                                       uint64_t piece_bytes) {
+                                       uint64_t piece_bytes, int64_t resident_layers) {
   std::vector<uint64_t> out;
   for (const UnitMatrix& um : unit_matrices(w, c)) {
+    if (is_resident(um, w, resident_layers)) continue;
     const auto cuts = cuts_of(*um.m, piece_bytes, be);
     for (size_t i = 0; i + 1 < cuts.size(); ++i)
       out.push_back(resident_bytes_of(row_view(*um.m, cuts[i], cuts[i + 1], be), be));
@@ -216,6 +222,7 @@ std::shared_ptr<StreamedWeights> StreamedWeights::open(model::StageWeights& w, c
                                                        Backend& be, const StreamOptions& o) {
   auto sw = std::shared_ptr<StreamedWeights>(new StreamedWeights());
   sw->prefetch_ = std::max(0, o.prefetch);
+  sw->resident_layers_ = std::clamp<int64_t>(o.resident_layers, 0, static_cast<int64_t>(w.layers.size()));
   const auto ums = unit_matrices(w, c);
   // Where each packed copy goes: each matrix page-aligned (its pieces' pages are its own). The
   // layout does not depend on the budget, so any budget reuses the file.
@@ -315,23 +322,34 @@ std::shared_ptr<StreamedWeights> StreamedWeights::open(model::StageWeights& w, c
     for (size_t i = 0; i < es.size(); ++i)
       packed_ms[i]->packed = PackedWeights{es[i].layout, es[i].bytes, base + es[i].offset, sw->mapping_};
   }
-  // The units: every matrix in pass order, cut into pieces of at most o.piece_bytes, each piece a
-  // unit with its bytes in the cache file or (not packed) in the GGUF mapping.
+  // Where a matrix (or a piece of it) lives: the cache file, or (not packed) the GGUF mapping.
+  auto ranges_of = [&](const WeightMatrix& v, const WeightMatrix& whole) {
+    std::vector<Range> rs;
+    if (v.packed.data)
+      rs.push_back({v.packed.data, v.packed.size, static_cast<int64_t>(v.packed.data - base)});
+    else if (w.file_mapped && !w.owns(whole))
+      rs.push_back({static_cast<const uint8_t*>(v.data), matrix_bytes(v), -1});
+    return rs;
+  };
+  // The resident prefix: populated once here, multiplied whole, never released. The units: every
+  // other matrix in pass order, cut into pieces of at most o.piece_bytes, each piece a unit.
+  std::vector<Range> prefix;
   int64_t unit = 0;
   for (const UnitMatrix& um : ums) {
+    if (is_resident(um, w, sw->resident_layers_)) {
+      for (const Range& r : ranges_of(*um.m, *um.m)) prefix.push_back(r);
+      continue;
+    }
     const auto cuts = cuts_of(*um.m, o.piece_bytes, be);
     auto& ps = sw->pieces_[um.m->data];
     for (size_t i = 0; i + 1 < cuts.size(); ++i, ++unit) {
       const WeightMatrix v = row_view(*um.m, cuts[i], cuts[i + 1], be);
       ps.push_back({v, cuts[i], unit});
-      std::vector<Range> rs;
-      if (v.packed.data)
-        rs.push_back({v.packed.data, v.packed.size, static_cast<int64_t>(v.packed.data - base)});
-      else if (w.file_mapped && !w.owns(*um.m))
-        rs.push_back({static_cast<const uint8_t*>(v.data), matrix_bytes(v), -1});
-      sw->units_.push_back(std::move(rs));
+      sw->units_.push_back(ranges_of(v, *um.m));
     }
   }
+  sw->populate(prefix);
+  for (const Range& r : prefix) sw->stats_.resident_bytes += r.n;
   if (w.range.embedding && w.file_mapped && !(w.range.output && w.tok_embd.data == w.output.data))
     sw->embedding_ = w.tok_embd;
   sw->state_.assign(sw->units_.size(), State::Idle);

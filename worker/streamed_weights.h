@@ -5,15 +5,22 @@
 // what it holds and a crc32 per matrix, so a second start reuses it after checking it, and a
 // damaged one is rebuilt), mapped read-only MAP_SHARED, and the matrices' `packed` point into the
 // mapping: the same bytes as the in-memory copy, so the kernels compute the same bits. Matrices
-// the backend does not repack stay in the GGUF mapping (read-only, file-backed too).
+// the backend does not repack stay in the GGUF mapping (read-only, file-backed too). The file does
+// not depend on the budget: any budget reuses it.
 //
-// Streaming (engine/weight_residency.h): the units are the stage's matmul matrices in the order a
-// pass uses them, cut into row pieces that fit the budget several times. Before unit u is computed, a reader thread populates u+1..u+k (MADV_WILLNEED +
-// MADV_POPULATE_READ, cyclically: the last units prefetch the first ones for the next token); the
-// compute waits for u itself to be populated. After u, its pages are dropped (MADV_DONTNEED; on
-// the cache file also POSIX_FADV_DONTNEED, so the page cache does not keep them either — on a host
-// short of memory the page cache is that memory). So at most k+1 units are resident, and k is
-// chosen by the caller so that k+1 units + everything else fits the budget.
+// A resident prefix: the matrices of the stage's first resident_layers layers (as many as fit:
+// worker/stream_plan.h) are populated once by open() and never dropped; they are multiplied whole
+// (pieces() is null for them) and are no unit of the stream.
+//
+// Streaming (engine/weight_residency.h): the units are the other layers' matmul matrices and the
+// output matrix, in the order a pass uses them, cut into row pieces that fit the budget several
+// times. Before unit u is computed, a reader thread populates u+1..u+k (MADV_WILLNEED +
+// MADV_POPULATE_READ, cyclically: the last streamed units prefetch the first streamed ones for
+// the next token); the compute waits for u itself to be populated. After u, its pages are dropped
+// (MADV_DONTNEED; on the cache file also POSIX_FADV_DONTNEED, so the page cache does not keep them
+// either — on a host short of memory the page cache is that memory). So at most k+1 units are
+// resident besides the prefix, and k is chosen by the caller so that the prefix, k+1 units and
+// everything else fit the budget.
 #pragma once
 
 #include <condition_variable>
@@ -36,15 +43,17 @@ namespace herd {
 
 // Resident bytes of each unit of the stage once prepared, in pass order: every matmul matrix (a
 // packed copy where the backend has a layout for it, else its bytes in the file), cut at whole
-// packed groups into pieces of at most piece_bytes (0: whole matrices), each piece a unit.
+// packed groups into pieces of at most piece_bytes (0: whole matrices), each piece a unit. Those
+// of the first `resident_layers` layers are left out (a prefix kept resident is no unit).
 std::vector<uint64_t> stage_unit_bytes(model::StageWeights& w, const model::ModelConfig& c, const Backend& be,
-                                       uint64_t piece_bytes);
+                                       uint64_t piece_bytes, int64_t resident_layers = 0);
 
 struct StreamOptions {
   std::string path;  // the cache file of the packed copies
   std::string key;   // what must match for a cached file to be reused (model hash, layers, backend, layout)
   int prefetch = 1;  // units populated ahead of the one computed (k above); 0 = none
   uint64_t piece_bytes = 0;  // matrices are cut into pieces of at most this (stage_unit_bytes)
+  int64_t resident_layers = 0;  // the stage's first layers kept resident (not streamed)
   std::function<void(const std::string&)> note;  // lines a user sees (rebuilding a damaged file...)
 };
 
@@ -63,12 +72,16 @@ class StreamedWeights : public WeightResidency {
   const std::vector<Piece>* pieces(const WeightMatrix& w) const override;
 
   struct Stats {
-    uint64_t bytes_populated = 0;  // bytes the reader thread made resident (re-read from the file or page cache)
+    // Bytes the reader thread made resident (re-read from the file or page cache): the streamed
+    // units only, so a pass adds the bytes of its streamed units; the prefix is not counted here.
+    uint64_t bytes_populated = 0;
+    uint64_t resident_bytes = 0;   // the prefix's bytes, populated once by open()
     double stall_s = 0;            // time before() waited for a unit the reader had not finished
     bool rebuilt = false;          // the cache file was (re)written by open()
   };
   Stats stats() const;
-  int64_t units() const { return static_cast<int64_t>(units_.size()); }
+  int64_t units() const { return static_cast<int64_t>(units_.size()); }  // streamed units
+  int64_t resident_layers() const { return resident_layers_; }
 
  private:
   struct Range {
@@ -85,6 +98,7 @@ class StreamedWeights : public WeightResidency {
 
   int fd_ = -1;  // the cache file (for fadvise)
   int prefetch_ = 1;
+  int64_t resident_layers_ = 0;
   std::vector<std::vector<Range>> units_;
   std::unordered_map<const void*, std::vector<Piece>> pieces_;  // by the matrix's data pointer
   WeightMatrix embedding_;  // an untied tok_embd in the GGUF mapping: its touched rows dropped after each pass

@@ -71,3 +71,7 @@ add_dependencies(test_plan_run herd)
 herd_add_test(test_offload SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_offload.cpp
   LIBS herd_coordinator herd_worker herd_cluster herd_model TIMEOUT 600)
 add_dependencies(test_offload herd)
+# owner: offload. A streaming worker keeps the leading layers that fit resident (worker/stream_plan.h):
+# the rule, bit-identical logits, and exactly the non-resident bytes read per pass, in process.
+herd_add_test(test_resident_prefix UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_resident_prefix.cpp
+  LIBS herd_worker herd_engine herd_model herd_kernels)
