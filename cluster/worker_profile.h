@@ -40,6 +40,8 @@ struct WorkerProfile {
   // v3: the worker process's own resident memory when it answered (0: unknown): the planner's
   // overhead for it, instead of a CPU device's 128 MiB default that alone exceeds a small budget.
   uint64_t process_bytes = 0;
+  // v3: whether it streams a stage over its budget from disk (false: --no-stream, or an older worker).
+  bool streams = false;
   template <class A> void serialize(A& ar, uint32_t v) {
     detail::check_version<A>(v, 3, "WorkerProfile");
     ar(threads, free_ram_bytes);
@@ -80,6 +82,7 @@ struct WorkerProfile {
       if (total_ram_bytes != 0 && process_bytes > total_ram_bytes)
         throw ProtocolError("WorkerProfile: process memory " + std::to_string(process_bytes) + " exceeds total " +
                             std::to_string(total_ram_bytes));
+    detail::boolean(ar, streams, "WorkerProfile.streams");
   }
 };
 

@@ -31,10 +31,13 @@ partition::DeviceProfile device_profile(const cluster::WorkerProfile& w, const s
   // What the worker process held when it answered, else a cluster file's cpu device default.
   d.overhead_bytes = w.process_bytes > 0 ? w.process_bytes : 128ull << 20;
   d.attn_Bps = w.attn_Bps;
-  d.disk_Bps = w.disk_Bps;  // 0: the plan never streams on it
+  // A worker that streams but measured no disk (no -m: its weights come later) is planned at an
+  // assumed SATA-SSD speed, and says so; one that does not stream never gets more than its memory.
+  d.disk_Bps = !w.streams ? 0 : w.disk_Bps > 0 ? w.disk_Bps : kAssumedWorkerDiskBps;
   d.op_overhead_s = w.op_overhead_s;
   for (const auto& m : w.matvec) d.matvec_Bps[m.type] = m.bytes_per_s;
   d.probe = w.source;
+  if (w.streams && !(w.disk_Bps > 0)) d.probe += " (disk not measured: assumed 0.5 GB/s)";
   return d;
 }
 

@@ -19,9 +19,13 @@
 
 namespace herd {
 
+// The disk speed the planner assumes for a worker that streams but measured none (a SATA SSD).
+inline constexpr double kAssumedWorkerDiskBps = 0.5e9;
+
 // A worker's Hello profile as the planner's device named `name` (its own host; memory = what it
-// reports free; a profile without rates — an older worker, a failed measurement — gets a modest
-// host's figures).
+// reports free, its budget; overhead = its process's memory; disk = its measured one, the assumed
+// one when it streams without a measurement, none when it does not stream; a profile without
+// rates — an older worker, a failed measurement — gets a modest host's figures).
 partition::DeviceProfile device_profile(const cluster::WorkerProfile& w, const std::string& name);
 // A measured link as the planner's (bandwidth 0 = not measured: 1 GbE).
 partition::LinkProfile link_profile(const cluster::LinkStats& s);

@@ -258,6 +258,7 @@ void WorkerServer::on_hello(const std::string& peer, const Message& m) {
                                  free);
   reply.profile.source = opts_.profile_source;
   reply.profile.process_bytes = std::min(resident_bytes(), std::max(reply.profile.total_ram_bytes, free));
+  reply.profile.streams = !opts_.no_stream;
   reply.name = opts_.name;
   listener_->send(peer, pack(reply));
   HERD_LOG_INFO("worker: hello from ", printable_peer(peer), " (", h.name, ")");

@@ -82,6 +82,7 @@ WorkerProfile full_profile() {
   p.source = "measured at startup";
   p.disk_Bps = 2.5e9;
   p.process_bytes = 20'000'000;
+  p.streams = true;
   return p;
 }
 
@@ -109,6 +110,7 @@ TEST(ProtocolProfile, WorkerProfileV3RoundTripsInHello) {
   EXPECT_EQ(h.profile.source, "measured at startup");
   EXPECT_EQ(h.profile.disk_Bps, 2.5e9);
   EXPECT_EQ(h.profile.process_bytes, 20'000'000u);
+  EXPECT_TRUE(h.profile.streams);
   EXPECT_EQ(h.name, "box:1");
 }
 
@@ -122,6 +124,7 @@ TEST(ProtocolProfile, AVersion2ProfileStillLoadsWithoutADisk) {
   EXPECT_EQ(got.profile.source, "measured at startup");
   EXPECT_EQ(got.profile.disk_Bps, 0) << "a v2 worker said nothing about its disk";
   EXPECT_EQ(got.profile.process_bytes, 0u);
+  EXPECT_FALSE(got.profile.streams) << "an older worker is not planned to stream";
   EXPECT_EQ(got.name, "v2");
 }
 

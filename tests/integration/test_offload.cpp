@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "coordinator/plan_adapter.h"
 #include "coordinator/remote_pipeline.h"
 #include "coordinator/replay.h"
 #include "model/gguf.h"
@@ -316,6 +317,49 @@ TEST(Offload, TheCoordinatorsOwnPlanStreamsOnWorkersThatReportTheirDisk) {
     EXPECT_TRUE(w->child().running());
   }
   EXPECT_GE(streaming, 1) << logs;
+}
+
+// How a Hello becomes the planner's device: its budget as memory, its process as overhead, its
+// measured disk; a streaming worker without a measurement at the assumed speed (and the plan's
+// device says so); a worker that does not stream (--no-stream, an older one) never a disk.
+TEST(Offload, AWorkersHelloTellsThePlannerItsBudgetProcessAndDisk) {
+  cluster::WorkerProfile w;
+  w.free_ram_bytes = 300u << 20;
+  w.total_ram_bytes = 1u << 30;
+  w.process_bytes = 20u << 20;
+  w.streams = true;
+  w.disk_Bps = 1.7e9;
+  partition::DeviceProfile d = device_profile(w, "w1");
+  EXPECT_EQ(d.free_bytes, 300u << 20);
+  EXPECT_EQ(d.overhead_bytes, 20u << 20);
+  EXPECT_EQ(d.disk_Bps, 1.7e9);
+  w.disk_Bps = 0;
+  d = device_profile(w, "w1");
+  EXPECT_EQ(d.disk_Bps, kAssumedWorkerDiskBps);
+  EXPECT_NE(d.probe.find("assumed"), std::string::npos) << d.probe;
+  w.streams = false;
+  w.disk_Bps = 1.7e9;
+  EXPECT_EQ(device_profile(w, "w1").disk_Bps, 0);
+  w.process_bytes = 0;
+  EXPECT_EQ(device_profile(w, "w1").overhead_bytes, 128u << 20) << "unknown: a CPU device's default";
+}
+
+// A worker without its own copy (the coordinator's path, no disk measured) and a quarter of the
+// shard as budget: the coordinator's own plan streams it at the assumed disk speed, bit-identical.
+TEST(Offload, AWorkerWithoutADiskFigureIsStillPlannedToStream) {
+  auto& m = the_model();
+  const Replayed& plain = unconstrained();
+  WorkerProcess w("*", {"--mem-budget", std::to_string(m.shard / 4), "--cache-dir", m.dir + "/cache-nodisk"});
+  RemotePipelineOptions o;
+  o.workers = {w.address()};
+  o.n_ctx = kCtx;
+  o.kv_type = DType::F16;
+  RemotePipeline remote(*m.file, m.config, o);
+  int64_t n_prompt = 0;
+  auto tokens = reference_tokens(n_prompt);
+  tokens.resize(static_cast<size_t>(n_prompt + 4));
+  expect_bit_identical(plain.logits, replay_logits(remote, tokens, n_prompt), "planned at the assumed disk speed");
+  EXPECT_NE(w.child().err().find("streaming the weights"), std::string::npos) << w.child().err();
 }
 
 }  // namespace
