@@ -29,11 +29,13 @@ uint64_t last_level_cache_bytes();
 size_t probe_working_set_bytes(const HostProbeOptions& o, uint64_t llc_bytes, uint64_t mem_available_bytes,
                                bool plain_read);
 
-// Sequential read speed of `path` from storage, bytes/s: up to max_bytes read in 16 MiB blocks with
-// O_DIRECT (the page cache bypassed), or, where the file system refuses O_DIRECT (tmpfs), after
-// posix_fadvise(DONTNEED) drops its cached pages. Throws std::runtime_error naming the path when
+// Sequential read speed of `path` from storage, bytes/s: up to max_bytes read in 64 MiB requests
+// with O_DIRECT (the page cache bypassed), or, where the file system refuses O_DIRECT (tmpfs), after
+// posix_fadvise(DONTNEED) drops its cached pages; the better of one reader and of four reading a
+// quarter each (the requests a streaming reader with readahead keeps in flight). Throws std::runtime_error naming the path when
 // it cannot be opened or read, or holds under 1 MiB.
-double disk_read_bps(const std::string& path, size_t max_bytes = size_t(1) << 30);
+// The median of `rounds` such measurements (each reads the range twice).
+double disk_read_bps(const std::string& path, size_t max_bytes = size_t(1) << 30, int rounds = 3);
 
 // Measures memory, read bandwidth, matvec bytes/s per type, matmul FLOP/s, attention, per-call
 // overhead and (not at startup) the loopback latency. GPUs are not listed here (cmd_probe adds them).

@@ -51,7 +51,8 @@ int cmd_probe(const Args& args) {
         &quick);
   p.add("--cpu", "ISA", "CPU kernels: auto, avx512, avx2, scalar", &isa);
   p.add("--disk", "FILE",
-        "also time sequential reads of FILE from storage (O_DIRECT, up to 1 GiB; give the model, on the disk a "
+        "also time sequential reads of FILE from storage (O_DIRECT, 64 MiB requests from one and from four readers, "
+        "up to 1 GiB, the median of three rounds; give the model, on the disk a "
         "streaming worker reads): a cluster file's probe= then sets disk= (docs/planner.md, streaming from disk)",
         &disk);
   if (!p.parse(args)) {

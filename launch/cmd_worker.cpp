@@ -251,7 +251,7 @@ int cmd_worker(const Args& args) {
   // (`herd probe --disk`), else a short uncached read of -m (no -m: unknown, so never planned to stream).
   if (o.profile && !(o.profile->disk_read_Bps > 0) && !model.empty()) {
     try {
-      o.profile->disk_read_Bps = disk_read_bps(model, size_t{32} << 20);
+      o.profile->disk_read_Bps = disk_read_bps(model, size_t{32} << 20, 1);
       HERD_LOG_INFO("worker: disk ", o.profile->disk_read_Bps / 1e9, " GB/s (32 MiB of ", model, ", uncached)");
     } catch (const std::exception& e) {
       HERD_LOG_WARN("worker: cannot measure the disk of ", model, " (", e.what(), "); the coordinator will not plan streamed layers here");

@@ -151,6 +151,7 @@ class WorkerServer {
 
   std::unique_ptr<transport::Listener> listener_;
   WorkerServerOptions opts_;
+  uint64_t idle_rss_ = 0;  // resident bytes when constructed (the Hello's process_bytes)
   std::map<std::string, Peer> peers_;  // peers that completed a Hello
   std::deque<transport::Received> pending_;  // other peers' messages that arrived during a weight fetch
   std::string coordinator_;            // the peer whose Assign we serve
