@@ -34,8 +34,8 @@ struct WorkerProfile {
   std::vector<MatvecRate> matvec;  // weight bytes/s of a 1-token matvec, per type (each type once)
   std::string source;            // "measured at startup", "file /path/probe.json" (logs)
   // v3: sequential read speed of the disk the worker's model file is on (0: not measured): its
-  // --profile's `herd probe --disk`, or a short uncached read of its -m file at startup. With it
-  // the coordinator's planner may give the worker more layers than its memory (streamed).
+  // --profile's `herd probe --disk`, or a short uncached read of its -m file at startup. The
+  // coordinator's planner prices the layers it streams there by it (an assumed speed when 0).
   double disk_Bps = 0;
   // v3: the worker process's own resident memory when it answered (0: unknown): the planner's
   // overhead for it, instead of a CPU device's 128 MiB default that alone exceeds a small budget.

@@ -248,13 +248,15 @@ int cmd_worker(const Args& args) {
                     " matvec types, ", o.profile->op_overhead_s * 1e6, " us per call (", t.seconds(), " s)");
   }
   // The disk its model file is on, for the coordinator's planner (streamed layers): from --profile
-  // (`herd probe --disk`), else a short uncached read of -m (no -m: unknown, so never planned to stream).
+  // (`herd probe --disk`), else a short uncached read of -m (no -m: unknown; the coordinator then
+  // assumes a speed, coordinator/plan_adapter.h).
   if (o.profile && !(o.profile->disk_read_Bps > 0) && !model.empty()) {
     try {
       o.profile->disk_read_Bps = disk_read_bps(model, size_t{32} << 20, 1);
       HERD_LOG_INFO("worker: disk ", o.profile->disk_read_Bps / 1e9, " GB/s (32 MiB of ", model, ", uncached)");
     } catch (const std::exception& e) {
-      HERD_LOG_WARN("worker: cannot measure the disk of ", model, " (", e.what(), "); the coordinator will not plan streamed layers here");
+      HERD_LOG_WARN("worker: cannot measure the disk of ", model, " (", e.what(),
+                    "); the coordinator will assume one for any layers it plans to stream here");
     }
   }
   char host[256] = {};

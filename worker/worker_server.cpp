@@ -1,6 +1,5 @@
 #include "worker/worker_server.h"
 
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
