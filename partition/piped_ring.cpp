@@ -77,16 +77,21 @@ PipedRing piped_ring(const Plan& p, const ModelShape& m, const Cluster& c, const
   }
   if (!streams) return best;
   const double hb = hop_bytes_per_token(m, o);
+  double all_bytes = static_cast<double>(m.output_matrix.bytes), slowest_disk = 0;
+  for (int64_t l = 0; l < m.n_layers(); ++l) all_bytes += m.layer_read_bytes(l, 1);
+  for (int d : devs) {
+    const double disk = c.devices[static_cast<size_t>(d)].disk_Bps;
+    if (disk > 0 && (slowest_disk == 0 || disk < slowest_disk)) slowest_disk = disk;
+  }
+  if (!(slowest_disk > 0)) return best;
   for (int k = 2; k <= kMaxRingCycles; ++k) {
     // The least read time per token that lets the devices cover the model: bisection between
-    // what the plan's own streaming stages read and nothing.
-    double hi = 0;
-    for (const StagePlan& s : p.stages) hi = std::max(hi, s.disk_s);
-    hi *= 2;
+    // nothing and the slowest disk reading every layer (no cover needs more).
+    double hi = all_bytes / slowest_disk;
     std::vector<RingShare> shares = shares_within(m, c, devs, k, hi, o);
     if (shares.size() < 2) continue;  // (one device alone overlaps its reads with nobody's compute)
     double lo = 0;
-    for (int it = 0; it < 30; ++it) {  // to 1e-9 of the plan's reads
+    for (int it = 0; it < 40; ++it) {  // to 1e-12 of that
       const double mid = (lo + hi) / 2;
       auto s = shares_within(m, c, devs, k, mid, o);
       if (s.size() < 2) lo = mid;
