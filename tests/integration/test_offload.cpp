@@ -90,11 +90,12 @@ struct Replayed {
   int64_t n_prompt = 0;
 };
 // decode_rows >= 0: only the prompt and that many decode steps (the rows are a prefix of the full run's).
-Replayed replay_on(const std::string& worker, int64_t decode_rows = -1) {
+// split "": the coordinator's own plan over the workers.
+Replayed replay_over(const std::vector<std::string>& workers, const std::string& split, int64_t decode_rows) {
   auto& m = the_model();
   RemotePipelineOptions o;
-  o.workers = {worker};
-  o.split = "0-" + std::to_string(m.config.n_layers - 1);
+  o.workers = workers;
+  o.split = split;
   o.n_ctx = kCtx;
   o.kv_type = DType::F16;
   RemotePipeline remote(*m.file, m.config, o);
@@ -103,6 +104,9 @@ Replayed replay_on(const std::string& worker, int64_t decode_rows = -1) {
   if (decode_rows >= 0) tokens.resize(std::min(tokens.size(), static_cast<size_t>(r.n_prompt + decode_rows)));
   r.logits = replay_logits(remote, tokens, r.n_prompt);
   return r;
+}
+Replayed replay_on(const std::string& worker, int64_t decode_rows = -1) {
+  return replay_over({worker}, "0-" + std::to_string(the_model().config.n_layers - 1), decode_rows);
 }
 
 void expect_bit_identical(const LogitsFile& a, const LogitsFile& b, const std::string& what) {
@@ -296,16 +300,8 @@ TEST(Offload, TheCoordinatorsOwnPlanStreamsOnWorkersThatReportTheirDisk) {
   const std::string budget = std::to_string(m.shard / 4);
   WorkerProcess a("*", {"-m", m.path, "--mem-budget", budget, "--cache-dir", m.dir + "/cache-plan-a"});
   WorkerProcess b("*", {"-m", m.path, "--mem-budget", budget, "--cache-dir", m.dir + "/cache-plan-b"});
-  RemotePipelineOptions o;
-  o.workers = {a.address(), b.address()};
-  o.n_ctx = kCtx;
-  o.kv_type = DType::F16;
-  RemotePipeline remote(*m.file, m.config, o);
-  int64_t n_prompt = 0;
-  auto tokens = reference_tokens(n_prompt);
-  tokens.resize(static_cast<size_t>(n_prompt + 6));
-  const LogitsFile got = replay_logits(remote, tokens, n_prompt);
-  expect_bit_identical(plain.logits, got, "the coordinator's streaming plan over two workers");
+  expect_bit_identical(plain.logits, replay_over({a.address(), b.address()}, "", 6).logits,
+                       "the coordinator's streaming plan over two workers");
   // Together they hold half the model: one of them at least streams (the plan puts the overflow
   // where it costs least, here on one disk).
   int streaming = 0;
@@ -350,15 +346,7 @@ TEST(Offload, AWorkerWithoutADiskFigureIsStillPlannedToStream) {
   auto& m = the_model();
   const Replayed& plain = unconstrained();
   WorkerProcess w("*", {"--mem-budget", std::to_string(m.shard / 4), "--cache-dir", m.dir + "/cache-nodisk"});
-  RemotePipelineOptions o;
-  o.workers = {w.address()};
-  o.n_ctx = kCtx;
-  o.kv_type = DType::F16;
-  RemotePipeline remote(*m.file, m.config, o);
-  int64_t n_prompt = 0;
-  auto tokens = reference_tokens(n_prompt);
-  tokens.resize(static_cast<size_t>(n_prompt + 4));
-  expect_bit_identical(plain.logits, replay_logits(remote, tokens, n_prompt), "planned at the assumed disk speed");
+  expect_bit_identical(plain.logits, replay_over({w.address()}, "", 4).logits, "planned at the assumed disk speed");
   EXPECT_NE(w.child().err().find("streaming the weights"), std::string::npos) << w.child().err();
 }
 
