@@ -36,6 +36,10 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
   // rows a step). A tied one is the output's bytes: it shares the output's copy, which the
   // backend's get_rows then reads, so the dropped pages are not faulted back in (as whole large
   // page-cache folios: the table would be held twice).
+  // A device backend (its memory is not the host's: backend.h) runs the dense recipes; what still
+  // reads activations on the host is refused here, before anything is uploaded.
+  if (on_device() && config_.is_moe())
+    throw std::invalid_argument(be_.name() + ": mixture-of-experts layers route on the host and run on CPU backends only");
   std::vector<WeightMatrix*> ms;
   for (auto& l : w_.layers)
     for (WeightMatrix* m : layer_matmuls(l, config_.is_moe())) ms.push_back(m);
@@ -56,6 +60,19 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
   // (A tensor-parallel rank's output is only some of the table's rows: then it shares nothing.)
   if (w_.range.output && w_.tok_embd.data == w_.output.data && w_.tok_embd.rows == w_.output.rows)
     w_.tok_embd.packed = w_.output.packed;
+}
+
+void Stage::set_tensor_parallel(StageTensorParallel tp) {
+  if (tp.comm && on_device())
+    throw std::invalid_argument(be_.name() + ": tensor parallelism joins its shards in host memory; it runs on CPU "
+                                "backends only for now");
+  tp_ = std::move(tp);
+}
+
+void Stage::set_residency(std::shared_ptr<WeightResidency> r) {
+  if (r && on_device())
+    throw std::invalid_argument(be_.name() + ": streaming weights from disk runs on CPU backends only");
+  residency_ = std::move(r);
 }
 
 void Stage::reset_cache() {
@@ -145,7 +162,7 @@ void Stage::forward_layers(const Batch& b, const float* hidden, float* out) {
     backend_for(Op::GetRows, w_.tok_embd).get_rows(w_.tok_embd, b.tokens.data(), n, x, d);
   } else {
     if (!hidden) throw std::invalid_argument("Stage::forward: stage needs the hidden state");
-    std::memcpy(x, hidden, sizeof(float) * n * d);
+    be_.copy_in(x, hidden, sizeof(float) * n * d);
   }
 
   // The slots hold positions < pos0 from here on: if a layer throws, no half-written position
@@ -159,7 +176,7 @@ void Stage::forward_layers(const Batch& b, const float* hidden, float* out) {
   for (const SeqRun& r : runs_) cache_.set_seq_len(r.seq, r.pos0 + r.size());
 
   if (!w_.range.output) {
-    std::memcpy(out, x, sizeof(float) * n * d);
+    be_.copy_out(out, x, sizeof(float) * n * d);
     return;
   }
   // Only the rows that want logits go through the output projection (the last layer's
@@ -169,7 +186,7 @@ void Stage::forward_layers(const Batch& b, const float* hidden, float* out) {
   x = x_.as<float>();
   float* rows = scratch(cur_, n_out * d);
   if (n_out == 0) return;
-  be_.rmsnorm(x, d, w_.output_norm.data(), n_out, d, c.rms_eps, rows, d);
+  be_.rmsnorm(x, d, vec(w_.output_norm), n_out, d, c.rms_eps, rows, d);
   output_projection(rows, n_out, out);
 }
 
@@ -183,7 +200,13 @@ void Stage::join_partials(float* x, int64_t n) {
 void Stage::output_projection(const float* rows, int64_t n_out, float* out) {
   const int64_t d = config_.n_embd, V = config_.n_vocab;
   if (!tp_.comm) {
-    matmul(w_.output, rows, n_out, d, out, V);
+    if (!on_device()) {
+      matmul(w_.output, rows, n_out, d, out, V);
+      return;
+    }
+    float* logits = scratch(logits_, n_out * V);
+    matmul(w_.output, rows, n_out, d, logits, V);
+    be_.copy_out(out, logits, sizeof(float) * static_cast<size_t>(n_out * V));
     return;
   }
   // Comm::all_gather moves equal sizes: each rank's rows padded to the largest share.
@@ -212,7 +235,7 @@ void Stage::keep_output_rows(const Batch& b) {
   int64_t n_out = 0;
   for (int64_t t = 0; t < n_; ++t)
     if (b.logits[t]) {
-      if (n_out != t) std::memcpy(x + n_out * d, x + t * d, sizeof(float) * d);
+      if (n_out != t) be_.copy(x + n_out * d, x + t * d, sizeof(float) * d);
       ++n_out;
     }
   n_ = n_out;
@@ -239,14 +262,14 @@ void Stage::self_attention(int64_t il, const AttentionOptions& o) {
   float* v = scratch(v_, n * kvd);
   float* attn = scratch(attn_, n * qd);
 
-  be_.rmsnorm(x, d, w.attn_norm.data(), n, d, c.rms_eps, cur, d);
+  be_.rmsnorm(x, d, vec(w.attn_norm), n, d, c.rms_eps, cur, d);
   matmul(w.wq, cur, n, d, q, qd);
   matmul(w.wk, cur, n, d, k, kvd);
   matmul(w.wv, cur, n, d, v, kvd);
   if (o.qkv_bias) {
-    be_.add_bias(q, n, qd, w.bq.data(), qd);
-    be_.add_bias(k, n, kvd, w.bk.data(), kvd);
-    be_.add_bias(v, n, kvd, w.bv.data(), kvd);
+    be_.add_bias(q, n, qd, vec(w.bq), qd);
+    be_.add_bias(k, n, kvd, vec(w.bk), kvd);
+    be_.add_bias(v, n, kvd, vec(w.bv), kvd);
   }
   if (o.qk_norm) {
     if (w.q_norm.empty()) throw std::logic_error("Stage::self_attention: the stage's weights have no q/k norms");
@@ -254,8 +277,8 @@ void Stage::self_attention(int64_t il, const AttentionOptions& o) {
     // (Backend::rmsnorm does not promise that out may alias x).
     float* qn = scratch(qk_normed_, n * (qd + kvd));
     float* kn = qn + n * qd;
-    be_.rmsnorm(q, c.head_dim, w.q_norm.data(), n * c.n_heads, c.head_dim, c.rms_eps, qn, c.head_dim);
-    be_.rmsnorm(k, c.head_dim, w.k_norm.data(), n * c.n_kv_heads, c.head_dim, c.rms_eps, kn, c.head_dim);
+    be_.rmsnorm(q, c.head_dim, vec(w.q_norm), n * c.n_heads, c.head_dim, c.rms_eps, qn, c.head_dim);
+    be_.rmsnorm(k, c.head_dim, vec(w.k_norm), n * c.n_kv_heads, c.head_dim, c.rms_eps, kn, c.head_dim);
     q = qn;
     k = kn;
   }
@@ -264,7 +287,7 @@ void Stage::self_attention(int64_t il, const AttentionOptions& o) {
   rp.n_rot = c.n_rot;
   rp.freq_base = c.rope_freq_base;
   rp.freq_scale = c.rope_freq_scale;
-  rp.freq_factors = w_.rope_freqs.empty() ? nullptr : w_.rope_freqs.data();
+  rp.freq_factors = w_.rope_freqs.empty() ? nullptr : vec(w_.rope_freqs);
   const int32_t* pos = batch_->pos.data();
   be_.rope(q, n, qd, c.n_heads, c.head_dim, pos, rp);
   be_.rope(k, n, kvd, c.n_kv_heads, c.head_dim, pos, rp);
@@ -294,7 +317,7 @@ void Stage::swiglu_ffn(int64_t il) {
   float* cur = scratch(cur_, n * d);
   float* gate = scratch(gate_, n * c.n_ff);
   float* up = scratch(up_, n * c.n_ff);
-  be_.rmsnorm(x, d, w.ffn_norm.data(), n, d, c.rms_eps, cur, d);
+  be_.rmsnorm(x, d, vec(w.ffn_norm), n, d, c.rms_eps, cur, d);
   matmul(w.w_gate, cur, n, d, gate, c.n_ff);
   matmul(w.w_up, cur, n, d, up, c.n_ff);
   be_.silu_mul(gate, up, gate, n * c.n_ff);

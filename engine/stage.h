@@ -75,14 +75,18 @@ class Stage {
 
   // Makes this stage one rank of a tensor-parallel group (before its first forward; the comm
   // may be replaced after a failed collective broke the group).
-  void set_tensor_parallel(StageTensorParallel tp) { tp_ = std::move(tp); }
+  // Host backends only: the all-reduce and gather run on host memory (a device backend is refused
+  // with std::invalid_argument until a Comm on device memory joins its shards).
+  void set_tensor_parallel(StageTensorParallel tp);
   // Seconds this rank has spent inside its all-reduces and logits gathers (waiting for the slower
   // ranks included) since it was built: what `herd bench --tp` reports as the sync share.
   double tp_sync_seconds() const { return tp_sync_s_; }
 
   // Streams the weights (engine/weight_residency.h): the matrices it has pieces for are multiplied
   // piece by piece, each between its before() and after(); null (the default) = all resident.
-  void set_residency(std::shared_ptr<WeightResidency> r) { residency_ = std::move(r); }
+  // Host backends only (a device backend's weights are its uploaded copies; refused with
+  // std::invalid_argument).
+  void set_residency(std::shared_ptr<WeightResidency> r);
   WeightResidency* residency() const { return residency_.get(); }
 
   // Blocks of a layer recipe (recipe.h), over the current batch; il is the stage-local layer.
@@ -99,6 +103,9 @@ class Stage {
 
  private:
   float* scratch(Buffer& b, int64_t floats);
+  bool on_device() const { return be_.device().kind != Device::Kind::Host; }
+  // A weight vector (norm, bias, rope factors) as the backend's ops read it (Backend::resident).
+  const float* vec(const std::vector<float>& v) { return be_.resident(v.data(), v.size()); }
   void forward_layers(const Batch& b, const float* hidden, float* out);  // forward() without the residency's end
   // Compacts x_'s rows to those of `b` that want logits (once per forward; n_ becomes their count).
   void keep_output_rows(const Batch& b);
@@ -125,7 +132,8 @@ class Stage {
   StageTensorParallel tp_;
   std::shared_ptr<WeightResidency> residency_;
   double tp_sync_s_ = 0;
-  Buffer tp_logits_, tp_gathered_;  // output_projection: this rank's [n_out, max rows], all ranks'
+  Buffer tp_logits_, tp_gathered_;
+  Buffer logits_;  // output_projection on a device backend: the logits before they are copied out  // output_projection: this rank's [n_out, max rows], all ranks'
   // The batch being evaluated (valid during forward).
   const Batch* batch_ = nullptr;
   std::vector<SeqRun> runs_;

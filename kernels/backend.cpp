@@ -11,6 +11,15 @@
 
 namespace herd {
 
+Device parse_device(const std::string& text) {
+  if (text == "cpu" || text == "host") return {};
+  if (text == "cuda") return {Device::Kind::Cuda, 0};
+  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.size() <= 8 &&
+      text.find_first_not_of("0123456789", 5) == std::string::npos)
+    return {Device::Kind::Cuda, std::stoi(text.substr(5))};
+  throw std::invalid_argument("expected cpu or cuda:N (N a GPU index), got '" + text + "'");
+}
+
 bool is_kv_type(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::Q8_0; }
 
 Buffer Backend::alloc(size_t bytes) {
@@ -18,6 +27,22 @@ Buffer Backend::alloc(size_t bytes) {
   void* p = ::operator new(bytes > 0 ? bytes : 1, std::align_val_t(64));
   return Buffer(device(), std::shared_ptr<void>(p, [](void* q) { ::operator delete(q, std::align_val_t(64)); }),
                 bytes);
+}
+
+void Backend::copy_in(void* dst, const void* host_src, size_t bytes) {
+  if (bytes) std::memcpy(dst, host_src, bytes);
+}
+
+void Backend::copy_out(void* host_dst, const void* src, size_t bytes) {
+  if (bytes) std::memcpy(host_dst, src, bytes);
+}
+
+void Backend::copy(void* dst, const void* src, size_t bytes) {
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+
+void Backend::fill_zero(void* dst, size_t bytes) {
+  if (bytes) std::memset(dst, 0, bytes);
 }
 
 void Backend::store_rows(const float* x, int64_t n, int64_t ldx, int64_t cols, DType type, void* dst,

@@ -30,6 +30,10 @@ struct Device {
   bool operator==(const Device&) const = default;
 };
 
+// "cpu" (or "host") and "cuda:N" (or "cuda" = cuda:0), as --device takes them. Throws
+// std::invalid_argument naming the text otherwise.
+Device parse_device(const std::string& text);
+
 // Memory one backend allocated on its device (as CTranslate2's StorageView knows its device): a
 // stage's KV cache and scratch. Shared ownership, so a view can outlive a resize of its owner.
 class Buffer {
@@ -134,6 +138,28 @@ class Backend {
   virtual Device device() const { return {}; }
   virtual Buffer alloc(size_t bytes);
 
+  // Where each op's pointers live: activations (x, y, out, q, gate, ...) and the KV rows are in
+  // this backend's memory (alloc); weight matrices are read through the backend's own copy when
+  // prepare_matmul made one (a device backend uploads them there), else `data`; the small weight
+  // vectors (norm weights, biases, rope factors) are passed as resident() returned them; token
+  // ids (get_rows) and positions (rope) are host memory, as a Batch holds them. A host backend's
+  // memory is host memory, so for it these are all the same pointers.
+  //
+  // Moving bytes between the host and this backend's memory (the Stage's input and output):
+  // copy_in: host -> backend, copy_out: backend -> host (complete when it returns), copy: within
+  // the backend (no overlap), fill_zero. Host defaults: memcpy / memset.
+  virtual void copy_in(void* dst, const void* host_src, size_t bytes);
+  virtual void copy_out(void* host_dst, const void* src, size_t bytes);
+  virtual void copy(void* dst, const void* src, size_t bytes);
+  virtual void fill_zero(void* dst, size_t bytes);
+  // A weight vector of n floats as this backend's ops read it. `host` must stay valid and unchanged
+  // as long as the backend is used with it (weights do). Host default: `host` itself; a device
+  // backend returns its copy, made on first use and kept.
+  virtual const float* resident(const float* host, size_t n) {
+    (void)n;
+    return host;
+  }
+
   // y[t][r] = sum_c W[r][c] * x[t][c]   for t < n_tokens, r < W.rows.
   // F16/BF16 matrices multiply x rounded to f16/bf16 first (llama.cpp's definition of those dot
   // products, which its reference logits depend on); every backend must do the same.
@@ -159,7 +185,7 @@ class Backend {
     return {};
   }
 
-  // out[t][:] = dequantized row ids[t] of W.  out: [n, ldo]. ids must be < W.rows (callers check).
+  // out[t][:] = dequantized row ids[t] of W.  out: [n, ldo]. ids (host memory) must be < W.rows (callers check).
   // A backend may read its own `packed` copy instead of `data` (the same values).
   virtual void get_rows(const WeightMatrix& w, const int32_t* ids, int64_t n, float* out, int64_t ldo) = 0;
 
@@ -168,7 +194,7 @@ class Backend {
                        float* out, int64_t ldo) = 0;
 
   // In-place rotary embedding. x: [n_tokens, ld_token] holding n_heads heads of head_dim each,
-  // contiguous; pos[t] is token t's position.
+  // contiguous; pos[t] (host memory) is token t's position.
   virtual void rope(float* x, int64_t n_tokens, int64_t ld_token, int64_t n_heads, int64_t head_dim,
                     const int32_t* pos, const RopeParams& p) = 0;
 

@@ -211,6 +211,10 @@ void WorkerServer::check_assignment(const Assign& a) const {
 }
 
 void WorkerServer::ensure_backend(const Assign& a) {
+  if (opts_.device_backend) {  // a GPU: the same backend whatever the Assign's CPU options
+    if (!backend_) backend_ = opts_.device_backend();
+    return;
+  }
   if (backend_ && a.backend_isa == assign_.backend_isa && a.exact == assign_.exact) return;
   stage_.reset();  // holds a reference to the backend
   backend_ = make_cpu_backend(CpuBackendOptions{a.exact, a.backend_isa});

@@ -69,6 +69,9 @@ struct WorkerServerOptions {
   // an MpiComm on a split communicator): asked at TpRing with this rank's (rank, size); a Comm it
   // keeps alive replaces the ring, null (and *why_not) falls back to the ring over TCP.
   std::function<Comm*(int rank, int size, std::string* why_not)> group_comm;
+  // --device: the backend of this worker's stages when it is not the CPU (a CUDA GPU: the herd
+  // binary makes it, launch/device_backend.h); null = the CPU backend of the Assign's ISA.
+  std::function<std::unique_ptr<Backend>()> device_backend;
 };
 
 class WorkerServer {
