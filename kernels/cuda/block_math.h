@@ -279,6 +279,30 @@ HERD_HD void quantize_act_block32(const float* x, float amax, int mode, int8_t* 
 
 // Blocks of 32 sharing one amax under `mode` (8 for kActF32x256, else 1).
 HERD_HD int act_group_blocks(int mode) { return mode == kActF32x256 ? 8 : 1; }
+// Scale groups of one row of cols values (the last one shorter when cols / 32 is not a multiple).
+HERD_HD int64_t act_groups_per_row(int64_t cols, int mode) {
+  const int64_t g = act_group_blocks(mode);
+  return (cols / 32 + g - 1) / g;
+}
+// Work item i of the quantize_act kernel (i < n_tokens · act_groups_per_row): token *t, blocks
+// [*b0, *b1) of 32 values, which share one amax.
+HERD_HD void act_group_of(int64_t i, int64_t cols, int mode, int64_t* t, int64_t* b0, int64_t* b1) {
+  const int64_t per_row = act_groups_per_row(cols, mode), g = act_group_blocks(mode), nb = cols / 32;
+  *t = i / per_row;
+  *b0 = (i % per_row) * g;
+  *b1 = *b0 + g < nb ? *b0 + g : nb;
+}
+
+// Layout of a Q8 activation buffer for n_tokens rows of cols values (cols a multiple of 32): q
+// [n_tokens, cols] int8 at 0, d [n_tokens, cols / 32] f32 at *off_d, s [n_tokens, cols / 16] int16
+// at *off_s, each part starting 16-byte aligned; returns the total bytes.
+HERD_HD uint64_t up16(uint64_t n) { return (n + 15u) / 16u * 16u; }
+HERD_HD uint64_t q8_act_layout(int64_t n_tokens, int64_t cols, uint64_t* off_d, uint64_t* off_s) {
+  const uint64_t n = static_cast<uint64_t>(n_tokens), c = static_cast<uint64_t>(cols);
+  *off_d = up16(n * c);
+  *off_s = *off_d + up16(n * (c / 32u) * 4u);
+  return *off_s + up16(n * (c / 16u) * 2u);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Quantized dot products: unit u of a row = values [32u, 32u + 32), weight block u / units_per_block
@@ -456,6 +480,8 @@ HERD_HD float warp_tree_sum(float* v) {
 inline constexpr int kDecodeWarps = 4;
 inline constexpr int kDecodeThreads = 32 * kDecodeWarps;
 inline constexpr int kDecodeTokens = 8;
+// matmul_q8 runs the decode kernel up to this many tokens, the tile kernel above.
+HERD_HD bool q8_uses_decode(int64_t n_tokens) { return n_tokens <= kDecodeTokens; }
 HERD_HD int64_t decode_grid_x(int64_t rows) { return (rows + kDecodeWarps - 1) / kDecodeWarps; }
 HERD_HD int64_t decode_grid_y(int64_t n_tokens) { return (n_tokens + kDecodeTokens - 1) / kDecodeTokens; }
 HERD_HD int64_t decode_row(int64_t block_x, int warp) { return block_x * kDecodeWarps + warp; }

@@ -169,14 +169,16 @@ std::vector<float> make_x(int64_t n, uint32_t seed) {
   return x;
 }
 
-// x (cols values) -> q, d, s the way the quantize_act kernel does it: amax per group, then blocks.
+// x (cols values) -> q, d, s the way the quantize_act kernel does it: its work items (one scale
+// group each: act_group_of), the group's amax, then its blocks.
 void hd_quantize_row(const float* x, int64_t cols, int mode, int8_t* q, float* d, int16_t* s) {
-  const int64_t nb = cols / 32, g = hd::act_group_blocks(mode);
-  for (int64_t g0 = 0; g0 < nb; g0 += g) {
-    const int64_t g1 = std::min(nb, g0 + g);
+  for (int64_t i = 0; i < hd::act_groups_per_row(cols, mode); ++i) {
+    int64_t t, b0, b1;
+    hd::act_group_of(i, cols, mode, &t, &b0, &b1);
+    EXPECT_EQ(t, 0);
     float amax = 0.0f;
-    for (int64_t b = g0; b < g1; ++b) amax = std::max(amax, hd::amax_block32(x + 32 * b));
-    for (int64_t b = g0; b < g1; ++b) hd::quantize_act_block32(x + 32 * b, amax, mode, q + 32 * b, d + b, s + 2 * b);
+    for (int64_t b = b0; b < b1; ++b) amax = std::max(amax, hd::amax_block32(x + 32 * b));
+    for (int64_t b = b0; b < b1; ++b) hd::quantize_act_block32(x + 32 * b, amax, mode, q + 32 * b, d + b, s + 2 * b);
   }
 }
 
@@ -524,6 +526,42 @@ TEST(cuda_block_math, TileMappingCoversEveryOutputOnce) {
         ++count[static_cast<size_t>(hd::stage_token(e, per_token) * per_token + hd::stage_slot(e, per_token))];
     for (int c : count) ASSERT_EQ(c, 1) << "per_token " << per_token;
   }
+}
+
+// The quantize_act kernel's work items: every (token, 32-value block) in exactly one group, the
+// groups of kActF32x256 being the CPU tables' (8 blocks from a multiple of 8, the last one shorter).
+TEST(cuda_block_math, ActGroupsCoverEveryBlockOnce) {
+  for (int mode : {hd::kActF32x32, hd::kActF16x32, hd::kActF32x256})
+    for (int64_t cols : {32, 64, 256, 288, 32 * 17, 1024})
+      for (int64_t n_tokens : {1, 3}) {
+        const int64_t nb = cols / 32;
+        std::vector<int> count(static_cast<size_t>(n_tokens * nb), 0);
+        for (int64_t i = 0; i < n_tokens * hd::act_groups_per_row(cols, mode); ++i) {
+          int64_t t, b0, b1;
+          hd::act_group_of(i, cols, mode, &t, &b0, &b1);
+          ASSERT_LT(t, n_tokens);
+          ASSERT_EQ(b0 % hd::act_group_blocks(mode), 0);
+          ASSERT_TRUE(b1 > b0 && b1 <= nb && (b1 - b0 == hd::act_group_blocks(mode) || b1 == nb));
+          for (int64_t b = b0; b < b1; ++b) ++count[static_cast<size_t>(t * nb + b)];
+        }
+        for (int c : count) ASSERT_EQ(c, 1) << "mode " << mode << " cols " << cols;
+      }
+}
+
+// q8_act_bytes / q8_act_view's layout: parts 16-byte aligned, disjoint, each big enough.
+TEST(cuda_block_math, Q8ActLayoutAlignedAndDisjoint) {
+  for (int64_t n : {1, 3, 7, 512})
+    for (int64_t cols : {32, 96, 576, 4096}) {
+      uint64_t off_d = 0, off_s = 0;
+      const uint64_t total = hd::q8_act_layout(n, cols, &off_d, &off_s);
+      EXPECT_EQ(off_d % 16, 0u);
+      EXPECT_EQ(off_s % 16, 0u);
+      EXPECT_EQ(total % 16, 0u);
+      EXPECT_GE(off_d, static_cast<uint64_t>(n * cols));
+      EXPECT_GE(off_s - off_d, static_cast<uint64_t>(n * cols / 32 * 4));
+      EXPECT_GE(total - off_s, static_cast<uint64_t>(n * cols / 16 * 2));
+      EXPECT_LT(total, static_cast<uint64_t>(n * cols + n * cols / 8 + n * cols / 8 + 48));
+    }
 }
 
 TEST(cuda_block_math, ElementGridCoversAndStaysInCudaLimits) {
