@@ -429,9 +429,23 @@ HERD_HD float dot_row_q8_lanes(uint32_t type, const uint8_t* w_row, const int8_t
     acc = hd_add(acc, dot_unit_q8(type, w_row + (u / upb) * bb, static_cast<int>(u % upb), q + 32 * u, d[u], s + 2 * u));
   return acc;
 }
+// acc + one whole weight block (1 unit, or the 8 of a K-quant super-block) against the matching
+// activation blocks q[block_values], d[block_values / 32], s[block_values / 16], units in order.
+HERD_HD float dot_block_q8(uint32_t type, const uint8_t* blk, const int8_t* q, const float* d, const int16_t* s,
+                           float acc) {
+  for (int k = 0; k < units_per_block(type); ++k) acc = hd_add(acc, dot_unit_q8(type, blk, k, q + 32 * k, d[k], s + 2 * k));
+  return acc;
+}
+// The whole row, block after block (the same operations, in the same order, as
+// dot_row_q8_lanes(..., 0, 1) and as one prefill tile thread).
 HERD_HD float dot_row_q8(uint32_t type, const uint8_t* w_row, const int8_t* q, const float* d, const int16_t* s,
                          int64_t cols) {
-  return dot_row_q8_lanes(type, w_row, q, d, s, cols, 0, 1);
+  const int bv = block_values(type), bb = block_bytes(type);
+  float acc = 0.0f;
+  if (bv < 32) return acc;
+  for (int64_t b = 0; b < cols / bv; ++b)
+    acc = dot_block_q8(type, w_row + b * bb, q + b * bv, d + b * (bv / 32), s + b * (bv / 16), acc);
+  return acc;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -357,6 +357,8 @@ TEST_P(CudaDotQ8, WithinF32BoundOfDequantizedProductAndQuantizationBoundOfRefere
           const float y = hd::dot_row_q8(raw(t), m.row(r), q, d, s, cols);
           ASSERT_LE(std::fabs(double(y) - exact), f32_bound)
               << dtype_name(t) << " cols " << cols << " mode " << mode << " t " << tk << " r " << r << ": " << y << " vs " << exact;
+          ASSERT_EQ(bits(y), bits(hd::dot_row_q8_lanes(raw(t), m.row(r), q, d, s, cols, 0, 1)))
+              << "dot_row_q8 is the one-lane sequence";
           const float yw = warp_dot_q8(m, r, a, tk);
           ASSERT_LE(std::fabs(double(yw) - exact), f32_bound) << dtype_name(t) << " (warp) cols " << cols << " r " << r;
           const double yr = yref[static_cast<size_t>(tk * rows + r)];
