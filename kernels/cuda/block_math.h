@@ -312,108 +312,92 @@ HERD_HD uint64_t q8_act_layout(int64_t n_tokens, int64_t cols, uint64_t* off_d, 
 
 HERD_HD int units_per_block(uint32_t type) { return block_values(type) / 32; }
 
-// Σ over 16 values (4 words) of weight levels against q[0..16): word i of the levels is
-// ((p[4i..] >> shift) & mask) | (((h[4i..] >> hshift) & hmask) << hpos) (h null: no high bits).
-HERD_HD int dot16(const uint8_t* p, int shift, uint32_t mask, const uint8_t* h, int hshift, uint32_t hmask, int hpos,
-                  const int8_t* q) {
-  int acc = 0;
-  for (int i = 0; i < 4; ++i) {
-    int w = w4(p + 4 * i, shift, mask);
-    if (h) w |= w4(h + 4 * i, hshift, hmask) << hpos;
-    acc = dot4_i8(w, act4(q + 4 * i), acc);
-  }
-  return acc;
-}
-
-HERD_HD float dot_unit_q8(uint32_t type, const uint8_t* blk, int sub, const int8_t* q, float da, const int16_t* s) {
-  const int s01 = s[0] + s[1];
+// A unit's dot is split in two so the dp4a path and the tensor-core (mma) path share every
+// format-specific line:
+//   unit_word(type, blk, sub, i): the weight levels of values 4i..4i+3 of the unit (i < 8) as 4
+//     int8 in one int, byte k = value 4i + k. Levels are the stored codes (Q4_0 0..15, Q5_x 0..31,
+//     Q8_0 -127..127, Q2_K 0..3, Q3_K 0..7 = low2 | hbit << 2, Q4_K 0..15, Q5_K 0..31, Q6_K 0..63),
+//     the format's offset (-8, -16, -4, -32, the mins) being applied through Σq_a in unit_scale;
+//   unit_scale(type, blk, sub, dlo, dhi, da, s): the unit's float contribution from the exact
+//     integer dots of its two halves (dlo = Σ over values 0..15 of level · q_a, dhi over 16..31),
+//     the activation scale da and the two Σq_a s[0], s[1].
+HERD_HD int unit_word(uint32_t type, const uint8_t* blk, int sub, int i) {
   switch (type) {
-    case tid::kQ4_0: case tid::kQ4_1: {  // levels 0..15: Σ q_w q_a exact; the -8 / +m through Σq_a
+    case tid::kQ4_0: case tid::kQ4_1: {  // value j < 16: low nibble of qs[j]; j >= 16: high nibble of qs[j - 16]
       const uint8_t* qs = blk + (type == tid::kQ4_1 ? 4 : 2);
-      int sumi = 0;
-      for (int i = 0; i < 4; ++i) {
-        sumi = dot4_i8(w4(qs + 4 * i, 0, 0x0F0F0F0Fu), act4(q + 4 * i), sumi);
-        sumi = dot4_i8(w4(qs + 4 * i, 4, 0x0F0F0F0Fu), act4(q + 16 + 4 * i), sumi);
-      }
-      const float dw = load_f16(blk);
-      if (type == tid::kQ4_0) return hd_mul(hd_mul(dw, da), static_cast<float>(sumi - 8 * s01));
-      return hd_add(hd_mul(hd_mul(dw, da), static_cast<float>(sumi)),
-                    hd_mul(hd_mul(load_f16(blk + 2), da), static_cast<float>(s01)));
+      return w4(qs + 4 * (i & 3), i < 4 ? 0 : 4, 0x0F0F0F0Fu);
     }
-    case tid::kQ5_0: case tid::kQ5_1: {  // levels 0..31
+    case tid::kQ5_0: case tid::kQ5_1: {  // plus bit j of qh as bit 4
       const bool affine = type == tid::kQ5_1;
       const uint32_t qh = load_u32(blk + (affine ? 4 : 2));
-      const uint8_t* qs = blk + (affine ? 8 : 6);
-      int sumi = 0;
-      for (int i = 0; i < 4; ++i) {
-        const int lo = w4(qs + 4 * i, 0, 0x0F0F0F0Fu) | static_cast<int>(spread4_bit4((qh >> (4 * i)) & 0xFu));
-        const int hi = w4(qs + 4 * i, 4, 0x0F0F0F0Fu) | static_cast<int>(spread4_bit4((qh >> (16 + 4 * i)) & 0xFu));
-        sumi = dot4_i8(lo, act4(q + 4 * i), sumi);
-        sumi = dot4_i8(hi, act4(q + 16 + 4 * i), sumi);
-      }
-      const float dw = load_f16(blk);
-      if (!affine) return hd_mul(hd_mul(dw, da), static_cast<float>(sumi - 16 * s01));
-      return hd_add(hd_mul(hd_mul(dw, da), static_cast<float>(sumi)),
+      return w4(blk + (affine ? 8 : 6) + 4 * (i & 3), i < 4 ? 0 : 4, 0x0F0F0F0Fu) |
+             static_cast<int>(spread4_bit4((qh >> (4 * i)) & 0xFu));
+    }
+    case tid::kQ8_0: return w4(blk + 2 + 4 * i, 0, 0xFFFFFFFFu);
+    case tid::kQ2_K: case tid::kQ3_K: {  // 2 bits at 2·(sub % 4) of qs[32·(sub / 4) + l]; Q3_K: hmask[l] bit sub
+      const int lo = w4(blk + (type == tid::kQ2_K ? 16 : 32) + 32 * (sub / 4) + 4 * i, 2 * (sub % 4), 0x03030303u);
+      return type == tid::kQ2_K ? lo : lo | (w4(blk + 4 * i, sub, 0x01010101u) << 2);
+    }
+    case tid::kQ4_K: case tid::kQ5_K: {  // sub-block sub: nibble (sub & 1) of qs[32·(sub / 2) + l]; Q5_K: qh[l] bit sub
+      const bool five = type == tid::kQ5_K;
+      const int lo = w4(blk + (five ? 48 : 16) + 32 * (sub / 2) + 4 * i, 4 * (sub & 1), 0x0F0F0F0Fu);
+      return five ? lo | (w4(blk + 16 + 4 * i, sub, 0x01010101u) << 4) : lo;
+    }
+    case tid::kQ6_K: {  // sub = 4h + k: ql[64h + 32(k & 1) + l] nibble k / 2, qh[32h + l] bits 2k..2k+1
+      const int h = sub / 4, k = sub % 4;
+      return w4(blk + 64 * h + 32 * (k & 1) + 4 * i, k < 2 ? 0 : 4, 0x0F0F0F0Fu) |
+             (w4(blk + 128 + 32 * h + 4 * i, 2 * k, 0x03030303u) << 4);
+    }
+    default: return 0;
+  }
+}
+
+// |integer terms| < 2^24 for every type: Q8_0 32·127·127; Q6_K 2·128·64·16·127 (level 0..63,
+// minus 32·Σq_a); Q4_K/Q5_K 63·31·32·127; Q3_K 2·32·8·16·127; Q2_K 2·15·3·16·127.
+HERD_HD float unit_scale(uint32_t type, const uint8_t* blk, int sub, int dlo, int dhi, float da, const int16_t* s) {
+  const int s01 = s[0] + s[1], dsum = dlo + dhi;
+  switch (type) {
+    case tid::kQ4_0: return hd_mul(hd_mul(load_f16(blk), da), static_cast<float>(dsum - 8 * s01));
+    case tid::kQ5_0: return hd_mul(hd_mul(load_f16(blk), da), static_cast<float>(dsum - 16 * s01));
+    case tid::kQ4_1: case tid::kQ5_1:  // x = q·d + m
+      return hd_add(hd_mul(hd_mul(load_f16(blk), da), static_cast<float>(dsum)),
                     hd_mul(hd_mul(load_f16(blk + 2), da), static_cast<float>(s01)));
-    }
-    case tid::kQ8_0: {  // |Σ| <= 32 · 127 · 127
-      int sumi = 0;
-      for (int i = 0; i < 8; ++i) sumi = dot4_i8(w4(blk + 2 + 4 * i, 0, 0xFFFFFFFFu), act4(q + 4 * i), sumi);
-      return hd_mul(hd_mul(load_f16(blk), da), static_cast<float>(sumi));
-    }
-    case tid::kQ2_K: {  // x = (d·sc)·q - dmin·m per 16; |I| <= 2 · 15 · 3 · 16 · 127
-      const uint8_t* scales = blk;
-      const uint8_t* base = blk + 16 + 32 * (sub / 4);
-      const int shift = 2 * (sub % 4);
-      const int dot0 = dot16(base, shift, 0x03030303u, nullptr, 0, 0, 0, q);
-      const int dot1 = dot16(base + 16, shift, 0x03030303u, nullptr, 0, 0, 0, q + 16);
-      const int sc0 = scales[2 * sub], sc1 = scales[2 * sub + 1];
-      const int isum = (sc0 & 0xF) * dot0 + (sc1 & 0xF) * dot1;
+    case tid::kQ8_0: return hd_mul(hd_mul(load_f16(blk), da), static_cast<float>(dsum));
+    case tid::kQ2_K: {  // x = (d·sc)·q - dmin·m per 16
+      const int sc0 = blk[2 * sub], sc1 = blk[2 * sub + 1];
+      const int isum = (sc0 & 0xF) * dlo + (sc1 & 0xF) * dhi;
       const int msum = (sc0 >> 4) * s[0] + (sc1 >> 4) * s[1];
-      const float d = load_f16(blk + 80), dmin = load_f16(blk + 82);
-      return hd_mul(da, hd_sub(hd_mul(d, static_cast<float>(isum)), hd_mul(dmin, static_cast<float>(msum))));
+      return hd_mul(da, hd_sub(hd_mul(load_f16(blk + 80), static_cast<float>(isum)),
+                               hd_mul(load_f16(blk + 82), static_cast<float>(msum))));
     }
-    case tid::kQ3_K: {  // level = (low2 | hbit << 2) - 4; |I| <= 2 · 32 · 7 · 16 · 127
-      const uint8_t* hmask = blk;
-      const uint8_t* base = blk + 32 + 32 * (sub / 4);
+    case tid::kQ3_K: {  // x = d·(sc - 32)·(level - 4) per 16
       const uint8_t* scales = blk + 96;
-      const int shift = 2 * (sub % 4);
-      const int dot0 = dot16(base, shift, 0x03030303u, hmask, sub, 0x01010101u, 2, q);
-      const int dot1 = dot16(base + 16, shift, 0x03030303u, hmask + 16, sub, 0x01010101u, 2, q + 16);
-      const int isum = (q3k_scale(scales, 2 * sub) - 32) * (dot0 - 4 * s[0]) +
-                       (q3k_scale(scales, 2 * sub + 1) - 32) * (dot1 - 4 * s[1]);
+      const int isum = (q3k_scale(scales, 2 * sub) - 32) * (dlo - 4 * s[0]) +
+                       (q3k_scale(scales, 2 * sub + 1) - 32) * (dhi - 4 * s[1]);
       return hd_mul(hd_mul(load_f16(blk + 108), da), static_cast<float>(isum));
     }
-    case tid::kQ4_K: case tid::kQ5_K: {  // one 32-value sub-block: x = (d·sc)·q - dmin·m; |I| <= 63 · 31 · 32 · 127
-      const bool five = type == tid::kQ5_K;
-      const uint8_t* qs = blk + (five ? 48 : 16) + 32 * (sub / 2);
-      const uint8_t* qh = blk + 16;
-      const int nshift = 4 * (sub & 1);
-      int dot = 0;
-      for (int i = 0; i < 8; ++i) {
-        int w = w4(qs + 4 * i, nshift, 0x0F0F0F0Fu);
-        if (five) w |= w4(qh + 4 * i, sub, 0x01010101u) << 4;
-        dot = dot4_i8(w, act4(q + 4 * i), dot);
-      }
+    case tid::kQ4_K: case tid::kQ5_K: {  // x = (d·sc)·q - dmin·m per 32
       int sc, m;
       unpack_scale_min(blk + 4, sub, &sc, &m);
-      const float d = load_f16(blk), dmin = load_f16(blk + 2);
-      return hd_mul(da, hd_sub(hd_mul(d, static_cast<float>(sc * dot)), hd_mul(dmin, static_cast<float>(m * s01))));
+      return hd_mul(da, hd_sub(hd_mul(load_f16(blk), static_cast<float>(sc * dsum)),
+                               hd_mul(load_f16(blk + 2), static_cast<float>(m * s01))));
     }
-    case tid::kQ6_K: {  // level = q6 - 32; |I| <= 2 · 128 · 32 · 16 · 127 < 2^24
-      const int h = sub / 4, k = sub % 4;
-      const uint8_t* ql = blk + 64 * h + 32 * (k & 1);
-      const uint8_t* qh = blk + 128 + 32 * h;
-      const int nshift = k < 2 ? 0 : 4;
-      const int dot0 = dot16(ql, nshift, 0x0F0F0F0Fu, qh, 2 * k, 0x03030303u, 4, q);
-      const int dot1 = dot16(ql + 16, nshift, 0x0F0F0F0Fu, qh + 16, 2 * k, 0x03030303u, 4, q + 16);
+    case tid::kQ6_K: {  // x = d·sc·(level - 32) per 16
       const uint8_t* scales = blk + 192;
-      const int isum = static_cast<int8_t>(scales[2 * sub]) * (dot0 - 32 * s[0]) +
-                       static_cast<int8_t>(scales[2 * sub + 1]) * (dot1 - 32 * s[1]);
+      const int isum = static_cast<int8_t>(scales[2 * sub]) * (dlo - 32 * s[0]) +
+                       static_cast<int8_t>(scales[2 * sub + 1]) * (dhi - 32 * s[1]);
       return hd_mul(hd_mul(load_f16(blk + 208), da), static_cast<float>(isum));
     }
     default: return 0.0f;
   }
+}
+
+// One unit against one activation block q[32] (scale da, sums s[2]): dp4a over the 8 words.
+HERD_HD float dot_unit_q8(uint32_t type, const uint8_t* blk, int sub, const int8_t* q, float da, const int16_t* s) {
+  int dlo = 0, dhi = 0;
+  for (int i = 0; i < 4; ++i) dlo = dot4_i8(unit_word(type, blk, sub, i), act4(q + 4 * i), dlo);
+  for (int i = 4; i < 8; ++i) dhi = dot4_i8(unit_word(type, blk, sub, i), act4(q + 4 * i), dhi);
+  return unit_scale(type, blk, sub, dlo, dhi, da, s);
 }
 
 // Σ over the units lane, lane + n_lanes, ... of one weight row (cols a multiple of 32, and of the
@@ -533,6 +517,26 @@ inline constexpr int kStageD = kTileUnits;
 inline constexpr int kStageS = 2 * kTileUnits;
 HERD_HD int stage_token(int e, int per_token) { return e / per_token; }
 HERD_HD int stage_slot(int e, int per_token) { return e % per_token; }
+
+// Prefill on tensor cores (matmul_q8's kQ8PrefillMma, sm_80+): the same tiles, threads and staging;
+// warp w computes tile rows 16·(w % 4) .. +16 for tile tokens 16·(w / 4) .. +16 as two 16 x 8
+// n-tiles, each unit through two mma.sync.m16n8k16.row.col.s32.s8.s8.s32 (its values 0..15 and
+// 16..31: dlo and dhi), then unit_scale per (row, token), units in order: dot_row_q8's bits.
+// Fragments of m16n8k16 .s8 (PTX ISA; lane = 4g + t, g = lane >> 2, t = lane & 3):
+//   A 16 x 16 (row-major): a0 = row g, k 4t..4t+3 (4 int8); a1 = row g + 8, same k;
+//   B 16 x 8 (col-major):  b0 = k 4t..4t+3 of column g;
+//   C 16 x 8 (s32):        c0, c1 = row g, columns 2t, 2t+1; c2, c3 = row g + 8, columns 2t, 2t+1.
+// So lane (g, t) passes word 4·half + t (unit_word / the staged activation words) of A-rows g, g + 8
+// and of B-column (token) g.
+inline constexpr int kMmaWarps = kTileThreads / 32;
+static_assert(kMmaWarps == 8 && kTileRows == 4 * 16 && kTileTokens == 2 * 16, "mma warp grid: 4 x 16 rows, 2 x 16 tokens");
+HERD_HD int mma_word(int lane, int half) { return 4 * half + (lane & 3); }
+HERD_HD int mma_a_row(int warp, int lane, int a_reg) { return 16 * (warp % 4) + (lane >> 2) + 8 * a_reg; }
+HERD_HD int mma_b_token(int warp, int lane, int n_tile) { return 16 * (warp / 4) + 8 * n_tile + (lane >> 2); }
+HERD_HD int mma_c_row(int warp, int lane, int c_reg) { return mma_a_row(warp, lane, c_reg >> 1); }
+HERD_HD int mma_c_token(int warp, int lane, int n_tile, int c_reg) {
+  return 16 * (warp / 4) + 8 * n_tile + 2 * (lane & 3) + (c_reg & 1);
+}
 
 // Elementwise kernels (quantize_act groups, get_rows blocks): a 1-D grid-stride loop of
 // kElemThreads-thread blocks over `total` items, the grid capped at kElemMaxBlocks.

@@ -5,7 +5,7 @@
 // including that a decode lane, the warp butterfly and a tile thread perform exactly the
 // operations it emulates. Compiles for sm_80/86/89/90; never run on a GPU here.
 //
-// Only the quantized matmul kernels are templated on the weight type (10 + 10 instantiations), so
+// Only the quantized matmul kernels are templated on the weight type (3 x 10 instantiations), so
 // the per-unit switch folds away in the hot loops; the rest take the type at run time.
 #include "kernels/cuda/matmul.h"
 
@@ -84,13 +84,38 @@ __global__ void __launch_bounds__(kDecodeThreads)
 // ---- prefill: kTileRows x kTileTokens tiles, activations staged kTileUnits units at a time ----
 // A thread adds units 0, 1, ... of its row in order for each of its tokens: dot_row_q8's sequence.
 
+struct Stage {
+  int q[kTileTokens][kStageQWords];
+  float d[kTileTokens][kStageD];
+  int16_t s[kTileTokens][kStageS];
+};
+
+// Units [u0, u0 + kTileUnits) of the tile's tokens into shared memory (zeros past the ends).
+__device__ __forceinline__ void stage_chunk(Stage& st, const DeviceQ8Act& a, int64_t tok0, int64_t n_tokens, int64_t u0,
+                                            int64_t nu) {
+  const int th = static_cast<int>(threadIdx.x);
+  for (int e = th; e < kTileTokens * kStageQWords; e += kTileThreads) {
+    const int tt = stage_token(e, kStageQWords), wd = stage_slot(e, kStageQWords);
+    const int64_t tok = tok0 + tt, u = u0 + wd / 8;
+    st.q[tt][wd] = tok < n_tokens && u < nu ? act4(a.q + tok * a.ldq + 32 * u + 4 * (wd % 8)) : 0;
+  }
+  for (int e = th; e < kTileTokens * kStageD; e += kTileThreads) {
+    const int tt = stage_token(e, kStageD), k = stage_slot(e, kStageD);
+    const int64_t tok = tok0 + tt, u = u0 + k;
+    st.d[tt][k] = tok < n_tokens && u < nu ? a.d[tok * a.ldd + u] : 0.0f;
+  }
+  for (int e = th; e < kTileTokens * kStageS; e += kTileThreads) {
+    const int tt = stage_token(e, kStageS), k = stage_slot(e, kStageS);
+    const int64_t tok = tok0 + tt, h = 2 * u0 + k;
+    st.s[tt][k] = tok < n_tokens && h < 2 * nu ? a.s[tok * a.lds + h] : static_cast<int16_t>(0);
+  }
+}
+
 template <uint32_t T>
 __global__ void __launch_bounds__(kTileThreads)
     tile_q8_kernel(const uint8_t* w, size_t row_stride, int64_t rows, int64_t cols, DeviceQ8Act a, int64_t n_tokens,
                    float* y, int64_t ldy) {
-  __shared__ int sq[kTileTokens][kStageQWords];
-  __shared__ float sd[kTileTokens][kStageD];
-  __shared__ int16_t ss[kTileTokens][kStageS];
+  __shared__ Stage st;
   const int th = static_cast<int>(threadIdx.x);
   const int64_t tok0 = tile_tok0(blockIdx.y);
   const int64_t r = tile_row0(blockIdx.x) + tile_row(th);
@@ -103,21 +128,7 @@ __global__ void __launch_bounds__(kTileThreads)
   for (int j = 0; j < kTileTokensPerThread; ++j) acc[j] = 0.0f;
   for (int64_t u0 = 0; u0 < nu; u0 += kTileUnits) {
     __syncthreads();  // the previous chunk's reads are done
-    for (int e = th; e < kTileTokens * kStageQWords; e += kTileThreads) {
-      const int tt = stage_token(e, kStageQWords), wd = stage_slot(e, kStageQWords);
-      const int64_t tok = tok0 + tt, u = u0 + wd / 8;
-      sq[tt][wd] = tok < n_tokens && u < nu ? act4(a.q + tok * a.ldq + 32 * u + 4 * (wd % 8)) : 0;
-    }
-    for (int e = th; e < kTileTokens * kStageD; e += kTileThreads) {
-      const int tt = stage_token(e, kStageD), k = stage_slot(e, kStageD);
-      const int64_t tok = tok0 + tt, u = u0 + k;
-      sd[tt][k] = tok < n_tokens && u < nu ? a.d[tok * a.ldd + u] : 0.0f;
-    }
-    for (int e = th; e < kTileTokens * kStageS; e += kTileThreads) {
-      const int tt = stage_token(e, kStageS), k = stage_slot(e, kStageS);
-      const int64_t tok = tok0 + tt, h = 2 * u0 + k;
-      ss[tt][k] = tok < n_tokens && h < 2 * nu ? a.s[tok * a.lds + h] : static_cast<int16_t>(0);
-    }
+    stage_chunk(st, a, tok0, n_tokens, u0, nu);
     __syncthreads();
     if (row_ok) {
       const int64_t nc = nu - u0 < kTileUnits ? nu - u0 : kTileUnits;
@@ -128,8 +139,8 @@ __global__ void __launch_bounds__(kTileThreads)
 #pragma unroll
         for (int j = 0; j < kTileTokensPerThread; ++j) {
           const int tt = tile_token(th, j);
-          acc[j] = hd_add(acc[j], dot_unit_q8(T, blk, sub, reinterpret_cast<const int8_t*>(&sq[tt][8 * k]), sd[tt][k],
-                                              &ss[tt][2 * k]));
+          acc[j] = hd_add(acc[j], dot_unit_q8(T, blk, sub, reinterpret_cast<const int8_t*>(&st.q[tt][8 * k]), st.d[tt][k],
+                                              &st.s[tt][2 * k]));
         }
       }
     }
@@ -140,6 +151,78 @@ __global__ void __launch_bounds__(kTileThreads)
     const int64_t tok = tok0 + tile_token(th, j);
     if (tok < n_tokens) y[tok * ldy + r] = acc[j];
   }
+}
+
+// ---- prefill on tensor cores (sm_80+): the same tiles and staging, mma.sync for the integer dots ----
+// (block_math.h: the warp/lane mapping and the fragment layout it follows.)
+
+__device__ __forceinline__ void mma_s8_m16n8k16(int (&c)[4], int a0, int a1, int b0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%7,%7,%7,%7};"
+               : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+               : "r"(a0), "r"(a1), "r"(b0), "r"(0));
+#else
+  c[0] = c[1] = c[2] = c[3] = 0;
+  __trap();  // the launcher never picks this kernel below sm_80
+#endif
+}
+
+template <uint32_t T>
+__global__ void __launch_bounds__(kTileThreads)
+    tile_mma_kernel(const uint8_t* w, size_t row_stride, int64_t rows, int64_t cols, DeviceQ8Act a, int64_t n_tokens,
+                    float* y, int64_t ldy) {
+  __shared__ Stage st;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t row0 = tile_row0(blockIdx.x), tok0 = tile_tok0(blockIdx.y);
+  // Rows past the end read row 0 (every lane must take part in the mma); their results are dropped.
+  const uint8_t* wa[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int64_t r = row0 + mma_a_row(warp, lane, i);
+    wa[i] = w + (r < rows ? r : 0) * row_stride;
+  }
+  const int64_t nu = cols / 32;
+  const int upb = units_per_block(T), bb = block_bytes(T);
+  float acc[2][4];
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) acc[nt][c] = 0.0f;
+  for (int64_t u0 = 0; u0 < nu; u0 += kTileUnits) {
+    __syncthreads();
+    stage_chunk(st, a, tok0, n_tokens, u0, nu);
+    __syncthreads();
+    const int64_t nc = nu - u0 < kTileUnits ? nu - u0 : kTileUnits;
+    for (int k = 0; k < nc; ++k) {
+      const int64_t u = u0 + k;
+      const int64_t off = (u / upb) * bb;
+      const int sub = static_cast<int>(u % upb);
+      int dot[2][2][4];  // [n-tile][half][c register]
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int a0 = unit_word(T, wa[0] + off, sub, mma_word(lane, half));
+        const int a1 = unit_word(T, wa[1] + off, sub, mma_word(lane, half));
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+          mma_s8_m16n8k16(dot[nt][half], a0, a1, st.q[mma_b_token(warp, lane, nt)][8 * k + mma_word(lane, half)]);
+      }
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int tt = mma_c_token(warp, lane, nt, c);
+          acc[nt][c] = hd_add(acc[nt][c], unit_scale(T, wa[c >> 1] + off, sub, dot[nt][0][c], dot[nt][1][c], st.d[tt][k],
+                                                     &st.s[tt][2 * k]));
+        }
+    }
+  }
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int64_t r = row0 + mma_c_row(warp, lane, c), tok = tok0 + mma_c_token(warp, lane, nt, c);
+      if (r < rows && tok < n_tokens) y[tok * ldy + r] = acc[nt][c];
+    }
 }
 
 // ---- float family: one warp per row, lanes over columns (dot_row_f_lanes' sequence) ----
@@ -201,9 +284,19 @@ bool q8_args_ok(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, con
          a.lds >= cols / 16 && aligned4(a.q);
 }
 
+// Whether the current device runs mma.sync m16n8k16 .s8 (compute capability 8.0 or newer).
+bool device_has_int8_mma() {
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return major >= 8;
+}
+
 template <uint32_t T>
 cudaError_t launch_q8(const uint8_t* w, size_t row_stride, int64_t rows, int64_t cols, const DeviceQ8Act& a,
-                      int64_t n_tokens, float* y, int64_t ldy, cudaStream_t st) {
+                      int64_t n_tokens, float* y, int64_t ldy, cudaStream_t st, bool mma) {
   if (q8_uses_decode(n_tokens)) {
     const int64_t gx = decode_grid_x(rows);
     if (gx > kMaxGridX) return cudaErrorInvalidValue;
@@ -221,8 +314,11 @@ cudaError_t launch_q8(const uint8_t* w, size_t row_stride, int64_t rows, int64_t
     at.q += t0 * a.ldq;
     at.d += t0 * a.ldd;
     at.s += t0 * a.lds;
-    tile_q8_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(tile_grid_y(nt))), kTileThreads, 0, st>>>(
-        w, row_stride, rows, cols, at, nt, y + t0 * ldy, ldy);
+    const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(tile_grid_y(nt)));
+    if (mma)
+      tile_mma_kernel<T><<<grid, kTileThreads, 0, st>>>(w, row_stride, rows, cols, at, nt, y + t0 * ldy, ldy);
+    else
+      tile_q8_kernel<T><<<grid, kTileThreads, 0, st>>>(w, row_stride, rows, cols, at, nt, y + t0 * ldy, ldy);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
@@ -277,22 +373,24 @@ cudaError_t quantize_act(const float* x, int64_t n_tokens, int64_t ldx, int64_t 
 }
 
 cudaError_t matmul_q8(uint32_t type, const uint8_t* w, size_t row_stride, int64_t rows, int64_t cols,
-                      const DeviceQ8Act& a, int64_t n_tokens, float* y, int64_t ldy, cudaStream_t st) {
-  if (!q8_args_ok(type, w, rows, cols, a, n_tokens, y, ldy)) return cudaErrorInvalidValue;
+                      const DeviceQ8Act& a, int64_t n_tokens, float* y, int64_t ldy, cudaStream_t st, int prefill) {
+  if (!q8_args_ok(type, w, rows, cols, a, n_tokens, y, ldy) || (prefill != kQ8PrefillDp4a && prefill != kQ8PrefillMma))
+    return cudaErrorInvalidValue;
   if (rows == 0 || n_tokens == 0) return cudaSuccess;
   if (cols == 0) return cudaMemset2DAsync(y, static_cast<size_t>(ldy) * sizeof(float), 0, static_cast<size_t>(rows) * sizeof(float),
                                          static_cast<size_t>(n_tokens), st);
+  const bool mma = prefill == kQ8PrefillMma && !q8_uses_decode(n_tokens) && device_has_int8_mma();
   switch (type) {
-    case tid::kQ4_0: return launch_q8<tid::kQ4_0>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st);
-    case tid::kQ4_1: return launch_q8<tid::kQ4_1>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st);
-    case tid::kQ5_0: return launch_q8<tid::kQ5_0>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st);
-    case tid::kQ5_1: return launch_q8<tid::kQ5_1>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st);
-    case tid::kQ8_0: return launch_q8<tid::kQ8_0>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st);
-    case tid::kQ2_K: return launch_q8<tid::kQ2_K>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st);
-    case tid::kQ3_K: return launch_q8<tid::kQ3_K>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st);
-    case tid::kQ4_K: return launch_q8<tid::kQ4_K>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st);
-    case tid::kQ5_K: return launch_q8<tid::kQ5_K>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st);
-    case tid::kQ6_K: return launch_q8<tid::kQ6_K>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st);
+    case tid::kQ4_0: return launch_q8<tid::kQ4_0>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st, mma);
+    case tid::kQ4_1: return launch_q8<tid::kQ4_1>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st, mma);
+    case tid::kQ5_0: return launch_q8<tid::kQ5_0>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st, mma);
+    case tid::kQ5_1: return launch_q8<tid::kQ5_1>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st, mma);
+    case tid::kQ8_0: return launch_q8<tid::kQ8_0>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st, mma);
+    case tid::kQ2_K: return launch_q8<tid::kQ2_K>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st, mma);
+    case tid::kQ3_K: return launch_q8<tid::kQ3_K>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st, mma);
+    case tid::kQ4_K: return launch_q8<tid::kQ4_K>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st, mma);
+    case tid::kQ5_K: return launch_q8<tid::kQ5_K>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st, mma);
+    case tid::kQ6_K: return launch_q8<tid::kQ6_K>(w, row_stride, rows, cols, a, n_tokens, y, ldy, st, mma);
     default: return cudaErrorInvalidValue;
   }
 }

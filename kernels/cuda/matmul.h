@@ -35,13 +35,21 @@ DeviceQ8Act q8_act_view(void* base, int64_t n_tokens, int64_t cols);
 cudaError_t quantize_act(const float* x, int64_t n_tokens, int64_t ldx, int64_t cols, int scale_mode,
                          const DeviceQ8Act& a, cudaStream_t st);
 
+// The prefill kernel of matmul_q8 (n_tokens > 8): both compute the same bits (dot_row_q8's).
+enum Q8Prefill : int {
+  kQ8PrefillDp4a = 0,  // 64-row x 32-token tiles, one thread per row x 8 tokens, __dp4a
+  kQ8PrefillMma = 1,   // the same tiles on int8 tensor cores (mma.sync m16n8k16 s8), sm_80+ (else dp4a)
+};
+
 // y[t * ldy + r] = row r of w (rows x cols of `type`, rows row_stride bytes apart) · token t of the
 // quantized activations, t < n_tokens. has_q8_kernel(type); cols a multiple of the block size (and
 // of 32); a.q 4-byte aligned with ldq % 4 == 0. n_tokens <= 8: one warp per output row, lanes over
-// the row's 32-value units, butterfly sum; larger: 64-row x 32-token tiles, the activations staged
-// in shared memory 256 values at a time, __dp4a integer dots (no tensor-core MMA).
+// the row's 32-value units, butterfly sum; larger: 64-row x 32-token tiles with the activations
+// staged in shared memory 256 values at a time, the integer dots by `prefill` (an addition to the
+// brief's signature, defaulted; dp4a by default until the mma path has run on a GPU).
 cudaError_t matmul_q8(uint32_t type, const uint8_t* w, size_t row_stride, int64_t rows, int64_t cols,
-                      const DeviceQ8Act& a, int64_t n_tokens, float* y, int64_t ldy, cudaStream_t st);
+                      const DeviceQ8Act& a, int64_t n_tokens, float* y, int64_t ldy, cudaStream_t st,
+                      int prefill = kQ8PrefillDp4a);
 
 // F32 / F16 / BF16 weights: y[t * ldy + r] = Σ_c w[r][c] · x'[t * ldx + c], x' = x rounded to the
 // weight's type first (backend.h's definition), f32 products and sums; one warp per row for each

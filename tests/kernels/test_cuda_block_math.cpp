@@ -442,6 +442,97 @@ TEST_P(CudaDotQ8, TileEmulationGivesDotRowBits) {
   for (int p : produced) ASSERT_EQ(p, 1);
 }
 
+// mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 as the PTX ISA defines it, on the 32 lanes'
+// registers (lane = 4g + t): A[g + 8i][4t + b] = byte b of a[lane][i], B[4t + b][g] = byte b of
+// b[lane], D = A·B, d[lane][j] = D[g + 8(j / 2)][2t + j % 2].
+void mma_m16n8k16_s8(const int (&a)[32][2], const int (&b)[32], int (&d)[32][4]) {
+  auto byte = [](int w, int k) { return static_cast<int>(static_cast<int8_t>(static_cast<uint32_t>(w) >> (8 * k))); };
+  int A[16][16], B[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane >> 2, t = lane & 3;
+    for (int k = 0; k < 4; ++k) {
+      A[g][4 * t + k] = byte(a[lane][0], k);
+      A[g + 8][4 * t + k] = byte(a[lane][1], k);
+      B[4 * t + k][g] = byte(b[lane], k);
+    }
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane >> 2, t = lane & 3;
+    for (int j = 0; j < 4; ++j) {
+      const int row = g + 8 * (j / 2), col = 2 * t + j % 2;
+      int sum = 0;
+      for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
+      d[lane][j] = sum;
+    }
+  }
+}
+
+// The tensor-core prefill kernel (matmul.cu, tile_mma_kernel) emulated warp by warp with the mma
+// above: each (row, token) of every tile produced once, with dot_row_q8's bits.
+TEST_P(CudaDotQ8, MmaTileEmulationGivesDotRowBits) {
+  const DType t = GetParam();
+  const int64_t rows = 70, n_tokens = 35, cols = block_size(t) == 32 ? 32 * 9 : 256 * 2;
+  const QMatrix m = make_matrix(t, rows, cols, 15);
+  const auto x = make_x(n_tokens * cols, 16);
+  const Act a = quantize_tokens(x, n_tokens, cols, block_size(t) == 32 ? hd::kActF16x32 : hd::kActF32x256);
+  const int64_t nu = cols / 32;
+  const int upb = hd::units_per_block(raw(t)), bb = hd::block_bytes(raw(t));
+  std::vector<int> produced(static_cast<size_t>(rows * n_tokens), 0);
+  for (int64_t bx = 0; bx < hd::tile_grid_x(rows); ++bx)
+    for (int64_t by = 0; by < hd::tile_grid_y(n_tokens); ++by) {
+      const int64_t row0 = hd::tile_row0(bx), tok0 = hd::tile_tok0(by);
+      for (int warp = 0; warp < hd::kMmaWarps; ++warp) {
+        float acc[32][2][4] = {};
+        for (int64_t u = 0; u < nu; ++u) {
+          // The staged activations of unit u: token tt's 8 words (zeros past n_tokens).
+          auto act_word = [&](int tt, int wd) {
+            int32_t v = 0;
+            if (tok0 + tt < n_tokens) std::memcpy(&v, a.q.data() + (tok0 + tt) * cols + 32 * u + 4 * wd, 4);
+            return v;
+          };
+          const int64_t off = (u / upb) * bb;
+          const int sub = static_cast<int>(u % upb);
+          auto wrow = [&](int lane, int i) {
+            const int64_t r = row0 + hd::mma_a_row(warp, lane, i);
+            return m.row(r < rows ? r : 0) + off;
+          };
+          int dot[2][2][32][4];
+          for (int half = 0; half < 2; ++half)
+            for (int nt = 0; nt < 2; ++nt) {
+              int fa[32][2], fb[32];
+              for (int lane = 0; lane < 32; ++lane) {
+                fa[lane][0] = hd::unit_word(raw(t), wrow(lane, 0), sub, hd::mma_word(lane, half));
+                fa[lane][1] = hd::unit_word(raw(t), wrow(lane, 1), sub, hd::mma_word(lane, half));
+                fb[lane] = act_word(hd::mma_b_token(warp, lane, nt), hd::mma_word(lane, half));
+              }
+              mma_m16n8k16_s8(fa, fb, dot[nt][half]);
+            }
+          for (int lane = 0; lane < 32; ++lane)
+            for (int nt = 0; nt < 2; ++nt)
+              for (int c = 0; c < 4; ++c) {
+                const int64_t tok = tok0 + hd::mma_c_token(warp, lane, nt, c);
+                const float da = tok < n_tokens ? a.d[static_cast<size_t>(tok * nu + u)] : 0.0f;
+                const int16_t zero[2] = {0, 0};
+                const int16_t* s = tok < n_tokens ? a.s.data() + tok * 2 * nu + 2 * u : zero;
+                acc[lane][nt][c] = hd::hd_add(acc[lane][nt][c], hd::unit_scale(raw(t), wrow(lane, c >> 1), sub, dot[nt][0][lane][c],
+                                                                               dot[nt][1][lane][c], da, s));
+              }
+        }
+        for (int lane = 0; lane < 32; ++lane)
+          for (int nt = 0; nt < 2; ++nt)
+            for (int c = 0; c < 4; ++c) {
+              const int64_t r = row0 + hd::mma_c_row(warp, lane, c), tok = tok0 + hd::mma_c_token(warp, lane, nt, c);
+              if (r >= rows || tok >= n_tokens) continue;
+              ++produced[static_cast<size_t>(tok * rows + r)];
+              const float want = hd::dot_row_q8(raw(t), m.row(r), a.q.data() + tok * cols, a.d.data() + tok * nu,
+                                                a.s.data() + tok * 2 * nu, cols);
+              ASSERT_EQ(bits(acc[lane][nt][c]), bits(want)) << dtype_name(t) << " r " << r << " tok " << tok;
+            }
+      }
+    }
+  for (int p : produced) ASSERT_EQ(p, 1);
+}
+
 INSTANTIATE_TEST_SUITE_P(cuda_block_math, CudaDotQ8,
                          ::testing::Values(DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K,
                                            DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K),

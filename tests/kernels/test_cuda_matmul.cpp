@@ -102,6 +102,10 @@ TEST(cuda_matmul_gpu, QuantizeAndMatmulQ8BitExactWithHostEmulation) {
         ASSERT_EQ(hd::quantize_act(dx.p, n_tokens, ldx, cols, mode, a, nullptr), cudaSuccess);
         Dev<float> dy(std::vector<float>(static_cast<size_t>(n_tokens * ldy), -7.0f));
         ASSERT_EQ(hd::matmul_q8(raw(t), dw.p, stride, rows, cols, a, n_tokens, dy.p, ldy, nullptr), cudaSuccess);
+        // The tensor-core prefill (dp4a below sm_80) must give the same bits as the dp4a tiles.
+        Dev<float> dy_mma(std::vector<float>(static_cast<size_t>(n_tokens * ldy), -7.0f));
+        ASSERT_EQ(hd::matmul_q8(raw(t), dw.p, stride, rows, cols, a, n_tokens, dy_mma.p, ldy, nullptr, hd::kQ8PrefillMma),
+                  cudaSuccess);
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         // Activations: host quantize_act_block32 over the same groups.
         std::vector<int8_t> q(static_cast<size_t>(n_tokens * cols));
@@ -126,6 +130,9 @@ TEST(cuda_matmul_gpu, QuantizeAndMatmulQ8BitExactWithHostEmulation) {
         for (size_t i = 0; i < d.size(); ++i) ASSERT_EQ(bits(gd[i]), bits(d[i])) << "d " << i;
         ASSERT_EQ(gs, s);
         const auto y = dy.get();
+        const auto y_mma = dy_mma.get();
+        for (size_t i = 0; i < y.size(); ++i)
+          ASSERT_EQ(bits(y_mma[i]), bits(y[i])) << dtype_name(t) << " mma vs dp4a, n_tokens " << n_tokens << " i " << i;
         for (int64_t tk = 0; tk < n_tokens; ++tk) {
           for (int64_t r = 0; r < rows; ++r) {
             const uint8_t* wr = w.data() + r * stride;
@@ -209,6 +216,7 @@ TEST(cuda_matmul_args, RefusedOrEmptyWithoutLaunching) {
   odd.ldq = 66;
   EXPECT_EQ(hd::matmul_q8(raw(DType::Q4_0), w, 36, 4, 64, odd, 2, y, 4, nullptr), cudaErrorInvalidValue);  // ldq % 4
   EXPECT_EQ(hd::matmul_q8(99, w, 36, 4, 64, a, 1, y, 4, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(hd::matmul_q8(raw(DType::Q4_0), w, 36, 4, 64, a, 1, y, 4, nullptr, 2), cudaErrorInvalidValue);  // prefill kernel
   EXPECT_EQ(hd::matmul_q8(raw(DType::Q4_0), w, 36, 0, 64, a, 1, y, 4, nullptr), cudaSuccess);  // no rows
   EXPECT_EQ(hd::matmul_q8(raw(DType::Q4_0), w, 36, 4, 64, a, 0, y, 4, nullptr), cudaSuccess);  // no tokens
   EXPECT_EQ(hd::matmul_f(raw(DType::Q8_0), w, 34, 4, 32, y, 32, 1, y, 4, nullptr), cudaErrorInvalidValue);
