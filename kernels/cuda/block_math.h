@@ -6,11 +6,13 @@
 //   - quantize_act_block32: 32 activations -> 8-bit levels q, scale d, Σq per 16, bit-exact with
 //     the CPU kernel tables' quantize_act (kernels/cpu/simd_table.h, Q8Act and ActScale);
 //   - dot_unit_q8: one 32-value unit of a quantized weight row (a whole Q4_0..Q8_0 block, or one of
-//     the 8 sub-blocks of a K-quant super-block) times one Q8 activation block: integer dots of 4
-//     bytes at a time (dot4_i8 = __dp4a on the device), then the float scale products;
-//     dot_row_q8 / dot_row_q8_lanes sum a row's units (all of them / a warp lane's share);
+//     the 8 sub-blocks of a K-quant super-block) times one Q8 activation block: unit_word gives the
+//     weight levels 4 at a time, integer dots of 4 bytes (dot4_i8 = __dp4a on the device; the
+//     tensor-core kernel feeds the same words to mma.sync), then unit_scale the float part;
+//     dot_block_q8 / dot_row_q8 / dot_row_q8_lanes sum a block's, a row's, a warp lane's units;
 //   - dot_row_f_lanes: the F32/F16/BF16 row dot with x rounded to f16/bf16 first (backend.h);
-//   - the decode (warp per row) and prefill (row x token tile) index mappings.
+//   - the index mappings: decode (warp per row), prefill tiles (thread per row x 8 tokens; or 8
+//     warps of m16n8k16 mma), activation staging, quantize_act work items, the Q8 buffer layout.
 // Finite inputs are assumed (as on the CPU fast path). Nothing here allocates, throws or needs
 // more than <cstdint>.
 #pragma once

@@ -19,6 +19,9 @@
 //    simd_test_bodies.h (d_exact = amax_group / 127, d the stored scale): |x - d q| <= d/2 for
 //    round-to-nearest q, plus the f32 roundings of 127/amax and x·(127/amax) (< 2e-5 d at |q| <=
 //    127), plus 127 |d - d_exact| when d is f16-rounded (kActF16x32).
+//  * the kernels' summation sequences: a decode lane is dot_row_q8_lanes(lane, 32) and the warp
+//    sum warp_tree_sum (checked within the f32 bound); a dp4a tile thread and an mma warp (emulated
+//    here with the fragment layout of the PTX ISA, staging included) give dot_row_q8's bits exactly.
 //  * float family vs the reference matmul: products of f16/bf16-rounded values are exact in f32
 //    (11 + 11 and 8 + 8 significant bits), F32 products round once; a sum of n terms in any order
 //    is within (n - 1) u Σ|terms| (first order), n <= cols/32 + 1 per lane then 5 butterfly levels:
