@@ -1,13 +1,19 @@
 # CUDA backend: its own library target, compiled whenever nvcc is found (CI compiles it; tests
 # run on a GPU machine and skip cleanly elsewhere).
-enable_language(CUDA)
+# The default architectures must be set before enable_language(CUDA): that call fills the cache
+# with nvcc's own default (sm_75 for nvcc 13) when the variable is undefined.
 if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
   set(CMAKE_CUDA_ARCHITECTURES 80 86 89 90)
 endif()
+enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
-add_library(herd_cuda STATIC ${CMAKE_CURRENT_LIST_DIR}/device.cu)
+add_library(herd_cuda STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/device.cu
+  ${CMAKE_CURRENT_LIST_DIR}/matmul.cu)  # owner: CUDA block math (matmul_q8, matmul_f, quantize_act, get_rows)
 # CMake 3.25 knows no C++20 flag for nvcc 13; the CUDA sources are C++17 (host code stays C++20).
 set_target_properties(herd_cuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
 target_include_directories(herd_cuda PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(herd_cuda PUBLIC CUDA::cudart_static)
 target_compile_definitions(herd_cuda PUBLIC HERD_HAVE_CUDA=1)
+# Every nvcc warning is an error (CI compiles for all four architectures without a GPU).
+target_compile_options(herd_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Werror=all-warnings>)

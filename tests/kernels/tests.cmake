@@ -21,3 +21,17 @@ herd_add_test(test_simd_replay SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_simd_repla
 
 # owner: Arm NEON backend (native on AArch64; cross-built and run under qemu elsewhere).
 include(${CMAKE_CURRENT_LIST_DIR}/../neon/tests.cmake)
+
+# owner: CUDA block math. kernels/cuda/block_math.h's HERD_HD functions (what the CUDA kernels are
+# thin loops over) compiled by g++ and checked against the CPU definitions: runs without a GPU.
+# -ffp-contract=off: one rounding per f32 operation, as on the device (hd_fp16.h) and in the CPU
+# reference quant code, so dequant_block can be compared bit for bit.
+herd_add_test(test_cuda_block_math SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cuda_block_math.cpp LIBS herd_kernels)
+set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/test_cuda_block_math.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
+
+# owner: CUDA block math. The launchers of kernels/cuda/matmul.h on a GPU, bit for bit against the
+# same block math on the CPU; skipped (with the reason) without a GPU, except the argument checks.
+if(HERD_CUDA)
+  herd_add_test(test_cuda_matmul SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cuda_matmul.cpp LIBS herd_cuda herd_kernels)
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/test_cuda_matmul.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
+endif()
