@@ -1,9 +1,11 @@
 # CUDA backend: its own library target, compiled whenever nvcc is found (CI compiles it; tests
 # run on a GPU machine and skip cleanly elsewhere).
-enable_language(CUDA)
-if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+# The default must be set before enable_language, which otherwise fills CMAKE_CUDA_ARCHITECTURES
+# with the compiler's own default (sm_75 for nvcc 13) and this default never applies.
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "")
   set(CMAKE_CUDA_ARCHITECTURES 80 86 89 90)
 endif()
+enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
 add_library(herd_cuda STATIC ${CMAKE_CURRENT_LIST_DIR}/device.cu)
 # CMake 3.25 knows no C++20 flag for nvcc 13; the CUDA sources are C++17 (host code stays C++20).
@@ -11,3 +13,4 @@ set_target_properties(herd_cuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIR
 target_include_directories(herd_cuda PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(herd_cuda PUBLIC CUDA::cudart_static)
 target_compile_definitions(herd_cuda PUBLIC HERD_HAVE_CUDA=1)
+
