@@ -14,3 +14,7 @@ target_include_directories(herd_cuda PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(herd_cuda PUBLIC CUDA::cudart_static)
 target_compile_definitions(herd_cuda PUBLIC HERD_HAVE_CUDA=1)
 
+# owner: CUDA activation ops (rmsnorm, rope, softmax, attention, KV rows, elementwise, rank-order
+# sum). Their math is ops_math.h (HERD_HD), checked on the CPU by test_cuda_ops_math.
+target_sources(herd_cuda PRIVATE ${CMAKE_CURRENT_LIST_DIR}/ops.cu)
+target_compile_options(herd_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Werror=all-warnings>)
