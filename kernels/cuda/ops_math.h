@@ -21,6 +21,7 @@
 
 #if !defined(__CUDACC__)
 #include <cmath>
+#include <cstring>  // std::memcpy, in code only g++ compiles
 #endif
 
 namespace herd::cuda::ops_math {
@@ -185,7 +186,8 @@ HERD_HD void store_u16(uint8_t* p, uint16_t v) {
 // ---- KV rows (store_rows / load_rows; kernels/quant.h) ----
 
 // Element e of a KV row of `type` as f32: dequantize_row's value, bit for bit (F16 exact, Q8_0
-// one f32 product q * d). F32 rows are read as floats (4-byte aligned: the launchers check).
+// one f32 product q * d). On the device F32 rows are read as floats (4-byte aligned: the
+// launchers check).
 HERD_HD float kv_element(uint32_t type, const uint8_t* row, int64_t e) {
   if (type == kF16) return f16_to_f32(load_u16(row + 2 * e));
   if (type == kQ8_0) {
@@ -193,7 +195,13 @@ HERD_HD float kv_element(uint32_t type, const uint8_t* row, int64_t e) {
     const float d = f16_to_f32(load_u16(blk));
     return fmul(static_cast<float>(static_cast<int8_t>(blk[2 + e % kQ8Block])), d);
   }
+#if defined(__CUDACC__)
   return reinterpret_cast<const float*>(row)[e];
+#else
+  float f;  // g++ (the test): no float access to another type's bytes
+  std::memcpy(&f, row + 4 * e, sizeof f);
+  return f;
+#endif
 }
 
 // The smallest f16 >= x, clamped to +-65504 (quant_impl.h f16_ceil; x finite).
