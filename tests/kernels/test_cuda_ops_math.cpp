@@ -315,6 +315,48 @@ TEST(cuda_ops_math, SplitKPlanCoversEveryRowOnce) {
 
 // ---------------------------------------------------------------- attention
 
+// attention_kernel's step (2), replayed lane by lane: warp 0 scans a tile's scores 32 at a time
+// (inclusive running max by __shfl_up_sync, the key's "before" from the lane below, the carry
+// from the previous 32) and each key's online coefficients come from that max. They must be the
+// bits of the sequential chain online_update walks (max is exact, so any grouping gives it).
+TEST(cuda_ops_math, KernelTileCoefficientsAreTheSequentialOnes) {
+  std::mt19937 rng(77);
+  std::uniform_real_distribution<float> d(-6.0f, 6.0f);
+  for (int n : {1, 5, 31, 32, 33, 100, 128})
+    for (float carry0 : {om::neg_inf(), 0.0f, 2.5f}) {
+      std::vector<float> sc(static_cast<size_t>(n));
+      for (auto& x : sc) x = d(rng);
+      if (n > 4) sc[3] = sc[1], sc[4] = -0.0f, sc[2] = om::neg_inf();  // ties, signed zero, a masked key
+      std::vector<float> al(sc.size()), pp(sc.size());
+      float carry = carry0;
+      for (int b0 = 0; b0 < n; b0 += om::kWarp) {
+        float sj[om::kWarp], run[om::kWarp];
+        for (int l = 0; l < om::kWarp; ++l) run[l] = sj[l] = b0 + l < n ? sc[b0 + l] : om::neg_inf();
+        for (int off = 1; off < om::kWarp; off *= 2) {
+          float o[om::kWarp];
+          for (int l = 0; l < om::kWarp; ++l) o[l] = l >= off ? run[l - off] : run[l];  // __shfl_up_sync
+          for (int l = 0; l < om::kWarp; ++l)
+            if (l >= off) run[l] = om::max_keep(o[l], run[l]);
+        }
+        for (int l = 0; l < om::kWarp && b0 + l < n; ++l) {
+          const float before = l == 0 ? om::neg_inf() : run[l - 1];
+          const om::OnlineCoeffs k = om::online_coeffs(om::max_keep(carry, before), sj[l]);
+          al[b0 + l] = k.alpha;
+          pp[b0 + l] = k.p;
+        }
+        carry = om::max_keep(carry, run[om::kWarp - 1]);
+      }
+      float m = carry0;
+      for (int j = 0; j < n; ++j) {
+        const om::OnlineCoeffs k = om::online_coeffs(m, sc[j]);
+        ASSERT_EQ(bits(al[j]), bits(k.alpha)) << "n " << n << " key " << j;
+        ASSERT_EQ(bits(pp[j]), bits(k.p)) << "n " << n << " key " << j;
+        m = k.m;
+      }
+      ASSERT_EQ(carry, m) << "n " << n;
+    }
+}
+
 struct AttnCase {
   int64_t n_tokens, n_heads, n_kv_heads, head_dim, n_kv;
   float q_amp;  // |q| range: larger makes wider score ranges (more rescaling)
