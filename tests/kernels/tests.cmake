@@ -35,3 +35,10 @@ if(HERD_CUDA)
   herd_add_test(test_cuda_matmul SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cuda_matmul.cpp LIBS herd_cuda herd_kernels)
   set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/test_cuda_matmul.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
 endif()
+
+# owner: CUDA activation ops. The HERD_HD math of kernels/cuda/ops_math.h, compiled by g++ and
+# checked against the reference backend (no GPU needed; runs in CI). No FMA contraction, as the
+# reference and the device's _rn intrinsics.
+herd_add_test(test_cuda_ops_math SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cuda_ops_math.cpp
+  LIBS herd_engine herd_kernels)
+set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/test_cuda_ops_math.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
