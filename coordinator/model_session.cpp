@@ -22,7 +22,16 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
   if (s.tokenizer->n_vocab() != s.config.n_vocab)
     throw std::runtime_error(path + ": the tokenizer has " + std::to_string(s.tokenizer->n_vocab()) +
                              " tokens but token_embd.weight has " + std::to_string(s.config.n_vocab) + " rows");
-  s.backend = make_cpu_backend(CpuBackendOptions{opts.exact, opts.isa});
+  if (opts.device_backend) {
+    if (!opts.workers.empty())
+      throw std::invalid_argument("--device picks where this process computes; with --workers the workers compute: "
+                                  "give each its device (herd worker --device cuda:N)");
+    if (opts.tp != 1)
+      throw std::invalid_argument("--tp runs on CPU backends only for now (its ranks join their sums in host memory)");
+    s.backend = opts.device_backend();
+  } else {
+    s.backend = make_cpu_backend(CpuBackendOptions{opts.exact, opts.isa});
+  }
   s.backend->set_threads(opts.n_threads > 0 ? opts.n_threads : default_threads());
   const int64_t n_ctx = opts.n_ctx > 0 ? opts.n_ctx : default_context(s.config);
   if (opts.n_seq < 1 || opts.n_seq > 4096) throw std::invalid_argument("--parallel must be in 1..4096");

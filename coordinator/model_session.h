@@ -2,6 +2,7 @@
 // architecture config, the tokenizer, a backend and a pipeline over the requested split.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,9 @@ struct SessionOptions {
                                   // default from the plan, RemotePipelineOptions::step_timeout_ms; 0: off)
   std::string on_worker_loss = "replan";  // --on-worker-loss: replan | wait | fail
   double wait_timeout_s = 60;     // --wait-timeout: `wait` gives up after this long
+  // --device: the backend of this process's stages when not the CPU (a CUDA GPU; made by the herd
+  // binary, launch/device_backend.h). Null: the CPU backend of `isa`/`exact`.
+  std::function<std::unique_ptr<Backend>()> device_backend;
 };
 
 struct ModelSession {

@@ -60,7 +60,7 @@ int cmd_chat(const Args& args) {
   // Until the conversation starts, Ctrl-C ends the process — even where SIGINT came in ignored
   // (herd-cluster's background coordinator), so that it can stop a long load or weight transfer.
   std::signal(SIGINT, SIG_DFL);
-  ModelSession s = ModelSession::open(resolve_model(mo), mo.session);
+  ModelSession s = ModelSession::open(resolve_model(mo), session_for(mo));
   std::unique_ptr<TraceWriter> trace;
   if (!trace_path.empty()) trace = std::make_unique<TraceWriter>(trace_path, *s.pipeline);
   const model::ChatPrompt chat_prompt(*s.file, *s.tokenizer, template_name);

@@ -34,7 +34,7 @@ int cmd_logits(const Args& args) {
     tokens = replay_tokens(ref, replay);
     n_prompt = ref.n_prompt;
   }
-  ModelSession s = ModelSession::open(resolve_model(mo), mo.session);
+  ModelSession s = ModelSession::open(resolve_model(mo), session_for(mo));
   if (!prompt.empty()) {
     tokens = s.tokenizer->encode(prompt, /*add_special=*/true, /*parse_special=*/true);
     n_prompt = static_cast<int64_t>(tokens.size());

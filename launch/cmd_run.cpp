@@ -51,7 +51,7 @@ int cmd_run(const Args& args) {
   if (prompt.empty()) throw UsageError("no prompt: give -p TEXT or -f FILE");
   const SamplerParams sp = finish_sampling(so);
 
-  ModelSession s = ModelSession::open(resolve_model(mo), mo.session);
+  ModelSession s = ModelSession::open(resolve_model(mo), session_for(mo));
   std::unique_ptr<TraceWriter> trace;
   if (!trace_path.empty()) trace = std::make_unique<TraceWriter>(trace_path, *s.pipeline);
   RunReport report(*s.pipeline);

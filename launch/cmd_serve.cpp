@@ -103,7 +103,7 @@ int cmd_serve(const Args& args) {
   std::unique_ptr<Scheduler> sched;
   try {
     std::fprintf(stderr, "herd serve: loading %s ...\n", path.c_str());
-    s = std::make_unique<ModelSession>(ModelSession::open(path, mo.session));
+    s = std::make_unique<ModelSession>(ModelSession::open(path, session_for(mo)));
     if (!trace_path.empty()) trace = std::make_unique<TraceWriter>(trace_path, *s->pipeline);
     chat = std::make_unique<model::ChatPrompt>(*s->file, *s->tokenizer, template_name, "chatml");
     sched = std::make_unique<Scheduler>(*s->pipeline, *s->tokenizer,

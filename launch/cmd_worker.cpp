@@ -23,6 +23,7 @@
 #include "common/timer.h"
 #include "launch/commands.h"
 #include "launch/args.h"
+#include "launch/device_backend.h"
 #include "launch/security_options.h"
 #include "model/gguf.h"
 #include "engine/host_probe.h"
@@ -140,7 +141,7 @@ uint64_t parse_cache_size(const std::string& v, const std::string& flag = "--cac
 }  // namespace
 
 int cmd_worker(const Args& args) {
-  std::string listen_addr, model, cache_dir, profile, cache_max = "64G", models_dir, mem_budget = "auto";
+  std::string listen_addr, model, cache_dir, profile, cache_max = "64G", models_dir, mem_budget = "auto", device = "cpu";
   bool no_stream = false;
   int threads = 0, delay_ms = 0, exit_with_parent = 0;
   int64_t freeze_after = 0;
@@ -157,6 +158,7 @@ int cmd_worker(const Args& args) {
   p.add("-l,--listen", "ADDR", "where to listen: tcp://HOST:PORT or HOST:PORT (port * = any free port)", &listen_addr);
   p.add("-m,--model", "FILE", "this host's copy of the GGUF model", &model);
   p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &threads, 0, kMaxThreads);
+  p.add("--device", "DEV", "where this worker's stages run: " + device_help(), &device);
   p.add("--cache-dir", "DIR", "where received model shards are kept (default: $HERD_CACHE_DIR, else "
         "~/.cache/herd)", &cache_dir);
   p.add("--cache-max", "SIZE", "quota of --cache-dir, e.g. 300M, 64G (binary units; 0 = none): "
@@ -205,6 +207,7 @@ int cmd_worker(const Args& args) {
     }
   }
   WorkerServerOptions o;
+  o.device_backend = device_backend_factory(device);  // a missing GPU is an error now, not at the first Assign
   o.model_path = model;
   o.threads = threads;
   o.debug_delay_ms = delay_ms;

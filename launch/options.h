@@ -10,12 +10,14 @@
 #include "engine/sampler.h"
 #include "launch/args.h"
 #include "launch/commands.h"
+#include "launch/device_backend.h"
 #include "launch/security_options.h"
 
 namespace herd::cli {
 
 struct ModelOptions {
   std::string model;
+  std::string device = "cpu";  // --device (session_for turns it into SessionOptions::device_backend)
   SessionOptions session;
   SecurityOptions security;  // for --workers
 };
@@ -74,6 +76,7 @@ inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_defa
   p.add("--exact", "", "exact f32 dot products (default: 8-bit activations inside quantized dot products, "
         "as llama.cpp does; faster)", &o.session.exact);
   p.add("--cpu", "ISA", "CPU kernels: auto, avx512, avx2 or scalar (the reference); env HERD_CPU_ISA", &o.session.isa);
+  p.add("--device", "DEV", "where this process computes (without --workers): " + device_help(), &o.device);
   p.add("--take-over", "", "with --workers: take workers that another coordinator is using (it gets an error "
         "naming us); without it such a worker answers \"busy: owned by HOST (pid P) since T\"", &o.session.take_over);
   add_recovery_options(p, o.session);
@@ -84,6 +87,13 @@ inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_defa
 inline void add_trace_option(ArgParser& p, std::string* path) {
   p.add("--trace", "FILE", "write every batch as Chrome trace events (open in ui.perfetto.dev or chrome://tracing): "
         "a track per stage (compute) and per link (transfer), per batch", path);
+}
+
+// The session options with --device resolved (a GPU this build or host lacks is an error now).
+inline SessionOptions session_for(const ModelOptions& o) {
+  SessionOptions s = o.session;
+  s.device_backend = device_backend_factory(o.device);
+  return s;
 }
 
 inline std::string resolve_model(const ModelOptions& o) { return o.model.empty() ? default_model_path() : o.model; }

@@ -45,6 +45,10 @@ uint64_t stage_activation_bytes(const model::ModelConfig& c, const model::LayerR
 }
 
 std::shared_ptr<WeightResidency> WorkerServer::stream_if_over_budget(const cluster::Assign& a, model::StageWeights& w) {
+  // A device backend holds the stage in its own memory (weights uploaded, the file's pages dropped
+  // as they are copied): host memory is no budget for it, and a stage its device cannot hold fails
+  // at the upload naming the bytes asked for and free (kernels/cuda/cuda_backend.cpp).
+  if (backend_->device().kind != Device::Kind::Host) return nullptr;
   std::string how = "--mem-budget";
   const uint64_t budget = opts_.mem_budget > 0 ? opts_.mem_budget : auto_mem_budget(&how);
   if (budget == 0) return nullptr;  // unknown (no /proc): the stage is built as before

@@ -19,5 +19,10 @@ target_compile_definitions(herd_cuda PUBLIC HERD_HAVE_CUDA=1)
 # owner: CUDA activation ops (rmsnorm, rope, softmax, attention, KV rows, elementwise, rank-order
 # sum). Their math is ops_math.h (HERD_HD), checked on the CPU by test_cuda_ops_math.
 target_sources(herd_cuda PRIVATE ${CMAKE_CURRENT_LIST_DIR}/ops.cu)
+# owner: engine (lead). CudaBackend, the Backend seam over the launchers above: host C++ against
+# the CUDA runtime; it needs herd_kernels for the formats (dequantize_row, act_scale_mode).
+target_sources(herd_cuda PRIVATE ${CMAKE_CURRENT_LIST_DIR}/cuda_backend.cpp)
+target_link_libraries(herd_cuda PUBLIC herd_kernels)
 # Every nvcc warning is an error (CI compiles for all four architectures without a GPU).
-target_compile_options(herd_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Werror=all-warnings>)
+target_compile_options(herd_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Werror=all-warnings>
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter -Werror>)

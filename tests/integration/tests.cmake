@@ -75,3 +75,6 @@ add_dependencies(test_offload herd)
 # the rule, bit-identical logits, and exactly the non-resident bytes read per pass, in process.
 herd_add_test(test_resident_prefix UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_resident_prefix.cpp
   LIBS herd_worker herd_engine herd_model herd_kernels)
+# --device: parsing, and the errors a device this build or host cannot run gives at startup.
+herd_add_test(test_cli_device SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli_device.cpp LIBS herd_coordinator herd_kernels TIMEOUT 120)
+add_dependencies(test_cli_device herd)

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The GPU check of [cuda], for a machine with an NVIDIA GPU (a lent H100/H200: see DEVELOPERS.md).
+# In one go, under 8 minutes on 16 cores:
+#   1. builds herd with the CUDA backend for this GPU's architecture only (build-gpu/);
+#   2. runs the CPU proofs of the CUDA math (test_cuda_block_math, test_cuda_ops_math,
+#      test_device_seam) and test_cuda (every op × type, replay of ../shared/reference, repeated
+#      runs) on the GPU;
+#   3. a mixed pipeline: a CPU worker and a GPU worker on 127.0.0.1, greedy tokens against one
+#      CPU process on the same F32 model;
+#   4. benchmarks: `herd probe` (the GPU's copy bandwidth), and decode of the Llama-3-8B shape in
+#      Q4_K_M on a GPU worker (tok/s, and weight bytes per token ÷ copy bandwidth);
+# and writes a short report to $OUT/gpu-check.txt (OUT defaults to ./gpu-check-out), with the logs
+# beside it. Exit status: 0 when every check passed, else the number of failed steps.
+#
+#   bash scripts/gpu-check.sh            # SKIP_BENCH=1 skips step 4
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-check-out}
+mkdir -p "$OUT"
+REPORT=$OUT/gpu-check.txt
+: >"$REPORT"
+JOBS=${JOBS:-$(nproc)}
+failed=0
+say() { echo "$*" | tee -a "$REPORT"; }
+step() {  # step NAME CMD...: runs CMD, logs to $OUT/NAME.log, one line in the report
+  local name=$1
+  shift
+  local t0=$SECONDS
+  if "$@" >"$OUT/$name.log" 2>&1; then
+    say "ok    $name ($((SECONDS - t0)) s)"
+  else
+    say "FAIL  $name ($((SECONDS - t0)) s): tail of $name.log:"
+    tail -n 15 "$OUT/$name.log" | sed 's/^/      /' | tee -a "$REPORT"
+    failed=$((failed + 1))
+  fi
+}
+
+say "herd gpu-check, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+  say "no GPU here (nvidia-smi found none): nothing to check"
+  exit 1
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader | sed 's/^/gpu: /' | tee -a "$REPORT"
+ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
+NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+[ -x "$NVCC" ] || { say "no nvcc (CUDA toolkit) found"; exit 1; }
+
+step configure cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DHERD_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC" \
+  -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
+step build cmake --build build-gpu -j"$JOBS" --target herd test_cuda test_cuda_block_math test_cuda_ops_math test_device_seam
+[ -x build-gpu/bin/herd ] || { say "the build failed: see $OUT/build.log"; exit "$((failed > 0 ? failed : 1))"; }
+HERD=$PWD/build-gpu/bin/herd
+
+step cpu_proofs bash -c 'build-gpu/tests/test_cuda_block_math && build-gpu/tests/test_cuda_ops_math && build-gpu/tests/test_device_seam'
+step test_cuda build-gpu/tests/test_cuda
+grep -E '^cuda |SKIPPED|FAILED' "$OUT/test_cuda.log" | sed 's/^/      /' | tee -a "$REPORT"
+
+# 3. Mixed pipeline: CPU worker (layers first) + GPU worker, greedy, against one CPU process.
+MODEL=../shared/models/stories260K.gguf
+mixed() {
+  local pids=()
+  "$HERD" worker -l tcp://127.0.0.1:47411 -t 2 --exit-with-parent $$ >"$OUT/worker-cpu.log" 2>&1 &
+  pids+=($!)
+  "$HERD" worker -l tcp://127.0.0.1:47412 --device cuda:0 --exit-with-parent $$ >"$OUT/worker-gpu.log" 2>&1 &
+  pids+=($!)
+  sleep 2
+  local one two
+  one=$("$HERD" run -m "$MODEL" -p "Once upon a time" -n 48 --temp 0 2>/dev/null)
+  two=$("$HERD" run -m "$MODEL" -p "Once upon a time" -n 48 --temp 0 --workers 127.0.0.1:47411,127.0.0.1:47412 --plan-strategy even 2>"$OUT/mixed-run.err")
+  kill "${pids[@]}" 2>/dev/null
+  wait 2>/dev/null
+  echo "one process: $one"
+  echo "cpu+gpu:     $two"
+  [ -n "$one" ] && [ "$one" = "$two" ]
+}
+step mixed_pipeline mixed
+
+# 4. Benchmarks.
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  step probe "$HERD" probe --quick --out "$OUT/probe.json"
+  grep -iE 'gpu' "$OUT/probe.log" | sed 's/^/      /' | tee -a "$REPORT"
+  M8=$OUT/llama3-8b-Q4_K_M.gguf
+  step synth_8b "$HERD" synth --shape llama3-8b --type Q4_K_M -o "$M8" -q
+  bench8() {
+    "$HERD" worker -l tcp://127.0.0.1:47413 --device cuda:0 --exit-with-parent $$ >"$OUT/worker-bench.log" 2>&1 &
+    local w=$!
+    sleep 2
+    "$HERD" bench -m "$M8" --workers 127.0.0.1:47413 -p 512 -n 128 -r 3
+    local rc=$?
+    kill $w 2>/dev/null
+    wait 2>/dev/null
+    return $rc
+  }
+  step bench_8b bench8
+  grep -E 'tok/s|pp|tg' "$OUT/bench_8b.log" | head -8 | sed 's/^/      /' | tee -a "$REPORT"
+fi
+
+say "$failed step(s) failed; logs in $OUT"
+exit "$failed"
