@@ -22,3 +22,9 @@ add_dependencies(test_comm_processes ${_comm_process_deps})
 # host-only, every build. The exchange runs over InprocComm and RingComm on 127.0.0.1.
 herd_add_test(test_nccl_bootstrap UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_nccl_bootstrap.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_nccl_poll.cpp LIBS herd_comm TIMEOUT 120)
+# NcclComm on GPUs (one thread per device); built with herd_comm_nccl, every test SKIPPED without a
+# CUDA device. Building it is also the link check of herd_comm_nccl (CI has nvcc and NCCL, no GPU).
+if(TARGET herd_comm_nccl)
+  herd_add_test(test_nccl_comm SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_nccl_comm.cpp LIBS herd_comm_nccl herd_cuda TIMEOUT 300)
+  target_compile_options(test_nccl_comm PRIVATE -Werror)
+endif()
