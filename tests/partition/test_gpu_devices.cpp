@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/probe_profile.h"
+#include "kernels/cuda/bandwidth.h"  // copy_bandwidth_from_times: host math, inline
 #include "partition/profile.h"
 #include "tests/process.h"
 #include "tests/test_paths.h"
@@ -90,6 +91,17 @@ ProbeResult host_probe_with_gpus() {
   p.gpus.push_back({0, "NVIDIA GeForce RTX 3070", 8589934592ull, 8000000000ull, 380e9});
   p.gpus.push_back({1, "NVIDIA \"quoted\" GPU", 25769803776ull, 25000000000ull, 0});  // bandwidth not measured
   return p;
+}
+
+TEST(ProbeGpuBandwidth, MedianOfCopyTimesAsReadPlusWriteTraffic) {
+  const size_t mib256 = size_t(256) << 20;
+  // 256 MiB copied in 1 ms: 2 x 256 MiB of traffic per ms.
+  EXPECT_DOUBLE_EQ(cuda::copy_bandwidth_from_times(mib256, {1.0f}), 2.0 * mib256 / 1e-3);
+  // The median, not the mean: one slow outlier (a clock ramp, a context switch) changes nothing.
+  EXPECT_DOUBLE_EQ(cuda::copy_bandwidth_from_times(mib256, {2.0f, 100.0f, 2.0f, 1.0f, 2.0f}), 2.0 * mib256 / 2e-3);
+  EXPECT_DOUBLE_EQ(cuda::copy_bandwidth_from_times(1000, {4.0f, 1.0f, 2.0f, 3.0f}), 2000.0 / 2.5e-3);  // even count
+  EXPECT_EQ(cuda::copy_bandwidth_from_times(mib256, {}), 0.0);
+  EXPECT_EQ(cuda::copy_bandwidth_from_times(mib256, {0.0f, 0.0f, 1.0f}), 0.0);  // a zero median is no measurement
 }
 
 TEST(ProbeGpuJson, RoundTripOfAHandWrittenGpuEntry) {
