@@ -97,10 +97,10 @@ std::string unpack_bytes_f32(const float* f, size_t n, std::string* out) {
   return "";
 }
 
-std::string exchange_nccl_id(Comm& over, uint64_t group_tag, NcclId* id) {
+std::string exchange_nccl_id(Comm& over, uint64_t group_tag, NcclId* id, const std::string& root_error) {
   const int me = over.rank(), n = over.size();
-  std::vector<float> buf(kNcclIdFloats, 0.0f);
-  if (me == 0) {
+  std::vector<float> buf(kNcclIdFloats, 0.0f);  // all zeros: no magic, refused by every receiver
+  if (me == 0 && root_error.empty()) {
     NcclIdMessage m;
     m.group_tag = group_tag;
     m.nranks = n;
@@ -116,9 +116,14 @@ std::string exchange_nccl_id(Comm& over, uint64_t group_tag, NcclId* id) {
     if (why.empty()) why = decode_nccl_id(bytes, group_tag, n, &got);
     if (why.empty() && got.rank != 0) why = "NCCL id message: sent by rank " + std::to_string(got.rank) + ", not rank 0";
   }
-  // Every rank learns whether all accepted it: a rank that refused adds 1 (in rank order, exact).
-  float refused = why.empty() ? 0.0f : 1.0f;
+  // Every rank learns whether all accepted it: a rank that refused adds 1, a rank 0 without an id
+  // 65536 (integers far below 2^24: the f32 sum is exact in any order).
+  constexpr float kRootFailed = 65536.0f;
+  float refused = me == 0 && !root_error.empty() ? kRootFailed : why.empty() ? 0.0f : 1.0f;
   if (std::string e = over.all_reduce_sum(&refused, 1); !e.empty()) return "NCCL id exchange: " + e;
+  if (refused >= kRootFailed)
+    return me == 0 ? "NCCL id exchange: rank 0 made no id: " + root_error
+                   : "NCCL id exchange: rank 0 made no id (its error says why)";
   if (!why.empty()) return "rank " + std::to_string(me) + ": " + why;
   if (refused != 0.0f)
     return "NCCL id exchange: " + std::to_string(static_cast<int>(refused)) + " rank(s) of " + std::to_string(n) +

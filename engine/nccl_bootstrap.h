@@ -59,7 +59,9 @@ std::string unpack_bytes_f32(const float* f, size_t n, std::string* out);
 // Rank 0's *id to every rank of `over` (a broadcast of the packed message from rank 0). On rank 0
 // *id is the input; on the others it is filled. Every rank checks what arrived against its own
 // group_tag and over.size(), so ranks that disagree on the group all fail, naming the difference.
-// Returns "" or the error (the Comm's own, or the message's).
-std::string exchange_nccl_id(Comm& over, uint64_t group_tag, NcclId* id);
+// Returns "" or the error (the Comm's own, or the message's). root_error: rank 0 could not make an
+// id (ncclGetUniqueId failed): it still takes part, and every rank then fails saying so, at once
+// rather than after a timeout.
+std::string exchange_nccl_id(Comm& over, uint64_t group_tag, NcclId* id, const std::string& root_error = "");
 
 }  // namespace herd

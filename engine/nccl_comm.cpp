@@ -118,6 +118,17 @@ std::unique_ptr<NcclComm> NcclComm::create(const NcclId& id, int nranks, int ran
   return c;
 }
 
+std::unique_ptr<NcclComm> NcclComm::bootstrap(Comm& over, uint64_t group_tag, int device, std::string* error,
+                                              int timeout_ms) {
+  NcclId id{};
+  const std::string root_error = over.rank() == 0 ? new_unique_id(&id) : "";
+  if (std::string e = exchange_nccl_id(over, group_tag, &id, root_error); !e.empty()) {
+    *error = e;
+    return nullptr;
+  }
+  return create(id, over.size(), over.rank(), device, error, timeout_ms);
+}
+
 NcclComm::~NcclComm() {
   if (!impl_) return;
   cudaSetDevice(device_);

@@ -37,6 +37,11 @@ class NcclComm : public Comm {
   // exchange_nccl_id. Waits at most timeout_ms for the others; null with *error on failure.
   static std::unique_ptr<NcclComm> create(const NcclId& id, int nranks, int rank, int device, std::string* error,
                                           int timeout_ms = Comm::kDefaultTimeoutMs);
+  // Both steps over a group the ranks already have (MPI, herd's ring, inproc): rank 0 makes the id,
+  // exchange_nccl_id carries it (group_tag: nccl_group_tag of a name for this group), then every
+  // rank joins as over.rank() of over.size() on `device`. Null with *error on failure.
+  static std::unique_ptr<NcclComm> bootstrap(Comm& over, uint64_t group_tag, int device, std::string* error,
+                                             int timeout_ms = Comm::kDefaultTimeoutMs);
 
   // Finalizes the communicator (bounded by timeout_ms()), or aborts it when broken or when the
   // finalize times out; frees the scratch and the stream.

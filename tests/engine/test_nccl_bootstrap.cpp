@@ -189,5 +189,16 @@ TEST(NcclIdExchange, RanksOfAnotherGroupAllFailNamingTheTag) {
   for (int r : {0, 1}) EXPECT_NE(errs[static_cast<size_t>(r)].find("1 rank(s) of 3 refused rank 0's id"), std::string::npos) << errs[static_cast<size_t>(r)];
 }
 
+TEST(NcclIdExchange, ARootWithoutAnIdFailsEveryRankAtOnce) {
+  auto g = make_inproc_comms(3);
+  std::vector<NcclId> ids(3);
+  const auto errs = on_threads(3, [&](int r) {
+    return exchange_nccl_id(*g[static_cast<size_t>(r)], nccl_group_tag("g"), &ids[static_cast<size_t>(r)],
+                            r == 0 ? "ncclGetUniqueId: unhandled system error" : "");
+  });
+  EXPECT_EQ(errs[0], "NCCL id exchange: rank 0 made no id: ncclGetUniqueId: unhandled system error");
+  for (int r : {1, 2}) EXPECT_EQ(errs[static_cast<size_t>(r)], "NCCL id exchange: rank 0 made no id (its error says why)");
+}
+
 }  // namespace
 }  // namespace herd::test

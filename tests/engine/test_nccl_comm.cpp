@@ -31,14 +31,9 @@ std::vector<std::string> on_threads(int n, const std::function<std::string(int)>
 // n ranks, rank r on device r, bootstrapped over an InprocComm; the caller's fn runs on each.
 std::vector<std::string> with_group(int n, int timeout_ms, const std::function<std::string(NcclComm&)>& fn) {
   auto boot = make_inproc_comms(n);
-  NcclId id{};
-  if (std::string e = NcclComm::new_unique_id(&id); !e.empty()) return {e};
   return on_threads(n, [&](int r) -> std::string {
-    NcclId mine = r == 0 ? id : NcclId{};
-    if (std::string e = exchange_nccl_id(*boot[static_cast<size_t>(r)], nccl_group_tag("test_nccl_comm"), &mine); !e.empty())
-      return e;
     std::string err;
-    auto c = NcclComm::create(mine, n, r, r, &err, timeout_ms);
+    auto c = NcclComm::bootstrap(*boot[static_cast<size_t>(r)], nccl_group_tag("test_nccl_comm"), r, &err, timeout_ms);
     if (!c) return err;
     return fn(*c);
   });
