@@ -173,7 +173,8 @@ std::string probe_to_json(const ProbeResult& p) {
   first = true;
   for (const auto& g : p.gpus) {
     o << (first ? "" : ",") << "\n    {\"index\": " << g.index << ", \"name\": \"" << esc(g.name)
-      << "\", \"total_bytes\": " << g.total_bytes << ", \"free_bytes\": " << g.free_bytes << "}";
+      << "\", \"total_bytes\": " << g.total_bytes << ", \"free_bytes\": " << g.free_bytes
+      << ", \"copy_bw_Bps\": " << num(g.copy_bw_Bps) << "}";
     first = false;
   }
   o << (first ? "" : "\n  ") << "]\n}\n";
@@ -238,6 +239,12 @@ ProbeResult probe_from_json(const std::string& text, const std::string& source) 
       if (const Json* v = g.get("name"); v && v->kind == Json::String) pg.name = v->str;
       if (const Json* v = g.get("total_bytes"); v && v->kind == Json::Number && v->num >= 0) pg.total_bytes = static_cast<uint64_t>(v->num);
       if (const Json* v = g.get("free_bytes"); v && v->kind == Json::Number && v->num >= 0) pg.free_bytes = static_cast<uint64_t>(v->num);
+      if (const Json* v = g.get("copy_bw_Bps")) {  // absent in probe files from before it: 0, not measured
+        if (v->kind != Json::Number || !std::isfinite(v->num) || v->num < 0)
+          fail("\"gpus\": \"copy_bw_Bps\" must be a non-negative number");
+        pg.copy_bw_Bps = v->num;
+      }
+      if (pg.free_bytes > pg.total_bytes) fail("\"gpus\": gpu " + std::to_string(pg.index) + " has free_bytes larger than total_bytes");
       p.gpus.push_back(pg);
     }
   }

@@ -8,7 +8,9 @@
 //     "read_bw_Bps": 9.1e9, "matmul_flops": 6.2e10, "op_overhead_s": 2e-7, "attn_Bps": 5e9,
 //     "loopback_latency_s": 2.5e-5,
 //     "matvec_Bps": { "q4_0": 6.1e9, "q4_K": 5.2e9, ... },
-//     "gpus": [ { "index": 0, "name": "...", "total_bytes": ..., "free_bytes": ... } ] }
+//     "gpus": [ { "index": 0, "name": "...", "total_bytes": ..., "free_bytes": ..., "copy_bw_Bps": ... } ] }
+// (copy_bw_Bps: the device-to-device copy bandwidth `herd probe` measured, 2 x bytes per copy / time;
+// absent in files from before it, read as 0 = not measured).
 // Partition depends on no kernel code: types are keyed by their GGUF type id (kernels/dtype.h).
 #pragma once
 
@@ -23,6 +25,7 @@ struct ProbeGpu {
   int index = 0;
   std::string name;
   uint64_t total_bytes = 0, free_bytes = 0;
+  double copy_bw_Bps = 0;  // measured device-to-device copy bandwidth (0: not measured)
 };
 
 struct ProbeResult {

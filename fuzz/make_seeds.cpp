@@ -16,6 +16,7 @@
 
 #include "cluster/protocol.h"
 #include "cluster/wire.h"
+#include "engine/nccl_bootstrap.h"
 #include "model/gguf.h"
 #include "model/gguf_writer.h"
 #include "transport/codec.h"
@@ -223,6 +224,25 @@ void tokenizer_seeds() {
 
 }  // namespace
 
+// fuzz_nccl_id: u16 nranks-1 | u64 tag | message. A valid message for 2 and for 8 ranks, and one
+// packed as floats (what exchange_nccl_id broadcasts).
+void nccl_id_seeds() {
+  for (int nranks : {2, 8}) {
+    NcclIdMessage m;
+    m.group_tag = nccl_group_tag("seed");
+    m.nranks = nranks;
+    for (size_t i = 0; i < m.id.size(); ++i) m.id[i] = static_cast<uint8_t>(i * 7 + 1);
+    std::string tag(8, '\0');
+    std::memcpy(tag.data(), &m.group_tag, 8);
+    const std::string msg = encode_nccl_id(m);
+    write("fuzz_nccl_id", "valid_" + std::to_string(nranks), u16(static_cast<size_t>(nranks - 1)) + tag + msg);
+    if (nranks == 2) {
+      const std::vector<float> f = pack_bytes_f32(msg);
+      write("fuzz_nccl_id", "packed_f32", u16(1) + tag + std::string(reinterpret_cast<const char*>(f.data()), f.size() * 4));
+    }
+  }
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: make_seeds OUT_DIR [SMOLLM2.gguf]\n");
@@ -233,5 +253,6 @@ int main(int argc, char** argv) {
   protocol_and_lane_seeds();
   chat_seeds(argc > 2 ? argv[2] : "");
   tokenizer_seeds();
+  nccl_id_seeds();
   return 0;
 }

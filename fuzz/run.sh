@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 shift || true
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(fuzz_gguf fuzz_protocol fuzz_lane fuzz_chat_template fuzz_tokenizer)
+[ ${#names[@]} -eq 0 ] && names=(fuzz_gguf fuzz_protocol fuzz_lane fuzz_chat_template fuzz_tokenizer fuzz_nccl_id)
 bin=${HERD_FUZZ_BUILD:-build-fuzz}
 mkdir -p "$bin/artifacts"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0}

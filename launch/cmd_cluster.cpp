@@ -67,7 +67,7 @@ int cmd_cluster(const Args& args) {
               "workers through --launch.");
   p.positional("FILE", "the cluster file", &files);
   p.add("--launch", "", "one line per worker for launch/herd-cluster (fields separated by 0x1f: line, host, port, "
-        "threads, ssh, model, bind, herd, device); a device line is an error with the worker line to write instead",
+        "threads, ssh, model, bind, herd, device: cpu, metal or cuda:N); a device line is an error with the worker line to write instead",
         &launch);
   if (!p.parse(args)) {
     std::fputs(p.help().c_str(), stdout);
@@ -82,14 +82,13 @@ int cmd_cluster(const Args& args) {
         throw partition::ClusterError(
             files[0] + ": device " + d.name + " is a `device` line: it says what a device is, not where to start "
             "a worker. Write it as: worker name=" + d.name + " host=" + d.host + " port=PORT device=" +
-            partition::device_kind_name(d.kind) + " ... (its figures as before; docs/cluster-file.md)");
+            (d.kind == partition::DeviceKind::Cuda ? std::string("cuda:0") : partition::device_kind_name(d.kind)) + " ... (its figures as before; docs/cluster-file.md)");
       }
     }
     for (const auto& w : c.workers) {
-      const auto& d = c.devices[w.device];
       std::printf("%d%c%s%c%d%c%d%c%s%c%s%c%s%c%s%c%s\n", w.line, kSep, w.host.c_str(), kSep, w.port, kSep, w.threads,
                   kSep, w.ssh.c_str(), kSep, w.model.c_str(), kSep, w.bind.c_str(), kSep, w.herd.c_str(), kSep,
-                  partition::device_kind_name(d.kind));
+                  w.device_arg.c_str());
     }
     return 0;
   }

@@ -148,6 +148,16 @@ int cmd_plan(const Args& args) {
   } else {
     std::fputs(partition::format_plan(*outcomes[0].plan, m, c, o).c_str(), stdout);
   }
+  // Devices the plan models but this herd cannot run: one line each (stderr under --json, so the
+  // JSON stays one document).
+#if defined(HERD_HAVE_CUDA)
+  const bool cuda_built = true;
+#else
+  const bool cuda_built = false;
+#endif
+  const auto cannot = partition::devices_herd_cannot_run(c, cuda_built);
+  if (!cannot.empty() && !json) std::fputs("\n", stdout);
+  for (const auto& line : cannot) std::fprintf(json ? stderr : stdout, "note: %s\n", line.c_str());
   return 0;
 }
 

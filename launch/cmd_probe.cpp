@@ -20,6 +20,7 @@
 #include "engine/probe_profile.h"
 
 #if defined(HERD_HAVE_CUDA)
+#include "kernels/cuda/bandwidth.h"
 #include "kernels/cuda/device.h"
 #endif
 
@@ -71,14 +72,24 @@ int cmd_probe(const Args& args) {
   ProbeResult r = probe_host(po);
   if (!disk.empty()) r.disk_read_Bps = disk_read_bps(disk);
 
+  // GPUs: every CUDA device with its memory and a device-to-device copy bandwidth (kernels/cuda/
+  // bandwidth.h: 256 MiB copies, the median of 5). Without a device, or without the CUDA backend in
+  // this build, `gpus` stays empty and the table says why in one line.
+  std::string no_gpu = "herd built without CUDA";
 #if defined(HERD_HAVE_CUDA)
-  for (const auto& g : cuda::list_devices())
-    r.gpus.push_back({g.index, g.name, static_cast<uint64_t>(g.total_bytes), static_cast<uint64_t>(g.free_bytes)});
+  std::vector<std::string> gpu_notes;
+  for (const auto& g : cuda::list_devices()) {
+    ProbeGpu pg{g.index, g.name, static_cast<uint64_t>(g.total_bytes), static_cast<uint64_t>(g.free_bytes)};
+    const cuda::CopyBandwidth bw = cuda::measure_copy_bandwidth(g.index);
+    pg.copy_bw_Bps = bw.Bps;
+    gpu_notes.push_back(bw.error.empty() ? "" : "copy bandwidth not measured: " + bw.error);
+    r.gpus.push_back(pg);
+  }
+  if (r.gpus.empty()) {
+    no_gpu = cuda::no_device_reason();
+    if (no_gpu.empty()) no_gpu = "no device could be queried";
+  }
 #endif
-  // Without HERD_HAVE_CUDA (herd built without the CUDA backend) no GPU is listed: the hook above
-  // fills `gpus` from kernels/cuda/device.h when the binary links herd_cuda. GPU bandwidth and
-  // FLOP/s need the CUDA kernels ([cuda]); until then write them by hand in the cluster file.
-
   std::printf("herd probe: %s, %s, %d of %d hardware threads, kernels %s (%.1f s)\n\n", r.host.c_str(), r.cpu.c_str(),
               nt, hw, r.isa.c_str(), total.seconds());
   std::printf("  %-26s %s total, %s available\n", "memory", fmt_bytes(static_cast<double>(r.mem_total_bytes)).c_str(),
@@ -95,12 +106,15 @@ int cmd_probe(const Args& args) {
   std::printf("  %-26s %.2f us per kernel call\n", "op overhead", r.op_overhead_s * 1e6);
   std::printf("  %-26s %.1f us one way (TCP, 127.0.0.1)\n", "loopback latency", r.loopback_latency_s * 1e6);
   if (r.disk_read_Bps > 0) std::printf("  %-26s %.2f GB/s sequential (%s)\n", "disk read", r.disk_read_Bps / 1e9, disk.c_str());
+  if (r.gpus.empty()) std::printf("  %-26s no CUDA device (%s)\n", "gpus", no_gpu.c_str());
 #if defined(HERD_HAVE_CUDA)
-  for (const auto& g : r.gpus)
-    std::printf("  gpu %d %-20s %s total, %s free\n", g.index, g.name.c_str(), fmt_bytes(static_cast<double>(g.total_bytes)).c_str(),
+  for (size_t i = 0; i < r.gpus.size(); ++i) {
+    const ProbeGpu& g = r.gpus[i];
+    std::printf("  gpu %d %-20s %s total, %s free", g.index, g.name.c_str(), fmt_bytes(static_cast<double>(g.total_bytes)).c_str(),
                 fmt_bytes(static_cast<double>(g.free_bytes)).c_str());
-#else
-  std::printf("  %-26s not probed (herd built without CUDA)\n", "gpus");
+    if (g.copy_bw_Bps > 0) std::printf(", %.1f GB/s device-to-device copy\n", g.copy_bw_Bps / 1e9);
+    else std::printf(", %s\n", gpu_notes[i].c_str());
+  }
 #endif
   if (!out_path.empty()) {
     std::ofstream f(out_path);

@@ -119,7 +119,10 @@ class Parser {
 
   // The figure keys of a device or worker line (and probe=); true when a probe was read. Keys it
   // does not know are left in `rest`.
-  bool figures(DeviceProfile& d, const std::map<std::string, std::string>& kv, std::map<std::string, std::string>& rest) {
+  // A CUDA device (gpu >= 0) with probe= takes GPU `gpu` of the probe (its memory and copy
+  // bandwidth), not the host's CPU figures.
+  bool figures(DeviceProfile& d, const std::map<std::string, std::string>& kv, std::map<std::string, std::string>& rest,
+               int gpu = -1) {
     bool from_probe = false;
     if (auto it = kv.find("probe"); it != kv.end()) {
       // Measured values first; every explicit key overrides them.
@@ -131,7 +134,24 @@ class Parser {
         fail(e.what());
       }
       from_probe = true;
-      apply_probe(d, pr);
+      if (gpu >= 0) {
+        const ProbeGpu* g = nullptr;
+        for (const auto& pg : pr.gpus)
+          if (pg.index == gpu) g = &pg;
+        if (!g) {
+          std::string listed;
+          for (const auto& pg : pr.gpus) listed += (listed.empty() ? "" : ", ") + std::string("cuda:") + std::to_string(pg.index);
+          fail("probe " + path + " lists no GPU cuda:" + std::to_string(gpu) + " (it lists " +
+               (listed.empty() ? std::string("none: herd probe found no CUDA device there") : listed) +
+               "); give mem= and bw= for this GPU instead");
+        }
+        if (!(g->copy_bw_Bps > 0) && !kv.count("bw"))
+          fail("probe " + path + " has no measured bandwidth for cuda:" + std::to_string(gpu) +
+               " (a probe file from before GPU bandwidth, or the copy failed): add bw=");
+        apply_probe_gpu(d, pr, *g);
+      } else {
+        apply_probe(d, pr);
+      }
       d.probe = path;
       if (pr.loopback_latency_s > 0) probe_loopback_s_ = std::max(probe_loopback_s_, pr.loopback_latency_s);
     }
@@ -190,7 +210,9 @@ class Parser {
     if (!l.pos.empty()) fail("device takes only key=value pairs, got '" + l.pos[0] + "'");
     DeviceProfile d;
     std::map<std::string, std::string> rest;
-    const bool from_probe = figures(d, l.kv, rest);
+    // A CUDA device line with probe= takes the probe's first GPU (cuda:0).
+    const bool cuda = l.kv.count("kind") && parse_kind(l.kv.at("kind")) == DeviceKind::Cuda;
+    const bool from_probe = figures(d, l.kv, rest, cuda ? 0 : -1);
     for (const auto& [k, v] : rest) {
       if (k == "name") d.name = v;
       else if (k == "kind") d.kind = parse_kind(v);
@@ -215,7 +237,14 @@ class Parser {
     WorkerLine w;
     w.line = lineno_;
     std::map<std::string, std::string> rest;
-    const bool from_probe = figures(d, l.kv, rest);
+    if (l.kv.count("device") && l.kv.count("kind")) fail("give device= or kind=, not both");
+    if (auto it = l.kv.find("device"); it != l.kv.end()) w.device_arg = parse_device_spec(it->second, &d.kind, &w.cuda_index);
+    if (auto it = l.kv.find("kind"); it != l.kv.end()) {
+      d.kind = parse_kind(it->second);
+      w.cuda_index = d.kind == DeviceKind::Cuda ? 0 : -1;
+      w.device_arg = d.kind == DeviceKind::Cuda ? "cuda:0" : device_kind_name(d.kind);
+    }
+    const bool from_probe = figures(d, l.kv, rest, w.cuda_index);
     bool has_port = false;
     for (const auto& [k, v] : rest) {
       if (k == "host") w.host = v;
@@ -232,7 +261,7 @@ class Parser {
       else if (k == "bind") w.bind = v;
       else if (k == "herd") w.herd = v;
       else if (k == "name") d.name = v;
-      else if (k == "device" || k == "kind") d.kind = parse_kind(v);
+      else if (k == "device" || k == "kind") continue;  // read above, before the figures
       else
         fail("unknown key '" + k + "' on a worker line (host, port, threads, cpu, ssh, model, bind, herd, name, device, " +
              kFigureKeys + ")");
@@ -317,6 +346,51 @@ void apply_probe(DeviceProfile& d, const ProbeResult& pr, int sharing) {
   d.op_overhead_s = pr.op_overhead_s;
   d.disk_Bps = pr.disk_read_Bps;  // 0 unless probed with --disk: the device then never streams
   d.figures = true;
+}
+
+void apply_probe_gpu(DeviceProfile& d, const ProbeResult& pr, const ProbeGpu& g) {
+  d.total_bytes = g.total_bytes;
+  d.free_bytes = g.free_bytes;
+  d.bandwidth_Bps = g.copy_bw_Bps;  // 0 when not measured: the line's bw= must say it
+  d.flops = 0;                      // not measured on a GPU yet: flops= or the default ratio
+  d.matvec_Bps.clear();             // the host's CPU kernel rates say nothing about the GPU
+  d.attn_Bps = 0;
+  d.op_overhead_s = 0;
+  d.disk_Bps = pr.disk_read_Bps;    // the host's disk, which the GPU's worker reads too
+  d.figures = true;
+}
+
+std::string parse_device_spec(const std::string& v, DeviceKind* kind, int* cuda_index) {
+  const std::string s = lower(v);
+  *cuda_index = -1;
+  if (s == "cpu") return *kind = DeviceKind::Cpu, "cpu";
+  if (s == "metal") return *kind = DeviceKind::Metal, "metal";
+  if (s == "cuda" || s.rfind("cuda:", 0) == 0) {
+    int n = 0;
+    if (s.size() > 4) {
+      const std::string num = s.substr(5);
+      bool ok = !num.empty() && num.size() <= 4;
+      for (char c : num) ok = ok && std::isdigit(static_cast<unsigned char>(c));
+      if (ok) n = std::stoi(num);
+      if (!ok || n > 1023)
+        throw std::invalid_argument("device '" + v + "': cuda:N needs N a whole number 0-1023 (the CUDA device index)");
+    }
+    *kind = DeviceKind::Cuda;
+    *cuda_index = n;
+    return "cuda:" + std::to_string(n);
+  }
+  throw std::invalid_argument("unknown device '" + v + "' (cpu, cuda:N, metal)");
+}
+
+std::vector<std::string> devices_herd_cannot_run(const Cluster& c, bool cuda_built) {
+  std::vector<std::string> out;
+  for (const auto& d : c.devices) {
+    if (d.kind == DeviceKind::Metal)
+      out.push_back("device " + d.name + " (metal): modelled only: herd has no Metal backend yet");
+    else if (d.kind == DeviceKind::Cuda && !cuda_built)
+      out.push_back("device " + d.name + " (cuda): modelled only: this herd was built without CUDA (HERD_CUDA)");
+  }
+  return out;
 }
 
 bool is_loopback_host(const std::string& host) {

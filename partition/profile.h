@@ -70,6 +70,10 @@ struct WorkerLine {
   std::string bind;           // what it listens on ("": herd-cluster's default)
   std::string herd;           // path of herd on that host ("": herd on its PATH)
   size_t device = 0;          // its DeviceProfile in Cluster::devices
+  // device= as herd-cluster passes it to `herd worker --device`: "cpu", "metal" or "cuda:N" (a bare
+  // `cuda` is cuda:0); "cpu" when the line says none.
+  std::string device_arg = "cpu";
+  int cuda_index = -1;        // N of cuda:N; -1 for a CPU or Metal worker
   double cpu = 0;             // `herd lab`'s CPU quota in cores (cpu=0.5); 0: none. Nothing else uses it.
 };
 
@@ -118,6 +122,18 @@ bool is_loopback_host(const std::string& host);
 // Fills a device's figures from a probe (memory, bandwidth, FLOP/s, kernel rates). free_bytes:
 // the probe's available memory divided by `sharing` (workers of one host share it).
 void apply_probe(DeviceProfile& d, const herd::ProbeResult& p, int sharing = 1);
+// A CUDA device's figures from one GPU of a probe: its memory and free memory, its measured copy
+// bandwidth as bandwidth_Bps (0 when the probe has none), the host's disk; no CPU kernel rates.
+void apply_probe_gpu(DeviceProfile& d, const herd::ProbeResult& p, const herd::ProbeGpu& g);
+
+// A worker's device= value: "cpu", "metal", "cuda" (= cuda:0) or "cuda:N" (N a whole number 0-1023),
+// case-insensitive. Sets kind and *cuda_index (-1 unless CUDA) and returns the normalised form
+// ("cpu", "metal", "cuda:N"); throws std::invalid_argument naming the value otherwise.
+std::string parse_device_spec(const std::string& v, DeviceKind* kind, int* cuda_index);
+
+// One line per device herd cannot run in this build, for `herd plan`'s report: Metal devices
+// always, CUDA devices when cuda_built is false (herd without HERD_CUDA). Empty when all can run.
+std::vector<std::string> devices_herd_cannot_run(const Cluster& c, bool cuda_built);
 
 // Unit parsers (exposed for tests): "24GB" "24GiB" "512MB" -> bytes; "900GB/s" "1Gbit" "10Gbit/s"
 // "40Gbps" "1.2TB/s" -> bytes/s; "70T" "70TFLOPS" "800G" -> FLOP/s; "0.2ms" "15us" "1s" -> s.

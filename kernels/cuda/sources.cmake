@@ -10,6 +10,7 @@ find_package(CUDAToolkit REQUIRED)
 add_library(herd_cuda STATIC
   ${CMAKE_CURRENT_LIST_DIR}/device.cu
   ${CMAKE_CURRENT_LIST_DIR}/matmul.cu)  # owner: CUDA block math (matmul_q8, matmul_f, quantize_act, get_rows)
+target_sources(herd_cuda PRIVATE ${CMAKE_CURRENT_LIST_DIR}/bandwidth.cu)  # owner: nccl helper (herd probe's GPU copy bandwidth)
 # CMake 3.25 knows no C++20 flag for nvcc 13; the CUDA sources are C++17 (host code stays C++20).
 set_target_properties(herd_cuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
 target_include_directories(herd_cuda PUBLIC ${CMAKE_SOURCE_DIR})

@@ -308,6 +308,42 @@ TEST_F(LaunchScript, BadClusterFileNamesTheLine) {
   EXPECT_NE(r.err.find("expected --"), std::string::npos) << r.err;
 }
 
+// device=cuda:N reaches the worker as `--device cuda:N` (here and over ssh); device=cpu adds no
+// flag; device=metal is refused naming the line. A stand-in herd (HERD=) records each worker's
+// arguments and exits, and passes every other subcommand to the real herd.
+TEST_F(LaunchScript, DeviceReachesTheWorkerAsAFlag) {
+  const std::string fake = file_ + ".herd", argv_log = file_ + ".argv", ssh = file_ + ".ssh";
+  {
+    std::ofstream f(fake);
+    f << "#!/bin/sh\nif [ \"$1\" = worker ]; then echo \"$*\" >> '" << argv_log << "'; exit 3; fi\nexec '" << herd_bin()
+      << "' \"$@\"\n";
+    std::ofstream s(ssh);
+    s << "#!/bin/sh\nshift\nexec sh -c \"$*\"\n";
+  }
+  std::filesystem::permissions(fake, std::filesystem::perms::owner_all);
+  std::filesystem::permissions(ssh, std::filesystem::perms::owner_all);
+  std::remove(argv_log.c_str());
+  setenv("HERD", fake.c_str(), 1);
+  setenv("HERD_CLUSTER_SSH", ssh.c_str(), 1);
+  write_cluster(3, {"device=cuda:1", "", "device=cuda:2 ssh=box bind=127.0.0.1 herd=" + fake});
+  ProcessResult r = run_script(greedy_args(), 60);
+  EXPECT_EQ(r.exit_code, 1) << r.err;  // the stand-in workers never listen
+  const std::string log = slurp(argv_log);
+  EXPECT_NE(log.find("tcp://127.0.0.1:" + std::to_string(ports_[0]) + " -t 1 --device cuda:1 "), std::string::npos) << log;
+  EXPECT_NE(log.find("tcp://127.0.0.1:" + std::to_string(ports_[2]) + " -t 1 --device cuda:2"), std::string::npos) << log;
+  size_t device_flags = 0;
+  for (size_t at = log.find("--device"); at != std::string::npos; at = log.find("--device", at + 1)) ++device_flags;
+  EXPECT_EQ(device_flags, 2u) << "a cpu worker got --device:\n" << log;
+  write_cluster(2, {"", "device=metal"});
+  r = run_script(greedy_args(), 30);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(file_ + ":4: device=metal cannot run a herd worker"), std::string::npos) << r.err;
+  unsetenv("HERD");
+  unsetenv("HERD_CLUSTER_SSH");
+  for (const auto& p : {fake, argv_log, ssh}) std::remove(p.c_str());
+  EXPECT_TRUE(wait_gone(ports_, 5).empty());
+}
+
 TEST_F(LaunchScript, WorkerThatCannotStartIsNamedAndNothingIsLeft) {
   // Hold the second worker's port.
   const int busy = socket(AF_INET, SOCK_STREAM, 0);

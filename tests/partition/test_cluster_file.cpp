@@ -119,7 +119,7 @@ TEST(ClusterFileWorkers, MalformedWorkerLinesNameLineAndField) {
   expect_error(ok + "worker host=b port=1 mem=8GB bw=fast\n", "c.txt:2: 'fast'");
   expect_error(ok + "worker host=b port=1 mem=8GB free=9GB bw=1GB/s\n", "c.txt:2: worker b:1: free is larger than mem");
   expect_error(ok + "worker host=b port=1 mem=1e30GB bw=1GB/s\n", "c.txt:2: '1e30GB' is too large a size");
-  expect_error(ok + "worker host=b port=1 device=tpu\n", "c.txt:2: unknown kind 'tpu'");
+  expect_error(ok + "worker host=b port=1 device=tpu\n", "c.txt:2: unknown device 'tpu' (cpu, cuda:N, metal)");
   expect_error(ok + "worker host=b port=1 probe=/nonexistent/p.json\n", "c.txt:2: ");
   expect_error(std::string("host=a port=7\n") + std::string(1, '\0') + "\n", "c.txt:2: a NUL byte");
   expect_error(ok + "link 127.0.0.1 mars latency=1ms bw=1Gbit\n", "link names 'mars'");
