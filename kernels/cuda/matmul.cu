@@ -2,8 +2,8 @@
 // activation quantization and get_rows. Each kernel is a thin loop over kernels/cuda/block_math.h:
 // the math (dequant_block, quantize_act_block32, dot_unit_q8, the float row dot) and the index
 // mappings are HERD_HD functions the CPU test (tests/kernels/test_cuda_block_math.cpp) checks,
-// including that a decode lane, the warp butterfly and a tile thread perform exactly the
-// operations it emulates. Compiles for sm_80/86/89/90; never run on a GPU here.
+// including that a decode lane, the warp butterfly, a dp4a tile thread and an mma warp perform
+// exactly the operations it emulates. Compiles for sm_80/86/89/90; never run on a GPU here.
 //
 // Only the quantized matmul kernels are templated on the weight type (3 x 10 instantiations), so
 // the per-unit switch folds away in the hot loops; the rest take the type at run time.
@@ -75,10 +75,11 @@ __global__ void __launch_bounds__(kDecodeThreads)
       }
   }
 #pragma unroll
-  for (int j = 0; j < kDecodeTokens; ++j) {
-    const float v = warp_sum(acc[j]);
-    if (lane == 0 && j < nt) y[(t0 + j) * ldy + r] = v;
-  }
+  for (int j = 0; j < kDecodeTokens; ++j)
+    if (j < nt) {  // nt is the same for the whole warp
+      const float v = warp_sum(acc[j]);
+      if (lane == 0) y[(t0 + j) * ldy + r] = v;
+    }
 }
 
 // ---- prefill: kTileRows x kTileTokens tiles, activations staged kTileUnits units at a time ----
@@ -247,10 +248,11 @@ __global__ void __launch_bounds__(kDecodeThreads)
       if (j < nt) acc[j] = hd_add(acc[j], hd_mul(wv, round_activation(T, x[(t0 + j) * ldx + c])));
   }
 #pragma unroll
-  for (int j = 0; j < kDecodeTokens; ++j) {
-    const float v = warp_sum(acc[j]);
-    if (lane == 0 && j < nt) y[(t0 + j) * ldy + r] = v;
-  }
+  for (int j = 0; j < kDecodeTokens; ++j)
+    if (j < nt) {
+      const float v = warp_sum(acc[j]);
+      if (lane == 0) y[(t0 + j) * ldy + r] = v;
+    }
 }
 
 // ---- get_rows: one thread per (row, block) ----
