@@ -317,6 +317,109 @@ size_t probe_working_set_bytes(const HostProbeOptions& o, uint64_t llc_bytes, ui
   return static_cast<size_t>(std::min(std::max(floor, beyond), cap));
 }
 
+// The kernel rates of a probe (matvec per type, prefill FLOP/s, the per-call overhead, decode
+// attention), measured through the Backend seam as a stage runs them: operands in the backend's
+// memory (alloc, copy_in), matrices prepared (a device backend uploads them), and every timed call
+// ending with a copy_out of one float, so an asynchronous device is timed to completion.
+void probe_kernel_rates(Backend& be, const HostProbeOptions& o, size_t mat_bytes, ProbeResult& r) {
+  const bool small = o.quick || o.startup;
+  const int reps = small ? 3 : 7;
+  auto to_backend = [&be](const std::vector<float>& v) {
+    Buffer b = be.alloc(v.size() * sizeof(float));
+    be.copy_in(b.data(), v.data(), v.size() * sizeof(float));
+    return b;
+  };
+  float done = 0;
+  auto finish = [&be, &done](const Buffer& out) { be.copy_out(&done, out.data(), sizeof(float)); };
+
+  // Matvec (decode): weight bytes per second of a 1-token matmul, per type, 4096 columns.
+  const int64_t cols = 4096;
+  std::vector<float> xh(static_cast<size_t>(cols) * 128);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& v : xh) v = nd(rng);
+  const Buffer x = to_backend(xh);
+  std::vector<DType> types;
+  if (!o.types.empty()) {
+    for (uint32_t t : o.types)
+      if (dtype_traits(t)) types.push_back(static_cast<DType>(t));
+  } else if (o.startup) {
+    types.assign(std::begin(kStartupTypes), std::end(kStartupTypes));
+  } else {
+    for (const auto& tr : kDTypes) types.push_back(tr.type);
+  }
+  for (DType t : types) {
+    if (!be.supports(Op::MatMul, t)) continue;
+    TestMatrix m = make_matrix(t, cols, mat_bytes);
+    prepare(be, m);
+    const Buffer y = be.alloc(static_cast<size_t>(m.w.rows) * sizeof(float));
+    const double s = time_median(o.startup ? 2 : reps, [&] {
+      be.matmul(m.w, x.as<float>(), 1, cols, y.as<float>(), m.w.rows);
+      finish(y);
+    });
+    r.matvec_Bps[static_cast<uint32_t>(t)] = static_cast<double>(m.data.size()) / s;
+  }
+
+  // Matmul (prefill): FLOP/s of 128 tokens through a Q4_0 matrix (2 FLOPs per weight per token).
+  if (be.supports(Op::MatMul, DType::Q4_0)) {
+    TestMatrix m = make_matrix(DType::Q4_0, cols, row_bytes(DType::Q4_0, cols) * (o.startup ? 256 : 1024));
+    prepare(be, m);
+    const Buffer y = be.alloc(static_cast<size_t>(m.w.rows) * 128 * sizeof(float));
+    const double s = time_median(small ? 2 : 3, [&] {
+      be.matmul(m.w, x.as<float>(), 128, cols, y.as<float>(), m.w.rows);
+      finish(y);
+    });
+    r.matmul_flops = 2.0 * static_cast<double>(m.w.rows) * static_cast<double>(cols) * 128.0 / s;
+  }
+
+  // Per-op overhead: a matvec so small (32 x 256 Q8_0, 8.5 KB) that its time is the call itself:
+  // dispatch, activation quantization setup and thread-pool fork/join (a device: the launches).
+  if (be.supports(Op::MatMul, DType::Q8_0)) {
+    TestMatrix m = make_matrix(DType::Q8_0, 256, row_bytes(DType::Q8_0, 256) * 32);
+    m.w.rows = 32;
+    prepare(be, m);
+    const Buffer y = be.alloc(32 * sizeof(float));
+    const int calls = o.startup ? 500 : 2000;
+    std::vector<double> s;
+    for (int rep = 0; rep < reps + 1; ++rep) {
+      Timer t;
+      for (int i = 0; i < calls; ++i) be.matmul(m.w, x.as<float>(), 1, 256, y.as<float>(), 32);
+      finish(y);
+      if (rep > 0) s.push_back(t.seconds() / calls);
+    }
+    r.op_overhead_s = median(s);
+  }
+
+  // Decode attention: one query of 32 heads (8 KV heads, head_dim 64) over cached positions (f32).
+  {
+    const int64_t heads = 32, kv_heads = 8, hd = 64, n_kv = o.startup ? 1024 : 2048;
+    std::vector<float> qh(static_cast<size_t>(heads * hd)), kh(static_cast<size_t>(n_kv * kv_heads * hd)), vh(kh.size());
+    for (auto& e : qh) e = nd(rng);
+    for (auto& e : kh) e = nd(rng);
+    for (auto& e : vh) e = nd(rng);
+    const Buffer q = to_backend(qh), k = to_backend(kh), v = to_backend(vh), out = to_backend(qh);
+    AttentionShape sh{1, heads, kv_heads, hd, n_kv};
+    const double s = time_median(reps, [&] {
+      be.attention(q.as<float>(), heads * hd, k.as<float>(), v.as<float>(), kv_heads * hd, sh, 0.125f, out.as<float>(),
+                   heads * hd);
+      finish(out);
+    });
+    r.attn_Bps = static_cast<double>((kh.size() + vh.size()) * sizeof(float)) / s;
+  }
+}
+
+ProbeResult probe_device(Backend& be, const HostProbeOptions& o, size_t mat_bytes) {
+  ProbeResult r;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  r.host = host;
+  r.isa = be.name();
+  r.threads = be.threads();
+  r.hw_threads = r.threads;
+  probe_kernel_rates(be, o, mat_bytes, r);
+  return r;
+}
+
 ProbeResult probe_host(const HostProbeOptions& o) {
   const int hw = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   const int nt = o.threads <= 0 ? hw : o.threads;
@@ -347,70 +450,7 @@ ProbeResult probe_host(const HostProbeOptions& o) {
   if (small) rb.only = {read_patterns().back()};  // startup, --quick: one pattern, the last (AVX-512: 8 streams)
   r.read_bw_Bps = measure_read_bound(rb).best_Bps;
 
-  // Matvec (decode): weight bytes per second of a 1-token matmul, per type, 4096 columns.
-  const int64_t cols = 4096;
-  std::vector<float> x(static_cast<size_t>(cols) * 128), y;
-  std::mt19937 rng(7);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (auto& v : x) v = nd(rng);
-  std::vector<DType> types;
-  if (!o.types.empty()) {
-    for (uint32_t t : o.types)
-      if (dtype_traits(t)) types.push_back(static_cast<DType>(t));
-  } else if (o.startup) {
-    types.assign(std::begin(kStartupTypes), std::end(kStartupTypes));
-  } else {
-    for (const auto& tr : kDTypes) types.push_back(tr.type);
-  }
-  for (DType t : types) {
-    if (!be->supports(Op::MatMul, t)) continue;
-    TestMatrix m = make_matrix(t, cols, mat_bytes);
-    prepare(*be, m);
-    y.assign(static_cast<size_t>(m.w.rows), 0.0f);
-    const double s = time_median(o.startup ? 2 : reps, [&] { be->matmul(m.w, x.data(), 1, cols, y.data(), m.w.rows); });
-    r.matvec_Bps[static_cast<uint32_t>(t)] = static_cast<double>(m.data.size()) / s;
-  }
-
-  // Matmul (prefill): FLOP/s of 128 tokens through a Q4_0 matrix (2 FLOPs per weight per token).
-  {
-    TestMatrix m = make_matrix(DType::Q4_0, cols, row_bytes(DType::Q4_0, cols) * (o.startup ? 256 : 1024));
-    prepare(*be, m);
-    y.assign(static_cast<size_t>(m.w.rows) * 128, 0.0f);
-    const double s = time_median(small ? 2 : 3, [&] { be->matmul(m.w, x.data(), 128, cols, y.data(), m.w.rows); });
-    r.matmul_flops = 2.0 * static_cast<double>(m.w.rows) * static_cast<double>(cols) * 128.0 / s;
-  }
-
-  // Per-op overhead: a matvec so small (32 x 256 Q8_0, 8.5 KB) that its time is the call itself:
-  // dispatch, activation quantization setup and thread-pool fork/join.
-  {
-    TestMatrix m = make_matrix(DType::Q8_0, 256, row_bytes(DType::Q8_0, 256) * 32);
-    m.w.rows = 32;
-    prepare(*be, m);
-    y.assign(32, 0.0f);
-    const int calls = o.startup ? 500 : 2000;
-    std::vector<double> s;
-    for (int rep = 0; rep < reps + 1; ++rep) {
-      Timer t;
-      for (int i = 0; i < calls; ++i) be->matmul(m.w, x.data(), 1, 256, y.data(), 32);
-      if (rep > 0) s.push_back(t.seconds() / calls);
-    }
-    r.op_overhead_s = median(s);
-  }
-
-  // Decode attention: one query of 32 heads (8 KV heads, head_dim 64) over cached positions (f32).
-  {
-    const int64_t heads = 32, kv_heads = 8, hd = 64, n_kv = o.startup ? 1024 : 2048;
-    std::vector<float> q(static_cast<size_t>(heads * hd)), out(q.size());
-    std::vector<float> k(static_cast<size_t>(n_kv * kv_heads * hd)), v(k.size());
-    for (auto& e : q) e = nd(rng);
-    for (auto& e : k) e = nd(rng);
-    for (auto& e : v) e = nd(rng);
-    AttentionShape sh{1, heads, kv_heads, hd, n_kv};
-    const double s = time_median(reps, [&] {
-      be->attention(q.data(), heads * hd, k.data(), v.data(), kv_heads * hd, sh, 0.125f, out.data(), heads * hd);
-    });
-    r.attn_Bps = static_cast<double>((k.size() + v.size()) * sizeof(float)) / s;
-  }
+  probe_kernel_rates(*be, o, mat_bytes, r);
 
   if (!o.startup) r.loopback_latency_s = loopback_latency(o.quick ? 300 : 2000);
   return r;

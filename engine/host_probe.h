@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/probe_profile.h"
+#include "kernels/backend.h"
 
 namespace herd {
 
@@ -40,6 +41,13 @@ double disk_read_bps(const std::string& path, size_t max_bytes = size_t(1) << 30
 // Measures memory, read bandwidth, matvec bytes/s per type, matmul FLOP/s, attention, per-call
 // overhead and (not at startup) the loopback latency. GPUs are not listed here (cmd_probe adds them).
 ProbeResult probe_host(const HostProbeOptions& o);
+
+// The kernel rates (matvec per type, prefill FLOP/s, per-call overhead, decode attention) of any
+// backend, measured through the Backend seam with its operands in the backend's memory and each
+// timed call waited for (copy_out): what a worker computing on a device (--device cuda:N) reports
+// in its Hello. Matrices span mat_bytes (probe_working_set_bytes). Memory, read bandwidth and the
+// device's name are the caller's to fill (the host's figures mean nothing for a GPU).
+ProbeResult probe_device(Backend& be, const HostProbeOptions& o, size_t mat_bytes);
 
 // The startup profile of this process for `threads` (0 = all), measured once and cached for the
 // process lifetime (in-process workers of a test share it). Thread-safe.

@@ -243,6 +243,20 @@ int cmd_worker(const Args& args) {
         o.profile_types.push_back(static_cast<uint32_t>(t.type));
   }
   model_file.reset();  // the worker opens its shard when assigned
+  if (o.device_backend) {
+    // A GPU worker's Hello carries the GPU's figures (its memory, copy bandwidth and the kernel
+    // rates of its backend), measured here in this process (CUDA does not survive a fork).
+    o.device_free_bytes = [device] { return device_free_bytes(device); };
+    if (!o.profile) {
+      Timer t;
+      auto be = o.device_backend();
+      o.profile = device_startup_profile(device, *be, o.profile_types);
+      o.profile_source = "measured at startup on " + device;
+      HERD_LOG_INFO("worker: ", device, " (", o.profile->cpu, ") ", o.profile->mem_available_bytes >> 20, " MiB free, ",
+                    o.profile->read_bw_Bps / 1e9, " GB/s copy, ", o.profile->matvec_Bps.size(), " matvec types (",
+                    t.seconds(), " s)");
+    }
+  }
   if (!o.profile) {
     Timer t;
     o.profile = measure_in_child(threads, o.profile_types);

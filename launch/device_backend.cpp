@@ -5,7 +5,9 @@
 #include "launch/args.h"
 
 #if defined(HERD_HAVE_CUDA)
+#include "kernels/cuda/bandwidth.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/device.h"
 #endif
 
 namespace herd::cli {
@@ -26,6 +28,40 @@ std::function<std::unique_ptr<Backend>()> device_backend_factory(const std::stri
   throw std::runtime_error("--device " + text + ": this herd was built without CUDA (nvcc was not found when it was "
                            "configured; see the README's GPU section)");
 #endif
+}
+
+ProbeResult device_startup_profile(const std::string& device, Backend& be, const std::vector<uint32_t>& types) {
+  HostProbeOptions o;
+  o.startup = true;
+  o.types = types;
+  ProbeResult r = probe_device(be, o, size_t(64) << 20);
+#if defined(HERD_HAVE_CUDA)
+  const int index = parse_device(device).index;
+  const auto gpus = cuda::list_devices();
+  if (index < 0 || index >= static_cast<int>(gpus.size())) throw std::runtime_error(device + ": no such device");
+  const auto& g = gpus[static_cast<size_t>(index)];
+  r.cpu = g.name;
+  r.mem_total_bytes = g.total_bytes;
+  r.mem_available_bytes = g.free_bytes;
+  const auto bw = cuda::measure_copy_bandwidth(index, size_t(64) << 20, 3);
+  if (!bw.error.empty()) throw std::runtime_error(device + ": copy bandwidth: " + bw.error);
+  r.read_bw_Bps = bw.Bps;
+  r.gpus.push_back({g.index, g.name, static_cast<uint64_t>(g.total_bytes), static_cast<uint64_t>(g.free_bytes), bw.Bps});
+#else
+  throw std::runtime_error("--device " + device + ": this herd was built without CUDA");
+#endif
+  return r;
+}
+
+uint64_t device_free_bytes(const std::string& device) {
+#if defined(HERD_HAVE_CUDA)
+  const int index = parse_device(device).index;
+  const auto gpus = cuda::list_devices();
+  if (index >= 0 && index < static_cast<int>(gpus.size())) return gpus[static_cast<size_t>(index)].free_bytes;
+#else
+  (void)device;
+#endif
+  return 0;
 }
 
 std::string device_help() {

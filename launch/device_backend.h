@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/host_probe.h"
 #include "kernels/backend.h"
 
 namespace herd::cli {
@@ -15,6 +16,15 @@ namespace herd::cli {
 // UsageError for text parse_device refuses, std::runtime_error when this build or host has no such
 // device (a backend is made once here, so the error comes at startup, naming the device).
 std::function<std::unique_ptr<Backend>()> device_backend_factory(const std::string& text);
+
+// What a worker computing on `device` (not the CPU) reports in its Hello: the kernel rates of `be`
+// measured on that device (engine/host_probe.h probe_device, startup sizes), its memory (total,
+// free) and copy bandwidth as the memory and read-bandwidth figures, its name as the CPU's. Throws
+// std::runtime_error when the device cannot be queried.
+ProbeResult device_startup_profile(const std::string& device, Backend& be, const std::vector<uint32_t>& types);
+
+// Free memory of `device` now (the Hello's free figure for a GPU worker); 0 when unknown.
+uint64_t device_free_bytes(const std::string& device);
 
 // What --help says of the devices this build can run.
 std::string device_help();

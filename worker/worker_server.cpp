@@ -262,6 +262,17 @@ void WorkerServer::on_hello(const std::string& peer, const Message& m) {
   // (Not with the test hook for free memory: those tests set the plan's memory alone.)
   if (opts_.report_free_mem == 0) reply.profile.process_bytes = std::min(idle_rss_, std::max(reply.profile.total_ram_bytes, free));
   reply.profile.streams = !opts_.no_stream;
+  if (opts_.device_backend) {  // a GPU: its memory, not the host's (a stage there never streams)
+    if (opts_.report_free_mem == 0 && opts_.device_free_bytes) {
+      const uint64_t f = opts_.device_free_bytes();
+      if (f > 0) {
+        reply.profile.free_ram_bytes = f;
+        reply.profile.total_ram_bytes = std::max(reply.profile.total_ram_bytes, f);  // (a --profile file's may be the host's)
+      }
+    }
+    reply.profile.process_bytes = 0;
+    reply.profile.streams = false;
+  }
   reply.name = opts_.name;
   listener_->send(peer, pack(reply));
   HERD_LOG_INFO("worker: hello from ", printable_peer(peer), " (", h.name, ")");

@@ -72,6 +72,9 @@ struct WorkerServerOptions {
   // --device: the backend of this worker's stages when it is not the CPU (a CUDA GPU: the herd
   // binary makes it, launch/device_backend.h); null = the CPU backend of the Assign's ISA.
   std::function<std::unique_ptr<Backend>()> device_backend;
+  // With device_backend: the device's free memory now, the Hello's free figure (the host's memory
+  // budget means nothing for a GPU; the worker neither streams nor counts its host process there).
+  std::function<uint64_t()> device_free_bytes;
 };
 
 class WorkerServer {

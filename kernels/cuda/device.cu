@@ -11,6 +11,10 @@ std::vector<DeviceInfo> list_devices() {
     cudaGetLastError();  // clear the sticky "no driver" error
     return out;
   }
+  // Querying free memory makes each device current in turn: the caller's current device (a
+  // backend's, whose stream belongs to it) is restored at the end.
+  int current = 0;
+  const bool had_current = cudaGetDevice(&current) == cudaSuccess;
   for (int i = 0; i < n; ++i) {
     cudaDeviceProp prop{};
     if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
@@ -26,6 +30,7 @@ std::vector<DeviceInfo> list_devices() {
     }
     out.push_back(d);
   }
+  if (had_current) cudaSetDevice(current);
   return out;
 }
 

@@ -78,3 +78,6 @@ herd_add_test(test_resident_prefix UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_r
 # --device: parsing, and the errors a device this build or host cannot run gives at startup.
 herd_add_test(test_cli_device SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli_device.cpp LIBS herd_coordinator herd_kernels TIMEOUT 120)
 add_dependencies(test_cli_device herd)
+# A worker on a device backend (the stand-in of tests/engine/guarded_device.h) beside a CPU worker.
+herd_add_test(test_device_worker UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_device_worker.cpp
+  LIBS herd_coordinator herd_worker herd_engine herd_model herd_kernels TIMEOUT 120)

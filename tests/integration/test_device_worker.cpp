@@ -1,0 +1,112 @@
+// A worker whose stages run on a device backend (`herd worker --device cuda:N`), on the CPU: the
+// device is tests/engine/guarded_device.h's stand-in, whose memory the host cannot touch. The
+// worker's whole path (Hello with the device's memory, Assign, the stage on the device, Forward)
+// runs in real WorkerServers over inproc links, beside a CPU worker: the logits are the
+// reference's bit for bit, and the coordinator's planner sees the device's memory, not the host's.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "coordinator/remote_pipeline.h"
+#include "engine/host_probe.h"
+#include "engine/pipeline.h"
+#include "kernels/cpu/reference_backend.h"
+#include "tests/engine/guarded_device.h"
+#include "tests/integration/cluster_util.h"
+#include "tests/test_paths.h"
+#include "transport/inproc_link.h"
+#include "worker/worker_server.h"
+
+namespace herd::test {
+namespace {
+
+constexpr uint64_t kDeviceFree = 777ull << 20;
+
+class Worker {
+ public:
+  Worker(const std::string& name, bool device) {
+    WorkerServerOptions o;
+    o.threads = 1;
+    o.name = name;
+    o.models_dir = "/";
+    if (device) {
+      o.device_backend = [] { return std::make_unique<GuardedDevice>(); };
+      o.device_free_bytes = [] { return kDeviceFree; };
+      GuardedDevice probe_dev;
+      HostProbeOptions po;
+      po.startup = true;
+      o.profile = probe_device(probe_dev, po, size_t(1) << 20);
+      o.profile->mem_total_bytes = 1ull << 30;  // the device's, as device_startup_profile fills them
+      o.profile->mem_available_bytes = kDeviceFree;
+      o.profile->read_bw_Bps = 1e9;
+    }
+    server_ = std::make_unique<WorkerServer>(transport::listen("inproc://" + name), o);
+    thread_ = std::thread([this] { server_->serve(&stop_); });
+  }
+  ~Worker() {
+    stop_ = true;
+    thread_.join();
+  }
+  std::string address() const { return server_->address(); }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::unique_ptr<WorkerServer> server_;
+  std::thread thread_;
+};
+
+TEST(DeviceWorker, ACpuWorkerAndADeviceWorkerGiveTheReferenceBits) {
+  auto file = model::GgufFile::open(model_path("stories260K.gguf"));
+  const auto config = model::load_config(*file);
+  auto ref = make_reference_backend();
+  LocalPipeline local(*file, config, *ref, 256);
+  const int made_before = GuardedDevice::made;
+  int made_by_probes = 0;
+  {
+    Worker cpu("dev-worker-cpu", false), gpu("dev-worker-gpu", true), gpu2("dev-worker-gpu2", true);
+    made_by_probes = GuardedDevice::made - made_before;
+    for (const auto& workers : {std::vector<std::string>{cpu.address(), gpu.address()},
+                                std::vector<std::string>{gpu.address(), gpu2.address()}}) {
+      RemotePipelineOptions o;
+      o.workers = workers;
+      o.split = "0-1,2-4";
+      o.isa = "scalar";  // the CPU worker on the reference kernels: the stand-in device computes with them too
+      o.exact = true;
+      o.n_ctx = 256;
+      o.model_path = model_path("stories260K.gguf");
+      o.connect_timeout_ms = 2000;
+      RemotePipeline remote(*file, config, o);
+      expect_same_logits(local, remote, workers[0] == cpu.address() ? "cpu + device" : "device + device");
+    }
+  }  // the workers end: their devices are destroyed, and report what they saw
+  // The device workers' stages ran on their device backends (one each, made at the first Assign),
+  // and nothing crossed the seam the wrong way.
+  EXPECT_GE(GuardedDevice::made - made_before - made_by_probes, 2);
+  EXPECT_EQ(GuardedDevice::violations_seen, 0);
+}
+
+TEST(DeviceWorker, ThePlannerSeesTheDevicesMemoryAndNoHostOverhead) {
+  auto file = model::GgufFile::open(model_path("stories260K.gguf"));
+  const auto config = model::load_config(*file);
+  Worker gpu("dev-worker-plan", true);
+  RemotePipelineOptions o;
+  o.workers = {gpu.address()};
+  o.n_ctx = 256;
+  o.model_path = model_path("stories260K.gguf");
+  o.connect_timeout_ms = 2000;
+  RemotePipeline remote(*file, config, o);
+  const partition::Cluster& c = remote.planned_cluster();
+  ASSERT_EQ(c.devices.size(), 1u);
+  EXPECT_EQ(c.devices[0].free_bytes, kDeviceFree);
+  // Not the worker process's host memory: the planner's default overhead for a device that reports
+  // none (coordinator/plan_adapter.cpp), which stands for the GPU's runtime context.
+  EXPECT_EQ(c.devices[0].overhead_bytes, 128ull << 20);
+  EXPECT_FALSE(c.devices[0].matvec_Bps.empty());
+}
+
+}  // namespace
+}  // namespace herd::test
