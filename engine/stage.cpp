@@ -57,6 +57,12 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
   be_.prepare_matmul(ours, [drop, this](const WeightMatrix& rows_copied) {
     if (drop && !w_.owns(rows_copied)) model::release_pages(rows_copied);
   });
+  // The weight vectors are made resident now (a device uploads them), not during a pass.
+  for (const auto& l : w_.layers)
+    for (const std::vector<float>* v : {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm})
+      if (!v->empty()) vec(*v);
+  if (w_.range.output) vec(w_.output_norm);
+  if (!w_.rope_freqs.empty()) vec(w_.rope_freqs);
   // (A tensor-parallel rank's output is only some of the table's rows: then it shares nothing.)
   if (w_.range.output && w_.tok_embd.data == w_.output.data && w_.tok_embd.rows == w_.output.rows)
     w_.tok_embd.packed = w_.output.packed;
@@ -165,6 +171,20 @@ void Stage::forward_layers(const Batch& b, const float* hidden, float* out) {
     be_.copy_in(x, hidden, sizeof(float) * n * d);
   }
 
+  // From here to the output's copy_out the work is one pass (Backend::begin_pass): a device may
+  // record it and replay it. A pass that ends by an exception is ended as such.
+  be_.begin_pass(pass_key(b), n);
+  in_pass_ = true;
+  struct PassEnd {
+    Stage& s;
+    ~PassEnd() {
+      if (s.in_pass_) {
+        s.in_pass_ = false;
+        s.be_.end_pass(false);
+      }
+    }
+  } pass_end{*this};
+
   // The slots hold positions < pos0 from here on: if a layer throws, no half-written position
   // counts as cached.
   for (const SeqRun& r : runs_) cache_.set_seq_len(r.seq, r.pos0);
@@ -176,6 +196,7 @@ void Stage::forward_layers(const Batch& b, const float* hidden, float* out) {
   for (const SeqRun& r : runs_) cache_.set_seq_len(r.seq, r.pos0 + r.size());
 
   if (!w_.range.output) {
+    finish_pass();
     be_.copy_out(out, x, sizeof(float) * n * d);
     return;
   }
@@ -185,9 +206,37 @@ void Stage::forward_layers(const Batch& b, const float* hidden, float* out) {
   const int64_t n_out = n_;
   x = x_.as<float>();
   float* rows = scratch(cur_, n_out * d);
-  if (n_out == 0) return;
+  if (n_out == 0) {
+    finish_pass();
+    return;
+  }
   be_.rmsnorm(x, d, vec(w_.output_norm), n_out, d, c.rms_eps, rows, d);
   output_projection(rows, n_out, out);
+  finish_pass();
+}
+
+uint64_t Stage::pass_key(const Batch& b) const {
+  // What decides the kernels and their sizes: the rows, each run's sequence and length, and which
+  // rows want logits; not the positions or the values.
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](uint64_t v) {
+    h ^= v;
+    h *= 1099511628211ull;
+  };
+  mix(static_cast<uint64_t>(b.size()));
+  for (const SeqRun& r : runs_) {
+    mix(static_cast<uint64_t>(r.seq));
+    mix(static_cast<uint64_t>(r.size()));
+  }
+  for (size_t t = 0; t < b.logits.size(); ++t)
+    if (b.logits[t]) mix(t);
+  return h;
+}
+
+void Stage::finish_pass() {
+  if (!in_pass_) return;
+  in_pass_ = false;
+  be_.end_pass(true);
 }
 
 void Stage::join_partials(float* x, int64_t n) {
@@ -206,9 +255,11 @@ void Stage::output_projection(const float* rows, int64_t n_out, float* out) {
     }
     float* logits = scratch(logits_, n_out * V);
     matmul(w_.output, rows, n_out, d, logits, V);
+    finish_pass();
     be_.copy_out(out, logits, sizeof(float) * static_cast<size_t>(n_out * V));
     return;
   }
+  finish_pass();  // (a host backend: the gather below reads host memory)
   // Comm::all_gather moves equal sizes: each rank's rows padded to the largest share.
   int64_t width = 0;
   for (const ShardRange& r : tp_.vocab) width = std::max(width, r.size());

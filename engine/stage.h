@@ -104,6 +104,9 @@ class Stage {
  private:
   float* scratch(Buffer& b, int64_t floats);
   bool on_device() const { return be_.device().kind != Device::Kind::Host; }
+  // The pass of forward_layers (Backend::begin_pass): its shape key, and its end (once).
+  uint64_t pass_key(const Batch& b) const;
+  void finish_pass();
   // A weight vector (norm, bias, rope factors) as the backend's ops read it (Backend::resident).
   const float* vec(const std::vector<float>& v) { return be_.resident(v.data(), v.size()); }
   void forward_layers(const Batch& b, const float* hidden, float* out);  // forward() without the residency's end
@@ -138,7 +141,8 @@ class Stage {
   const Batch* batch_ = nullptr;
   std::vector<SeqRun> runs_;
   int64_t n_ = 0;
-  bool outputs_only_ = false;  // x_ holds only the rows that want logits (keep_output_rows)
+  bool outputs_only_ = false;
+  bool in_pass_ = false;  // between the backend's begin_pass and end_pass  // x_ holds only the rows that want logits (keep_output_rows)
   // Activations in the backend's memory, grown on demand: [n, dim] row-major.
   Buffer x_, cur_, q_, k_, v_, attn_, gate_, up_;
   Buffer qk_normed_;         // self_attention with qk_norm: normed q [n, q_dim] then k [n, kv_dim]

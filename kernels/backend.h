@@ -152,6 +152,18 @@ class Backend {
   virtual void copy_out(void* host_dst, const void* src, size_t bytes);
   virtual void copy(void* dst, const void* src, size_t bytes);
   virtual void fill_zero(void* dst, size_t bytes);
+  // A stage's pass over its layers, bracketed for a device that can record it and replay it as one
+  // (the CUDA backend's graphs, kernels/cuda/graph_policy.h): begin_pass before the first op of
+  // the layers (after the input is in), end_pass(true) after the last (before the output is copied
+  // out), end_pass(false) when the pass ends by an exception. `key` identifies the pass's shapes
+  // (same key: the same ops on buffers of the same sizes; the values may differ), `rows` its
+  // rows. No copy_out within a pass. Host default: nothing.
+  virtual void begin_pass(uint64_t key, int64_t rows) {
+    (void)key;
+    (void)rows;
+  }
+  virtual void end_pass(bool completed) { (void)completed; }
+
   // A weight vector of n floats as this backend's ops read it. `host` must stay valid and unchanged
   // as long as the backend is used with it (weights do). Host default: `host` itself; a device
   // backend returns its copy, made on first use and kept.

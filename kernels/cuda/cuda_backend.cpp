@@ -4,6 +4,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <new>
 #include <stdexcept>
@@ -12,6 +14,7 @@
 
 #include "kernels/cpu/simd_driver.h"
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/graph_policy.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/quant.h"
@@ -36,7 +39,7 @@ std::string mib(size_t b) { return std::to_string((b + (1 << 20) - 1) >> 20) + "
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int dev) : dev_(dev) {
+  explicit CudaBackend(int dev) : dev_(dev), policy_(graphs_requested()) {
     const auto devices = cuda::list_devices();
     if (devices.empty())
       throw std::runtime_error("cuda:" + std::to_string(dev) + ": no CUDA device on this host (no driver or no GPU)");
@@ -48,6 +51,8 @@ class CudaBackend final : public Backend {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   }
   ~CudaBackend() override {
+    if (exec_) cudaGraphExecDestroy(exec_);
+    if (pinned_pos_) cudaFreeHost(pinned_pos_);
     if (stream_) {
       cudaStreamSynchronize(stream_);
       cudaStreamDestroy(stream_);
@@ -85,6 +90,67 @@ class CudaBackend final : public Backend {
                     cudaFree(q);
                   }),
                   bytes);
+  }
+
+  // A pass recorded as a CUDA graph (graph_policy.h; opt-in with HERD_CUDA_GRAPHS=1 until it has
+  // run on a GPU): captured on the stream (the kernels are recorded, not run), the previous
+  // executable graph updated from it (or a new one instantiated), then launched. An op that fails
+  // while recording throws as it would otherwise; the stage then ends the pass with
+  // end_pass(false) and the recording is dropped. A failure of the graph machinery itself is an
+  // error for that pass and gives graphs up for this backend (direct launches from then on).
+  void begin_pass(uint64_t key, int64_t rows) override {
+    if (policy_.begin(key, rows) != cuda::GraphPolicy::Begin::Capture) return;
+    if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed) != cudaSuccess) {
+      cudaGetLastError();
+      policy_.give_up("cudaStreamBeginCapture failed");
+      return;
+    }
+    capturing_ = true;
+  }
+  void end_pass(bool completed) override {
+    if (!capturing_) return;
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+    if (!completed || e != cudaSuccess || !graph) {
+      cudaGetLastError();
+      if (graph) cudaGraphDestroy(graph);
+      release_retired();
+      if (completed) {  // the recorded work never ran and cannot be replayed: say so, give up graphs
+        policy_.give_up("cudaStreamEndCapture failed");
+        throw std::runtime_error(name() + " (" + gpu_ + "): recording the pass as a CUDA graph failed: " +
+                                 cudaGetErrorString(e));
+      }
+      return;
+    }
+    bool ok = true;
+    if (policy_.finish() == cuda::GraphPolicy::Finish::Update && exec_) {
+      cudaGraphExecUpdateResultInfo info{};
+      if (cudaGraphExecUpdate(exec_, graph, &info) != cudaSuccess) {
+        cudaGetLastError();
+        policy_.update_failed();
+        cudaGraphExecDestroy(exec_);
+        exec_ = nullptr;
+      }
+    }
+    if (!exec_) {
+      if (cudaGraphInstantiate(&exec_, graph, 0) == cudaSuccess) {
+        policy_.instantiated();
+      } else {
+        cudaGetLastError();
+        exec_ = nullptr;
+        ok = false;
+      }
+    }
+    const cudaError_t launched = ok ? cudaGraphLaunch(exec_, stream_) : cudaErrorUnknown;
+    cudaGraphDestroy(graph);
+    release_retired();
+    if (launched != cudaSuccess) {
+      cudaGetLastError();
+      policy_.give_up("instantiating or launching the graph failed");
+      throw std::runtime_error(name() + " (" + gpu_ + "): launching the pass's CUDA graph failed: " +
+                               cudaGetErrorString(launched));
+    }
   }
 
   void copy_in(void* dst, const void* src, size_t n) override {
@@ -169,7 +235,21 @@ class CudaBackend final : public Backend {
             const RopeParams& p) override {
     if (n <= 0) return;
     auto* dpos = reinterpret_cast<int32_t*>(scratch(pos_, sizeof(int32_t) * static_cast<size_t>(n)));
-    copy_in(dpos, pos, sizeof(int32_t) * static_cast<size_t>(n));
+    if (capturing_) {
+      // A recorded copy reads its source when the graph runs: from pinned memory this pass keeps
+      // (every rope of a pass uploads the same positions), never from the caller's pageable array.
+      const size_t bytes = sizeof(int32_t) * static_cast<size_t>(n);
+      if (pinned_pos_bytes_ < bytes) {
+        if (pinned_pos_) retired_pinned_.push_back(pinned_pos_);
+        pinned_pos_ = nullptr;
+        check(cudaMallocHost(&pinned_pos_, bytes), "rope (pinned positions)");
+        pinned_pos_bytes_ = bytes;
+      }
+      std::memcpy(pinned_pos_, pos, bytes);
+      check(cudaMemcpyAsync(dpos, pinned_pos_, bytes, cudaMemcpyHostToDevice, stream_), "rope (positions)");
+    } else {
+      copy_in(dpos, pos, sizeof(int32_t) * static_cast<size_t>(n));
+    }
     check(cuda::rope(x, n, ld, heads, hd, dpos, p.mode == RopeMode::Neox ? 1 : 0, p.n_rot, p.freq_base, p.freq_scale,
                      p.freq_factors, stream_),
           "rope");
@@ -220,15 +300,39 @@ class CudaBackend final : public Backend {
   }
   // A device scratch buffer of at least `bytes`, grown with headroom. Work queued on the stream
   // that still reads the old buffer keeps it alive: cudaFree waits for the device.
+  // While a pass is recorded, the old buffer is kept until the graph has been launched (the
+  // recorded kernels before the growth read it).
   float* scratch(Buffer& b, size_t bytes) {
-    if (b.bytes() < bytes) b = alloc(bytes + bytes / 2);
+    if (b.bytes() < bytes) {
+      if (capturing_ && b.data()) retired_.push_back(b);
+      b = alloc(bytes + bytes / 2);
+    }
     return b.as<float>();
+  }
+  void release_retired() {
+    retired_.clear();  // (cudaFree waits for the device: the launched graph has read them)
+    for (void* p : retired_pinned_) {
+      cudaStreamSynchronize(stream_);
+      cudaFreeHost(p);
+    }
+    retired_pinned_.clear();
+  }
+  static bool graphs_requested() {
+    const char* v = std::getenv("HERD_CUDA_GRAPHS");
+    return v && std::strcmp(v, "1") == 0;
   }
 
   int dev_;
   std::string gpu_;
   cudaStream_t stream_ = nullptr;
   Buffer act_, pos_, attn_;
+  cuda::GraphPolicy policy_;
+  bool capturing_ = false;
+  cudaGraphExec_t exec_ = nullptr;
+  void* pinned_pos_ = nullptr;
+  size_t pinned_pos_bytes_ = 0;
+  std::vector<Buffer> retired_;
+  std::vector<void*> retired_pinned_;
   std::vector<float> rows_;
   std::map<const float*, Buffer> vectors_;
 };

@@ -70,7 +70,24 @@ class GuardedDevice : public Backend {
     need(src, false, "copy_in src");
     std::memcpy(dst, src, n);
   }
+  // The passes (Backend::begin_pass/end_pass) as events: "begin KEY ROWS", "end 1|0", "copy_out";
+  // a copy_out inside a pass, a nested begin or an end without a begin is a violation.
+  void begin_pass(uint64_t key, int64_t rows) override {
+    if (in_pass_) violations_.push_back("begin_pass inside a pass");
+    in_pass_ = true;
+    events.push_back("begin " + std::to_string(key) + " " + std::to_string(rows));
+  }
+  void end_pass(bool completed) override {
+    if (!in_pass_) violations_.push_back("end_pass without begin_pass");
+    in_pass_ = false;
+    events.push_back(completed ? "end 1" : "end 0");
+  }
+  std::vector<std::string> events;
+  int throw_at_matmul = -1;  // the Nth matmul from now throws (a failing device op), -1: none
+
   void copy_out(void* dst, const void* src, size_t n) override {
+    if (in_pass_) violations_.push_back("copy_out inside a pass (a recorded pass cannot wait for its own output)");
+    events.push_back("copy_out");
     Open o(*this);
     need(dst, false, "copy_out dst");
     need(src, true, "copy_out src");
@@ -117,6 +134,7 @@ class GuardedDevice : public Backend {
   }
 
   void matmul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy) override {
+    if (throw_at_matmul >= 0 && throw_at_matmul-- == 0) throw std::runtime_error("guarded-device: a failing op");
     Open o(*this);
     need(x, true, "matmul x");
     need(y, true, "matmul y");
@@ -232,6 +250,7 @@ class GuardedDevice : public Backend {
   uint8_t* base_ = nullptr;
   size_t cap_ = 0, used_ = 0;
   int depth_ = 0;
+  bool in_pass_ = false;
   int uploads_ = 0;
   std::map<const float*, const float*> vectors_;
   std::vector<std::string> violations_;

@@ -184,6 +184,44 @@ TEST(DeviceSeam, TheProbeMeasuresADeviceBackendThroughTheSeam) {
   EXPECT_GT(dev.uploads(), 3);  // the matrices were prepared (uploaded), as a stage's are
 }
 
+// The pass a device may record as a CUDA graph (Backend::begin_pass/end_pass): one per forward,
+// around the layers and the output projection, never with a copy_out inside; the same key for
+// passes of the same shape (decode steps at growing positions), another for another shape; a pass
+// that throws is ended as failed and the next one is whole.
+TEST(DeviceSeam, EveryForwardIsOnePassWithItsOutputCopiedOutAfterIt) {
+  const std::string path = test::model_path("stories260K.gguf");
+  HERD_REQUIRE_FILE(path);
+  const Loaded m = load(path);
+  for (const bool last : {true, false}) {
+    GuardedDevice dev;
+    Stage s(m.cfg, model::load_stage_weights(*m.f, m.cfg, {0, m.cfg.n_layers, true, last}), dev, KvOptions{32, 2});
+    auto step = [&](std::vector<std::pair<int32_t, int32_t>> rows) {  // (position, sequence) per row
+      Batch b;
+      for (const auto& [pos, seq] : rows) b.add(3, pos, seq, true);
+      std::vector<float> out(static_cast<size_t>(s.output_floats(b)));
+      dev.events.clear();
+      s.forward(b, nullptr, out.data());
+      return dev.events;
+    };
+    const auto a = step({{0, 0}}), b = step({{1, 0}}), c = step({{2, 0}, {0, 1}});
+    for (const auto& ev : {a, b, c}) {
+      ASSERT_EQ(ev.size(), 3u);
+      EXPECT_EQ(ev[0].rfind("begin ", 0), 0u);
+      EXPECT_EQ(ev[1], "end 1");
+      EXPECT_EQ(ev[2], "copy_out");
+    }
+    EXPECT_EQ(a[0], b[0]) << "two decode steps of one sequence: one shape";
+    EXPECT_NE(b[0], c[0]) << "two rows: another shape";
+    EXPECT_EQ(c[0].substr(c[0].rfind(' ')), " 2");
+    dev.throw_at_matmul = 3;
+    EXPECT_THROW(step({{3, 0}}), std::runtime_error);
+    EXPECT_EQ(dev.events.back(), "end 0");
+    const auto d = step({{3, 0}});
+    EXPECT_EQ(d.back(), "copy_out");
+    EXPECT_TRUE(dev.violations().empty()) << dev.violations().front();
+  }
+}
+
 TEST(DeviceSeamDeathTest, TheGuardCatchesAHostAccessToDeviceMemory) {
   // The negative control: if the Stage (or anything) touched the arena outside an op, this is
   // what would happen, so the tests above could fail.

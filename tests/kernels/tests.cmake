@@ -42,3 +42,6 @@ endif()
 herd_add_test(test_cuda_ops_math SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cuda_ops_math.cpp
   LIBS herd_engine herd_kernels)
 set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/test_cuda_ops_math.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=off)
+
+# owner: engine (lead). The CUDA backend's graph decisions (kernels/cuda/graph_policy.h): host logic, every build.
+herd_add_test(test_graph_policy UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_graph_policy.cpp LIBS herd_kernels)
