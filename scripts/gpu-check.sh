@@ -8,7 +8,8 @@
 #   3. a mixed pipeline: a CPU worker and a GPU worker on 127.0.0.1, greedy tokens against one
 #      CPU process on the same F32 model;
 #   4. benchmarks: `herd probe` (the GPU's copy bandwidth), and decode of the Llama-3-8B shape in
-#      Q4_K_M on a GPU worker (tok/s, and weight bytes per token ÷ copy bandwidth);
+#      Q4_K_M on a GPU worker (tok/s, and weight bytes per token ÷ copy bandwidth), without and
+#      with CUDA graphs (HERD_CUDA_GRAPHS=1);
 # and writes a short report to $OUT/gpu-check.txt (OUT defaults to ./gpu-check-out), with the logs
 # beside it. Exit status: 0 when every check passed, else the number of failed steps.
 #
@@ -93,6 +94,10 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   }
   step bench_8b bench8
   grep -E 'tok/s|pp|tg' "$OUT/bench_8b.log" | head -8 | sed 's/^/      /' | tee -a "$REPORT"
+  export HERD_CUDA_GRAPHS=1
+  step bench_8b_graphs bench8
+  unset HERD_CUDA_GRAPHS
+  grep -E 'tok/s|pp|tg' "$OUT/bench_8b_graphs.log" | head -8 | sed 's/^/      /' | tee -a "$REPORT"
 fi
 
 say "$failed step(s) failed; logs in $OUT"

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -352,6 +353,24 @@ TEST_F(Cuda, TeacherForcedReplayOfTheSharedReferences) {
     // Same inputs, same bits.
     const LogitsFile again = replay_on_gpu(c.model, ref);
     for (size_t r = 0; r < ref.rows.size(); ++r) ASSERT_EQ(again.rows[r].logits, ours.rows[r].logits) << c.dump;
+  }
+}
+
+// A decode pass recorded as a CUDA graph (HERD_CUDA_GRAPHS=1, kernels/cuda/graph_policy.h) runs
+// the same kernels on the same buffers: the same bits as direct launches, step after step.
+TEST_F(Cuda, GraphsGiveTheBitsOfDirectLaunches) {
+  for (const char* model : {"stories260K.gguf", "randk-Q4_K_M.gguf"}) {
+    HERD_REQUIRE_FILE(test::model_path(model));
+    const std::string dump = std::string(model).substr(0, std::string(model).find(".gguf")) + ".p0.log1";
+    const LogitsFile ref = LogitsFile::read(test::reference_path(dump));
+    unsetenv("HERD_CUDA_GRAPHS");
+    const LogitsFile direct = replay_on_gpu(model, ref);
+    setenv("HERD_CUDA_GRAPHS", "1", 1);
+    const LogitsFile graphs = replay_on_gpu(model, ref);
+    unsetenv("HERD_CUDA_GRAPHS");
+    ASSERT_EQ(direct.rows.size(), graphs.rows.size());
+    for (size_t r = 0; r < direct.rows.size(); ++r)
+      ASSERT_EQ(direct.rows[r].logits, graphs.rows[r].logits) << model << " row " << r;
   }
 }
 
