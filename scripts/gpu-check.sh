@@ -64,7 +64,7 @@ mixed() {
   pids+=($!)
   "$HERD" worker -l tcp://127.0.0.1:47412 --device cuda:0 --exit-with-parent $$ >"$OUT/worker-gpu.log" 2>&1 &
   pids+=($!)
-  sleep 2
+  sleep 8  # the workers measure their host / GPU at startup
   local one two
   one=$("$HERD" run -m "$MODEL" -p "Once upon a time" -n 48 --temp 0 2>/dev/null)
   two=$("$HERD" run -m "$MODEL" -p "Once upon a time" -n 48 --temp 0 --workers 127.0.0.1:47411,127.0.0.1:47412 --plan-strategy even 2>"$OUT/mixed-run.err")
@@ -82,22 +82,39 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   grep -iE 'gpu' "$OUT/probe.log" | sed 's/^/      /' | tee -a "$REPORT"
   M8=$OUT/llama3-8b-Q4_K_M.gguf
   step synth_8b "$HERD" synth --shape llama3-8b --type Q4_K_M -o "$M8" -q
-  bench8() {
-    "$HERD" worker -l tcp://127.0.0.1:47413 --device cuda:0 --exit-with-parent $$ >"$OUT/worker-bench.log" 2>&1 &
+  bench8() {  # bench8 NAME: decode and prefill of the 8B shape on a GPU worker, JSON lines in $OUT/NAME.json
+    "$HERD" worker -l tcp://127.0.0.1:47413 -m "$M8" --device cuda:0 --exit-with-parent $$ >"$OUT/worker-$1.log" 2>&1 &
     local w=$!
-    sleep 2
-    "$HERD" bench -m "$M8" --workers 127.0.0.1:47413 -p 512 -n 128 -r 3
+    sleep 10  # the worker measures its GPU at startup
+    "$HERD" bench -m "$M8" --workers 127.0.0.1:47413 -p 512 -n 128 -r 3 --json >"$OUT/$1.json"
     local rc=$?
     kill $w 2>/dev/null
     wait 2>/dev/null
     return $rc
   }
-  step bench_8b bench8
-  grep -E 'tok/s|pp|tg' "$OUT/bench_8b.log" | head -8 | sed 's/^/      /' | tee -a "$REPORT"
+  # tok/s, and decode's weight bytes per token x tok/s as a share of the GPU's copy bandwidth (the target: >= 70%).
+  summarize() {
+    python3 - "$OUT/$1.json" "$OUT/probe.json" <<'PY' | sed 's/^/      /' | tee -a "$REPORT"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+try:
+    bw = json.load(open(sys.argv[2]))["gpus"][0]["copy_bw_Bps"]
+except Exception:
+    bw = 0
+for r in rows:
+    line = "%-6s %9.1f tok/s" % (r["test"], r["median_ts"])
+    if r["n_gen"] > 0 and bw > 0:
+        line += "  %.0f%% of the copy bandwidth (%.1f GB/s of weights, copy %.1f GB/s)" % (
+            100 * r["median_ts"] * r["weights_bytes_per_token"] / bw, r["median_ts"] * r["weights_bytes_per_token"] / 1e9, bw / 1e9)
+    print(line)
+PY
+  }
+  step bench_8b bench8 bench_8b
+  summarize bench_8b
   export HERD_CUDA_GRAPHS=1
-  step bench_8b_graphs bench8
+  step bench_8b_graphs bench8 bench_8b_graphs
   unset HERD_CUDA_GRAPHS
-  grep -E 'tok/s|pp|tg' "$OUT/bench_8b_graphs.log" | head -8 | sed 's/^/      /' | tee -a "$REPORT"
+  summarize bench_8b_graphs
 fi
 
 say "$failed step(s) failed; logs in $OUT"
