@@ -15,7 +15,7 @@
 #
 #   bash scripts/gpu-check.sh            # SKIP_BENCH=1 skips step 4
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$OUT"
 REPORT=$OUT/gpu-check.txt
