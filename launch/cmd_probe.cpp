@@ -21,6 +21,7 @@
 
 #if defined(HERD_HAVE_CUDA)
 #include "kernels/cuda/bandwidth.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/device.h"
 #endif
 
@@ -114,6 +115,23 @@ int cmd_probe(const Args& args) {
                 fmt_bytes(static_cast<double>(g.free_bytes)).c_str());
     if (g.copy_bw_Bps > 0) std::printf(", %.1f GB/s device-to-device copy\n", g.copy_bw_Bps / 1e9);
     else std::printf(", %s\n", gpu_notes[i].c_str());
+    // The CUDA backend's own rates on it, as a GPU worker measures them at startup (shown here,
+    // not written to the JSON: a worker started with --device reports its own).
+    try {
+      auto be = make_cuda_backend({g.index});
+      HostProbeOptions gpo;
+      gpo.quick = true;
+      const ProbeResult gr = probe_device(*be, gpo, size_t(256) << 20);
+      for (const auto& [t, bps] : gr.matvec_Bps)
+        std::printf("  gpu %d matvec %-13s %.1f GB/s of weights%s\n", g.index, std::string(dtype_traits(t)->name).c_str(),
+                    bps / 1e9, g.copy_bw_Bps > 0 ? (" (" + std::to_string(static_cast<int>(100 * bps / g.copy_bw_Bps)) +
+                                                    "% of the copy bandwidth)").c_str()
+                                                 : "");
+      std::printf("  gpu %d %-20s %.1f GFLOP/s, attention %.1f GB/s, %.1f us per kernel call\n", g.index,
+                  "matmul q4_0 (128 t)", gr.matmul_flops / 1e9, gr.attn_Bps / 1e9, gr.op_overhead_s * 1e6);
+    } catch (const std::exception& e) {
+      std::printf("  gpu %d kernels not measured: %s\n", g.index, e.what());
+    }
   }
 #endif
   if (!out_path.empty()) {
