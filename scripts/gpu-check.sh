@@ -14,6 +14,9 @@
 # beside it. Exit status: 0 when every check passed, else the number of failed steps.
 #
 #   bash scripts/gpu-check.sh            # SKIP_BENCH=1 skips step 4
+#   DRY_RUN=1 BUILD=build BENCH_MODEL=small.gguf bash scripts/gpu-check.sh   # on a CPU: the
+#       script's own plumbing, with an existing build and --device cpu where a GPU would be
+#       (test_cuda then reports SKIPPED)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-$PWD/gpu-check-out}
@@ -37,24 +40,32 @@ step() {  # step NAME CMD...: runs CMD, logs to $OUT/NAME.log, one line in the r
 }
 
 say "herd gpu-check, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
-  say "no GPU here (nvidia-smi found none): nothing to check"
-  exit 1
+BUILD=${BUILD:-build-gpu}
+DEV=cuda:0
+if [ "${DRY_RUN:-0}" = 1 ]; then
+  DEV=cpu
+  say "DRY_RUN: no GPU used; $BUILD as it is, --device cpu where a GPU would be"
+  [ -x "$BUILD/bin/herd" ] || { say "DRY_RUN needs a built $BUILD"; exit 1; }
+else
+  if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+    say "no GPU here (nvidia-smi found none): nothing to check"
+    exit 1
+  fi
+  nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader | sed 's/^/gpu: /' | tee -a "$REPORT"
+  ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
+  NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+  [ -x "$NVCC" ] || { say "no nvcc (CUDA toolkit) found"; exit 1; }
+  step configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DHERD_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC" \
+    -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
+  step build cmake --build "$BUILD" -j"$JOBS" --target herd test_cuda test_cuda_block_math test_cuda_ops_math test_device_seam
+  [ -x "$BUILD/bin/herd" ] || { say "the build failed: see $OUT/build.log"; exit "$((failed > 0 ? failed : 1))"; }
 fi
-nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader | sed 's/^/gpu: /' | tee -a "$REPORT"
-ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
-NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-[ -x "$NVCC" ] || { say "no nvcc (CUDA toolkit) found"; exit 1; }
+HERD=$PWD/$BUILD/bin/herd
+export BUILD
 
-step configure cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DHERD_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC" \
-  -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
-step build cmake --build build-gpu -j"$JOBS" --target herd test_cuda test_cuda_block_math test_cuda_ops_math test_device_seam
-[ -x build-gpu/bin/herd ] || { say "the build failed: see $OUT/build.log"; exit "$((failed > 0 ? failed : 1))"; }
-HERD=$PWD/build-gpu/bin/herd
-
-step cpu_proofs bash -c 'build-gpu/tests/test_cuda_block_math && build-gpu/tests/test_cuda_ops_math && build-gpu/tests/test_device_seam'
-step test_cuda build-gpu/tests/test_cuda
-grep -E '^cuda |SKIPPED|FAILED' "$OUT/test_cuda.log" | sed 's/^/      /' | tee -a "$REPORT"
+step cpu_proofs bash -c '"$BUILD"/tests/test_cuda_block_math && "$BUILD"/tests/test_cuda_ops_math && "$BUILD"/tests/test_device_seam'
+step test_cuda "$BUILD"/tests/test_cuda
+grep -E '^cuda |SKIPPED \] [0-9]+ test|FAILED' "$OUT/test_cuda.log" | sed 's/^/      /' | tee -a "$REPORT"
 
 # 3. Mixed pipeline: CPU worker (layers first) + GPU worker, greedy, against one CPU process.
 MODEL=../shared/models/stories260K.gguf
@@ -62,7 +73,7 @@ mixed() {
   local pids=()
   "$HERD" worker -l tcp://127.0.0.1:47411 -t 2 --exit-with-parent $$ >"$OUT/worker-cpu.log" 2>&1 &
   pids+=($!)
-  "$HERD" worker -l tcp://127.0.0.1:47412 --device cuda:0 --exit-with-parent $$ >"$OUT/worker-gpu.log" 2>&1 &
+  "$HERD" worker -l tcp://127.0.0.1:47412 --device "$DEV" --exit-with-parent $$ >"$OUT/worker-gpu.log" 2>&1 &
   pids+=($!)
   sleep 8  # the workers measure their host / GPU at startup
   local one two
@@ -79,11 +90,11 @@ step mixed_pipeline mixed
 # 4. Benchmarks.
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   step probe "$HERD" probe --quick --out "$OUT/probe.json"
-  grep -iE 'gpu' "$OUT/probe.log" | sed 's/^/      /' | tee -a "$REPORT"
-  M8=$OUT/llama3-8b-Q4_K_M.gguf
-  step synth_8b "$HERD" synth --shape llama3-8b --type Q4_K_M -o "$M8" -q
+  grep -E '^ +gpu' "$OUT/probe.log" | sed 's/^/      /' | tee -a "$REPORT"
+  M8=${BENCH_MODEL:-$OUT/llama3-8b-Q4_K_M.gguf}  # BENCH_MODEL: another model instead (a dry run's)
+  [ -n "${BENCH_MODEL:-}" ] || step synth_8b "$HERD" synth --shape llama3-8b --type Q4_K_M -o "$M8" -q
   bench8() {  # bench8 NAME: decode and prefill of the 8B shape on a GPU worker, JSON lines in $OUT/NAME.json
-    "$HERD" worker -l tcp://127.0.0.1:47413 -m "$M8" --device cuda:0 --exit-with-parent $$ >"$OUT/worker-$1.log" 2>&1 &
+    "$HERD" worker -l tcp://127.0.0.1:47413 -m "$M8" --device "$DEV" --exit-with-parent $$ >"$OUT/worker-$1.log" 2>&1 &
     local w=$!
     sleep 10  # the worker measures its GPU at startup
     "$HERD" bench -m "$M8" --workers 127.0.0.1:47413 -p 512 -n 128 -r 3 --json >"$OUT/$1.json"
