@@ -178,7 +178,7 @@ __global__ void attention_kernel(AttnArgs a) {
       const int n = static_cast<int>(hi - base < kAttnTile ? hi - base : kAttnTile);
       for (int jj = warp; jj < n; jj += n_warps) {  // (1) uniform per warp
         float part = om::dot_lane(qs, a.type, a.k + static_cast<size_t>(base + jj) * a.stride, elem0, hd, lane);
-        for (int off = om::kWarp / 2; off > 0; off /= 2) part = om::fadd(part, __shfl_xor_sync(kFull, part, off));
+        for (int off = om::kWarp / 2; off > 0; off /= 2) part = hd_add(part, __shfl_xor_sync(kFull, part, off));
         if (lane == 0) sc[jj] = om::score(part, a.scale);
       }
       __syncthreads();
@@ -265,7 +265,7 @@ __global__ void store_rows_kernel(const float* x, int64_t n, int64_t ldx, int64_
     uint8_t* row = dst + static_cast<size_t>(t) * stride;
     const float* xr = x + t * ldx;
     if (type == om::kQ8_0) om::q8_0_quantize_block(xr + e * om::kQ8Block, row + e * om::kQ8BlockBytes);
-    else if (type == om::kF16) om::store_u16(row + 2 * e, om::f32_to_f16(xr[e]));
+    else if (type == om::kF16) om::store_u16(row + 2 * e, hd_f32_to_f16(xr[e]));
     else reinterpret_cast<float*>(row)[e] = xr[e];
   }
 }

@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/hd.h"
+#include "kernels/cuda/hd_fp16.h"  // f32_bits, bits_f32, hd_mul/add/sub, f16 <-> f32, load_u16
 
 #if !defined(__CUDACC__)
 #include <cmath>
@@ -34,28 +35,6 @@ inline constexpr int kWarp = 32;
 
 // ---- primitives: the same operation under both compilers, never contracted ----
 
-HERD_HD uint32_t f32_bits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  union {
-    float f;
-    uint32_t u;
-  } c{f};
-  return c.u;
-#endif
-}
-HERD_HD float bits_f32(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  union {
-    uint32_t u;
-    float f;
-  } c{u};
-  return c.f;
-#endif
-}
 HERD_HD float neg_inf() { return bits_f32(0xFF800000u); }
 
 HERD_HD double dmul(double a, double b) {
@@ -75,27 +54,6 @@ HERD_HD double dadd(double a, double b) {
 HERD_HD double dsub(double a, double b) {
 #if defined(__CUDA_ARCH__)
   return __dsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-HERD_HD float fmul(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-HERD_HD float fadd(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-HERD_HD float fsub(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
 #else
   return a - b;
 #endif
@@ -132,52 +90,6 @@ HERD_HD float m_rintf(float a) { return std::rint(a); }  // ties to even (defaul
 // std::max(a, b) as the reference writes it: b only when a < b (a NaN b is never taken).
 HERD_HD float max_keep(float a, float b) { return a < b ? b : a; }
 
-// ---- f16 <-> f32, bit for bit kernels/fp16.h ----
-
-HERD_HD float f16_to_f32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1Fu;
-  uint32_t mant = h & 0x3FFu;
-  if (exp == 0x1F) return bits_f32(sign | 0x7F800000u | (mant << 13));
-  if (exp != 0) return bits_f32(sign | ((exp + 112u) << 23) | (mant << 13));
-  if (mant == 0) return bits_f32(sign);
-  uint32_t k = 0;  // subnormal: shift the leading one to bit 10
-  while ((mant & 0x400u) == 0) {
-    mant <<= 1;
-    ++k;
-  }
-  return bits_f32(sign | ((127u - 14u - k) << 23) | ((mant & 0x3FFu) << 13));
-}
-
-// Round to nearest, ties to even; NaN stays (quiet) NaN, overflow becomes infinity.
-HERD_HD uint16_t f32_to_f16(float f) {
-  const uint32_t x = f32_bits(f);
-  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
-  const uint32_t exp = (x >> 23) & 0xFFu;
-  const uint32_t mant = x & 0x7FFFFFu;
-  if (exp == 0xFF) {
-    if (mant == 0) return static_cast<uint16_t>(sign | 0x7C00u);
-    return static_cast<uint16_t>(sign | 0x7E00u | (mant >> 13));
-  }
-  const int e = static_cast<int>(exp) - 127;
-  if (e > 15) return static_cast<uint16_t>(sign | 0x7C00u);
-  if (e >= -14) {
-    uint32_t h = (static_cast<uint32_t>(e + 15) << 10) | (mant >> 13);
-    const uint32_t rest = mant & 0x1FFFu;
-    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
-    return static_cast<uint16_t>(sign | h);
-  }
-  if (e < -25) return sign;
-  const uint32_t full = mant | 0x800000u;
-  const int shift = -e - 1;
-  uint32_t h = full >> shift;
-  const uint32_t rest = full & ((1u << shift) - 1u);
-  const uint32_t half = 1u << (shift - 1);
-  if (rest > half || (rest == half && (h & 1u))) ++h;
-  return static_cast<uint16_t>(sign | h);
-}
-
-HERD_HD uint16_t load_u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 HERD_HD void store_u16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v & 0xFF);
   p[1] = static_cast<uint8_t>(v >> 8);
@@ -189,11 +101,11 @@ HERD_HD void store_u16(uint8_t* p, uint16_t v) {
 // one f32 product q * d). On the device F32 rows are read as floats (4-byte aligned: the
 // launchers check).
 HERD_HD float kv_element(uint32_t type, const uint8_t* row, int64_t e) {
-  if (type == kF16) return f16_to_f32(load_u16(row + 2 * e));
+  if (type == kF16) return hd_f16_to_f32(load_u16(row + 2 * e));
   if (type == kQ8_0) {
     const uint8_t* blk = row + (e / kQ8Block) * kQ8BlockBytes;
-    const float d = f16_to_f32(load_u16(blk));
-    return fmul(static_cast<float>(static_cast<int8_t>(blk[2 + e % kQ8Block])), d);
+    const float d = hd_f16_to_f32(load_u16(blk));
+    return hd_mul(static_cast<float>(static_cast<int8_t>(blk[2 + e % kQ8Block])), d);
   }
 #if defined(__CUDACC__)
   return reinterpret_cast<const float*>(row)[e];
@@ -208,8 +120,8 @@ HERD_HD float kv_element(uint32_t type, const uint8_t* row, int64_t e) {
 HERD_HD uint16_t f16_ceil(float x) {
   const float kMax = 65504.0f;
   x = x > kMax ? kMax : (x < -kMax ? -kMax : x);
-  uint16_t h = f32_to_f16(x);
-  if (f16_to_f32(h) < x) h = h == 0x8000u ? static_cast<uint16_t>(0x0001u)
+  uint16_t h = hd_f32_to_f16(x);
+  if (hd_f16_to_f32(h) < x) h = h == 0x8000u ? static_cast<uint16_t>(0x0001u)
                                           : static_cast<uint16_t>((h & 0x8000u) ? h - 1 : h + 1);
   return h;
 }
@@ -227,7 +139,7 @@ HERD_HD void q8_0_quantize_block(const float* x, uint8_t* dst) {
   float amax = 0.0f;
   for (int j = 0; j < kQ8Block; ++j) amax = max_keep(amax, m_fabsf(x[j]));
   const uint16_t dh = f16_ceil(amax / 127.0f);
-  const float d = f16_to_f32(dh);
+  const float d = hd_f16_to_f32(dh);
   store_u16(dst, dh);
   for (int j = 0; j < kQ8Block; ++j) {
     const int q = d > 0.0f ? nearest_level(x[j] / d, -127, 127) : 0;
@@ -280,12 +192,12 @@ HERD_HD float silu_mul(float gate, float up) {
   const double g = gate;
   return static_cast<float>(dmul(g / dadd(1.0, m_exp(-g)), static_cast<double>(up)));
 }
-HERD_HD float add(float a, float b) { return fadd(a, b); }
+HERD_HD float add(float a, float b) { return hd_add(a, b); }
 
 // parts: [n_parts, n]. ((p0[i] + p1[i]) + p2[i]) + ... in f32: engine/comm.h rank_order_sum.
 HERD_HD float rank_order_element(const float* parts, int n_parts, size_t n, size_t i) {
   float acc = parts[i];
-  for (int p = 1; p < n_parts; ++p) acc = fadd(acc, parts[static_cast<size_t>(p) * n + i]);
+  for (int p = 1; p < n_parts; ++p) acc = hd_add(acc, parts[static_cast<size_t>(p) * n + i]);
   return acc;
 }
 
@@ -343,7 +255,7 @@ HERD_HD void butterfly_sum32(T* v) {
     for (int l = 0; l < kWarp; ++l) v[l] = w[l];
   }
 }
-HERD_HD float score(float dot, float scale) { return fmul(dot, scale); }
+HERD_HD float score(float dot, float scale) { return hd_mul(dot, scale); }
 // q . k * scale exactly as a warp of the kernel computes it (for the test; the kernel shuffles).
 HERD_HD float score_warp_order(const float* q, uint32_t type, const uint8_t* k_row, int64_t elem0, int64_t head_dim,
                                float scale) {
@@ -364,11 +276,11 @@ struct OnlineCoeffs {
 HERD_HD OnlineCoeffs online_coeffs(float m_old, float s) {
   const float m = max_keep(m_old, s);
   if (m == neg_inf()) return {m, 1.0f, 0.0f};  // nothing finite yet: no weight
-  const float alpha = m_old == m ? 1.0f : m_expf(fsub(m_old, m));
-  return {m, alpha, m_expf(fsub(s, m))};
+  const float alpha = m_old == m ? 1.0f : m_expf(hd_sub(m_old, m));
+  return {m, alpha, m_expf(hd_sub(s, m))};
 }
-HERD_HD float acc_step(float acc, float alpha, float p, float v) { return ffma(p, v, fmul(acc, alpha)); }
-HERD_HD float l_step(float l, float alpha, float p) { return fadd(fmul(l, alpha), p); }
+HERD_HD float acc_step(float acc, float alpha, float p, float v) { return ffma(p, v, hd_mul(acc, alpha)); }
+HERD_HD float l_step(float l, float alpha, float p) { return hd_add(hd_mul(l, alpha), p); }
 
 // The whole update for one key/value (the test's sequential form; the kernel computes the
 // coefficients of a tile of keys first, each from its exact running max, then applies them).
@@ -388,9 +300,9 @@ struct MergeCoeffs {
 HERD_HD MergeCoeffs merge_coeffs(float ma, float mb) {
   const float m = max_keep(ma, mb);
   if (m == neg_inf()) return {m, 1.0f, 0.0f};
-  return {m, ma == m ? 1.0f : m_expf(fsub(ma, m)), mb == m ? 1.0f : m_expf(fsub(mb, m))};
+  return {m, ma == m ? 1.0f : m_expf(hd_sub(ma, m)), mb == m ? 1.0f : m_expf(hd_sub(mb, m))};
 }
-HERD_HD float merge_value(float a, float ca, float b, float cb) { return ffma(b, cb, fmul(a, ca)); }
+HERD_HD float merge_value(float a, float ca, float b, float cb) { return ffma(b, cb, hd_mul(a, ca)); }
 HERD_HD void merge_into(float* m, float* l, float* acc, int64_t head_dim, float mb, float lb, const float* accb) {
   const MergeCoeffs c = merge_coeffs(*m, mb);
   for (int64_t i = 0; i < head_dim; ++i) acc[i] = merge_value(acc[i], c.ca, accb[i], c.cb);

@@ -69,7 +69,7 @@ double kernel_order_sumsq(const float* x, int64_t dim, int threads) {
 
 TEST(cuda_ops_math, F16ToF32AllInputs) {
   for (uint32_t h = 0; h < 65536; ++h)
-    ASSERT_EQ(bits(om::f16_to_f32(static_cast<uint16_t>(h))), bits(f16_to_f32(static_cast<uint16_t>(h)))) << h;
+    ASSERT_EQ(bits(cuda::hd_f16_to_f32(static_cast<uint16_t>(h))), bits(f16_to_f32(static_cast<uint16_t>(h)))) << h;
 }
 
 TEST(cuda_ops_math, F32ToF16MatchesFp16h) {
@@ -81,12 +81,12 @@ TEST(cuda_ops_math, F32ToF16MatchesFp16h) {
       for (uint32_t top = 0; top < 1024; ++top)
         for (uint32_t low : lows) {
           const uint32_t x = (sign << 31) | (e << 23) | (top << 13) | low;
-          ASSERT_EQ(om::f32_to_f16(std::bit_cast<float>(x)), f32_to_f16(std::bit_cast<float>(x))) << std::hex << x;
+          ASSERT_EQ(cuda::hd_f32_to_f16(std::bit_cast<float>(x)), f32_to_f16(std::bit_cast<float>(x))) << std::hex << x;
         }
   std::mt19937 rng(7);
   for (int i = 0; i < 4'000'000; ++i) {
     const uint32_t x = rng();
-    ASSERT_EQ(om::f32_to_f16(std::bit_cast<float>(x)), f32_to_f16(std::bit_cast<float>(x))) << std::hex << x;
+    ASSERT_EQ(cuda::hd_f32_to_f16(std::bit_cast<float>(x)), f32_to_f16(std::bit_cast<float>(x))) << std::hex << x;
   }
 }
 
@@ -141,7 +141,7 @@ TEST(cuda_ops_math, StoreEncodersAreStoreRows) {
   // F16: value by value, little-endian.
   std::vector<uint8_t> want16(row_bytes(DType::F16, n)), got16(want16.size(), 0xCD);
   quantize_row(DType::F16, x.data(), want16.data(), n);
-  for (int64_t i = 0; i < n; ++i) om::store_u16(got16.data() + 2 * i, om::f32_to_f16(x[i]));
+  for (int64_t i = 0; i < n; ++i) om::store_u16(got16.data() + 2 * i, cuda::hd_f32_to_f16(x[i]));
   EXPECT_EQ(got16, want16);
 }
 
