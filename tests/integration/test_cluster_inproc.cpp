@@ -17,6 +17,7 @@
 #include "partition/model_shape.h"
 #include "partition/strategies.h"
 #include "tests/integration/cluster_util.h"
+#include "tests/integration/inproc_server.h"
 #include "transport/inproc_link.h"
 #include "cluster/protocol.h"
 #include "worker/worker_server.h"
@@ -26,31 +27,24 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// A WorkerServer on its own thread; destroying it closes its listener (a dead worker).
-class InprocWorker {
+// A worker in this process with the options these tests vary (tests/integration/inproc_server.h).
+WorkerServerOptions inproc_options(std::string name, const std::string& cache_dir, uint64_t chunk_bytes,
+                                   uint64_t report_free_mem) {
+  WorkerServerOptions o;
+  o.report_free_mem = report_free_mem;
+  o.threads = 1;
+  o.name = std::move(name);
+  o.cache_dir = cache_dir;
+  o.models_dir = "/";  // the coordinator's path hint is opened wherever it is (these tests use hints)
+  if (chunk_bytes) o.chunk_bytes = chunk_bytes;
+  return o;
+}
+
+class InprocWorker : public test::InprocServer {
  public:
   explicit InprocWorker(const std::string& name, const std::string& cache_dir = "", uint64_t chunk_bytes = 0,
-                        uint64_t report_free_mem = 0) {
-    WorkerServerOptions o;
-    o.report_free_mem = report_free_mem;
-    o.threads = 1;
-    o.name = name;
-    o.cache_dir = cache_dir;
-    o.models_dir = "/";  // the coordinator's path hint is opened wherever it is (these tests use hints)
-    if (chunk_bytes) o.chunk_bytes = chunk_bytes;
-    server_ = std::make_unique<WorkerServer>(transport::listen("inproc://" + name), o);
-    thread_ = std::thread([this] { server_->serve(&stop_); });
-  }
-  ~InprocWorker() {
-    stop_ = true;
-    thread_.join();
-  }
-  std::string address() const { return server_->address(); }
-
- private:
-  std::atomic<bool> stop_{false};
-  std::unique_ptr<WorkerServer> server_;
-  std::thread thread_;
+                        uint64_t report_free_mem = 0)
+      : InprocServer(inproc_options(name, cache_dir, chunk_bytes, report_free_mem)) {}
 };
 
 struct Models : LocalReference {

@@ -5,10 +5,8 @@
 // reference's bit for bit, and the coordinator's planner sees the device's memory, not the host's.
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "coordinator/remote_pipeline.h"
@@ -17,46 +15,35 @@
 #include "kernels/cpu/reference_backend.h"
 #include "tests/engine/guarded_device.h"
 #include "tests/integration/cluster_util.h"
+#include "tests/integration/inproc_server.h"
 #include "tests/test_paths.h"
-#include "transport/inproc_link.h"
-#include "worker/worker_server.h"
 
 namespace herd::test {
 namespace {
 
 constexpr uint64_t kDeviceFree = 777ull << 20;
 
-class Worker {
- public:
-  Worker(const std::string& name, bool device) {
-    WorkerServerOptions o;
-    o.threads = 1;
-    o.name = name;
-    o.models_dir = "/";
-    if (device) {
-      o.device_backend = [] { return std::make_unique<GuardedDevice>(); };
-      o.device_free_bytes = [] { return kDeviceFree; };
-      GuardedDevice probe_dev;
-      HostProbeOptions po;
-      po.startup = true;
-      o.profile = probe_device(probe_dev, po, size_t(1) << 20);
-      o.profile->mem_total_bytes = 1ull << 30;  // the device's, as device_startup_profile fills them
-      o.profile->mem_available_bytes = kDeviceFree;
-      o.profile->read_bw_Bps = 1e9;
-    }
-    server_ = std::make_unique<WorkerServer>(transport::listen("inproc://" + name), o);
-    thread_ = std::thread([this] { server_->serve(&stop_); });
+WorkerServerOptions worker_options(const std::string& name, bool device) {
+  WorkerServerOptions o;
+  o.threads = 1;
+  o.name = name;
+  o.models_dir = "/";
+  if (device) {
+    o.device_backend = [] { return std::make_unique<GuardedDevice>(); };
+    o.device_free_bytes = [] { return kDeviceFree; };
+    GuardedDevice probe_dev;
+    HostProbeOptions po;
+    po.startup = true;
+    o.profile = probe_device(probe_dev, po, size_t(1) << 20);
+    o.profile->mem_total_bytes = 1ull << 30;  // the device's, as device_startup_profile fills them
+    o.profile->mem_available_bytes = kDeviceFree;
+    o.profile->read_bw_Bps = 1e9;
   }
-  ~Worker() {
-    stop_ = true;
-    thread_.join();
-  }
-  std::string address() const { return server_->address(); }
+  return o;
+}
 
- private:
-  std::atomic<bool> stop_{false};
-  std::unique_ptr<WorkerServer> server_;
-  std::thread thread_;
+struct Worker : InprocServer {
+  Worker(const std::string& name, bool device) : InprocServer(worker_options(name, device)) {}
 };
 
 TEST(DeviceWorker, ACpuWorkerAndADeviceWorkerGiveTheReferenceBits) {
