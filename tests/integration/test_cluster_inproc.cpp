@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <thread>
+#include <utility>
 
 #include "coordinator/remote_pipeline.h"
 #include "coordinator/worker_set.h"
