@@ -17,6 +17,8 @@
 #include <cstddef>
 #include <string>
 
+#include "kernels/device.h"
+
 namespace herd {
 
 class Comm {
@@ -24,7 +26,10 @@ class Comm {
   virtual ~Comm() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  virtual std::string name() const = 0;  // "inproc", "ring", "mpi"
+  virtual std::string name() const = 0;  // "inproc", "ring", "mpi", "nccl"
+  // Where the pointers every call takes live: host memory (the default), or one device's memory
+  // (NcclComm: its GPU). A Stage on a device joins its shards only through a Comm on that device.
+  virtual Device device() const { return {}; }
 
   // In place: data[i] = sum over ranks in rank order of each rank's data[i]. n equal on all ranks.
   virtual std::string all_reduce_sum(float* data, size_t n) = 0;

@@ -50,7 +50,7 @@ class NcclComm : public Comm {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "nccl"; }
-  int device() const { return device_; }
+  Device device() const override { return {Device::Kind::Cuda, device_}; }
 
   // DEVICE pointers, all of them.
   std::string all_reduce_sum(float* data, size_t n) override;

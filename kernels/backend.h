@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/device.h"
 #include "kernels/dtype.h"
 
 namespace herd {
@@ -19,20 +20,6 @@ namespace herd {
 // supports(op, type): the weight type for MatMul/GetRows, the KV storage type for Attention and
 // StoreRows, F32 for the activation-only ops.
 enum class Op { MatMul, GetRows, RmsNorm, Rope, Softmax, Attention, SiluMul, Add, AddBias, StoreRows };
-
-// Where a buffer's bytes live. Host memory is what every CPU backend computes on; a CUDA backend
-// ([cuda]) allocates on its GPU, so a stage's KV cache and activations never leave it.
-struct Device {
-  enum class Kind : uint8_t { Host, Cuda };
-  Kind kind = Kind::Host;
-  int index = 0;
-  std::string name() const { return kind == Kind::Host ? "host" : "cuda:" + std::to_string(index); }
-  bool operator==(const Device&) const = default;
-};
-
-// "cpu" (or "host") and "cuda:N" (or "cuda" = cuda:0), as --device takes them. Throws
-// std::invalid_argument naming the text otherwise.
-Device parse_device(const std::string& text);
 
 // Memory one backend allocated on its device (as CTranslate2's StorageView knows its device): a
 // stage's KV cache and scratch. Shared ownership, so a view can outlive a resize of its owner.
@@ -163,6 +150,10 @@ class Backend {
     (void)rows;
   }
   virtual void end_pass(bool completed) { (void)completed; }
+  // Returns when the work queued so far is complete, so that another queue (a Comm on the same
+  // device: NCCL's stream) may read what the ops wrote. Not within a pass. Host default: nothing
+  // (a host op is complete when it returns).
+  virtual void synchronize() {}
 
   // A weight vector of n floats as this backend's ops read it. `host` must stay valid and unchanged
   // as long as the backend is used with it (weights do). Host default: `host` itself; a device

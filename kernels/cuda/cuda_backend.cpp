@@ -160,6 +160,7 @@ class CudaBackend final : public Backend {
     if (n) check(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_), "copy_out");
     check(cudaStreamSynchronize(stream_), "copy_out (waiting for the queued work)");
   }
+  void synchronize() override { check(cudaStreamSynchronize(stream_), "waiting for the queued work"); }
   void copy(void* dst, const void* src, size_t n) override {
     if (n) check(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_), "copy");
   }

@@ -93,6 +93,11 @@ class GuardedDevice : public Backend {
     need(src, true, "copy_out src");
     std::memcpy(dst, src, n);
   }
+  // "sync" in the events; inside a pass it is a violation (a recorded pass cannot wait).
+  void synchronize() override {
+    if (in_pass_) violations_.push_back("synchronize inside a pass");
+    events.push_back("sync");
+  }
   void copy(void* dst, const void* src, size_t n) override {
     Open o(*this);
     need(dst, true, "copy dst");
