@@ -22,12 +22,21 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
   if (s.tokenizer->n_vocab() != s.config.n_vocab)
     throw std::runtime_error(path + ": the tokenizer has " + std::to_string(s.tokenizer->n_vocab()) +
                              " tokens but token_embd.weight has " + std::to_string(s.config.n_vocab) + " rows");
+  const bool rank_devices = !opts.rank_device_backends.empty();
+  if ((opts.device_backend || rank_devices) && !opts.workers.empty())
+    throw std::invalid_argument("--device picks where this process computes; with --workers the workers compute: "
+                                "give each its device (herd worker --device cuda:N)");
+  if (rank_devices && opts.tp != static_cast<int>(opts.rank_device_backends.size()))
+    throw std::invalid_argument("--device lists " + std::to_string(opts.rank_device_backends.size()) +
+                                " GPUs, one per tensor-parallel rank: give --tp " +
+                                std::to_string(opts.rank_device_backends.size()));
+  if (rank_devices && !opts.device_comm)
+    throw std::invalid_argument("--tp on GPUs joins the ranks over NCCL, and this herd was built without it (NCCL "
+                                "was not found when it was configured)");
   if (opts.device_backend) {
-    if (!opts.workers.empty())
-      throw std::invalid_argument("--device picks where this process computes; with --workers the workers compute: "
-                                  "give each its device (herd worker --device cuda:N)");
     if (opts.tp != 1)
-      throw std::invalid_argument("--tp runs on CPU backends only for now (its ranks join their sums in host memory)");
+      throw std::invalid_argument("--tp " + std::to_string(opts.tp) + " on a GPU: one rank per GPU, so list them "
+                                  "(--device cuda:0,cuda:1,...); two ranks cannot share one GPU");
     s.backend = opts.device_backend();
   } else {
     s.backend = make_cpu_backend(CpuBackendOptions{opts.exact, opts.isa});
@@ -51,7 +60,11 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
     to.n_ranks = opts.tp;
     to.sync = sync;
     to.threads_per_rank = std::max(1, (opts.n_threads > 0 ? opts.n_threads : default_threads()) / opts.tp);
-    to.make_backend = [exact = opts.exact, isa = opts.isa] { return make_cpu_backend(CpuBackendOptions{exact, isa}); };
+    to.make_backend = [exact = opts.exact, isa = opts.isa](int) { return make_cpu_backend(CpuBackendOptions{exact, isa}); };
+    if (rank_devices) {
+      to.make_backend = [devices = opts.rank_device_backends](int r) { return devices.at(static_cast<size_t>(r))(); };
+      to.device_comm = opts.device_comm;
+    }
     s.pipeline = std::make_unique<TpPipeline>(*s.file, s.config, kv, std::move(to));
     return s;
   }

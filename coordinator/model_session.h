@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/comm.h"
 #include "engine/pipeline.h"
 #include "kernels/backend.h"
 #include "model/arch.h"
@@ -38,6 +39,10 @@ struct SessionOptions {
   // --device: the backend of this process's stages when not the CPU (a CUDA GPU; made by the herd
   // binary, launch/device_backend.h). Null: the CPU backend of `isa`/`exact`.
   std::function<std::unique_ptr<Backend>()> device_backend;
+  // --device cuda:0,cuda:1 with --tp N: rank r computes on the r-th device (N of them), and the
+  // ranks join through device_comm (NCCL; launch/device_backend.h). Empty: device_backend.
+  std::vector<std::function<std::unique_ptr<Backend>()>> rank_device_backends;
+  std::function<std::unique_ptr<Comm>(Comm& over, Backend& be, std::string* error)> device_comm;
 };
 
 struct ModelSession {

@@ -68,10 +68,26 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
     w_.tok_embd.packed = w_.output.packed;
 }
 
+Stage::~Stage() {
+  // A device keeps its copies by the host vector's address, which a later stage's weights may
+  // reuse once these are freed (a worker assigned again keeps its backend).
+  for (const auto& l : w_.layers)
+    for (const std::vector<float>* v : {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm})
+      if (!v->empty()) be_.release_resident(v->data());
+  if (!w_.output_norm.empty()) be_.release_resident(w_.output_norm.data());
+  if (!w_.rope_freqs.empty()) be_.release_resident(w_.rope_freqs.data());
+}
+
 void Stage::set_tensor_parallel(StageTensorParallel tp) {
-  if (tp.comm && on_device())
-    throw std::invalid_argument(be_.name() + ": tensor parallelism joins its shards in host memory; it runs on CPU "
-                                "backends only for now");
+  if (tp.comm && !(tp.comm->device() == be_.device()))
+    throw std::invalid_argument(be_.name() + ": a tensor-parallel rank computing on " + be_.device().name() +
+                                " joins its shards through a Comm on " + be_.device().name() + ", not through '" +
+                                tp.comm->name() + "', whose data is on " + tp.comm->device().name() +
+                                (on_device() ? " (a GPU group joins over NCCL)" : ""));
+  if (tp.comm && on_device() && tp.sync != TpSync::F32)
+    throw std::invalid_argument(be_.name() + ": --tp-sync " + tp_sync_name(tp.sync) +
+                                " rounds the partial sums on the host; ranks on GPUs sync in f32 only (give --tp-sync "
+                                "f32)");
   tp_ = std::move(tp);
 }
 
@@ -173,8 +189,12 @@ void Stage::forward_layers(const Batch& b, const float* hidden, float* out) {
 
   // From here to the output's copy_out the work is one pass (Backend::begin_pass): a device may
   // record it and replay it. A pass that ends by an exception is ended as such.
-  be_.begin_pass(pass_key(b), n);
-  in_pass_ = true;
+  // (A tensor-parallel rank on a device is not one pass: its Comm waits for the queued ops, and
+  // runs on its own stream, between them.)
+  if (!(tp_.comm && on_device())) {
+    be_.begin_pass(pass_key(b), n);
+    in_pass_ = true;
+  }
   struct PassEnd {
     Stage& s;
     ~PassEnd() {
@@ -242,7 +262,15 @@ void Stage::finish_pass() {
 void Stage::join_partials(float* x, int64_t n) {
   if (!tp_.comm) return;
   const auto t0 = std::chrono::steady_clock::now();
-  tp_all_reduce(*tp_.comm, tp_.sync, x, n, config_.n_embd);
+  if (on_device()) {
+    // x is on the device, and so is the Comm (set_tensor_parallel): f32 only, whose all-reduce is
+    // the rank-order sum on every Comm (engine/comm.h), the bits of tp_all_reduce's f32 paths.
+    be_.synchronize();
+    if (std::string err = tp_.comm->all_reduce_sum(x, static_cast<size_t>(n * config_.n_embd)); !err.empty())
+      throw std::runtime_error("tensor parallel all-reduce: " + err);
+  } else {
+    tp_all_reduce(*tp_.comm, tp_.sync, x, n, config_.n_embd);
+  }
   tp_sync_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
@@ -264,14 +292,20 @@ void Stage::output_projection(const float* rows, int64_t n_out, float* out) {
   int64_t width = 0;
   for (const ShardRange& r : tp_.vocab) width = std::max(width, r.size());
   float* mine = scratch(tp_logits_, n_out * width);
-  std::memset(mine, 0, sizeof(float) * static_cast<size_t>(n_out * width));
+  be_.fill_zero(mine, sizeof(float) * static_cast<size_t>(n_out * width));
   matmul(w_.output, rows, n_out, d, mine, width);
   const int64_t ranks = static_cast<int64_t>(tp_.vocab.size());
   float* all = scratch(tp_gathered_, ranks * n_out * width);
   const auto t0 = std::chrono::steady_clock::now();
+  be_.synchronize();
   const std::string err = tp_.comm->all_gather(mine, static_cast<size_t>(n_out * width), all);
   tp_sync_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!err.empty()) throw std::runtime_error("tensor parallel logits gather: " + err);
+  if (on_device()) {  // the gathered rows come to the host once, then are put in vocabulary order there
+    tp_host_.resize(static_cast<size_t>(ranks * n_out * width));
+    be_.copy_out(tp_host_.data(), all, sizeof(float) * tp_host_.size());
+    all = tp_host_.data();
+  }
   for (int64_t r = 0; r < ranks; ++r) {
     const ShardRange& v = tp_.vocab[static_cast<size_t>(r)];
     for (int64_t t = 0; t < n_out; ++t)

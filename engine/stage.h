@@ -48,6 +48,10 @@ class Stage {
  public:
   // `weights` point into a mapping that must outlive the Stage.
   Stage(const model::ModelConfig& config, model::StageWeights weights, Backend& backend, const KvOptions& kv);
+  // Releases the backend's copies of this stage's weight vectors (Backend::release_resident).
+  ~Stage();
+  Stage(const Stage&) = delete;
+  Stage& operator=(const Stage&) = delete;
 
   const model::ModelConfig& config() const { return config_; }
   const model::LayerRange& range() const { return w_.range; }
@@ -75,8 +79,9 @@ class Stage {
 
   // Makes this stage one rank of a tensor-parallel group (before its first forward; the comm
   // may be replaced after a failed collective broke the group).
-  // Host backends only: the all-reduce and gather run on host memory (a device backend is refused
-  // with std::invalid_argument until a Comm on device memory joins its shards).
+  // The comm's data must be where the backend computes (Comm::device(): a host Comm for a CPU
+  // backend, a Comm on the same GPU, NCCL, for a CUDA backend), else std::invalid_argument; on a
+  // device only f32 sync, and the pass is not bracketed (begin_pass: the comm runs between ops).
   void set_tensor_parallel(StageTensorParallel tp);
   // Seconds this rank has spent inside its all-reduces and logits gathers (waiting for the slower
   // ranks included) since it was built: what `herd bench --tp` reports as the sync share.
@@ -135,14 +140,15 @@ class Stage {
   StageTensorParallel tp_;
   std::shared_ptr<WeightResidency> residency_;
   double tp_sync_s_ = 0;
-  Buffer tp_logits_, tp_gathered_;
-  Buffer logits_;  // output_projection on a device backend: the logits before they are copied out  // output_projection: this rank's [n_out, max rows], all ranks'
+  Buffer tp_logits_, tp_gathered_;  // output_projection: this rank's [n_out, max rows], all ranks'
+  std::vector<float> tp_host_;      // ... all ranks' rows copied to the host, on a device
+  Buffer logits_;  // output_projection on a device backend: the logits before they are copied out
   // The batch being evaluated (valid during forward).
   const Batch* batch_ = nullptr;
   std::vector<SeqRun> runs_;
   int64_t n_ = 0;
-  bool outputs_only_ = false;
-  bool in_pass_ = false;  // between the backend's begin_pass and end_pass  // x_ holds only the rows that want logits (keep_output_rows)
+  bool outputs_only_ = false;  // x_ holds only the rows that want logits (keep_output_rows)
+  bool in_pass_ = false;       // between the backend's begin_pass and end_pass
   // Activations in the backend's memory, grown on demand: [n, dim] row-major.
   Buffer x_, cur_, q_, k_, v_, attn_, gate_, up_;
   Buffer qk_normed_;         // self_attention with qk_norm: normed q [n, q_dim] then k [n, kv_dim]

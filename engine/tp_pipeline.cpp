@@ -4,6 +4,7 @@
 #include <chrono>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "common/log.h"
 #include "engine/inproc_comm.h"
@@ -13,7 +14,7 @@
 namespace herd {
 
 TpPipeline::TpPipeline(const model::GgufFile& f, const model::ModelConfig& c, const KvOptions& kv, TpOptions o)
-    : config_(c), kv_(kv), sync_(o.sync) {
+    : config_(c), kv_(kv), sync_(o.sync), device_comm_(std::move(o.device_comm)) {
   if (kv.n_ctx <= 0) throw std::invalid_argument("context size must be positive");
   if (kv.n_seq <= 0) throw std::invalid_argument("--parallel must be at least 1");
   if (o.n_ranks < 1) throw std::invalid_argument("--tp must be at least 1, not " + std::to_string(o.n_ranks));
@@ -41,7 +42,7 @@ TpPipeline::TpPipeline(const model::GgufFile& f, const model::ModelConfig& c, co
   uint64_t memory = model::stage_weight_bytes(f, c, all);
   for (int r = 0; r < o.n_ranks; ++r) {
     Rank& k = ranks_[static_cast<size_t>(r)];
-    k.backend = o.make_backend();
+    k.backend = o.make_backend(r);
     k.backend->set_threads(std::max(1, o.threads_per_rank));
     k.stage = std::make_unique<Stage>(shard_config(c, plan_, r), std::move(shards[static_cast<size_t>(r)]),
                                       *k.backend, kv);
@@ -65,9 +66,36 @@ TpPipeline::~TpPipeline() {
 }
 
 void TpPipeline::connect_ranks() {
+  device_comms_.clear();  // (before the group they were made over)
   comms_ = make_inproc_comms(n_ranks());
+  std::vector<Comm*> use(static_cast<size_t>(n_ranks()));
+  for (int r = 0; r < n_ranks(); ++r) use[static_cast<size_t>(r)] = comms_[static_cast<size_t>(r)].get();
+  const bool devices = ranks_[0].backend->device().kind != Device::Kind::Host;
+  if (devices && device_comm_) {
+    // Every rank makes its Comm on a thread of its own: making one is a collective.
+    device_comms_.resize(use.size());
+    std::vector<std::string> errors(use.size());
+    std::vector<std::thread> makers;
+    for (int r = 0; r < n_ranks(); ++r)
+      makers.emplace_back([this, r, &errors] {
+        const auto i = static_cast<size_t>(r);
+        try {
+          device_comms_[i] = device_comm_(*comms_[i], *ranks_[i].backend, &errors[i]);
+        } catch (const std::exception& e) {
+          errors[i] = e.what();
+        }
+        if (!device_comms_[i] && errors[i].empty()) errors[i] = "no Comm was made";
+      });
+    for (std::thread& t : makers) t.join();
+    for (int r = 0; r < n_ranks(); ++r)
+      if (!errors[static_cast<size_t>(r)].empty())
+        throw std::runtime_error("tensor-parallel rank " + std::to_string(r) + " on " +
+                                 ranks_[static_cast<size_t>(r)].backend->device().name() + ": " +
+                                 errors[static_cast<size_t>(r)]);
+    for (size_t i = 0; i < use.size(); ++i) use[i] = device_comms_[i].get();
+  }
   for (int r = 0; r < n_ranks(); ++r)
-    ranks_[static_cast<size_t>(r)].stage->set_tensor_parallel({comms_[static_cast<size_t>(r)].get(), sync_, plan_.vocab});
+    ranks_[static_cast<size_t>(r)].stage->set_tensor_parallel({use[static_cast<size_t>(r)], sync_, plan_.vocab});
 }
 
 void TpPipeline::set_threads(int total) {

@@ -30,7 +30,13 @@ struct TpOptions {
   std::vector<double> weights;  // per rank, relative speeds for the shard plan; empty = equal
   TpSync sync = TpSync::F32;
   int threads_per_rank = 1;     // each rank's backend's threads
-  std::function<std::unique_ptr<Backend>()> make_backend;  // one per rank (a backend is not shared by threads)
+  // Rank r's backend (one each: a backend is not shared by threads; ranks on GPUs: one GPU each).
+  std::function<std::unique_ptr<Backend>(int rank)> make_backend;
+  // Ranks whose backend computes on a device join through a Comm on that device (Stage::
+  // set_tensor_parallel), made here for each such rank from the in-process group `over` (which it
+  // may use to exchange what it needs: NCCL's id), on every rank's thread at once (making one is
+  // a collective). Null *error and a Comm, or *error. Unset: device ranks are refused.
+  std::function<std::unique_ptr<Comm>(Comm& over, Backend& rank_backend, std::string* error)> device_comm;
 };
 
 class TpPipeline : public Pipeline {
@@ -64,7 +70,9 @@ class TpPipeline : public Pipeline {
     std::vector<float> out;  // ranks > 0: their copy of the gathered logits
     std::exception_ptr error;
   };
-  void connect_ranks();  // a fresh InprocComm group (after a failure broke the last one)
+  // A fresh InprocComm group (after a failure broke the last one), and over it the device ranks'
+  // Comms; throws std::runtime_error naming the rank when one cannot be made.
+  void connect_ranks();
   void run_rank(int r);
   void rank_thread(int r);
 
@@ -74,6 +82,8 @@ class TpPipeline : public Pipeline {
   ShardPlan plan_;
   std::vector<Rank> ranks_;
   std::vector<std::unique_ptr<Comm>> comms_;
+  std::function<std::unique_ptr<Comm>(Comm&, Backend&, std::string*)> device_comm_;
+  std::vector<std::unique_ptr<Comm>> device_comms_;  // made by device_comm_ over comms_ (device ranks)
   // The batch being run and rank 0's output (valid while the ranks run it).
   const Batch* batch_ = nullptr;
   float* out0_ = nullptr;

@@ -162,6 +162,9 @@ class Backend {
     (void)n;
     return host;
   }
+  // Drops the copy resident() made of `host` (the stage that owned the vector is gone: its address
+  // may come back holding another vector, which must not find this copy). Host default: nothing.
+  virtual void release_resident(const float* host) { (void)host; }
 
   // y[t][r] = sum_c W[r][c] * x[t][c]   for t < n_tokens, r < W.rows.
   // F16/BF16 matrices multiply x rounded to f16/bf16 first (llama.cpp's definition of those dot

@@ -94,7 +94,8 @@ int cmd_bench(const Args& args) {
   p.add("--kv-type", "f32|f16|q8_0", "KV cache storage", &kv_type);
   SessionOptions so;
   std::string device = "cpu";
-  p.add("--device", "DEV", "where this process computes (without --workers): " + device_help(), &device);
+  p.add("--device", "DEV", "where this process computes (without --workers): " + device_help() +
+        "; with --tp N, N GPUs, one per rank: cuda:0,cuda:1", &device);
   p.add("--plan-strategy", "S", "with --workers and no --split: how the planner splits the layers (optimal, even, "
         "memory, speed; docs/planner.md)", &so.plan_strategy);
   add_plan_file_option(p, so);
@@ -130,7 +131,12 @@ int cmd_bench(const Args& args) {
   so.kv_type = kv_type;
   so.tp = tp;
   so.tp_sync = tp_sync;
-  so.device_backend = device_backend_factory(device);
+  if (auto devices = device_backend_factories(device); devices.size() == 1) {
+    so.device_backend = devices[0];
+  } else {
+    so.rank_device_backends = std::move(devices);
+    so.device_comm = device_comm_factory();
+  }
   for (int n : bp.parallel) so.n_seq = std::max<int64_t>(so.n_seq, n);
   ModelSession s = ModelSession::open(model.empty() ? default_model_path() : model, so);
   std::unique_ptr<TraceWriter> trace;

@@ -247,6 +247,7 @@ int cmd_worker(const Args& args) {
     // A GPU worker's Hello carries the GPU's figures (its memory, copy bandwidth and the kernel
     // rates of its backend), measured here in this process (CUDA does not survive a fork).
     o.device_free_bytes = [device] { return device_free_bytes(device); };
+    o.device_comm = device_comm_factory();  // tensor-parallel groups of GPU workers join over NCCL
     if (!o.profile) {
       Timer t;
       auto be = o.device_backend();

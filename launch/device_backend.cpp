@@ -4,6 +4,9 @@
 
 #include "launch/args.h"
 
+#if defined(HERD_HAVE_NCCL)
+#include "engine/nccl_comm.h"
+#endif
 #if defined(HERD_HAVE_CUDA)
 #include "kernels/cuda/bandwidth.h"
 #include "kernels/cuda/cuda_backend.h"
@@ -27,6 +30,48 @@ std::function<std::unique_ptr<Backend>()> device_backend_factory(const std::stri
 #else
   throw std::runtime_error("--device " + text + ": this herd was built without CUDA (nvcc was not found when it was "
                            "configured; see the README's GPU section)");
+#endif
+}
+
+std::vector<std::function<std::unique_ptr<Backend>()>> device_backend_factories(const std::string& text) {
+  std::vector<std::string> names;
+  for (size_t at = 0;;) {
+    const size_t comma = text.find(',', at);
+    names.push_back(text.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  std::vector<Device> seen;  // the whole list is checked before any device is opened
+  for (const std::string& n : names) {
+    Device d;
+    try {
+      d = parse_device(n);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(std::string("--device: ") + e.what());
+    }
+    if (names.size() > 1 && d.kind == Device::Kind::Host)
+      throw UsageError("--device " + text + ": a list names GPUs, one per tensor-parallel rank (cpu is not one)");
+    for (const Device& s : seen)
+      if (s == d) throw UsageError("--device " + text + ": " + d.name() + " twice (one rank per GPU)");
+    seen.push_back(d);
+  }
+  std::vector<std::function<std::unique_ptr<Backend>()>> out;
+  for (const std::string& n : names) out.push_back(device_backend_factory(n));
+  return out;
+}
+
+DeviceCommFactory device_comm_factory() {
+#if defined(HERD_HAVE_NCCL)
+  return [](Comm& over, Backend& be, std::string* error) -> std::unique_ptr<Comm> {
+    const Device d = be.device();
+    if (d.kind != Device::Kind::Cuda) {
+      *error = be.name() + " is not a CUDA device";
+      return nullptr;
+    }
+    return NcclComm::bootstrap(over, nccl_group_tag("herd tensor-parallel group"), d.index, error, over.timeout_ms());
+  };
+#else
+  return nullptr;
 #endif
 }
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/comm.h"
 #include "engine/host_probe.h"
 #include "kernels/backend.h"
 
@@ -16,6 +17,17 @@ namespace herd::cli {
 // UsageError for text parse_device refuses, std::runtime_error when this build or host has no such
 // device (a backend is made once here, so the error comes at startup, naming the device).
 std::function<std::unique_ptr<Backend>()> device_backend_factory(const std::string& text);
+
+// --device's list form, for --tp N in one process: "cuda:0,cuda:1", one device per rank (each
+// checked as device_backend_factory checks one, and no device twice: NCCL joins one rank per GPU).
+// A single device gives one factory (null for the CPU).
+std::vector<std::function<std::unique_ptr<Backend>()>> device_backend_factories(const std::string& text);
+
+// How a tensor-parallel rank on a GPU joins its group: an NcclComm on the rank's device (its
+// backend's), bootstrapped over the group's host Comm `over` (engine/nccl_comm.h). Null when this
+// herd was built without NCCL.
+using DeviceCommFactory = std::function<std::unique_ptr<Comm>(Comm& over, Backend& be, std::string* error)>;
+DeviceCommFactory device_comm_factory();
 
 // What a worker computing on `device` (not the CPU) reports in its Hello: the kernel rates of `be`
 // measured on that device (engine/host_probe.h probe_device, startup sizes), its memory (total,

@@ -76,7 +76,8 @@ inline void add_model_options(ArgParser& p, ModelOptions& o, const char* kv_defa
   p.add("--exact", "", "exact f32 dot products (default: 8-bit activations inside quantized dot products, "
         "as llama.cpp does; faster)", &o.session.exact);
   p.add("--cpu", "ISA", "CPU kernels: auto, avx512, avx2 or scalar (the reference); env HERD_CPU_ISA", &o.session.isa);
-  p.add("--device", "DEV", "where this process computes (without --workers): " + device_help(), &o.device);
+  p.add("--device", "DEV", "where this process computes (without --workers): " + device_help() +
+        "; with --tp N, N GPUs, one per rank: cuda:0,cuda:1", &o.device);
   p.add("--take-over", "", "with --workers: take workers that another coordinator is using (it gets an error "
         "naming us); without it such a worker answers \"busy: owned by HOST (pid P) since T\"", &o.session.take_over);
   add_recovery_options(p, o.session);
@@ -92,7 +93,13 @@ inline void add_trace_option(ArgParser& p, std::string* path) {
 // The session options with --device resolved (a GPU this build or host lacks is an error now).
 inline SessionOptions session_for(const ModelOptions& o) {
   SessionOptions s = o.session;
-  s.device_backend = device_backend_factory(o.device);
+  auto devices = device_backend_factories(o.device);
+  if (devices.size() == 1) {
+    s.device_backend = devices[0];
+  } else {
+    s.rank_device_backends = std::move(devices);
+    s.device_comm = device_comm_factory();
+  }
   return s;
 }
 

@@ -338,8 +338,13 @@ std::string WorkerServer::ring_bind_address() const {
   return a + "-ring-" + std::to_string(++const_cast<WorkerServer*>(this)->ring_counter_);
 }
 
+namespace {
+constexpr TpSync kTpSyncs[] = {TpSync::F32, TpSync::F16, TpSync::Q8};  // cluster::TpAssign::sync
+}  // namespace
+
 void WorkerServer::drop_ring() {
   if (stage_) stage_->set_tensor_parallel({});
+  device_comm_.reset();  // (made over the ring or the group: before them)
   group_comm_ = nullptr;
   if (comm_) comm_->abandon();
   comm_.reset();
@@ -365,17 +370,20 @@ void WorkerServer::on_tp_ring(const std::string& peer, const Message& m) {
     reply_error(peer, 0, why);
     return;
   }
-  static constexpr TpSync kSync[] = {TpSync::F32, TpSync::F16, TpSync::Q8};
   if (opts_.group_comm) {
     std::string why_not;
     if (Comm* g = opts_.group_comm(static_cast<int>(assign_.tp.rank), static_cast<int>(assign_.tp.size), &why_not)) {
       ring_listener_.reset();
       g->set_timeout_ms(assign_.tp.ring_timeout_ms);
       group_comm_ = g;
-      stage_->set_tensor_parallel({g, kSync[assign_.tp.sync], tp_plan_.vocab});
+      if (std::string err = join_group(*g); !err.empty()) {
+        reply_error(peer, 0, stage_name() + ": " + err);
+        return;
+      }
+      const Comm& joined = device_comm_ ? *device_comm_ : *g;
       note("herd worker: tensor-parallel rank " + std::to_string(assign_.tp.rank) + " of " +
-           std::to_string(assign_.tp.size) + ", all-reduces over " + g->name());
-      listener_->send(peer, pack(Ready{g->name() + " group of " + std::to_string(assign_.tp.size) + " ranks"}));
+           std::to_string(assign_.tp.size) + ", all-reduces over " + joined.name());
+      listener_->send(peer, pack(Ready{joined.name() + " group of " + std::to_string(assign_.tp.size) + " ranks"}));
       return;
     }
     HERD_LOG_WARN("worker: ", why_not, "; the group forms a ring over TCP instead");
@@ -389,10 +397,50 @@ void WorkerServer::on_tp_ring(const std::string& peer, const Message& m) {
   }
   ring->set_timeout_ms(assign_.tp.ring_timeout_ms);
   comm_ = std::move(ring);
-  stage_->set_tensor_parallel({comm_.get(), kSync[assign_.tp.sync], tp_plan_.vocab});
+  if (std::string why = join_group(*comm_); !why.empty()) {
+    reply_error(peer, 0, stage_name() + ": " + why);
+    return;
+  }
   HERD_LOG_INFO("worker: tensor-parallel ring of ", assign_.tp.size, " formed (rank ", assign_.tp.rank, ", sync ",
-                tp_sync_name(kSync[assign_.tp.sync]), ")");
-  listener_->send(peer, pack(Ready{"ring of " + std::to_string(assign_.tp.size) + " ranks formed"}));
+                tp_sync_name(kTpSyncs[assign_.tp.sync]), device_comm_ ? ", joined over " + device_comm_->name() : "",
+                ")");
+  listener_->send(peer, pack(Ready{"ring of " + std::to_string(assign_.tp.size) + " ranks formed" +
+                                   (device_comm_ ? ", " + device_comm_->name() + " group over it" : "")}));
+}
+
+std::string WorkerServer::join_group(Comm& over) {
+  const TpSync sync = kTpSyncs[assign_.tp.sync];
+  // What every rank is: 0 a CPU, 1 a device with a device Comm, 2 a device without one.
+  const bool here_on_device = backend_->device().kind != Device::Kind::Host;
+  const float mine = here_on_device ? (opts_.device_comm ? 1.0f : 2.0f) : 0.0f;
+  std::vector<float> all(static_cast<size_t>(over.size()));
+  if (std::string err = over.all_gather(&mine, 1, all.data()); !err.empty())
+    return "forming the tensor-parallel group: " + err;
+  std::string on_devices, without_comm;
+  for (size_t r = 0; r < all.size(); ++r) {
+    if (all[r] != 0.0f) on_devices += (on_devices.empty() ? "" : ", ") + std::to_string(r);
+    if (all[r] == 2.0f) without_comm += (without_comm.empty() ? "" : ", ") + std::to_string(r);
+  }
+  try {
+    if (on_devices.empty()) {
+      stage_->set_tensor_parallel({&over, sync, tp_plan_.vocab});
+      return "";
+    }
+    if (std::count(all.begin(), all.end(), 0.0f) > 0)
+      return "a tensor-parallel group's ranks must all compute on GPUs (joined over NCCL) or all on CPUs; rank(s) " +
+             on_devices + " of " + std::to_string(all.size()) + " are on GPUs";
+    if (!without_comm.empty())
+      return "rank(s) " + without_comm + " compute on a GPU but their herd cannot join GPUs (built without NCCL)";
+    std::string why;
+    device_comm_ = opts_.device_comm(over, *backend_, &why);
+    if (!device_comm_) return "cannot join the GPU group on " + backend_->device().name() + ": " + why;
+    device_comm_->set_timeout_ms(assign_.tp.ring_timeout_ms);
+    stage_->set_tensor_parallel({device_comm_.get(), sync, tp_plan_.vocab});
+  } catch (const std::exception& e) {
+    device_comm_.reset();
+    return e.what();
+  }
+  return "";
 }
 
 LinkStats WorkerServer::dial_next_stage(const Assign& a) {

@@ -75,6 +75,11 @@ struct WorkerServerOptions {
   // With device_backend: the device's free memory now, the Hello's free figure (the host's memory
   // budget means nothing for a GPU; the worker neither streams nor counts its host process there).
   std::function<uint64_t()> device_free_bytes;
+  // With device_backend: the Comm of a tensor-parallel rank on this device (the herd binary's:
+  // NCCL, launch/device_backend.h device_comm_factory), made over the group's host Comm (the ring,
+  // or group_comm) when every rank of the group computes on a device. Null: this worker cannot
+  // join a group of GPU ranks (the TpRing is answered with an error saying why).
+  std::function<std::unique_ptr<Comm>(Comm& over, Backend& be, std::string* error)> device_comm;
 };
 
 class WorkerServer {
@@ -142,6 +147,11 @@ class WorkerServer {
   void on_tp_ring(const std::string& peer, const transport::Message& m);
   // Where a tensor-parallel rank binds its ring listener: the main listener's interface, any port.
   std::string ring_bind_address() const;
+  // Makes the Stage a rank of the group whose host Comm is `over` (the ring or group_comm): CPU
+  // ranks join through `over`; when every rank computes on a device (one all-gather over `over`
+  // tells each rank what the others are), through a Comm on the device made over it (opts_.
+  // device_comm: NCCL). "" or why not (a group mixing GPU and CPU ranks, no device Comm).
+  std::string join_group(Comm& over);
   // Drops the ring (before a new assignment; the Stage no longer points at it).
   void drop_ring();
   // Weight transfer from the coordinator `peer` during an Assign (worker/weight_cache.h).
@@ -189,6 +199,7 @@ class WorkerServer {
   std::unique_ptr<transport::Listener> ring_listener_;
   std::unique_ptr<RingComm> comm_;
   Comm* group_comm_ = nullptr;  // opts_.group_comm's, instead of comm_ (not owned)
+  std::unique_ptr<Comm> device_comm_;  // a group of device ranks: opts_.device_comm's, over comm_ or group_comm_
   ShardPlan tp_plan_;
   int ring_counter_ = 0;  // inproc ring listeners: a fresh name each
   Batch batch_;                            // the Forward being served

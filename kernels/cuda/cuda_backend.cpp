@@ -174,6 +174,7 @@ class CudaBackend final : public Backend {
     copy_in(b.data(), host, n * sizeof(float));
     return vectors_.emplace(host, std::move(b)).first->second.as<float>();
   }
+  void release_resident(const float* host) override { vectors_.erase(host); }
 
   // One allocation for the stage's matrices, each packed to row_bytes per row (the file's rows may
   // be strided), uploaded row block by row block; released() after each, so a file mapping's pages

@@ -17,6 +17,10 @@
 #include "coordinator/logits_file.h"
 #include "coordinator/replay.h"
 #include "engine/pipeline.h"
+#include "engine/tp_pipeline.h"
+#if defined(HERD_HAVE_NCCL)
+#include "engine/nccl_comm.h"
+#endif
 #include "kernels/cpu/reference_backend.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/device.h"
@@ -372,6 +376,50 @@ TEST_F(Cuda, GraphsGiveTheBitsOfDirectLaunches) {
     for (size_t r = 0; r < direct.rows.size(); ++r)
       ASSERT_EQ(direct.rows[r].logits, graphs.rows[r].logits) << model << " row " << r;
   }
+}
+
+// Tensor parallelism across GPUs ([cuda] item 3 for [tensor]): rank r on cuda:r, the ranks joined
+// by NcclComm bootstrapped over the in-process group, as `herd run --tp 2 --device cuda:0,cuda:1`
+// runs it. F32 sync within 1e-4 of one GPU running the whole model with every argmax equal (the
+// [tensor] acceptance: only where the shards' dot products are cut differs), and the same bits
+// on a second run. NCCL joins one rank per GPU: a host with one GPU skips, saying so.
+TEST_F(Cuda, TensorParallelOverNcclWithinOneE4OfOneGpu) {
+#if !defined(HERD_HAVE_NCCL)
+  GTEST_SKIP() << "this build has no NCCL";
+#else
+  const int gpus = static_cast<int>(cuda::list_devices().size());
+  if (gpus < 2) GTEST_SKIP() << "needs 2 GPUs (NCCL joins one rank per GPU); this host has " << gpus;
+  const char* model = "stories260K.gguf";
+  HERD_REQUIRE_FILE(test::model_path(model));
+  const LogitsFile ref = LogitsFile::read(test::reference_path("stories260K.p0.log1"));
+  const LogitsFile one = replay_on_gpu(model, ref);
+  auto f = model::GgufFile::open(test::model_path(model));
+  const auto cfg = model::load_config(*f);
+  auto run = [&](int ranks) {
+    TpOptions o;
+    o.n_ranks = ranks;
+    o.make_backend = [](int r) { return make_cuda_backend({r}); };
+    o.device_comm = [](Comm& over, Backend& be, std::string* error) -> std::unique_ptr<Comm> {
+      return NcclComm::bootstrap(over, nccl_group_tag("test_cuda tp"), be.device().index, error, 30000);
+    };
+    TpPipeline pipe(*f, cfg, KvOptions{static_cast<int64_t>(ref.rows.size()) + 8, 1, DType::F32}, o);
+    return replay_logits(pipe, replay_tokens(ref, model), ref.n_prompt);
+  };
+  for (int ranks = 2; ranks <= std::min(gpus, 3); ++ranks) {
+    const LogitsFile tp = run(ranks);
+    ASSERT_EQ(tp.rows.size(), one.rows.size());
+    double worst = 0;
+    for (size_t r = 0; r < one.rows.size(); ++r) {
+      for (size_t i = 0; i < one.rows[r].logits.size(); ++i)
+        worst = std::max(worst, std::fabs(double(tp.rows[r].logits[i]) - one.rows[r].logits[i]));
+      EXPECT_EQ(argmax(tp.rows[r].logits), argmax(one.rows[r].logits)) << "tp " << ranks << " row " << r;
+    }
+    EXPECT_LE(worst, 1e-4) << "tp " << ranks;
+    std::printf("cuda tp %d over nccl: max |delta logit| vs one GPU %.3e\n", ranks, worst);
+    const LogitsFile again = run(ranks);
+    for (size_t r = 0; r < tp.rows.size(); ++r) ASSERT_EQ(again.rows[r].logits, tp.rows[r].logits) << "tp " << ranks;
+  }
+#endif
 }
 
 TEST_F(Cuda, AnAllocationBeyondTheGpuIsAClearError) {

@@ -61,6 +61,7 @@ class GuardedDevice : public Backend {
   }
   const std::vector<std::string>& violations() const { return violations_; }
   int uploads() const { return uploads_; }
+  size_t residents() const { return vectors_.size(); }  // resident() copies held
   void lock_for_tests() { protect(PROT_NONE); }
   uint8_t* arena() const { return base_; }
 
@@ -120,6 +121,7 @@ class GuardedDevice : public Backend {
     }
     return vectors_[host] = b.as<float>();
   }
+  void release_resident(const float* host) override { vectors_.erase(host); }
 
   void prepare_matmul(std::span<WeightMatrix* const> ws,
                       const std::function<void(const WeightMatrix&)>& released) override {

@@ -111,6 +111,26 @@ TEST(DeviceSeam, APipelineOfDeviceStagesMovesHiddenStatesInAndOutThroughTheSeam)
   EXPECT_TRUE(first.violations().empty() && last.violations().empty());
 }
 
+TEST(DeviceSeam, ABackendUsedByOneStageAfterAnotherHoldsNoCopyOfAGoneStagesVectors) {
+  // A worker keeps its device backend from one Assign to the next. The device keeps its copies of
+  // the weight vectors by their host address, and a new stage's vectors may be allocated where the
+  // old stage's were: a copy left behind would be found for a different vector (wrong logits, as
+  // a tensor-parallel worker assigned a second time once gave).
+  const std::string a = test::model_path("stories260K.gguf"), b = test::model_path("stories260K-Q4_K_M.gguf");
+  HERD_REQUIRE_FILE(a);
+  HERD_REQUIRE_FILE(b);
+  GuardedDevice dev;
+  const KvOptions kvo{32, 2, DType::F32};
+  for (const std::string& path : {a, b, a}) {
+    const Loaded m = load(path);
+    const model::LayerRange all{0, m.cfg.n_layers, true, true};
+    auto ref = make_reference_backend();
+    expect_same_bits(run_batches(m, dev, all, kvo), run_batches(m, *ref, all, kvo), path);
+    EXPECT_EQ(dev.residents(), 0u) << path << ": the stage is gone, and so must be its vectors' copies";
+  }
+  EXPECT_TRUE(dev.violations().empty());
+}
+
 TEST(DeviceSeam, ArchitectureVariantsReachTheirBiasesNormsAndRopeFactorsOnTheDevice) {
   // qwen2 (q/k/v biases), qwen3 (per-head q/k norms), llama with tied embeddings and rope scaling.
   const std::string donor = test::model_path("stories260K.gguf");

@@ -264,7 +264,7 @@ std::unique_ptr<TpPipeline> tp_pipeline(const Model& m, int ranks, const std::st
   TpOptions o;
   o.n_ranks = ranks;
   o.sync = sync;
-  o.make_backend = [isa, exact] { return backend(isa, exact); };
+  o.make_backend = [isa, exact](int) { return backend(isa, exact); };
   return std::make_unique<TpPipeline>(*m.file, m.config,
                                       KvOptions{static_cast<int64_t>(m.tokens.size()) + 4, 1, DType::F32}, o);
 }
@@ -371,7 +371,7 @@ TEST(TpBatch, TwoSequencesInOneBatchGetTheBitsEachGetsAlone) {
   auto m = open_shared("stories260K");
   TpOptions o;
   o.n_ranks = 3;
-  o.make_backend = [] { return make_cpu_backend(); };
+  o.make_backend = [](int) { return make_cpu_backend(); };
   TpPipeline pipe(*m->file, m->config, KvOptions{64, 2, DType::F16}, o);
   const std::vector<int32_t> a(m->tokens.begin(), m->tokens.begin() + 8), b(m->tokens.begin() + 8, m->tokens.begin() + 11);
   Batch both;

@@ -19,3 +19,6 @@ herd_add_test(test_read_bound UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_read_b
 # The Stage's contract with a device backend, on a guarded arena the host cannot touch ([cuda]).
 herd_add_test(test_device_seam UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_device_seam.cpp
   LIBS herd_engine herd_model herd_kernels herd_test_tiny_models)
+# Tensor-parallel ranks on devices joined through a Comm on the device's memory ([cuda] item 3).
+herd_add_test(test_device_tp UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_device_tp.cpp
+  LIBS herd_coordinator herd_engine herd_model herd_kernels)

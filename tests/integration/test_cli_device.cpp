@@ -3,7 +3,9 @@
 // device is a usage error. CI has no GPU: what a GPU run gives is scripts/gpu-check.sh's.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <filesystem>
@@ -11,6 +13,9 @@
 #include "coordinator/model_session.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/reference_backend.h"
+#include "engine/tp_pipeline.h"
+#include "tests/engine/guarded_comm.h"
+#include "tests/engine/guarded_device.h"
 #include "tests/process.h"
 #include "tests/test_paths.h"
 
@@ -78,7 +83,7 @@ TEST(CliDevice, ADeviceWithWorkersOrTensorParallelismIsRefused) {
       (void)ModelSession::open(model_path("stories260K.gguf"), o);
       ADD_FAILURE() << "opened a session with --device and " << (which == 0 ? "--workers" : "--tp 2");
     } catch (const std::invalid_argument& e) {
-      EXPECT_TRUE(has(e.what(), which == 0 ? "herd worker --device cuda:N" : "--tp runs on CPU backends only"))
+      EXPECT_TRUE(has(e.what(), which == 0 ? "herd worker --device cuda:N" : "two ranks cannot share one GPU"))
           << e.what();
     }
   }
@@ -92,6 +97,68 @@ TEST(CliDevice, ADeviceWithWorkersOrTensorParallelismIsRefused) {
   ModelSession s = ModelSession::open(model_path("stories260K.gguf"), o);
   EXPECT_TRUE(made);
   EXPECT_EQ(s.backend->name(), make_reference_backend()->name());
+}
+
+TEST(CliDevice, AListOfDevicesIsCheckedWholeBeforeAnyIsOpened) {
+  for (const auto& [list, says] : {std::pair<std::string, std::string>{"cuda:0,cuda:0", "cuda:0 twice"},
+                                   {"cuda:1,cpu", "cpu is not one"},
+                                   {"cuda:0,gpu", "expected cpu or cuda:N"}}) {
+    const auto r = herd({"run", "-m", model_path("stories260K.gguf"), "-p", "x", "-n", "2", "--tp", "2", "--device",
+                         list});
+    EXPECT_EQ(r.exit_code, 2) << list << ": " << r.err;
+    EXPECT_TRUE(has(r.err, says)) << list << ": " << r.err;
+  }
+}
+
+TEST(CliDevice, TensorParallelRanksOnDevicesRunThroughTheSessionOneDeviceEach) {
+  // --device cuda:0,cuda:1 --tp 2 as the session gets it (launch/options.h session_for), with
+  // stand-in devices and their Comm (tests/engine/guarded_comm.h) where a GPU host has CUDA
+  // backends and NCCL: the same greedy tokens as the host ranks.
+  auto opts = [](bool devices) {
+    SessionOptions o;
+    o.tp = 2;
+    o.exact = true;
+    o.isa = "scalar";
+    o.n_ctx = 64;
+    if (devices) {
+      for (int r = 0; r < 2; ++r) o.rank_device_backends.push_back([] { return std::make_unique<GuardedDevice>(); });
+      o.device_comm = guarded_comm;
+    }
+    return o;
+  };
+  auto greedy = [](ModelSession& s) {
+    std::vector<int32_t> ids = {1, 34, 211};
+    std::vector<float> logits;
+    s.pipeline->eval(ids.data(), static_cast<int64_t>(ids.size()), 0, false, logits);
+    for (int i = 0; i < 12; ++i) {
+      const auto id = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      const auto pos = static_cast<int64_t>(ids.size());
+      ids.push_back(id);
+      s.pipeline->eval(&id, 1, pos, false, logits);
+    }
+    return ids;
+  };
+  ModelSession host = ModelSession::open(model_path("stories260K.gguf"), opts(false));
+  ModelSession dev = ModelSession::open(model_path("stories260K.gguf"), opts(true));
+  ASSERT_NE(dynamic_cast<TpPipeline*>(dev.pipeline.get()), nullptr);
+  EXPECT_EQ(greedy(dev), greedy(host));
+
+  SessionOptions wrong = opts(true);
+  wrong.tp = 3;
+  try {
+    (void)ModelSession::open(model_path("stories260K.gguf"), wrong);
+    ADD_FAILURE() << "3 ranks on 2 devices";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_TRUE(has(e.what(), "give --tp 2")) << e.what();
+  }
+  SessionOptions no_nccl = opts(true);
+  no_nccl.device_comm = nullptr;
+  try {
+    (void)ModelSession::open(model_path("stories260K.gguf"), no_nccl);
+    ADD_FAILURE() << "device ranks without a device Comm";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_TRUE(has(e.what(), "built without it")) << e.what();
+  }
 }
 
 }  // namespace

@@ -102,7 +102,7 @@ class TpCluster : public ::testing::Test {
     o.n_ranks = static_cast<int>(weights.size());
     o.weights = weights;
     o.sync = sync;
-    o.make_backend = [] { return make_cpu_backend(CpuBackendOptions{true, "auto"}); };
+    o.make_backend = [](int) { return make_cpu_backend(CpuBackendOptions{true, "auto"}); };
     TpPipeline p(*file_, config_, kv(), o);
     return replay_logits(p, tokens_, n_prompt_);
   }
@@ -207,7 +207,7 @@ TEST_F(TpCluster, FourSequencesAndMicroBatchesInFlightGetTheBitsEachGetsAlone) {
   const auto scripts = make_scripts(4, static_cast<int32_t>(config_.n_vocab));
   TpOptions t;
   t.n_ranks = 2;
-  t.make_backend = [] { return make_cpu_backend(CpuBackendOptions{true, "auto"}); };
+  t.make_backend = [](int) { return make_cpu_backend(CpuBackendOptions{true, "auto"}); };
   TpPipeline one(*file_, config_, kv(), t);
   std::vector<SeqLogits> alone;
   for (const auto& sc : scripts) alone.push_back(run_alone(one, sc));
@@ -239,7 +239,7 @@ TEST_F(TpCluster, SampledGenerationOverTpByPpGivesTheInProcessTokens) {
   };
   TpOptions o;
   o.n_ranks = 2;
-  o.make_backend = [] { return make_cpu_backend(CpuBackendOptions{true, "auto"}); };
+  o.make_backend = [](int) { return make_cpu_backend(CpuBackendOptions{true, "auto"}); };
   TpPipeline local(*file_, config_, kv(), o);
   RemotePipeline remote(*file_, config_, options({addr(0), addr(1), addr(2), addr(3)}, 2, TpSync::F32, "0-2,3-4"));
   EXPECT_EQ(run(remote), run(local));

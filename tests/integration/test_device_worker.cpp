@@ -5,6 +5,7 @@
 // reference's bit for bit, and the coordinator's planner sees the device's memory, not the host's.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,7 +13,9 @@
 #include "coordinator/remote_pipeline.h"
 #include "engine/host_probe.h"
 #include "engine/pipeline.h"
+#include "engine/tp_pipeline.h"
 #include "kernels/cpu/reference_backend.h"
+#include "tests/engine/guarded_comm.h"
 #include "tests/engine/guarded_device.h"
 #include "tests/integration/cluster_util.h"
 #include "tests/integration/inproc_server.h"
@@ -23,7 +26,10 @@ namespace {
 
 constexpr uint64_t kDeviceFree = 777ull << 20;
 
-WorkerServerOptions worker_options(const std::string& name, bool device) {
+// Device Comms the workers made (GuardedComm: the stand-in for NCCL), across the test.
+std::atomic<int> device_comms_made{0};
+
+WorkerServerOptions worker_options(const std::string& name, bool device, bool device_comm = true) {
   WorkerServerOptions o;
   o.threads = 1;
   o.name = name;
@@ -31,6 +37,12 @@ WorkerServerOptions worker_options(const std::string& name, bool device) {
   if (device) {
     o.device_backend = [] { return std::make_unique<GuardedDevice>(); };
     o.device_free_bytes = [] { return kDeviceFree; };
+    if (device_comm)
+      o.device_comm = [](Comm& over, Backend& be, std::string* error) {
+        auto c = guarded_comm(over, be, error);
+        if (c) ++device_comms_made;
+        return c;
+      };
     GuardedDevice probe_dev;
     HostProbeOptions po;
     po.startup = true;
@@ -43,8 +55,21 @@ WorkerServerOptions worker_options(const std::string& name, bool device) {
 }
 
 struct Worker : InprocServer {
-  Worker(const std::string& name, bool device) : InprocServer(worker_options(name, device)) {}
+  Worker(const std::string& name, bool device, bool device_comm = true)
+      : InprocServer(worker_options(name, device, device_comm)) {}
 };
+
+RemotePipelineOptions tp_options(std::vector<std::string> workers) {
+  RemotePipelineOptions o;
+  o.workers = std::move(workers);
+  o.tp = static_cast<int>(o.workers.size());
+  o.isa = "scalar";
+  o.exact = true;
+  o.n_ctx = 256;
+  o.model_path = model_path("stories260K.gguf");
+  o.connect_timeout_ms = 2000;
+  return o;
+}
 
 TEST(DeviceWorker, ACpuWorkerAndADeviceWorkerGiveTheReferenceBits) {
   auto file = model::GgufFile::open(model_path("stories260K.gguf"));
@@ -93,6 +118,53 @@ TEST(DeviceWorker, ThePlannerSeesTheDevicesMemoryAndNoHostOverhead) {
   // none (coordinator/plan_adapter.cpp), which stands for the GPU's runtime context.
   EXPECT_EQ(c.devices[0].overhead_bytes, 128ull << 20);
   EXPECT_FALSE(c.devices[0].matvec_Bps.empty());
+}
+
+TEST(DeviceWorker, ATensorParallelGroupOfDeviceWorkersJoinsOnTheDeviceAndGivesTheHostRanksBits) {
+  // [cuda] item 3: a group whose ranks are all GPU workers joins through a Comm on the GPUs
+  // (NCCL, here its stand-in), made over the group's ring; the logits are the in-process host
+  // ranks' bit for bit (every Comm's all-reduce is the rank-order sum).
+  auto file = model::GgufFile::open(model_path("stories260K.gguf"));
+  const auto config = model::load_config(*file);
+  const int made_before = device_comms_made;
+  const int violations_before = GuardedDevice::violations_seen;
+  {
+    Worker a("dev-tp-a", true), b("dev-tp-b", true), c("dev-tp-c", true);
+    for (const auto& workers : {std::vector<std::string>{a.address(), b.address()},
+                                std::vector<std::string>{a.address(), b.address(), c.address()}}) {
+      RemotePipeline remote(*file, config, tp_options(workers));
+      ASSERT_EQ(remote.tp_weights().size(), 1u);
+      TpOptions t;
+      t.n_ranks = static_cast<int>(workers.size());
+      t.weights = remote.tp_weights()[0];
+      t.make_backend = [](int) { return make_reference_backend(); };
+      TpPipeline host(*file, config, KvOptions{256, 1, DType::F32}, t);
+      expect_same_logits(host, remote, "tp " + std::to_string(workers.size()) + " on device workers");
+    }
+  }
+  EXPECT_EQ(device_comms_made - made_before, 2 + 3) << "every rank joined through a device Comm";
+  EXPECT_EQ(GuardedDevice::violations_seen - violations_before, 0);
+}
+
+TEST(DeviceWorker, AGroupMixingGpuAndCpuRanksOrAGpuRankWithoutNcclIsRefusedNamingWhy) {
+  auto file = model::GgufFile::open(model_path("stories260K.gguf"));
+  const auto config = model::load_config(*file);
+  auto refused = [&](const std::vector<std::string>& workers, const std::string& says) {
+    try {
+      RemotePipeline remote(*file, config, tp_options(workers));
+      ADD_FAILURE() << "a group was formed; expected a refusal saying '" << says << "'";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+  };
+  {
+    Worker cpu("dev-mix-cpu", false), gpu("dev-mix-gpu", true);
+    refused({cpu.address(), gpu.address()}, "must all compute on GPUs");
+  }
+  {
+    Worker gpu("dev-nonccl-a", true), bare("dev-nonccl-b", true, /*device_comm=*/false);
+    refused({gpu.address(), bare.address()}, "built without NCCL");
+  }
 }
 
 }  // namespace
