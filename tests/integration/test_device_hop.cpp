@@ -1,0 +1,281 @@
+// Stage hops between devices (worker/device_hop.h), on the CPU: real WorkerServers over inproc
+// links whose stages run on tests/engine/guarded_device.h's stand-in device, and a stand-in for
+// NCCL below (a rendezvous by the offered id, then each hop's bytes out of the sender's device with
+// its copy_out and into the receiver's with copy_in, through a queue). What is proved here is the
+// workers' side: the offer, the answers, a Forward that carries only its header, the hidden state
+// read from and written to device memory, and the fallbacks to the link. The NCCL end (launch/
+// device_hop.cpp) has never run on a GPU.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "coordinator/remote_pipeline.h"
+#include "engine/host_probe.h"
+#include "engine/pipeline.h"
+#include "kernels/cpu/reference_backend.h"
+#include "tests/engine/guarded_device.h"
+#include "tests/integration/cluster_util.h"
+#include "tests/integration/inproc_server.h"
+#include "tests/test_paths.h"
+#include "worker/device_hop.h"
+
+namespace herd::test {
+namespace {
+
+// The stand-in for NCCL's 2-rank groups: one channel per id, joined when both ranks came.
+class StandinHops {
+ public:
+  std::atomic<int> sends{0}, recvs{0}, joined{0};
+  std::atomic<bool> fail_rank0{false};  // the upstream's join fails (a GPU NCCL cannot use)
+
+  DeviceHopHooks hooks() {
+    DeviceHopHooks h;
+    h.new_id = [this](NcclId* id) {
+      std::lock_guard<std::mutex> l(mu_);
+      *id = NcclId{};
+      const uint64_t n = ++ids_;
+      for (int i = 0; i < 8; ++i) (*id)[static_cast<size_t>(i)] = static_cast<uint8_t>(n >> (8 * i));
+      return std::string();
+    };
+    h.join = [this](const NcclId& id, int rank, Backend& be, int timeout_ms, std::string* error) -> std::unique_ptr<DeviceHop> {
+      if (rank == 0 && fail_rank0) {
+        *error = "stand-in: this device cannot join";
+        return nullptr;
+      }
+      std::shared_ptr<Channel> c;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        auto& slot = channels_[id];
+        if (!slot) slot = std::make_shared<Channel>();
+        c = slot;
+      }
+      std::unique_lock<std::mutex> l(c->mu);
+      c->ranks |= 1 << rank;
+      c->cv.notify_all();
+      if (!c->cv.wait_for(l, std::chrono::milliseconds(timeout_ms), [&] { return c->ranks == 3; })) {
+        *error = "stand-in: rank " + std::to_string(1 - rank) + " did not join within " + std::to_string(timeout_ms) + " ms";
+        return nullptr;
+      }
+      ++joined;
+      return std::make_unique<Hop>(*this, c, be, timeout_ms);
+    };
+    return h;
+  }
+
+ private:
+  struct Channel {
+    std::mutex mu;
+    std::condition_variable cv;
+    int ranks = 0;
+    std::deque<std::vector<float>> queue;
+  };
+  class Hop : public DeviceHop {
+   public:
+    Hop(StandinHops& hops, std::shared_ptr<Channel> c, Backend& be, int timeout_ms)
+        : hops_(hops), c_(std::move(c)), be_(be), timeout_ms_(timeout_ms) {}
+    std::string send(const float* dev, size_t n) override {
+      std::vector<float> host(n);
+      be_.copy_out(host.data(), dev, n * sizeof(float));  // device memory: only the device's own copy reads it
+      std::lock_guard<std::mutex> l(c_->mu);
+      c_->queue.push_back(std::move(host));
+      c_->cv.notify_all();
+      ++hops_.sends;
+      return "";
+    }
+    std::string recv(float* dev, size_t n) override {
+      std::unique_lock<std::mutex> l(c_->mu);
+      if (!c_->cv.wait_for(l, std::chrono::milliseconds(timeout_ms_), [&] { return !c_->queue.empty(); }))
+        return "stand-in: nothing arrived within " + std::to_string(timeout_ms_) + " ms";
+      std::vector<float> host = std::move(c_->queue.front());
+      c_->queue.pop_front();
+      l.unlock();
+      if (host.size() != n) return "stand-in: " + std::to_string(host.size()) + " floats for " + std::to_string(n);
+      be_.copy_in(dev, host.data(), n * sizeof(float));
+      ++hops_.recvs;
+      return "";
+    }
+    std::string name() const override { return "stand-in"; }
+
+   private:
+    StandinHops& hops_;
+    std::shared_ptr<Channel> c_;
+    Backend& be_;
+    int timeout_ms_;
+  };
+
+  std::mutex mu_;
+  uint64_t ids_ = 0;
+  std::map<NcclId, std::shared_ptr<Channel>> channels_;
+};
+
+// What the Forwards a worker received carried: how many, how many marked for the device hop, and
+// their tensor bytes.
+struct ForwardLog {
+  std::atomic<int> forwards{0}, on_hop{0};
+  std::atomic<uint64_t> tensor_bytes{0};
+};
+
+enum class Kind { Cpu, Device, DeviceWithoutHops };
+
+WorkerServerOptions worker_options(const std::string& name, Kind kind, StandinHops* hops, ForwardLog* log) {
+  WorkerServerOptions o;
+  o.threads = 1;
+  o.name = name;
+  o.models_dir = "/";
+  o.device_hop_timeout_ms = 1500;  // the failing cases wait this long for a peer that never joins
+  if (kind != Kind::Cpu) {
+    o.device_backend = [] { return std::make_unique<GuardedDevice>(); };
+    o.device_free_bytes = [] { return uint64_t{777} << 20; };
+    GuardedDevice probe_dev;
+    HostProbeOptions po;
+    po.startup = true;
+    o.profile = probe_device(probe_dev, po, size_t(1) << 20);
+    o.profile->mem_total_bytes = 1ull << 30;
+    o.profile->mem_available_bytes = 777ull << 20;
+    o.profile->read_bw_Bps = 1e9;
+    if (kind == Kind::Device) o.device_hop = hops->hooks();
+  }
+  if (log)
+    o.forward_observer = [log](const transport::Message& m) {
+      ++log->forwards;
+      try {
+        if (cluster::unpack<cluster::Forward>(m).device_hop) ++log->on_hop;
+      } catch (const transport::ProtocolError&) {
+      }
+      for (const auto& t : m.tensors) log->tensor_bytes += t.data.size();
+    };
+  return o;
+}
+
+struct Worker : InprocServer {
+  Worker(const std::string& name, Kind kind, StandinHops* hops = nullptr, ForwardLog* log = nullptr)
+      : InprocServer(worker_options(name, kind, hops, log)) {}
+};
+
+struct Model {
+  std::unique_ptr<model::GgufFile> file = model::GgufFile::open(model_path("stories260K.gguf"));
+  model::ModelConfig config = model::load_config(*file);
+  std::unique_ptr<Backend> ref = make_reference_backend();
+  LocalPipeline local{*file, config, *ref, 256};
+};
+
+// The workers as a pipeline with this split; the logits of the reference replay must be the
+// local reference's bit for bit.
+void expect_reference_bits(Model& m, const std::vector<std::string>& workers, const std::string& split,
+                           const std::string& what) {
+  RemotePipelineOptions o;
+  o.workers = workers;
+  o.split = split;
+  o.isa = "scalar";  // CPU workers on the reference kernels, which the stand-in device computes with
+  o.exact = true;
+  o.n_ctx = 256;
+  o.model_path = model_path("stories260K.gguf");
+  o.connect_timeout_ms = 2000;
+  RemotePipeline remote(*m.file, m.config, o);
+  expect_same_logits(m.local, remote, what);
+}
+
+TEST(DeviceHop, TwoDeviceWorkersHandTheHiddenStateOverTheHopAndGiveTheReferenceBits) {
+  Model m;
+  StandinHops hops;
+  ForwardLog into_second;
+  const int violations_before = GuardedDevice::violations_seen;
+  {
+    Worker a("hop-a", Kind::Device, &hops), b("hop-b", Kind::Device, &hops, &into_second);
+    expect_reference_bits(m, {a.address(), b.address()}, "0-1,2-4", "device -> device");
+  }
+  EXPECT_EQ(hops.joined, 2) << "one hop, both ends joined";
+  EXPECT_GT(into_second.forwards, 0);
+  // Every batch crossed on the hop: a Forward header with no tensor, the hidden state on the hop.
+  EXPECT_EQ(into_second.on_hop.load(), into_second.forwards.load());
+  EXPECT_EQ(into_second.tensor_bytes, 0u) << "a Forward between the device workers carried hidden-state bytes";
+  EXPECT_EQ(hops.sends.load(), into_second.forwards.load());
+  EXPECT_EQ(hops.recvs.load(), into_second.forwards.load());
+  EXPECT_EQ(GuardedDevice::violations_seen, violations_before);
+}
+
+TEST(DeviceHop, AMiddleStageTakesAndGivesItsHiddenStateOnTheDevice) {
+  Model m;
+  StandinHops hops;
+  ForwardLog into_mid, into_last;
+  const int violations_before = GuardedDevice::violations_seen;
+  {
+    Worker a("hop3-a", Kind::Device, &hops), b("hop3-b", Kind::Device, &hops, &into_mid),
+        c("hop3-c", Kind::Device, &hops, &into_last);
+    expect_reference_bits(m, {a.address(), b.address(), c.address()}, "0-1,2-2,3-4", "device -> device -> device");
+  }
+  EXPECT_EQ(hops.joined, 4) << "two hops, both ends of each joined";
+  EXPECT_GT(into_mid.forwards, 0);
+  EXPECT_EQ(into_mid.on_hop.load(), into_mid.forwards.load());
+  EXPECT_EQ(into_last.on_hop.load(), into_last.forwards.load());
+  EXPECT_EQ(into_mid.tensor_bytes + into_last.tensor_bytes, 0u);
+  EXPECT_EQ(hops.sends.load(), into_mid.forwards + into_last.forwards);
+  EXPECT_EQ(hops.recvs.load(), hops.sends.load());
+  EXPECT_EQ(GuardedDevice::violations_seen, violations_before);
+}
+
+// A hop with a CPU stage at either end uses the link: the device worker does not offer to a CPU
+// worker's stage, or the CPU worker declines.
+TEST(DeviceHop, AHopWithACpuStageUsesTheLink) {
+  Model m;
+  StandinHops hops;
+  ForwardLog into_device, into_cpu;
+  const int violations_before = GuardedDevice::violations_seen;
+  {
+    Worker cpu("hopcpu-cpu", Kind::Cpu, nullptr, &into_cpu), gpu("hopcpu-gpu", Kind::Device, &hops, &into_device);
+    expect_reference_bits(m, {cpu.address(), gpu.address()}, "0-1,2-4", "cpu -> device");
+    const int cpu_forwards = into_cpu.forwards;
+    expect_reference_bits(m, {gpu.address(), cpu.address()}, "0-1,2-4", "device -> cpu");
+    EXPECT_GT(into_cpu.forwards, cpu_forwards);
+  }
+  EXPECT_EQ(hops.joined, 0);
+  EXPECT_EQ(hops.sends + hops.recvs, 0);
+  EXPECT_EQ(into_device.on_hop + into_cpu.on_hop, 0);
+  EXPECT_GT(into_device.tensor_bytes, 0u);  // the hidden state came over the link
+  EXPECT_GT(into_cpu.tensor_bytes, 0u);
+  EXPECT_EQ(GuardedDevice::violations_seen, violations_before);
+}
+
+// Two device workers that cannot make the hop fall back to the link, within the hop timeout:
+// the upstream's join fails (the downstream's then times out), or the downstream has no hooks
+// (its build has no NCCL) and declines.
+TEST(DeviceHop, AHopThatCannotBeJoinedOrIsDeclinedFallsBackToTheLink) {
+  Model m;
+  const int violations_before = GuardedDevice::violations_seen;
+  {
+    StandinHops hops;
+    hops.fail_rank0 = true;
+    ForwardLog into_second;
+    Worker a("hopfail-a", Kind::Device, &hops), b("hopfail-b", Kind::Device, &hops, &into_second);
+    const auto t0 = std::chrono::steady_clock::now();
+    expect_reference_bits(m, {a.address(), b.address()}, "0-1,2-4", "join fails");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(60));
+    EXPECT_EQ(hops.joined, 0);
+    EXPECT_EQ(hops.sends + hops.recvs, 0);
+    EXPECT_GT(into_second.forwards, 0);
+    EXPECT_EQ(into_second.on_hop, 0);
+    EXPECT_GT(into_second.tensor_bytes, 0u);
+  }
+  {
+    StandinHops hops;
+    ForwardLog into_second;
+    Worker a("hopdecl-a", Kind::Device, &hops), b("hopdecl-b", Kind::DeviceWithoutHops, nullptr, &into_second);
+    expect_reference_bits(m, {a.address(), b.address()}, "0-1,2-4", "declined");
+    EXPECT_EQ(hops.joined, 0);
+    EXPECT_EQ(hops.sends + hops.recvs, 0);
+    EXPECT_EQ(into_second.on_hop, 0);
+    EXPECT_GT(into_second.tensor_bytes, 0u);
+  }
+  EXPECT_EQ(GuardedDevice::violations_seen, violations_before);
+}
+
+}  // namespace
+}  // namespace herd::test
