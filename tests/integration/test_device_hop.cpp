@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <memory>
@@ -35,6 +36,7 @@ class StandinHops {
  public:
   std::atomic<int> sends{0}, recvs{0}, joined{0};
   std::atomic<bool> fail_rank0{false};  // the upstream's join fails (a GPU NCCL cannot use)
+  std::atomic<bool> break_sends{false};  // sends fail (a peer GPU gone, an NCCL error)
 
   DeviceHopHooks hooks() {
     DeviceHopHooks h;
@@ -82,6 +84,7 @@ class StandinHops {
     Hop(StandinHops& hops, std::shared_ptr<Channel> c, Backend& be, int timeout_ms)
         : hops_(hops), c_(std::move(c)), be_(be), timeout_ms_(timeout_ms) {}
     std::string send(const float* dev, size_t n) override {
+      if (hops_.break_sends) return "stand-in: the hop broke";
       std::vector<float> host(n);
       be_.copy_out(host.data(), dev, n * sizeof(float));  // device memory: only the device's own copy reads it
       std::lock_guard<std::mutex> l(c_->mu);
@@ -273,6 +276,47 @@ TEST(DeviceHop, AHopThatCannotBeJoinedOrIsDeclinedFallsBackToTheLink) {
     EXPECT_EQ(hops.sends + hops.recvs, 0);
     EXPECT_EQ(into_second.on_hop, 0);
     EXPECT_GT(into_second.tensor_bytes, 0u);
+  }
+  EXPECT_EQ(GuardedDevice::violations_seen, violations_before);
+}
+
+// A hop that breaks mid-run is an error to the coordinator naming the hop (the next stage, waiting
+// for the hidden state, gives up after the hop timeout); the next request sets the pipeline up
+// again, with a new hop, and goes on with the reference's bits.
+TEST(DeviceHop, AHopThatBreaksIsAnErrorNamingItAndTheNextRequestRecovers) {
+  Model m;
+  StandinHops hops;
+  const int violations_before = GuardedDevice::violations_seen;
+  {
+    Worker a("hopbreak-a", Kind::Device, &hops), b("hopbreak-b", Kind::Device, &hops);
+    RemotePipelineOptions o;
+    o.workers = {a.address(), b.address()};
+    o.split = "0-1,2-4";
+    o.isa = "scalar";
+    o.exact = true;
+    o.n_ctx = 256;
+    o.model_path = model_path("stories260K.gguf");
+    o.connect_timeout_ms = 2000;
+    RemotePipeline remote(*m.file, m.config, o);
+    const std::vector<int32_t> prompt = {1, 7, 42, 99};
+    const int32_t next = 17;
+    std::vector<float> want, got;
+    m.local.eval(prompt.data(), 4, 0, false, want);
+    remote.eval(prompt.data(), 4, 0, false, got);
+    ASSERT_EQ(got, want);
+    m.local.eval(&next, 1, 4, false, want);
+    EXPECT_EQ(hops.joined, 2);
+    hops.break_sends = true;
+    try {
+      remote.eval(&next, 1, 4, false, got);
+      ADD_FAILURE() << "a broken hop went unnoticed";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("the device hop to the next stage"), std::string::npos) << e.what();
+    }
+    hops.break_sends = false;
+    remote.eval(&next, 1, 4, false, got);
+    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), want.size() * sizeof(float)));
+    EXPECT_EQ(hops.joined, 4) << "the recovery joined a new hop";
   }
   EXPECT_EQ(GuardedDevice::violations_seen, violations_before);
 }
