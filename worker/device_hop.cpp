@@ -20,6 +20,17 @@ constexpr int kHopAnswerTimeoutMs = 5000;  // a declined or accepted offer: answ
 
 uint64_t device_hop_tag(const std::string& token) { return nccl_group_tag("herd stage hop " + token); }
 
+std::unique_ptr<DeviceHop> WorkerServer::join_hop(const NcclId& id, int rank, std::string* error) {
+  try {  // a hook that throws (a CUDA error) is a failed join, not the end of the worker's loop
+    auto hop = opts_.device_hop.join(id, rank, *backend_, opts_.device_hop_timeout_ms, error);
+    if (!hop && error->empty()) *error = "the hop's hook made none";
+    return hop;
+  } catch (const std::exception& e) {
+    *error = e.what();
+    return nullptr;
+  }
+}
+
 bool WorkerServer::can_hop() const {
   return opts_.device_hop && opts_.device_backend && backend_ && backend_->device().kind != Device::Kind::Host;
 }
@@ -38,7 +49,13 @@ void WorkerServer::offer_device_hop(const Assign& a) {
   id.group_tag = device_hop_tag(a.next_token);
   id.nranks = 2;
   id.rank = 0;
-  if (std::string err = opts_.device_hop.new_id(&id.id); !err.empty()) return keep_link("no group id: " + err);
+  std::string id_err;
+  try {
+    id_err = opts_.device_hop.new_id(&id.id);
+  } catch (const std::exception& e) {
+    id_err = e.what();
+  }
+  if (!id_err.empty()) return keep_link("no group id: " + id_err);
   if (std::string err = next_->send(pack(HopOffer{encode_nccl_id(id)})); !err.empty()) return keep_link(err);
 
   // The next stage's answers, each within its time; "" and *answer, or why there is none.
@@ -68,7 +85,7 @@ void WorkerServer::offer_device_hop(const Assign& a) {
     return keep_link(first.state == HopState::Declined ? "the next stage declined: " + first.reason
                                                        : "the next stage answered out of turn");
   std::string err;
-  auto hop = opts_.device_hop.join(id.id, 0, *backend_, opts_.device_hop_timeout_ms, &err);
+  auto hop = join_hop(id.id, 0, &err);
   // (Not joined: the next stage's own join times out and it answers Failed, which nobody reads;
   // the link to it carries nothing else until the next assignment dials it again.)
   if (!hop) return keep_link("cannot join the hop: " + err);
@@ -105,7 +122,7 @@ void WorkerServer::on_hop_offer(const std::string& peer, const Message& m) {
   // The previous stage joins now too; this loop serves nothing else until the group is formed or
   // the timeout passed (a setup step: the coordinator is waiting for that stage's Ready).
   std::string err;
-  auto hop = opts_.device_hop.join(id.id, 1, *backend_, opts_.device_hop_timeout_ms, &err);
+  auto hop = join_hop(id.id, 1, &err);
   if (!hop) {
     HERD_LOG_WARN("worker: cannot join the device hop from the previous stage (", err, "); it uses the link");
     listener_->send(peer, pack(HopAnswer{HopState::Failed, err.substr(0, 1000)}));

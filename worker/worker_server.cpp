@@ -58,6 +58,17 @@ float* device_floats(Backend& be, Buffer& b, size_t floats) {
   return b.as<float>();
 }
 
+// A device hop's call (or a device allocation for one): its error, or what it threw as one, so a
+// failing device never takes the worker's loop down.
+template <class F>
+std::string hop_call(F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
 // An f16 hop's bytes (round to nearest even); an f32 hop is the stage's own output, written in place.
 void to_f16_bytes(const std::vector<float>& x, std::string& out) {
   out.resize(x.size() * 2);
@@ -425,9 +436,13 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   const float* hidden = nullptr;
   if (f.device_hop) {
     const size_t floats = static_cast<size_t>(n * config_.n_embd);
-    float* in = device_floats(*backend_, prev_hop_buf_, floats);
+    float* in = nullptr;
     const auto wait_start = Clock::now();
-    if (std::string err = prev_hop_->recv(in, floats); !err.empty()) {
+    std::string err = hop_call([&] {
+      in = device_floats(*backend_, prev_hop_buf_, floats);  // (device memory may run out)
+      return prev_hop_->recv(in, floats);
+    });
+    if (!err.empty()) {
       prev_hop_.reset();  // broken: the next assignment offers a new one
       send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": the device hop from the previous stage: " + err}));
       return;
@@ -469,7 +484,14 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   out.dtype = WireDType::F32;
   float* dst = nullptr;
   if (hop_out) {
-    dst = device_floats(*backend_, next_hop_buf_, static_cast<size_t>(n_out_floats));
+    if (std::string err = hop_call([&] {
+          dst = device_floats(*backend_, next_hop_buf_, static_cast<size_t>(n_out_floats));
+          return std::string();
+        });
+        !err.empty()) {
+      send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": no device buffer for the hop: " + err}));
+      return;
+    }
   } else if (assign_.layers.output || assign_.act_dtype == WireDType::F32) {
     out.data.resize(static_cast<size_t>(n_out_floats) * sizeof(float));
     dst = reinterpret_cast<float*>(out.data.data());
@@ -541,7 +563,7 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
                                                            assign_.next_address + ": " + err}));
       return;
     }
-    if (auto err = next_hop_->send(dst, static_cast<size_t>(n_out_floats)); !err.empty()) {
+    if (auto err = hop_call([&] { return next_hop_->send(dst, static_cast<size_t>(n_out_floats)); }); !err.empty()) {
       next_hop_.reset();  // broken: later batches take the link until the next assignment offers a new hop
       send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": the device hop to the next stage " +
                                                            assign_.next_address + ": " + err}));

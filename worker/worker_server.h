@@ -151,6 +151,8 @@ class WorkerServer {
   bool can_hop() const;
   void offer_device_hop(const cluster::Assign& a);
   void on_hop_offer(const std::string& peer, const transport::Message& m);
+  // opts_.device_hop.join as rank `rank` on backend_ (what it throws becomes *error).
+  std::unique_ptr<DeviceHop> join_hop(const NcclId& id, int rank, std::string* error);
   // Tensor parallelism: the group's ring addresses (cluster::TpRing); forms the ring over the
   // listener bound at the Assign and makes the Stage its rank. Ready | Error to the coordinator.
   void on_tp_ring(const std::string& peer, const transport::Message& m);

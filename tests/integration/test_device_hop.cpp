@@ -15,9 +15,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "cluster/model_fingerprint.h"
+#include "cluster/tensor_hashes.h"
 #include "coordinator/remote_pipeline.h"
 #include "engine/host_probe.h"
 #include "engine/pipeline.h"
@@ -37,6 +40,7 @@ class StandinHops {
   std::atomic<int> sends{0}, recvs{0}, joined{0};
   std::atomic<bool> fail_rank0{false};  // the upstream's join fails (a GPU NCCL cannot use)
   std::atomic<bool> break_sends{false};  // sends fail (a peer GPU gone, an NCCL error)
+  std::atomic<bool> throw_rank1{false};  // the downstream's join throws (a CUDA error as an exception)
 
   DeviceHopHooks hooks() {
     DeviceHopHooks h;
@@ -52,6 +56,7 @@ class StandinHops {
         *error = "stand-in: this device cannot join";
         return nullptr;
       }
+      if (rank == 1 && throw_rank1) throw std::runtime_error("stand-in: a device error");
       std::shared_ptr<Channel> c;
       {
         std::lock_guard<std::mutex> l(mu_);
@@ -248,8 +253,9 @@ TEST(DeviceHop, AHopWithACpuStageUsesTheLink) {
 }
 
 // Two device workers that cannot make the hop fall back to the link, within the hop timeout:
-// the upstream's join fails (the downstream's then times out), or the downstream has no hooks
-// (its build has no NCCL) and declines.
+// the upstream's join fails (the downstream's then times out), the downstream's join throws (the
+// upstream's times out; the downstream's loop goes on), or the downstream has no hooks (its build
+// has no NCCL) and declines.
 TEST(DeviceHop, AHopThatCannotBeJoinedOrIsDeclinedFallsBackToTheLink) {
   Model m;
   const int violations_before = GuardedDevice::violations_seen;
@@ -261,6 +267,18 @@ TEST(DeviceHop, AHopThatCannotBeJoinedOrIsDeclinedFallsBackToTheLink) {
     const auto t0 = std::chrono::steady_clock::now();
     expect_reference_bits(m, {a.address(), b.address()}, "0-1,2-4", "join fails");
     EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(60));
+    EXPECT_EQ(hops.joined, 0);
+    EXPECT_EQ(hops.sends + hops.recvs, 0);
+    EXPECT_GT(into_second.forwards, 0);
+    EXPECT_EQ(into_second.on_hop, 0);
+    EXPECT_GT(into_second.tensor_bytes, 0u);
+  }
+  {
+    StandinHops hops;
+    hops.throw_rank1 = true;
+    ForwardLog into_second;
+    Worker a("hopthrow-a", Kind::Device, &hops), b("hopthrow-b", Kind::Device, &hops, &into_second);
+    expect_reference_bits(m, {a.address(), b.address()}, "0-1,2-4", "join throws");
     EXPECT_EQ(hops.joined, 0);
     EXPECT_EQ(hops.sends + hops.recvs, 0);
     EXPECT_GT(into_second.forwards, 0);
@@ -319,6 +337,86 @@ TEST(DeviceHop, AHopThatBreaksIsAnErrorNamingItAndTheNextRequestRecovers) {
     EXPECT_EQ(hops.joined, 4) << "the recovery joined a new hop";
   }
   EXPECT_EQ(GuardedDevice::violations_seen, violations_before);
+}
+
+// What a peer may not do with the hop messages, by hand over raw links: a Forward marked for a
+// device hop at a stage that joined none is a protocol error (the sender is dropped, the
+// coordinator told), not a crash; a HopOffer from a peer that is not the stage's upstream is
+// refused; one whose id is for another hop is declined. The worker serves on.
+TEST(DeviceHop, HopMessagesFromTheWrongPeerOrWithoutAHopAreRefused) {
+  Model m;
+  StandinHops hops;
+  Worker w("hoprules", Kind::Device, &hops);
+  const int64_t L = m.config.n_layers;
+  auto expect = [](transport::Link& l, cluster::MsgType type, const std::string& what) {
+    for (int i = 0; i < 20; ++i) {
+      transport::Received r = l.recv(5000);
+      if (r.status != transport::RecvStatus::ok) break;
+      if (r.msg.type == static_cast<uint16_t>(type)) return r.msg;
+    }
+    ADD_FAILURE() << "no " << cluster::msg_type_name(static_cast<uint16_t>(type)) << ": " << what;
+    return transport::Message{};
+  };
+  auto error_text = [](const transport::Message& msg) {
+    return msg.type == static_cast<uint16_t>(cluster::MsgType::Error) ? cluster::unpack<cluster::ErrorMsg>(msg).message
+                                                                     : std::string();
+  };
+  auto coordinator = transport::connect(w.address());
+  cluster::Hello hello;
+  hello.session = "hop-rules-coordinator";
+  ASSERT_EQ(coordinator->send(cluster::pack(hello)), "");
+  expect(*coordinator, cluster::MsgType::Hello, "the worker's Hello");
+  cluster::Assign a;  // the last stage, layers 2.., fed by the upstream whose Hello says "tok"
+  a.session = 3;
+  a.model_hash = cluster::model_fingerprint(*m.file);
+  a.model_path = model_path("stories260K.gguf");
+  a.layers = {2, L, false, true};
+  a.n_ctx = 64;
+  a.upstream_token = "tok";
+  cluster::HashOptions quiet;
+  quiet.show = false;
+  a.tensor_digests = cluster::TensorHashes(*m.file, a.model_hash, quiet)
+                         .digests(model::stage_tensor_names(*m.file, m.config, a.layers));
+  ASSERT_EQ(coordinator->send(cluster::pack(a)), "");
+  expect(*coordinator, cluster::MsgType::Ready, "the Assign");
+
+  // The coordinator is not the stage's upstream: its HopOffer is refused.
+  NcclIdMessage id;
+  id.group_tag = device_hop_tag("tok");
+  id.nranks = 2;
+  ASSERT_EQ(coordinator->send(cluster::pack(cluster::HopOffer{encode_nccl_id(id)})), "");
+  const std::string refused = error_text(expect(*coordinator, cluster::MsgType::Error, "the coordinator's HopOffer"));
+  EXPECT_NE(refused.find("HopOffer from a peer that is not this stage's upstream stage"), std::string::npos) << refused;
+
+  auto upstream = transport::connect(w.address());
+  cluster::Hello up;
+  up.role = cluster::Role::Upstream;
+  up.session = "tok";
+  ASSERT_EQ(upstream->send(cluster::pack(up)), "");
+  expect(*upstream, cluster::MsgType::Hello, "the upstream's Hello");
+  // An id for another hop (another link token): declined, without joining anything.
+  NcclIdMessage other = id;
+  other.group_tag = device_hop_tag("another");
+  ASSERT_EQ(upstream->send(cluster::pack(cluster::HopOffer{encode_nccl_id(other)})), "");
+  const auto answer = cluster::unpack<cluster::HopAnswer>(expect(*upstream, cluster::MsgType::HopAnswer, "the offer"));
+  EXPECT_EQ(answer.state, cluster::HopState::Declined);
+  EXPECT_NE(answer.reason.find("the offer's id"), std::string::npos) << answer.reason;
+  EXPECT_EQ(hops.joined, 0);
+
+  // A Forward marked for the device hop this stage never joined: the upstream is dropped and the
+  // coordinator hears why.
+  cluster::Forward f{9, 0, 2, false};
+  f.device_hop = true;
+  ASSERT_EQ(upstream->send(cluster::pack(f)), "");
+  const std::string dropped = error_text(expect(*upstream, cluster::MsgType::Error, "the marked Forward"));
+  EXPECT_NE(dropped.find("Forward on a device hop, but this stage has no device hop from its sender"), std::string::npos)
+      << dropped;
+  const std::string told = error_text(expect(*coordinator, cluster::MsgType::Error, "the coordinator's report"));
+  EXPECT_NE(told.find("dropped the previous stage's connection"), std::string::npos) << told;
+
+  // Still serving: the coordinator's Reset is answered.
+  ASSERT_EQ(coordinator->send(cluster::pack(cluster::Reset{})), "");
+  expect(*coordinator, cluster::MsgType::Ready, "a Reset after all that");
 }
 
 }  // namespace
