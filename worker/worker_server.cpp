@@ -395,6 +395,17 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   auto picked = Clock::now();
   if (opts_.forward_observer) opts_.forward_observer(m);
   Forward f = unpack<Forward>(m);
+  // A Forward on the device hop that is refused before its hidden state is received leaves that
+  // transfer unmatched on the hop (NCCL may even have taken a small one in already), where the
+  // next batch's receive would read it: the hop is dropped instead, so a later marked Forward is
+  // a protocol error and the coordinator sets the pipeline up again, never a stale hidden state.
+  struct HopInStep {
+    std::unique_ptr<DeviceHop>& hop;
+    bool pending;
+    ~HopInStep() {
+      if (pending) hop.reset();
+    }
+  } hop_in_step{prev_hop_, f.device_hop};
   if (!stage_) {
     // The upstream stage never reads its link to us: the coordinator must hear it.
     if (peer == coordinator_ || (owner_ && owner_->peers.count(peer)))
@@ -447,6 +458,7 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
       send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": the device hop from the previous stage: " + err}));
       return;
     }
+    hop_in_step.pending = false;
     picked += Clock::now() - wait_start;  // waiting for the hop is the hop's time, not this stage's
     hidden = in;
   } else if (assign_.layers.embedding) {
