@@ -571,7 +571,8 @@ struct HopAnswer {
     detail::check_version<A>(v, 1, "HopAnswer");
     uint8_t s = static_cast<uint8_t>(state);
     ar(s);
-    if (s > static_cast<uint8_t>(HopState::Failed)) throw ProtocolError("HopAnswer: unknown state " + std::to_string(s));
+    if (s > static_cast<uint8_t>(HopState::Failed))
+      throw ProtocolError("HopAnswer: unknown state " + std::to_string(s));
     state = static_cast<HopState>(s);
     detail::bounded_string(ar, reason, 1024, "HopAnswer.reason");
   }

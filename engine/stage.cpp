@@ -84,7 +84,8 @@ void Stage::set_residency(std::shared_ptr<WeightResidency> r) {
 void Stage::set_io_on_device(bool input, bool output) {
   if ((input || output) && !on_device())
     throw std::invalid_argument(be_.name() + ": a host backend's input and output are host memory already");
-  if (input && w_.range.embedding) throw std::invalid_argument("Stage: the first stage's input is token ids, not a hidden state");
+  if (input && w_.range.embedding)
+    throw std::invalid_argument("Stage: the first stage's input is token ids, not a hidden state");
   if (output && w_.range.output) throw std::invalid_argument("Stage: the last stage's logits go to the host");
   input_on_device_ = input;
   output_on_device_ = output;

@@ -153,8 +153,8 @@ class Stage {
   std::vector<SeqRun> runs_;
   int64_t n_ = 0;
   bool outputs_only_ = false;
-  bool in_pass_ = false;  // between the backend's begin_pass and end_pass
-  bool input_on_device_ = false, output_on_device_ = false;  // set_io_on_device  // x_ holds only the rows that want logits (keep_output_rows)
+  bool in_pass_ = false;  // between the backend's begin_pass and end_pass  // x_ holds only the rows that want logits (keep_output_rows)
+  bool input_on_device_ = false, output_on_device_ = false;  // set_io_on_device
   // Activations in the backend's memory, grown on demand: [n, dim] row-major.
   Buffer x_, cur_, q_, k_, v_, attn_, gate_, up_;
   Buffer qk_normed_;         // self_attention with qk_norm: normed q [n, q_dim] then k [n, kv_dim]

@@ -17,10 +17,12 @@ namespace {
 // transfer is complete (or failed, or timed out: the comm is broken then, and says so).
 class NcclHop : public DeviceHop {
  public:
-  NcclHop(std::unique_ptr<NcclComm> comm) : comm_(std::move(comm)) {}
+  explicit NcclHop(std::unique_ptr<NcclComm> comm) : comm_(std::move(comm)) {}
   std::string send(const float* device_data, size_t n) override { return comm_->send(device_data, n, 1); }
   std::string recv(float* device_data, size_t n) override { return comm_->recv(device_data, n, 0); }
-  std::string name() const override { return "nccl on " + comm_->device().name() + ", rank " + std::to_string(comm_->rank()) + " of 2"; }
+  std::string name() const override {
+    return "nccl on " + comm_->device().name() + ", rank " + std::to_string(comm_->rank()) + " of 2";
+  }
 
  private:
   std::unique_ptr<NcclComm> comm_;
@@ -31,7 +33,8 @@ class NcclHop : public DeviceHop {
 DeviceHopHooks nccl_device_hop_hooks() {
   DeviceHopHooks h;
   h.new_id = [](NcclId* id) { return NcclComm::new_unique_id(id); };
-  h.join = [](const NcclId& id, int rank, Backend& backend, int timeout_ms, std::string* error) -> std::unique_ptr<DeviceHop> {
+  h.join = [](const NcclId& id, int rank, Backend& backend, int timeout_ms,
+              std::string* error) -> std::unique_ptr<DeviceHop> {
     const Device d = backend.device();
     if (d.kind != Device::Kind::Cuda) {
       *error = backend.name() + " is not on a CUDA device";

@@ -39,7 +39,8 @@ void WorkerServer::offer_device_hop(const Assign& a) {
   next_hop_.reset();
   if (!can_hop() || !next_) return;
   auto keep_link = [&](const std::string& why) {
-    HERD_LOG_WARN("worker: no device hop to the next stage ", a.next_address, " (", why, "); hidden states go over the link");
+    HERD_LOG_WARN("worker: no device hop to the next stage ", a.next_address, " (", why,
+                  "); hidden states go over the link");
   };
   // What a device hop does not carry: a tensor-parallel stage or next group (every rank gets the
   // batch over the links), f16 hops (the link's rounding is part of the run's bits).
@@ -62,7 +63,8 @@ void WorkerServer::offer_device_hop(const Assign& a) {
   auto answer = [&](int timeout_ms, HopAnswer* out) -> std::string {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     while (true) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return "the next stage did not answer within " + std::to_string(timeout_ms) + " ms";
       Received r = next_->recv(static_cast<int>(left.count()));
       if (r.status == RecvStatus::timeout) continue;

@@ -51,7 +51,8 @@ class StandinHops {
       for (int i = 0; i < 8; ++i) (*id)[static_cast<size_t>(i)] = static_cast<uint8_t>(n >> (8 * i));
       return std::string();
     };
-    h.join = [this](const NcclId& id, int rank, Backend& be, int timeout_ms, std::string* error) -> std::unique_ptr<DeviceHop> {
+    h.join = [this](const NcclId& id, int rank, Backend& be, int timeout_ms,
+                    std::string* error) -> std::unique_ptr<DeviceHop> {
       if (rank == 0 && fail_rank0) {
         *error = "stand-in: this device cannot join";
         return nullptr;
@@ -68,7 +69,8 @@ class StandinHops {
       c->ranks |= 1 << rank;
       c->cv.notify_all();
       if (!c->cv.wait_for(l, std::chrono::milliseconds(timeout_ms), [&] { return c->ranks == 3; })) {
-        *error = "stand-in: rank " + std::to_string(1 - rank) + " did not join within " + std::to_string(timeout_ms) + " ms";
+        *error = "stand-in: rank " + std::to_string(1 - rank) + " did not join within " + std::to_string(timeout_ms) +
+                 " ms";
         return nullptr;
       }
       ++joined;
