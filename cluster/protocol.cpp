@@ -24,6 +24,8 @@ const char* msg_type_name(uint16_t type) {
     case MsgType::Ping: return "Ping";
     case MsgType::Pong: return "Pong";
     case MsgType::TpRing: return "TpRing";
+    case MsgType::HopOffer: return "HopOffer";
+    case MsgType::HopAnswer: return "HopAnswer";
   }
   return "unknown message type";
 }

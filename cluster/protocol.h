@@ -21,6 +21,12 @@
 //                             the model: coordinator -> worker WeightChunk{offset, crc32} + bytes (u8)
 //   any stage -> coordinator Error{request_id, message} when a Forward fails
 //   coordinator -> worker   Reset (forget the KV cache) -> Ready;  Stop -> Ready, then the worker exits
+//   stage i -> stage i+1    (protocol 11) after its link measurement, when stage i computes on a
+//                             device that can make a device hop: HopOffer{NCCL id} -> HopAnswer
+//                             declined | accepted; once accepted both join a 2-rank group, and
+//                             stage i+1 answers HopAnswer joined | failed. With a joined hop a
+//                             Forward{device_hop} carries no tensor: the hidden state follows on the
+//                             device hop (worker/device_hop.h)
 //   coordinator -> every rank of a tensor-parallel group, after their Assigns (Assign v6 `tp`;
 //                             each Ready v4 says its ring listener): TpRing{addresses} -> Ready | Error
 //                             once the ring (engine/ring_comm.h) is formed. Then every rank takes the
@@ -45,6 +51,7 @@
 #include "cluster/tensor_hashes.h"
 #include "cluster/wire.h"
 #include "cluster/worker_profile.h"
+#include "engine/nccl_bootstrap.h"
 #include "engine/sampler.h"
 #include "model/weights.h"
 
@@ -64,8 +71,9 @@ namespace herd::cluster {
 // integrity (Assign v5: the BLAKE2b-256 of each of the stage's tensors, cluster/tensor_hashes.h): a
 // worker whose copy of a tensor differs refuses the Assign naming it, and checks what it is sent;
 // 10: tensor parallelism over workers (Assign v6: the TP section; Ready v4: the ring listener's
-// address; TpRing: the group's ring addresses, answered Ready | Error once the ring is formed)
-constexpr uint32_t kProtocolVersion = 10;
+// address; TpRing: the group's ring addresses, answered Ready | Error once the ring is formed);
+// 11: stage hops between devices (HopOffer, HopAnswer; Forward v5: device_hop)
+constexpr uint32_t kProtocolVersion = 11;
 
 enum class Role : uint8_t { Coordinator = 0, Worker = 1, Upstream = 2 };
 
@@ -388,6 +396,8 @@ void stage_times(Archive& ar, std::vector<StageTime>& v, const char* field) {
 // (checked by the stage against its slots and context); with `sample`, `samples` has one entry per
 // output row and the last stage returns their tokens instead of logits. v4: stage_times, one entry
 // per stage the batch has passed (empty from the coordinator; each stage appends its own).
+// v5: device_hop: no tensor; the hidden state [n, n_embd] (f32) follows on the device hop the two
+// stages joined (HopOffer below). A stage without such a hop from its sender refuses it.
 constexpr size_t kMaxBatchRows = 1 << 16;
 struct Forward {
   static constexpr MsgType kType = MsgType::Forward;
@@ -397,13 +407,14 @@ struct Forward {
   bool sample = false;
   std::vector<SampleSpec> samples;
   std::vector<StageTime> stage_times;  // v4
+  bool device_hop = false;             // v5
   Forward() = default;
   // One sequence's n rows at positions pos0..: outputs for the last row, or all of them.
   Forward(uint64_t request_id_, int64_t pos0, int64_t n, bool all_logits, int32_t seq_id = 0);
   int64_t n_rows() const { return static_cast<int64_t>(pos.size()); }
   int64_t n_outputs() const;
   template <class A> void serialize(A& ar, uint32_t v) {
-    detail::check_version<A>(v, 4, "Forward");
+    detail::check_version<A>(v, 5, "Forward");
     if (v < 4) throw ProtocolError("Forward v" + std::to_string(v) + " predates protocol 6");
     ar(request_id);
     detail::bounded_i32s(ar, pos, kMaxBatchRows, "Forward.pos");
@@ -430,6 +441,7 @@ struct Forward {
     }
     for (auto& s : samples) ar(s);
     detail::stage_times(ar, stage_times, "Forward.stage_times");
+    if (v >= 5) detail::boolean(ar, device_hop, "Forward.device_hop");
   }
 };
 
@@ -526,6 +538,46 @@ struct TpRing {
   }
 };
 
+// Stage hops between devices (protocol 11; worker/device_hop.h). A non-last stage on a device that
+// can make a device hop offers one to the next stage right after its link measurement: `id` is the
+// 2-rank group's NCCL id as engine/nccl_bootstrap.h's checked message (encode_nccl_id: rank 0's
+// id, group tag nccl_group_tag of the link token, so only this assignment's upstream can offer
+// it), exactly kNcclIdMessageBytes; the receiver decodes and checks it (decode_nccl_id).
+struct HopOffer {
+  static constexpr MsgType kType = MsgType::HopOffer;
+  std::string id;
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "HopOffer");
+    uint64_t n = id.size();
+    ar(n);
+    if (n != kNcclIdMessageBytes)
+      throw ProtocolError("HopOffer: an id of " + std::to_string(n) + " bytes (must be " +
+                          std::to_string(kNcclIdMessageBytes) + ")");
+    if constexpr (A::is_loading::value) id.resize(n);
+    ar(cereal::binary_data(id.data(), n));
+  }
+};
+
+// The next stage's answers to a HopOffer: first Declined (with the reason: a CPU stage, a
+// tensor-parallel one, f16 activations, a refused id; the hop stays on the link) or Accepted; after
+// Accepted both ends join the group (within the worker's hop timeout) and the next stage says
+// Joined, or Failed with the reason (the hop stays on the link).
+enum class HopState : uint8_t { Declined = 0, Accepted = 1, Joined = 2, Failed = 3 };
+struct HopAnswer {
+  static constexpr MsgType kType = MsgType::HopAnswer;
+  HopState state = HopState::Declined;
+  std::string reason;  // with Declined / Failed
+  template <class A> void serialize(A& ar, uint32_t v) {
+    detail::check_version<A>(v, 1, "HopAnswer");
+    uint8_t s = static_cast<uint8_t>(state);
+    ar(s);
+    if (s > static_cast<uint8_t>(HopState::Failed))
+      throw ProtocolError("HopAnswer: unknown state " + std::to_string(s));
+    state = static_cast<HopState>(s);
+    detail::bounded_string(ar, reason, 1024, "HopAnswer.reason");
+  }
+};
+
 struct Reset {
   static constexpr MsgType kType = MsgType::Reset;
   template <class A> void serialize(A& ar, uint32_t v) { detail::check_version<A>(v, 1, "Reset"); }
@@ -548,7 +600,9 @@ CEREAL_CLASS_VERSION(herd::cluster::Ping, 1)
 CEREAL_CLASS_VERSION(herd::cluster::Pong, 1)
 CEREAL_CLASS_VERSION(herd::cluster::ErrorMsg, 1)
 CEREAL_CLASS_VERSION(herd::cluster::SampleSpec, 3)
-CEREAL_CLASS_VERSION(herd::cluster::Forward, 4)
+CEREAL_CLASS_VERSION(herd::cluster::Forward, 5)
+CEREAL_CLASS_VERSION(herd::cluster::HopOffer, 1)
+CEREAL_CLASS_VERSION(herd::cluster::HopAnswer, 1)
 CEREAL_CLASS_VERSION(herd::cluster::Result, 4)
 CEREAL_CLASS_VERSION(herd::cluster::WeightRequest, 1)
 CEREAL_CLASS_VERSION(herd::cluster::WeightChunk, 1)

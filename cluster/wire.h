@@ -26,7 +26,7 @@ using transport::WireDType;
 
 enum class MsgType : uint16_t {
   Hello = 1, Assign = 2, Ready = 3, Error = 4, Forward = 5, Result = 6, Reset = 7, Stop = 8,
-  WeightRequest = 9, WeightChunk = 10, Ping = 11, Pong = 12, TpRing = 13,
+  WeightRequest = 9, WeightChunk = 10, Ping = 11, Pong = 12, TpRing = 13, HopOffer = 14, HopAnswer = 15,
 };
 const char* msg_type_name(uint16_t type);
 

@@ -97,6 +97,16 @@ void Stage::set_residency(std::shared_ptr<WeightResidency> r) {
   residency_ = std::move(r);
 }
 
+void Stage::set_io_on_device(bool input, bool output) {
+  if ((input || output) && !on_device())
+    throw std::invalid_argument(be_.name() + ": a host backend's input and output are host memory already");
+  if (input && w_.range.embedding)
+    throw std::invalid_argument("Stage: the first stage's input is token ids, not a hidden state");
+  if (output && w_.range.output) throw std::invalid_argument("Stage: the last stage's logits go to the host");
+  input_on_device_ = input;
+  output_on_device_ = output;
+}
+
 void Stage::reset_cache() {
   for (int64_t s = 0; s < cache_.n_seq(); ++s) cache_.set_seq_len(s, 0);
 }
@@ -184,7 +194,8 @@ void Stage::forward_layers(const Batch& b, const float* hidden, float* out) {
     backend_for(Op::GetRows, w_.tok_embd).get_rows(w_.tok_embd, b.tokens.data(), n, x, d);
   } else {
     if (!hidden) throw std::invalid_argument("Stage::forward: stage needs the hidden state");
-    be_.copy_in(x, hidden, sizeof(float) * n * d);
+    if (input_on_device_) be_.copy(x, hidden, sizeof(float) * n * d);  // a device hop's buffer
+    else be_.copy_in(x, hidden, sizeof(float) * n * d);
   }
 
   // From here to the output's copy_out the work is one pass (Backend::begin_pass): a device may
@@ -217,7 +228,12 @@ void Stage::forward_layers(const Batch& b, const float* hidden, float* out) {
 
   if (!w_.range.output) {
     finish_pass();
-    be_.copy_out(out, x, sizeof(float) * n * d);
+    if (!output_on_device_) {
+      be_.copy_out(out, x, sizeof(float) * n * d);
+      return;
+    }
+    be_.copy(out, x, sizeof(float) * n * d);
+    be_.synchronize();  // the hop reads `out` on another queue of the device
     return;
   }
   // Only the rows that want logits go through the output projection (the last layer's

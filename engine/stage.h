@@ -66,7 +66,8 @@ class Stage {
 
   // Runs the batch. A run of sequence s at positions p0.. needs the slot to hold positions < p0;
   // positions >= p0 it held are overwritten (a rewind). First stage: input is b.tokens; others:
-  // `hidden` [b.size(), n_embd]. Output to `out` (output_floats(b) floats, host memory).
+  // `hidden` [b.size(), n_embd]. Output to `out` (output_floats(b) floats). Both in host memory
+  // unless set_io_on_device says otherwise.
   // Throws std::invalid_argument / std::out_of_range for a malformed batch, naming the row.
   void forward(const Batch& b, const float* hidden, float* out);
 
@@ -76,6 +77,16 @@ class Stage {
 
   // Every slot holds nothing (a coordinator's Reset, a new assignment).
   void reset_cache();
+
+  // Where forward()'s hidden state lives, for a stage whose neighbour hands it over device to
+  // device (a pipeline hop between GPUs: worker/device_hop.h). input: `hidden` is in the backend's
+  // memory (alloc) and is copied within it (Backend::copy), not copy_in; output: `out` is in the
+  // backend's memory, written with Backend::copy, and forward() ends with Backend::synchronize()
+  // so another queue on the device (the hop's NCCL stream) may read it. Both off by default.
+  // Throws std::invalid_argument on a host backend (its memory is the host's: nothing to say),
+  // for input on the first stage (its input is token ids) and output on the last (logits go to
+  // the host).
+  void set_io_on_device(bool input, bool output);
 
   // Makes this stage one rank of a tensor-parallel group (before its first forward; the comm
   // may be replaced after a failed collective broke the group).
@@ -149,6 +160,7 @@ class Stage {
   int64_t n_ = 0;
   bool outputs_only_ = false;  // x_ holds only the rows that want logits (keep_output_rows)
   bool in_pass_ = false;       // between the backend's begin_pass and end_pass
+  bool input_on_device_ = false, output_on_device_ = false;  // set_io_on_device
   // Activations in the backend's memory, grown on demand: [n, dim] row-major.
   Buffer x_, cur_, q_, k_, v_, attn_, gate_, up_;
   Buffer qk_normed_;         // self_attention with qk_norm: normed q [n, q_dim] then k [n, kv_dim]

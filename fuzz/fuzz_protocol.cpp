@@ -46,6 +46,8 @@ void all_types(const Message& m) {
   try_unpack<Reset>(m);
   try_unpack<Stop>(m);
   try_unpack<TpRing>(m);
+  try_unpack<HopOffer>(m);
+  try_unpack<HopAnswer>(m);
   (void)msg_type_name(m.type);
 }
 

@@ -134,6 +134,18 @@ std::vector<Message> messages() {
   out.push_back(pack(Pong{}));
   out.push_back(pack(Reset{}));
   out.push_back(pack(Stop{}));
+  NcclIdMessage hop;  // protocol 11: a stage hop between devices
+  hop.group_tag = nccl_group_tag("seed hop");
+  hop.nranks = 2;
+  hop.id.fill(0x5a);
+  out.push_back(pack(HopOffer{encode_nccl_id(hop)}));
+  out.push_back(pack(HopAnswer{HopState::Failed, "no GPU"}));
+  Forward on_hop;
+  on_hop.device_hop = true;
+  on_hop.pos = {4};
+  on_hop.seq = {0};
+  on_hop.logits = {1};
+  out.push_back(pack(on_hop));
   return out;
 }
 

@@ -24,6 +24,7 @@
 #include "launch/commands.h"
 #include "launch/args.h"
 #include "launch/device_backend.h"
+#include "launch/device_hop.h"
 #include "launch/security_options.h"
 #include "model/gguf.h"
 #include "engine/host_probe.h"
@@ -248,6 +249,7 @@ int cmd_worker(const Args& args) {
     // rates of its backend), measured here in this process (CUDA does not survive a fork).
     o.device_free_bytes = [device] { return device_free_bytes(device); };
     o.device_comm = device_comm_factory();  // tensor-parallel groups of GPU workers join over NCCL
+    o.device_hop = nccl_device_hop_hooks();  // GPU to GPU to a next stage on a GPU (empty without NCCL)
     if (!o.profile) {
       Timer t;
       auto be = o.device_backend();

@@ -59,14 +59,21 @@ void WorkerServer::on_assign(const std::string& peer, const Message& m) {
     samplers_.assign(static_cast<size_t>(a.n_seq), std::nullopt);
     next_.reset();
     next_extra_.clear();
+    next_hop_.reset();
+    prev_hop_.reset();  // the previous stage offers a new one after its own Assign
     if (a.tp.size > 1) ring_listener_ = listen(ring_bind_address());
-    if (!a.next_address.empty()) next_link = dial_next_stage(a);
+    if (!a.next_address.empty()) {
+      next_link = dial_next_stage(a);
+      offer_device_hop(a);
+    }
   } catch (const ProtocolError&) {
     throw;
   } catch (const std::exception& e) {
     stage_.reset();
     next_.reset();
     next_extra_.clear();
+    next_hop_.reset();
+    prev_hop_.reset();
     ring_listener_.reset();
     assign_.tp = {};
     reply_error(peer, 0, e.what());

@@ -2,6 +2,7 @@
 target_sources(herd_worker PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/worker_server.cpp
   ${CMAKE_CURRENT_LIST_DIR}/shard_loader.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/device_hop.cpp
   ${CMAKE_CURRENT_LIST_DIR}/weight_cache.cpp
   ${CMAKE_CURRENT_LIST_DIR}/bounds.cpp
   ${CMAKE_CURRENT_LIST_DIR}/mem_budget.cpp

@@ -50,6 +50,25 @@ void require(bool ok, const std::string& what) {
 
 namespace {
 
+// `floats` floats of `be`'s memory in `b`, grown (with headroom) when it is smaller: a device hop's
+// buffer for the hidden state.
+float* device_floats(Backend& be, Buffer& b, size_t floats) {
+  const size_t bytes = floats * sizeof(float);
+  if (b.bytes() < bytes) b = be.alloc(bytes + bytes / 2);
+  return b.as<float>();
+}
+
+// A device hop's call (or a device allocation for one): its error, or what it threw as one, so a
+// failing device never takes the worker's loop down.
+template <class F>
+std::string hop_call(F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
 // An f16 hop's bytes (round to nearest even); an f32 hop is the stage's own output, written in place.
 void to_f16_bytes(const std::vector<float>& x, std::string& out) {
   out.resize(x.size() * 2);
@@ -143,6 +162,9 @@ bool WorkerServer::handle(Received& r) {
       case MsgType::TpRing:
         on_tp_ring(r.peer, m);
         return true;
+      case MsgType::HopOffer:
+        on_hop_offer(r.peer, m);
+        return true;
       case MsgType::Reset:
         unpack<Reset>(m);
         if (!stage_) {
@@ -191,6 +213,7 @@ void WorkerServer::drop(const std::string& peer, const std::string& reason) {
   const auto it = peers_.find(peer);
   const bool upstream = it != peers_.end() && it->second.role == Role::Upstream;
   peers_.erase(peer);
+  if (upstream) prev_hop_.reset();  // its other end is gone with it
   listener_->send(peer, pack(ErrorMsg{0, "dropped: " + reason}));  // best effort
   // The upstream stage never reads its link to us, and the Forward it sent is lost: tell the
   // coordinator, which would otherwise wait for that Result (e.g. a lane frame that failed
@@ -310,6 +333,8 @@ std::string WorkerServer::claim(const std::string& peer, const Hello& h) {
       assign_.upstream_token.clear();  // and its pipeline's upstream stage no longer feeds this one
       next_.reset();
       next_extra_.clear();
+      next_hop_.reset();
+      prev_hop_.reset();
     } else {
       HERD_LOG_INFO("worker: the previous owner ", owner_->name, " is gone");
     }
@@ -341,16 +366,17 @@ std::string WorkerServer::refusal(const std::string& peer, MsgType type) const {
       if (owner) return {};
       return std::string(msg_type_name(static_cast<uint16_t>(type))) + " from a peer that does not own this worker" +
              (owner_ ? " (owned by " + owner_->name + " since " + owner_->since + ")" : " (no coordinator owns it)");
-    case MsgType::Forward: {
+    case MsgType::Forward:
+    case MsgType::HopOffer: {
       if (assign_.layers.embedding) {
-        if (owner) return {};
-        return "Forward to the first stage from a peer that is not its coordinator";
+        if (owner && type == MsgType::Forward) return {};
+        return std::string(msg_type_name(static_cast<uint16_t>(type))) + " to the first stage from a peer that is not its coordinator";
       }
       const auto it = peers_.find(peer);
       if (it != peers_.end() && it->second.role == Role::Upstream && !assign_.upstream_token.empty() &&
           it->second.session == assign_.upstream_token)
         return {};
-      return "Forward from a peer that is not this stage's upstream stage";
+      return std::string(msg_type_name(static_cast<uint16_t>(type))) + " from a peer that is not this stage's upstream stage";
     }
     default:
       return {};
@@ -366,8 +392,20 @@ std::string WorkerServer::refusal(const std::string& peer, MsgType type) const {
 // or the next stage's message is packed.
 void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   using Clock = std::chrono::steady_clock;
-  const auto picked = Clock::now();
+  auto picked = Clock::now();
+  if (opts_.forward_observer) opts_.forward_observer(m);
   Forward f = unpack<Forward>(m);
+  // A Forward on the device hop that is refused before its hidden state is received leaves that
+  // transfer unmatched on the hop (NCCL may even have taken a small one in already), where the
+  // next batch's receive would read it: the hop is dropped instead, so a later marked Forward is
+  // a protocol error and the coordinator sets the pipeline up again, never a stale hidden state.
+  struct HopInStep {
+    std::unique_ptr<DeviceHop>& hop;
+    bool pending;
+    ~HopInStep() {
+      if (pending) hop.reset();
+    }
+  } hop_in_step{prev_hop_, f.device_hop};
   if (!stage_) {
     // The upstream stage never reads its link to us: the coordinator must hear it.
     if (peer == coordinator_ || (owner_ && owner_->peers.count(peer)))
@@ -400,10 +438,31 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   require(f.stage_times.size() < kMaxStages && (!assign_.layers.embedding || f.stage_times.empty()),
           "Forward: " + std::to_string(f.stage_times.size()) + " stage times already" +
               (assign_.layers.embedding ? " (the first stage expects none)" : ""));
-  require(m.tensors.size() == 1, "Forward carries " + std::to_string(m.tensors.size()) + " tensors (expected 1)");
-  const Tensor& t = m.tensors[0];
+  // A Forward on the device hop: its hidden state follows on the hop (worker/device_hop.h), which
+  // only a stage that joined one with its sender has.
+  require(!f.device_hop || (prev_hop_ && !assign_.layers.embedding),
+          "Forward on a device hop, but this stage has no device hop from its sender");
+  require(m.tensors.size() == (f.device_hop ? 0u : 1u), "Forward carries " + std::to_string(m.tensors.size()) +
+                                                           " tensors (expected " + (f.device_hop ? "0" : "1") + ")");
   const float* hidden = nullptr;
-  if (assign_.layers.embedding) {
+  if (f.device_hop) {
+    const size_t floats = static_cast<size_t>(n * config_.n_embd);
+    float* in = nullptr;
+    const auto wait_start = Clock::now();
+    std::string err = hop_call([&] {
+      in = device_floats(*backend_, prev_hop_buf_, floats);  // (device memory may run out)
+      return prev_hop_->recv(in, floats);
+    });
+    if (!err.empty()) {
+      prev_hop_.reset();  // broken: the next assignment offers a new one
+      send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": the device hop from the previous stage: " + err}));
+      return;
+    }
+    hop_in_step.pending = false;
+    picked += Clock::now() - wait_start;  // waiting for the hop is the hop's time, not this stage's
+    hidden = in;
+  } else if (assign_.layers.embedding) {
+    const Tensor& t = m.tensors[0];
     require(t.dtype == WireDType::I32 && t.shape == std::vector<int64_t>{n}, "Forward tokens must be i32 [n_tokens]");
     batch_.tokens.resize(static_cast<size_t>(n));
     std::memcpy(batch_.tokens.data(), t.data.data(), t.data.size());
@@ -411,6 +470,7 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
       require(id >= 0 && id < config_.n_vocab,
               "token id " + std::to_string(id) + " outside the vocabulary of " + std::to_string(config_.n_vocab));
   } else {
+    const Tensor& t = m.tensors[0];
     require(t.dtype == assign_.act_dtype && t.shape == std::vector<int64_t>{n, config_.n_embd},
             std::string("Forward hidden state must be ") + wire_dtype_name(assign_.act_dtype) + " [n_tokens, " +
                 std::to_string(config_.n_embd) + "]");
@@ -430,10 +490,21 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   }
 
   const int64_t n_out_floats = stage_->output_floats(batch_);
+  // The output goes on over the device hop when there is one (never to a tensor-parallel group).
+  const bool hop_out = next_hop_ && !assign_.layers.output && assign_.tp.rank == 0 && next_extra_.empty();
   Tensor out;
   out.dtype = WireDType::F32;
   float* dst = nullptr;
-  if (assign_.layers.output || assign_.act_dtype == WireDType::F32) {
+  if (hop_out) {
+    if (std::string err = hop_call([&] {
+          dst = device_floats(*backend_, next_hop_buf_, static_cast<size_t>(n_out_floats));
+          return std::string();
+        });
+        !err.empty()) {
+      send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": no device buffer for the hop: " + err}));
+      return;
+    }
+  } else if (assign_.layers.output || assign_.act_dtype == WireDType::F32) {
     out.data.resize(static_cast<size_t>(n_out_floats) * sizeof(float));
     dst = reinterpret_cast<float*>(out.data.data());
   } else {
@@ -442,6 +513,7 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
   }
   const auto compute_start = Clock::now();
   try {
+    if (can_hop()) stage_->set_io_on_device(f.device_hop, hop_out);
     stage_->forward(batch_, hidden, dst);
   } catch (const std::exception& e) {
     send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": " + e.what()}));
@@ -493,6 +565,21 @@ void WorkerServer::on_forward(const std::string& peer, const Message& m) {
     Result res{f.request_id, rows};
     res.stage_times = std::move(f.stage_times);
     send_to_coordinator(pack(res, std::move(ts)));
+    return;
+  }
+  if (hop_out) {  // the header on the link, then the hidden state on the hop, where the next stage waits for it
+    f.device_hop = true;
+    stamp();
+    if (auto err = next_->send(pack(f)); !err.empty()) {
+      send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": cannot reach the next stage " +
+                                                           assign_.next_address + ": " + err}));
+      return;
+    }
+    if (auto err = hop_call([&] { return next_hop_->send(dst, static_cast<size_t>(n_out_floats)); }); !err.empty()) {
+      next_hop_.reset();  // broken: later batches take the link until the next assignment offers a new hop
+      send_to_coordinator(pack(ErrorMsg{f.request_id, stage_name() + ": the device hop to the next stage " +
+                                                           assign_.next_address + ": " + err}));
+    }
     return;
   }
   out.shape = {n, config_.n_embd};

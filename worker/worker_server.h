@@ -31,6 +31,7 @@
 #include "engine/sampler.h"
 #include "engine/stage.h"
 #include "worker/bounds.h"
+#include "worker/device_hop.h"
 #include "worker/weight_cache.h"
 
 namespace herd {
@@ -80,6 +81,13 @@ struct WorkerServerOptions {
   // or group_comm) when every rank of the group computes on a device. Null: this worker cannot
   // join a group of GPU ranks (the TpRing is answered with an error saying why).
   std::function<std::unique_ptr<Comm>(Comm& over, Backend& be, std::string* error)> device_comm;
+  // With device_backend: how this worker makes stage hops between devices (worker/device_hop.h;
+  // the herd binary's: NCCL, launch/device_hop.h). Empty: every hop uses the links.
+  DeviceHopHooks device_hop;
+  // How long joining a hop, and then each transfer on it, may wait for the other stage.
+  int device_hop_timeout_ms = 30000;
+  // Test hook: sees every Forward message this worker receives, before it is checked.
+  std::function<void(const transport::Message&)> forward_observer;
 };
 
 class WorkerServer {
@@ -142,6 +150,14 @@ class WorkerServer {
   // Dials the next stage, says Hello as its upstream and measures the link (cluster/link_measure.h).
   cluster::LinkStats dial_next_stage(const cluster::Assign& a);
   void on_forward(const std::string& peer, const transport::Message& m);
+  // Stage hops between devices (worker/device_hop.cpp). Whether this worker can make one (a device
+  // backend and the hooks); the upstream's offer to the next stage after dial_next_stage (never
+  // throws: anything short of a joined hop leaves next_hop_ empty, logged); the downstream's answer.
+  bool can_hop() const;
+  void offer_device_hop(const cluster::Assign& a);
+  void on_hop_offer(const std::string& peer, const transport::Message& m);
+  // opts_.device_hop.join as rank `rank` on backend_ (what it throws becomes *error).
+  std::unique_ptr<DeviceHop> join_hop(const NcclId& id, int rank, std::string* error);
   // Tensor parallelism: the group's ring addresses (cluster::TpRing); forms the ring over the
   // listener bound at the Assign and makes the Stage its rank. Ready | Error to the coordinator.
   void on_tp_ring(const std::string& peer, const transport::Message& m);
@@ -204,6 +220,10 @@ class WorkerServer {
   int ring_counter_ = 0;  // inproc ring listeners: a fresh name each
   Batch batch_;                            // the Forward being served
   std::vector<float> in_, out_;            // f16 hops only: hidden [n, n_embd] in / out as f32
+  // Device hops (worker/device_hop.h): to the next stage (this worker is rank 0) and from the
+  // previous one (rank 1), with the device buffers the hidden state goes out of and comes into.
+  std::unique_ptr<DeviceHop> next_hop_, prev_hop_;
+  Buffer next_hop_buf_, prev_hop_buf_;
   // Last stage: each sequence slot's sampler (parameters + repeat window), kept between steps.
   std::vector<std::optional<Sampler>> samplers_;
 };

@@ -439,16 +439,18 @@ TEST(Protocol, HostileStageTimesAreRefused) {
   for (const bool result : {false, true}) {
     const Message good = result ? pack(Result{7, 1, {3}}) : pack(Forward{7, 0, 3, false});
     const std::string field = result ? "Result.stage_times" : "Forward.stage_times";
-    // The count is the payload's last u64 while it is empty: a huge one, one past the bound
-    // (refused before any entry is read or allocated), and a count whose entries are missing.
+    // The count is the payload's last u64 while it is empty (a Forward's, since v5, followed by
+    // its device_hop byte): a huge one, one past the bound (refused before any entry is read or
+    // allocated), and a count whose entries are missing.
+    const size_t count_at = good.payload.size() - 8 - (result ? 0 : 1);
     for (const uint64_t n : {uint64_t{1} << 62, uint64_t{kMaxStages} + 1}) {
       Message m = good;
-      std::memcpy(m.payload.data() + m.payload.size() - 8, &n, 8);
+      std::memcpy(m.payload.data() + count_at, &n, 8);
       expect_protocol_error(m, result, field + " has " + std::to_string(n) + " entries");
     }
     Message truncated = good;
     const uint64_t two = 2;
-    std::memcpy(truncated.payload.data() + truncated.payload.size() - 8, &two, 8);
+    std::memcpy(truncated.payload.data() + count_at, &two, 8);
     truncated.payload += std::string(16, '\0');  // one entry of two
     expect_protocol_error(truncated, result, "payload");
     // A time beyond an hour per batch.
@@ -459,7 +461,7 @@ TEST(Protocol, HostileStageTimesAreRefused) {
     expect_protocol_error(result ? pack(r) : pack(f), result, field + ": ");
     // Versions: an older Forward/Result (protocol 5, no stage times) and a newer one are refused.
     // Layout: u8 endianness flag, then the u32 class version.
-    for (const uint32_t v : {3u, 5u}) {
+    for (const uint32_t v : {3u, result ? 5u : 6u}) {  // (Forward v5: the device_hop flag)
       Message m = good;
       std::memcpy(m.payload.data() + 1, &v, 4);
       expect_protocol_error(m, result, v == 3 ? "predates protocol 6" : "newer than this build");
@@ -546,6 +548,65 @@ TEST(Protocol, TensorParallelFieldsRoundTripAndHostileValuesAreRefused) {
     EXPECT_NE(std::string(e.what()).find("TpRing.addresses has 1152921504606846976 entries"), std::string::npos) << e.what();
   }
   EXPECT_EQ(std::string(msg_type_name(static_cast<uint16_t>(MsgType::TpRing))), "TpRing");
+}
+
+// Protocol 11: stage hops between devices. HopOffer carries exactly engine/nccl_bootstrap.h's
+// checked id message (the receiver decodes it), HopAnswer one of four states, Forward v5 the flag
+// that its hidden state follows on the hop; anything else is refused on load.
+TEST(Protocol, DeviceHopMessagesRoundTripAndMalformedOnesAreRefused) {
+  NcclIdMessage id;
+  id.group_tag = nccl_group_tag("hop");
+  id.nranks = 2;
+  id.id[0] = 1;
+  id.id[127] = 0xfe;
+  const HopOffer o{encode_nccl_id(id)};
+  const HopOffer o2 = round_trip(o);
+  EXPECT_EQ(o2.id, o.id);
+  NcclIdMessage back;
+  EXPECT_EQ(decode_nccl_id(o2.id, id.group_tag, 2, &back), "");
+  EXPECT_EQ(back.id, id.id);
+  EXPECT_THROW(pack(HopOffer{"short"}), ProtocolError);  // not even sent
+  // On the wire the id's length (after the flag and version, 5 bytes) must be 152: shorter,
+  // longer, or a huge claim are refused before anything is allocated; so are missing bytes.
+  for (const uint64_t n : {uint64_t{0}, uint64_t{151}, uint64_t{153}, uint64_t{1} << 60}) {
+    Message m = pack(o);
+    std::memcpy(m.payload.data() + 5, &n, sizeof n);
+    try {
+      unpack<HopOffer>(m);
+      ADD_FAILURE() << "accepted an id of " << n << " bytes";
+    } catch (const ProtocolError& e) {
+      EXPECT_NE(std::string(e.what()).find("HopOffer: an id of " + std::to_string(n) + " bytes"), std::string::npos)
+          << e.what();
+    }
+  }
+  Message cut = pack(o);
+  cut.payload.pop_back();
+  EXPECT_THROW(unpack<HopOffer>(cut), ProtocolError);
+  Message longer = pack(o);
+  longer.payload += "x";
+  EXPECT_THROW(unpack<HopOffer>(longer), ProtocolError);
+
+  for (const HopState st : {HopState::Declined, HopState::Accepted, HopState::Joined, HopState::Failed}) {
+    const HopAnswer a2 = round_trip(HopAnswer{st, "why"});
+    EXPECT_EQ(a2.state, st);
+    EXPECT_EQ(a2.reason, "why");
+  }
+  Message bad_state = pack(HopAnswer{HopState::Failed, ""});
+  bad_state.payload[5] = 4;
+  EXPECT_THROW(unpack<HopAnswer>(bad_state), ProtocolError);
+  EXPECT_THROW(unpack<HopAnswer>(pack(HopAnswer{HopState::Failed, std::string(1025, 'r')})), ProtocolError);
+
+  Forward f{5, 0, 2, false};
+  EXPECT_FALSE(round_trip(f).device_hop);
+  f.device_hop = true;
+  EXPECT_TRUE(round_trip(f).device_hop);
+  Message flag = pack(f);
+  flag.payload.back() = 2;  // the flag is the last byte: a bool is 0 or 1
+  EXPECT_THROW(unpack<Forward>(flag), ProtocolError);
+
+  EXPECT_EQ(std::string(msg_type_name(static_cast<uint16_t>(MsgType::HopOffer))), "HopOffer");
+  EXPECT_EQ(std::string(msg_type_name(static_cast<uint16_t>(MsgType::HopAnswer))), "HopAnswer");
+  EXPECT_EQ(kProtocolVersion, 11u);
 }
 
 }  // namespace herd::cluster

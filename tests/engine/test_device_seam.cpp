@@ -47,19 +47,24 @@ Loaded load(const std::string& path) {
 }
 
 // Two sequences, prompt then decode steps, with only some rows asking for logits: the paths a
-// server's batches take (keep_output_rows, per-slot attention), in one Stage.
-std::vector<float> run_batches(const Loaded& m, Backend& be, const model::LayerRange& range, const KvOptions& kv,
-                               const std::vector<std::vector<float>>* hidden_in = nullptr,
-                               std::vector<std::vector<float>>* hidden_out = nullptr) {
-  Stage s(m.cfg, model::load_stage_weights(*m.f, m.cfg, range), be, kv);
-  std::vector<float> all;
-  const auto V = static_cast<int32_t>(m.cfg.n_vocab);
+// server's batches take (keep_output_rows, per-slot attention).
+std::vector<Batch> seam_batches(int32_t V) {
   std::vector<Batch> batches(3);
   for (int32_t i = 0; i < 7; ++i) batches[0].add(i == 0 ? 1 : (13 * i + 3) % V, i, 0, i == 6);
   for (int32_t i = 0; i < 4; ++i) batches[0].add((7 * i + 2) % V, i, 1, i == 3);
   batches[1].add(5 % V, 7, 0, true);
   batches[1].add(9 % V, 4, 1, true);
   for (int32_t i = 0; i < 3; ++i) batches[2].add((3 * i + 11) % V, 5 + i, 1, true);
+  return batches;
+}
+
+// seam_batches through one Stage.
+std::vector<float> run_batches(const Loaded& m, Backend& be, const model::LayerRange& range, const KvOptions& kv,
+                               const std::vector<std::vector<float>>* hidden_in = nullptr,
+                               std::vector<std::vector<float>>* hidden_out = nullptr) {
+  Stage s(m.cfg, model::load_stage_weights(*m.f, m.cfg, range), be, kv);
+  std::vector<float> all;
+  const std::vector<Batch> batches = seam_batches(static_cast<int32_t>(m.cfg.n_vocab));
   for (size_t i = 0; i < batches.size(); ++i) {
     const Batch& b = batches[i];
     std::vector<float> out(static_cast<size_t>(s.output_floats(b)));
@@ -129,6 +134,65 @@ TEST(DeviceSeam, ABackendUsedByOneStageAfterAnotherHoldsNoCopyOfAGoneStagesVecto
     EXPECT_EQ(dev.residents(), 0u) << path << ": the stage is gone, and so must be its vectors' copies";
   }
   EXPECT_TRUE(dev.violations().empty());
+}
+
+// Stages that hand their hidden state over device to device (Stage::set_io_on_device): a stage's
+// output stays in its device's memory, a hop moves it into the next device's (here through the
+// host, as the stand-in hop of tests/integration/test_device_hop.cpp does; between GPUs, NCCL),
+// and the next stage reads it there. The reference's bits, no violations, no copy_out of a hidden
+// state, and a synchronize after the pass so the hop's queue may read the output.
+TEST(DeviceSeam, StagesHandTheirHiddenStateOverDeviceToDevice) {
+  const std::string path = test::model_path("stories260K.gguf");
+  HERD_REQUIRE_FILE(path);
+  const Loaded m = load(path);
+  const int64_t L = m.cfg.n_layers, d = m.cfg.n_embd;
+  ASSERT_GE(L, 3);
+  const KvOptions kvo{32, 2, DType::F32};
+  auto ref = make_reference_backend();
+  const auto want = run_batches(m, *ref, {0, L, true, true}, kvo);
+
+  GuardedDevice d0, d1, d2;
+  GuardedDevice* devs[] = {&d0, &d1, &d2};
+  const model::LayerRange ranges[] = {{0, 1, true, false}, {1, 2, false, false}, {2, L, false, true}};
+  std::vector<std::unique_ptr<Stage>> stages;
+  for (int i = 0; i < 3; ++i)
+    stages.push_back(std::make_unique<Stage>(m.cfg, model::load_stage_weights(*m.f, m.cfg, ranges[i]), *devs[i], kvo));
+  stages[0]->set_io_on_device(false, true);
+  stages[1]->set_io_on_device(true, true);
+  stages[2]->set_io_on_device(true, false);
+
+  std::vector<float> got;
+  for (const Batch& b : seam_batches(static_cast<int32_t>(m.cfg.n_vocab))) {
+    const size_t floats = static_cast<size_t>(b.size() * d);
+    Buffer in;  // the hidden state on the receiving device (none for the first stage)
+    for (int i = 0; i < 2; ++i) {
+      GuardedDevice& dev = *devs[i];
+      Buffer out = dev.alloc(floats * sizeof(float));
+      dev.events.clear();
+      stages[static_cast<size_t>(i)]->forward(b, i ? in.as<float>() : nullptr, out.as<float>());
+      ASSERT_EQ(dev.events.size(), 3u) << "stage " << i;
+      EXPECT_EQ(dev.events[1], "end 1");
+      EXPECT_EQ(dev.events[2], "sync") << "stage " << i << ": the output stays on the device, synchronized";
+      // The hop: device i -> host -> device i + 1 (what NCCL does device to device).
+      std::vector<float> host(floats);
+      dev.copy_out(host.data(), out.as<float>(), floats * sizeof(float));
+      in = devs[i + 1]->alloc(floats * sizeof(float));
+      devs[i + 1]->copy_in(in.data(), host.data(), floats * sizeof(float));
+    }
+    std::vector<float> logits(static_cast<size_t>(stages[2]->output_floats(b)));
+    stages[2]->forward(b, in.as<float>(), logits.data());
+    got.insert(got.end(), logits.begin(), logits.end());
+  }
+  expect_same_bits(got, want, "3 stages, device to device");
+  for (GuardedDevice* dev : devs) EXPECT_TRUE(dev->violations().empty()) << dev->violations().front();
+
+  // What cannot be said: a host backend's memory is the host's; the first stage reads token ids;
+  // the last stage's logits go to the host.
+  Stage host(m.cfg, model::load_stage_weights(*m.f, m.cfg, ranges[1]), *ref, kvo);
+  EXPECT_THROW(host.set_io_on_device(true, false), std::invalid_argument);
+  EXPECT_NO_THROW(host.set_io_on_device(false, false));
+  EXPECT_THROW(stages[0]->set_io_on_device(true, true), std::invalid_argument);
+  EXPECT_THROW(stages[2]->set_io_on_device(true, true), std::invalid_argument);
 }
 
 TEST(DeviceSeam, ArchitectureVariantsReachTheirBiasesNormsAndRopeFactorsOnTheDevice) {

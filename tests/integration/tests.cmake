@@ -81,3 +81,5 @@ add_dependencies(test_cli_device herd)
 # A worker on a device backend (the stand-in of tests/engine/guarded_device.h) beside a CPU worker.
 herd_add_test(test_device_worker UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_device_worker.cpp
   LIBS herd_coordinator herd_worker herd_engine herd_model herd_kernels TIMEOUT 120)
+herd_add_test(test_device_hop UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_device_hop.cpp
+  LIBS herd_coordinator herd_worker herd_engine herd_model herd_kernels TIMEOUT 120)
