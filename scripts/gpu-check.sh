@@ -57,13 +57,14 @@ else
   [ -x "$NVCC" ] || { say "no nvcc (CUDA toolkit) found"; exit 1; }
   step configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DHERD_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC" \
     -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
-  step build cmake --build "$BUILD" -j"$JOBS" --target herd test_cuda test_cuda_block_math test_cuda_ops_math test_device_seam
+  step build cmake --build "$BUILD" -j"$JOBS" --target herd test_cuda test_cuda_block_math test_cuda_ops_math test_device_seam \
+    test_device_tp test_device_hop
   [ -x "$BUILD/bin/herd" ] || { say "the build failed: see $OUT/build.log"; exit "$((failed > 0 ? failed : 1))"; }
 fi
 HERD=$PWD/$BUILD/bin/herd
 export BUILD
 
-step cpu_proofs bash -c '"$BUILD"/tests/test_cuda_block_math && "$BUILD"/tests/test_cuda_ops_math && "$BUILD"/tests/test_device_seam'
+step cpu_proofs bash -c '"$BUILD"/tests/test_cuda_block_math && "$BUILD"/tests/test_cuda_ops_math && "$BUILD"/tests/test_device_seam && "$BUILD"/tests/test_device_tp && "$BUILD"/tests/test_device_hop'
 step test_cuda "$BUILD"/tests/test_cuda
 grep -E '^cuda |SKIPPED \] [0-9]+ test|FAILED' "$OUT/test_cuda.log" | sed 's/^/      /' | tee -a "$REPORT"
 
@@ -86,6 +87,22 @@ mixed() {
   [ -n "$one" ] && [ "$one" = "$two" ]
 }
 step mixed_pipeline mixed
+
+# 3b. With 2+ GPUs: tensor parallelism across them over NCCL (one rank per GPU), greedy, against
+# one process on the first GPU. (test_cuda's NCCL tests cover the logits; this is the CLI path.)
+if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then
+  tp_gpus() {
+    local one two
+    one=$("$HERD" run -m "$MODEL" -p "Once upon a time" -n 48 --temp 0 --device "$DEV" 2>/dev/null)
+    two=$("$HERD" run -m "$MODEL" -p "Once upon a time" -n 48 --temp 0 --tp 2 --device cuda:0,cuda:1 2>"$OUT/tp-gpus.err")
+    echo "one GPU:        $one"
+    echo "tp 2 over NCCL: $two"
+    [ -n "$one" ] && [ "$one" = "$two" ]
+  }
+  step tp_two_gpus tp_gpus
+else
+  say "tp_two_gpus: skipped (one GPU: NCCL joins one rank per GPU)"
+fi
 
 # 4. Benchmarks.
 if [ "${SKIP_BENCH:-0}" != 1 ]; then

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "coordinator/logits_file.h"
+#include "coordinator/remote_pipeline.h"
 #include "coordinator/replay.h"
 #include "engine/pipeline.h"
 #include "engine/tp_pipeline.h"
@@ -27,6 +28,7 @@
 #include "kernels/fp16.h"
 #include "kernels/quant.h"
 #include "model/gguf.h"
+#include "tests/integration/cluster_util.h"
 #include "tests/test_paths.h"
 
 namespace herd {
@@ -420,6 +422,51 @@ TEST_F(Cuda, TensorParallelOverNcclWithinOneE4OfOneGpu) {
     for (size_t r = 0; r < tp.rows.size(); ++r) ASSERT_EQ(again.rows[r].logits, tp.rows[r].logits) << "tp " << ranks;
   }
 #endif
+}
+
+// Pipelines of `herd worker --device cuda:N` processes (real workers on 127.0.0.1), greedy tokens
+// against one process: two GPU workers whose hop goes GPU to GPU over NCCL (worker/device_hop.h;
+// needs 2 GPUs: NCCL joins one rank per GPU), and a CPU worker before a GPU worker (the hop over
+// the link, the GPU stage's input copied in).
+std::vector<int32_t> greedy_tokens(Pipeline& p) { return test::greedy_with(p, {1, 403, 29, 118}, 24, {}); }
+
+RemotePipelineOptions gpu_pipeline_options(std::vector<std::string> workers) {
+  RemotePipelineOptions o;
+  o.workers = std::move(workers);
+  o.split = "0-2,3-4";
+  o.isa = "scalar";
+  o.exact = true;
+  o.n_ctx = 256;
+  o.model_path = test::model_path("stories260K.gguf");
+  return o;
+}
+
+TEST_F(Cuda, TwoGpuWorkersOverAnNcclHopGiveOneGpusGreedyTokens) {
+  const int gpus = static_cast<int>(cuda::list_devices().size());
+  if (gpus < 2) GTEST_SKIP() << "needs 2 GPUs (a stage hop joins one NCCL rank per GPU); this host has " << gpus;
+  HERD_REQUIRE_FILE(test::model_path("stories260K.gguf"));
+  auto f = model::GgufFile::open(test::model_path("stories260K.gguf"));
+  const auto cfg = model::load_config(*f);
+  LocalPipeline one(*f, cfg, *be_, 256);  // the whole model on cuda:0 (stage splits are bit-exact)
+  const auto want = greedy_tokens(one);
+  test::WorkerProcess w0("*", {"--device", "cuda:0"}), w1("*", {"--device", "cuda:1"});
+  RemotePipeline remote(*f, cfg, gpu_pipeline_options({w0.address(), w1.address()}));
+  EXPECT_EQ(greedy_tokens(remote), want);
+  EXPECT_NE(w0.child().err().find("over the device hop"), std::string::npos) << w0.child().err();
+  EXPECT_NE(w1.child().err().find("over the device hop"), std::string::npos) << w1.child().err();
+}
+
+TEST_F(Cuda, ACpuWorkerThenAGpuWorkerGiveOneProcesssGreedyTokens) {
+  HERD_REQUIRE_FILE(test::model_path("stories260K.gguf"));
+  auto f = model::GgufFile::open(test::model_path("stories260K.gguf"));
+  const auto cfg = model::load_config(*f);
+  auto ref = make_reference_backend();
+  LocalPipeline one(*f, cfg, *ref, 256);
+  const auto want = greedy_tokens(one);
+  test::WorkerProcess cpu("*", {}), gpu("*", {"--device", "cuda:0"});
+  RemotePipeline remote(*f, cfg, gpu_pipeline_options({cpu.address(), gpu.address()}));
+  EXPECT_EQ(greedy_tokens(remote), want);
+  EXPECT_EQ(cpu.child().err().find("over the device hop"), std::string::npos) << "a CPU stage's hop is the link";
 }
 
 TEST_F(Cuda, AnAllocationBeyondTheGpuIsAClearError) {

@@ -4,7 +4,7 @@
 if(TARGET herd_cuda)
   add_executable(test_cuda ${CMAKE_CURRENT_LIST_DIR}/test_cuda.cpp)
   set_target_properties(test_cuda PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
-  target_link_libraries(test_cuda PRIVATE herd_cuda herd_coordinator herd_engine herd_model herd_kernels
+  target_link_libraries(test_cuda PRIVATE herd_cuda herd_coordinator herd_worker herd_engine herd_model herd_kernels
     GTest::gtest GTest::gtest_main herd_warnings)
   target_include_directories(test_cuda PRIVATE ${CMAKE_SOURCE_DIR})
   target_compile_definitions(test_cuda PRIVATE HERD_SHARED_DIR="${HERD_SHARED_DIR}" HERD_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
@@ -13,6 +13,7 @@ if(TARGET herd_cuda)
     target_link_libraries(test_cuda PRIVATE herd_comm_nccl)
     target_compile_definitions(test_cuda PRIVATE HERD_HAVE_NCCL=1)
   endif()
+  add_dependencies(test_cuda herd)  # the worker processes of its pipeline tests
   add_test(NAME test_cuda COMMAND test_cuda)
   set_tests_properties(test_cuda PROPERTIES SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\]" TIMEOUT 600 LABELS gpu)
 endif()
