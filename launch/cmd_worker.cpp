@@ -24,7 +24,6 @@
 #include "launch/commands.h"
 #include "launch/args.h"
 #include "launch/device_backend.h"
-#include "launch/device_hop.h"
 #include "launch/security_options.h"
 #include "model/gguf.h"
 #include "engine/host_probe.h"
@@ -244,22 +243,7 @@ int cmd_worker(const Args& args) {
         o.profile_types.push_back(static_cast<uint32_t>(t.type));
   }
   model_file.reset();  // the worker opens its shard when assigned
-  if (o.device_backend) {
-    // A GPU worker's Hello carries the GPU's figures (its memory, copy bandwidth and the kernel
-    // rates of its backend), measured here in this process (CUDA does not survive a fork).
-    o.device_free_bytes = [device] { return device_free_bytes(device); };
-    o.device_comm = device_comm_factory();  // tensor-parallel groups of GPU workers join over NCCL
-    o.device_hop = nccl_device_hop_hooks();  // GPU to GPU to a next stage on a GPU (empty without NCCL)
-    if (!o.profile) {
-      Timer t;
-      auto be = o.device_backend();
-      o.profile = device_startup_profile(device, *be, o.profile_types);
-      o.profile_source = "measured at startup on " + device;
-      HERD_LOG_INFO("worker: ", device, " (", o.profile->cpu, ") ", o.profile->mem_available_bytes >> 20, " MiB free, ",
-                    o.profile->read_bw_Bps / 1e9, " GB/s copy, ", o.profile->matvec_Bps.size(), " matvec types (",
-                    t.seconds(), " s)");
-    }
-  }
+  if (o.device_backend) set_worker_device(o, device);
   if (!o.profile) {
     Timer t;
     o.profile = measure_in_child(threads, o.profile_types);

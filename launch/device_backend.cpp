@@ -2,7 +2,10 @@
 
 #include <stdexcept>
 
+#include "common/log.h"
+#include "common/timer.h"
 #include "launch/args.h"
+#include "launch/device_hop.h"
 
 #if defined(HERD_HAVE_NCCL)
 #include "engine/nccl_comm.h"
@@ -107,6 +110,22 @@ uint64_t device_free_bytes(const std::string& device) {
   (void)device;
 #endif
   return 0;
+}
+
+void set_worker_device(WorkerServerOptions& o, const std::string& device) {
+  if (!o.device_backend) o.device_backend = device_backend_factory(device);
+  if (!o.device_backend) return;  // cpu
+  o.device_free_bytes = [device] { return device_free_bytes(device); };
+  o.device_comm = device_comm_factory();   // tensor-parallel groups of GPU workers join over NCCL
+  o.device_hop = nccl_device_hop_hooks();  // GPU to GPU to a next stage on a GPU (empty without NCCL)
+  if (o.profile) return;
+  Timer t;
+  auto be = o.device_backend();
+  o.profile = device_startup_profile(device, *be, o.profile_types);
+  o.profile_source = "measured at startup on " + device;
+  HERD_LOG_INFO("worker: ", device, " (", o.profile->cpu, ") ", o.profile->mem_available_bytes >> 20, " MiB free, ",
+                o.profile->read_bw_Bps / 1e9, " GB/s copy, ", o.profile->matvec_Bps.size(), " matvec types (",
+                t.seconds(), " s)");
 }
 
 std::string device_help() {

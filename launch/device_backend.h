@@ -10,6 +10,7 @@
 #include "engine/comm.h"
 #include "engine/host_probe.h"
 #include "kernels/backend.h"
+#include "worker/worker_server.h"
 
 namespace herd::cli {
 
@@ -37,6 +38,13 @@ ProbeResult device_startup_profile(const std::string& device, Backend& be, const
 
 // Free memory of `device` now (the Hello's free figure for a GPU worker); 0 when unknown.
 uint64_t device_free_bytes(const std::string& device);
+
+// A worker computing on `device` (herd worker --device, herd mpi --worker-device; not the CPU):
+// o.device_backend (made now if unset: a missing GPU is an error now, not at the first Assign), its
+// free memory for the Hello, the NCCL Comm of GPU tensor-parallel groups and the stage hops
+// between GPUs (launch/device_hop.h), and unless o.profile is set already, the GPU's figures
+// measured now (device_startup_profile, in this process: CUDA does not survive a fork).
+void set_worker_device(WorkerServerOptions& o, const std::string& device);
 
 // What --help says of the devices this build can run.
 std::string device_help();

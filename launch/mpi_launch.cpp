@@ -26,6 +26,7 @@
 
 #include "launch/args.h"
 #include "launch/commands.h"
+#include "launch/device_backend.h"
 #include "launch/security_options.h"
 
 #ifdef HERD_HAVE_MPI
@@ -51,6 +52,10 @@ const char* kMpiHelp =
     "Every option of the subcommand applies except --workers (MPI provides the workers).\n"
     "With --tp T, each T consecutive worker ranks form one tensor-parallel stage whose all-reduces go\n"
     "over MPI (N-1 must be a multiple of T; with --split, give (N-1)/T ranges).\n"
+    "--worker-device cpu|cuda:N|cuda:auto: where the worker ranks compute (default cpu); cuda:auto gives\n"
+    "each worker rank of a host the next GPU of that host (the first worker on a host cuda:0, ...). GPU\n"
+    "ranks of one --tp group join over NCCL, bootstrapped over their MPI group; GPU stages hand their\n"
+    "hidden states GPU to GPU. Not yet run on a GPU (see the README's GPU section).\n"
     "Across hosts: mpirun --hostfile HOSTS -np N herd mpi -m /same/path/model.gguf -p ...\n"
     "(the binary at the same path on every host; the model too, unless the workers receive it from\n"
     "the coordinator). Workers then listen on all interfaces and advertise their host name, or\n"
@@ -144,8 +149,29 @@ struct MpiGroup {
   int rank = 0, size = 0;
 };
 
+// --worker-device V (or =V), taken out of `a` (the coordinator's subcommand does not know it): V, or
+// "" when absent. Every rank parses the same argv, so every rank decides alike.
+std::string take_worker_device(Args& a) {
+  std::string v;
+  for (size_t i = 0; i < a.size();) {
+    if (a[i] == "--worker-device" && i + 1 < a.size()) {
+      v = a[i + 1];
+      a.erase(a.begin() + static_cast<std::ptrdiff_t>(i), a.begin() + static_cast<std::ptrdiff_t>(i) + 2);
+    } else if (a[i] == "--worker-device") {
+      v = "--worker-device needs a value";
+      a.erase(a.begin() + static_cast<std::ptrdiff_t>(i));
+    } else if (a[i].rfind("--worker-device=", 0) == 0) {
+      v = a[i].substr(16);
+      a.erase(a.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      ++i;
+    }
+  }
+  return v;
+}
+
 int run_worker(std::unique_ptr<transport::Listener> listener, int threads, int rank, const std::string& models_dir,
-               MpiGroup* group) {
+               MpiGroup* group, const std::string& device) {
   std::atomic<bool> stop{false}, failed{false};
   std::string failure;
   char host[kHostBytes] = {};
@@ -154,6 +180,15 @@ int run_worker(std::unique_ptr<transport::Listener> listener, int threads, int r
   o.threads = threads;
   o.name = "rank " + std::to_string(rank) + " on " + host;
   o.models_dir = models_dir;
+  if (!device.empty() && device != "cpu") {
+    try {
+      set_worker_device(o, device);  // its GPU's figures measured now; NCCL for its --tp group and hops
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "herd mpi: worker rank %d on %s: --worker-device %s: %s; aborting the job\n", rank, host,
+                   device.c_str(), e.what());
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+  }
   if (group && group->all_reduce) {
     o.group_comm = [group](int r, int n, std::string* why_not) -> Comm* {
       if (r != group->rank || n != group->size) {
@@ -234,6 +269,34 @@ int cmd_mpi(const Args& in) {
     args.erase(args.begin());
   }
   // Decisions every rank makes alike (same argv everywhere), so no rank waits for another in vain.
+  std::string worker_device = take_worker_device(args);
+  std::string device_error;
+  if (!worker_device.empty() && worker_device != "cuda:auto") {
+    try {
+      (void)parse_device(worker_device);
+    } catch (const std::invalid_argument& e) {
+      device_error = e.what();
+    }
+  }
+  if (worker_device == "--worker-device needs a value") device_error = worker_device;
+  if (!device_error.empty()) {
+    if (rank == 0) std::fprintf(stderr, "herd mpi: --worker-device: %s (cpu, cuda:N or cuda:auto)\n", device_error.c_str());
+    MPI_Finalize();
+    return rank == 0 ? 2 : 0;
+  }
+  if (worker_device == "cuda:auto") {
+    // The worker ranks of each host, numbered on that host: its GPUs in order.
+    MPI_Comm workers = MPI_COMM_NULL, host_workers = MPI_COMM_NULL;
+    MPI_Comm_split(MPI_COMM_WORLD, rank == 0 ? MPI_UNDEFINED : 0, rank, &workers);
+    if (workers != MPI_COMM_NULL) {
+      MPI_Comm_split_type(workers, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &host_workers);
+      int local = 0;
+      MPI_Comm_rank(host_workers, &local);
+      worker_device = "cuda:" + std::to_string(local);
+      MPI_Comm_free(&host_workers);
+      MPI_Comm_free(&workers);
+    }
+  }
   bool has_workers = false;
   for (const auto& a : args) has_workers |= a == "--workers" || a.rfind("--workers=", 0) == 0;
   if (has_workers || size < 2) {
@@ -336,7 +399,7 @@ int cmd_mpi(const Args& in) {
     MPI_Ibcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD, &req);
     MPI_Wait(&req, MPI_STATUS_IGNORE);
   } else {
-    code = run_worker(std::move(listener), threads_from(args), rank, models_dir_from(args), &group);
+    code = run_worker(std::move(listener), threads_from(args), rank, models_dir_from(args), &group, worker_device);
     if (group.comm != MPI_COMM_NULL) {
       group.all_reduce.reset();
       MPI_Comm_free(&group.comm);

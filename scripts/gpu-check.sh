@@ -58,7 +58,7 @@ else
   step configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DHERD_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC" \
     -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
   step build cmake --build "$BUILD" -j"$JOBS" --target herd test_cuda test_cuda_block_math test_cuda_ops_math test_device_seam \
-    test_device_tp test_device_hop
+    test_device_tp test_device_hop bench_nccl
   [ -x "$BUILD/bin/herd" ] || { say "the build failed: see $OUT/build.log"; exit "$((failed > 0 ? failed : 1))"; }
 fi
 HERD=$PWD/$BUILD/bin/herd
@@ -100,6 +100,8 @@ if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then
     [ -n "$one" ] && [ "$one" = "$two" ]
   }
   step tp_two_gpus tp_gpus
+  step nccl_latency "$BUILD"/bin/bench_nccl
+  sed 's/^/      /' "$OUT/nccl_latency.log" | tee -a "$REPORT"
 else
   say "tp_two_gpus: skipped (one GPU: NCCL joins one rank per GPU)"
 fi

@@ -162,5 +162,34 @@ TEST_F(Mpi, Rank0ErrorsEndEveryRankWithAClearMessage) {
   EXPECT_EQ(r.exit_code, 2) << r.err;
 }
 
+TEST_F(Mpi, WorkerDevicesAreCheckedAndAGpuTheHostLacksEndsTheJobNamingIt) {
+  // --worker-device cpu is the default, and runs as without it.
+  auto args = greedy_args();
+  args.insert(args.end(), {"--worker-device", "cpu"});
+  ProcessResult r = mpi(3, args, 120);
+  ProcessResult one = local(greedy_args());
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, one.out);
+  // A malformed device: every rank ends, the coordinator says why, exit 2.
+  args = greedy_args();
+  args.insert(args.end(), {"--worker-device", "gpu0"});
+  r = mpi(3, args, 60);
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--worker-device: expected cpu or cuda:N"), std::string::npos) << r.err;
+  // A GPU this host does not have (CI has none): the worker rank names it and the job ends, no hang.
+  if (!std::filesystem::exists("/dev/nvidiactl")) {
+    args = greedy_args();
+    args.insert(args.end(), {"--worker-device", "cuda:auto"});
+    r = mpi(3, args, 90);
+    EXPECT_FALSE(r.timed_out) << "the job hung on a missing GPU";
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("--worker-device cuda:"), std::string::npos) << r.err;  // cuda:0 or cuda:1, whichever ends it
+    EXPECT_TRUE(r.err.find("no CUDA device") != std::string::npos || r.err.find("built without CUDA") != std::string::npos)
+        << r.err;
+  }
+}
+
 }  // namespace
 }  // namespace herd::test
