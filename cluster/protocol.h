@@ -546,6 +546,10 @@ struct TpRing {
 struct HopOffer {
   static constexpr MsgType kType = MsgType::HopOffer;
   std::string id;
+  // The offering worker's host (common/host_identity.h) and whether it lets NCCL cross hosts
+  // (--nccl-across-hosts): a hop between hosts needs both ends to allow it.
+  uint64_t host = 0;
+  bool across_hosts = false;
   template <class A> void serialize(A& ar, uint32_t v) {
     detail::check_version<A>(v, 1, "HopOffer");
     uint64_t n = id.size();
@@ -555,6 +559,7 @@ struct HopOffer {
                           std::to_string(kNcclIdMessageBytes) + ")");
     if constexpr (A::is_loading::value) id.resize(n);
     ar(cereal::binary_data(id.data(), n));
+    ar(host, across_hosts);
   }
 };
 

@@ -138,7 +138,7 @@ std::vector<Message> messages() {
   hop.group_tag = nccl_group_tag("seed hop");
   hop.nranks = 2;
   hop.id.fill(0x5a);
-  out.push_back(pack(HopOffer{encode_nccl_id(hop)}));
+  out.push_back(pack(HopOffer{encode_nccl_id(hop), 0x1234, false}));
   out.push_back(pack(HopAnswer{HopState::Failed, "no GPU"}));
   Forward on_hop;
   on_hop.device_hop = true;

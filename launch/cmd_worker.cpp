@@ -142,7 +142,7 @@ uint64_t parse_cache_size(const std::string& v, const std::string& flag = "--cac
 
 int cmd_worker(const Args& args) {
   std::string listen_addr, model, cache_dir, profile, cache_max = "64G", models_dir, mem_budget = "auto", device = "cpu";
-  bool no_stream = false;
+  bool no_stream = false, nccl_across_hosts = false;
   int threads = 0, delay_ms = 0, exit_with_parent = 0;
   int64_t freeze_after = 0;
   double weight_timeout_s = kDefaultChunkTimeoutMs / 1000.0;
@@ -159,6 +159,10 @@ int cmd_worker(const Args& args) {
   p.add("-m,--model", "FILE", "this host's copy of the GGUF model", &model);
   p.add("-t,--threads", "N", "CPU threads (0 = all cores)", &threads, 0, kMaxThreads);
   p.add("--device", "DEV", "where this worker's stages run: " + device_help(), &device);
+  p.add("--nccl-across-hosts", "", "let NCCL join this worker's GPU with GPUs on other hosts (stage hops between GPU "
+        "workers, GPU tensor-parallel groups): NCCL's network transport is neither authenticated nor encrypted, so by "
+        "default a hop to another host uses the link and a GPU group spanning hosts is refused (implied by --insecure)",
+        &nccl_across_hosts);
   p.add("--cache-dir", "DIR", "where received model shards are kept (default: $HERD_CACHE_DIR, else "
         "~/.cache/herd)", &cache_dir);
   p.add("--cache-max", "SIZE", "quota of --cache-dir, e.g. 300M, 64G (binary units; 0 = none): "
@@ -208,6 +212,7 @@ int cmd_worker(const Args& args) {
   }
   WorkerServerOptions o;
   o.device_backend = device_backend_factory(device);  // a missing GPU is an error now, not at the first Assign
+  o.nccl_across_hosts = nccl_across_hosts || security.insecure;
   o.model_path = model;
   o.threads = threads;
   o.debug_delay_ms = delay_ms;

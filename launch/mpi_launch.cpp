@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -55,7 +56,9 @@ const char* kMpiHelp =
     "--worker-device cpu|cuda:N|cuda:auto: where the worker ranks compute (default cpu); cuda:auto gives\n"
     "each worker rank of a host the next GPU of that host (the first worker on a host cuda:0, ...). GPU\n"
     "ranks of one --tp group join over NCCL, bootstrapped over their MPI group; GPU stages hand their\n"
-    "hidden states GPU to GPU. Not yet run on a GPU (see the README's GPU section).\n"
+    "hidden states GPU to GPU. Not yet run on a GPU (see the README's GPU section). NCCL between GPUs of\n"
+    "different hosts (its network transport is neither authenticated nor encrypted) needs\n"
+    "--nccl-across-hosts (or --insecure).\n"
     "Across hosts: mpirun --hostfile HOSTS -np N herd mpi -m /same/path/model.gguf -p ...\n"
     "(the binary at the same path on every host; the model too, unless the workers receive it from\n"
     "the coordinator). Workers then listen on all interfaces and advertise their host name, or\n"
@@ -171,7 +174,7 @@ std::string take_worker_device(Args& a) {
 }
 
 int run_worker(std::unique_ptr<transport::Listener> listener, int threads, int rank, const std::string& models_dir,
-               MpiGroup* group, const std::string& device) {
+               MpiGroup* group, const std::string& device, bool nccl_across_hosts) {
   std::atomic<bool> stop{false}, failed{false};
   std::string failure;
   char host[kHostBytes] = {};
@@ -180,6 +183,7 @@ int run_worker(std::unique_ptr<transport::Listener> listener, int threads, int r
   o.threads = threads;
   o.name = "rank " + std::to_string(rank) + " on " + host;
   o.models_dir = models_dir;
+  o.nccl_across_hosts = nccl_across_hosts;
   if (!device.empty() && device != "cpu") {
     try {
       set_worker_device(o, device);  // its GPU's figures measured now; NCCL for its --tp group and hops
@@ -270,6 +274,14 @@ int cmd_mpi(const Args& in) {
   }
   // Decisions every rank makes alike (same argv everywhere), so no rank waits for another in vain.
   std::string worker_device = take_worker_device(args);
+  bool nccl_across_hosts = false;  // a worker-rank option too: taken out before the coordinator parses
+  for (auto it = args.begin(); it != args.end();)
+    if (*it == "--nccl-across-hosts") {
+      nccl_across_hosts = true;
+      it = args.erase(it);
+    } else {
+      ++it;
+    }
   std::string device_error;
   if (!worker_device.empty() && worker_device != "cuda:auto") {
     try {
@@ -399,7 +411,8 @@ int cmd_mpi(const Args& in) {
     MPI_Ibcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD, &req);
     MPI_Wait(&req, MPI_STATUS_IGNORE);
   } else {
-    code = run_worker(std::move(listener), threads_from(args), rank, models_dir_from(args), &group, worker_device);
+    code = run_worker(std::move(listener), threads_from(args), rank, models_dir_from(args), &group, worker_device,
+                      nccl_across_hosts || std::find(args.begin(), args.end(), "--insecure") != args.end());
     if (group.comm != MPI_COMM_NULL) {
       group.all_reduce.reset();
       MPI_Comm_free(&group.comm);

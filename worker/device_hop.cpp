@@ -4,6 +4,7 @@
 // a reason for an assignment to fail.
 #include <chrono>
 
+#include "common/host_identity.h"
 #include "common/log.h"
 #include "worker/worker_server.h"
 
@@ -31,6 +32,8 @@ std::unique_ptr<DeviceHop> WorkerServer::join_hop(const NcclId& id, int rank, st
   }
 }
 
+uint64_t WorkerServer::host() const { return opts_.host_identity ? opts_.host_identity : host_identity(); }
+
 bool WorkerServer::can_hop() const {
   return opts_.device_hop && opts_.device_backend && backend_ && backend_->device().kind != Device::Kind::Host;
 }
@@ -57,7 +60,8 @@ void WorkerServer::offer_device_hop(const Assign& a) {
     id_err = e.what();
   }
   if (!id_err.empty()) return keep_link("no group id: " + id_err);
-  if (std::string err = next_->send(pack(HopOffer{encode_nccl_id(id)})); !err.empty()) return keep_link(err);
+  if (std::string err = next_->send(pack(HopOffer{encode_nccl_id(id), host(), opts_.nccl_across_hosts})); !err.empty())
+    return keep_link(err);
 
   // The next stage's answers, each within its time; "" and *answer, or why there is none.
   auto answer = [&](int timeout_ms, HopAnswer* out) -> std::string {
@@ -112,6 +116,11 @@ void WorkerServer::on_hop_offer(const std::string& peer, const Message& m) {
   else if (std::string err = decode_nccl_id(o.id, device_hop_tag(assign_.upstream_token), 2, &id); !err.empty())
     why = "the offer's id: " + err;
   else if (id.rank != 0) why = "the offer's id is from rank " + std::to_string(id.rank) + ", not 0";
+  else if (o.host != host() && !(o.across_hosts && opts_.nccl_across_hosts))
+    why = std::string("the previous stage is on another host, and NCCL's network transport is neither authenticated "
+                      "nor encrypted (--nccl-across-hosts on ") +
+          (o.across_hosts ? "this worker" : opts_.nccl_across_hosts ? "the previous worker" : "both workers") +
+          " allows it)";
   if (!why.empty()) {
     HERD_LOG_INFO("worker: declined a device hop from the previous stage: ", why);
     listener_->send(peer, pack(HopAnswer{HopState::Declined, why}));

@@ -417,16 +417,28 @@ void WorkerServer::on_tp_ring(const std::string& peer, const Message& m) {
 
 std::string WorkerServer::join_group(Comm& over) {
   const TpSync sync = kTpSyncs[assign_.tp.sync];
-  // What every rank is: 0 a CPU, 1 a device with a device Comm, 2 a device without one.
+  // What every rank is: its kind (0 a CPU, 1 a device with a device Comm, 2 a device without
+  // one), its host (common/host_identity.h, in three 22-bit parts: floats carry integers below
+  // 2^24 exactly) and whether it lets NCCL cross hosts.
   const bool here_on_device = backend_->device().kind != Device::Kind::Host;
-  const float mine = here_on_device ? (opts_.device_comm ? 1.0f : 2.0f) : 0.0f;
-  std::vector<float> all(static_cast<size_t>(over.size()));
-  if (std::string err = over.all_gather(&mine, 1, all.data()); !err.empty())
+  const uint64_t h = host();
+  constexpr size_t kFields = 5;
+  const float mine[kFields] = {here_on_device ? (opts_.device_comm ? 1.0f : 2.0f) : 0.0f,
+                               static_cast<float>(h & 0x3FFFFF), static_cast<float>((h >> 22) & 0x3FFFFF),
+                               static_cast<float>(h >> 44), opts_.nccl_across_hosts ? 1.0f : 0.0f};
+  std::vector<float> fields(kFields * static_cast<size_t>(over.size()));
+  if (std::string err = over.all_gather(mine, kFields, fields.data()); !err.empty())
     return "forming the tensor-parallel group: " + err;
-  std::string on_devices, without_comm;
+  std::vector<float> all(static_cast<size_t>(over.size()));
+  std::string on_devices, without_comm, refusing;
+  bool hosts_differ = false;
   for (size_t r = 0; r < all.size(); ++r) {
+    const float* f = fields.data() + r * kFields;
+    all[r] = f[0];
     if (all[r] != 0.0f) on_devices += (on_devices.empty() ? "" : ", ") + std::to_string(r);
     if (all[r] == 2.0f) without_comm += (without_comm.empty() ? "" : ", ") + std::to_string(r);
+    hosts_differ |= f[1] != mine[1] || f[2] != mine[2] || f[3] != mine[3];
+    if (f[4] == 0.0f) refusing += (refusing.empty() ? "" : ", ") + std::to_string(r);
   }
   try {
     if (on_devices.empty()) {
@@ -438,6 +450,10 @@ std::string WorkerServer::join_group(Comm& over) {
              on_devices + " of " + std::to_string(all.size()) + " are on GPUs";
     if (!without_comm.empty())
       return "rank(s) " + without_comm + " compute on a GPU but their herd cannot join GPUs (built without NCCL)";
+    if (hosts_differ && !refusing.empty())
+      return "the group's GPUs are on more than one host, and NCCL's network transport is neither authenticated "
+             "nor encrypted: start its workers with --nccl-across-hosts to allow it (not given to rank(s) " +
+             refusing + ")";
     std::string why;
     device_comm_ = opts_.device_comm(over, *backend_, &why);
     if (!device_comm_) return "cannot join the GPU group on " + backend_->device().name() + ": " + why;

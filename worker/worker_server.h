@@ -86,6 +86,14 @@ struct WorkerServerOptions {
   DeviceHopHooks device_hop;
   // How long joining a hop, and then each transfer on it, may wait for the other stage.
   int device_hop_timeout_ms = 30000;
+  // --nccl-across-hosts (or --insecure): NCCL (stage hops, GPU tensor-parallel groups) may join
+  // this worker with GPUs on other hosts. NCCL's network transport is neither authenticated nor
+  // encrypted, so by default a hop to another host uses the link and a GPU group spanning hosts is
+  // refused, saying so. Within one host NCCL uses P2P / shared memory, no network.
+  bool nccl_across_hosts = false;
+  // Test hook: this worker's host identity (0: common/host_identity.h's), so tests on one host can
+  // stand for several.
+  uint64_t host_identity = 0;
   // Test hook: sees every Forward message this worker receives, before it is checked.
   std::function<void(const transport::Message&)> forward_observer;
 };
@@ -168,6 +176,7 @@ class WorkerServer {
   // tells each rank what the others are), through a Comm on the device made over it (opts_.
   // device_comm: NCCL). "" or why not (a group mixing GPU and CPU ranks, no device Comm).
   std::string join_group(Comm& over);
+  uint64_t host() const;  // opts_.host_identity, else host_identity()
   // Drops the ring (before a new assignment; the Stage no longer points at it).
   void drop_ring();
   // Weight transfer from the coordinator `peer` during an Assign (worker/weight_cache.h).

@@ -559,9 +559,11 @@ TEST(Protocol, DeviceHopMessagesRoundTripAndMalformedOnesAreRefused) {
   id.nranks = 2;
   id.id[0] = 1;
   id.id[127] = 0xfe;
-  const HopOffer o{encode_nccl_id(id)};
+  const HopOffer o{encode_nccl_id(id), 0x0123456789abcdefull, true};
   const HopOffer o2 = round_trip(o);
   EXPECT_EQ(o2.id, o.id);
+  EXPECT_EQ(o2.host, o.host);
+  EXPECT_TRUE(o2.across_hosts);
   NcclIdMessage back;
   EXPECT_EQ(decode_nccl_id(o2.id, id.group_tag, 2, &back), "");
   EXPECT_EQ(back.id, id.id);

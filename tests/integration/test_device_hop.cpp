@@ -254,6 +254,41 @@ TEST(DeviceHop, AHopWithACpuStageUsesTheLink) {
   EXPECT_EQ(GuardedDevice::violations_seen, violations_before);
 }
 
+// Two device workers on different hosts: NCCL would join them over its network transport, which
+// is neither authenticated nor encrypted, so the hop is made only when both workers allow it
+// (--nccl-across-hosts, or --insecure); otherwise the downstream declines, naming why, and the
+// hidden state takes herd's link. Host identities stand in for two hosts (WorkerServerOptions::
+// host_identity); the same identity is one host, where NCCL needs no network.
+TEST(DeviceHop, AHopToAnotherHostNeedsBothWorkersToAllowNcclAcrossHosts) {
+  Model m;
+  const int violations_before = GuardedDevice::violations_seen;
+  struct Case {
+    uint64_t host_a, host_b;
+    bool allow_a, allow_b, hop;
+  };
+  for (const Case& c : {Case{1, 2, false, false, false}, Case{1, 2, true, false, false}, Case{1, 2, false, true, false},
+                        Case{1, 2, true, true, true}, Case{7, 7, false, false, true}}) {
+    StandinHops hops;
+    ForwardLog into_b;
+    auto opts = [&](const std::string& name, uint64_t host, bool allow, ForwardLog* log) {
+      WorkerServerOptions o = worker_options(name, Kind::Device, &hops, log);
+      o.host_identity = host;
+      o.nccl_across_hosts = allow;
+      return o;
+    };
+    const std::string what = "hosts " + std::to_string(c.host_a) + "/" + std::to_string(c.host_b) + ", allowed " +
+                             std::to_string(c.allow_a) + "/" + std::to_string(c.allow_b);
+    {
+      InprocServer a(opts("hosts-a", c.host_a, c.allow_a, nullptr)), b(opts("hosts-b", c.host_b, c.allow_b, &into_b));
+      expect_reference_bits(m, {a.address(), b.address()}, "0-1,2-4", what);
+    }
+    EXPECT_EQ(hops.joined, c.hop ? 2 : 0) << what;
+    EXPECT_EQ(into_b.on_hop.load(), c.hop ? into_b.forwards.load() : 0) << what;
+    EXPECT_EQ(into_b.tensor_bytes == 0u, c.hop) << what;
+  }
+  EXPECT_EQ(GuardedDevice::violations_seen, violations_before);
+}
+
 // Two device workers that cannot make the hop fall back to the link, within the hop timeout:
 // the upstream's join fails (the downstream's then times out), the downstream's join throws (the
 // upstream's times out; the downstream's loop goes on), or the downstream has no hooks (its build

@@ -146,6 +146,42 @@ TEST(DeviceWorker, ATensorParallelGroupOfDeviceWorkersJoinsOnTheDeviceAndGivesTh
   EXPECT_EQ(GuardedDevice::violations_seen - violations_before, 0);
 }
 
+TEST(DeviceWorker, AGpuGroupSpanningHostsNeedsEveryRankToAllowNcclAcrossHosts) {
+  // NCCL between hosts runs over its network transport, neither authenticated nor encrypted: a
+  // group of GPU workers on more than one host (host identities stand in for hosts) is refused,
+  // naming the option and the ranks without it, unless every rank allows it.
+  auto file = model::GgufFile::open(model_path("stories260K.gguf"));
+  const auto config = model::load_config(*file);
+  auto worker = [](const std::string& name, uint64_t host, bool allow) {
+    WorkerServerOptions o = worker_options(name, true);
+    o.host_identity = host;
+    o.nccl_across_hosts = allow;
+    return o;
+  };
+  {
+    InprocServer a(worker("dev-hosts-a", 1, true)), b(worker("dev-hosts-b", 2, false));
+    try {
+      RemotePipeline remote(*file, config, tp_options({a.address(), b.address()}));
+      ADD_FAILURE() << "a GPU group spanning hosts formed without --nccl-across-hosts on rank 1";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("--nccl-across-hosts"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("rank(s) 1"), std::string::npos) << e.what();
+    }
+  }
+  const int made_before = device_comms_made;
+  {
+    InprocServer a(worker("dev-hosts-c", 1, true)), b(worker("dev-hosts-d", 2, true));
+    RemotePipeline remote(*file, config, tp_options({a.address(), b.address()}));
+    TpOptions t;
+    t.n_ranks = 2;
+    t.weights = remote.tp_weights()[0];
+    t.make_backend = [](int) { return make_reference_backend(); };
+    TpPipeline host(*file, config, KvOptions{256, 1, DType::F32}, t);
+    expect_same_logits(host, remote, "a GPU group over two hosts, allowed");
+  }
+  EXPECT_EQ(device_comms_made - made_before, 2);
+}
+
 TEST(DeviceWorker, AGroupMixingGpuAndCpuRanksOrAGpuRankWithoutNcclIsRefusedNamingWhy) {
   auto file = model::GgufFile::open(model_path("stories260K.gguf"));
   const auto config = model::load_config(*file);
