@@ -559,7 +559,8 @@ struct HopOffer {
                           std::to_string(kNcclIdMessageBytes) + ")");
     if constexpr (A::is_loading::value) id.resize(n);
     ar(cereal::binary_data(id.data(), n));
-    ar(host, across_hosts);
+    ar(host);
+    detail::boolean(ar, across_hosts, "HopOffer.across_hosts");
   }
 };
 

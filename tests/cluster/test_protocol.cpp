@@ -587,6 +587,9 @@ TEST(Protocol, DeviceHopMessagesRoundTripAndMalformedOnesAreRefused) {
   Message longer = pack(o);
   longer.payload += "x";
   EXPECT_THROW(unpack<HopOffer>(longer), ProtocolError);
+  Message not_bool = pack(o);  // across_hosts is the last byte: 0 or 1 only
+  not_bool.payload.back() = 2;
+  EXPECT_THROW(unpack<HopOffer>(not_bool), ProtocolError);
 
   for (const HopState st : {HopState::Declined, HopState::Accepted, HopState::Joined, HopState::Failed}) {
     const HopAnswer a2 = round_trip(HopAnswer{st, "why"});
