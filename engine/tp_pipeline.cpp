@@ -66,25 +66,27 @@ TpPipeline::~TpPipeline() {
 }
 
 void TpPipeline::connect_ranks() {
-  device_comms_.clear();  // (before the group they were made over)
-  comms_ = make_inproc_comms(n_ranks());
+  // The new group is made whole before the stages are pointed at it: when a device Comm cannot be
+  // made, the stages keep the old (broken) group, whose collectives fail at once, never a freed one.
+  auto comms = make_inproc_comms(n_ranks());
+  std::vector<std::unique_ptr<Comm>> device_comms;
   std::vector<Comm*> use(static_cast<size_t>(n_ranks()));
-  for (int r = 0; r < n_ranks(); ++r) use[static_cast<size_t>(r)] = comms_[static_cast<size_t>(r)].get();
+  for (size_t i = 0; i < use.size(); ++i) use[i] = comms[i].get();
   const bool devices = ranks_[0].backend->device().kind != Device::Kind::Host;
   if (devices && device_comm_) {
     // Every rank makes its Comm on a thread of its own: making one is a collective.
-    device_comms_.resize(use.size());
+    device_comms.resize(use.size());
     std::vector<std::string> errors(use.size());
     std::vector<std::thread> makers;
     for (int r = 0; r < n_ranks(); ++r)
-      makers.emplace_back([this, r, &errors] {
+      makers.emplace_back([this, r, &errors, &comms, &device_comms] {
         const auto i = static_cast<size_t>(r);
         try {
-          device_comms_[i] = device_comm_(*comms_[i], *ranks_[i].backend, &errors[i]);
+          device_comms[i] = device_comm_(*comms[i], *ranks_[i].backend, &errors[i]);
         } catch (const std::exception& e) {
           errors[i] = e.what();
         }
-        if (!device_comms_[i] && errors[i].empty()) errors[i] = "no Comm was made";
+        if (!device_comms[i] && errors[i].empty()) errors[i] = "no Comm was made";
       });
     for (std::thread& t : makers) t.join();
     for (int r = 0; r < n_ranks(); ++r)
@@ -92,10 +94,12 @@ void TpPipeline::connect_ranks() {
         throw std::runtime_error("tensor-parallel rank " + std::to_string(r) + " on " +
                                  ranks_[static_cast<size_t>(r)].backend->device().name() + ": " +
                                  errors[static_cast<size_t>(r)]);
-    for (size_t i = 0; i < use.size(); ++i) use[i] = device_comms_[i].get();
+    for (size_t i = 0; i < use.size(); ++i) use[i] = device_comms[i].get();
   }
   for (int r = 0; r < n_ranks(); ++r)
     ranks_[static_cast<size_t>(r)].stage->set_tensor_parallel({use[static_cast<size_t>(r)], sync_, plan_.vocab});
+  device_comms_ = std::move(device_comms);  // the old device Comms go first: they were made over the old group
+  comms_ = std::move(comms);
 }
 
 void TpPipeline::set_threads(int total) {
@@ -156,13 +160,39 @@ void TpPipeline::do_submit(uint64_t ticket, const Batch& b, std::vector<RowSampl
     done_cv_.wait(lock, [&] { return running_ == 0; });
   }
   batch_ = nullptr;
-  for (Rank& k : ranks_)
-    if (k.error) {
-      // A rank that failed inside a collective left the group broken for the others (they got its
-      // error or a timeout); the next batch gets a fresh group. The lowest rank's error is reported.
+  // Every rank that failed is named: the cause (a failing op on one rank) and its echo (the
+  // others' collectives timing out or finding the group broken) alike.
+  std::vector<size_t> failed;
+  for (size_t i = 0; i < ranks_.size(); ++i)
+    if (ranks_[i].error) failed.push_back(i);
+  if (!failed.empty()) {
+    // A rank that failed inside a collective left the group broken for the others; the next batch
+    // gets a fresh group (a fresh group of device Comms that cannot be made is logged; the stages
+    // keep the broken one, and the next batch fails too).
+    try {
       connect_ranks();
-      std::rethrow_exception(k.error);
+    } catch (const std::exception& e) {
+      HERD_LOG_WARN("tp: cannot form a fresh group after a failed batch: ", e.what());
     }
+    // One error, or every rank the same one (a bad batch: each refused it alike): that error, of
+    // its own type (a caller tells bad input from a failure by it). Else each rank's, named.
+    std::vector<std::string> whats;
+    for (size_t i : failed) {
+      try {
+        std::rethrow_exception(ranks_[i].error);
+      } catch (const std::exception& e) {
+        whats.push_back(e.what());
+      } catch (...) {
+        whats.push_back("an unknown error");
+      }
+    }
+    if (std::all_of(whats.begin(), whats.end(), [&](const std::string& w) { return w == whats[0]; }))
+      std::rethrow_exception(ranks_[failed[0]].error);
+    std::string all;
+    for (size_t j = 0; j < failed.size(); ++j)
+      all += (j ? "; rank " : "rank ") + std::to_string(failed[j]) + ": " + whats[j];
+    throw std::runtime_error(all);
+  }
   const double compute = ms(Clock::now() - start);
   double sample_ms = 0;
   if (!samples.empty()) {

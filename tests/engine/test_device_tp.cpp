@@ -7,6 +7,7 @@
 // gathered logits to the host. The Stage refuses a Comm whose memory is not its backend's.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -170,6 +171,47 @@ TEST(DeviceTp, DeviceRanksWithoutADeviceCommOrWhoseCommFailsAreRefusedNamingTheR
     EXPECT_NE(w.find("rank 1"), std::string::npos) << w;
     EXPECT_NE(w.find("no NCCL here"), std::string::npos) << w;
   }
+}
+
+TEST(DeviceTp, AFailedBatchWhoseFreshGroupCannotBeMadeReportsTheBatchsErrorAndThenFailsCleanly) {
+  // A device op fails on rank 1 mid-forward; the group is rebuilt after the batch, and making the
+  // fresh device Comms fails too (a GPU gone). The batch's own error is the one reported; the
+  // stages keep the old, broken group (never a freed one), so the next batch fails at once.
+  const std::string path = test::model_path("stories260K.gguf");
+  HERD_REQUIRE_FILE(path);
+  const Model m = load(path);
+  std::vector<GuardedDevice*> devs(2);
+  int made = 0;
+  TpOptions o;
+  o.n_ranks = 2;
+  o.make_backend = [&devs](int r) {
+    auto d = std::make_unique<GuardedDevice>();
+    devs[static_cast<size_t>(r)] = d.get();
+    return d;
+  };
+  o.device_comm = [&made](Comm& over, Backend& be, std::string* error) -> std::unique_ptr<Comm> {
+    over.set_timeout_ms(500);  // rank 0 waits this long for the rank whose op failed
+    if (made++ >= 2) {
+      *error = "the GPU is gone";
+      return nullptr;
+    }
+    return test::guarded_comm(over, be, error);
+  };
+  TpPipeline pipe(*m.f, m.cfg, KvOptions{32, 1, DType::F32}, o);
+  devs[1]->throw_at_matmul = 3;
+  std::vector<float> logits;
+  const int32_t ids[] = {1, 403, 29};
+  try {
+    pipe.eval(ids, 3, 0, false, logits);
+    ADD_FAILURE() << "a batch with a failing device op succeeded";
+  } catch (const std::exception& e) {
+    // The cause (rank 1's op) and its echo (rank 0's all-reduce timing out), each named.
+    EXPECT_NE(std::string(e.what()).find("rank 1: guarded-device: a failing op"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("rank 0: tensor parallel all-reduce"), std::string::npos) << e.what();
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(pipe.eval(ids, 3, 0, false, logits), std::exception);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5)) << "the broken group must fail fast";
 }
 
 }  // namespace
