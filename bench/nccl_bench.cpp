@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -37,6 +38,48 @@ double median(std::vector<double> t) {
   return t[t.size() / 2];
 }
 
+// NcclComms on GPUs 0..n-1, each bootstrapped on a thread of its own over an in-process group
+// (making one is a collective); dies naming the error.
+std::vector<std::unique_ptr<herd::NcclComm>> bootstrap(int n, const char* name) {
+  auto group = herd::make_inproc_comms(n);
+  std::vector<std::unique_ptr<herd::NcclComm>> out(static_cast<size_t>(n));
+  std::vector<std::string> errs(static_cast<size_t>(n));
+  std::vector<std::thread> ts;
+  for (int r = 0; r < n; ++r)
+    ts.emplace_back([&, r] {
+      const auto i = static_cast<size_t>(r);
+      out[i] = herd::NcclComm::bootstrap(*group[i], herd::nccl_group_tag(name), r, &errs[i], 60000);
+    });
+  for (auto& t : ts) t.join();
+  for (const auto& e : errs)
+    if (!e.empty()) die(e);
+  return out;
+}
+
+// Runs op(rank, device buffer of `bytes`, floats) on ranks 0..n-1 at once, each on its own thread,
+// 3 warm-up calls then iters_for(bytes) timed ones; rank 0's median seconds per call.
+double median_on_rank0(const std::vector<std::unique_ptr<herd::Backend>>& be, int n, size_t bytes,
+                       const std::function<std::string(int, float*, size_t)>& op) {
+  std::vector<double> rank0;
+  std::vector<std::thread> ts;
+  for (int r = 0; r < n; ++r)
+    ts.emplace_back([&, r] {
+      herd::Backend& b = *be[static_cast<size_t>(r)];
+      herd::Buffer d = b.alloc(bytes);
+      b.fill_zero(d.data(), bytes);
+      b.synchronize();
+      std::vector<double> t;
+      for (int k = -3; k < iters_for(bytes); ++k) {
+        const auto t0 = Clock::now();
+        if (auto e = op(r, d.as<float>(), bytes / sizeof(float)); !e.empty()) die(e);
+        if (k >= 0) t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+      }
+      if (r == 0) rank0 = std::move(t);
+    });
+  for (auto& t : ts) t.join();
+  return median(rank0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -60,84 +103,29 @@ int main(int argc, char** argv) {
     std::printf("bench_nccl: needs 2 GPUs (NCCL joins one rank per GPU); this host has %d\n", gpus);
     return 0;
   }
-  auto group = herd::make_inproc_comms(gpus);
-  std::vector<std::unique_ptr<herd::Comm>> nccl(static_cast<size_t>(gpus));
-  std::vector<std::unique_ptr<herd::Backend>> be(static_cast<size_t>(gpus));
-  {
-    std::vector<std::thread> ts;
-    std::vector<std::string> errs(static_cast<size_t>(gpus));
-    for (int r = 0; r < gpus; ++r)
-      ts.emplace_back([&, r] {
-        const auto i = static_cast<size_t>(r);
-        be[i] = herd::make_cuda_backend({r});
-        nccl[i] = herd::NcclComm::bootstrap(*group[i], herd::nccl_group_tag("bench_nccl"), r, &errs[i], 60000);
-      });
-    for (auto& t : ts) t.join();
-    for (const auto& e : errs)
-      if (!e.empty()) die(e);
-  }
+  std::vector<std::unique_ptr<herd::Backend>> be;
+  for (int r = 0; r < gpus; ++r) be.push_back(herd::make_cuda_backend({r}));
+  auto all = bootstrap(gpus, "bench_nccl");
   std::printf("%-12s %2s %10s %10s %8s %8s\n", "op", "n", "bytes", "time_us", "algbw", "busbw");
   for (size_t bytes : sizes) {
-    const size_t n = bytes / sizeof(float);
-    std::vector<double> rank0;
-    std::vector<std::thread> ts;
-    for (int r = 0; r < gpus; ++r)
-      ts.emplace_back([&, r] {
-        const auto i = static_cast<size_t>(r);
-        herd::Buffer d = be[i]->alloc(bytes);
-        be[i]->fill_zero(d.data(), bytes);
-        be[i]->synchronize();
-        std::vector<double> t;
-        for (int k = -3; k < iters_for(bytes); ++k) {
-          const auto t0 = Clock::now();
-          if (auto e = nccl[i]->all_reduce_sum(d.as<float>(), n); !e.empty()) die(e);
-          if (k >= 0) t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-        }
-        if (r == 0) rank0 = t;
-      });
-    for (auto& t : ts) t.join();
-    const double s = median(rank0), algbw = static_cast<double>(bytes) / s / 1e9;
+    const double s = median_on_rank0(be, gpus, bytes, [&](int r, float* d, size_t n) {
+      return all[static_cast<size_t>(r)]->all_reduce_sum(d, n);
+    });
+    const double algbw = static_cast<double>(bytes) / s / 1e9;
     std::printf("%-12s %2d %10zu %10.1f %8.3f %8.3f\n", "all_reduce", gpus, bytes, s * 1e6, algbw,
                 algbw * 2.0 * (gpus - 1) / gpus);
   }
-  // Send/recv between GPUs 0 and 1 over their own 2-rank communicator (as a stage hop makes one).
-  auto pair = herd::make_inproc_comms(2);
-  std::vector<std::unique_ptr<herd::NcclComm>> hop(2);
-  {
-    std::vector<std::thread> ts;
-    std::vector<std::string> errs(2);
-    for (int r = 0; r < 2; ++r)
-      ts.emplace_back([&, r] {
-        hop[static_cast<size_t>(r)] =
-            herd::NcclComm::bootstrap(*pair[static_cast<size_t>(r)], herd::nccl_group_tag("bench_nccl hop"), r,
-                                      &errs[static_cast<size_t>(r)], 60000);
-      });
-    for (auto& t : ts) t.join();
-    for (const auto& e : errs)
-      if (!e.empty()) die(e);
-  }
+  // Send/recv between GPUs 0 and 1 over their own 2-rank communicator (as a stage hop makes one);
+  // a round trip, halved.
+  auto hop = bootstrap(2, "bench_nccl hop");
   for (size_t bytes : sizes) {
-    const size_t n = bytes / sizeof(float);
-    std::vector<double> rank0;
-    std::vector<std::thread> ts;
-    for (int r = 0; r < 2; ++r)
-      ts.emplace_back([&, r] {
-        const auto i = static_cast<size_t>(r);
-        herd::Buffer d = be[i]->alloc(bytes);
-        be[i]->fill_zero(d.data(), bytes);
-        be[i]->synchronize();
-        std::vector<double> t;
-        for (int k = -3; k < iters_for(bytes); ++k) {
-          const auto t0 = Clock::now();
-          std::string e = r == 0 ? hop[0]->send(d.as<float>(), n, 1) : hop[1]->recv(d.as<float>(), n, 0);
-          if (e.empty()) e = r == 0 ? hop[0]->recv(d.as<float>(), n, 1) : hop[1]->send(d.as<float>(), n, 0);
-          if (!e.empty()) die(e);
-          if (k >= 0) t.push_back(std::chrono::duration<double>(Clock::now() - t0).count() / 2);
-        }
-        if (r == 0) rank0 = t;
-      });
-    for (auto& t : ts) t.join();
-    const double s = median(rank0);
+    const double s = median_on_rank0(be, 2, bytes, [&](int r, float* d, size_t n) {
+      const int peer = 1 - r;
+      herd::NcclComm& c = *hop[static_cast<size_t>(r)];
+      std::string e = r == 0 ? c.send(d, n, peer) : c.recv(d, n, peer);
+      if (e.empty()) e = r == 0 ? c.recv(d, n, peer) : c.send(d, n, peer);
+      return e;
+    }) / 2;
     std::printf("%-12s %2d %10zu %10.1f %8.3f %8s\n", "send/recv", 2, bytes, s * 1e6, static_cast<double>(bytes) / s / 1e9,
                 "-");
   }

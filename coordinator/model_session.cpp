@@ -60,10 +60,11 @@ ModelSession ModelSession::open(const std::string& path, const SessionOptions& o
     to.n_ranks = opts.tp;
     to.sync = sync;
     to.threads_per_rank = std::max(1, (opts.n_threads > 0 ? opts.n_threads : default_threads()) / opts.tp);
-    to.make_backend = [exact = opts.exact, isa = opts.isa](int) { return make_cpu_backend(CpuBackendOptions{exact, isa}); };
     if (rank_devices) {
       to.make_backend = [devices = opts.rank_device_backends](int r) { return devices.at(static_cast<size_t>(r))(); };
       to.device_comm = opts.device_comm;
+    } else {
+      to.make_backend = [exact = opts.exact, isa = opts.isa](int) { return make_cpu_backend(CpuBackendOptions{exact, isa}); };
     }
     s.pipeline = std::make_unique<TpPipeline>(*s.file, s.config, kv, std::move(to));
     return s;

@@ -58,11 +58,7 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
     if (drop && !w_.owns(rows_copied)) model::release_pages(rows_copied);
   });
   // The weight vectors are made resident now (a device uploads them), not during a pass.
-  for (const auto& l : w_.layers)
-    for (const std::vector<float>* v : {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm})
-      if (!v->empty()) vec(*v);
-  if (w_.range.output) vec(w_.output_norm);
-  if (!w_.rope_freqs.empty()) vec(w_.rope_freqs);
+  for_each_vector([this](const std::vector<float>& v) { vec(v); });
   // (A tensor-parallel rank's output is only some of the table's rows: then it shares nothing.)
   if (w_.range.output && w_.tok_embd.data == w_.output.data && w_.tok_embd.rows == w_.output.rows)
     w_.tok_embd.packed = w_.output.packed;
@@ -71,11 +67,15 @@ Stage::Stage(const model::ModelConfig& config, model::StageWeights weights, Back
 Stage::~Stage() {
   // A device keeps its copies by the host vector's address, which a later stage's weights may
   // reuse once these are freed (a worker assigned again keeps its backend).
+  for_each_vector([this](const std::vector<float>& v) { be_.release_resident(v.data()); });
+}
+
+void Stage::for_each_vector(const std::function<void(const std::vector<float>&)>& fn) const {
   for (const auto& l : w_.layers)
     for (const std::vector<float>* v : {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm})
-      if (!v->empty()) be_.release_resident(v->data());
-  if (!w_.output_norm.empty()) be_.release_resident(w_.output_norm.data());
-  if (!w_.rope_freqs.empty()) be_.release_resident(w_.rope_freqs.data());
+      if (!v->empty()) fn(*v);
+  if (w_.range.output) fn(w_.output_norm);
+  if (!w_.rope_freqs.empty()) fn(w_.rope_freqs);
 }
 
 void Stage::set_tensor_parallel(StageTensorParallel tp) {

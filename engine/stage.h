@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -123,6 +124,9 @@ class Stage {
   // The pass of forward_layers (Backend::begin_pass): its shape key, and its end (once).
   uint64_t pass_key(const Batch& b) const;
   void finish_pass();
+  // Every weight vector the ops read through vec(): made resident at construction, released at
+  // destruction.
+  void for_each_vector(const std::function<void(const std::vector<float>&)>& fn) const;
   // A weight vector (norm, bias, rope factors) as the backend's ops read it (Backend::resident).
   const float* vec(const std::vector<float>& v) { return be_.resident(v.data(), v.size()); }
   void forward_layers(const Batch& b, const float* hidden, float* out);  // forward() without the residency's end

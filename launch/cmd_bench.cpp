@@ -131,12 +131,7 @@ int cmd_bench(const Args& args) {
   so.kv_type = kv_type;
   so.tp = tp;
   so.tp_sync = tp_sync;
-  if (auto devices = device_backend_factories(device); devices.size() == 1) {
-    so.device_backend = devices[0];
-  } else {
-    so.rank_device_backends = std::move(devices);
-    so.device_comm = device_comm_factory();
-  }
+  set_session_devices(so, device);
   for (int n : bp.parallel) so.n_seq = std::max<int64_t>(so.n_seq, n);
   ModelSession s = ModelSession::open(model.empty() ? default_model_path() : model, so);
   std::unique_ptr<TraceWriter> trace;

@@ -63,6 +63,16 @@ std::vector<std::function<std::unique_ptr<Backend>()>> device_backend_factories(
   return out;
 }
 
+void set_session_devices(SessionOptions& s, const std::string& text) {
+  auto devices = device_backend_factories(text);
+  if (devices.size() == 1) {
+    s.device_backend = devices[0];
+    return;
+  }
+  s.rank_device_backends = std::move(devices);
+  s.device_comm = device_comm_factory();
+}
+
 DeviceCommFactory device_comm_factory() {
 #if defined(HERD_HAVE_NCCL)
   return [](Comm& over, Backend& be, std::string* error) -> std::unique_ptr<Comm> {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "coordinator/model_session.h"
 #include "engine/comm.h"
 #include "engine/host_probe.h"
 #include "kernels/backend.h"
@@ -23,6 +24,11 @@ std::function<std::unique_ptr<Backend>()> device_backend_factory(const std::stri
 // checked as device_backend_factory checks one, and no device twice: NCCL joins one rank per GPU).
 // A single device gives one factory (null for the CPU).
 std::vector<std::function<std::unique_ptr<Backend>()>> device_backend_factories(const std::string& text);
+
+// --device TEXT into a session's options: one device (device_backend; null for the CPU), or a list,
+// one per tensor-parallel rank (rank_device_backends, joined by device_comm_factory()). Throws as
+// device_backend_factories does.
+void set_session_devices(SessionOptions& s, const std::string& text);
 
 // How a tensor-parallel rank on a GPU joins its group: an NcclComm on the rank's device (its
 // backend's), bootstrapped over the group's host Comm `over` (engine/nccl_comm.h). Null when this

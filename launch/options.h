@@ -93,13 +93,7 @@ inline void add_trace_option(ArgParser& p, std::string* path) {
 // The session options with --device resolved (a GPU this build or host lacks is an error now).
 inline SessionOptions session_for(const ModelOptions& o) {
   SessionOptions s = o.session;
-  auto devices = device_backend_factories(o.device);
-  if (devices.size() == 1) {
-    s.device_backend = devices[0];
-  } else {
-    s.rank_device_backends = std::move(devices);
-    s.device_comm = device_comm_factory();
-  }
+  set_session_devices(s, o.device);
   return s;
 }
 

@@ -429,14 +429,13 @@ std::string WorkerServer::join_group(Comm& over) {
   std::vector<float> fields(kFields * static_cast<size_t>(over.size()));
   if (std::string err = over.all_gather(mine, kFields, fields.data()); !err.empty())
     return "forming the tensor-parallel group: " + err;
-  std::vector<float> all(static_cast<size_t>(over.size()));
   std::string on_devices, without_comm, refusing;
-  bool hosts_differ = false;
-  for (size_t r = 0; r < all.size(); ++r) {
-    const float* f = fields.data() + r * kFields;
-    all[r] = f[0];
-    if (all[r] != 0.0f) on_devices += (on_devices.empty() ? "" : ", ") + std::to_string(r);
-    if (all[r] == 2.0f) without_comm += (without_comm.empty() ? "" : ", ") + std::to_string(r);
+  bool any_cpu = false, hosts_differ = false;
+  for (int r = 0; r < over.size(); ++r) {
+    const float* f = fields.data() + static_cast<size_t>(r) * kFields;
+    any_cpu |= f[0] == 0.0f;
+    if (f[0] != 0.0f) on_devices += (on_devices.empty() ? "" : ", ") + std::to_string(r);
+    if (f[0] == 2.0f) without_comm += (without_comm.empty() ? "" : ", ") + std::to_string(r);
     hosts_differ |= f[1] != mine[1] || f[2] != mine[2] || f[3] != mine[3];
     if (f[4] == 0.0f) refusing += (refusing.empty() ? "" : ", ") + std::to_string(r);
   }
@@ -445,9 +444,9 @@ std::string WorkerServer::join_group(Comm& over) {
       stage_->set_tensor_parallel({&over, sync, tp_plan_.vocab});
       return "";
     }
-    if (std::count(all.begin(), all.end(), 0.0f) > 0)
+    if (any_cpu)
       return "a tensor-parallel group's ranks must all compute on GPUs (joined over NCCL) or all on CPUs; rank(s) " +
-             on_devices + " of " + std::to_string(all.size()) + " are on GPUs";
+             on_devices + " of " + std::to_string(over.size()) + " are on GPUs";
     if (!without_comm.empty())
       return "rank(s) " + without_comm + " compute on a GPU but their herd cannot join GPUs (built without NCCL)";
     if (hosts_differ && !refusing.empty())
