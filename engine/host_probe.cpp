@@ -348,16 +348,27 @@ void probe_kernel_rates(Backend& be, const HostProbeOptions& o, size_t mat_bytes
   } else {
     for (const auto& tr : kDTypes) types.push_back(tr.type);
   }
-  for (DType t : types) {
-    if (!be.supports(Op::MatMul, t)) continue;
-    TestMatrix m = make_matrix(t, cols, mat_bytes);
+  // Weight bytes/s of one matvec over a matrix of `bytes`, each call reading the same matrix again
+  // (as a decode reads the same weights every token).
+  auto matvec_rate = [&](DType t, size_t bytes, int runs) {
+    TestMatrix m = make_matrix(t, cols, bytes);
     prepare(be, m);
     const Buffer y = be.alloc(static_cast<size_t>(m.w.rows) * sizeof(float));
-    const double s = time_median(o.startup ? 2 : reps, [&] {
+    const double s = time_median(runs, [&] {
       be.matmul(m.w, x.as<float>(), 1, cols, y.as<float>(), m.w.rows);
       finish(y);
     });
-    r.matvec_Bps[static_cast<uint32_t>(t)] = static_cast<double>(m.data.size()) / s;
+    return static_cast<double>(m.data.size()) / s;
+  };
+  r.matvec_bytes = mat_bytes;
+  for (DType t : types) {
+    if (!be.supports(Op::MatMul, t)) continue;
+    r.matvec_Bps[static_cast<uint32_t>(t)] = matvec_rate(t, mat_bytes, o.startup ? 2 : reps);
+    // The cache curve (a full probe only): the sizes well under mat_bytes.
+    if (small) continue;
+    for (const uint64_t b : kCacheCurveBytes)
+      if (b * 3 / 2 <= mat_bytes)
+        r.matvec_cached_Bps[static_cast<uint32_t>(t)].emplace_back(b, matvec_rate(t, b, reps));
   }
 
   // Matmul (prefill): FLOP/s of 128 tokens through a Q4_0 matrix (2 FLOPs per weight per token).

@@ -169,6 +169,15 @@ std::string probe_to_json(const ProbeResult& p) {
     o << (first ? "" : ",") << "\n    \"" << (tr ? std::string(tr->name) : std::to_string(t)) << "\": " << num(bps);
     first = false;
   }
+  o << (first ? "" : "\n  ") << "},\n  \"matvec_bytes\": " << p.matvec_bytes << ",\n  \"matvec_cached_Bps\": {";
+  first = true;
+  for (const auto& [t, pts] : p.matvec_cached_Bps) {
+    const auto tr = dtype_traits(t);
+    o << (first ? "" : ",") << "\n    \"" << (tr ? std::string(tr->name) : std::to_string(t)) << "\": [";
+    for (size_t i = 0; i < pts.size(); ++i) o << (i ? ", " : "") << "[" << pts[i].first << ", " << num(pts[i].second) << "]";
+    o << "]";
+    first = false;
+  }
   o << (first ? "" : "\n  ") << "},\n  \"gpus\": [";
   first = true;
   for (const auto& g : p.gpus) {
@@ -228,6 +237,28 @@ ProbeResult probe_from_json(const std::string& text, const std::string& source) 
       if (v.kind != Json::Number || !(v.num > 0) || !std::isfinite(v.num))
         fail("\"matvec_Bps\": '" + name + "' must be a positive number");
       p.matvec_Bps[static_cast<uint32_t>(*t)] = v.num;
+    }
+  }
+  p.matvec_bytes = static_cast<uint64_t>(number("matvec_bytes", false));
+  if (const Json* mc = root.get("matvec_cached_Bps")) {  // absent in files from before the cache curve
+    auto bad = [&](const std::string& what) { fail("\"matvec_cached_Bps\": " + what); };
+    if (mc->kind != Json::Object) bad("must be an object");
+    for (size_t i = 0; i < mc->field_names.size(); ++i) {
+      const std::string& name = mc->field_names[i];
+      const auto t = parse_dtype(name);
+      if (!t) bad("unknown tensor type '" + name + "'");
+      const Json& pts = mc->items[i];
+      if (pts.kind != Json::Array) bad("'" + name + "' must be an array of [bytes, bytes/s] pairs");
+      auto& out = p.matvec_cached_Bps[static_cast<uint32_t>(*t)];
+      for (const Json& pt : pts.items) {
+        if (pt.kind != Json::Array || pt.items.size() != 2 || pt.items[0].kind != Json::Number ||
+            pt.items[1].kind != Json::Number || !(pt.items[0].num >= 1) || !(pt.items[1].num > 0) ||
+            !std::isfinite(pt.items[0].num) || !std::isfinite(pt.items[1].num) || pt.items[0].num > 1e15)
+          bad("'" + name + "': each point must be [bytes >= 1, bytes/s > 0]");
+        const auto b = static_cast<uint64_t>(pt.items[0].num);
+        if (!out.empty() && b <= out.back().first) bad("'" + name + "': the sizes must ascend");
+        out.emplace_back(b, pt.items[1].num);
+      }
     }
   }
   if (const Json* gs = root.get("gpus")) {

@@ -7,10 +7,14 @@
 //     "hw_threads": 2, "mem_total_bytes": 25e9, "mem_available_bytes": 23e9,
 //     "read_bw_Bps": 9.1e9, "matmul_flops": 6.2e10, "op_overhead_s": 2e-7, "attn_Bps": 5e9,
 //     "loopback_latency_s": 2.5e-5,
-//     "matvec_Bps": { "q4_0": 6.1e9, "q4_K": 5.2e9, ... },
+//     "matvec_Bps": { "q4_0": 6.1e9, "q4_K": 5.2e9, ... }, "matvec_bytes": 1.0e9,
+//     "matvec_cached_Bps": { "q4_0": [[8388608, 21e9], [25165824, 19e9], ...], ... },
 //     "gpus": [ { "index": 0, "name": "...", "total_bytes": ..., "free_bytes": ..., "copy_bw_Bps": ... } ] }
 // (copy_bw_Bps: the device-to-device copy bandwidth `herd probe` measured, 2 x bytes per copy / time;
 // absent in files from before it, read as 0 = not measured).
+// (matvec_bytes: the size of the matrices matvec_Bps was timed on; matvec_cached_Bps: the same
+// kernels timed on smaller matrices, [bytes, bytes/s] by size, which the caches may hold — a
+// decode whose weights fit there runs at those rates. Both absent in files from before them.)
 // Partition depends on no kernel code: types are keyed by their GGUF type id (kernels/dtype.h).
 #pragma once
 
@@ -42,6 +46,10 @@ struct ProbeResult {
   double loopback_latency_s = 0;     // one-way TCP message latency over 127.0.0.1 (0: not measured)
   double disk_read_Bps = 0;          // sequential read of `herd probe --disk FILE`, uncached (0: not measured)
   std::map<uint32_t, double> matvec_Bps;  // GGUF type id -> weight bytes/s of a 1-token matmul
+  uint64_t matvec_bytes = 0;              // bytes of each matrix matvec_Bps was timed on (0: not recorded)
+  // GGUF type id -> (matrix bytes, weight bytes/s) of the same matvec over smaller matrices, by
+  // size ascending: where a working set that fits the caches runs (host_probe.h kCacheCurveBytes).
+  std::map<uint32_t, std::vector<std::pair<uint64_t, double>>> matvec_cached_Bps;
   std::vector<ProbeGpu> gpus;        // empty without CUDA (or without a GPU)
 };
 

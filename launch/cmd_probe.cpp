@@ -99,8 +99,15 @@ int cmd_probe(const Args& args) {
   for (const auto& [t, bps] : r.matvec_Bps) {
     const auto tr = dtype_traits(t);
     const double bpw = 8.0 * static_cast<double>(tr->block_bytes) / static_cast<double>(tr->block_size);
-    std::printf("  matvec %-19s %.2f GB/s of weights (%.2f Gweights/s)\n", std::string(tr->name).c_str(), bps / 1e9,
+    std::printf("  matvec %-19s %.2f GB/s of weights (%.2f Gweights/s)", std::string(tr->name).c_str(), bps / 1e9,
                 bps * 8.0 / bpw / 1e9);
+    // The cache curve: the same kernel over smaller matrices (what fits the caches).
+    if (auto it = r.matvec_cached_Bps.find(t); it != r.matvec_cached_Bps.end() && !it->second.empty()) {
+      std::printf("; over");
+      for (const auto& [b, rate] : it->second) std::printf(" %llu MiB %.1f,", (unsigned long long)(b >> 20), rate / 1e9);
+      std::printf(" %llu MiB %.1f GB/s", (unsigned long long)(r.matvec_bytes >> 20), bps / 1e9);
+    }
+    std::printf("\n");
   }
   std::printf("  %-26s %.1f GFLOP/s\n", "matmul q4_0 (128 tokens)", r.matmul_flops / 1e9);
   std::printf("  %-26s %.2f GB/s of f32 KV cache\n", "decode attention", r.attn_Bps / 1e9);

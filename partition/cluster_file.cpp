@@ -169,6 +169,7 @@ class Parser {
         const auto t = parse_dtype(k.substr(7));
         if (!t) fail("unknown tensor type in '" + k + "' (e.g. matvec_q4_0=20GB/s)");
         d.matvec_Bps[static_cast<uint32_t>(*t)] = parse_rate(v);
+        d.matvec_cached_Bps.erase(static_cast<uint32_t>(*t));  // a given rate is the rate: no probe's curve
       } else
         rest[k] = v;
     }
@@ -342,6 +343,8 @@ void apply_probe(DeviceProfile& d, const ProbeResult& pr, int sharing) {
   d.bandwidth_Bps = pr.read_bw_Bps;
   d.flops = pr.matmul_flops;
   d.matvec_Bps = pr.matvec_Bps;
+  d.matvec_bytes = pr.matvec_bytes;
+  d.matvec_cached_Bps = pr.matvec_cached_Bps;
   d.attn_Bps = pr.attn_Bps;
   d.op_overhead_s = pr.op_overhead_s;
   d.disk_Bps = pr.disk_read_Bps;  // 0 unless probed with --disk: the device then never streams
@@ -354,6 +357,7 @@ void apply_probe_gpu(DeviceProfile& d, const ProbeResult& pr, const ProbeGpu& g)
   d.bandwidth_Bps = g.copy_bw_Bps;  // 0 when not measured: the line's bw= must say it
   d.flops = 0;                      // not measured on a GPU yet: flops= or the default ratio
   d.matvec_Bps.clear();             // the host's CPU kernel rates say nothing about the GPU
+  d.matvec_cached_Bps.clear();
   d.attn_Bps = 0;
   d.op_overhead_s = 0;
   d.disk_Bps = pr.disk_read_Bps;    // the host's disk, which the GPU's worker reads too

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <set>
 
+#include "partition/memory_model.h"
 #include "partition/strategies.h"
 #include "partition/tp_model.h"
 
@@ -29,7 +31,47 @@ std::vector<int> stage_devices(const StagePlan& s) { return s.ranks.empty() ? st
 
 }  // namespace
 
-void finish_plan(Plan& p, const ModelShape& m, const Cluster& c, const PlanOptions& o, const std::string& unused_reason) {
+std::vector<double> plan_working_sets(const Plan& p, const ModelShape& m, const Cluster& c, const PlanOptions& o) {
+  std::vector<double> dev(c.devices.size(), 0.0);
+  std::map<std::string, double> host_bytes;
+  std::set<std::string> streaming;
+  auto host_of = [&](int d) {
+    const std::string& h = c.devices[static_cast<size_t>(d)].host;
+    return h.empty() ? "\x01" + std::to_string(d) : h;  // no host: a host of its own
+  };
+  const double kv_token = static_cast<double>(m.kv_bytes_per_token_layer(o.kv_elem_bytes)) *
+                          static_cast<double>(o.n_ctx) / 2.0 * static_cast<double>(std::max<int64_t>(o.n_parallel, 1));
+  for (const StagePlan& s : p.stages) {
+    double bytes = 0;
+    for (int64_t l = s.first; l < s.end; ++l) bytes += m.layer_read_bytes(l, 1) + kv_token;
+    if (s.end == m.n_layers()) bytes += static_cast<double>(m.output_matrix.bytes);
+    const std::vector<int> devs = stage_devices(s);
+    if (devs.size() == 1 && s.end > s.first) {
+      const StageFit fit = stage_fit(m, c.devices[static_cast<size_t>(s.device)], s.first, s.end, o);
+      if (fit.fits && fit.streamed > 0) streaming.insert(host_of(s.device));
+    }
+    for (int d : devs) host_bytes[host_of(d)] += bytes / static_cast<double>(devs.size());
+  }
+  for (const StagePlan& s : p.stages)
+    for (int d : stage_devices(s))
+      if (!streaming.count(host_of(d))) dev[static_cast<size_t>(d)] = host_bytes[host_of(d)];
+  return dev;
+}
+
+void finish_plan(Plan& p, const ModelShape& m, const Cluster& cluster, const PlanOptions& o,
+                 const std::string& unused_reason) {
+  // The devices as this plan runs them: each with its host's working set, where a cache curve
+  // gives its matvec rates (plan_working_sets). Without any curve, the cluster itself.
+  bool curves = false;
+  for (const DeviceProfile& d : cluster.devices) curves = curves || !d.matvec_cached_Bps.empty();
+  Cluster priced;
+  std::vector<double> sets;
+  if (curves) {
+    priced = cluster;
+    sets = plan_working_sets(p, m, cluster, o);
+    for (size_t i = 0; i < priced.devices.size(); ++i) priced.devices[i].working_set_bytes = sets[i];
+  }
+  const Cluster& c = curves ? priced : cluster;
   const double k = static_cast<double>(std::max<int64_t>(o.n_parallel, 1));
   Prediction& r = p.pred;
   r = Prediction{};
@@ -43,6 +85,10 @@ void finish_plan(Plan& p, const ModelShape& m, const Cluster& c, const PlanOptio
   for (size_t i = 0; i < p.stages.size(); ++i) {
     StagePlan& s = p.stages[i];
     const DeviceProfile& d = c.devices[static_cast<size_t>(s.device)];
+    s.working_set_bytes = 0;
+    for (int dv : stage_devices(s))
+      if (!c.devices[static_cast<size_t>(dv)].matvec_cached_Bps.empty())
+        s.working_set_bytes = std::max(s.working_set_bytes, c.devices[static_cast<size_t>(dv)].working_set_bytes);
     if (s.ranks.size() >= 2) {
       const TpGroup g = make_tp_group(m, c, s.ranks);
       s.device = s.ranks.front();

@@ -40,6 +40,9 @@ struct StagePlan {
   // streamed layer at the longer of its compute and its read).
   int64_t streamed = 0;
   double disk_s = 0;
+  // Bytes its device's host reads per token (plan_working_sets): where the probe's cache curve set
+  // its matvec rates; 0 when the rates are those beyond the caches (a streaming stage, or no curve).
+  double working_set_bytes = 0;
   int tp() const { return ranks.empty() ? 1 : static_cast<int>(ranks.size()); }
   int64_t size() const { return end - first; }
 };
@@ -107,6 +110,15 @@ class PlanError : public std::runtime_error {
 // marks every device without a stage as excluded with `unused_reason` (unless already listed).
 void finish_plan(Plan& p, const ModelShape& m, const Cluster& c, const PlanOptions& o,
                  const std::string& unused_reason = "no layers assigned");
+
+// Per device of c, the bytes its host reads per token in plan p (the priced working set of the
+// caches): every stage's weights read per token (the output matrix on the last) and its KV cache
+// at the mean position, summed over the stages whose devices share a host (DeviceProfile::host;
+// a tensor-parallel stage's bytes split evenly over its ranks). 0 for a device without a stage, or
+// on a host where a stage streams from disk (its reads go to storage, not the caches). finish_plan
+// prices each device's matvecs at its probe's cache curve at this size (DeviceProfile::matvec_rate);
+// the strategies choose layer ranges at the rates beyond the caches.
+std::vector<double> plan_working_sets(const Plan& p, const ModelShape& m, const Cluster& c, const PlanOptions& o);
 
 // The decode objective of a stage sequence: max(latency / k, bottleneck). Used by `optimal`
 // and by the brute-force check in the tests.

@@ -4,6 +4,7 @@
 #include <cstdarg>
 #include <cstdio>
 
+#include "kernels/dtype.h"
 #include "partition/piped_ring.h"
 #include "partition/strategies.h"
 #include "partition/tp_model.h"
@@ -114,6 +115,16 @@ std::string format_plan(const Plan& p, const ModelShape& m, const Cluster& c, co
                device_kind_name(d.kind), layers_str(s).c_str(), gbf(s.mem.weights), gbf(s.mem.kv), gbf(other),
                (static_cast<double>(d.free_bytes) - static_cast<double>(s.mem.total())) / 1e9, 100.0 * s.decode_s / r.latency_s);
     if (s.tp() > 1) out += tp_lines(s, m, c, o, r.latency_s);
+    if (s.working_set_bytes > 0) {
+      // Priced on the probe's cache curve (plan_working_sets): the rate at this working set
+      // against the rate beyond the caches, for the output matrix's type.
+      DeviceProfile at = d;
+      at.working_set_bytes = s.working_set_bytes;
+      const uint32_t t = m.output_matrix.type;
+      out += fmt("     caches: its host reads %.0f MB per token; matvec %s at %.1f GB/s there (probe's curve; %.1f GB/s "
+                 "beyond the caches)\n",
+                 s.working_set_bytes / 1e6, (dtype_traits(t) ? std::string(dtype_traits(t)->name) : std::to_string(t)).c_str(), at.matvec_rate(t) / 1e9, d.matvec_rate(t) / 1e9);
+    }
     if (s.streamed > 0) {
       // Compute of the streamed layers alone, to say which of compute and disk bounds them.
       double compute = 0;
@@ -297,8 +308,9 @@ std::string plan_json(const std::vector<StrategyOutcome>& rs, const ModelShape& 
                  (long long)s.first, (long long)s.end, (unsigned long long)s.mem.weights, (unsigned long long)s.mem.kv,
                  (unsigned long long)s.mem.total(),
                  (long long)c.devices[static_cast<size_t>(s.device)].free_bytes - (long long)s.mem.total(), s.decode_s, s.prefill_s);
-        j += fmt(", \"tp\": %d, \"streamed_layers\": %lld, \"resident_layers\": %lld, \"disk_s\": %.6g", s.tp(),
-                 (long long)s.streamed, (long long)(s.size() - s.streamed), s.disk_s);
+        j += fmt(", \"tp\": %d, \"streamed_layers\": %lld, \"resident_layers\": %lld, \"disk_s\": %.6g, "
+                 "\"working_set_bytes\": %.6g", s.tp(),
+                 (long long)s.streamed, (long long)(s.size() - s.streamed), s.disk_s, s.working_set_bytes);
         if (s.tp() > 1) {
           j += fmt(", \"sync_s\": %.6g, \"sync_bytes_per_token\": %.6g, \"all_reduces_per_token\": %d, \"ranks\": [", s.sync_s,
                    s.sync_bytes, s.n_all_reduce);

@@ -46,6 +46,30 @@ double scale(const std::string& prefix, bool binary) {
 
 }  // namespace
 
+double cached_rate(const std::vector<std::pair<uint64_t, double>>& points, uint64_t beyond_bytes, double beyond_rate,
+                   double bytes) {
+  if (points.empty() || beyond_bytes == 0 || !(bytes < static_cast<double>(beyond_bytes))) return beyond_rate;
+  if (bytes <= static_cast<double>(points.front().first)) return points.front().second;
+  for (size_t i = 0; i < points.size(); ++i) {
+    const uint64_t b1 = i + 1 < points.size() ? points[i + 1].first : beyond_bytes;
+    const double r1 = i + 1 < points.size() ? points[i + 1].second : beyond_rate;
+    if (bytes > static_cast<double>(b1) || b1 <= points[i].first) continue;
+    const double t = std::log(bytes / static_cast<double>(points[i].first)) /
+                     std::log(static_cast<double>(b1) / static_cast<double>(points[i].first));
+    return points[i].second + t * (r1 - points[i].second);
+  }
+  return beyond_rate;
+}
+
+double DeviceProfile::matvec_rate(uint32_t type) const {
+  auto it = matvec_Bps.find(type);
+  if (it == matvec_Bps.end()) return bandwidth_Bps;
+  if (working_set_bytes > 0)
+    if (auto c = matvec_cached_Bps.find(type); c != matvec_cached_Bps.end())
+      return cached_rate(c->second, matvec_bytes, it->second, working_set_bytes);
+  return it->second;
+}
+
 const char* device_kind_name(DeviceKind k) {
   switch (k) {
     case DeviceKind::Cuda: return "cuda";

@@ -51,13 +51,25 @@ struct DeviceProfile {
   bool figures = true;        // false: a worker line that states no figures (measured when it starts;
                               // `herd plan` probes it when it is this host, else says what is missing)
 
-  // Weight bytes/s a matvec of `type` achieves here: the measured rate, else bandwidth_Bps.
-  double matvec_rate(uint32_t type) const {
-    auto it = matvec_Bps.find(type);
-    return it != matvec_Bps.end() ? it->second : bandwidth_Bps;
-  }
+  // The cache curve (from a probe; engine/probe_profile.h): matvec_Bps was timed on matrices of
+  // matvec_bytes, and matvec_cached_Bps[type] the same kernel on smaller ones, (bytes, bytes/s)
+  // ascending. An explicit matvec_<type>= key drops that type's curve.
+  uint64_t matvec_bytes = 0;
+  std::map<uint32_t, std::vector<std::pair<uint64_t, double>>> matvec_cached_Bps;
+  // Bytes this device's host reads per token in the plan being priced (finish_plan sets it:
+  // partition/plan.h plan_working_sets); 0 = unknown, the rates beyond the caches.
+  double working_set_bytes = 0;
+  // Weight bytes/s a matvec of `type` achieves here: the measured rate, else bandwidth_Bps; with a
+  // working set and a curve for the type, the curve's rate at that size (cached_rate).
+  double matvec_rate(uint32_t type) const;
   double attention_rate() const { return attn_Bps > 0 ? attn_Bps : bandwidth_Bps; }
 };
+
+// The rate at `bytes` on a cache curve: the points (bytes, rate) ascending, then (beyond_bytes,
+// beyond_rate); interpolated linearly in log(bytes) between the points around it, the first
+// point's rate below the first, beyond_rate from beyond_bytes on.
+double cached_rate(const std::vector<std::pair<uint64_t, double>>& points, uint64_t beyond_bytes, double beyond_rate,
+                   double bytes);
 
 // Where a worker runs and how `herd-cluster` starts it: one worker line.
 struct WorkerLine {

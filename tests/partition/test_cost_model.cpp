@@ -7,6 +7,7 @@
 
 #include "kernels/dtype.h"
 #include "partition/cost_model.h"
+#include "partition/plan.h"
 #include "engine/probe_profile.h"
 #include "partition/shapes.h"
 
@@ -241,6 +242,130 @@ TEST(Probe, ClusterFileErrorsNameTheLine) {
   EXPECT_NE(message("device name=b probe=bad.json\n").find("mem_total_bytes"), std::string::npos);
   EXPECT_NE(message("device name=b mem=8GB bw=1GB/s matvec_q9=1GB/s\n").find("c.txt:1:"), std::string::npos);
   EXPECT_NE(message("device name=b mem=8GB bw=1GB/s op_overhead=fast\n").find("c.txt:1:"), std::string::npos);
+}
+
+
+// The cache curve: a probe's matvec rates over smaller matrices, and the plan pricing a device at
+// the rate for the bytes its host reads per token.
+ProbeResult curve_probe() {
+  ProbeResult p = sample_probe();
+  p.matvec_bytes = 1000ull << 20;
+  p.matvec_cached_Bps[id(DType::Q4_0)] = {{8ull << 20, 60e9}, {64ull << 20, 40e9}, {160ull << 20, 20e9}};
+  return p;
+}
+
+TEST(CacheCurve, JsonRoundTripAndOlderFiles) {
+  const ProbeResult p = curve_probe();
+  const ProbeResult q = probe_from_json(probe_to_json(p));
+  EXPECT_EQ(q.matvec_bytes, p.matvec_bytes);
+  EXPECT_EQ(q.matvec_cached_Bps, p.matvec_cached_Bps);
+  // A file from before the curve has none: the rates beyond the caches only.
+  const ProbeResult old = probe_from_json("{\"herd_probe\": 1, \"mem_total_bytes\": 10, \"read_bw_Bps\": 1}");
+  EXPECT_TRUE(old.matvec_cached_Bps.empty());
+  EXPECT_EQ(old.matvec_bytes, 0u);
+  const std::string head = "{\"herd_probe\": 1, \"mem_total_bytes\": 10, \"read_bw_Bps\": 1, \"matvec_cached_Bps\": ";
+  for (const char* bad : {"[]", "{\"q4_0\": 5}", "{\"q9_9\": []}", "{\"q4_0\": [[1]]}", "{\"q4_0\": [[0, 5]]}",
+                          "{\"q4_0\": [[8, -1]]}", "{\"q4_0\": [[8, 5], [8, 6]]}", "{\"q4_0\": [[16, 5], [8, 6]]}",
+                          "{\"q4_0\": [[\"8\", 5]]}"})
+    EXPECT_THROW(probe_from_json(head + bad + "}", "p.json"), std::runtime_error) << bad;
+}
+
+TEST(CacheCurve, RateAtAWorkingSet) {
+  const std::vector<std::pair<uint64_t, double>> pts = {{8, 60}, {64, 40}, {160, 20}};
+  EXPECT_DOUBLE_EQ(cached_rate(pts, 1000, 10, 1), 60);      // below the first point: its rate
+  EXPECT_DOUBLE_EQ(cached_rate(pts, 1000, 10, 8), 60);
+  EXPECT_DOUBLE_EQ(cached_rate(pts, 1000, 10, 64), 40);     // on a point: its rate
+  EXPECT_NEAR(cached_rate(pts, 1000, 10, std::sqrt(8.0 * 64.0)), 50, 1e-9);  // halfway in log(bytes)
+  EXPECT_NEAR(cached_rate(pts, 1000, 10, std::sqrt(160.0 * 1000.0)), 15, 1e-9);  // towards beyond_rate
+  EXPECT_DOUBLE_EQ(cached_rate(pts, 1000, 10, 1000), 10);   // from the main matrices' size on
+  EXPECT_DOUBLE_EQ(cached_rate(pts, 1000, 10, 1e12), 10);
+  EXPECT_DOUBLE_EQ(cached_rate({}, 1000, 10, 8), 10);       // no curve
+  EXPECT_DOUBLE_EQ(cached_rate(pts, 0, 10, 8), 10);         // main size unknown (an older file)
+  // Along the curve the rate moves monotonically between neighbouring points.
+  double last = 61;
+  for (double b = 1; b < 2000; b *= 1.1) {
+    const double r = cached_rate(pts, 1000, 10, b);
+    EXPECT_LE(r, last + 1e-9) << b;
+    last = r;
+  }
+}
+
+TEST(CacheCurve, DeviceRateFollowsItsWorkingSet) {
+  DeviceProfile d = plain_device();
+  apply_probe(d, curve_probe());
+  const uint32_t q4 = id(DType::Q4_0);
+  EXPECT_DOUBLE_EQ(d.matvec_rate(q4), 15e9);  // no working set: beyond the caches
+  d.working_set_bytes = 64.0 * (1 << 20);
+  EXPECT_DOUBLE_EQ(d.matvec_rate(q4), 40e9);
+  d.working_set_bytes = 2000.0 * (1 << 20);
+  EXPECT_DOUBLE_EQ(d.matvec_rate(q4), 15e9);
+  d.working_set_bytes = 8.0 * (1 << 20);
+  EXPECT_DOUBLE_EQ(d.matvec_rate(id(DType::Q6_K)), 9e9);  // a type without a curve
+  // A given rate is the rate: matvec_q4_0= drops the probe's curve for that type.
+  const std::string dir = ::testing::TempDir();
+  std::ofstream(dir + "curve.json") << probe_to_json(curve_probe());
+  Cluster c = parse_cluster("device name=a probe=curve.json\ndevice name=b probe=curve.json matvec_q4_0=5GB/s\n",
+                            dir + "curve.txt");
+  for (auto& dv : c.devices) dv.working_set_bytes = 8.0 * (1 << 20);
+  EXPECT_DOUBLE_EQ(c.devices[0].matvec_rate(q4), 60e9);
+  EXPECT_DOUBLE_EQ(c.devices[1].matvec_rate(q4), 5e9);
+}
+
+TEST(CacheCurve, PlanPricesEachHostAtWhatItReads) {
+  const ModelShape m = shape_from_name("stories110m", "Q4_0");
+  const std::string dir = ::testing::TempDir();
+  std::ofstream(dir + "curve2.json") << probe_to_json(curve_probe());
+  // Two devices on one host, one on another.
+  const Cluster c = parse_cluster("device name=a probe=curve2.json host=h1\ndevice name=b probe=curve2.json host=h1\n"
+                                  "device name=z probe=curve2.json host=h2\n", dir + "curve2.txt");
+  PlanOptions o = opts(64);
+  Plan p;
+  p.stages = {make_stage(0, 0, 4), make_stage(1, 4, 8), make_stage(2, 8, m.n_layers())};
+  const std::vector<double> ws = plan_working_sets(p, m, c, o);
+  auto stage_bytes = [&](int64_t f, int64_t e) {
+    double b = 0;
+    for (int64_t l = f; l < e; ++l)
+      b += m.layer_read_bytes(l, 1) + static_cast<double>(m.kv_bytes_per_token_layer(o.kv_elem_bytes)) * 32.0;
+    if (e == m.n_layers()) b += static_cast<double>(m.output_matrix.bytes);
+    return b;
+  };
+  ASSERT_EQ(ws.size(), 3u);
+  EXPECT_NEAR(ws[0], stage_bytes(0, 8), 1e-6 * ws[0]);  // h1 holds layers 0-7 on two devices
+  EXPECT_DOUBLE_EQ(ws[1], ws[0]);
+  EXPECT_NEAR(ws[2], stage_bytes(8, m.n_layers()), 1e-6 * ws[2]);
+  // finish_plan prices each stage at its host's rate: layers of the same sizes cost less where
+  // fewer bytes are read (h2: 4 layers and the output; h1: 8 layers).
+  finish_plan(p, m, c, o);
+  EXPECT_DOUBLE_EQ(p.stages[0].working_set_bytes, ws[0]);
+  DeviceProfile at = c.devices[0];
+  at.working_set_bytes = ws[0];
+  double expect = 0;
+  for (int64_t l = 0; l < 4; ++l) expect += layer_decode_s(m, at, l, o);
+  expect += input_decode_s(m, at);
+  EXPECT_NEAR(p.stages[0].decode_s, expect, expect * 1e-12);
+  EXPECT_LT(p.stages[0].decode_s, stage_decode_s(m, c.devices[0], 0, 4, o));  // faster than beyond the caches
+  // A tensor-parallel stage's bytes count on each rank's host, split evenly; a host where a stage
+  // streams from disk gets none (its reads go to storage).
+  Plan tp;
+  tp.stages = {make_tp_stage({0, 2}, 0, m.n_layers())};
+  const std::vector<double> tws = plan_working_sets(tp, m, c, o);
+  EXPECT_NEAR(tws[0], stage_bytes(0, m.n_layers()) / 2, 1e-6 * tws[0]);
+  EXPECT_DOUBLE_EQ(tws[2], tws[0]);
+  EXPECT_EQ(tws[1], 0.0);  // no stage
+  const Cluster small = parse_cluster("device name=s probe=curve2.json host=h1 free=40MB overhead=1MB disk=1GB/s\n", dir + "s.txt");
+  Plan streamed;
+  streamed.stages = {make_stage(0, 0, m.n_layers())};
+  finish_plan(streamed, m, small, o);
+  ASSERT_GT(streamed.stages[0].streamed, 0);
+  EXPECT_EQ(plan_working_sets(streamed, m, small, o)[0], 0.0);
+  EXPECT_EQ(streamed.stages[0].working_set_bytes, 0.0);
+  // A device line without the curve is priced as before, whatever its working set.
+  const Cluster plain = parse_cluster("device name=a mem=16GB bw=20GB/s host=h1\n", dir + "plain.txt");
+  Plan one;
+  one.stages = {make_stage(0, 0, m.n_layers())};
+  finish_plan(one, m, plain, o);
+  EXPECT_EQ(one.stages[0].working_set_bytes, 0.0);
+  EXPECT_DOUBLE_EQ(one.stages[0].decode_s, stage_decode_s(m, plain.devices[0], 0, m.n_layers(), o));
 }
 
 }  // namespace
