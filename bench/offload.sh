@@ -21,8 +21,12 @@
 #
 #   bench/offload.sh                     # both models
 #   MODELS=s110 bench/offload.sh         # only the small one
+# The streamed row is the median of ROUNDS rounds, each a decode run then the disk read of the
+# packed file (`herd probe --quick --disk`) and the planner's prediction with that disk figure (the
+# kernel rates from one full probe): this virtual disk's speed over a small file swings between
+# passes minutes apart, so each prediction uses the disk as it was beside its run.
 # Env: HERD (binary), OFFLOAD_DIR (models and caches; default /tmp/herd-offload-bench), N (decode
-# tokens per repetition), R (repetitions), THREADS.
+# tokens per repetition), R (repetitions), ROUNDS (streamed rounds, 3), THREADS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -150,24 +154,45 @@ for m in $MODELS; do
   start_worker "$DIR/cache-stream-$m" "$DIR/$m-stream.log"
   echo "$wpid" > "$CG/cgroup.procs"
   logits "$f" "$DIR/$m-stream.log1"
-  tg_rate "$f" "$waddr" > "$DIR/rate"; tg_stream=$(cat "$DIR/rate")
+  packed=$(find "$DIR/cache-stream-$m" -name 'packed-*.bin' | head -1)
+  # The full probe once (kernel rates, the cache curve; its disk figure is replaced below), then
+  # ROUNDS rounds of the streamed decode each followed by the disk read of its packed file
+  # (`herd probe --quick --disk`, its disk_read_Bps only) and the planner's prediction with it:
+  # this virtual disk's speed over a small file swings by up to 2x between passes minutes apart,
+  # so each prediction takes the disk figure measured beside its run; medians over the rounds.
+  "$HERD" probe -t "$THREADS" --disk "$packed" --out "$DIR/probe-$m.json" >"$DIR/probe-$m.log" 2>&1 ||
+    { echo "offload.sh: herd probe failed:" >&2; cat "$DIR/probe-$m.log" >&2; exit 1; }
+  rates=(); preds=(); disks=(); reads=()
+  for _ in $(seq "${ROUNDS:-3}"); do
+    tg_rate "$f" "$waddr" > "$DIR/rate"; rates+=("$(cat "$DIR/rate")"); reads+=("$disk_per_token")
+    "$HERD" probe -t "$THREADS" --quick --disk "$packed" --out "$DIR/probe-$m-disk.json" >"$DIR/probe-$m-disk.log" 2>&1 ||
+      { echo "offload.sh: herd probe --disk failed:" >&2; cat "$DIR/probe-$m-disk.log" >&2; exit 1; }
+    python3 -c '
+import json, sys
+p = json.load(open(sys.argv[1])); p["disk_read_Bps"] = json.load(open(sys.argv[2]))["disk_read_Bps"]
+json.dump(p, open(sys.argv[3], "w"))' "$DIR/probe-$m.json" "$DIR/probe-$m-disk.json" "$DIR/probe-$m-round.json"
+    disks+=("$(python3 -c "import json; print(json.load(open('$DIR/probe-$m-round.json'))['disk_read_Bps'] / 1e9)")")
+    preds+=("$(predict "$f" "$DIR/probe-$m-round.json" "$idle_rss" "$limit")")
+  done
+  median() { printf '%s\n' "$@" | python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in sys.stdin))'; }
+  tg_stream=$(median "${rates[@]}"); pred_stream=$(median "${preds[@]}"); disk_per_token=$(median "${reads[@]}")
+  echo "  $m streamed, per round: tok/s ${rates[*]}; herd probe --disk GB/s ${disks[*]}; planner tok/s ${preds[*]}" >&2
   hwm_stream=$(hwm_mib "$wpid")
   cg_peak=$(awk '{ printf "%.1f", $1 / 1048576 }' "$CG/memory.max_usage_in_bytes")
   oom=$(awk '/oom_kill / { print $2 }' "$CG/memory.oom_control")
   stop_workers
   rmdir "$CG"
   grep -q "streaming the weights" "$DIR/$m-stream.log" || { echo "offload.sh: $m did not stream:" >&2; cat "$DIR/$m-stream.log" >&2; exit 1; }
-  packed=$(find "$DIR/cache-stream-$m" -name 'packed-*.bin' | head -1)
-  resident=$(sed -n 's/.*keeping layers 0-\([0-9]*\) resident.*/\1/p' "$DIR/$m-stream.log" | head -1)
+  # The decode runs' assignment is the log's last (herd logits assigned the stage before it, with
+  # another context: its resident prefix may differ). "streaming the weights of layers 0-..." with
+  # no "keeping" part: nothing resident.
+  resident=$(grep "streaming the weights" "$DIR/$m-stream.log" | tail -1 | sed -n 's/.*keeping layers 0-\([0-9]*\) resident.*/\1/p')
   resident=$(( ${resident:--1} + 1 ))
   per_token=$(streamed_bytes "$packed" "$resident")
   gbs=$(read_speed "$packed")
   bound=$(python3 -c "print('%.2f' % ($gbs * 1e9 / $per_token))")
   ratio=$(python3 -c "print('%.0f%%' % (100 * $tg_stream / $bound))")
-  "$HERD" probe -t "$THREADS" --disk "$packed" --out "$DIR/probe-$m.json" >"$DIR/probe-$m.log" 2>&1 ||
-    { echo "offload.sh: herd probe failed:" >&2; cat "$DIR/probe-$m.log" >&2; exit 1; }
   pred_plain=$(predict "$f" "$DIR/probe-$m.json" "$idle_rss")
-  pred_stream=$(predict "$f" "$DIR/probe-$m.json" "$idle_rss" "$limit")
   same=$(cmp -s "$DIR/$m-plain.log1" "$DIR/$m-stream.log1" && echo "bit-identical" || echo "DIFFER")
   printf "| %s | %.0f | %.0f | %.2f (%s, %s) | %.2f (%s, %s) | %s | %.0f (%.0f) | %s | %s | %s | %s / %s | %s (oom kills %s) | %s |\n" "$m" \
     "$(python3 -c "print($shard / 1048576)")" "$(python3 -c "print($limit / 1048576)")" "$tg_plain" "$pred_plain" "$(err_pct "$pred_plain" "$tg_plain")" \

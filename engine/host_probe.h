@@ -33,9 +33,12 @@ size_t probe_working_set_bytes(const HostProbeOptions& o, uint64_t llc_bytes, ui
 // The matrix sizes of a full probe's cache curve (ProbeResult::matvec_cached_Bps): those under
 // two thirds of its main matrices. A decode whose working set fits a cache runs faster than the
 // main rate says (this project's VM: stories110M's 65 MB per token at 19 GB/s on one thread
-// where 600 MB read at 14.5); the planner reads the rate at the working set off this curve.
-inline constexpr uint64_t kCacheCurveBytes[] = {uint64_t{8} << 20, uint64_t{24} << 20, uint64_t{64} << 20,
-                                                uint64_t{160} << 20};
+// where 600 MB read at 14.5); the planner reads the rate at a working set off this curve
+// (partition/profile.h cached_rate). The sizes are close together where caches end (tens to a
+// few hundred MiB), as a cache's cliff is steep.
+inline constexpr uint64_t kCacheCurveBytes[] = {uint64_t{8} << 20,  uint64_t{16} << 20, uint64_t{32} << 20,
+                                                uint64_t{48} << 20, uint64_t{64} << 20, uint64_t{96} << 20,
+                                                uint64_t{128} << 20, uint64_t{192} << 20};
 
 // Sequential read speed of `path` from storage, bytes/s: up to max_bytes read in 64 MiB requests
 // with O_DIRECT (the page cache bypassed), or, where the file system refuses O_DIRECT (tmpfs), after
