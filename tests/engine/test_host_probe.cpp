@@ -11,6 +11,8 @@
 #include <string>
 
 #include "engine/host_probe.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/dtype.h"
 #include "tests/no_free_descriptors.h"
 
 namespace herd {
@@ -96,6 +98,30 @@ TEST(HostProbe, DiskReadSpeedOfAFileAndItsErrors) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
   }
+}
+
+// The cache curve: a full probe also times each matvec type over the curve's sizes under two
+// thirds of its main matrices (ascending, each a positive rate); --quick and the startup profile
+// leave it out.
+TEST(HostProbe, AFullProbeTimesTheCacheCurveUnderItsMainMatrices) {
+  auto be = make_cpu_backend();
+  be->set_threads(1);
+  HostProbeOptions o;
+  o.types = {static_cast<uint32_t>(DType::Q4_0)};
+  const size_t main_bytes = size_t{40} << 20;  // 8, 16 (x 1.5 <= 40) but not 32 or more MiB
+  const ProbeResult r = probe_device(*be, o, main_bytes);
+  EXPECT_EQ(r.matvec_bytes, main_bytes);
+  ASSERT_EQ(r.matvec_cached_Bps.size(), 1u);
+  const auto& pts = r.matvec_cached_Bps.at(static_cast<uint32_t>(DType::Q4_0));
+  ASSERT_EQ(pts.size(), 2u);
+  EXPECT_EQ(pts[0].first, uint64_t{8} << 20);
+  EXPECT_EQ(pts[1].first, uint64_t{16} << 20);
+  for (const auto& [bytes, rate] : pts) EXPECT_GT(rate, 0.0) << bytes;
+  o.quick = true;
+  EXPECT_TRUE(probe_device(*be, o, main_bytes).matvec_cached_Bps.empty());
+  o.quick = false;
+  o.startup = true;
+  EXPECT_TRUE(probe_device(*be, o, main_bytes).matvec_cached_Bps.empty());
 }
 
 TEST(HostProbe, AKeyThatIsNotInMeminfoIsZero) { EXPECT_EQ(meminfo_bytes("NoSuchField"), 0u); }

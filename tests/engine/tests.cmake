@@ -14,7 +14,7 @@ herd_add_test(test_batch UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_batch.cpp
   LIBS herd_engine herd_model herd_kernels herd_test_tiny_models)
 herd_add_test(test_tensor_parallel UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_tensor_parallel.cpp
   LIBS herd_coordinator herd_engine herd_model herd_kernels herd_test_tiny_models TIMEOUT 600)
-herd_add_test(test_host_probe UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_host_probe.cpp LIBS herd_engine)
+herd_add_test(test_host_probe UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_host_probe.cpp LIBS herd_engine herd_kernels)
 herd_add_test(test_read_bound UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_read_bound.cpp LIBS herd_engine)
 # The Stage's contract with a device backend, on a guarded arena the host cannot touch ([cuda]).
 herd_add_test(test_device_seam UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_device_seam.cpp
