@@ -285,7 +285,7 @@ void Stage::join_partials(float* x, int64_t n) {
     if (std::string err = tp_.comm->all_reduce_sum(x, static_cast<size_t>(n * config_.n_embd)); !err.empty())
       throw std::runtime_error("tensor parallel all-reduce: " + err);
   } else {
-    tp_all_reduce(*tp_.comm, tp_.sync, x, n, config_.n_embd);
+    tp_all_reduce(*tp_.comm, tp_.sync, x, n, config_.n_embd, &be_);  // (f16: the backend's vector conversions)
   }
   tp_sync_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }

@@ -56,8 +56,12 @@ size_t sync_bytes(TpSync s, int64_t n_rows, int64_t row) {
 namespace {
 
 // The rounded form of x [n_rows, row] in `out` (sync_bytes(s) bytes): f16 values, or Q8_0 rows.
-void encode(TpSync s, const float* x, int64_t n_rows, int64_t row, uint8_t* out) {
+void encode(TpSync s, const float* x, int64_t n_rows, int64_t row, uint8_t* out, Backend* be) {
   const int64_t n = n_rows * row;
+  if (s == TpSync::F16 && be) {
+    be->store_rows(x, n_rows, row, row, DType::F16, out, static_cast<size_t>(row) * 2);
+    return;
+  }
   if (s == TpSync::F16) {
     for (int64_t i = 0; i < n; ++i) {
       const uint16_t h = f32_to_f16(x[i]);
@@ -69,8 +73,12 @@ void encode(TpSync s, const float* x, int64_t n_rows, int64_t row, uint8_t* out)
   for (int64_t t = 0; t < n_rows; ++t) quantize_row(DType::Q8_0, x + t * row, out + t * rb, row);
 }
 
-void decode(TpSync s, const uint8_t* in, int64_t n_rows, int64_t row, float* x) {
+void decode(TpSync s, const uint8_t* in, int64_t n_rows, int64_t row, float* x, Backend* be) {
   const int64_t n = n_rows * row;
+  if (s == TpSync::F16 && be) {
+    be->load_rows(in, static_cast<size_t>(row) * 2, n_rows, row, DType::F16, x, row);
+    return;
+  }
   if (s == TpSync::F16) {
     for (int64_t i = 0; i < n; ++i) {
       uint16_t h;
@@ -89,7 +97,7 @@ bool f32_sync_gathers(int ranks, size_t values) {
   return ranks == 2 || (ranks > 2 && static_cast<size_t>(ranks - 1) * values * sizeof(float) <= kF32GatherBytes);
 }
 
-void tp_all_reduce(Comm& comm, TpSync s, float* x, int64_t n_rows, int64_t row) {
+void tp_all_reduce(Comm& comm, TpSync s, float* x, int64_t n_rows, int64_t row, Backend* rows) {
   const auto n = static_cast<size_t>(n_rows * row);
   std::string err;
   if (comm.size() < 2 || (s == TpSync::F32 && !f32_sync_gathers(comm.size(), n))) {
@@ -109,7 +117,7 @@ void tp_all_reduce(Comm& comm, TpSync s, float* x, int64_t n_rows, int64_t row) 
     if (!f32) {
       mine.assign(words, 0.0f);
       parts.resize(n * ranks);
-      encode(s, x, n_rows, row, reinterpret_cast<uint8_t*>(mine.data()));
+      encode(s, x, n_rows, row, reinterpret_cast<uint8_t*>(mine.data()), rows);
     }
     err = comm.all_gather(f32 ? x : mine.data(), words, all.data());
     if (err.empty()) {
@@ -119,7 +127,7 @@ void tp_all_reduce(Comm& comm, TpSync s, float* x, int64_t n_rows, int64_t row) 
           ptrs[r] = all.data() + r * n;
           continue;
         }
-        decode(s, reinterpret_cast<const uint8_t*>(all.data() + r * words), n_rows, row, parts.data() + r * n);
+        decode(s, reinterpret_cast<const uint8_t*>(all.data() + r * words), n_rows, row, parts.data() + r * n, rows);
         ptrs[r] = parts.data() + r * n;
       }
       rank_order_sum(ptrs.data(), static_cast<int>(ranks), n, x);

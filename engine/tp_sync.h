@@ -19,6 +19,8 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/backend.h"
+
 namespace herd {
 
 class Comm;
@@ -45,6 +47,8 @@ constexpr size_t kF32GatherBytes = 256 << 10;
 bool f32_sync_gathers(int ranks, size_t values);
 
 // Rounds x, then all-reduces it through `comm`; throws std::runtime_error with comm's error.
-void tp_all_reduce(Comm& comm, TpSync s, float* x, int64_t n_rows, int64_t row);
+// `rows`: a host backend whose store_rows / load_rows convert the f16 partials (its ISA's
+// vector conversions: the same round-to-nearest-even bits as kernels/fp16.h, which null uses).
+void tp_all_reduce(Comm& comm, TpSync s, float* x, int64_t n_rows, int64_t row, Backend* rows = nullptr);
 
 }  // namespace herd

@@ -1,6 +1,6 @@
 # engine/comm: the collectives seam. In-process tests (inproc, ring over inproc:// and 127.0.0.1),
 # then real processes: comm_rank started N times, and comm_mpi_rank under mpirun.
-herd_add_test(test_comm UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_comm.cpp LIBS herd_comm TIMEOUT 120)
+herd_add_test(test_comm UNIT SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_comm.cpp LIBS herd_comm herd_kernels TIMEOUT 120)
 
 add_executable(comm_rank ${CMAKE_CURRENT_LIST_DIR}/comm_rank.cpp)
 set_target_properties(comm_rank PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)

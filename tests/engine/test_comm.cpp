@@ -6,12 +6,14 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <thread>
 
 #include "engine/inproc_comm.h"
 #include "engine/ring_comm.h"
 #include "engine/ring_wire.h"
 #include "engine/tp_sync.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "tests/engine/comm_checks.h"
 #include "transport/link.h"
 #include "transport/zmq_link.h"
@@ -139,20 +141,31 @@ TEST_P(CommImpl, TpSyncF16AndQ8SendTheRoundedFormWithTheBitsOfRoundingThenSummin
       EXPECT_GT(changed, n / 2) << tp_sync_name(sync) << ": the rounding should change most values";
       std::vector<float> want(n);
       rank_order_sum(ptrs.data(), ranks, n, want.data());
-      auto got = in;
-      expect_all_ok(on_threads(ranks,
-                               [&](int r) {
-                                 try {
-                                   tp_all_reduce(*g[r], sync, got[r].data(), n_rows, row);
-                                 } catch (const std::exception& e) {
-                                   return std::string(e.what());
-                                 }
-                                 return std::string();
-                               }),
-                    GetParam() + " " + tp_sync_name(sync));
-      for (int r = 0; r < ranks; ++r)
-        EXPECT_EQ(std::memcmp(got[r].data(), want.data(), n * 4), 0)
-            << GetParam() << " " << tp_sync_name(sync) << " ranks " << ranks << " rank " << r;
+      // Converted by kernels/fp16.h, and (as a Stage does) by each rank's CPU backend's vector
+      // conversions (store_rows / load_rows): the same bits.
+      std::vector<std::unique_ptr<Backend>> backends;
+      for (int r = 0; r < ranks; ++r) {
+        backends.push_back(make_cpu_backend());
+        backends.back()->set_threads(1);
+      }
+      for (bool with_backend : {false, true}) {
+        auto got = in;
+        expect_all_ok(on_threads(ranks,
+                                 [&](int r) {
+                                   try {
+                                     tp_all_reduce(*g[r], sync, got[r].data(), n_rows, row,
+                                                   with_backend ? backends[static_cast<size_t>(r)].get() : nullptr);
+                                   } catch (const std::exception& e) {
+                                     return std::string(e.what());
+                                   }
+                                   return std::string();
+                                 }),
+                      GetParam() + " " + tp_sync_name(sync));
+        for (int r = 0; r < ranks; ++r)
+          EXPECT_EQ(std::memcmp(got[r].data(), want.data(), n * 4), 0)
+              << GetParam() << " " << tp_sync_name(sync) << " ranks " << ranks << " rank " << r
+              << (with_backend ? " (backend conversions)" : "");
+      }
     }
     on_threads(ranks, [&](int r) {  // together, as real ranks close (each says Bye to its successor)
       g[r].reset();
