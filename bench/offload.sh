@@ -26,7 +26,8 @@
 # kernel rates from one full probe): this virtual disk's speed over a small file swings between
 # passes minutes apart, so each prediction uses the disk as it was beside its run.
 # Env: HERD (binary), OFFLOAD_DIR (models and caches; default /tmp/herd-offload-bench), N (decode
-# tokens per repetition), R (repetitions), ROUNDS (streamed rounds, 3), THREADS.
+# tokens per streamed repetition, 8, no warm-up), N_PLAIN (per repetition in memory, 64, after a
+# warm-up), R (repetitions), ROUNDS (streamed rounds, 3), THREADS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -74,14 +75,18 @@ logits() {  # model out.log1: the prompt's logits (a small f16 KV cache: the bud
     { echo "offload.sh: herd logits failed:" >&2; cat "$2.err" "$DIR"/*.log >&2; exit 1; }
 }
 
-tg_rate() {  # model worker -> median decode tok/s; sets $disk_per_token: bytes the worker read from
-  # storage (/proc/PID/io read_bytes: not the page cache) per decoded token
-  local before after rate
+tg_rate() {  # model worker [n] -> median decode tok/s; sets $disk_per_token: bytes the worker read
+  # from storage (/proc/PID/io read_bytes: not the page cache) per decoded token. With n: n tokens a
+  # repetition after a warm-up (the run in memory: a few ms per token, where 8 tokens and no
+  # warm-up measured the repetitions' fixed costs too, ~25 ms each: 150 tok/s where 64 read 300);
+  # without: N tokens and no warm-up (streamed: every token is a disk pass).
+  local before after rate n=${3:-${N:-8}} warm=()
+  [[ -n ${3:-} ]] || warm=(--no-warmup)
   before=$(awk '/^read_bytes/ { print $2 }' "/proc/$wpid/io")
-  rate=$("$HERD" bench -m "$1" --workers "$2" -p 0 -n "${N:-8}" -r "${R:-3}" --no-warmup --insecure --json 2>/dev/null |
+  rate=$("$HERD" bench -m "$1" --workers "$2" -p 0 -n "$n" -r "${R:-3}" "${warm[@]}" --insecure --json 2>/dev/null |
     json_get median_ts)
   after=$(awk '/^read_bytes/ { print $2 }' "/proc/$wpid/io")
-  disk_per_token=$(( (after - before) / (${N:-8} * ${R:-3}) ))
+  disk_per_token=$(( (after - before) / (n * ${R:-3}) ))
   echo "$rate"
 }
 
@@ -142,7 +147,7 @@ for m in $MODELS; do
   start_worker "$DIR/cache-plain-$m" "$DIR/$m-plain.log"
   idle_rss=$(awk '/VmRSS/ { print $2 * 1024 }' "/proc/$wpid/status")  # before it holds any model
   logits "$f" "$DIR/$m-plain.log1"
-  tg_rate "$f" "$waddr" > "$DIR/rate"; tg_plain=$(cat "$DIR/rate")
+  tg_rate "$f" "$waddr" "${N_PLAIN:-64}" > "$DIR/rate"; tg_plain=$(cat "$DIR/rate")
   hwm_plain=$(hwm_mib "$wpid")
   stop_workers
   # 2. in a memory cgroup at a quarter of the shard
