@@ -364,8 +364,9 @@ void probe_kernel_rates(Backend& be, const HostProbeOptions& o, size_t mat_bytes
   for (DType t : types) {
     if (!be.supports(Op::MatMul, t)) continue;
     r.matvec_Bps[static_cast<uint32_t>(t)] = matvec_rate(t, mat_bytes, o.startup ? 2 : reps);
-    // The cache curve (a full probe only): the sizes well under mat_bytes.
-    if (small) continue;
+    // The cache curve (a full probe of the host only: the planner prices CPU devices by it): the
+    // sizes well under mat_bytes.
+    if (small || be.device().kind != Device::Kind::Host) continue;
     for (const uint64_t b : kCacheCurveBytes)
       if (b * 3 / 2 <= mat_bytes)
         r.matvec_cached_Bps[static_cast<uint32_t>(t)].emplace_back(b, matvec_rate(t, b, reps));

@@ -173,6 +173,37 @@ def test_loopback_run_without_namespaces(tmp_path):
     assert leftovers(p.pid) == []
 
 
+def test_a_worker_port_in_use_for_a_moment_is_tried_again(tmp_path):
+    # Without namespaces the workers listen on 127.0.0.1 ports in the ephemeral range, which this
+    # host's own connections may hold for a moment: a socket holds the port until the lab says it
+    # will try again; the worker is started again on the same port and the run completes.
+    import socket
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    port = held.getsockname()[1]
+    f = write(tmp_path, f"worker name=a host=127.0.0.1 port={port} threads=1\n")  # (a unique port is kept)
+    out = tmp_path / "out"
+    p = subprocess.Popen([HERD, "lab", f, "-m", TINY_MODEL, "--no-netns", "--workers", "1", "-n", "4", "-r", "1",
+                          "--out", str(out)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in p.stderr:  # the lab ends (and stderr closes) within its own start timeout
+            lines.append(line)
+            if f"127.0.0.1:{port} is in use; trying again in 1 s" in line:
+                held.close()
+        p.wait(timeout=600)
+    finally:
+        held.close()
+        if p.poll() is None:
+            p.kill()
+    se = "".join(lines)
+    assert p.returncode == 0, se
+    assert f"127.0.0.1:{port} is in use; trying again in 1 s" in se
+    with open(out / "results.csv") as fh:
+        assert [row["workers"] for row in csv.DictReader(fh)] == ["1"]
+
 
 def test_a_profile_latency_is_added_to_every_hop(tmp_path):
     # No root needed: the latency is herd's --link-delay, given to every worker and the bench. Over
