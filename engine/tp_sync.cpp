@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "engine/comm.h"
+#include "kernels/backend.h"
 #include "kernels/dtype.h"
 #include "kernels/fp16.h"
 #include "kernels/quant.h"

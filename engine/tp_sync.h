@@ -19,10 +19,9 @@
 #include <cstdint>
 #include <string>
 
-#include "kernels/backend.h"
-
 namespace herd {
 
+class Backend;
 class Comm;
 
 enum class TpSync { F32, F16, Q8 };
